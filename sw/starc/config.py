@@ -1,0 +1,448 @@
+"""Hardware presets: the single source of truth for organisation, timing, PU, numerics and energy.
+
+A :class:`Config` is frozen and validated once, where it enters (:func:`load`). Presets ship as TOML
+files in ``starc/presets``; every value there carries its source in a comment. Timing values are in
+DRAM clock cycles (tCK) unless the name ends in ``_ns``; ns values become cycles with ``ceil``.
+
+Address vocabulary (see docs/architecture.md):
+
+- *channel*: the unit the golden model and the RTL simulate; AttAcc's legacy channel.
+- *group*: one bank group of one (pseudo-channel, SID); ``group = (pc * sids + sid) * bgs + bg``.
+- *rank*: one (pseudo-channel, SID); tRRD and tFAW are counted per rank.
+- *unit*: one (SID, bank group) across both pseudo-channels; the scope of data-movement commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Energy",
+    "Organisation",
+    "PU",
+    "Timing",
+    "DEFAULT_PRESET",
+    "list_presets",
+    "load",
+]
+
+DEFAULT_PRESET = "attacc-hbm3-5.2"
+FP16_BYTES = 2
+
+
+class ConfigError(ValueError):
+    """A preset or override that cannot describe real hardware. The message names field and rule."""
+
+
+def _positive_int(section: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{section}.{name} must be a positive integer, not {value!r}")
+
+
+def _power_of_two(section: str, name: str, value: int) -> None:
+    if value & (value - 1):
+        raise ConfigError(f"{section}.{name} must be a power of two, not {value}")
+
+
+@dataclass(frozen=True)
+class Organisation:
+    channels: int
+    pseudo_channels: int
+    sids: int
+    bank_groups: int
+    banks_per_group: int
+    rows_per_bank: int
+    columns_per_row: int
+    column_bytes: int
+
+    def _validate(self) -> None:
+        for f in fields(self):
+            _positive_int("organisation", f.name, getattr(self, f.name))
+        for name in ("pseudo_channels", "sids", "bank_groups", "banks_per_group",
+                     "rows_per_bank", "columns_per_row"):
+            _power_of_two("organisation", name, getattr(self, name))
+        if self.column_bytes < FP16_BYTES or self.column_bytes % FP16_BYTES:
+            raise ConfigError(
+                f"organisation.column_bytes must be a positive multiple of {FP16_BYTES} "
+                f"(one FP16 element), not {self.column_bytes}")
+        if self.groups_per_channel > 32:
+            raise ConfigError(
+                "organisation: pseudo_channels x sids x bank_groups must be at most 32 (the "
+                f"command word has 5 group bits), not {self.groups_per_channel}")
+        if self.banks_per_group > 8:
+            raise ConfigError(f"organisation.banks_per_group must be at most 8 (3 bank bits in the "
+                              f"command word), not {self.banks_per_group}")
+        if self.columns_per_row > 64:
+            raise ConfigError(f"organisation.columns_per_row must be at most 64 (6 column bits in "
+                              f"the command word), not {self.columns_per_row}")
+        if self.rows_per_bank > 1 << 20:
+            raise ConfigError(f"organisation.rows_per_bank must be at most 2^20 (20 row bits in the "
+                              f"command word), not {self.rows_per_bank}")
+
+    # Derived figures -------------------------------------------------------------------------
+    @property
+    def ranks_per_channel(self) -> int:
+        return self.pseudo_channels * self.sids
+
+    @property
+    def groups_per_channel(self) -> int:
+        return self.pseudo_channels * self.sids * self.bank_groups
+
+    @property
+    def units_per_channel(self) -> int:
+        return self.sids * self.bank_groups
+
+    @property
+    def banks_per_channel(self) -> int:
+        return self.groups_per_channel * self.banks_per_group
+
+    @property
+    def banks_per_stack(self) -> int:
+        return self.channels * self.banks_per_channel
+
+    @property
+    def row_bytes(self) -> int:
+        return self.columns_per_row * self.column_bytes
+
+    @property
+    def elements_per_column(self) -> int:
+        return self.column_bytes // FP16_BYTES
+
+    @property
+    def stack_bytes(self) -> int:
+        return self.banks_per_stack * self.rows_per_bank * self.row_bytes
+
+    def group_of(self, pc: int, sid: int, bg: int) -> int:
+        return (pc * self.sids + sid) * self.bank_groups + bg
+
+    def split_group(self, group: int) -> tuple[int, int, int]:
+        """(pseudo-channel, SID, bank group) of a group index."""
+        bg = group % self.bank_groups
+        rank = group // self.bank_groups
+        return rank // self.sids, rank % self.sids, bg
+
+    def rank_of_group(self, group: int) -> int:
+        return group // self.bank_groups
+
+    def unit_of_group(self, group: int) -> int:
+        return group % self.units_per_channel
+
+
+@dataclass(frozen=True)
+class Timing:
+    """DRAM timing in cycles of the DRAM clock (tCK). ``tRFC`` is derived from ``tRFC_ns``."""
+
+    tCK_ns: float
+    CL: int
+    tRCD: int
+    tRP: int
+    tRAS: int
+    tRC: int
+    tWR: int
+    tRTP_L: int
+    tRTP_S: int
+    tCWL: int
+    tBL: int
+    tCCD_S: int
+    tCCD_L: int
+    tCCD_AB: int
+    tRRD_S: int
+    tRRD_L: int
+    tWTR_S: int
+    tWTR_L: int
+    tFAW: int
+    tREFI: int
+    tRFC_ns: float
+    row_cmd_cycles: int
+    tRFC: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tRFC_ns, (int, float)) or not self.tRFC_ns > 0:
+            raise ConfigError(f"timing.tRFC_ns must be a positive number, not {self.tRFC_ns!r}")
+        if not isinstance(self.tCK_ns, (int, float)) or not self.tCK_ns > 0:
+            raise ConfigError(f"timing.tCK_ns must be a positive number, not {self.tCK_ns!r}")
+        object.__setattr__(self, "tRFC", ns_to_cycles(self.tRFC_ns, self.tCK_ns))
+
+    def _validate(self) -> None:
+        for f in fields(self):
+            if f.name in ("tCK_ns", "tRFC_ns", "tRFC"):
+                continue
+            _positive_int("timing", f.name, getattr(self, f.name))
+        if self.tRC < max(self.tRAS, self.tRP):
+            raise ConfigError(f"timing: tRC ({self.tRC}) must be at least tRAS ({self.tRAS}) "
+                              f"and tRP ({self.tRP})")
+        if self.tCCD_L < self.tCCD_S:
+            raise ConfigError(f"timing: tCCD_L ({self.tCCD_L}) must be at least tCCD_S "
+                              f"({self.tCCD_S})")
+        if self.tRRD_L < self.tRRD_S:
+            raise ConfigError(f"timing: tRRD_L ({self.tRRD_L}) must be at least tRRD_S "
+                              f"({self.tRRD_S})")
+        if self.tREFI <= self.tRFC:
+            raise ConfigError(f"timing: tREFI ({self.tREFI}) must exceed tRFC ({self.tRFC} cycles "
+                              f"= ceil({self.tRFC_ns} ns / {self.tCK_ns} ns))")
+
+
+@dataclass(frozen=True)
+class PU:
+    """The per-bank processing unit and the channel's data-movement and softmax units."""
+
+    lanes: int
+    mult_format: str
+    acc_format: str
+    mv_cycles: int
+    mac_pipeline: int
+    sfm_lanes: int
+    sfm_passes: int
+    sfm_latency: int
+    banks_per_pu: int = 1
+
+    def _validate(self, org: Organisation) -> None:
+        for name in ("lanes", "mv_cycles", "mac_pipeline", "sfm_lanes", "sfm_passes",
+                     "sfm_latency", "banks_per_pu"):
+            _positive_int("pu", name, getattr(self, name))
+        if self.mult_format != "fp16":
+            raise ConfigError(f"pu.mult_format must be 'fp16', not {self.mult_format!r}")
+        if self.acc_format not in ("fp32", "fp16"):
+            raise ConfigError(f"pu.acc_format must be 'fp32' or 'fp16', not {self.acc_format!r}")
+        if self.lanes != org.elements_per_column:
+            raise ConfigError(
+                f"pu.lanes ({self.lanes}) must equal the FP16 elements of one column access "
+                f"(organisation.column_bytes / 2 = {org.elements_per_column})")
+        if org.banks_per_group % self.banks_per_pu:
+            raise ConfigError(f"pu.banks_per_pu ({self.banks_per_pu}) must divide "
+                              f"organisation.banks_per_group ({org.banks_per_group})")
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Per-event energies (pJ). Defaults of every shipped preset: AttAcc src/config.py (FGDRAM)."""
+
+    act_pj_per_bit: float
+    cell_rw_pj_per_bit: float
+    bg_mux_pj_per_bit: float
+    gio_pj_per_bit: float
+    tsv_pj_per_bit: float
+    io_pj_per_bit: float
+    mac_pj: float
+    sram_pj_per_byte: float
+    sfm_ops_per_element: int
+
+    def _validate(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or math.isnan(v):
+                raise ConfigError(f"energy.{f.name} must be a non-negative number, not {v!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    description: str
+    org: Organisation
+    timing: Timing
+    pu: PU
+    energy: Energy
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.org._validate()
+        self.timing._validate()
+        self.pu._validate(self.org)
+        self.energy._validate()
+
+    # ---- derived figures (docs/presets.md explains each) ----------------------------------------
+    @property
+    def pus_per_channel(self) -> int:
+        return self.org.banks_per_channel // self.pu.banks_per_pu
+
+    def external_bandwidth_gbs(self) -> float:
+        """Per stack: pseudo-channels x column bytes per 2 tCK (BL4 on a DDR bus), in GB/s."""
+        pcs = self.org.channels * self.org.pseudo_channels
+        return pcs * self.org.column_bytes / (2 * self.timing.tCK_ns)
+
+    def internal_bandwidth_tbs(self) -> float:
+        """Per stack: every PU reads one column per tCCD_AB, in TB/s."""
+        pus = self.org.channels * self.pus_per_channel
+        return pus * self.org.column_bytes / (self.timing.tCCD_AB * self.timing.tCK_ns) / 1e3
+
+    def row_period_cycles(self, columns: int | None = None) -> int:
+        """All-bank row period with C column MACs: tRCD + (C-1) tCCD_AB + tRTP_L + tRP, >= tRC."""
+        c = self.org.columns_per_row if columns is None else columns
+        t = self.timing
+        return max(t.tRC, t.tRCD + (c - 1) * t.tCCD_AB + t.tRTP_L + t.tRP)
+
+    def streaming_ceiling(self) -> float:
+        """Fraction of cycles that issue a column MAC when streaming whole rows (before refresh)."""
+        c = self.org.columns_per_row
+        return c * self.timing.tCCD_AB / self.row_period_cycles()
+
+    def refresh_tax(self) -> float:
+        return self.timing.tRFC / self.timing.tREFI
+
+    def banks_per_token(self, head_dim: int) -> int:
+        """AttAcc bank-level layout: a bank row holds 2-column (32-element) slices of tokens."""
+        slice_elems = 2 * self.org.elements_per_column
+        if head_dim <= 0 or head_dim % slice_elems:
+            raise ConfigError(
+                f"head_dim {head_dim} must be a positive multiple of {slice_elems} (two column "
+                f"accesses of {self.org.elements_per_column} FP16 lanes per bank slice)")
+        b = head_dim // slice_elems
+        if b > self.org.banks_per_group or self.org.banks_per_group % b:
+            raise ConfigError(
+                f"head_dim {head_dim} needs {b} banks per token, which must divide "
+                f"banks_per_group ({self.org.banks_per_group}); this preset cannot hold it")
+        return b
+
+    def tokens_per_bank_row(self) -> int:
+        return self.org.columns_per_row // 2
+
+    def tokens_per_group_row(self, head_dim: int) -> int:
+        return self.tokens_per_bank_row() * (self.org.banks_per_group
+                                             // self.banks_per_token(head_dim))
+
+    def cycles_to_ns(self, cycles: float) -> float:
+        return cycles * self.timing.tCK_ns
+
+    def derived(self) -> dict[str, Any]:
+        t = self.timing
+        return {
+            "banks_per_stack": self.org.banks_per_stack,
+            "banks_per_channel": self.org.banks_per_channel,
+            "groups_per_channel": self.org.groups_per_channel,
+            "stack_GiB": self.org.stack_bytes / 2**30,
+            "external_bandwidth_GBps": self.external_bandwidth_gbs(),
+            "internal_bandwidth_TBps": self.internal_bandwidth_tbs(),
+            "row_period_cycles": self.row_period_cycles(),
+            "row_period_ns": self.cycles_to_ns(self.row_period_cycles()),
+            "streaming_ceiling": self.streaming_ceiling(),
+            "tRFC_cycles": t.tRFC,
+            "refresh_tax": self.refresh_tax(),
+            "tokens_per_bank_row": self.tokens_per_bank_row(),
+            "banks_per_token_d128": self.banks_per_token(128)
+            if 128 // (2 * self.org.elements_per_column) <= self.org.banks_per_group else None,
+            "banks_per_token_d64": self.banks_per_token(64),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["timing"].pop("tRFC")
+        return d
+
+    def replace(self, **sections: Any) -> Config:
+        return dataclasses.replace(self, **sections)
+
+
+def ns_to_cycles(ns: float, tck_ns: float) -> int:
+    """Convert a minimum time to cycles with ceil (never round below spec). Guard float noise."""
+    return math.ceil(ns / tck_ns - 1e-9)
+
+
+_SECTIONS: dict[str, type] = {"organisation": Organisation, "timing": Timing, "pu": PU,
+                              "energy": Energy}
+
+
+def list_presets() -> list[str]:
+    files = resources.files("starc").joinpath("presets").iterdir()
+    return sorted(p.name.removesuffix(".toml") for p in files if p.name.endswith(".toml"))
+
+
+def _read_preset(name_or_path: str | Path | None) -> tuple[dict[str, Any], str]:
+    if name_or_path is None:
+        name_or_path = DEFAULT_PRESET
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"preset file {str(p)!r} does not exist")
+        text, src = p.read_text(), str(p)
+    else:
+        name = str(name_or_path)
+        if name not in list_presets():
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}"
+                              f" or give a path to a .toml file")
+        text = resources.files("starc").joinpath("presets", f"{name}.toml").read_text()
+        src = f"preset:{name}"
+    try:
+        return tomllib.loads(text), src
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{src}: not valid TOML: {e}") from None
+
+
+def _coerce(value: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> None:
+    if not overrides:
+        return
+    items: list[tuple[str, Any]]
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for o in overrides:
+            if "=" not in o:
+                raise ConfigError(f"override {o!r} must look like section.field=value, "
+                                  f"e.g. timing.tCCD_AB=4")
+            k, v = o.split("=", 1)
+            items.append((k.strip(), _coerce(v.strip())))
+    for key, value in items:
+        if key.count(".") != 1:
+            raise ConfigError(f"override key {key!r} must be section.field, e.g. timing.tRCD")
+        sec, name = key.split(".")
+        if sec not in _SECTIONS:
+            raise ConfigError(f"override {key!r}: unknown section {sec!r}; sections are "
+                              f"{', '.join(_SECTIONS)}")
+        data.setdefault(sec, {})[name] = value
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    data = dict(data)
+    unknown_top = set(data) - set(_SECTIONS) - {"name", "description"}
+    if unknown_top:
+        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown_top)}; allowed: name, "
+                          f"description, {', '.join(_SECTIONS)}")
+    built: dict[str, Any] = {}
+    for sec, cls in _SECTIONS.items():
+        if sec not in data:
+            raise ConfigError(f"{source}: missing section [{sec}]")
+        vals = dict(data[sec])
+        allowed = {f.name for f in fields(cls) if f.init}
+        unknown = set(vals) - allowed
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) in [{sec}]: {sorted(unknown)}; allowed: "
+                              f"{', '.join(sorted(allowed))}")
+        required = {f.name for f in fields(cls)
+                    if f.init and f.default is dataclasses.MISSING}
+        missing = required - set(vals)
+        if missing:
+            raise ConfigError(f"{source}: missing key(s) in [{sec}]: {sorted(missing)}")
+        built[sec] = cls(**vals)
+    return Config(name=str(data.get("name", Path(source).stem)),
+                  description=str(data.get("description", "")),
+                  org=built["organisation"], timing=built["timing"], pu=built["pu"],
+                  energy=built["energy"], source=source)
+
+
+def load(name_or_path: str | Path | None = None,
+         overrides: dict[str, Any] | list[str] | None = None) -> Config:
+    """Load a shipped preset by name (default :data:`DEFAULT_PRESET`) or a TOML file, then apply
+    ``section.field=value`` overrides. Raises :class:`ConfigError` naming the field and rule."""
+    data, src = _read_preset(name_or_path)
+    _apply_overrides(data, overrides)
+    cfg = from_dict(data, src)
+    if overrides:
+        cfg = dataclasses.replace(cfg, name=cfg.name + "+overrides")
+    return cfg

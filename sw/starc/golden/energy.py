@@ -1,0 +1,98 @@
+"""Energy of a channel program, with a breakdown, in two conventions.
+
+- ``attacc_pj``: AttAcc's convention (src/config.py, PIMType.BA): every byte a PU reads costs
+  (ACT/PRE + cell RD) = (0.11 + 0.44) pJ/bit, so activation is folded into a per-byte rate and a
+  half-used row costs what its used bytes cost.
+- ``total_pj``: activation charged explicitly per activated bank row (act_pj_per_bit x row bits,
+  about 0.9 nJ for a 1 KiB row), plus cell RD/WR per byte actually read. This is the figure that
+  shows what row-aligned clustering changes.
+
+Both add the same MAC, data-movement, buffer and softmax terms. Per-event constants come from the
+preset's ``[energy]`` section (AttAcc src/config.py citing FGDRAM, MICRO 2017). Refresh energy is
+not included: no sourced per-refresh constant exists in the presets (stated in docs/presets.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from starc.config import Config
+from starc.isa import Op
+
+__all__ = ["Energy", "EventCounts", "account", "count_events"]
+
+
+@dataclass(frozen=True)
+class EventCounts:
+    bank_activations: int   # bank rows opened
+    bank_column_reads: int  # 32 B column reads by PUs (MAC) or the host (RD)
+    bank_column_writes: int
+    mac_lane_ops: int       # FP16 MACs (lanes x bank column accesses by MACs)
+    moved_bytes: int        # bytes between bank PUs and the buffer die (MVSB/MVGB/WRGB)
+    host_bytes: int         # RD/WR bytes crossing the interposer
+    softmax_elements: int
+    refreshes: int
+
+
+@dataclass
+class Energy:
+    total_pj: float
+    attacc_pj: float
+    breakdown: dict[str, float] = field(default_factory=dict)
+    attacc_breakdown: dict[str, float] = field(default_factory=dict)
+    counts: EventCounts | None = None
+
+
+def count_events(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> EventCounts:
+    org, pu = cfg.org, cfg.pu
+    ops = prog["op"]
+    n = {o: int(np.count_nonzero(ops == int(o))) for o in Op}
+    nb_ch, bpg = org.banks_per_channel, org.banks_per_group
+    acts = n[Op.ACTAB] * nb_ch + n[Op.ACTBG] * bpg + n[Op.ACTPB]
+    mac_cols = n[Op.MACAB] * nb_ch // pu.banks_per_pu + n[Op.MACBG] * bpg // pu.banks_per_pu
+    reads = mac_cols + n[Op.RD]
+    colb = org.column_bytes
+    sets = org.banks_per_group // cfg.banks_per_token(head_dim)
+    # score move: sets x 16 FP32 scores; value move: bpg x 16 FP32 partial outputs;
+    # MVGB: sets x 16 FP16 probabilities to every bank of the group; WRGB: one column to every bank.
+    mvsb = prog[ops == int(Op.MVSB)]
+    value_moves = int(np.count_nonzero(mvsb["col"] & 2))
+    score_moves = len(mvsb) - value_moves
+    moved = (score_moves * sets * 16 * 4 + value_moves * bpg * 16 * 4
+             + n[Op.MVGB] * sets * 16 * 2 * bpg + n[Op.WRGB] * colb * nb_ch)
+    sfm = int(prog["arg"][ops == int(Op.SFM)].astype(np.int64).sum())
+    return EventCounts(
+        bank_activations=acts, bank_column_reads=reads, bank_column_writes=n[Op.WR],
+        mac_lane_ops=mac_cols * pu.lanes, moved_bytes=moved,
+        host_bytes=(n[Op.RD] + n[Op.WR]) * colb, softmax_elements=sfm, refreshes=n[Op.REF])
+
+
+def account(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> Energy:
+    """Energy (pJ) of one channel program; see the module docstring for the two conventions."""
+    e, org = cfg.energy, cfg.org
+    c = count_events(prog, cfg, head_dim)
+    row_bits = org.row_bytes * 8
+    col_bits = org.column_bytes * 8
+    io_path = e.bg_mux_pj_per_bit + e.gio_pj_per_bit + e.tsv_pj_per_bit  # bank PU <-> buffer die
+    common = {
+        "mac": c.mac_lane_ops * e.mac_pj,
+        "data_movement": c.moved_bytes * 8 * io_path + c.moved_bytes * e.sram_pj_per_byte,
+        "host_io": c.host_bytes * 8 * (io_path + e.io_pj_per_bit),
+        "softmax": c.softmax_elements * e.sfm_ops_per_element * e.mac_pj,
+    }
+    explicit = {
+        "activation": c.bank_activations * row_bits * e.act_pj_per_bit,
+        "column_access": (c.bank_column_reads + c.bank_column_writes) * col_bits
+        * e.cell_rw_pj_per_bit,
+        **common,
+    }
+    attacc = {
+        "activation": 0.0,
+        "column_access": (c.bank_column_reads + c.bank_column_writes) * col_bits
+        * (e.act_pj_per_bit + e.cell_rw_pj_per_bit),
+        **common,
+    }
+    return Energy(total_pj=float(sum(explicit.values())), attacc_pj=float(sum(attacc.values())),
+                  breakdown=explicit, attacc_breakdown=attacc, counts=c)

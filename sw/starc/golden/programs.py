@@ -1,0 +1,150 @@
+"""Reference program generators: dense attention in the AttAcc bank-level layout, stream-at-peak.
+
+The dense program of one KV head on one channel (docs/commands.md, functional semantics):
+
+1. WRGB the d/16 query chunks.
+2. Score phase, per row r of keys: ACTAB r, 32 score MACABs into register set r % 2; the score
+   MVSBs of row r - 1 interleave with the MACs of row r (one after each of the first MACs) so data
+   movement overlaps compute, as AttAcc's trace does; PREA.
+3. SFM over the L valid entries.
+4. Value phase, per row r of values: the MVGBs of row r + 1 interleave with the MACs of row r
+   (the probabilities of row 0 are moved before the first activation); 32 value MACABs reading
+   probability slot r % 2; PREA.
+5. Value MVSBs: every (group, half).
+
+Token t of a dense cache is stored at row ``t // (G * tpgr)``, group ``(t // tpgr) % G``, set
+``(t % tpgr) // 16``, slot ``t % 16`` (tpgr = tokens per group row).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from starc.config import Config
+from starc.isa import PROGRAM_DTYPE, MacArg, Op
+
+__all__ = ["dense_program", "dense_token_address", "stream_program", "command_counts"]
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int, int, int, int, int]] = []
+
+    def add(self, op: Op, group: int = 0, bank: int = 0, col: int = 0, row: int = 0,
+            arg: int = 0) -> None:
+        self.rows.append((int(op), group, bank, col, row, arg))
+
+    def build(self) -> np.ndarray:
+        return np.array(self.rows, dtype=PROGRAM_DTYPE)
+
+
+def dense_token_address(cfg: Config, head_dim: int, tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """Row, group, set and slot of each token index of the dense layout."""
+    G = cfg.org.groups_per_channel
+    tpgr = cfg.tokens_per_group_row(head_dim)
+    t = np.asarray(tokens, dtype=np.int64)
+    return {"row": t // (G * tpgr), "group": (t // tpgr) % G, "set": (t % tpgr) // 16,
+            "slot": t % 16}
+
+
+def _masks(cfg: Config, head_dim: int, L: int, row: int) -> list[int]:
+    G = cfg.org.groups_per_channel
+    tpgr = cfg.tokens_per_group_row(head_dim)
+    out = []
+    for g in range(G):
+        first = (row * G + g) * tpgr
+        valid = max(0, min(tpgr, L - first))
+        out.append((1 << valid) - 1)
+    return out
+
+
+def dense_program(cfg: Config, L: int, head_dim: int, *, value_row_base: int | None = None,
+                  query_data_index: int = 0) -> np.ndarray:
+    """Dense attention over L tokens of one KV head on one channel (see module docstring).
+
+    Key rows are 0 .. R-1, value rows ``value_row_base`` .. (default R). WRGB chunk c carries
+    ``arg = query_data_index + c`` (the row of the caller's ``wdata`` table).
+    """
+    if L <= 0:
+        raise ValueError(f"context length must be positive, not {L}")
+    org = cfg.org
+    G = org.groups_per_channel
+    C = org.columns_per_row
+    tpgr = cfg.tokens_per_group_row(head_dim)
+    n_rows = -(-L // (G * tpgr))
+    vbase = n_rows if value_row_base is None else value_row_base
+    if vbase + n_rows > org.rows_per_bank:
+        raise ValueError(f"L={L} needs {2 * n_rows} rows per bank; the preset has "
+                         f"{org.rows_per_bank}")
+    bppu = cfg.pu.banks_per_pu
+    b = _Builder()
+    for c in range(head_dim // org.elements_per_column):
+        b.add(Op.WRGB, col=c, arg=query_data_index + c)
+
+    def mvsb_score(row: int) -> list[tuple]:
+        masks = _masks(cfg, head_dim, L, row)
+        return [(Op.MVSB, g, 0, row & 1, 0, masks[g]) for g in range(G)]
+
+    pending: list[tuple] = []
+    for r in range(n_rows):
+        b.add(Op.ACTAB, row=r)
+        buf = int(MacArg.BUF) if r & 1 else 0
+        for c in range(C):
+            for _ in range(bppu):
+                b.add(Op.MACAB, col=c, arg=buf)
+            if pending:
+                b.add(*pending.pop(0))
+        b.add(Op.PREA)
+        pending.extend(mvsb_score(r))
+    for cmd in pending:
+        b.add(*cmd)
+    b.add(Op.SFM, arg=L)
+    for g in range(G):
+        b.add(Op.MVGB, group=g, col=0)
+    pending = []
+    for r in range(n_rows):
+        b.add(Op.ACTAB, row=vbase + r)
+        arg = int(MacArg.VALUE) | (int(MacArg.BUF) if r & 1 else 0)
+        if r + 1 < n_rows:
+            pending = [(Op.MVGB, g, 0, (r + 1) & 1, 0, 0) for g in range(G)]
+        for c in range(C):
+            for _ in range(bppu):
+                b.add(Op.MACAB, col=c, arg=arg)
+            if pending:
+                b.add(*pending.pop(0))
+        for cmd in pending:
+            b.add(*cmd)
+        pending = []
+        b.add(Op.PREA)
+    for g in range(G):
+        for h in range(2):
+            b.add(Op.MVSB, group=g, col=2 | (h << 2))
+    return b.build()
+
+
+def stream_program(cfg: Config, n_rows: int) -> np.ndarray:
+    """Stream whole rows at peak: ACTAB, every column MAC'd, PREA; nothing else."""
+    b = _Builder()
+    for r in range(n_rows):
+        b.add(Op.ACTAB, row=r % cfg.org.rows_per_bank)
+        for c in range(cfg.org.columns_per_row):
+            b.add(Op.MACAB, col=c)
+        b.add(Op.PREA)
+    return b.build()
+
+
+def command_counts(prog: np.ndarray, cfg: Config, *, per_pseudo_channel: bool = False
+                   ) -> dict[str, int]:
+    """Commands by opcode name. With ``per_pseudo_channel``, the commands pseudo-channel 0 sees:
+    channel-scope commands count once, group-scope ones only when their group is in PC 0."""
+    ops = prog["op"]
+    if per_pseudo_channel:
+        group_scoped = np.isin(ops, [int(o) for o in (Op.ACTBG, Op.ACTPB, Op.PREBG, Op.PREPB,
+                                                      Op.MACBG, Op.RD, Op.WR, Op.MVSB, Op.MVGB)])
+        gpp = cfg.org.sids * cfg.org.bank_groups
+        keep = ~group_scoped | (prog["group"] < gpp)
+        ops = ops[keep]
+    c = Counter(ops.tolist())
+    return {Op(k).name: int(v) for k, v in sorted(c.items())}

@@ -1,0 +1,167 @@
+"""The PIM command set: one definition for the planner, the golden model, the gateware and cocotb.
+
+A program is a NumPy structured array of :data:`PROGRAM_DTYPE`, one row per command, executed in
+order on one channel. Each command also has a packed 72-bit encoding (:data:`COMMAND_FIELDS`, LSB
+first) that the gateware's command stream carries; :func:`encode` / :func:`decode` convert.
+
+Field use per opcode (unused fields must be 0; docs/commands.md has the full table):
+
+=========  ======================================  =============================================
+opcode     fields                                  meaning
+=========  ======================================  =============================================
+ACTAB      row                                     activate ``row`` in every bank of the channel
+ACTBG      group, row                              activate ``row`` in every bank of one group
+ACTPB      group, bank, row                        activate ``row`` in one bank
+PREA       -                                       precharge every bank
+PREBG      group                                   precharge every bank of one group
+PREPB      group, bank                             precharge one bank
+MACAB      col, arg=MacArg                         MAC of column ``col`` in every bank (open rows)
+MACBG      group, col, arg=MacArg                  MAC of column ``col`` in the banks of one group
+RD         group, bank, col                        read one column to the host
+WR         group, bank, col, arg=data index        write one column (data from the side table)
+WRGB       col=slot, arg=data index                write one column into every GEMV buffer slot
+MVSB       group=unit, col=buffer, arg=mask        accumulators of a unit -> softmax buffer
+MVGB       group=unit, col=slot                    softmax output -> GEMV buffer slot of a unit
+SFM        arg=n                                   softmax over the n valid softmax-buffer entries
+REF        -                                       all-bank refresh (normally inserted by timing)
+BAR        -                                       wait until every earlier command has completed
+=========  ======================================  =============================================
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+import numpy as np
+
+__all__ = [
+    "COMMAND_BITS",
+    "COMMAND_FIELDS",
+    "MacArg",
+    "Op",
+    "PROGRAM_DTYPE",
+    "ROW_OPS",
+    "ACT_OPS",
+    "PRE_OPS",
+    "MAC_OPS",
+    "DATA_OPS",
+    "decode",
+    "encode",
+    "make_program",
+]
+
+
+class Op(IntEnum):
+    """Opcodes. Values are the ``op`` field of the packed encoding (6 bits)."""
+
+    NOP = 0
+    ACTAB = 1
+    ACTBG = 2
+    ACTPB = 3
+    PREA = 4
+    PREBG = 5
+    PREPB = 6
+    MACAB = 7
+    MACBG = 8
+    RD = 9
+    WR = 10
+    WRGB = 11
+    MVSB = 12
+    MVGB = 13
+    SFM = 14
+    REF = 15
+    BAR = 16
+
+
+class MacArg(IntFlag):
+    """``arg`` bits of MACAB/MACBG.
+
+    VALUE selects the value phase (scale a column by a probability, accumulate per lane); without it
+    the score phase (dot product of a column with the query slice). BUF selects which of the two
+    score/partial-output register sets accumulates, so that a move (MVSB) of one set overlaps MACs
+    into the other.
+    """
+
+    SCORE = 0
+    VALUE = 1
+    BUF = 2
+
+
+#: Packed command word, LSB first: (name, width in bits).
+COMMAND_FIELDS: tuple[tuple[str, int], ...] = (
+    ("op", 6),
+    ("group", 5),
+    ("bank", 3),
+    ("col", 6),
+    ("row", 20),
+    ("arg", 32),
+)
+COMMAND_BITS = sum(w for _, w in COMMAND_FIELDS)
+
+PROGRAM_DTYPE = np.dtype([
+    ("op", np.uint8),
+    ("group", np.uint8),
+    ("bank", np.uint8),
+    ("col", np.uint8),
+    ("row", np.uint32),
+    ("arg", np.uint32),
+])
+
+ACT_OPS = frozenset({Op.ACTAB, Op.ACTBG, Op.ACTPB})
+PRE_OPS = frozenset({Op.PREA, Op.PREBG, Op.PREPB})
+ROW_OPS = ACT_OPS | PRE_OPS | {Op.REF}
+MAC_OPS = frozenset({Op.MACAB, Op.MACBG})
+DATA_OPS = frozenset({Op.RD, Op.WR, Op.WRGB, Op.MVSB, Op.MVGB, Op.SFM})
+
+
+def make_program(commands: list[tuple] | None = None) -> np.ndarray:
+    """Build a program from tuples ``(op, group, bank, col, row, arg)`` (trailing fields optional)."""
+    commands = commands or []
+    prog = np.zeros(len(commands), dtype=PROGRAM_DTYPE)
+    for i, c in enumerate(commands):
+        c = tuple(int(x) for x in c) + (0,) * (6 - len(c))
+        prog[i] = c
+    return prog
+
+
+def encode(cmd: np.void | tuple) -> int:
+    """Pack one command into its integer command word (see :data:`COMMAND_FIELDS`)."""
+    word, shift = 0, 0
+    for (name, width), value in zip(COMMAND_FIELDS, _values(cmd), strict=True):
+        v = int(value)
+        if v < 0 or v >= 1 << width:
+            raise ValueError(f"command field {name}={v} does not fit in {width} bits")
+        word |= v << shift
+        shift += width
+    return word
+
+
+def decode(word: int) -> tuple[int, ...]:
+    """Unpack a command word into ``(op, group, bank, col, row, arg)``."""
+    out = []
+    for _, width in COMMAND_FIELDS:
+        out.append(word & ((1 << width) - 1))
+        word >>= width
+    if out[0] not in Op._value2member_map_:
+        raise ValueError(f"unknown opcode {out[0]}")
+    return tuple(out)
+
+
+def encode_program(prog: np.ndarray) -> list[int]:
+    return [encode(c) for c in prog]
+
+
+def _values(cmd: np.void | tuple) -> tuple[int, ...]:
+    if isinstance(cmd, np.void):
+        return tuple(int(cmd[n]) for n, _ in COMMAND_FIELDS)
+    return tuple(cmd) + (0,) * (6 - len(cmd))
+
+
+def format_command(cmd: np.void) -> str:
+    op = Op(int(cmd["op"]))
+    parts = [op.name]
+    for name in ("group", "bank", "col", "row", "arg"):
+        v = int(cmd[name])
+        if v:
+            parts.append(f"{name}={v}")
+    return " ".join(parts)
