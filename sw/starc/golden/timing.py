@@ -111,6 +111,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
     faw = [[NEG, NEG, NEG, NEG] for _ in range(R)]  # last four ACT cycles per rank (ring)
     faw_i = [0] * R
     last_row = NEG
+    last_ref = NEG
     macab_t = NEG
     macbg_any = NEG
     macbg_grp = [NEG] * G
@@ -260,7 +261,9 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
                 t = base
             # refresh insertion
             while t >= next_due and n_open == 0:
-                tr = max(prev + 1, last_row + ROWC, pre_allmax + tRP, act_allmax + tRC)
+                tr = max(prev + 1, last_row + ROWC, pre_allmax + tRP, act_allmax + tRC,
+                         last_ref + tRFC)
+                last_ref = tr
                 ref_t.append(tr)
                 out_ref.append(i)
                 cat["refresh"] += tr - prev if prev >= 0 else tr
@@ -428,8 +431,8 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
         elif op == REF:
             if n_open:
                 raise _err(i, "REF needs every bank closed")
-            t = max(t, last_row + ROWC, pre_allmax + tRP, act_allmax + tRC)
-            last_row = t
+            t = max(t, last_row + ROWC, pre_allmax + tRP, act_allmax + tRC, last_ref + tRFC)
+            last_row = last_ref = t
             c = t + tRFC
             # an explicit REF counts as the due refresh if one is due soon
             next_due = max(next_due, (t // tREFI + 1) * tREFI)

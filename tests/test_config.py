@@ -1,0 +1,93 @@
+"""Presets: derived figures against the brief's published numbers; validation messages."""
+
+import math
+
+import pytest
+
+from starc import config
+from starc.config import ConfigError
+
+
+@pytest.mark.parametrize("name", config.list_presets())
+def test_every_preset_loads_and_cites_sources(name):
+    cfg = config.load(name)
+    text = (config.resources.files("starc") / "presets" / f"{name}.toml").read_text()
+    # every value line carries a source comment
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "name", "description", "[")):
+            assert "#" in line, f"{name}: value without a source: {line!r}"
+    assert cfg.timing.tRFC == math.ceil(cfg.timing.tRFC_ns / cfg.timing.tCK_ns - 1e-9)
+
+
+def test_default_preset_matches_brief():
+    d = config.load().derived()
+    # BRIEF section 3: 665.6 GB/s external, 7.10 TB/s internal, 232-cycle row period, ~83 %
+    assert d["external_bandwidth_GBps"] == pytest.approx(665.6, abs=0.05)
+    assert d["internal_bandwidth_TBps"] == pytest.approx(7.10, abs=0.005)
+    assert d["row_period_cycles"] == 232
+    assert d["streaming_ceiling"] == pytest.approx(0.83, abs=0.005)
+    assert d["refresh_tax"] == pytest.approx(0.09, abs=0.002)
+    assert d["banks_per_stack"] == 1024
+    assert d["tokens_per_bank_row"] == 16
+    assert d["banks_per_token_d128"] == 4
+
+
+def test_no_power_limit_preset_matches_brief():
+    d = config.load("attacc-hbm3-5.2-npc").derived()
+    assert d["internal_bandwidth_TBps"] == pytest.approx(10.65, abs=0.005)
+    assert d["row_period_cycles"] == 170
+    assert d["streaming_ceiling"] == pytest.approx(0.75, abs=0.005)
+
+
+def test_row_period_formula_independent():
+    cfg = config.load()
+    t = cfg.timing
+    for c in (1, 2, 8, 32):
+        expect = max(t.tRC, t.tRCD + (c - 1) * t.tCCD_AB + t.tRTP_L + t.tRP)
+        assert cfg.row_period_cycles(c) == expect
+    assert cfg.row_period_cycles(1) == t.tRC  # short rows are bounded by tRC
+
+
+@pytest.mark.parametrize("override, message", [
+    ("timing.tRCD=0", "timing.tRCD must be a positive integer, not 0"),
+    ("timing.tRP=-3", "timing.tRP must be a positive integer, not -3"),
+    ("organisation.column_bytes=1", "organisation.column_bytes must be a positive multiple of 2"),
+    ("pu.lanes=8", "pu.lanes (8) must equal the FP16 elements of one column access"),
+    ("organisation.bank_groups=3", "organisation.bank_groups must be a power of two, not 3"),
+    ("timing.bogus=1", "unknown key(s) in [timing]: ['bogus']"),
+    ("nope.x=1", "unknown section 'nope'"),
+    ("timing.tREFI=100", "timing: tREFI (100) must exceed tRFC"),
+    ("pu.acc_format=bf16", "pu.acc_format must be 'fp32' or 'fp16'"),
+])
+def test_impossible_configs_are_refused(override, message):
+    with pytest.raises(ConfigError) as e:
+        config.load(overrides=[override])
+    assert message in str(e.value)
+
+
+def test_head_size_the_lanes_cannot_hold():
+    cfg = config.load()
+    with pytest.raises(ConfigError, match="head_dim 48 must be a positive multiple of 32"):
+        cfg.banks_per_token(48)
+    with pytest.raises(ConfigError, match="needs 8 banks per token"):
+        cfg.banks_per_token(256)
+
+
+def test_user_preset_file_and_unknown_keys(tmp_path):
+    src = (config.resources.files("starc") / "presets" / "attacc-hbm3-5.2.toml").read_text()
+    p = tmp_path / "mine.toml"
+    p.write_text(src.replace("tCCD_AB = 6 ", "tCCD_AB = 5 "))
+    cfg = config.load(p)
+    assert cfg.timing.tCCD_AB == 5
+    bad = tmp_path / "bad.toml"
+    bad.write_text(src + "\nextra = 1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        config.load(bad)
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        config.load("nope")
+
+
+def test_override_changes_one_field():
+    cfg = config.load(overrides={"timing.tCCD_AB": 4})
+    assert cfg.timing.tCCD_AB == 4
+    assert cfg.row_period_cycles() == 170
