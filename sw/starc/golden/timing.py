@@ -147,6 +147,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
     ref_t: list[int] = []
     cat = dict.fromkeys(CATEGORIES, 0)
     prev = -1
+    mac_cycles = 0
 
     ACTAB, ACTBG, ACTPB = int(Op.ACTAB), int(Op.ACTBG), int(Op.ACTPB)
     PREA, PREBG, PREPB = int(Op.PREA), int(Op.PREBG), int(Op.PREPB)
@@ -158,8 +159,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
     def _err(i: int, msg: str) -> ProgramError:
         return ProgramError(f"command #{i} ({Op(ops[i]).name}): {msg}")
 
-    i = 0
-    while i < n:
+    for i in range(n):
         op = ops[i]
         t = prev + 1
         if op == MACAB:
@@ -187,7 +187,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             macab_t = col_all = col_allmax = t
             mac_set_all[k] = t
             c = t + MACLAT
-            cat["mac_issue"] += t - prev if prev >= 0 else t
+            mac_cycles += t - prev
         elif op == MACBG:
             g = grps[i]
             if g >= G:
@@ -444,8 +444,8 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             complete = c
         out_t.append(t)
         prev = t
-        i += 1
 
+    cat["mac_issue"] += mac_cycles
     cat["drain"] += complete - (prev if prev >= 0 else 0)
     # merge inserted REFs into the program
     if out_ref:
