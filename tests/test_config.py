@@ -3,7 +3,6 @@
 import math
 
 import pytest
-
 from starc import config
 from starc.config import ConfigError
 

@@ -1,7 +1,6 @@
 """Energy: both conventions against hand-computed figures from the per-event constants."""
 
 import pytest
-
 from starc import config
 from starc.golden import energy, programs
 from starc.isa import Op, make_program

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from starc import config
 from starc.golden import check, programs, timing
 from starc.isa import MacArg, Op, make_program
@@ -49,7 +48,7 @@ def test_stream_with_refresh_pays_the_refresh_tax():
     s0 = timing.schedule(programs.stream_program(CFG, n), CFG, refresh=False)
     s1 = timing.schedule(programs.stream_program(CFG, n), CFG)
     check.check(s1.program, s1.issue, CFG)
-    assert s1.refreshes == s1.total_cycles // T.tREFI or s1.refreshes == s1.total_cycles // T.tREFI - 1
+    assert s1.total_cycles // T.tREFI - 1 <= s1.refreshes <= s1.total_cycles // T.tREFI
     extra = s1.total_cycles - s0.total_cycles
     # each refresh costs between tRFC and tRFC + one row period (it waits for the rows to close)
     assert s1.refreshes * T.tRFC <= extra <= s1.refreshes * (T.tRFC + 232)

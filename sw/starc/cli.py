@@ -59,7 +59,8 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     from rich.table import Table
     t = Table(title=title)
     for c in columns:
-        t.add_column(c, justify="right" if c not in ("field", "policy", "name", "source") else "left")
+        left = c in ("field", "policy", "name", "source", "value", "description")
+        t.add_column(c, justify="left" if left else "right")
     for r in rows:
         t.add_row(*[_fmt(x) for x in r])
     Console(width=max(100, Console().width)).print(t)

@@ -84,8 +84,8 @@ class Organisation:
             raise ConfigError(f"organisation.columns_per_row must be at most 64 (6 column bits in "
                               f"the command word), not {self.columns_per_row}")
         if self.rows_per_bank > 1 << 20:
-            raise ConfigError(f"organisation.rows_per_bank must be at most 2^20 (20 row bits in the "
-                              f"command word), not {self.rows_per_bank}")
+            raise ConfigError(f"organisation.rows_per_bank must be at most 2^20 (20 row bits in "
+                              f"the command word), not {self.rows_per_bank}")
 
     # Derived figures -------------------------------------------------------------------------
     @property

@@ -115,7 +115,7 @@ DATA_OPS = frozenset({Op.RD, Op.WR, Op.WRGB, Op.MVSB, Op.MVGB, Op.SFM})
 
 
 def make_program(commands: list[tuple] | None = None) -> np.ndarray:
-    """Build a program from tuples ``(op, group, bank, col, row, arg)`` (trailing fields optional)."""
+    """Build a program from tuples ``(op, group, bank, col, row, arg)``; trailing fields may go."""
     commands = commands or []
     prog = np.zeros(len(commands), dtype=PROGRAM_DTYPE)
     for i, c in enumerate(commands):

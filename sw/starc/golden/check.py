@@ -277,10 +277,9 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
                 need(i, last_sfm, sfm_cycles(cfg, int(prog["arg"][last_sfm])), "SFM -> MVGB")
             last_mvgb[(int(c["group"]), int(c["col"]) & 1)] = i
             done.append(int(issue[i]) + pu.mv_cycles)
-        elif op == Op.BAR:
-            if done and issue[i] < max(done):
-                out.append(Violation(i, "BAR before earlier commands completed", int(issue[i]),
-                                     max(done), i - 1))
+        elif op == Op.BAR and done and issue[i] < max(done):
+            out.append(Violation(i, "BAR before earlier commands completed", int(issue[i]),
+                                 max(done), i - 1))
     return out
 
 

@@ -8,9 +8,9 @@ issue at or after the next due cycle while every bank is closed. All cycles are 
 
 Implementation note: every timestamp kind (ACT, PRE, column, write) is kept at three levels (last
 all-bank op, per group, per bank). Because issue cycles never decrease, the latest update is always
-the maximum, so "latest event touching this bank/group/channel" is a max of at most three numbers and
-no per-bank list is rewritten by an all-bank command. This keeps the model above a million commands
-per second in plain Python (bench/bench_timing.py).
+the maximum, so "latest event touching this bank/group/channel" is a max of at most three numbers
+and no per-bank list is rewritten by an all-bank command. This keeps the model near or above a
+million commands per second in plain Python (bench/bench_timing.py).
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class Schedule:
     """Result of :func:`schedule`.
 
     ``program`` is the executed program including the inserted REF commands, ``issue`` the issue
-    cycle of each of its commands, ``inserted`` a boolean mask of the inserted REFs, ``total_cycles``
-    the latest completion, and ``breakdown`` the total split by what each gap waited for.
+    cycle of each of its commands, ``inserted`` a boolean mask of the inserted REFs,
+    ``total_cycles`` the latest completion, and ``breakdown`` the total split by what each gap
+    waited for.
     """
 
     program: np.ndarray
@@ -221,7 +222,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             mac_set_grp[g][k] = t
             c = t + MACLAT
             cat["mac_issue"] += t - prev if prev >= 0 else t
-        elif op == ACTAB or op == ACTBG or op == ACTPB:
+        elif op in (ACTAB, ACTBG, ACTPB):
             if op == ACTAB:
                 if n_open:
                     raise _err(i, "ACTAB needs every bank closed")
@@ -302,7 +303,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             c = t + ROWC
             key = "refresh" if refresh_bound else "row_switch"
             cat[key] += t - prev if prev >= 0 else t
-        elif op == PREA or op == PREBG or op == PREPB:
+        elif op in (PREA, PREBG, PREPB):
             if op == PREA:
                 base = max(act_allmax + tRAS, col_allmax + tRTP, wr_allmax + tWRP)
             elif op == PREBG:
@@ -343,7 +344,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             last_row = t
             c = t + ROWC
             cat["row_switch"] += t - prev if prev >= 0 else t
-        elif op == MVSB or op == MVGB or op == RD or op == WR:
+        elif op in (MVSB, MVGB, RD, WR):
             g = grps[i]
             if g >= G:
                 raise _err(i, f"group {g} out of range (0..{G - 1})")
@@ -400,7 +401,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
                 wr_bank[bi] = wr_grpmax[g] = wr_allmax = t
                 c = t + tm.tCWL + tBL
             cat[key] += t - prev if prev >= 0 else t
-        elif op == WRGB or op == SFM:
+        elif op in (WRGB, SFM):
             base = d_allmax + tCCD_L
             key = "data_movement"
             if op == SFM:

@@ -134,7 +134,7 @@ def _silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 
 # Query rows (query x head-in-group) of one score block; a block is [rows, keys] float32.
-_ATTN_ROWS = 256
+_ATTN_ROWS = 384
 
 
 def _threads() -> int:

