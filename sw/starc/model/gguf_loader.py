@@ -26,6 +26,7 @@ import json
 import os
 import tempfile
 import threading
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -266,7 +267,8 @@ def _read_gguf(path: Path) -> GGUFModel:
     try:
         for t in reader.tensors:
             arr = dequantize(t.data, t.tensor_type)
-            tensors[t.name] = np.ascontiguousarray(arr, dtype=np.float32)
+            # Copy: F32 tensors come back as views of the reader's memory map of the file.
+            tensors[t.name] = np.array(arr, dtype=np.float32, order="C", copy=True)
     except Exception as exc:
         raise _missing(f"cannot dequantise the tensors of {path} ({type(exc).__name__}: {exc})"
                        ) from None
@@ -327,6 +329,7 @@ def _write_cache(model: GGUFModel, target: Path) -> None:
             np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -380,8 +383,9 @@ def load_gguf(path: str | os.PathLike[str] | None = None, *, use_cache: bool = T
         if use_cache:
             try:
                 _write_cache(model, target)
-            except OSError:
-                pass  # a read-only or full cache directory only costs speed
+            except OSError as exc:  # a read-only or full cache directory only costs speed
+                warnings.warn(f"could not write the model cache {target}: {exc}",
+                              RuntimeWarning, stacklevel=2)
     if use_cache:
         with _memo_lock:
             _memo[memo_key] = model

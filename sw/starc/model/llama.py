@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -68,6 +70,7 @@ AttentionFn = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np
 DENSE_LAYERS: tuple[int, ...] = (0, 1)
 
 F32 = np.float32
+_T = TypeVar("_T")
 
 
 def is_dense_layer(layer: int) -> bool:
@@ -113,11 +116,13 @@ def rope_tables(positions: np.ndarray, head_dim: int, base: float
     return np.cos(ang).astype(F32)[:, None, :], np.sin(ang).astype(F32)[:, None, :]
 
 
-def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate interleaved pairs ``(2i, 2i+1)`` of ``x[S, H, d]``; returns a new array."""
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Rotate interleaved pairs ``(2i, 2i+1)`` of ``x[S, H, d]`` into ``out`` (or a new array)."""
     x0 = x[..., 0::2]
     x1 = x[..., 1::2]
-    out = np.empty(x.shape, dtype=F32)
+    if out is None:
+        out = np.empty(x.shape, dtype=F32)
     out[..., 0::2] = x0 * cos - x1 * sin
     out[..., 1::2] = x0 * sin + x1 * cos
     return out
@@ -134,7 +139,7 @@ def _silu_mul(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 
 # Query rows (query x head-in-group) of one score block; a block is [rows, keys] float32.
-_ATTN_ROWS = 384
+_ATTN_ROWS = 128
 
 
 def _threads() -> int:
@@ -148,43 +153,67 @@ def _threads() -> int:
 
 
 class _Parallel:
-    """A small thread pool for score blocks, with BLAS held to one thread while it runs.
+    """The forward pass's own thread pool; BLAS runs single-threaded while it is used.
 
-    NumPy releases the GIL inside matrix products and ufuncs, so two score blocks (product,
-    softmax, product) run on two cores at once; letting each product also spawn BLAS threads
-    would oversubscribe the cores. ``threadpoolctl`` (installed with scikit-learn) switches the
-    BLAS thread count; without it the blocks run one after the other.
+    NumPy releases the GIL inside matrix products and ufuncs, so the model splits work itself:
+    row blocks of the projections and MLP, and (KV head, query block) tiles of attention, run on
+    all cores at once, each calling single-threaded BLAS. Leaving threading to OpenBLAS instead
+    is as fast on an idle machine but collapses (ten times slower, seen on 2 cores) when other
+    processes compete for the cores, because its worker threads spin while they wait.
+    ``threadpoolctl`` (installed with scikit-learn) switches the BLAS thread count, process-wide,
+    for the duration of a forward pass; without it everything runs in the calling thread with
+    BLAS's own threading. ``STARC_THREADS`` overrides the number of threads.
     """
 
     def __init__(self) -> None:
         self.n = _threads()
         self._pool: ThreadPoolExecutor | None = None
-        self._ctl: object | None = None
+        self._ctl: Any = None
         self._ready = False
+        self._lock = threading.Lock()
 
     def _init(self) -> None:
-        self._ready = True
-        if self.n < 2:
-            return
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            self.n = 1
-            return
-        self._ctl = ThreadpoolController()
-        self._pool = ThreadPoolExecutor(self.n, thread_name_prefix="starc-attn")
+        with self._lock:
+            if self._ready:
+                return
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                self.n = 1
+            else:
+                self._ctl = ThreadpoolController()
+                if self.n > 1:
+                    self._pool = ThreadPoolExecutor(self.n, thread_name_prefix="starc-model")
+            self._ready = True
 
-    def map(self, fn: Callable[[tuple[int, int, int]], None],
-            tasks: list[tuple[int, int, int]]) -> None:
+    @contextmanager
+    def single_threaded_blas(self) -> Iterator[None]:
+        if not self._ready:
+            self._init()
+        if self._ctl is None:
+            yield
+            return
+        with self._ctl.limit(limits=1, user_api="blas"):
+            yield
+
+    def run(self, fn: Callable[[_T], None], tasks: Sequence[_T]) -> None:
+        """``fn(task)`` for every task, on the pool when there is more than one."""
         if not self._ready:
             self._init()
         if self._pool is None or len(tasks) < 2:
             for t in tasks:
                 fn(t)
             return
-        with self._ctl.limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
-            for _ in self._pool.map(fn, tasks):
-                pass
+        for _ in self._pool.map(fn, tasks):
+            pass
+
+    def row_blocks(self, n_rows: int, min_rows: int = 32) -> list[tuple[int, int]]:
+        """Split ``n_rows`` into one contiguous block per thread (one block if small)."""
+        if not self._ready:
+            self._init()
+        parts = max(1, min(self.n if self._pool is not None else 1, n_rows // min_rows))
+        edges = np.linspace(0, n_rows, parts + 1).round().astype(int)
+        return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 _parallel = _Parallel()
@@ -227,7 +256,8 @@ def dense_causal_attention(layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarr
         for t in tasks:
             block(t)
     else:
-        _parallel.map(block, tasks)
+        with _parallel.single_threaded_blas():
+            _parallel.run(block, tasks)
     return out.reshape(hkv, sq, g, d).transpose(1, 0, 2, 3).reshape(sq, hq, d)
 
 
@@ -395,13 +425,14 @@ class LlamaModel:
         outs: list[np.ndarray] = []
         qs: list[list[np.ndarray]] = [[] for _ in range(cfg.n_layers)] if capture_q else []
         n = len(ids)
-        for a in range(0, n, self.prefill_chunk):
-            b = min(n, a + self.prefill_chunk)
-            want = logits == "all" or (logits == "last" and b == n)
-            x = self._run_chunk(ids[a:b], cache, attn, qs if capture_q else None, on_layer)
-            if want:
-                rows = x if logits == "all" else x[-1:]
-                outs.append(self._logits(rows))
+        with _parallel.single_threaded_blas():
+            for a in range(0, n, self.prefill_chunk):
+                b = min(n, a + self.prefill_chunk)
+                want = logits == "all" or (logits == "last" and b == n)
+                x = self._run_chunk(ids[a:b], cache, attn, qs if capture_q else None, on_layer)
+                if want:
+                    rows = x if logits == "all" else x[-1:]
+                    outs.append(self._logits(rows))
         out = np.concatenate(outs, axis=0) if outs else None
         q = [np.concatenate(ql, axis=0) for ql in qs] if capture_q else None
         return ForwardOutput(logits=out, q=q)
@@ -410,40 +441,71 @@ class LlamaModel:
                    qs: list[list[np.ndarray]] | None,
                    on_layer: Callable[[int, int], None] | None) -> np.ndarray:
         cfg = self.config
-        hq, hkv, d = cfg.n_q_heads, cfg.n_kv_heads, cfg.head_dim
+        hq, hkv, d, ff = cfg.n_q_heads, cfg.n_kv_heads, cfg.head_dim, cfg.n_ff
         start = cache.length
         s = len(ids)
         end = start + s
         positions = np.arange(start, end, dtype=np.int64)
         cos, sin = rope_tables(positions, d, cfg.rope_base)
-        x = self.token_embd[ids]
+        x = self.token_embd[ids]  # a copy: updated in place below
+        blocks = _parallel.row_blocks(s)
         for li, w in enumerate(self.layers):
-            h = rms_norm(x, w.attn_norm, cfg.rms_eps)
-            qkv = h @ w.wqkv_t
-            q = apply_rope(qkv[:, : hq * d].reshape(s, hq, d), cos, sin)
-            k = apply_rope(qkv[:, hq * d:(hq + hkv) * d].reshape(s, hkv, d), cos, sin)
-            v = qkv[:, (hq + hkv) * d:].reshape(s, hkv, d)
-            cache._write(li, start, k, v)
+            q = np.empty((s, hq, d), dtype=F32)
+            k_all, v_all = cache._k[li], cache._v[li]
+
+            def qkv_rows(ab: tuple[int, int], w: _Layer = w, q: np.ndarray = q,
+                         k_all: np.ndarray = k_all, v_all: np.ndarray = v_all) -> None:
+                a, b = ab
+                n = b - a
+                qkv = rms_norm(x[a:b], w.attn_norm, cfg.rms_eps) @ w.wqkv_t
+                apply_rope(qkv[:, : hq * d].reshape(n, hq, d), cos[a:b], sin[a:b], q[a:b])
+                apply_rope(qkv[:, hq * d:(hq + hkv) * d].reshape(n, hkv, d), cos[a:b],
+                           sin[a:b], k_all[start + a:start + b])
+                v_all[start + a:start + b] = qkv[:, (hq + hkv) * d:].reshape(n, hkv, d)
+
+            _parallel.run(qkv_rows, blocks)
             kc, vc = cache._upto(li, end)
             q.flags.writeable = False
-            o = attn(li, q, kc, vc, positions)
+            o = np.asarray(attn(li, q, kc, vc, positions), dtype=F32)
             if o.shape != q.shape:
                 raise ValueError(f"attention of layer {li} returned shape {o.shape}, "
                                  f"expected {q.shape}")
             if qs is not None:
                 qs[li].append(q)
-            x = x + np.asarray(o, dtype=F32).reshape(s, hq * d) @ w.wo_t
-            h = rms_norm(x, w.ffn_norm, cfg.rms_eps)
-            gu = h @ w.wgu_t
-            x = x + _silu_mul(gu[:, : cfg.n_ff], gu[:, cfg.n_ff:]) @ w.wdown_t
+            o2 = o.reshape(s, hq * d)
+
+            def out_mlp_rows(ab: tuple[int, int], w: _Layer = w, o2: np.ndarray = o2) -> None:
+                a, b = ab
+                xa = x[a:b]
+                xa += o2[a:b] @ w.wo_t
+                gu = rms_norm(xa, w.ffn_norm, cfg.rms_eps) @ w.wgu_t
+                xa += _silu_mul(gu[:, :ff], gu[:, ff:]) @ w.wdown_t
+
+            _parallel.run(out_mlp_rows, blocks)
             if on_layer is not None:
                 on_layer(li, s)
         cache.length = end
         return x
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
-        h = rms_norm(x, self.output_norm, self.config.rms_eps)
-        return h @ self.output.T
+        out = np.empty((x.shape[0], self.output.shape[0]), dtype=F32)
+
+        def rows(ab: tuple[int, int]) -> None:
+            a, b = ab
+            h = rms_norm(x[a:b], self.output_norm, self.config.rms_eps)
+            np.matmul(h, self.output.T, out=out[a:b])
+
+        if x.shape[0] == 1:  # one row: split the vocabulary instead
+            h = rms_norm(x, self.output_norm, self.config.rms_eps)
+
+            def cols(ab: tuple[int, int]) -> None:
+                a, b = ab
+                np.matmul(h, self.output[a:b].T, out=out[:, a:b])
+
+            _parallel.run(cols, _parallel.row_blocks(self.output.shape[0], 4096))
+        else:
+            _parallel.run(rows, _parallel.row_blocks(x.shape[0]))
+        return out
 
     # -- conveniences -------------------------------------------------------------------------
 

@@ -1,0 +1,221 @@
+"""Board top: a scaled PIM channel (banks in block RAM) behind a UART host link, for the ULX3S.
+
+::
+
+    uart rx pin ─> UARTRx ─> HostLink ─cmd/wdata─> Channel (controller + bank array)
+    uart tx pin <─ UARTTx <─ HostLink <─issue/rdata/status─┘
+
+:class:`ChannelSystem` is everything but the pins and the clock; it is what the co-simulation
+runs (``tests/test_fpga_cosim.py``). :class:`ULX3STop` puts it on the ULX3S (25 MHz clock, the
+FTDI UART, eight LEDs). The size presets (:data:`SIZES`) scale the default preset's organisation
+and column width down to what one LFE5U-85F holds; DRAM timing stays the preset's (one FPGA clock
+is one emulated DRAM cycle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from amaranth.hdl import Cat, Module, ResetInserter, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from starc import config
+from starc.config import Config
+from starc.isa import Op
+from starc_hw.channel import Channel
+from starc_hw.hostlink import HostLink
+from starc_hw.uart import UARTRx, UARTTx, divisor_for
+
+__all__ = ["BOARD_CLOCK_HZ", "SIZES", "BoardSize", "ChannelSystem", "ULX3STop", "board_config"]
+
+#: ULX3S oscillator (amaranth_boards.ulx3s: clk25).
+BOARD_CLOCK_HZ = 25_000_000
+#: Default baud rate on the board: 25 MHz / 25; the FT231X on the ULX3S runs up to 3 Mbaud.
+DEFAULT_BAUD = 1_000_000
+#: Cycle counter width on the FPGA: 2^30 emulated DRAM cycles before a RESET is needed.
+CYCLE_WIDTH = 32
+#: Base preset whose timing (and everything not overridden) the board channel uses.
+BASE_PRESET = "attacc-hbm3-5.2"
+
+
+@dataclass(frozen=True)
+class BoardSize:
+    """One scaled channel: organisation, column width (lanes) and stored rows per bank."""
+
+    name: str
+    lanes: int
+    pseudo_channels: int
+    sids: int
+    bank_groups: int
+    banks_per_group: int
+    columns: int
+    rows: int
+
+    @property
+    def banks(self) -> int:
+        return self.pseudo_channels * self.sids * self.bank_groups * self.banks_per_group
+
+    def overrides(self) -> dict[str, Any]:
+        return {
+            "organisation.pseudo_channels": self.pseudo_channels,
+            "organisation.sids": self.sids,
+            "organisation.bank_groups": self.bank_groups,
+            "organisation.banks_per_group": self.banks_per_group,
+            "organisation.columns_per_row": self.columns,
+            "organisation.column_bytes": 2 * self.lanes,
+            "pu.lanes": self.lanes,
+        }
+
+    def describe(self) -> str:
+        return (f"{self.banks} banks ({self.pseudo_channels} PC x {self.sids} SID x "
+                f"{self.bank_groups} BG x {self.banks_per_group}), {self.lanes} lanes "
+                f"({16 * self.lanes}-bit columns), {self.columns} columns x {self.rows} rows "
+                f"per bank")
+
+
+#: Size presets. Bank storage is rows x columns entries of 16 x lanes bits per bank; an ECP5
+#: DP16KD holds 512 x 36 bits, so a 512-entry bank costs ceil(16 lanes / 36) block RAMs.
+SIZES: dict[str, BoardSize] = {s.name: s for s in (
+    # 4 banks, the co-simulation's size (its image loads in seconds at clock / 4 baud).
+    BoardSize("small", lanes=4, pseudo_channels=1, sids=1, bank_groups=2, banks_per_group=2,
+              columns=16, rows=8),
+    # 16 banks: every pseudo-channel / SID / bank-group path of the real channel, half width.
+    BoardSize("medium", lanes=8, pseudo_channels=2, sids=2, bank_groups=2, banks_per_group=2,
+              columns=32, rows=16),
+    # The preset's full 64-bank channel organisation with 64-bit columns.
+    BoardSize("large", lanes=4, pseudo_channels=2, sids=2, bank_groups=4, banks_per_group=4,
+              columns=32, rows=16),
+)}
+
+
+def board_size(name: str) -> BoardSize:
+    try:
+        return SIZES[name]
+    except KeyError:
+        raise ValueError(f"Unknown board size {name!r}; choose one of "
+                         f"{', '.join(SIZES)}") from None
+
+
+def board_config(size: BoardSize) -> Config:
+    """The preset of a board size: :data:`BASE_PRESET` with the size's organisation."""
+    if not isinstance(size, BoardSize):
+        raise TypeError(f"Board size must be a BoardSize, not {size!r}")
+    return config.load(BASE_PRESET, overrides=size.overrides())
+
+
+class ChannelSystem(wiring.Component):
+    """UART + host link + channel: the board top without pins and clock.
+
+    Parameters
+    ----------
+    size : BoardSize
+        The channel's organisation, lanes and stored rows.
+    divisor : int
+        UART bit period in clock cycles (:func:`starc_hw.uart.divisor_for`).
+    table_depth, rx_depth : int
+        Host-link side table entries and receive FIFO bytes (:class:`HostLink`).
+
+    Members
+    -------
+    rx : In(1, init=1)
+        UART line from the host.
+    tx : Out(1, init=1)
+        UART line to the host.
+    leds : Out(8)
+        0: heartbeat, 1: receiving, 2: sending, 3: tracing, 4: channel fault, 5: DRAM timing
+        violation, 6: link error, 7: a command is in the channel.
+    """
+
+    def __init__(self, *, size: BoardSize, divisor: int, table_depth: int = 32,
+                 rx_depth: int = 512) -> None:
+        self._size = size
+        self._cfg = board_config(size)
+        self._rx = UARTRx(divisor=divisor)
+        self._tx = UARTTx(divisor=divisor)
+        self._link = HostLink(cfg=self._cfg, rows=size.rows, cycle_width=CYCLE_WIDTH,
+                              table_depth=table_depth, rx_depth=rx_depth,
+                              wdata_ops=(Op.WR,), divisor=divisor)
+        self._channel = Channel(cfg=self._cfg, rows=size.rows, refresh=True,
+                                cycle_width=CYCLE_WIDTH)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(8)})
+
+    @property
+    def cfg(self) -> Config:
+        return self._cfg
+
+    @property
+    def link(self) -> HostLink:
+        return self._link
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.uart_rx = rx = self._rx
+        m.submodules.uart_tx = tx = self._tx
+        m.submodules.link = link = self._link
+        chan = self._channel
+        m.submodules.channel = ResetInserter(link.channel_reset)(chan)
+
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), rx.clear.eq(link.rx_clear),
+                     link.rx_overrun.eq(rx.overrun), link.rx_frame_error.eq(rx.frame_error)]
+        wiring.connect(m, rx.o, link.rx)
+        wiring.connect(m, link.tx, tx.i)
+        wiring.connect(m, link.cmd, chan.cmd)
+        wiring.connect(m, link.wdata, chan.wdata)
+        wiring.connect(m, chan.issue, link.issue)
+        m.d.comb += [
+            link.rdata.eq(chan.rdata), link.rdata_valid.eq(chan.rdata_valid),
+            link.cycle.eq(chan.cycle), link.complete.eq(chan.complete),
+            link.issued.eq(chan.issued), link.fault.eq(chan.fault),
+            link.violations.eq(chan.violations), link.violation_count.eq(chan.violation_count),
+        ]
+
+        heartbeat = Signal(24)
+        m.d.sync += heartbeat.eq(heartbeat + 1)
+
+        def stretch(event: Any) -> Signal:
+            """Keep an LED on for 2^16 cycles (2.6 ms at 25 MHz) after an event."""
+            count = Signal(16)
+            with m.If(event):
+                m.d.sync += count.eq(0xFFFF)
+            with m.Elif(count != 0):
+                m.d.sync += count.eq(count - 1)
+            return count != 0
+
+        m.d.comb += self.leds.eq(Cat(
+            heartbeat[-1], stretch(~rx.rx), stretch(~tx.tx), link.trace,
+            chan.fault.as_value() != 0, chan.violation_count != 0, link.link_errors != 0,
+            chan.issue.valid | link.cmd.valid,
+        ))
+        return m
+
+
+class ULX3STop(wiring.Component):
+    """:class:`ChannelSystem` on the ULX3S: the 25 MHz clock, the FTDI UART, the eight LEDs.
+
+    Parameters
+    ----------
+    size : BoardSize
+    baud : int
+        UART baud rate (the divisor is ``25 MHz / baud``, rounded; see :func:`divisor_for`).
+    """
+
+    def __init__(self, *, size: BoardSize, baud: int = DEFAULT_BAUD) -> None:
+        if not isinstance(size, BoardSize):
+            raise TypeError(f"Board size must be a BoardSize, not {size!r}")
+        self._size = size
+        self._divisor = divisor_for(BOARD_CLOCK_HZ, baud)
+        super().__init__({})
+
+    @property
+    def divisor(self) -> int:
+        return self._divisor
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        m.submodules.system = system = ChannelSystem(size=self._size, divisor=self._divisor)
+        uart = platform.request("uart", 0)
+        m.d.comb += [system.rx.eq(uart.rx.i), uart.tx.o.eq(system.tx)]
+        for i in range(8):
+            m.d.comb += platform.request("led", i).o.eq(system.leds[i])
+        return m

@@ -1,0 +1,200 @@
+"""DRAM bank array of one channel: row storage, row buffers and a per-bank timing checker.
+
+:class:`BankArray` watches the controller's issued commands and does what each does to the banks it
+touches (docs/commands.md, "Scopes"): ACT opens a row, PRE closes it, WR writes a column of the
+open row, RD and MAC read one (RD to the host, MAC to the processing units), REF needs every bank
+closed. Independently of the controller it checks, per bank, the minimum distances between those
+commands and raises a sticky flag for any command that came too early. It is the check that the
+controller (and the golden rule it implements) never violates DRAM timing.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from starc.config import Config
+from starc.isa import Op
+
+from .layouts import COMMAND, issue_layout
+
+__all__ = ["BankArray", "VIOLATIONS"]
+
+#: One sticky flag per checked rule (docs/rtl.md lists the distances).
+VIOLATIONS = data.StructLayout({
+    "tRCD": 1,   # ACT -> column command (MAC, RD, WR)
+    "tRAS": 1,   # ACT -> PRE
+    "tRP": 1,    # PRE -> ACT or REF
+    "tRC": 1,    # ACT -> ACT or REF
+    "tRTP": 1,   # MAC / RD -> PRE (tRTP_L)
+    "tWR": 1,    # WR -> PRE (tCWL + tBL + tWR)
+    "tCCD": 1,   # column -> column, same bank (tCCD_L)
+    "tRFC": 1,   # REF -> ACT or REF
+    "state": 1,  # column command to a closed bank, ACT to an open bank, REF with a bank open
+})
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+class BankArray(wiring.Component):
+    """Every bank of a channel, with ``rows`` rows of storage each.
+
+    Parameters
+    ----------
+    cfg : Config
+        Organisation (groups, banks per group, columns, column width) and timing.
+    rows : int
+        Rows stored per bank (power of two); a row address is taken modulo ``rows``.
+    cycle_width : int
+        Width of the issue-cycle field (as the controller's).
+
+    Members
+    -------
+    cmd : In(stream.Signature(issue_layout(cycle_width), always_ready=True))
+        Issued commands (the controller's ``issue`` transfers).
+    wdata : In(column_bits)
+        Data of a WR, sampled with the command.
+    rdata : Out(stream.Signature(StructLayout({group, bank, col, data}), always_ready=True))
+        RD data, one cycle after the command.
+    column : Out(ArrayLayout(column_bits, banks))
+        Processing-unit interface: the column each bank read for a MAC, one cycle after the
+        command; ``column_valid`` has one bit per bank (flat index ``group * banks_per_group +
+        bank``) and ``column_cmd`` is the MAC command (its ``col`` and ``arg``).
+    column_valid : Out(banks)
+    column_cmd : Out(COMMAND)
+    violations : Out(VIOLATIONS)
+        Sticky flags, one per rule.
+    violation_count : Out(32)
+        Number of issued commands that broke at least one rule.
+    """
+
+    def __init__(self, *, cfg: Config, rows: int = 4, cycle_width: int = 48) -> None:
+        if not isinstance(cfg, Config):
+            raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0 or rows & (rows - 1):
+            raise ValueError(f"Rows per bank must be a positive power of two, not {rows!r}")
+        if rows > cfg.org.rows_per_bank:
+            raise ValueError(f"Rows per bank ({rows}) must not exceed the organisation's "
+                             f"rows_per_bank ({cfg.org.rows_per_bank})")
+        self._cfg = cfg
+        self._rows = rows
+        self._w = cycle_width
+        org = cfg.org
+        nb = org.banks_per_channel
+        bits = org.column_bytes * 8
+        rd_layout = data.StructLayout({"group": 5, "bank": 3, "col": 6, "data": bits})
+        super().__init__({
+            "cmd": In(stream.Signature(issue_layout(cycle_width), always_ready=True)),
+            "wdata": In(bits),
+            "rdata": Out(stream.Signature(rd_layout, always_ready=True)),
+            "column": Out(data.ArrayLayout(bits, nb)),
+            "column_valid": Out(nb),
+            "column_cmd": Out(COMMAND),
+            "violations": Out(VIOLATIONS),
+            "violation_count": Out(32),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        org, tm = self._cfg.org, self._cfg.timing
+        W = self._w
+        S = signed(W + 1)
+        NEG = -(1 << (W - 1))
+        G, BPG, C = org.groups_per_channel, org.banks_per_group, org.columns_per_row
+        NB = G * BPG
+        lg_rows, lg_c = _log2(self._rows), _log2(C)
+
+        c = self.cmd.payload.cmd
+        t = Signal(S)
+        m.d.comb += t.eq(self.cmd.payload.cycle)
+        op = c.op
+        valid = self.cmd.valid
+        is_act = (op == Op.ACTAB) | (op == Op.ACTBG) | (op == Op.ACTPB)
+        is_pre = (op == Op.PREA) | (op == Op.PREBG) | (op == Op.PREPB)
+        is_mac = (op == Op.MACAB) | (op == Op.MACBG)
+        is_rd, is_wr, is_ref = op == Op.RD, op == Op.WR, op == Op.REF
+        scope_all = (op == Op.ACTAB) | (op == Op.PREA) | (op == Op.MACAB) | is_ref
+        scope_grp = (op == Op.ACTBG) | (op == Op.PREBG) | (op == Op.MACBG)
+        scope_bank = (op == Op.ACTPB) | (op == Op.PREPB) | is_rd | is_wr
+
+        is_open = Signal(NB)
+        any_open = is_open.any()
+        flags = {name: [] for name, _ in VIOLATIONS}
+        mac_valid = Signal(NB)
+        rd_sel = Signal(range(NB))
+        for i in range(NB):
+            gi, bi = divmod(i, BPG)
+            hit = Signal(name=f"hit_{i}")
+            m.d.comb += hit.eq(valid & (scope_all | (scope_grp & (c.group == gi))
+                                        | (scope_bank & (c.group == gi) & (c.bank == bi))))
+            last = {k: Signal(S, init=NEG, name=f"{k}_{i}") for k in
+                    ("act", "pre", "col", "wr", "ref")}
+            col_any = Signal(S, init=NEG, name=f"colany_{i}")
+            row = Signal(lg_rows, name=f"row_{i}")
+            opened = is_open[i]
+
+            def too_early(since: Signal, dist: int, hit: Signal = hit) -> Signal:
+                return hit & (t < since + dist)
+
+            flags["tRC"] += [too_early(last["act"], tm.tRC) & (is_act | is_ref)]
+            flags["tRP"] += [too_early(last["pre"], tm.tRP) & (is_act | is_ref)]
+            flags["tRFC"] += [too_early(last["ref"], tm.tRFC) & (is_act | is_ref)]
+            flags["tRAS"] += [too_early(last["act"], tm.tRAS) & is_pre]
+            flags["tRTP"] += [too_early(last["col"], tm.tRTP_L) & is_pre]
+            flags["tWR"] += [too_early(last["wr"], tm.tCWL + tm.tBL + tm.tWR) & is_pre]
+            flags["tRCD"] += [too_early(last["act"], tm.tRCD) & (is_mac | is_rd | is_wr)]
+            flags["tCCD"] += [too_early(col_any, tm.tCCD_L) & (is_mac | is_rd | is_wr)]
+            flags["state"] += [hit & ((is_act & opened) | ((is_mac | is_rd | is_wr) & ~opened))]
+
+            with m.If(hit):
+                with m.If(is_act):
+                    m.d.sync += [last["act"].eq(t), is_open[i].eq(1), row.eq(c.row[:lg_rows])]
+                with m.If(is_pre):
+                    m.d.sync += [last["pre"].eq(t), is_open[i].eq(0)]
+                with m.If(is_mac | is_rd):
+                    m.d.sync += [last["col"].eq(t), col_any.eq(t)]
+                with m.If(is_wr):
+                    m.d.sync += [last["wr"].eq(t), col_any.eq(t)]
+                with m.If(is_ref):
+                    m.d.sync += last["ref"].eq(t)
+
+            mem = Memory(shape=org.column_bytes * 8, depth=self._rows * C, init=[])
+            m.submodules[f"mem_{i}"] = mem
+            rp = mem.read_port()
+            wp = mem.write_port()
+            addr = Cat(c.col[:lg_c], row)
+            m.d.comb += [rp.addr.eq(addr), wp.addr.eq(addr), wp.data.eq(self.wdata),
+                         wp.en.eq(hit & is_wr & opened),
+                         rp.en.eq(hit & (is_mac | is_rd))]
+            m.d.comb += self.column[i].eq(rp.data)
+            m.d.sync += mac_valid[i].eq(hit & is_mac & opened)
+            with m.If(hit & is_rd):
+                m.d.sync += rd_sel.eq(i)
+
+        # REF needs every bank closed; it touches all banks, so flag it once here.
+        flags["state"] += [valid & is_ref & any_open]
+
+        fired = Signal(VIOLATIONS)
+        for name, _ in VIOLATIONS:
+            m.d.comb += getattr(fired, name).eq(Cat(*flags[name]).any())
+        with m.If(fired.as_value().any()):
+            m.d.sync += [self.violations.eq(self.violations.as_value() | fired.as_value()),
+                         self.violation_count.eq(self.violation_count + 1)]
+
+        # outputs one cycle after the command (synchronous memory read)
+        cmd_q = Signal(COMMAND)
+        rd_q = Signal()
+        m.d.sync += [cmd_q.eq(c), rd_q.eq(valid & is_rd)]
+        m.d.comb += [
+            self.column_valid.eq(mac_valid),
+            self.column_cmd.eq(cmd_q),
+            self.rdata.valid.eq(rd_q),
+            self.rdata.payload.group.eq(cmd_q.group),
+            self.rdata.payload.bank.eq(cmd_q.bank),
+            self.rdata.payload.col.eq(cmd_q.col),
+            self.rdata.payload.data.eq(self.column[rd_sel]),
+        ]
+        return m

@@ -1,0 +1,115 @@
+"""One PIM channel: the command controller driving the bank array, with host streams.
+
+::
+
+    host cmd ──> Controller ──issue──> (host monitor)
+                     │ fire
+                     v
+    host wdata ─> BankArray ──rdata──> host
+                     └──column/column_valid/column_cmd──> processing units (PU interface)
+
+The processing units (bank PUs, softmax) attach to the PU interface: each MAC's column, one cycle
+after the command, per bank, together with the MAC command (``col``, ``arg``); data-movement
+commands (WRGB, MVSB, MVGB, SFM) are visible on the issued-command stream.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from starc.config import Config
+from starc.isa import Op
+
+from .bank import VIOLATIONS, BankArray
+from .controller import Controller, Fault
+from .layouts import COMMAND, issue_layout
+
+__all__ = ["Channel"]
+
+
+class Channel(wiring.Component):
+    """Controller + bank array of one channel.
+
+    Parameters
+    ----------
+    cfg : Config
+        The preset (after overrides).
+    rows : int
+        Rows stored per bank in the bank model (power of two; row addresses wrap).
+    refresh : bool
+        Refresh insertion in the controller.
+    cycle_width : int
+        Width of cycle counters and timestamps.
+
+    Members
+    -------
+    cmd : In(stream.Signature(COMMAND))
+        The program.
+    wdata : In(stream.Signature(column_bits))
+        One beat per WR command, in program order; a WR does not issue before its data is there
+        (the controller's emulated time waits, so the schedule does not change).
+    issue : Out(stream.Signature(issue_layout(cycle_width)))
+        Every issued command with its cycle (see :class:`Controller`).
+    rdata, rdata_valid : Out
+        Data of each RD (group, bank, col, data), valid for the one cycle after it issued (a
+        strobe: the host cannot stall it).
+    column, column_valid, column_cmd : Out
+        The PU interface (see :class:`BankArray`).
+    cycle, complete, issued, fault : Out
+        From the controller.
+    violations, violation_count : Out
+        From the bank array's timing checker.
+    """
+
+    def __init__(self, *, cfg: Config, rows: int = 4, refresh: bool = True,
+                 cycle_width: int = 48) -> None:
+        self._ctrl = Controller(cfg=cfg, refresh=refresh, cycle_width=cycle_width)
+        self._banks = BankArray(cfg=cfg, rows=rows, cycle_width=cycle_width)
+        bits = cfg.org.column_bytes * 8
+        nb = cfg.org.banks_per_channel
+        super().__init__({
+            "cmd": In(stream.Signature(COMMAND)),
+            "wdata": In(stream.Signature(bits)),
+            "issue": Out(stream.Signature(issue_layout(cycle_width))),
+            "rdata": Out(self._banks.rdata.payload.shape()),
+            "rdata_valid": Out(1),
+            "column": Out(data.ArrayLayout(bits, nb)),
+            "column_valid": Out(nb),
+            "column_cmd": Out(COMMAND),
+            "cycle": Out(cycle_width),
+            "complete": Out(cycle_width),
+            "issued": Out(32),
+            "fault": Out(Fault),
+            "violations": Out(VIOLATIONS),
+            "violation_count": Out(32),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.ctrl = ctrl = self._ctrl
+        m.submodules.banks = banks = self._banks
+        wiring.connect(m, wiring.flipped(self.cmd), ctrl.cmd)
+        is_wr = ctrl.issue.payload.cmd.op == Op.WR
+        data_ok = ~is_wr | self.wdata.valid
+        fire = ctrl.issue.valid & ctrl.issue.ready
+        m.d.comb += [
+            self.issue.valid.eq(ctrl.issue.valid & data_ok),
+            self.issue.payload.eq(ctrl.issue.payload),
+            ctrl.issue.ready.eq(self.issue.ready & data_ok),
+            self.wdata.ready.eq(fire & is_wr),
+            banks.cmd.valid.eq(fire),
+            banks.cmd.payload.eq(ctrl.issue.payload),
+            banks.wdata.eq(self.wdata.payload),
+            self.cycle.eq(ctrl.cycle),
+            self.complete.eq(ctrl.complete),
+            self.issued.eq(ctrl.issued),
+            self.fault.eq(ctrl.fault),
+            self.violations.eq(banks.violations),
+            self.violation_count.eq(banks.violation_count),
+            self.column.eq(banks.column),
+            self.column_valid.eq(banks.column_valid),
+            self.column_cmd.eq(banks.column_cmd),
+        ]
+        m.d.comb += [self.rdata.eq(banks.rdata.payload), self.rdata_valid.eq(banks.rdata.valid)]
+        return m

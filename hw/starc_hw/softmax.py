@@ -1,0 +1,438 @@
+"""Softmax unit: the channel's softmax buffer, exp / reciprocal / normalise datapath, read-out.
+
+Bit-exact with :func:`starc.numerics.softmax` (docs/numerics.md, "Softmax"), and exact in cycles:
+``sfm_cycles(n) = pu.sfm_latency + 3 * ceil(n / pu.sfm_lanes)`` (docs/commands.md).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from starc.config import Config
+from starc.numerics import (
+    EXP_ARG_FRAC_BITS,
+    EXP_FRAC_BITS,
+    EXP_LN2_Q,
+    EXP_LOG2E_Q,
+    EXP_MAX_ARG_EXPONENT,
+    EXP_TABLE,
+    EXP_TABLE_BITS,
+    FP16,
+    FP32,
+    RECIP_BITS,
+)
+
+from . import fp
+
+__all__ = ["SoftmaxUnit"]
+
+#: Passes over the buffer: max; exp and sum; exp again and normalise.
+PASSES = 3
+#: Quotient bits the reciprocal divider produces per cycle.
+DIV_BITS_PER_CYCLE = 2
+_QBITS = RECIP_BITS + 2            # 26-bit quotient: 25 significant bits and the rounding bit
+_DIV_CYCLES = -(-_QBITS // DIV_BITS_PER_CYCLE)
+
+# Pipeline depths (cycles), from the read address of a buffer row:
+_P1_DONE = 3                       # read, max tree, running max  -> m readable
+_EXP_E = 7                         # read, subtract, 5 exp stages -> E of the row registered
+_P2_DONE = _EXP_E + 1              # + row sum into S             -> S readable
+_RECIP = 1 + _DIV_CYCLES + 1       # normalise, divide, round     -> reciprocal readable
+_P3_WRITE = _EXP_E + 1             # + multiply; round and write in the next cycle
+_C2 = _P1_DONE - 1                 # pass 2 may read one cycle before m is needed
+#: Smallest ``pu.sfm_latency`` this unit meets: the first probability can be read out
+#: ``3 R + MIN_LATENCY`` cycles after SFM for R rows (pass 3 starts so that its multiply stage
+#: meets the reciprocal).
+MIN_LATENCY = (_C2 - 1) + _P2_DONE + _RECIP - _EXP_E + _P3_WRITE + 1
+
+
+def _sum(values: list[Value]) -> Value:
+    """Balanced adder tree (keeps expressions shallow)."""
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)] + \
+                 ([values[-1]] if len(values) % 2 else [])
+    return values[0]
+
+
+def _popcount(v: Value) -> Value:
+    return _sum([v[i] for i in range(len(v))])
+
+
+def _prefix_counts(m: Module, mask: Value, name: str) -> list[Signal]:
+    """``popcount(mask[:i])`` for each lane i, as signals."""
+    out = [Signal(range(len(mask) + 1), name=f"{name}0")]
+    for i in range(1, len(mask)):
+        p = Signal(range(len(mask) + 1), name=f"{name}{i}")
+        m.d.comb += p.eq(out[-1] + mask[i - 1])
+        out.append(p)
+    return out
+
+
+def _or_tree(values: list[Value]) -> Value:
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] for i in range(0, len(values) - 1, 2)] + \
+                 ([values[-1]] if len(values) % 2 else [])
+    return values[0]
+
+
+def _key(x: Value) -> Value:
+    """Unsigned key with the order of the FP32 values (``starc.numerics.max_key``)."""
+    return Mux(x[31], ~x, x | 0x80000000)[:32]
+
+
+def _power_of_two(name: str, value: object, multiple: int | None = None) -> int:
+    if (isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            or value & (value - 1)):
+        raise ValueError(f"{name} must be a positive power of two, not {value!r}")
+    if multiple is not None and value % multiple:
+        raise ValueError(f"{name} must be a multiple of pu.sfm_lanes ({multiple}), not {value}")
+    return value
+
+
+class SoftmaxUnit(wiring.Component):
+    """The channel softmax unit with its double-buffered softmax buffer.
+
+    Parameters
+    ----------
+    cfg : :class:`starc.config.Config`
+        ``pu.sfm_lanes`` (lanes per cycle and entries per beat), ``pu.sfm_latency`` (at least
+        :data:`MIN_LATENCY`), ``pu.sfm_passes`` (must be 3) and the group count.
+    entries : int
+        Valid entries one buffer holds (power of two, multiple of ``sfm_lanes``).
+    beats : int
+        Beats (score moves of one token set) one buffer holds (power of two).
+
+    Members
+    -------
+    wr : In(stream.Signature(StructLayout({"scores", "mask", "tag"})))
+        One beat of a score move: ``sfm_lanes`` FP32 scores, their valid mask and the group. The
+        valid scores are packed densely into the filling buffer; ready while that buffer has room
+        for a full beat and no softmax is starting.
+    start : In(stream.Signature(32))
+        SFM with ``arg = n`` (the number of valid entries): softmax over the filling buffer, which
+        then closes; writes go to the other buffer once it is empty.
+    rd : Out(stream.Signature(StructLayout({"probs", "tag"})))
+        The probabilities (FP16) of the written beats, in write order and in their original lanes
+        (0 where the mask was 0), with the beat's group. The first beat of an SFM started in cycle
+        t is valid from cycle ``t + sfm_latency + 3 * ceil(n / sfm_lanes)`` exactly.
+    busy : Out(1)
+        A softmax runs (from the cycle after ``start`` until the probabilities can be read).
+    error : Out(1)
+        Sticky: an SFM's ``n`` differed from the number of valid entries written.
+    """
+
+    def __init__(self, *, cfg: Config, entries: int, beats: int) -> None:
+        if not isinstance(cfg, Config):
+            raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
+        pu = cfg.pu
+        if pu.sfm_passes != PASSES:
+            raise ValueError(f"pu.sfm_passes must be {PASSES} (max; exp and sum; normalise) for "
+                             f"this softmax unit, not {pu.sfm_passes}")
+        if pu.sfm_latency < MIN_LATENCY:
+            raise ValueError(f"pu.sfm_latency must be at least {MIN_LATENCY} for this softmax "
+                             f"unit (pipeline fill, reciprocal and read-out), not "
+                             f"{pu.sfm_latency}")
+        if pu.sfm_lanes < 2 or pu.sfm_lanes & (pu.sfm_lanes - 1):
+            raise ValueError(f"pu.sfm_lanes must be a power of two of at least 2 for this softmax "
+                             f"unit, not {pu.sfm_lanes}")
+        self._cfg = cfg
+        self._lanes = pu.sfm_lanes
+        self._entries = _power_of_two("Entries", entries, self._lanes)
+        self._beats = _power_of_two("Beats", beats)
+        ln, groups = self._lanes, cfg.org.groups_per_channel
+        self.wr_layout = data.StructLayout({"scores": data.ArrayLayout(32, ln), "mask": ln,
+                                            "tag": range(groups)})
+        self.rd_layout = data.StructLayout({"probs": data.ArrayLayout(16, ln),
+                                            "tag": range(groups)})
+        super().__init__({
+            "wr": In(stream.Signature(self.wr_layout)),
+            "start": In(stream.Signature(32)),
+            "rd": Out(stream.Signature(self.rd_layout)),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    def cycles(self, n: int) -> int:
+        """``sfm_cycles(n)`` of docs/commands.md, which this unit meets exactly."""
+        return self._cfg.pu.sfm_latency + PASSES * -(-n // self._lanes)
+
+    def elaborate(self, platform: object) -> Module:  # noqa: C901 (one datapath, read in order)
+        m = Module()
+        ln = self._lanes
+        lane_bits = (ln - 1).bit_length()
+        rows = self._entries // ln
+        row_bits = (rows - 1).bit_length()
+        sum_width = EXP_FRAC_BITS + 1 + (self._entries - 1).bit_length() + 1
+        FILL, RUN, READY = 0, 1, 2
+
+        # ---- storage -----------------------------------------------------------------------------
+        score_rd, score_wr, prob_rd, prob_wr = [], [], [], []
+        for lane in range(ln):
+            smem = Memory(shape=unsigned(32), depth=2 * rows, init=[])
+            pmem = Memory(shape=unsigned(16), depth=2 * rows, init=[])
+            m.submodules[f"score_mem{lane}"] = smem
+            m.submodules[f"prob_mem{lane}"] = pmem
+            score_rd.append(smem.read_port())
+            score_wr.append(smem.write_port())
+            prob_rd.append(pmem.read_port())
+            prob_wr.append(pmem.write_port())
+        desc_layout = data.StructLayout({"mask": ln, "tag": self.wr_layout["tag"].shape})
+        dmem = Memory(shape=desc_layout, depth=2 * self._beats, init=[])
+        m.submodules.desc_mem = dmem
+        desc_rd, desc_wr = dmem.read_port(), dmem.write_port()
+
+        state = Array(Signal(2, name=f"state{i}") for i in range(2))
+        count = Array(Signal(range(self._entries + 1), name=f"count{i}") for i in range(2))
+        nbeats = Array(Signal(range(self._beats + 1), name=f"nbeats{i}") for i in range(2))
+        fb = Signal()           # buffer being filled
+        pb = Signal()           # buffer being read out
+        rb = Signal()           # buffer of the running softmax
+
+        # ---- writes: pack the valid scores of a beat densely -------------------------------------
+        running = Signal()
+        w = self.wr.payload
+        m.d.comb += self.wr.ready.eq((state[fb] == FILL) & (count[fb] <= self._entries - ln)
+                                     & (nbeats[fb] < self._beats))
+        woff, wrow = count[fb][:lane_bits], count[fb] >> lane_bits
+        prefix = _prefix_counts(m, w.mask, "wprefix")
+        dest = []                                   # packed lane of each valid source lane
+        for i in range(ln):
+            di = Signal(range(ln), name=f"wdest{i}")
+            m.d.comb += di.eq(woff + prefix[i])
+            dest.append(di)
+        wr_go = self.wr.valid & self.wr.ready
+        for d in range(ln):
+            sel = Signal(ln, name=f"wsel{d}")
+            m.d.comb += sel.eq(Cat(*[w.mask[i] & (dest[i] == d) for i in range(ln)]))
+            word = Signal(32, name=f"wword{d}")
+            m.d.comb += word.eq(_or_tree([Mux(sel[i], w.scores[i], 0) for i in range(ln)]))
+            m.d.comb += [
+                score_wr[d].en.eq(wr_go & sel.any()),
+                score_wr[d].addr.eq(Cat((wrow + (d < woff))[:row_bits], fb) if row_bits
+                                    else fb),
+                score_wr[d].data.eq(word),
+            ]
+        m.d.comb += [
+            desc_wr.en.eq(wr_go),
+            desc_wr.addr.eq(Cat(nbeats[fb][:(self._beats - 1).bit_length()], fb)
+                            if self._beats > 1 else fb),
+            desc_wr.data.mask.eq(w.mask),
+            desc_wr.data.tag.eq(w.tag),
+        ]
+        with m.If(wr_go):
+            m.d.sync += [count[fb].eq(count[fb] + _popcount(w.mask)),
+                         nbeats[fb].eq(nbeats[fb] + 1)]
+
+        # ---- start and the schedule of one softmax -----------------------------------------------
+        t = Signal(range(self._cfg.pu.sfm_latency + 3 * rows + 64))
+        R = Signal(range(rows + 1))
+        n = Signal(range(self._entries + 1))
+        deadline = Signal.like(t)
+        m.d.comb += [
+            self.start.ready.eq(~running & (state[fb] == FILL) & ~self.wr.valid),
+            self.busy.eq(running),
+        ]
+        with m.If(self.start.valid & self.start.ready):
+            rows_used = (count[fb] + ln - 1) >> lane_bits
+            m.d.sync += [
+                running.eq(1), rb.eq(fb), state[fb].eq(RUN), t.eq(1),
+                fb.eq(Mux(state[~fb] == FILL, ~fb, fb)),
+                n.eq(count[fb]), R.eq(rows_used),
+                deadline.eq(self._cfg.pu.sfm_latency + 3 * rows_used),
+            ]
+            with m.If(self.start.payload != count[fb]):
+                m.d.sync += self.error.eq(1)
+        with m.Else():
+            with m.If(running):
+                m.d.sync += t.eq(t + 1)
+                with m.If(t + 1 == deadline):
+                    m.d.sync += [running.eq(0), state[rb].eq(READY)]
+            # the filling buffer moves on once the other one is empty
+            with m.If((state[fb] != FILL) & (state[~fb] == FILL)):
+                m.d.sync += fb.eq(~fb)
+
+        c2 = R + _C2
+        d0 = 2 * R + _C2 - 1 + _P2_DONE
+        c3 = d0 + _RECIP - _EXP_E
+        in_p1 = running & (t >= 1) & (t < R + 1)
+        in_p2 = running & (t >= c2) & (t < c2 + R)
+        in_p3 = running & (t >= c3) & (t < c3 + R)
+        row = Signal(range(rows + 1))
+        m.d.comb += row.eq(Mux(in_p1, t - 1, Mux(in_p2, t - c2, t - c3)))
+        for lane in range(ln):
+            m.d.comb += score_rd[lane].addr.eq(Cat(row[:row_bits], rb) if row_bits else rb)
+        lane_ok = Signal(ln)
+        m.d.comb += lane_ok.eq(Cat(*[(row * ln + i) < n for i in range(ln)]))
+
+        # ---- pass 1: max of the valid scores, NaN detection --------------------------------------
+        p1_v, p1_ok = Signal(), Signal(ln)
+        m.d.sync += [p1_v.eq(in_p1), p1_ok.eq(lane_ok)]
+        keys = [Mux(p1_ok[i], _key(score_rd[i].data), 0) for i in range(ln)]
+        nans = Cat(*[p1_ok[i] & (score_rd[i].data[23:31] == 0xFF) & score_rd[i].data[:23].any()
+                     for i in range(ln)])
+        while len(keys) > 1:
+            keys = [Mux(keys[i] >= keys[i + 1], keys[i], keys[i + 1])
+                    for i in range(0, len(keys) - 1, 2)] + ([keys[-1]] if len(keys) % 2 else [])
+        row_key, row_nan, row_v = Signal(32), Signal(), Signal()
+        m.d.sync += [row_key.eq(keys[0]), row_nan.eq(nans.any()), row_v.eq(p1_v)]
+        m_key, any_nan = Signal(32), Signal()
+        with m.If(self.start.valid & self.start.ready):
+            m.d.sync += [m_key.eq(0), any_nan.eq(0)]
+        with m.Elif(row_v):
+            m.d.sync += [m_key.eq(Mux(row_key > m_key, row_key, m_key)),
+                         any_nan.eq(any_nan | row_nan)]
+        m_bits = Mux(m_key[31], m_key & 0x7FFFFFFF, ~m_key)[:32]
+        nan_mode = any_nan | (m_bits[23:31] == 0xFF)
+
+        # ---- passes 2 and 3: t = x - m, then the exponential (starc.numerics.exp_fixed) ----------
+        def stage(values: dict[str, Value], mod: Module = m) -> dict[str, Signal]:
+            regs = {k: Signal.like(v, name=f"sfm_{k}") for k, v in values.items()}
+            mod.d.sync += [regs[k].eq(v) for k, v in values.items()]
+            return regs
+
+        neg_m = m_bits ^ 0x80000000
+        ctl = stage({"v2": in_p2, "v3": in_p3, "ok": lane_ok, "row": row})
+        lanes_E = []
+        for lane in range(ln):
+            lm = Module()                # one submodule per lane keeps simulation local
+            m.submodules[f"exp{lane}"] = lm
+            tl = fp.add(lm, FP32, score_rd[lane].data, neg_m)
+            s = stage({"t": tl}, lm)
+            tt = s["t"]
+            ex, frac, neg = tt[23:31], tt[:23], tt[31]
+            kill = (neg & (ex >= EXP_MAX_ARG_EXPONENT)) | ((ex == 0xFF) & frac.any())
+            small = ~neg | (ex == 0)
+            sh = Signal(8)
+            lm.d.comb += sh.eq(151 - ex)
+            u = Signal(36)
+            lm.d.comb += u.eq(Mux(small, 0, (Cat(frac, 1) * EXP_LOG2E_Q) >> sh))
+            s = stage({"u": u, "kill": kill}, lm)
+            nint = s["u"][EXP_ARG_FRAC_BITS:]
+            low = EXP_ARG_FRAC_BITS - EXP_TABLE_BITS
+            idx, r = s["u"][low:EXP_ARG_FRAC_BITS], s["u"][:low]
+            table = Array(Const(v, 31) for v in EXP_TABLE)
+            s = stage({"n": nint, "T": table[idx], "A": ((r * EXP_LN2_Q) >> 30)[:low],
+                       "kill": s["kill"]}, lm)
+            poly = ((1 << 30) - s["A"] + ((s["A"] * s["A"]) >> 31))[:31]
+            s = stage({"n": s["n"], "T": s["T"], "poly": poly, "kill": s["kill"]}, lm)
+            P = ((s["T"] * s["poly"] + (1 << 29)) >> 30)[:31]
+            s = stage({"n": s["n"], "P": P, "kill": s["kill"]}, lm)
+            half = (Const(1, 1) << s["n"]) >> 1
+            E = Mux(s["kill"], 0, (s["P"] + half) >> s["n"])[:EXP_FRAC_BITS + 1]
+            lanes_E.append(stage({"E": E}, lm)["E"])
+        for _ in range(_EXP_E - 1):
+            ctl = stage(ctl)
+
+        # pass 2 tail: S = sum of the valid E (exact)
+        S = Signal(sum_width)
+        row_sum = Signal(sum_width)
+        m.d.comb += row_sum.eq(_sum([Mux(ctl["ok"][lane], lanes_E[lane], 0)
+                                     for lane in range(ln)]))
+        with m.If(self.start.valid & self.start.ready):
+            m.d.sync += S.eq(0)
+        with m.Elif(ctl["v2"]):
+            m.d.sync += S.eq(S + row_sum)
+
+        # reciprocal: Q = RNE(2^(b + 23) / S) by restoring division on the normalised S
+        lz = fp.leading_zeros(m, S)
+        b = Signal(range(sum_width + 1))
+        Sn = Signal(sum_width)
+        rem = Signal(sum_width + 1)
+        quo = Signal(_QBITS)
+        Q = Signal(RECIP_BITS + 1)
+        with m.If(running & (t == d0)):
+            m.d.sync += [b.eq(sum_width - lz), Sn.eq(S << lz), rem.eq(1 << (sum_width - 2)),
+                         quo.eq(0)]
+        with m.Elif(running & (t > d0) & (t <= d0 + _DIV_CYCLES)):
+            r_: Value = rem
+            q_: Value = quo
+            for _ in range(DIV_BITS_PER_CYCLE):
+                r2 = (r_ << 1)[:sum_width + 1]
+                bit = r2 >= Sn
+                r_ = Mux(bit, r2 - Sn, r2)[:sum_width + 1]
+                q_ = Cat(bit, q_)[:_QBITS]
+            m.d.sync += [rem.eq(r_), quo.eq(q_)]
+        with m.Elif(running & (t == d0 + _DIV_CYCLES + 1)):
+            m.d.sync += Q.eq((quo >> 1) + (quo[0] & (quo[1] | rem.any())))
+
+        # pass 3 tail: p = fp16(E * r), one rounding (starc.numerics.round_scaled)
+        ctl3 = stage({"v3": ctl["v3"], "row": ctl["row"]})
+        k_lo = b - 1                          # subnormal quantum 2^-24 is bit b - 1 of E * Q
+        for lane in range(ln):
+            lm = Module()
+            m.submodules[f"norm{lane}"] = lm
+            prod = stage({"p": lanes_E[lane] * Q}, lm)["p"]
+            L = len(prod) - fp.leading_zeros(lm, prod)
+            normal = Signal()
+            lm.d.comb += normal.eq(k_lo <= L - 11)
+            sh1 = Signal(range(len(prod) + 1))  # shift keeping the guard bit
+            lm.d.comb += sh1.eq(Mux(normal, L - 12, k_lo - 1))
+            qg, sticky = fp.shift_right_sticky(lm, prod, sh1, 12)
+            q = qg[1:]
+            up = qg[0] & (sticky | q[0])
+            packed = Signal(17)
+            lm.d.comb += packed.eq(Mux(normal, (L - b - 10) << 10, 0) + q + up)
+            lm.d.comb += [
+                prob_wr[lane].en.eq(ctl3["v3"]),
+                prob_wr[lane].addr.eq(Cat(ctl3["row"][:row_bits], rb) if row_bits else rb),
+                prob_wr[lane].data.eq(Mux(nan_mode, FP16.nan,
+                                          Mux(packed >= FP16.inf, FP16.inf, packed))),
+            ]
+        written = t >= (3 * R + (c3 - 2 * R) + _P3_WRITE)
+
+        # ---- read-out: descriptor stage, probability stage ---------------------------------------
+        fi = Signal(range(self._beats + 1))     # next descriptor to fetch
+        popped = Signal(range(self._beats + 1))
+        pos = Signal(range(self._entries + 1))  # packed position of the next beat to read
+        dv, pv = Signal(), Signal()
+        o_mask, o_tag = Signal(ln), Signal.like(self.rd.payload.tag)
+        o_off = Signal(range(ln))
+        prob_ok = (state[pb] == READY) | (running & (rb == pb) & written)
+        take = self.rd.valid & self.rd.ready
+        adv_p = ~pv | take
+        load_p = adv_p & dv & prob_ok
+        adv_d = ~dv | load_p
+        fetch = adv_d & (state[pb] != FILL) & (fi < nbeats[pb])
+        m.d.comb += [
+            desc_rd.en.eq(adv_d),
+            desc_rd.addr.eq(Cat(fi[:(self._beats - 1).bit_length()], pb)
+                            if self._beats > 1 else pb),
+        ]
+        with m.If(adv_d):
+            m.d.sync += dv.eq(fetch)
+        with m.If(fetch):
+            m.d.sync += fi.eq(fi + 1)
+        poff, prow = pos[:lane_bits], pos >> lane_bits
+        for lane in range(ln):
+            m.d.comb += [
+                prob_rd[lane].en.eq(adv_p),
+                prob_rd[lane].addr.eq(Cat((prow + (lane < poff))[:row_bits], pb) if row_bits
+                                      else pb),
+            ]
+        with m.If(adv_p):
+            m.d.sync += pv.eq(load_p)
+        with m.If(load_p):
+            m.d.sync += [o_mask.eq(desc_rd.data.mask), o_tag.eq(desc_rd.data.tag),
+                         o_off.eq(poff), pos.eq(pos + _popcount(desc_rd.data.mask))]
+        oprefix = _prefix_counts(m, o_mask, "oprefix")
+        lane_data = Array(prob_rd[d].data for d in range(ln))
+        for i in range(ln):
+            src = Signal(range(ln), name=f"osrc{i}")
+            m.d.comb += [src.eq(o_off + oprefix[i]),
+                         self.rd.payload.probs[i].eq(Mux(o_mask[i], lane_data[src], 0))]
+        m.d.comb += [self.rd.payload.tag.eq(o_tag),
+                     self.rd.valid.eq(pv & (state[pb] == READY))]
+        with m.If(take):
+            m.d.sync += popped.eq(popped + 1)
+        # a read-out buffer is done after its last beat (or at once if it has none)
+        last = (state[pb] == READY) & ((take & (popped + 1 == nbeats[pb])) | (nbeats[pb] == 0))
+        with m.If(last):
+            m.d.sync += [state[pb].eq(FILL), count[pb].eq(0), nbeats[pb].eq(0), pb.eq(~pb),
+                         fi.eq(0), popped.eq(0), pos.eq(0)]
+        return m

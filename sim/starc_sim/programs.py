@@ -1,0 +1,148 @@
+"""Test programs for the RTL tiers: small configurations and a seeded random legal program.
+
+The random programs mix what dense streaming never exercises: per-group activation rounds
+(ACTBG, MACBG bursts over several groups, PREBG), all-bank rows, per-bank RD/WR, data movement
+(WRGB, MVSB, MVGB), softmax, barriers and, optionally, explicit refreshes. Every program is legal
+for :func:`starc.golden.timing.schedule` (it never raises ``ProgramError``).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+from starc import config
+from starc.config import Config
+from starc.isa import PROGRAM_DTYPE, MacArg, Op
+
+__all__ = ["SHORT_REFRESH", "SMALL", "TINY", "load_config", "random_program"]
+
+#: Two groups of two banks in one rank: the smallest organisation with every scope distinct.
+TINY: dict[str, Any] = {
+    "organisation.pseudo_channels": 1, "organisation.sids": 1,
+    "organisation.bank_groups": 2, "organisation.banks_per_group": 2,
+    "organisation.rows_per_bank": 64,
+}
+#: 2 pseudo-channels x 2 SIDs x 2 bank groups x 2 banks: every rank/pc/group path, 16 banks.
+SMALL: dict[str, Any] = {
+    "organisation.pseudo_channels": 2, "organisation.sids": 2,
+    "organisation.bank_groups": 2, "organisation.banks_per_group": 2,
+    "organisation.rows_per_bank": 64,
+}
+#: A short refresh interval (and a matching tRFC) so that short programs cross several tREFI.
+SHORT_REFRESH: dict[str, Any] = {"timing.tREFI": 700, "timing.tRFC_ns": 50.0}
+
+
+def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """``starc.config.load`` with dict overrides (also what the cocotb side rebuilds from env)."""
+    return config.load(preset, overrides=dict(overrides or {}))
+
+
+def random_program(cfg: Config, length: int, seed: int, *, explicit_ref: bool = False,
+                   rows: int | None = None) -> np.ndarray:
+    """A random legal program of about ``length`` commands (seeded; same seed, same program)."""
+    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+        raise ValueError(f"Program length must be a positive integer, not {length!r}")
+    rng = random.Random(seed)
+    org = cfg.org
+    G, BPG, C = org.groups_per_channel, org.banks_per_group, org.columns_per_row
+    n_rows = min(rows or org.rows_per_bank, org.rows_per_bank)
+    is_open = [False] * (G * BPG)
+    out: list[tuple[int, int, int, int, int, int]] = []
+
+    def add(op: Op, group: int = 0, bank: int = 0, col: int = 0, row: int = 0,
+            arg: int = 0) -> None:
+        out.append((int(op), group, bank, col, row, arg))
+
+    def grp_open(g: int) -> list[bool]:
+        return is_open[g * BPG:(g + 1) * BPG]
+
+    def close_group(g: int) -> None:
+        if any(grp_open(g)):
+            if all(grp_open(g)) or rng.random() < 0.5:
+                add(Op.PREBG, g)
+                is_open[g * BPG:(g + 1) * BPG] = [False] * BPG
+            else:
+                for b in range(BPG):
+                    if is_open[g * BPG + b]:
+                        add(Op.PREPB, g, b)
+                        is_open[g * BPG + b] = False
+
+    def close_all() -> None:
+        if any(is_open):
+            add(Op.PREA)
+            is_open[:] = [False] * len(is_open)
+
+    def mac_arg() -> int:
+        a = 0
+        if rng.random() < 0.5:
+            a |= int(MacArg.VALUE)
+        if rng.random() < 0.5:
+            a |= int(MacArg.BUF)
+        return a
+
+    def moves() -> None:
+        for _ in range(rng.randint(0, 2)):
+            x = rng.random()
+            if x < 0.5:
+                add(Op.MVSB, rng.randrange(G), col=rng.randrange(8),
+                    arg=rng.getrandbits(32))
+            elif x < 0.8:
+                add(Op.MVGB, rng.randrange(G), col=rng.randrange(2))
+            else:
+                add(Op.WRGB, col=rng.randrange(8), arg=rng.randrange(64))
+
+    kinds = ["round", "allbank", "perbank", "move", "sfm", "bar", "ref"]
+    weights = [4.0, 1.0, 1.5, 2.0, 0.5, 0.3, 0.3 if explicit_ref else 0.0]
+    while len(out) < length:
+        kind = rng.choices(kinds, weights)[0]
+        if kind == "round":
+            groups = rng.sample(range(G), rng.randint(1, G))
+            for g in groups:
+                close_group(g)
+                add(Op.ACTBG, g, row=rng.randrange(n_rows))
+                is_open[g * BPG:(g + 1) * BPG] = [True] * BPG
+            arg = mac_arg()
+            for c in rng.sample(range(C), rng.randint(1, min(C, 6))):
+                for g in groups:
+                    add(Op.MACBG, g, col=c, arg=arg)
+                    if rng.random() < 0.15:
+                        moves()
+            for g in groups:
+                if rng.random() < 0.8:
+                    close_group(g)
+        elif kind == "allbank":
+            close_all()
+            add(Op.ACTAB, row=rng.randrange(n_rows))
+            is_open[:] = [True] * len(is_open)
+            arg = mac_arg()
+            for c in range(rng.randint(1, min(C, 8))):
+                add(Op.MACAB, col=c, arg=arg)
+                if rng.random() < 0.3:
+                    moves()
+            if rng.random() < 0.8:
+                close_all()
+        elif kind == "perbank":
+            g, b = rng.randrange(G), rng.randrange(BPG)
+            if not is_open[g * BPG + b]:
+                add(Op.ACTPB, g, b, row=rng.randrange(n_rows))
+                is_open[g * BPG + b] = True
+            for _ in range(rng.randint(1, 4)):
+                if rng.random() < 0.5:
+                    add(Op.RD, g, b, col=rng.randrange(C))
+                else:
+                    add(Op.WR, g, b, col=rng.randrange(C), arg=rng.randrange(64))
+            if rng.random() < 0.6:
+                add(Op.PREPB, g, b)
+                is_open[g * BPG + b] = False
+        elif kind == "move":
+            moves()
+        elif kind == "sfm":
+            add(Op.SFM, arg=rng.randint(1, 96))
+        elif kind == "bar":
+            add(Op.BAR)
+        else:
+            close_all()
+            add(Op.REF)
+    return np.array(out, dtype=PROGRAM_DTYPE)

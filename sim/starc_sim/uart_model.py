@@ -1,0 +1,117 @@
+"""A UART at the pins, for cocotb: drives the design's receive line, decodes its transmit line.
+
+:class:`UartModel` is the host's serial port: bytes given to :meth:`UartModel.send` go out on
+``rx`` (8N1, ``bit_ns`` per bit, back to back), bytes the design sends on ``tx`` are decoded by
+sampling the middle of each bit and queued for :meth:`UartModel.receive`. A 0 stop bit from the
+design is counted in :attr:`UartModel.frame_errors`.
+
+:class:`BridgeTransport` gives the host driver (``fpga/driver.py``, blocking ``read(n)`` /
+``write(data)``) access to the model from a :func:`cocotb.task.bridge` thread.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import cocotb
+from cocotb.task import resume
+from cocotb.triggers import Event, FallingEdge, Timer, with_timeout
+
+__all__ = ["BridgeTransport", "UartModel"]
+
+
+class UartModel:
+    """Host side of an 8N1 serial line.
+
+    Parameters
+    ----------
+    rx : handle
+        The design's receive input (driven here).
+    tx : handle
+        The design's transmit output (decoded here).
+    bit_ns : float
+        Bit period in ns (the design's divisor times its clock period).
+    """
+
+    def __init__(self, rx: Any, tx: Any, *, bit_ns: float) -> None:
+        if not bit_ns > 0:
+            raise ValueError(f"Bit period must be positive, not {bit_ns!r}")
+        self._rx = rx
+        self._tx = tx
+        self._bit_ns = bit_ns
+        self._out: deque[int] = deque()
+        self._out_ready = Event()
+        self._in: deque[int] = deque()
+        self._in_ready = Event()
+        self.frame_errors = 0
+        self.sent = 0
+        self.received = 0
+        self._rx.value = 1
+        self._tasks = [cocotb.start_soon(self._drive()), cocotb.start_soon(self._decode())]
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes for the design (returns at once)."""
+        self._out.extend(data)
+        if self._out:
+            self._out_ready.set()
+
+    async def receive(self, n: int, timeout_us: float) -> bytes:
+        """The next ``n`` bytes from the design; fails after ``timeout_us`` of simulated time."""
+        while len(self._in) < n:
+            self._in_ready.clear()
+            await with_timeout(self._in_ready.wait(), timeout_us, "us")
+        return bytes(self._in.popleft() for _ in range(n))
+
+    async def _drive(self) -> None:
+        bit = Timer(self._bit_ns, unit="ns")
+        while True:
+            while not self._out:
+                self._out_ready.clear()
+                await self._out_ready.wait()
+            byte = self._out.popleft()
+            for level in (0, *((byte >> i) & 1 for i in range(8)), 1):
+                self._rx.value = level
+                await bit
+            self.sent += 1
+
+    async def _decode(self) -> None:
+        half = Timer(self._bit_ns / 2, unit="ns")
+        bit = Timer(self._bit_ns, unit="ns")
+        while True:
+            await FallingEdge(self._tx)
+            await half
+            if int(self._tx.value) != 0:
+                continue            # a glitch, not a start bit
+            byte = 0
+            for i in range(8):
+                await bit
+                byte |= int(self._tx.value) << i
+            await bit
+            if int(self._tx.value) != 1:
+                self.frame_errors += 1
+                continue
+            self._in.append(byte)
+            self.received += 1
+            self._in_ready.set()
+
+
+class BridgeTransport:
+    """Blocking ``read`` / ``write`` on a :class:`UartModel`, for code running in a
+    :func:`cocotb.task.bridge` thread (the host driver). ``read`` lets simulated time pass;
+    ``write`` only queues, so a burst of writes costs no simulator round trip."""
+
+    def __init__(self, uart: UartModel, *, timeout_us: float) -> None:
+        self._uart = uart
+        self._timeout_us = timeout_us
+        self._read = resume(self._aread)
+
+    async def _aread(self, n: int) -> bytes:
+        return await self._uart.receive(n, self._timeout_us)
+
+    def read(self, n: int) -> bytes:
+        return self._read(n)
+
+    def write(self, data: bytes) -> int:
+        self._uart.send(bytes(data))
+        return len(data)

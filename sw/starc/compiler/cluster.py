@@ -1,0 +1,228 @@
+"""Clustering kernels of the mapping compiler, vectorised over windows (no per-token loops).
+
+Three algorithms, one per mode (docs/compiler.md):
+
+- :func:`artifact_lloyd`: the STARC ASPLOS artifact, exactly: per window, Lloyd on unit keys with
+  squared Euclidean distance, initial centroids = the first ``k`` keys of the window, at most 16
+  iterations, stop when no centroid moves by ``tol`` (1e-4, L2) or more; centroid = mean of the
+  unit keys (not re-normalised); an empty cluster gets a zero centroid; sizes unconstrained.
+- :func:`balanced_kmeans`: size-constrained k-means. Every cluster gets exactly its capacity
+  (a whole number of bank-row slices). Assignment is a vectorised capacity-constrained greedy
+  (:func:`balanced_assign`); update = mean of the unit keys.
+- :func:`spherical_kmeans`: the v1 paper's global variant: k-means++ seeding (batched over heads,
+  one candidate per step), cosine assignment, a fixed number of iterations, unconstrained sizes.
+
+All take unit-normalised keys; :func:`unit` makes them (a zero key stays zero).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "artifact_lloyd",
+    "balanced_assign",
+    "balanced_kmeans",
+    "kmeanspp_batched",
+    "spherical_kmeans",
+    "unit",
+]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm in float32; all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
+
+
+def _augment(x: np.ndarray) -> np.ndarray:
+    """``[x, 1]``: lets :func:`_sqdist` produce the whole cost with one matrix product."""
+    return np.concatenate([x, np.ones(x.shape[:-1] + (1,), np.float32)], axis=-1)
+
+
+def _sqdist(xa: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """||x - c||^2 minus ||x||^2 (constant per point), i.e. ``||c||^2 - 2 x.c``, ``[B, N, k]``,
+    from augmented points ``xa = [x, 1]`` (:func:`_augment`)."""
+    ca = np.concatenate([-2.0 * c, (c * c).sum(-1, keepdims=True)], axis=-1).astype(np.float32)
+    return np.matmul(xa, ca.transpose(0, 2, 1))
+
+
+def _means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster means (zero for an empty cluster) and counts, by sorting: ``x [B, N, d]``,
+    ``labels [B, N]`` -> ``[B, k, d]``, ``[B, k]``."""
+    B, N, d = x.shape
+    flat = (labels + (np.arange(B) * k)[:, None]).reshape(-1)
+    counts = np.bincount(flat, minlength=B * k)
+    order = np.argsort(flat, kind="stable")
+    xs = x.reshape(B * N, d).take(order, axis=0)
+    nz = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sums = np.zeros((B * k, d), np.float64)
+    if nz.size:
+        sums[nz] = np.add.reduceat(xs.astype(np.float64), starts[nz], axis=0)
+    c = sums / np.maximum(counts, 1)[:, None]
+    return c.astype(np.float32).reshape(B, k, d), counts.reshape(B, k)
+
+
+def artifact_lloyd(xu: np.ndarray, k: int, *, max_iter: int = 16, tol: float = 1e-4
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster each window of ``xu`` ``[n_windows, W, d]`` (unit keys) into ``k`` clusters.
+
+    Returns ``labels [n_windows, W]``, ``centroids [n_windows, k, d]`` and the iterations each
+    window ran. Each window stops on its own when its largest centroid move is below ``tol``.
+    """
+    nw, W, _ = xu.shape
+    if k > W:
+        raise ValueError(f"{k} clusters need at least {k} keys per window, not {W}")
+    c = xu[:, :k].copy()
+    labels = np.zeros((nw, W), dtype=np.int64)
+    iters = np.zeros(nw, dtype=np.int64)
+    active = np.arange(nw)
+    xa_all = _augment(xu)
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        x = xu[active]
+        lab = np.argmin(_sqdist(xa_all[active], c[active]), axis=2)
+        new_c, _ = _means(x, lab, k)
+        shift = np.linalg.norm(new_c - c[active], axis=2).max(axis=1)
+        labels[active] = lab
+        c[active] = new_c
+        iters[active] += 1
+        active = active[shift >= tol]
+    return labels, c, iters
+
+
+def balanced_assign(cost: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Assign every point to a cluster so that cluster ``c`` of batch ``b`` gets exactly
+    ``caps[b, c]`` points (``caps`` sums to N per batch), greedily by cost.
+
+    Rounds, all vectorised: every unassigned point proposes to its cheapest cluster that still has
+    room; each cluster keeps its cheapest proposers up to its remaining room. A round either places
+    every proposer or fills at least one cluster, so there are at most k + 1 rounds.
+    ``cost`` is ``[B, N, k]``; returns labels ``[B, N]``.
+    """
+    B, N, k = cost.shape
+    caps = np.asarray(caps, dtype=np.int64)
+    if caps.shape != (B, k):
+        raise ValueError(f"caps shape {caps.shape}, expected {(B, k)}")
+    if (caps.sum(1) != N).any():
+        raise ValueError("capacities must add up to the number of points in every batch")
+    flat = cost.reshape(B * N, k)
+    # one float64 sort key per proposal: cluster id + cost scaled into [0, 0.5)
+    lo = float(flat.min()) if flat.size else 0.0
+    span = float(flat.max()) - lo if flat.size else 1.0
+    scale = 0.5 / (span if span > 0 else 1.0)
+    room = caps.copy().reshape(-1)
+    labels = np.full(B * N, -1, dtype=np.int64)
+    todo = np.arange(B * N)
+    batch = todo // N
+    first_round = True
+    while todo.size:
+        b = batch[todo]
+        if first_round:
+            cu = flat
+            choice = np.argmin(cu, axis=1)
+        else:
+            cu = flat[todo]
+            full = room.reshape(B, k)[b] <= 0
+            cu = np.where(full, np.inf, cu)
+            choice = np.argmin(cu, axis=1)
+        first_round = False
+        val = cu[np.arange(todo.size), choice]
+        gid = b * k + choice
+        order = np.argsort(gid + (val - lo) * scale)
+        gs = gid[order]
+        first = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
+        rank = np.arange(gs.size) - np.repeat(first, np.diff(np.r_[first, gs.size]))
+        ok = rank < room[gs]
+        acc = order[ok]
+        labels[todo[acc]] = choice[acc]
+        room -= np.bincount(gs[ok], minlength=B * k)
+        todo = todo[order[~ok]]
+    return labels.reshape(B, N)
+
+
+def kmeanspp_batched(xu: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding (one candidate per step) for every batch of ``xu [B, N, d]`` at once.
+    Returns centroids ``[B, k, d]`` (copies of chosen points)."""
+    B, N, d = xu.shape
+    idx = np.empty((B, k), dtype=np.int64)
+    idx[:, 0] = rng.integers(0, N, size=B)
+    ar = np.arange(B)
+    first = xu[ar, idx[:, 0]]
+    sq = (xu * xu).sum(-1)
+    d0 = sq - 2 * np.einsum("bnd,bd->bn", xu, first) + (first * first).sum(-1)[:, None]
+    dmin = np.maximum(d0, 0.0)
+    for j in range(1, k):
+        tot = dmin.sum(1)
+        cum = np.cumsum(dmin, axis=1)
+        r = rng.random(B) * tot
+        pick = np.minimum((cum < r[:, None]).sum(1), N - 1)
+        # an all-zero distance row (duplicates) falls back to a random point
+        pick = np.where(tot > 0, pick, rng.integers(0, N, size=B))
+        idx[:, j] = pick
+        cj = xu[ar, pick]
+        dj = sq - 2 * np.einsum("bnd,bd->bn", xu, cj) + (cj * cj).sum(-1)[:, None]
+        np.minimum(dmin, np.maximum(dj, 0.0), out=dmin)
+    return xu[ar[:, None], idx]
+
+
+def _means_equal(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Cluster means when every cluster of every batch has N / k members (sort, reshape)."""
+    B, N, d = x.shape
+    order = np.argsort(labels, axis=1, kind="stable")
+    flat = (order + (np.arange(B) * N)[:, None]).reshape(-1)
+    xs = x.reshape(B * N, d).take(flat, axis=0)
+    return xs.reshape(B, k, N // k, d).mean(axis=2)
+
+
+def balanced_kmeans(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, seed: int = 0,
+                    init: str = "positional", tol: float = 1e-4
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Size-constrained k-means of ``xu [B, N, d]`` (unit keys) into clusters of sizes
+    ``caps [B, k]``. ``init`` is ``kmeans++`` (seeded) or ``positional`` (centroid c = mean of the
+    c-th run of consecutive points, sized by ``caps``). Returns labels ``[B, N]``, centroids
+    (mean of unit members) ``[B, k, d]`` and the iterations run."""
+    B, N, _ = xu.shape
+    caps = np.asarray(caps, dtype=np.int64)
+    k = caps.shape[1]
+    if init == "positional":
+        lab0 = np.broadcast_to(np.repeat(np.arange(k), caps[0]), (B, N)).copy() \
+            if (caps == caps[0]).all() else np.stack([np.repeat(np.arange(k), c) for c in caps])
+        c, _ = _means(xu, lab0, k)
+    elif init == "kmeans++":
+        c = kmeanspp_batched(xu, k, np.random.default_rng(seed))
+    else:
+        raise ValueError(f"init must be 'kmeans++' or 'positional', not {init!r}")
+    labels = np.zeros((B, N), dtype=np.int64)
+    equal = bool((caps == N // k).all())
+    xa = _augment(xu)
+    n_it = 0
+    for n_it in range(1, iters + 1):  # noqa: B007 - n_it reported
+        new_labels = balanced_assign(_sqdist(xa, c), caps)
+        new_c = _means_equal(xu, new_labels, k) if equal else _means(xu, new_labels, k)[0]
+        shift = float(np.linalg.norm(new_c - c, axis=2).max()) if B else 0.0
+        same = bool((new_labels == labels).all())
+        labels, c = new_labels, new_c
+        if same or shift < tol:
+            break
+    return labels, c, np.full(B, n_it, dtype=np.int64)
+
+
+def spherical_kmeans(xu: np.ndarray, k: int, *, iters: int = 15, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine k-means of every batch of ``xu [B, N, d]`` (unit keys): k-means++ seeding
+    (:func:`kmeanspp_batched`), then ``iters`` rounds of (assign each key to the most similar
+    normalised centroid; centroid = mean of its unit members). An empty cluster keeps its previous
+    centroid. Returns labels ``[B, N]`` and centroids ``[B, k, d]``; ``k`` is capped at N."""
+    B, N, _ = xu.shape
+    k = min(k, N)
+    c = kmeanspp_batched(xu, k, np.random.default_rng(seed))
+    labels = np.zeros((B, N), dtype=np.int64)
+    for _ in range(iters):
+        labels = np.argmax(np.matmul(xu, unit(c).transpose(0, 2, 1)), axis=2)
+        new_c, counts = _means(xu, labels, k)
+        c = np.where(counts[..., None] > 0, new_c, c)
+    return labels, c

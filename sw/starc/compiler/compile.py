@@ -1,0 +1,478 @@
+"""KV cache in, clustered and placed memory layout out (:func:`compile_kv`).
+
+Data flow per (layer, KV head), see docs/compiler.md:
+
+1. FP16 conversion (round to nearest even) of keys, values and queries.
+2. Segment plan: which positions are clustered together and from which context length on.
+   Windowed modes (``artifact``, ``row-aligned``) cluster the prefill up to the last multiple of
+   the buffer length R in windows of W; the rest of the prefill (the *tail*, fewer than R tokens)
+   starts the recent buffer. ``global`` clusters the whole prefill at once. During decode, new
+   tokens enter the recent buffer; when it holds R tokens it is clustered as one window and
+   appended (old clusters are never re-clustered). The cache file holds the decode tokens too, so
+   their windows are compiled here, each tagged with the context length that makes it ready.
+3. Clustering of unit keys (:mod:`starc.compiler.cluster`); inside a segment tokens are stably
+   reordered by cluster label; clusters keep label order.
+4. The stream: segments in position order; the prefill region and every decode window start on a
+   block (group-row) boundary.
+5. Placement of blocks on (group, row) (:mod:`starc.compiler.placement`), keys and values in
+   separate rows, then the recent-buffer rows, then the centroid rows; KV head h goes to channel
+   h mod channels, (layer, head) regions stacked in disjoint row ranges of their channel.
+
+Dense layers (0 and 1 by default) and mode ``dense`` get the positional AttAcc layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from starc.compiler.cluster import artifact_lloyd, balanced_kmeans, spherical_kmeans, unit
+from starc.compiler.compiled import CompiledKV, HeadMap
+from starc.compiler.layout import SLICE, Geometry
+from starc.compiler.placement import PLACEMENTS, place_blocks
+from starc.config import Config
+from starc.kv import KVCache, KVError, check_capacity
+
+__all__ = ["MODES", "CompileOptions", "compile_kv", "plan_segments", "positional_headmap"]
+
+MODES = ("artifact", "row-aligned", "global", "dense")
+#: row-aligned prefill window: the whole prefill up to this many tokens (measured: recall grows
+#: with the window, cost grows with window x clusters; docs/compiler.md)
+ROW_ALIGNED_WINDOW = 8192
+
+
+class CompileError(ValueError):
+    """Options that cannot be compiled; the message names the option and the rule."""
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How to compile. ``None`` fields take the mode's default (:meth:`resolve`)."""
+
+    mode: str = "row-aligned"
+    placement: str | None = None          # naive | coselect
+    seed: int = 0
+    window: int | None = None             # tokens clustered together at prefill
+    buffer: int | None = None             # recent-buffer length R
+    cluster_tokens: int | None = None     # tokens per cluster (mean for unconstrained modes)
+    iters: int | None = None
+    init: str | None = None               # row-aligned seeding: positional | kmeans++
+    key_norm: str | None = None           # unit (artifact, global) | mean (row-aligned)
+    dense_layers: tuple[int, ...] = (0, 1)
+    threads: int = 0                      # 0: one per core
+
+    def resolve(self, geo: Geometry, prefill_len: int) -> dict[str, Any]:
+        """Options with defaults filled in and checked; raises :class:`CompileError`."""
+        if self.mode not in MODES:
+            raise CompileError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        m = self.mode
+        d: dict[str, Any] = asdict(self)
+        d["dense_layers"] = sorted(set(int(x) for x in self.dense_layers))
+        if m == "artifact":
+            defaults = {"window": 64, "buffer": 64, "cluster_tokens": 16, "iters": 16,
+                        "placement": "naive", "init": "first-keys", "key_norm": "unit"}
+        elif m == "row-aligned":
+            defaults = {"window": ROW_ALIGNED_WINDOW, "buffer": 64, "cluster_tokens": geo.tpgr,
+                        "iters": 10, "placement": "coselect", "init": "positional",
+                        "key_norm": "mean"}
+        elif m == "global":
+            defaults = {"window": None, "buffer": 128, "cluster_tokens": 32, "iters": 15,
+                        "placement": "naive", "init": "kmeans++", "key_norm": "unit"}
+        else:
+            defaults = {"window": None, "buffer": 0, "cluster_tokens": None, "iters": 0,
+                        "placement": "naive", "init": None, "key_norm": None}
+        for k, v in defaults.items():
+            if d[k] is None:
+                d[k] = v
+        if d["placement"] not in PLACEMENTS:
+            raise CompileError(f"placement must be one of {', '.join(PLACEMENTS)}, not "
+                               f"{d['placement']!r}")
+        if m != "dense" and d["key_norm"] not in ("unit", "mean"):
+            raise CompileError(f"key_norm must be 'unit' or 'mean', not {d['key_norm']!r}")
+        if m == "row-aligned" and d["init"] not in ("kmeans++", "positional"):
+            raise CompileError(f"init must be 'positional' or 'kmeans++', not {d['init']!r}")
+        d["tpgr"] = geo.tpgr
+        if m == "dense":
+            return d
+        for k in ("buffer", "cluster_tokens", "iters"):
+            if not isinstance(d[k], int) or d[k] <= 0:
+                raise CompileError(f"{k} must be a positive integer, not {d[k]!r}")
+        R, cs = d["buffer"], d["cluster_tokens"]
+        if m == "row-aligned":
+            if cs % SLICE or not (geo.tpgr % cs == 0 or cs % geo.tpgr == 0):
+                raise CompileError(
+                    f"cluster_tokens {cs}: row-aligned clusters must fill whole bank-row slices "
+                    f"of {SLICE} tokens and tile the {geo.tpgr}-token group row (a divisor or a "
+                    f"multiple of {geo.tpgr})")
+            if R % cs:
+                raise CompileError(f"buffer {R} must be a multiple of cluster_tokens {cs} (a "
+                                   f"full buffer is clustered into whole clusters)")
+        if m != "global":
+            W = d["window"]
+            if not isinstance(W, int) or W <= 0 or W % R:
+                raise CompileError(f"window {W!r} must be a positive multiple of the buffer "
+                                   f"length {R}")
+        if m == "artifact" and cs > d["window"]:
+            raise CompileError(f"cluster_tokens {cs} exceeds the window {d['window']}")
+        return d
+
+
+@dataclass
+class Segment:
+    start: int
+    end: int
+    ready: int
+    k: int
+    prefill: bool
+
+
+def plan_segments(opts: dict[str, Any], prefill_len: int, T: int) -> list[Segment]:
+    """The clustering windows of one head (the same for every head), in position order."""
+    m, R, cs = opts["mode"], opts["buffer"], opts["cluster_tokens"]
+    segs: list[Segment] = []
+    if m == "global":
+        e0 = prefill_len
+        segs.append(Segment(0, e0, e0, max(1, math.ceil(e0 / cs)), True))
+    else:
+        W = opts["window"]
+        e0 = (prefill_len // R) * R
+        for s in range(0, e0, W):
+            e = min(s + W, e0)
+            k = math.ceil((e - s) / cs)
+            segs.append(Segment(s, e, e, k, True))
+    for s in range(e0, T - R + 1, R):
+        segs.append(Segment(s, s + R, s + R, math.ceil(R / cs), False))
+    return segs
+
+
+# ---- clustering of one layer -----------------------------------------------------------------
+@dataclass
+class _SegResult:
+    order: np.ndarray       # [H, size] positions in stored order
+    sizes: np.ndarray       # [H, k]
+    cents: np.ndarray       # [H, k, d]
+    iters: np.ndarray       # [H]
+
+
+def _cluster_group(xu: np.ndarray, segs: list[Segment], opts: dict[str, Any], seed: int
+                   ) -> list[_SegResult]:
+    """Cluster equally sized segments of every head of one layer at once. ``xu [H, T, d]``."""
+    H = xu.shape[0]
+    size, k = segs[0].end - segs[0].start, segs[0].k
+    starts = np.array([s.start for s in segs])
+    X = xu[:, starts[:, None] + np.arange(size)[None, :]]            # [H, nseg, size, d]
+    X = X.reshape(H * len(segs), size, xu.shape[2])
+    m = opts["mode"]
+    if m == "artifact":
+        labels, cents, iters = artifact_lloyd(X, k, max_iter=opts["iters"])
+    elif m == "row-aligned":
+        cs = opts["cluster_tokens"]
+        caps = np.full((X.shape[0], k), cs, dtype=np.int64)
+        labels, cents, iters = balanced_kmeans(X, caps, iters=opts["iters"], seed=seed,
+                                               init=opts["init"])
+        per_row = opts["tpgr"] // cs
+        if per_row > 1 and k % per_row == 0 and k > per_row:
+            labels, cents = _pair_clusters(labels, cents, per_row, seed)
+    else:
+        labels, c = spherical_kmeans(X, k, iters=opts["iters"], seed=seed)
+        cents = np.zeros((X.shape[0], k, X.shape[2]), np.float32)
+        cents[:, :c.shape[1]] = c
+        iters = np.full(X.shape[0], opts["iters"])
+    order = np.argsort(labels, axis=1, kind="stable")
+    sizes = np.zeros((X.shape[0], k), np.int64)
+    np.add.at(sizes, (np.repeat(np.arange(X.shape[0]), size), labels.reshape(-1)), 1)
+    out = []
+    order = order.reshape(H, len(segs), size)
+    sizes = sizes.reshape(H, len(segs), k)
+    cents = cents.reshape(H, len(segs), k, -1)
+    iters = np.asarray(iters).reshape(H, len(segs))
+    for j, s in enumerate(segs):
+        out.append(_SegResult(order=order[:, j] + s.start, sizes=sizes[:, j], cents=cents[:, j],
+                              iters=iters[:, j]))
+    return out
+
+
+def _pair_clusters(labels: np.ndarray, cents: np.ndarray, per_row: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber clusters so that each run of ``per_row`` consecutive labels (one group row) holds
+    similar clusters: balanced k-means of the centroid directions into bundles of ``per_row``."""
+    Bn, k, _ = cents.shape
+    caps = np.full((Bn, k // per_row), per_row, dtype=np.int64)
+    bl, _, _ = balanced_kmeans(unit(cents), caps, iters=5, seed=seed, init="positional")
+    new_order = np.argsort(bl, axis=1, kind="stable")              # new label -> old label
+    rank = np.empty_like(new_order)
+    np.put_along_axis(rank, new_order, np.arange(k)[None, :].repeat(Bn, 0), axis=1)
+    return np.take_along_axis(rank, labels, axis=1), np.take_along_axis(
+        cents, new_order[..., None], axis=1)
+
+
+def _seed_for(seed: int, *parts: int) -> int:
+    h = hashlib.sha256(repr((seed,) + parts).encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def _compile_layer(layer: int, keys16: np.ndarray, opts: dict[str, Any], segs: list[Segment],
+                   geo: Geometry, T: int) -> list[dict[str, Any]]:
+    """Cluster one layer (all KV heads); returns per head the stream and cluster table."""
+    H = keys16.shape[1]
+    x32 = keys16.astype(np.float32).transpose(1, 0, 2)                # [H, T, d]
+    if opts["key_norm"] == "mean":
+        # raw keys over the head's mean prefill key norm: Euclidean k-means then minimises the
+        # error of the cluster's mean logit q.mean(k); the scale only makes tolerances scale-free
+        e0 = max(1, segs[0].end) if segs else T
+        scale = np.linalg.norm(x32[:, :e0], axis=2).mean(1)
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        xu = x32 / scale[:, None, None]
+    else:
+        scale = np.ones(H, np.float32)
+        xu = unit(x32)
+    results: list[_SegResult | None] = [None] * len(segs)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(segs):
+        by_shape.setdefault((s.end - s.start, s.k), []).append(i)
+    for (size, k), idx in sorted(by_shape.items()):
+        res = _cluster_group(xu, [segs[i] for i in idx], opts,
+                             _seed_for(opts["seed"], layer, size, k))
+        for i, r in zip(idx, res, strict=True):
+            results[i] = r
+    tp = geo.tpgr
+    heads = []
+    for h in range(H):
+        parts: list[np.ndarray] = []
+        cl_start, cl_size, cl_seg, cents, iters = [], [], [], [], []
+        cursor = 0
+        n_prefill_slots = None
+        for i, (s, r) in enumerate(zip(segs, results, strict=True)):
+            assert r is not None
+            if not s.prefill and n_prefill_slots is None:
+                pad = (-cursor) % tp
+                parts.append(np.full(pad, -1, np.int64))
+                cursor += pad
+                n_prefill_slots = cursor
+            starts = cursor + np.concatenate([[0], np.cumsum(r.sizes[h])[:-1]])
+            cl_start.append(starts)
+            cl_size.append(r.sizes[h])
+            cl_seg.append(np.full(len(starts), i))
+            cents.append(r.cents[h] * scale[h])
+            iters.append(int(r.iters[h]))
+            parts.append(r.order[h])
+            cursor += len(r.order[h])
+            if not s.prefill:
+                pad = (-cursor) % tp
+                parts.append(np.full(pad, -1, np.int64))
+                cursor += pad
+        if n_prefill_slots is None:
+            pad = (-cursor) % tp
+            parts.append(np.full(pad, -1, np.int64))
+            cursor += pad
+            n_prefill_slots = cursor
+        slot_pos = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        cent = np.concatenate(cents) if cents else np.zeros((0, geo.d), np.float32)
+        heads.append({
+            "slot_pos": slot_pos.astype(np.int64),
+            "n_prefill_blocks": n_prefill_slots // tp,
+            "cl_start": np.concatenate(cl_start).astype(np.int64) if cl_start else
+            np.zeros(0, np.int64),
+            "cl_size": np.concatenate(cl_size).astype(np.int64) if cl_size else
+            np.zeros(0, np.int64),
+            "cl_seg": np.concatenate(cl_seg).astype(np.int64) if cl_seg else np.zeros(0, np.int64),
+            "centroid": cent.astype(np.float32),
+            "iters": iters,
+            "xu": xu[h] if opts["key_norm"] == "unit" else unit(x32[h]),
+        })
+    return heads
+
+
+def _block_centroids(slot_pos: np.ndarray, xu: np.ndarray, nb: int, tp: int) -> np.ndarray:
+    sp = slot_pos[: nb * tp].reshape(nb, tp)
+    valid = sp >= 0
+    x = np.where(valid[..., None], xu[np.where(valid, sp, 0)], 0.0)
+    return x.sum(1) / np.maximum(valid.sum(1), 1)[:, None]
+
+
+def positional_headmap(layer: int, head: int, channel: int, row_base: int, T: int,
+                       geo: Geometry) -> HeadMap:
+    """The AttAcc dense layout of one head: position t in block t // tpgr, round-robin groups."""
+    tp, G = geo.tpgr, geo.G
+    nb = -(-T // tp)
+    slot_pos = np.arange(nb * tp, dtype=np.int64)
+    slot_pos[slot_pos >= T] = -1
+    b = np.arange(nb)
+    n_krows = -(-nb // G)
+    z = np.zeros(0, np.int64)
+    return HeadMap(layer=layer, head=head, channel=channel, positional=True, tpgr=tp,
+                   row_base=row_base, n_krows=n_krows, n_crows=0, block_group=b % G,
+                   block_row=b // G, slot_pos=slot_pos, seg_start=z, seg_end=z, seg_ready=z,
+                   cl_start=z, cl_size=z, cl_seg=z,
+                   centroid=np.zeros((0, geo.d), np.float32), buf_group=z, buf_row=z,
+                   buffer_cap=0, stats={"blocks": nb})
+
+
+def _headmap(layer: int, head: int, channel: int, row_base: int, lay: dict[str, Any],
+             segs: list[Segment], opts: dict[str, Any], geo: Geometry) -> HeadMap:
+    tp, G = geo.tpgr, geo.G
+    slot_pos = lay["slot_pos"]
+    nb = len(slot_pos) // tp
+    npb = lay["n_prefill_blocks"]
+    cents = None
+    if opts["placement"] == "coselect" and npb > G:
+        cents = _block_centroids(slot_pos, lay["xu"], npb, tp)
+    group, row = place_blocks(npb, nb, G, cents, opts["placement"],
+                              _seed_for(opts["seed"], layer, head, 7))
+    stream_rows = int(row.max()) + 1 if nb else 0
+    R = opts["buffer"]
+    nbb = -(-R // tp)
+    bb = np.arange(nbb)
+    buf_group = bb % G
+    buf_row = stream_rows + bb // G
+    n_krows = stream_rows + (-(-nbb // G))
+    C = len(lay["cl_start"])
+    n_crows = _ceil_div(_ceil_div(C, tp), G)
+    sizes = lay["cl_size"]
+    xu = lay["xu"]
+    # cluster tightness: mean cosine between a key and its cluster's centroid direction
+    if C and sizes.sum():
+        sp = slot_pos
+        valid = sp >= 0
+        slot_cl = np.full(len(sp), -1, np.int64)
+        rep = np.repeat(np.arange(C), sizes)
+        idx = _ranges(lay["cl_start"], sizes)
+        slot_cl[idx] = rep
+        ok = valid & (slot_cl >= 0)
+        cu = unit(lay["centroid"])
+        cos = float((xu[sp[ok]] * cu[slot_cl[ok]]).sum(1).mean())
+    else:
+        cos = float("nan")
+    stats = {"clusters": C, "blocks": nb, "prefill_blocks": npb,
+             "size_min": int(sizes.min()) if C else 0, "size_max": int(sizes.max()) if C else 0,
+             "size_mean": float(sizes.mean()) if C else 0.0,
+             "empty_clusters": int((sizes == 0).sum()),
+             "iters_mean": float(np.mean(lay["iters"])) if lay["iters"] else 0.0,
+             "mean_cos_to_centroid": cos, "padding_slots": int((slot_pos < 0).sum())}
+    return HeadMap(layer=layer, head=head, channel=channel, positional=False, tpgr=tp,
+                   row_base=row_base, n_krows=n_krows, n_crows=n_crows, block_group=group,
+                   block_row=row, slot_pos=slot_pos,
+                   seg_start=np.array([s.start for s in segs], np.int64),
+                   seg_end=np.array([s.end for s in segs], np.int64),
+                   seg_ready=np.array([s.ready for s in segs], np.int64),
+                   cl_start=lay["cl_start"], cl_size=sizes, cl_seg=lay["cl_seg"],
+                   centroid=lay["centroid"], buf_group=buf_group, buf_row=buf_row,
+                   buffer_cap=nbb * tp, stats=stats)
+
+
+def _nanmean(xs: list[float]) -> float:
+    a = np.asarray(xs, np.float64)
+    a = a[~np.isnan(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + z)`` for every pair, vectorised."""
+    total = int(sizes.sum())
+    rep = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    return rep + np.arange(total)
+
+
+def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = None, *,
+               progress: Callable[[int, int], None] | None = None) -> CompiledKV:
+    """Compile ``cache`` for ``cfg``; see the module docstring. Deterministic for a given input,
+    preset and options (seed included)."""
+    opts_in = options or CompileOptions()
+    cache.validate()
+    m = cache.meta
+    check_capacity(m, cfg)
+    geo = Geometry(cfg, m.head_dim)
+    opts = opts_in.resolve(geo, m.prefill_len)
+    bad = [x for x in opts["dense_layers"] if not 0 <= x < m.n_layers]
+    if bad and m.n_layers > max(bad, default=0):  # pragma: no cover
+        raise CompileError(f"dense_layers {bad} out of range")
+    t0 = time.perf_counter()
+    c16 = cache.to_fp16()
+    input_hash = c16.content_hash()
+    T, P = m.context_len, m.prefill_len
+    segs = plan_segments(opts, P, T) if opts["mode"] != "dense" else []
+    clustered_layers = [l for l in range(m.n_layers)
+                        if opts["mode"] != "dense" and l not in opts["dense_layers"]]
+    t_cluster0 = time.perf_counter()
+    layouts: dict[int, list[dict[str, Any]]] = {}
+    threads = opts["threads"] or min(2, os.cpu_count() or 1)
+    done = 0
+
+    def work(l: int) -> tuple[int, list[dict[str, Any]]]:
+        return l, _compile_layer(l, c16.k[l], opts, segs, geo, T)
+
+    if clustered_layers:
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=1, user_api="blas"):
+            if threads > 1 and len(clustered_layers) > 1:
+                with ThreadPoolExecutor(max_workers=threads) as ex:
+                    for l, lay in ex.map(work, clustered_layers):
+                        layouts[l] = lay
+                        done += 1
+                        if progress:
+                            progress(done, len(clustered_layers))
+            else:
+                for l in clustered_layers:
+                    layouts[l] = work(l)[1]
+                    done += 1
+                    if progress:
+                        progress(done, len(clustered_layers))
+    t_cluster = time.perf_counter() - t_cluster0
+    # placement and row allocation: KV head h -> channel h mod channels, regions stacked
+    t_place0 = time.perf_counter()
+    next_row = [0] * cfg.org.channels
+    heads: list[list[HeadMap]] = []
+    for l in range(m.n_layers):
+        row_maps = []
+        for h in range(m.n_kv_heads):
+            ch = h % cfg.org.channels
+            if l in layouts:
+                hm = _headmap(l, h, ch, next_row[ch], layouts[l][h], segs, opts, geo)
+            else:
+                hm = positional_headmap(l, h, ch, next_row[ch], T, geo)
+            next_row[ch] += 2 * hm.n_krows + hm.n_crows
+            row_maps.append(hm)
+        heads.append(row_maps)
+        layouts.pop(l, None)
+    if max(next_row) > cfg.org.rows_per_bank:
+        raise KVError(f"k_*/v_*: the compiled layout needs {max(next_row)} rows per bank on "
+                      f"channel {int(np.argmax(next_row))}, preset {cfg.name!r} has "
+                      f"{cfg.org.rows_per_bank}; shorten the context or drop layers")
+    t_place = time.perf_counter() - t_place0
+    total = time.perf_counter() - t0
+    all_maps = [hm for row in heads for hm in row if not hm.positional]
+    sizes = np.concatenate([hm.cl_size for hm in all_maps]) if all_maps else np.zeros(0)
+    stats = {
+        "mode": opts["mode"], "seconds_total": total, "seconds_cluster": t_cluster,
+        "seconds_place": t_place, "tokens": T * m.n_layers * m.n_kv_heads,
+        "tokens_per_s": T * m.n_layers * m.n_kv_heads / max(total, 1e-9),
+        "clusters": int(sizes.size), "cluster_size_mean": float(sizes.mean()) if sizes.size else 0,
+        "cluster_size_min": int(sizes.min()) if sizes.size else 0,
+        "cluster_size_max": int(sizes.max()) if sizes.size else 0,
+        "empty_clusters": int((sizes == 0).sum()),
+        "mean_cos_to_centroid": _nanmean([hm.stats["mean_cos_to_centroid"] for hm in all_maps]),
+        "iters_mean": float(np.mean([hm.stats["iters_mean"] for hm in all_maps]))
+        if all_maps else 0.0,
+        "rows_per_bank_used": max(next_row), "segments_per_head": len(segs),
+        "final_buffer_tokens": (T - all_maps[0].clustered_end(T)) if all_maps else 0,
+        "padding_slots": int(sum(int((hm.slot_pos < 0).sum()) for hm in all_maps)),
+    }
+    return CompiledKV(cfg=cfg, cache=c16, mode=opts["mode"], options=opts, heads=heads,
+                      stats=stats, input_hash=input_hash)
+
+
+def options_summary(opts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in opts.items() if k != "threads"}
+

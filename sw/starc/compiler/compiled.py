@@ -1,0 +1,239 @@
+"""The compiler's output in memory: one :class:`HeadMap` per (layer, KV head), and the whole
+:class:`CompiledKV` (head maps + the FP16 cache + options + statistics).
+
+A head map describes one (layer, KV head) region of one channel:
+
+- the *stream*: the head's token slots in storage order, ``n_blocks x tpgr`` slots, each holding an
+  original position or -1 (empty); block ``b`` sits in group ``block_group[b]``, key row
+  ``row_base + block_row[b]``, value row ``row_base + n_krows + block_row[b]``;
+- *segments*: runs of positions clustered together (a window), each available from context length
+  ``seg_ready`` on; positions beyond the last available segment are in the recent buffer;
+- *clusters*: slot range ``[cl_start, cl_start + cl_size)`` of the stream and a centroid;
+- the *recent buffer*: ``buffer_cap`` slots in blocks ``buf_group``/``buf_row``; at context length
+  ``n`` it holds positions ``clustered_end(n) .. n-1`` in arrival order;
+- *centroid rows*: the FP16 centroids, ``tpgr`` per block, dealt round-robin over the groups from
+  row ``row_base + 2 * n_krows``.
+
+A *positional* head map (dense layers, the baselines' layout) has one segment per block, no
+clusters and no buffer: position t is slot t, so the layout is AttAcc's dense one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from starc.compiler.layout import SLICE, Geometry, blocks_to_banks
+from starc.config import Config
+from starc.kv import KVCache
+
+__all__ = ["HeadMap", "CompiledKV", "Located"]
+
+
+@dataclass
+class Located:
+    """Addresses of a set of tokens at one context length (arrays of equal length)."""
+
+    group: np.ndarray
+    row: np.ndarray      # key row, relative to the region (add row_base)
+    set: np.ndarray
+    slot: np.ndarray
+    block: np.ndarray    # stream block index, or -1 - buffer block index
+
+    @property
+    def lane_bit(self) -> np.ndarray:
+        """Bit of the valid-slot mask of a score move: 16 * set + slot."""
+        return SLICE * self.set + self.slot
+
+
+@dataclass
+class HeadMap:
+    layer: int
+    head: int
+    channel: int
+    positional: bool
+    tpgr: int
+    row_base: int
+    n_krows: int
+    n_crows: int
+    block_group: np.ndarray   # int64 [nb]
+    block_row: np.ndarray     # int64 [nb] (relative key row)
+    slot_pos: np.ndarray      # int64 [nb * tpgr], -1 = empty
+    seg_start: np.ndarray     # int64 [nseg] first position
+    seg_end: np.ndarray       # int64 [nseg] one past the last position
+    seg_ready: np.ndarray     # int64 [nseg] context length from which the segment is clustered
+    cl_start: np.ndarray      # int64 [C] stream slot
+    cl_size: np.ndarray       # int64 [C]
+    cl_seg: np.ndarray        # int64 [C]
+    centroid: np.ndarray      # float32 [C, d]
+    buf_group: np.ndarray     # int64 [nbb]
+    buf_row: np.ndarray       # int64 [nbb]
+    buffer_cap: int
+    stats: dict[str, Any] = field(default_factory=dict)
+    _pos_slot: np.ndarray | None = field(default=None, repr=False)
+
+    # ---- derived ---------------------------------------------------------------------------
+    @property
+    def n_blocks(self) -> int:
+        return len(self.block_group)
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.cl_start)
+
+    @property
+    def pos_slot(self) -> np.ndarray:
+        """Stream slot of each position (-1 if the position is not in the stream)."""
+        if self._pos_slot is None:
+            valid = self.slot_pos >= 0
+            n = int(self.slot_pos.max()) + 1 if valid.any() else 0
+            ps = np.full(n, -1, dtype=np.int64)
+            ps[self.slot_pos[valid]] = np.flatnonzero(valid)
+            self._pos_slot = ps
+        return self._pos_slot
+
+    def clustered_end(self, n: int) -> int:
+        """Positions ``0 .. clustered_end(n) - 1`` sit in the stream at context length ``n``."""
+        if self.positional:
+            return n
+        ok = self.seg_ready <= n
+        return int(self.seg_end[ok].max()) if ok.any() else 0
+
+    def clusters_at(self, n: int) -> np.ndarray:
+        """Indices of the clusters available at context length ``n``."""
+        return np.flatnonzero(self.seg_ready[self.cl_seg] <= n)
+
+    def cluster_positions(self, c: np.ndarray) -> list[np.ndarray]:
+        return [self.slot_pos[s:s + z] for s, z in zip(self.cl_start[c], self.cl_size[c],
+                                                        strict=True)]
+
+    def locate(self, positions: np.ndarray, n: int) -> Located:
+        """Addresses of ``positions`` (all < n) at context length ``n``."""
+        p = np.asarray(positions, dtype=np.int64)
+        e = self.clustered_end(n)
+        in_stream = p < e
+        out_g = np.empty(p.size, np.int64)
+        out_r = np.empty(p.size, np.int64)
+        out_i = np.empty(p.size, np.int64)
+        out_b = np.empty(p.size, np.int64)
+        if in_stream.any():
+            sl = self.pos_slot[p[in_stream]]
+            if (sl < 0).any():  # pragma: no cover - compiler invariant
+                raise AssertionError("position missing from the stream")
+            b = sl // self.tpgr
+            out_b[in_stream] = b
+            out_g[in_stream] = self.block_group[b]
+            out_r[in_stream] = self.block_row[b]
+            out_i[in_stream] = sl % self.tpgr
+        if (~in_stream).any():
+            j = p[~in_stream] - e
+            if (j >= self.buffer_cap).any():
+                raise ValueError(f"layer {self.layer} head {self.head}: {int(j.max()) + 1} "
+                                 f"unclustered tokens at context {n}, buffer holds "
+                                 f"{self.buffer_cap}")
+            bb = j // self.tpgr
+            out_b[~in_stream] = -1 - bb
+            out_g[~in_stream] = self.buf_group[bb]
+            out_r[~in_stream] = self.buf_row[bb]
+            out_i[~in_stream] = j % self.tpgr
+        return Located(group=out_g, row=out_r, set=out_i // SLICE, slot=out_i % SLICE,
+                       block=out_b)
+
+
+@dataclass
+class CompiledKV:
+    """Everything the planner needs; :mod:`starc.compiler.artifact` saves and loads it."""
+
+    cfg: Config
+    cache: KVCache                       # FP16 keys, values and queries
+    mode: str
+    options: dict[str, Any]
+    heads: list[list[HeadMap]]           # [layer][kv_head]
+    stats: dict[str, Any] = field(default_factory=dict)
+    input_hash: str = ""
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.cfg, self.cache.meta.head_dim)
+
+    def head(self, layer: int, kv_head: int) -> HeadMap:
+        return self.heads[layer][kv_head]
+
+    def iter_heads(self) -> list[HeadMap]:
+        return [hm for row in self.heads for hm in row]
+
+    def channel_rows_used(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for hm in self.iter_heads():
+            end = hm.row_base + 2 * hm.n_krows + hm.n_crows
+            out[hm.channel] = max(out.get(hm.channel, 0), end)
+        return out
+
+    # ---- memory image --------------------------------------------------------------------------
+    def head_image(self, hm: HeadMap, n: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Bank rows of one head region at context length ``n`` (default: every stored token):
+        ``addr [m, 4]`` (channel, group, bank, absolute row) and ``data [m, columns, lanes]``
+        uint16 FP16 bits. Empty slots hold +0."""
+        geo = self.geometry
+        T = self.cache.meta.context_len
+        n = T if n is None else n
+        k16 = self.cache.k[hm.layer][:, hm.head].view(np.uint16)
+        v16 = self.cache.v[hm.layer][:, hm.head].view(np.uint16)
+        e = hm.clustered_end(n)
+        sp = hm.slot_pos
+        live = (sp >= 0) & (sp < e)
+        tok = np.where(live, sp, 0)
+        blocks_k = np.where(live[:, None], k16[tok], 0).reshape(hm.n_blocks, geo.tpgr, geo.d)
+        blocks_v = np.where(live[:, None], v16[tok], 0).reshape(hm.n_blocks, geo.tpgr, geo.d)
+        nbb = len(hm.buf_group)
+        buf = np.arange(e, e + nbb * geo.tpgr)
+        bl = buf < n
+        bt = np.where(bl, buf, 0)
+        buf_k = np.where(bl[:, None], k16[bt], 0).reshape(nbb, geo.tpgr, geo.d)
+        buf_v = np.where(bl[:, None], v16[bt], 0).reshape(nbb, geo.tpgr, geo.d)
+        C = hm.n_clusters
+        ncb = -(-C // geo.tpgr)
+        cent = np.zeros((ncb * geo.tpgr, geo.d), np.uint16)
+        cent[:C] = hm.centroid.astype(np.float16).view(np.uint16)
+        cg, cr = self.centroid_blocks(hm)
+        groups = np.concatenate([hm.block_group, hm.buf_group, hm.block_group, hm.buf_group, cg])
+        rows = np.concatenate([hm.block_row, hm.buf_row, hm.block_row + hm.n_krows,
+                               hm.buf_row + hm.n_krows, cr]) + hm.row_base
+        data = blocks_to_banks(np.concatenate([blocks_k, buf_k, blocks_v, buf_v,
+                                               cent.reshape(ncb, geo.tpgr, geo.d)]), geo)
+        nrow = len(groups)
+        addr = np.empty((nrow, geo.bpg, 4), np.int64)
+        addr[..., 0] = hm.channel
+        addr[..., 1] = groups[:, None]
+        addr[..., 2] = np.arange(geo.bpg)[None, :]
+        addr[..., 3] = rows[:, None]
+        return addr.reshape(-1, 4), data.reshape(-1, geo.cols, geo.lanes)
+
+    def centroid_blocks(self, hm: HeadMap) -> tuple[np.ndarray, np.ndarray]:
+        G = self.cfg.org.groups_per_channel
+        nb = -(-hm.n_clusters // hm.tpgr)
+        b = np.arange(nb)
+        return b % G, 2 * hm.n_krows + b // G
+
+    def channel_image(self, channel: int, n: int | None = None,
+                      layers: list[int] | None = None) -> dict[tuple[int, int, int], np.ndarray]:
+        """The image of one channel at context length ``n`` as the golden functional model takes
+        it: ``(group, bank, row) -> uint16 [columns, lanes]`` (``layers`` limits the regions)."""
+        out: dict[tuple[int, int, int], np.ndarray] = {}
+        for hm in self.iter_heads():
+            if hm.channel != channel or (layers is not None and hm.layer not in layers):
+                continue
+            addr, data = self.head_image(hm, n)
+            for (_, g, b, r), d in zip(addr.tolist(), data, strict=True):
+                out[(g, b, r)] = d
+        return out
+
+    def image(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The whole sparse memory image (every head region), see :meth:`head_image`."""
+        parts = [self.head_image(hm, n) for hm in self.iter_heads()]
+        if not parts:
+            return np.zeros((0, 4), np.int64), np.zeros((0, 32, 16), np.uint16)
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))

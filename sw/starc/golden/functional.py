@@ -1,0 +1,373 @@
+"""Golden functional model: what a channel program computes, bit for bit.
+
+:func:`execute` runs a program (``starc.isa.PROGRAM_DTYPE``) on one channel following the
+functional semantics of docs/commands.md with the arithmetic of :mod:`starc.numerics`. It is the
+reference the gateware's results are compared with; timing is :mod:`starc.golden.timing`'s job, so
+commands here take effect in program order.
+
+State (reset to zero at the start): the open row of every bank (a copy of its data), the query
+chunks of the GEMV buffers, per bank two score register sets of ``slots`` entries and the value
+accumulators ``acc[h][lane]``, per group two probability slots, the softmax buffer (entries
+appended by score moves, consumed by SFM), the FIFO of probabilities (filled by SFM, popped by
+MVGB), and the channel output accumulator.
+
+Precisions of the contract that docs/commands.md leaves open (docs/numerics.md repeats them):
+
+* ``pu.banks_per_pu > 1``: a MAC's ``bank`` field selects which bank of every shared PU works:
+  banks ``b`` with ``b % banks_per_pu == bank``; ``bank`` must be below ``banks_per_pu``.
+* Value MVSB (``col`` bit 1): ``col`` bit 2 selects the half ``h`` of the accumulators it moves
+  (lanes of dims ``32 k + 16 h + l``); the move reads and clears them. Bit 0 must be 0 (there is
+  one set of value accumulators).
+* The score-move mask has one bit per entry, ``sets * slots <= 32``; bits beyond are an error.
+* SFM with no entries and ``n = 0`` does nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from starc import numerics as nm
+from starc.config import Config
+from starc.golden.timing import ProgramError
+from starc.isa import PROGRAM_DTYPE, MacArg, Op, format_command
+
+__all__ = ["Result", "execute"]
+
+RowKey = tuple[int, int, int]
+
+
+@dataclass
+class Result:
+    """What a program computed.
+
+    Softmax-buffer entries are listed in buffer order over the whole program (every score move,
+    ``slots`` entries per token set, set-major); ``entry_sfm`` is the index of the SFM command that
+    processed an entry (-1: none did, its probability is 0).
+    """
+
+    output_bits: NDArray[np.uint16]     #: [d] FP16 bits of the channel output accumulator
+    output: NDArray[np.float32]         #: [d] the same values
+    output_acc: NDArray[np.uint32]      #: [d] the accumulator (FP32 bits; fp16 mode widened)
+    scores: NDArray[np.uint32]          #: FP32 bits per softmax-buffer entry
+    valid: NDArray[np.bool_]
+    probs: NDArray[np.uint16]           #: FP16 bits per entry
+    entry_group: NDArray[np.int64]
+    entry_set: NDArray[np.int64]
+    entry_slot: NDArray[np.int64]
+    entry_move: NDArray[np.int64]       #: index of the MVSB command that produced the entry
+    entry_sfm: NDArray[np.int64]
+    reads: NDArray[np.uint16]           #: [n_rd, lanes] data of the RD commands, in order
+    read_index: NDArray[np.int64]       #: command index of each RD
+    image: dict[RowKey, NDArray[np.uint16]] = field(repr=False)  #: image after the WRs
+
+
+@dataclass
+class _Move:
+    group: int
+    index: int
+    scores: NDArray[np.uint32]
+    valid: NDArray[np.bool_]
+    probs: NDArray[np.uint16] | None = None
+    sfm: int = -1
+
+
+class _Machine:
+    def __init__(self, prog: np.ndarray, wdata: NDArray, image: Mapping[RowKey, NDArray],
+                 cfg: Config, head_dim: int) -> None:
+        org = cfg.org
+        self.prog = prog
+        self.cfg = cfg
+        self.G, self.B, self.C = org.groups_per_channel, org.banks_per_group, org.columns_per_row
+        self.Ln = cfg.pu.lanes
+        self.S = cfg.tokens_per_bank_row()
+        self.bpt = cfg.banks_per_token(head_dim)
+        self.sets = self.B // self.bpt
+        self.d = head_dim
+        self.bppu = cfg.pu.banks_per_pu
+        self.ar = nm.arith(cfg.pu.acc_format)  # type: ignore[arg-type]
+        self.wdata = _as_bits(np.asarray(wdata), "wdata")
+        if self.wdata.ndim != 2 or self.wdata.shape[1] != self.Ln:
+            raise ValueError(f"wdata must have shape [n, {self.Ln}] (FP16 bits), not "
+                             f"{self.wdata.shape}")
+        self.image: dict[RowKey, NDArray[np.uint16]] = dict(image)
+        dt = self.ar.dtype
+        G, B, C, Ln, S = self.G, self.B, self.C, self.Ln, self.S
+        self.open_row = np.full((G, B), -1, dtype=np.int64)
+        self.rows = np.zeros((G, B, C, Ln), dtype=np.uint16)
+        self.query = np.zeros((head_dim // Ln, Ln), dtype=np.uint16)
+        self.score = np.zeros((G, B, 2, S), dtype=dt)
+        self.acc = np.zeros((G, B, 2, Ln), dtype=dt)
+        self.prob = np.zeros((G, 2, self.sets * S), dtype=np.uint16)
+        self.out = np.zeros(head_dim, dtype=dt)
+        self.moves: list[_Move] = []
+        self.pending: list[_Move] = []
+        self.fifo: deque[_Move] = deque()
+        self.reads: list[NDArray[np.uint16]] = []
+        self.read_index: list[int] = []
+        bank = np.arange(B)
+        self.q_chunk = 2 * (bank % self.bpt)                      # + h
+        self.prob_col = S * (bank // self.bpt)                    # + s
+        k = bank % self.bpt
+        self.out_dim = (2 * Ln * k)[:, None] + np.arange(Ln)[None, :]   # + Ln * h
+        if self.sets * S > 32:
+            self.mask_bits = None
+        else:
+            self.mask_bits = np.arange(self.sets * S, dtype=np.uint64)
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def err(self, i: int, msg: str) -> ProgramError:
+        return ProgramError(f"command {i} ({format_command(self.prog[i])}): {msg}")
+
+    def check_group(self, i: int, g: int) -> None:
+        if g >= self.G:
+            raise self.err(i, f"group {g} out of range (0..{self.G - 1})")
+
+    def check_bank(self, i: int, g: int, b: int) -> None:
+        self.check_group(i, g)
+        if b >= self.B:
+            raise self.err(i, f"bank {b} out of range (0..{self.B - 1})")
+
+    def check_col(self, i: int, c: int) -> None:
+        if c >= self.C:
+            raise self.err(i, f"column {c} out of range (0..{self.C - 1})")
+
+    def check_data(self, i: int, a: int) -> None:
+        if a >= len(self.wdata):
+            raise self.err(i, f"data index {a} beyond wdata ({len(self.wdata)} rows)")
+
+    def load_row(self, i: int, g: int, b: int, row: int) -> None:
+        if row >= self.cfg.org.rows_per_bank:
+            raise self.err(i, f"row {row} out of range (0..{self.cfg.org.rows_per_bank - 1})")
+        data = self.image.get((g, b, row))
+        if data is None:
+            self.rows[g, b] = 0
+        else:
+            a = _as_bits(np.asarray(data), f"image row {(g, b, row)}")
+            if a.shape != (self.C, self.Ln):
+                raise self.err(i, f"image row {(g, b, row)} has shape {a.shape}, not "
+                                  f"({self.C}, {self.Ln})")
+            self.rows[g, b] = a
+        self.open_row[g, b] = row
+
+    # ---- commands -------------------------------------------------------------------------------
+    def act(self, i: int, groups: range, banks: range, row: int) -> None:
+        opened = self.open_row[groups.start:groups.stop, banks.start:banks.stop] >= 0
+        if opened.any():
+            g, b = (int(x) for x in np.argwhere(opened)[0])
+            raise self.err(i, f"bank {banks.start + b} of group {groups.start + g} already has "
+                              f"row {self.open_row[groups.start + g, banks.start + b]} open")
+        for g in groups:
+            for b in banks:
+                self.load_row(i, g, b, row)
+
+    def mac(self, i: int, gs: slice, bank: int, c: int, arg: int) -> None:
+        if arg & ~int(MacArg.VALUE | MacArg.BUF):
+            raise self.err(i, f"MAC arg {arg:#x} has bits other than VALUE and BUF")
+        if bank >= self.bppu:
+            raise self.err(i, f"bank field {bank} selects a bank of each PU and must be below "
+                              f"pu.banks_per_pu ({self.bppu})")
+        self.check_col(i, c)
+        bs = slice(bank, None, self.bppu)
+        closed = self.open_row[gs, bs] < 0
+        if closed.any():
+            g, b = (int(x) for x in np.argwhere(closed)[0])
+            raise self.err(i, f"MAC to a closed bank (group {(gs.start or 0) + g}, bank "
+                              f"{bank + b * self.bppu})")
+        h, s = c & 1, c >> 1
+        data = self.rows[gs, bs, c, :].view(np.float16)                 # [g, nb, Ln]
+        ar = self.ar
+        k = 1 if arg & MacArg.BUF else 0
+        if arg & MacArg.VALUE:
+            p = self.prob[gs, k][:, self.prob_col[bs] + s].view(np.float16)  # [g, nb]
+            prod = ar.product(p[..., None], data)
+            self.acc[gs, bs, h, :] = ar.add(self.acc[gs, bs, h, :], prod)
+        else:
+            q = self.query[self.q_chunk[bs] + h].view(np.float16)             # [nb, Ln]
+            dot = ar.tree(ar.product(data, q[None]), -1)                     # [g, nb]
+            if h:
+                dot = ar.add(self.score[gs, bs, k, s], dot)
+            self.score[gs, bs, k, s] = dot
+
+    def mvsb(self, i: int, g: int, flags: int, mask: int) -> None:
+        self.check_group(i, g)
+        ar = self.ar
+        if flags & 2:
+            if flags & ~6:
+                raise self.err(i, "a value move takes flags bit1 (value) and bit2 (half) only; "
+                                  "the value accumulators have one set")
+            h = (flags >> 2) & 1
+            for j in range(self.sets):
+                banks = slice(j * self.bpt, (j + 1) * self.bpt)
+                dims = (self.out_dim[banks] + self.Ln * h).ravel()
+                part = self.acc[g, banks, h, :].ravel()
+                self.out[dims] = ar.add(self.out[dims], part)
+            self.acc[g, :, h, :] = 0
+            return
+        if flags & ~1:
+            raise self.err(i, f"score move flags {flags:#x}: only bit0 (register set) is allowed")
+        if self.mask_bits is None:
+            raise self.err(i, f"a group holds {self.sets * self.S} entries per score move; the "
+                              f"32-bit mask cannot describe them")
+        n = self.sets * self.S
+        if mask >> n:
+            raise self.err(i, f"mask {mask:#x} has bits beyond the group's {n} entries")
+        sums = ar.tree(self.score[g, :, flags & 1, :].reshape(self.sets, self.bpt, self.S), 1)
+        bits = nm.to_bits(sums.ravel().astype(np.float32), nm.FP32)
+        valid = ((np.uint64(mask) >> self.mask_bits) & np.uint64(1)).astype(bool)
+        mv = _Move(g, i, bits, valid)
+        self.moves.append(mv)
+        self.pending.append(mv)
+
+    def sfm(self, i: int, n: int) -> None:
+        moves, self.pending = self.pending, []
+        if not moves:
+            if n:
+                raise self.err(i, f"SFM over {n} entries but the softmax buffer is empty")
+            return
+        x = np.concatenate([mv.scores for mv in moves])
+        v = np.concatenate([mv.valid for mv in moves])
+        count = int(v.sum())
+        if count != n:
+            raise self.err(i, f"SFM n={n} but the softmax buffer holds {count} valid entries")
+        p = nm.softmax(x, v).p
+        at = 0
+        for mv in moves:
+            mv.probs, mv.sfm = p[at:at + len(mv.scores)], i
+            at += len(mv.scores)
+            self.fifo.append(mv)
+
+    def mvgb(self, i: int, g: int, slot: int) -> None:
+        self.check_group(i, g)
+        if slot > 1:
+            raise self.err(i, f"probability slot {slot} out of range (0..1)")
+        if not self.fifo:
+            raise self.err(i, "MVGB but no softmax output is waiting")
+        mv = self.fifo.popleft()
+        if mv.group != g:
+            raise self.err(i, f"MVGB to group {g} pops the probabilities of group {mv.group} "
+                              f"(score move at command {mv.index})")
+        assert mv.probs is not None
+        self.prob[g, slot] = mv.probs
+
+    def run(self) -> None:
+        G, B = self.G, self.B
+        cols = {n: self.prog[n].tolist() for n in ("op", "group", "bank", "col", "row", "arg")}
+        ops, grp, bnk = cols["op"], cols["group"], cols["bank"]
+        col, row, arg = cols["col"], cols["row"], cols["arg"]
+        for i in range(len(ops)):
+            op, g, b, c = ops[i], grp[i], bnk[i], col[i]
+            if op == Op.MACAB:
+                self.mac(i, slice(None), b, c, arg[i])
+            elif op == Op.MACBG:
+                self.check_group(i, g)
+                self.mac(i, slice(g, g + 1), b, c, arg[i])
+            elif op == Op.MVSB:
+                self.mvsb(i, g, c, arg[i])
+            elif op == Op.MVGB:
+                self.mvgb(i, g, c)
+            elif op == Op.ACTAB:
+                self.act(i, range(G), range(B), row[i])
+            elif op == Op.ACTBG:
+                self.check_group(i, g)
+                self.act(i, range(g, g + 1), range(B), row[i])
+            elif op == Op.ACTPB:
+                self.check_bank(i, g, b)
+                self.act(i, range(g, g + 1), range(b, b + 1), row[i])
+            elif op == Op.PREA:
+                self.open_row[:] = -1
+            elif op == Op.PREBG:
+                self.check_group(i, g)
+                self.open_row[g] = -1
+            elif op == Op.PREPB:
+                self.check_bank(i, g, b)
+                self.open_row[g, b] = -1
+            elif op in (Op.RD, Op.WR):
+                self.check_bank(i, g, b)
+                self.check_col(i, c)
+                r = int(self.open_row[g, b])
+                if r < 0:
+                    raise self.err(i, f"{Op(op).name} to a closed bank (group {g}, bank {b})")
+                if op == Op.RD:
+                    self.reads.append(self.rows[g, b, c].copy())
+                    self.read_index.append(i)
+                else:
+                    self.check_data(i, arg[i])
+                    self.rows[g, b, c] = self.wdata[arg[i]]
+                    self.image[(g, b, r)] = self.rows[g, b].copy()
+            elif op == Op.WRGB:
+                if c >= len(self.query):
+                    raise self.err(i, f"query chunk {c} out of range (0..{len(self.query) - 1}) "
+                                      f"for head_dim {self.d}")
+                self.check_data(i, arg[i])
+                self.query[c] = self.wdata[arg[i]]
+            elif op == Op.SFM:
+                self.sfm(i, arg[i])
+            elif op == Op.REF:
+                if (self.open_row >= 0).any():
+                    raise self.err(i, "REF needs every bank closed")
+            elif op == Op.BAR:
+                pass
+            elif op == Op.NOP:
+                raise self.err(i, "NOP is not allowed in programs")
+            else:
+                raise ProgramError(f"command {i}: unknown opcode {op}")
+
+    def result(self) -> Result:
+        out_bits = nm.to_bits(self.out, nm.FP16)
+        moves = self.moves
+        entries = self.sets * self.S
+
+        def per_entry(f: object) -> NDArray[np.int64]:
+            return np.repeat(np.array([f(mv) for mv in moves], dtype=np.int64), entries) \
+                if moves else np.zeros(0, dtype=np.int64)
+
+        def cat(xs: list[NDArray], dt: type) -> NDArray:
+            return np.concatenate(xs) if xs else np.zeros(0, dtype=dt)
+
+        zeros = np.zeros(entries, dtype=np.uint16)
+        return Result(
+            output_bits=out_bits,
+            output=nm.from_bits(out_bits, nm.FP16).astype(np.float32),
+            output_acc=nm.to_bits(self.out.astype(np.float32), nm.FP32),
+            scores=cat([mv.scores for mv in moves], np.uint32),
+            valid=cat([mv.valid for mv in moves], np.bool_),
+            probs=cat([zeros if mv.probs is None else mv.probs for mv in moves], np.uint16),
+            entry_group=per_entry(lambda mv: mv.group),
+            entry_set=np.tile(np.repeat(np.arange(self.sets), self.S), len(moves)),
+            entry_slot=np.tile(np.arange(self.S), self.sets * len(moves)),
+            entry_move=per_entry(lambda mv: mv.index),
+            entry_sfm=per_entry(lambda mv: mv.sfm),
+            reads=np.array(self.reads, dtype=np.uint16).reshape(-1, self.Ln),
+            read_index=np.array(self.read_index, dtype=np.int64),
+            image=self.image,
+        )
+
+
+def _as_bits(a: NDArray, what: str) -> NDArray[np.uint16]:
+    if a.dtype == np.float16:
+        return a.view(np.uint16)
+    if a.dtype != np.uint16:
+        raise ValueError(f"{what} must hold FP16 bit patterns (uint16) or float16, not {a.dtype}")
+    return a
+
+
+def execute(prog: np.ndarray, wdata: NDArray, image: Mapping[RowKey, NDArray], cfg: Config,
+            head_dim: int) -> Result:
+    """Run ``prog`` on one channel and return what it computed.
+
+    ``wdata``: uint16 ``[n, lanes]`` FP16 bit patterns (float16 accepted), rows addressed by the
+    ``arg`` of WR and WRGB. ``image``: mapping ``(group, bank, row) -> uint16 [columns, lanes]``;
+    missing rows read as zeros. The mapping is not modified: WRs go to a copy
+    (:attr:`Result.image`). Illegal programs raise :class:`~starc.golden.timing.ProgramError`
+    naming the command index.
+    """
+    if prog.dtype != PROGRAM_DTYPE:
+        raise ProgramError(f"program must have dtype starc.isa.PROGRAM_DTYPE, not {prog.dtype}")
+    m = _Machine(prog, wdata, image, cfg, head_dim)
+    m.run()
+    return m.result()

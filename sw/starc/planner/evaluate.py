@@ -1,0 +1,196 @@
+"""Compare selection policies on one cache: quality, rows, occupancy, cycles, energy.
+
+For every decode step, sparse layer (not in ``dense_layers``) and KV head, the float64 dense
+reference is computed once; every (policy, budget) then selects, is scored against it, and has its
+rows planned per query head and as the GQA union. A deterministic, evenly spread sample of the
+(step, layer, query head) plans (``cost_programs`` per policy and budget; all with -1) is turned
+into programs and run through the golden timing and energy models. Means over the plans are
+reported per (policy, budget).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from starc.compiler import CompiledKV, CompileOptions, compile_kv
+from starc.config import Config
+from starc.kv import KVCache
+from starc.metrics import dense_reference, program_cost, quality
+from starc.planner.plan import LAYOUT_OF, Planner
+from starc.planner.policies import POLICIES
+
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_POLICIES", "EvalOptions", "EvalResult", "evaluate",
+           "COLUMNS"]
+
+DEFAULT_BUDGETS = (256, 512, 1024, 2048)
+DEFAULT_POLICIES = ("dense", "oracle", "quest", "sparq", "streaming", "starc", "starc-row")
+
+#: (key, header, unit/meaning) of the comparison table
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("policy", "policy"),
+    ("budget", "B"),
+    ("slots_per_head", "slots/qh"),
+    ("slots_over_B", "/B"),
+    ("slices16_per_head", "rows16 x16"),
+    ("union_slots", "GQA union"),
+    ("occupancy", "occup."),
+    ("rounds", "rounds"),
+    ("cycles", "cycles"),
+    ("ns", "ns"),
+    ("energy_nJ", "nJ"),
+    ("attacc_energy_nJ", "AttAcc nJ"),
+    ("ratio_to_floor", "x floor"),
+    ("mass_recall", "mass rec."),
+    ("topk_recall", "top-k rec."),
+    ("rel_error", "rel. err"),
+)
+
+
+@dataclass
+class EvalOptions:
+    policies: tuple[str, ...] = DEFAULT_POLICIES
+    budgets: tuple[int, ...] = DEFAULT_BUDGETS
+    steps: tuple[int, ...] | None = None        # default: every decode step
+    layers: tuple[int, ...] | None = None       # default: every layer not in dense_layers
+    dense_layers: tuple[int, ...] = (0, 1)
+    cost_programs: int = 24                     # programs timed per (policy, budget); -1: all
+    sparq_r: int | None = None
+    sparq_recent: int = 64
+    sinks: int = 4
+    fill: str = "never"                         # planner: open idle groups to allow MACAB
+    seed: int = 0
+
+    def check(self, cache: KVCache) -> None:
+        for p in self.policies:
+            if p not in POLICIES:
+                raise ValueError(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
+        for b in self.budgets:
+            if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b <= 0:
+                raise ValueError(f"budgets must be positive integers, not {b!r}")
+        m = cache.meta
+        if m.decode_steps == 0:
+            raise ValueError("the cache has no decode steps (meta.decode_steps = 0), so there "
+                             "are no queries to evaluate; export at least one decode step")
+        for s in self.steps or ():
+            if not 0 <= s < m.decode_steps:
+                raise ValueError(f"step {s} out of range 0..{m.decode_steps - 1}")
+        for l in self.layers or ():
+            if not 0 <= l < m.n_layers:
+                raise ValueError(f"layer {l} out of range 0..{m.n_layers - 1}")
+
+
+@dataclass
+class EvalResult:
+    rows: list[dict[str, Any]]
+    meta: dict[str, Any]
+    compile_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class _Acc:
+    def __init__(self) -> None:
+        self.v: dict[str, list[float]] = {}
+
+    def add(self, **kw: float) -> None:
+        for k, x in kw.items():
+            self.v.setdefault(k, []).append(float(x))
+
+    def mean(self, k: str) -> float:
+        xs = self.v.get(k)
+        return float(np.mean(xs)) if xs else float("nan")
+
+
+def evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None = None, *,
+             compiled: dict[str, CompiledKV] | None = None,
+             compile_options: dict[str, CompileOptions] | None = None,
+             progress: Callable[[str], None] | None = None) -> EvalResult:
+    """Run the comparison (see the module docstring). ``compiled`` may supply layouts by mode;
+    missing ones are compiled with ``compile_options[mode]`` (or the mode's defaults)."""
+    o = options or EvalOptions()
+    o.check(cache)
+    m = cache.meta
+    compiled = dict(compiled or {})
+    compile_options = compile_options or {}
+    t0 = time.perf_counter()
+    for p in o.policies:
+        mode = LAYOUT_OF[p]
+        if mode not in compiled:
+            if progress:
+                progress(f"compiling {mode} layout")
+            copt = compile_options.get(mode, CompileOptions(mode=mode, seed=o.seed,
+                                                            dense_layers=o.dense_layers))
+            compiled[mode] = compile_kv(cache, cfg, copt)
+    planners = {(p, b): Planner(compiled[LAYOUT_OF[p]], p, b, dense_layers=o.dense_layers,
+                                sparq_r=o.sparq_r, sparq_recent=o.sparq_recent, sinks=o.sinks,
+                                fill=o.fill)
+                for p in o.policies for b in o.budgets}
+    steps = list(o.steps) if o.steps is not None else list(range(m.decode_steps))
+    layers = list(o.layers) if o.layers is not None else \
+        [l for l in range(m.n_layers) if l not in o.dense_layers]
+    if not layers:
+        raise ValueError(f"no sparse layer to evaluate: all {m.n_layers} layers are dense "
+                         f"(dense_layers = {list(o.dense_layers)}); pass --dense-layers or "
+                         f"--layers")
+    g = m.group_size
+    tuples = [(s, l, kh) for s in steps for l in layers for kh in range(m.n_kv_heads)]
+    n_plans = len(tuples) * g
+    if o.cost_programs < 0 or o.cost_programs >= n_plans:
+        sample = set(range(n_plans))
+    else:
+        sample = set(np.linspace(0, n_plans - 1, max(o.cost_programs, 0)).round().astype(int)
+                     .tolist()) if o.cost_programs else set()
+    acc = {key: _Acc() for key in planners}
+    geo = next(iter(compiled.values())).geometry
+    for ti, (s, l, kh) in enumerate(tuples):
+        if progress and ti % max(1, len(tuples) // 20) == 0:
+            progress(f"step {s} layer {l} kv head {kh} ({ti + 1}/{len(tuples)})")
+        n = m.prefill_len + s + 1
+        qg = cache.q[l][s, kh * g:(kh + 1) * g].astype(np.float16).astype(np.float64)
+        K = cache.k[l][:n, kh].astype(np.float16)
+        V = cache.v[l][:n, kh].astype(np.float16)
+        ref = dense_reference(qg, K, V)
+        for key, pl in planners.items():
+            a = acc[key]
+            plans = pl.plan(s, l, kh)
+            union = pl.union_rows(plans)
+            a.add(union_slots=union.n_blocks * geo.tpgr,
+                  union_tokens=union.n_valid)
+            for j, sp in enumerate(plans):
+                qual = quality(ref, j, sp.selected, pl.B, sp.alpha)
+                slots = sp.rows.n_blocks * geo.tpgr
+                a.add(selected=sp.selected.size, slots_per_head=slots,
+                      slots_over_B=slots / pl.B, slices16_per_head=sp.rows.n_slices * 16,
+                      occupancy=sp.selected.size / slots if slots else 0.0,
+                      rounds=len(sp.rows.rounds), actab=sp.rows.n_actab, actbg=sp.rows.n_actbg,
+                      dummy_rows=sp.rows.n_dummy,
+                      mass_recall=qual.mass_recall, topk_recall=qual.topk_recall,
+                      rel_error=qual.rel_error)
+                if ti * g + j in sample:
+                    prog, _ = pl.program(sp)
+                    c = program_cost(prog, cfg, m.head_dim, sp.selected.size)
+                    a.add(cycles=c.cycles, ns=cfg.cycles_to_ns(c.cycles),
+                          energy_nJ=c.energy_pj / 1e3, attacc_energy_nJ=c.attacc_energy_pj / 1e3,
+                          ratio_to_floor=c.ratio_to_floor, commands=c.commands,
+                          **{f"t_{k}": v for k, v in c.breakdown.items()},
+                          **{f"e_{k}": v / 1e3 for k, v in c.energy_breakdown.items()})
+    rows = []
+    for (p, b), a in acc.items():
+        row: dict[str, Any] = {"policy": p, "budget": b}
+        for k in sorted(a.v):
+            row[k] = a.mean(k)
+        row["programs_timed"] = len(a.v.get("cycles", []))
+        rows.append(row)
+    meta = {"model": m.model, "n_layers": m.n_layers, "n_q_heads": m.n_q_heads,
+            "n_kv_heads": m.n_kv_heads, "head_dim": m.head_dim, "prefill_len": m.prefill_len,
+            "steps": steps, "layers": layers, "preset": cfg.name, "fill": o.fill,
+            "tokens_per_group_row": geo.tpgr, "plans_per_policy": n_plans,
+            "seconds": time.perf_counter() - t0,
+            "counting": "per query head: one program per (step, layer, query head); GQA union: "
+                        "rows holding a token selected by any query head of the KV head",
+            "cost_scope": "one layer, one query head, one channel (the KV head's)"}
+    stats = {mode: ck.stats for mode, ck in compiled.items()}
+    return EvalResult(rows=rows, meta=meta, compile_stats=stats)

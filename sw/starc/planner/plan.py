@@ -1,0 +1,137 @@
+"""Decode planner: per decode step, layer and query head, the selected tokens, the rows to open,
+the occupancy, and the PIM command program with its ``wdata`` side table.
+
+GQA counting rule (docs/compiler.md): every query head selects on its own (SparQ and StreamingLLM
+select once per KV head), and the PIM computes one query head per program (the GEMV buffer holds
+one query), so rows are activated *per query head*: that is the primary cost. The *GQA union*
+(rows holding a token selected by any query head of the KV head) is what a batched-query PIM would
+have to fetch once; it is reported beside it, per KV head.
+
+Layers in ``dense_layers`` (0 and 1 by default) use dense attention under every policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from starc.compiler.compiled import CompiledKV, HeadMap, Located
+from starc.compiler.layout import Geometry
+from starc.planner import policies as pol
+from starc.planner.program import RowPlan, emit_program, fill_threshold, plan_rows, query_words
+
+__all__ = ["LAYOUT_OF", "Planner", "StepPlan", "concat_located"]
+
+#: compiled layout each policy runs on (``dense``: the positional AttAcc layout)
+LAYOUT_OF = {"dense": "dense", "oracle": "dense", "quest": "dense", "sparq": "dense",
+             "streaming": "dense", "starc": "artifact", "starc-row": "row-aligned",
+             "starc-global": "global"}
+
+
+@dataclass
+class StepPlan:
+    step: int
+    layer: int
+    q_head: int
+    kv_head: int
+    n_ctx: int
+    selected: np.ndarray
+    located: Located
+    rows: RowPlan
+    alpha: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def program(self, hm: HeadMap, geo: Geometry, banks_per_pu: int = 1) -> np.ndarray:
+        return emit_program(self.rows, geo, krow_base=hm.row_base,
+                            vrow_base=hm.row_base + hm.n_krows, banks_per_pu=banks_per_pu)
+
+
+def concat_located(locs: list[Located]) -> Located:
+    return Located(*(np.concatenate([getattr(x, f) for x in locs])
+                     for f in ("group", "row", "set", "slot", "block")))
+
+
+class Planner:
+    """Plans decode steps of ``compiled`` (whose layout must suit ``policy``, see
+    :data:`LAYOUT_OF`) under budget ``budget``."""
+
+    def __init__(self, compiled: CompiledKV, policy: str, budget: int, *,
+                 dense_layers: tuple[int, ...] | list[int] = (0, 1), sparq_r: int | None = None,
+                 sparq_recent: int = 64, sinks: int = 4, fill: str = "never") -> None:
+        if policy not in pol.POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(pol.POLICIES)}")
+        want = LAYOUT_OF[policy]
+        if compiled.mode != want:
+            raise ValueError(f"policy {policy!r} needs a {want!r} compilation, this one is "
+                             f"{compiled.mode!r}; compile with --mode {want}")
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0:
+            raise ValueError(f"budget must be a positive integer, not {budget!r}")
+        self.ck = compiled
+        self.policy = policy
+        self.B = int(budget)
+        self.dense_layers = set(int(x) for x in dense_layers)
+        m = compiled.cache.meta
+        self.meta = m
+        self.geo = compiled.geometry
+        self.sparq_r = sparq_r if sparq_r is not None else max(1, m.head_dim // 4)
+        self.sparq_recent = sparq_recent
+        self.sinks = sinks
+        if fill not in ("never", "auto"):
+            raise ValueError(f"fill must be 'never' or 'auto', not {fill!r}")
+        self.fill_from = fill_threshold(compiled.cfg) if fill == "auto" else 0
+
+    def context(self, step: int) -> int:
+        m = self.meta
+        if not 0 <= step < m.decode_steps:
+            raise ValueError(f"decode step {step} out of range (the cache has {m.decode_steps})")
+        return m.prefill_len + step + 1
+
+    def select(self, step: int, layer: int, kv_head: int) -> pol.Selection:
+        """Selections of the query heads of one KV head."""
+        n = self.context(step)
+        m, c = self.meta, self.ck.cache
+        g = m.group_size
+        q = c.q[layer][step, kv_head * g:(kv_head + 1) * g].astype(np.float32)
+        if layer in self.dense_layers or self.policy == "dense":
+            return pol._all(n, g)
+        K = c.k[layer][:n, kv_head].astype(np.float32)
+        p = self.policy
+        if p == "oracle":
+            return pol.select_oracle(q, K, self.B)
+        if p == "quest":
+            return pol.select_quest(q, K, self.B)
+        if p == "sparq":
+            return pol.select_sparq(q, K, self.B, r=self.sparq_r, recent=self.sparq_recent)
+        if p == "streaming":
+            return pol.select_streaming(q, K, self.B, sinks=self.sinks)
+        return pol.select_starc(q, self.ck.head(layer, kv_head), n, self.B)
+
+    def plan(self, step: int, layer: int, kv_head: int) -> list[StepPlan]:
+        """One :class:`StepPlan` per query head of ``kv_head``."""
+        n = self.context(step)
+        sel = self.select(step, layer, kv_head)
+        hm = self.ck.head(layer, kv_head)
+        g = self.meta.group_size
+        out = []
+        for j, pos in enumerate(sel.positions):
+            loc = hm.locate(pos, n)
+            rows = plan_rows(loc, self.geo.G, fill_from=self.fill_from)
+            out.append(StepPlan(step=step, layer=layer, q_head=kv_head * g + j, kv_head=kv_head,
+                                n_ctx=n, selected=pos, located=loc, rows=rows,
+                                alpha=None if sel.alpha is None else float(sel.alpha[j]),
+                                extra=dict(sel.extra)))
+        return out
+
+    def union_rows(self, plans: list[StepPlan]) -> RowPlan:
+        """Rows the query heads of one KV head need together (the GQA union)."""
+        hm = self.ck.head(plans[0].layer, plans[0].kv_head)
+        pos = np.unique(np.concatenate([p.selected for p in plans]))
+        return plan_rows(hm.locate(pos, plans[0].n_ctx), self.geo.G)
+
+    def program(self, sp: StepPlan) -> tuple[np.ndarray, np.ndarray]:
+        """Command program and ``wdata`` (query chunks, uint16 ``[d/16, 16]``) of one plan."""
+        hm = self.ck.head(sp.layer, sp.kv_head)
+        q16 = self.ck.cache.q[sp.layer][sp.step, sp.q_head]
+        prog = sp.program(hm, self.geo, self.ck.cfg.pu.banks_per_pu)
+        return prog, query_words(q16, self.meta.head_dim, self.geo.lanes)

@@ -1,0 +1,181 @@
+"""Selection policies: which key positions each query head attends to at one decode step.
+
+Every policy works under a token budget ``B`` that counts recent (always attended) tokens too.
+When the context ``n`` is at most ``B`` every policy attends to everything. Arrays:
+``q [g, d]`` float32 (the ``g`` query heads of one KV head), ``K [n, d]`` float32 keys of that KV
+head. Each function returns one sorted int64 position array per query head.
+
+=============  =================================================================================
+policy         rule
+=============  =================================================================================
+dense          all ``n`` positions
+oracle         the ``B`` largest exact scores ``q . k`` per query head (upper bound on quality)
+quest          16-token positional pages; page score ``sum_i max(q_i min_i, q_i max_i)`` over
+               the page's per-channel key min/max; ``max(3, B // 16)`` pages per query head, the
+               current (last) page always among them
+sparq          approximate scores from the ``r`` largest-|q| channels (softmax with SparQ's
+               temperature correction); the approximate probabilities of the ``g`` heads are
+               summed and the top ``B - recent`` positions outside the recent window are shared
+               by the whole GQA group, plus the last ``recent`` positions; ``alpha`` (the
+               approximate mass kept) is returned for SparQ's mean-value correction
+streaming      the first ``sinks`` positions and the last ``B - sinks``
+starc          score every available cluster ``q . centroid / sqrt(d)`` (fp32), sort descending
+               (stable), take whole clusters while the running count fits ``B - recent``, cut the
+               first overflowing cluster to fill exactly (its first slots in stored order); the
+               recent buffer (unclustered tokens) is always attended. Each query head selects its
+               own clusters.
+=============  =================================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from starc.compiler.compiled import HeadMap
+
+__all__ = [
+    "POLICIES",
+    "Selection",
+    "select_dense",
+    "select_oracle",
+    "select_quest",
+    "select_sparq",
+    "select_starc",
+    "select_streaming",
+]
+
+POLICIES = ("dense", "oracle", "quest", "sparq", "streaming", "starc", "starc-row",
+            "starc-global")
+
+PAGE = 16
+
+
+@dataclass
+class Selection:
+    """Per query head of one KV head: attended positions (sorted) and policy extras."""
+
+    positions: list[np.ndarray]
+    alpha: np.ndarray | None = None        # SparQ: approximate mass kept, per query head
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _all(n: int, g: int) -> Selection:
+    a = np.arange(n, dtype=np.int64)
+    return Selection([a] * g)
+
+
+def select_dense(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
+    return _all(K.shape[0], q.shape[0])
+
+
+def select_oracle(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
+    n = K.shape[0]
+    if n <= B:
+        return _all(n, q.shape[0])
+    s = q @ K.T                                                      # [g, n]
+    top = np.argpartition(-s, B - 1, axis=1)[:, :B]
+    return Selection([np.sort(t) for t in top])
+
+
+def select_quest(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
+    n, d = K.shape
+    g = q.shape[0]
+    if n <= B:
+        return _all(n, g)
+    n_pages = -(-n // PAGE)
+    pad = n_pages * PAGE - n
+    Kp = np.concatenate([K, np.repeat(K[-1:], pad, axis=0)]) if pad else K
+    Kp = Kp.reshape(n_pages, PAGE, d)
+    kmin, kmax = Kp.min(1), Kp.max(1)                                # [pages, d]
+    score = np.maximum(q[:, None, :] * kmin[None], q[:, None, :] * kmax[None]).sum(-1)
+    want = max(3, B // PAGE)
+    cur = n_pages - 1
+    score[:, cur] = np.inf                                           # current page always in
+    want = min(want, n_pages)
+    top = np.argpartition(-score, want - 1, axis=1)[:, :want]
+    out = []
+    for t in top:
+        pages = np.sort(t)
+        pos = (pages[:, None] * PAGE + np.arange(PAGE)[None]).reshape(-1)
+        out.append(pos[pos < n])
+    return Selection(out)
+
+
+def select_sparq(q: np.ndarray, K: np.ndarray, B: int, *, r: int, recent: int) -> Selection:
+    n, d = K.shape
+    g = q.shape[0]
+    if n <= B:
+        return Selection(_all(n, g).positions, alpha=np.ones(g))
+    r = min(r, d)
+    recent = min(recent, B)
+    idx = np.argpartition(-np.abs(q), r - 1, axis=1)[:, :r]          # [g, r]
+    qr = np.take_along_axis(q, idx, axis=1)                          # [g, r]
+    Kr = K[:, idx].transpose(1, 0, 2)                                # [g, n, r]
+    # SparQ: temperature sqrt(d * ||q_r||_1 / ||q||_1) compensates the dropped channels
+    temp = np.sqrt(d * np.abs(qr).sum(1) / np.maximum(np.abs(q).sum(1), 1e-30))
+    s = np.einsum("gnr,gr->gn", Kr, qr) / temp[:, None]
+    s = s - s.max(1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(1, keepdims=True)
+    k_top = B - recent
+    old = n - recent
+    shared = p[:, :old].sum(0)
+    top = np.sort(np.argpartition(-shared, k_top - 1)[:k_top]) if k_top > 0 else \
+        np.zeros(0, np.int64)
+    pos = np.concatenate([top, np.arange(old, n)]).astype(np.int64)
+    alpha = p[:, pos].sum(1)
+    return Selection([pos] * g, alpha=alpha)
+
+
+def select_streaming(q: np.ndarray, K: np.ndarray, B: int, *, sinks: int = 4) -> Selection:
+    n = K.shape[0]
+    g = q.shape[0]
+    if n <= B:
+        return _all(n, g)
+    sinks = min(sinks, B)
+    pos = np.concatenate([np.arange(sinks), np.arange(n - (B - sinks), n)]).astype(np.int64)
+    return Selection([pos] * g)
+
+
+def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int) -> Selection:
+    """STARC selection on a compiled head (see the module table)."""
+    g, d = q.shape
+    if n <= B:
+        return _all(n, g)
+    e = hm.clustered_end(n)
+    recent = np.arange(e, n, dtype=np.int64)
+    if recent.size >= B:
+        return Selection([recent[-B:]] * g, extra={"recent": float(B)})
+    avail = hm.clusters_at(n)
+    cent = hm.centroid[avail]
+    sizes = hm.cl_size[avail]
+    starts = hm.cl_start[avail]
+    score = (q.astype(np.float32) @ cent.T.astype(np.float32)) / np.float32(np.sqrt(d))
+    budget = B - recent.size
+    out = []
+    n_clusters = 0.0
+    for h in range(g):
+        order = np.argsort(-score[h], kind="stable")
+        cum = np.cumsum(sizes[order])
+        whole = int(np.searchsorted(cum, budget, side="right"))     # clusters fully taken
+        taken = int(cum[whole - 1]) if whole else 0
+        parts = [_slots(starts[order[:whole]], sizes[order[:whole]])]
+        if whole < len(order) and taken < budget:
+            c = order[whole]
+            parts.append(np.arange(starts[c], starts[c] + (budget - taken)))
+            n_clusters += 1
+        n_clusters += whole
+        slots = np.concatenate(parts)
+        pos = hm.slot_pos[slots]
+        out.append(np.sort(np.concatenate([pos, recent])))
+    return Selection(out, extra={"clusters": n_clusters / g, "recent": float(recent.size)})
+
+
+def _slots(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    if starts.size == 0:
+        return np.zeros(0, np.int64)
+    total = int(sizes.sum())
+    off = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    return off + np.arange(total)

@@ -1,0 +1,116 @@
+# amaranth: UnusedElaboratable=no
+"""starc_hw.fp in amaranth.sim against starc.numerics, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _fpref import interesting16, interesting32
+from _simbench import Bench, comb_vectors
+from amaranth.sim import SimulatorContext
+from starc import numerics as nm
+from starc.numerics import FP16, FP32
+from starc_hw import fp
+
+SEED = 99173
+N = 400
+
+EDGE16 = [0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x3C00, 0xBC00, 0x7BFF, 0xFBFF,
+          0x7C00, 0xFC00, 0x7E00, 0x7C01, 0xFFFF, 0x3555, 0x0200]
+EDGE32 = [0x00000000, 0x80000000, 0x00000001, 0x80000001, 0x007FFFFF, 0x00800000, 0x3F800000,
+          0xBF800000, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001,
+          0xFFFFFFFF, 0x33800000, 0x33000000, 0x33000001, 0x477FF000, 0x477FEFFF, 0x387FE000,
+          0x38800000, 0x4B800000, 0x4B7FFFFF]
+
+
+def pairs(edge: list[int], rnd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of edge cases, then random vectors."""
+    a = np.array([x for x in edge for _ in edge] + list(rnd[0]), dtype=np.uint64)
+    b = np.array([y for _ in edge for y in edge] + list(rnd[1]), dtype=np.uint64)
+    return a, b
+
+
+def check(got: list[int], want: np.ndarray, a: np.ndarray, b: np.ndarray | None = None) -> None:
+    bad = np.nonzero(np.array(got, dtype=np.uint64) != want.astype(np.uint64))[0]
+    if len(bad):
+        i = bad[0]
+        ops = f"{int(a[i]):#x}" + ("" if b is None else f", {int(b[i]):#x}")
+        raise AssertionError(f"seed {SEED}: {len(bad)} mismatches, first ({ops}): got "
+                             f"{got[i]:#x}, want {int(want[i]):#x}")
+
+
+@pytest.mark.parametrize("acc", ["fp32", "fp16"])
+def test_multiplier(acc: str) -> None:
+    rng = np.random.default_rng(SEED)
+    a, b = pairs(EDGE16, np.stack([interesting16(rng, N), interesting16(rng, N)]))
+    got = comb_vectors(fp.Multiplier(acc=acc), ["a", "b"], "p", list(zip(a, b, strict=True)))
+    check(got, nm.mul(a.astype(np.uint16), b.astype(np.uint16), acc), a, b)  # type: ignore[arg-type]
+
+
+def test_fp32_adder() -> None:
+    rng = np.random.default_rng(SEED)
+    x, y = interesting32(rng, N), interesting32(rng, N)
+    y[:N // 3] = (x[:N // 3] ^ np.uint32(1 << 31)) + rng.integers(0, 3, N // 3).astype(np.uint32)
+    a, b = pairs(EDGE32, np.stack([x, y]))
+    got = comb_vectors(fp.Adder(fmt=FP32), ["a", "b"], "s", list(zip(a, b, strict=True)))
+    check(got, nm.add(a.astype(np.uint32), b.astype(np.uint32)), a, b)
+
+
+def test_fp16_adder() -> None:
+    rng = np.random.default_rng(SEED)
+    x, y = interesting16(rng, N), interesting16(rng, N)
+    y[:N // 3] = (x[:N // 3] ^ np.uint16(1 << 15)) + rng.integers(0, 3, N // 3).astype(np.uint16)
+    a, b = pairs(EDGE16, np.stack([x, y]))
+    got = comb_vectors(fp.Adder(fmt=FP16), ["a", "b"], "s", list(zip(a, b, strict=True)))
+    check(got, nm.add(a.astype(np.uint16), b.astype(np.uint16), FP16), a, b)
+
+
+def test_conversions() -> None:
+    rng = np.random.default_rng(SEED)
+    a = np.concatenate([EDGE32, interesting32(rng, 2 * N),
+                        (rng.integers(100, 145, N) << 23 | rng.integers(0, 1 << 23, N))])
+    got = comb_vectors(fp.Narrow(), ["a"], "h", [(x,) for x in a])
+    check(got, nm.fp32_to_fp16(a.astype(np.uint32)), a)
+    h = np.concatenate([EDGE16, interesting16(rng, N)])
+    got = comb_vectors(fp.Widen(), ["h"], "a", [(x,) for x in h])
+    check(got, nm.fp16_to_fp32(h.astype(np.uint16)), h)
+
+
+@pytest.mark.parametrize(("n", "stages"), [(16, 0), (16, 2), (16, 4), (16, 6), (5, 2)])
+def test_reduction_tree(n: int, stages: int) -> None:
+    """Values equal starc.numerics.tree_sum; the sum appears exactly ``stages`` cycles later."""
+    rng = np.random.default_rng(SEED + n + stages)
+    vecs = nm.to_bits(rng.normal(0, 1, (12, n)) * 10.0 ** rng.integers(-8, 8, (12, n)), FP32)
+    vecs[0, :] = [0x80000000] * n                       # all -0 stays -0
+    vecs[1, 0], vecs[2, 1] = FP32.inf, 0x7F800001
+    want = nm.tree_sum(vecs)
+    dut = fp.ReductionTree(fmt=FP32, n=n, stages=stages)
+    got: dict[int, int] = {}
+
+    async def job(ctx: SimulatorContext) -> None:
+        for cycle in range(len(vecs) + stages + 1):
+            if cycle < len(vecs):
+                ctx.set(dut.i.payload, [int(v) for v in vecs[cycle]])
+            ctx.set(dut.i.valid, cycle < len(vecs))
+            if ctx.get(dut.o.valid):
+                got[cycle - stages] = ctx.get(dut.o.payload)
+            if stages:
+                await ctx.tick()
+
+    Bench(dut, clock=stages > 0).run(job)
+    assert sorted(got) == list(range(len(vecs))), f"latency is not {stages}"
+    check([got[k] for k in range(len(vecs))], want, vecs[:, 0])
+
+
+def test_parameter_messages() -> None:
+    with pytest.raises(ValueError, match=r"^Accumulation format must be 'fp32' or 'fp16', not "
+                                         r"'bf16'$"):
+        fp.Multiplier(acc="bf16")
+    with pytest.raises(TypeError, match=r"^Format must be starc.numerics.FP32 or "
+                                        r"starc.numerics.FP16, not 'fp32'$"):
+        fp.Adder(fmt="fp32")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^Operand count must be a positive integer, not 0$"):
+        fp.ReductionTree(fmt=FP32, n=0)
+    with pytest.raises(TypeError, match=r"^Stage count must be a non-negative integer, not -1$"):
+        fp.ReductionTree(fmt=FP32, n=4, stages=-1)
+    assert [fp.tree_levels(n) for n in (1, 2, 3, 4, 5, 16, 17)] == [0, 1, 2, 2, 3, 4, 5]
