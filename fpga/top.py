@@ -75,11 +75,12 @@ class BoardSize:
 
 
 #: Size presets. Bank storage is rows x columns entries of 16 x lanes bits per bank; an ECP5
-#: DP16KD holds 512 x 36 bits, so a 512-entry bank costs ceil(16 lanes / 36) block RAMs.
+#: DP16KD holds 512 x 36 bits, so a 512-entry bank costs ceil(16 lanes / 36) block RAMs. Columns
+#: stay 32 (16 token slots per bank row): the compiler's layout needs them.
 SIZES: dict[str, BoardSize] = {s.name: s for s in (
-    # 4 banks, the co-simulation's size (its image loads in seconds at clock / 4 baud).
+    # 4 banks, the co-simulation's size.
     BoardSize("small", lanes=4, pseudo_channels=1, sids=1, bank_groups=2, banks_per_group=2,
-              columns=16, rows=8),
+              columns=32, rows=8),
     # 16 banks: every pseudo-channel / SID / bank-group path of the real channel, half width.
     BoardSize("medium", lanes=8, pseudo_channels=2, sids=2, bank_groups=2, banks_per_group=2,
               columns=32, rows=16),

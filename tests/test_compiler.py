@@ -22,7 +22,7 @@ from starc.kv import KVError, synthetic_kv
 CFG = config.load()
 
 
-# ---- artifact mode against an independent, loop-based reference --------------------------------
+# ---- artifact mode against an independent, loop-based reference ----------------------------------
 def _artifact_reference(keys: np.ndarray, k: int = 4, max_iter: int = 16, tol: float = 1e-4):
     """The STARC artifact's per-window clustering written plainly in float64."""
     x = keys / np.linalg.norm(keys, axis=1, keepdims=True)
@@ -212,7 +212,7 @@ def test_more_kv_heads_than_channels_share_channels_in_disjoint_rows():
         spans.setdefault(hm.channel, []).append(
             (hm.row_base, hm.row_base + 2 * hm.n_krows + hm.n_crows))
     for ch, sp in spans.items():
-        for (a0, a1), (b0, b1) in itertools.combinations(sorted(sp), 2):
+        for (_a0, a1), (b0, _b1) in itertools.combinations(sorted(sp), 2):
             assert a1 <= b0, f"channel {ch}: regions overlap"
 
 

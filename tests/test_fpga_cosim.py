@@ -4,6 +4,7 @@ host driver through a UART model at the pins, compared with the golden model (do
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from starc_sim.runner import RtlModel, build_design
@@ -28,7 +29,8 @@ def board_model() -> RtlModel:
                               table_depth=PARAMS["table_depth"], rx_depth=PARAMS["rx_depth"]),
         params={"cfg": board_config(size).as_dict(), "size": size.name,
                 "divisor": PARAMS["divisor"], "table_depth": PARAMS["table_depth"],
-                "rx_depth": PARAMS["rx_depth"]})
+                "rx_depth": PARAMS["rx_depth"]},
+        depends=(Path(__file__).resolve().parents[1] / "fpga" / "top.py",))
 
 
 def _run(model: RtlModel, testcase: str) -> None:

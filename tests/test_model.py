@@ -457,6 +457,18 @@ def test_extraction_formats_round_trip(tmp_path: Path, small_extraction, name: s
     assert read_kv(out)[1]["prefill_len"] == ex.meta["prefill_len"]
 
 
+def test_extraction_loads_with_starc_kv(tmp_path: Path, small_extraction) -> None:
+    from starc.kv import load_kv
+
+    _, ex = small_extraction
+    for name in ("kv.npz", "kv.safetensors", "kvdir"):
+        write_kv(tmp_path / name, ex.arrays, ex.meta)
+        cache = load_kv(tmp_path / name)
+        assert cache.meta.prefill_len == ex.meta["prefill_len"]
+        assert cache.meta.extra["rope_base"] == 100000.0
+        np.testing.assert_array_equal(cache.q[7], ex.arrays["q_7"])
+
+
 def test_kv_format_and_dir_safety(tmp_path: Path, small_extraction) -> None:
     _, ex = small_extraction
     with pytest.raises(ValueError, match="unsupported KV output"):

@@ -30,7 +30,7 @@ def compiled(cache):
             for m in ("dense", "artifact", "row-aligned")}
 
 
-# ---- policies against brute force -----------------------------------------------------------------
+# ---- policies against brute force ----------------------------------------------------------------
 @given(seed=st.integers(0, 10_000), n=st.integers(5, 400), B=st.integers(1, 300))
 @settings(max_examples=60, deadline=None)
 def test_oracle_streaming_quest_sparq_vs_brute_force(seed, n, B):
@@ -117,7 +117,7 @@ def test_policy_layout_mismatch_is_refused(compiled):
         Planner(compiled["dense"], "quest", 0)
 
 
-# ---- row plans ---------------------------------------------------------------------------------------
+# ---- row plans -----------------------------------------------------------------------------------
 def _check_rows(sp, G=16):
     rp = sp.rows
     seen = set()
@@ -178,7 +178,7 @@ def test_gqa_union_covers_every_head(compiled):
     assert u.n_valid == np.unique(np.concatenate([p.selected for p in plans])).size
 
 
-# ---- programs through the golden models ---------------------------------------------------------
+# ---- programs through the golden models ----------------------------------------------------------
 @pytest.mark.parametrize("policy,mode,fill", [("starc", "artifact", "never"),
                                               ("starc-row", "row-aligned", "never"),
                                               ("starc-row", "row-aligned", "auto"),

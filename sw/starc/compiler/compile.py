@@ -81,7 +81,7 @@ class CompileOptions:
                         "placement": "naive", "init": "first-keys", "key_norm": "unit"}
         elif m == "row-aligned":
             defaults = {"window": ROW_ALIGNED_WINDOW, "buffer": 64, "cluster_tokens": geo.tpgr,
-                        "iters": 10, "placement": "coselect", "init": "positional",
+                        "iters": 10, "placement": "naive", "init": "positional",
                         "key_norm": "mean"}
         elif m == "global":
             defaults = {"window": None, "buffer": 128, "cluster_tokens": 32, "iters": 15,

@@ -58,7 +58,7 @@ class Extraction:
 def kv_format(path: str | os.PathLike[str]) -> KVFormat:
     """Format chosen by an output path: ``.npz``, ``.safetensors``, else a directory."""
     p = Path(path)
-    suffix = p.suffix.lower()
+    suffix = p.suffix
     if suffix == ".npz":
         return "npz"
     if suffix == ".safetensors":

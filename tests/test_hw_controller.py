@@ -1,0 +1,169 @@
+# amaranth: UnusedElaboratable=no
+"""Fast tier: the controller (and the bank array's checker) under amaranth.sim on tiny programs,
+every issue cycle against starc.golden.timing.schedule."""
+
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from starc.golden.programs import dense_program, stream_program
+from starc.isa import Op, encode, make_program
+from starc_hw.bank import VIOLATIONS, BankArray
+from starc_hw.channel import Channel
+from starc_hw.controller import Controller, Fault
+from starc_sim.programs import SHORT_REFRESH, TINY, load_config, random_program
+from starc_sim.scoreboard import (
+    IssueScoreboard,
+    ScoreboardError,
+    bank_violations,
+    decode_issue,
+    expected_issues,
+)
+
+CFG = load_config(None, {**TINY, **SHORT_REFRESH})
+W = 48
+
+
+def simulate(prog: np.ndarray, *, cfg=CFG, refresh: bool = True, idle: float = 0.0,
+             backpressure: float = 0.0, seed: int = 0, perturb: int | None = None
+             ) -> tuple[IssueScoreboard, dict[str, int]]:
+    """Run ``prog`` through a Channel (controller + bank array) in amaranth.sim."""
+    expected, sched = expected_issues(prog, cfg, refresh=refresh)
+    sb = IssueScoreboard(expected, seed=seed, perturb=perturb)
+    dut = Channel(cfg=cfg, refresh=refresh, cycle_width=W)
+    rng = random.Random(seed)
+    words = [encode(c) for c in prog]
+    n_wr = int((prog["op"] == Op.WR).sum())
+    out: dict[str, int] = {}
+
+    async def source(ctx) -> None:
+        for w in words:
+            while idle and rng.random() < idle:
+                await ctx.tick()
+            ctx.set(dut.cmd.valid, 1)
+            ctx.set(dut.cmd.payload.as_value(), w)
+            await ctx.tick().until(dut.cmd.ready)
+            ctx.set(dut.cmd.valid, 0)
+
+    async def wdata(ctx) -> None:
+        for k in range(n_wr):
+            ctx.set(dut.wdata.valid, 1)
+            ctx.set(dut.wdata.payload, k + 1)
+            await ctx.tick().until(dut.wdata.ready)
+            ctx.set(dut.wdata.valid, 0)
+
+    async def sink(ctx) -> None:
+        limit = 20 * (sched.total_cycles + 50 * len(expected))
+        for _ in range(limit):
+            ready = not (backpressure and rng.random() < backpressure)
+            ctx.set(dut.issue.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.issue.valid,
+                                                            dut.issue.payload.as_value())
+            if valid and ready:
+                sb.observe(decode_issue(payload, W))
+                if sb.done:
+                    break
+        await ctx.tick()
+        out["complete"] = ctx.get(dut.complete)
+        out["total"] = sched.total_cycles
+        out["violations"] = ctx.get(dut.violations.as_value())
+        out["violation_count"] = ctx.get(dut.violation_count)
+        out["fault"] = ctx.get(dut.fault.as_value())
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source, background=True)
+    sim.add_testbench(wdata, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return sb, out
+
+
+def _check(prog: np.ndarray, **kw) -> dict[str, int]:
+    sb, out = simulate(prog, **kw)
+    sb.check()
+    assert out["fault"] == 0
+    assert out["complete"] == out["total"]
+    _, s = expected_issues(prog, kw.get("cfg", CFG), refresh=kw.get("refresh", True))
+    want = bank_violations(s.program, s.issue, kw.get("cfg", CFG))
+    flags = VIOLATIONS.from_bits(out["violations"])
+    assert {n for n, _ in VIOLATIONS if getattr(flags, n)} == set(want) - {"commands"}
+    assert out["violation_count"] == want.get("commands", 0)
+    return out
+
+
+def test_stream_rows() -> None:
+    _check(stream_program(CFG, 2))
+
+
+def test_dense_small() -> None:
+    _check(dense_program(CFG, 96, 64), idle=0.2, backpressure=0.2, seed=3)
+
+
+def test_refresh_is_inserted() -> None:
+    # a long softmax and a barrier put the second row after 2 tREFI: overdue refreshes
+    prog = make_program([(Op.ACTAB, 0, 0, 0, 1), (Op.MACAB,), (Op.PREA,),
+                         (Op.SFM, 0, 0, 0, 0, 20000), (Op.BAR,),
+                         (Op.ACTAB, 0, 0, 0, 2), (Op.PREA,)])
+    _, s = expected_issues(prog, CFG)
+    assert s.refreshes >= 2
+    _check(prog)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_random_program(seed: int) -> None:
+    _check(random_program(CFG, 120, seed, explicit_ref=seed % 2 == 0), idle=0.3,
+           backpressure=0.3, seed=seed)
+
+
+def test_without_refresh() -> None:
+    _check(random_program(CFG, 80, 5), refresh=False)
+
+
+def test_scoreboard_fails_on_perturbed_cycle() -> None:
+    with pytest.raises(ScoreboardError, match="issue #4"):
+        sb, _ = simulate(stream_program(CFG, 1), perturb=4)
+        sb.check()
+
+
+def test_fault_on_closed_bank() -> None:
+    dut = Controller(cfg=CFG)
+    prog = make_program([(Op.ACTBG, 1, 0, 0, 3), (Op.MACAB,), (Op.PREA,)])
+    seen: list[int] = []
+
+    async def tb(ctx) -> None:
+        ctx.set(dut.issue.ready, 1)
+        for c in prog:
+            ctx.set(dut.cmd.valid, 1)
+            ctx.set(dut.cmd.payload.as_value(), encode(c))
+            for _ in range(100):
+                _, _, ready, valid = await ctx.tick().sample(dut.cmd.ready, dut.issue.valid)
+                if valid:
+                    seen.append(1)
+                if ready:
+                    break
+        for _ in range(10):
+            await ctx.tick()
+        assert ctx.get(dut.fault) == Fault.CLOSED
+        assert ctx.get(dut.issued) == 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def test_parameters_are_validated() -> None:
+    with pytest.raises(TypeError, match="Configuration must be a starc.config.Config, not 3"):
+        Controller(cfg=3)
+    with pytest.raises(ValueError, match="Cycle width must be an integer from 24 to 64, not 8"):
+        Controller(cfg=CFG, cycle_width=8)
+    with pytest.raises(TypeError, match="Refresh must be a bool, not 1"):
+        Controller(cfg=CFG, refresh=1)
+    with pytest.raises(ValueError, match="Rows per bank must be a positive power of two, not 3"):
+        BankArray(cfg=CFG, rows=3)
