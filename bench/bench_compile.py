@@ -15,6 +15,7 @@ Usage: ``python bench/bench_compile.py [--layers 30] [--modes row-aligned artifa
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
@@ -39,6 +40,9 @@ def main() -> None:
     from starc.kv import synthetic_kv
 
     cfg = config.load()
+    load = os.getloadavg()[0]
+    print(f"load average at start: {load:.2f} on {os.cpu_count()} cores (other processes "
+          f"compete for the cores: wall times scale with it; CPU time below does less)")
     t0 = time.perf_counter()
     cache = synthetic_kv(n_layers=args.layers, n_q_heads=9, n_kv_heads=3, head_dim=64,
                          prefill_len=args.tokens, decode_steps=0, seed=0)
@@ -51,15 +55,16 @@ def main() -> None:
     times: dict[str, float] = {}
     for mode in args.modes:
         tracemalloc.start()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ck = compile_kv(cache, cfg, CompileOptions(mode=mode))
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         times[mode] = dt
         st = ck.stats
         target = "  (target <= 30 s)" if mode == "row-aligned" else ""
-        print(f"compile {mode:11s}: {dt:6.2f} s{target}, {n_tok / dt:,.0f} tokens/s, "
+        print(f"compile {mode:11s}: {dt:6.2f} s wall{target}, {cpu:6.2f} s CPU (2 threads), "
+              f"{n_tok / dt:,.0f} tokens/s, "
               f"clustering {st['seconds_cluster']:.2f} s, {st['clusters']:,} clusters "
               f"(size {st['cluster_size_min']}..{st['cluster_size_max']}), peak traced memory "
               f"{peak:.0f} MiB = {peak / kv_mib:.2f} x KV")
@@ -75,16 +80,17 @@ def main() -> None:
                  for h in range(m.n_kv_heads)]
         run = heads if args.sklearn_heads <= 0 else heads[:args.sklearn_heads]
         k = m.context_len // 32
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for l, h in run:
             x = cache.k[l][:, h].astype(np.float32)
             x /= np.linalg.norm(x, axis=1).mean()
             KMeans(n_clusters=k, n_init=1, max_iter=10, tol=0.0, random_state=0,
                    algorithm="lloyd").fit(x)
         dt = (time.perf_counter() - t0) * len(heads) / len(run)
+        cpu = (time.process_time() - c0) * len(heads) / len(run)
         note = "" if len(run) == len(heads) else f" (measured on {len(run)} heads, scaled)"
         print(f"scikit-learn KMeans (k = {k}, 10 Lloyd iterations, unconstrained) on the "
-              f"{len(heads)} clustered heads: {dt:.2f} s{note}")
+              f"{len(heads)} clustered heads: {dt:.2f} s wall, {cpu:.2f} s CPU{note}")
         print(f"ratio sklearn / starc row-aligned compile: {dt / times['row-aligned']:.2f}x")
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS {ru:.0f} MiB (cache generation included) = {ru / kv_mib:.2f} x KV")

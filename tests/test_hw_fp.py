@@ -76,7 +76,7 @@ def test_conversions() -> None:
     check(got, nm.fp16_to_fp32(h.astype(np.uint16)), h)
 
 
-@pytest.mark.parametrize(("n", "stages"), [(16, 0), (16, 2), (16, 4), (16, 6), (5, 2)])
+@pytest.mark.parametrize(("n", "stages"), [(16, 0), (16, 4), (5, 2), (4, 5)])
 def test_reduction_tree(n: int, stages: int) -> None:
     """Values equal starc.numerics.tree_sum; the sum appears exactly ``stages`` cycles later."""
     rng = np.random.default_rng(SEED + n + stages)

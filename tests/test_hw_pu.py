@@ -160,12 +160,12 @@ def test_random_operations(name: str) -> None:
     """Random MACs (both phases, both sets / slots, every column), query and probability writes
     and clears; the registers match the model in every cycle, so each MAC lands exactly
     ``pu.mac_pipeline`` cycles after its operands."""
-    random_run(name, SEED, 160 if name.startswith("small") else 90)
+    random_run(name, SEED, 100 if name.startswith("small") else 60)
 
 
 def test_back_to_back_dense() -> None:
     """A MAC every cycle, no specials: the full-throughput case of MACBG streams."""
-    random_run("attacc", SEED + 1, 70, special=0.0, mac_rate=1.0)
+    random_run("attacc", SEED + 1, 40, special=0.0, mac_rate=1.0)
 
 
 def test_latency_is_exact() -> None:

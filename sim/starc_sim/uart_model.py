@@ -15,8 +15,9 @@ from collections import deque
 from typing import Any
 
 import cocotb
+from cocotb.simtime import get_sim_time
 from cocotb.task import resume
-from cocotb.triggers import Event, FallingEdge, Timer, with_timeout
+from cocotb.triggers import Event, First, Timer, with_timeout
 
 __all__ = ["BridgeTransport", "UartModel"]
 
@@ -64,31 +65,50 @@ class UartModel:
         return bytes(self._in.popleft() for _ in range(n))
 
     async def _drive(self) -> None:
-        bit = Timer(self._bit_ns, unit="ns")
+        # one wakeup per run of equal bits, not per bit
         while True:
             while not self._out:
                 self._out_ready.clear()
                 await self._out_ready.wait()
             byte = self._out.popleft()
-            for level in (0, *((byte >> i) & 1 for i in range(8)), 1):
-                self._rx.value = level
-                await bit
+            bits = (0, *((byte >> i) & 1 for i in range(8)), 1)
+            i = 0
+            while i < 10:
+                j = i
+                while j < 10 and bits[j] == bits[i]:
+                    j += 1
+                self._rx.value = bits[i]
+                await Timer(self._bit_ns * (j - i), unit="ns")
+                i = j
             self.sent += 1
 
     async def _decode(self) -> None:
-        half = Timer(self._bit_ns / 2, unit="ns")
-        bit = Timer(self._bit_ns, unit="ns")
+        # one wakeup per edge of the line: the level in the middle of bit i is the level after
+        # the last edge before it
+        bit = self._bit_ns
         while True:
-            await FallingEdge(self._tx)
-            await half
-            if int(self._tx.value) != 0:
+            await self._tx.falling_edge
+            t0 = get_sim_time("ns")
+            stop_mid = t0 + 9.5 * bit
+            edges: list[tuple[float, int]] = [(t0, 0)]
+            while True:
+                now = get_sim_time("ns")
+                fired = await First(self._tx.value_change, Timer(stop_mid - now, unit="ns"))
+                if isinstance(fired, Timer):
+                    break
+                edges.append((get_sim_time("ns"), int(self._tx.value)))
+
+            def level(t: float, edges: list[tuple[float, int]] = edges) -> int:
+                v = 1
+                for te, ve in edges:
+                    if te <= t:
+                        v = ve
+                return v
+
+            if level(t0 + 0.5 * bit) != 0:
                 continue            # a glitch, not a start bit
-            byte = 0
-            for i in range(8):
-                await bit
-                byte |= int(self._tx.value) << i
-            await bit
-            if int(self._tx.value) != 1:
+            byte = sum(level(t0 + (i + 1.5) * bit) << i for i in range(8))
+            if level(stop_mid) != 1:
                 self.frame_errors += 1
                 continue
             self._in.append(byte)

@@ -20,6 +20,7 @@ from starc import config as cfgmod
 _MODULES = (
     "starc.model.cli",
     "starc.compiler.cli",
+    "starc.sweep.cli",
     "starc.demo",
 )
 
