@@ -3,17 +3,12 @@
 import json
 
 import pytest
-
 from starc.sweep import engine
 from starc.sweep.points import evaluate_point
 
 POINTS = engine.expand_grid(preset=["attacc-hbm3-5.2"], model=["smollm2-135m"],
                             context=[512, 768], seed=[3], layers=[3], steps=[1],
                             policies=[["dense", "starc-row"]], budgets=[[128, 256]])
-
-
-def _calls_file(tmp_path):
-    return tmp_path / "calls.txt"
 
 
 def counting_evaluator(point):

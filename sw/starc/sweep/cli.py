@@ -1,4 +1,4 @@
-"""`starc sweep`: presets x context lengths x budgets x policies (x model shapes), cached, parallel."""
+"""`starc sweep`: presets x models x context lengths x budgets x policies, cached, parallel."""
 
 from __future__ import annotations
 
