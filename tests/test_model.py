@@ -256,10 +256,15 @@ def test_rotate_half_rope_is_wrong_for_gguf_weights(model: L.LlamaModel, tok: Sm
     ids = tok.encode(PARAGRAPH)
     good = model.perplexity(ids)
 
-    def rotate_half(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    def rotate_half(x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+                    out: np.ndarray | None = None) -> np.ndarray:
         h = x.shape[-1] // 2
         x0, x1 = x[..., :h], x[..., h:]
-        return np.concatenate([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
+        rot = np.concatenate([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
+        if out is None:
+            return rot
+        out[...] = rot
+        return out
 
     monkeypatch.setattr(L, "apply_rope", rotate_half)
     bad = model.perplexity(ids)

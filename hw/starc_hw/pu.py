@@ -124,7 +124,7 @@ class BankPU(wiring.Component):
         prods: list[Value] = []
         for lane in range(lanes):
             prod = fp.mul16(m, p.data[lane], Mux(p.value, scale, qrow[lane]))
-            prods.append(prod if fmt is FP32 else fp.narrow(m, prod))
+            prods.append(prod if fmt == FP32 else fp.narrow(m, prod))
         sums: list[Value] = prods
 
         def register(n: int) -> None:

@@ -351,7 +351,11 @@ def save_kv(cache: KVCache, path: str | os.PathLike[str], *, fmt: str | None = N
 
 def replace_dir(tmp: Path, dest: Path) -> None:
     """Move the finished directory ``tmp`` to ``dest``, replacing an old one as atomically as a
-    directory allows (the old tree is renamed aside first and removed after)."""
+    directory allows (the old tree is renamed aside first and removed after). ``tmp`` (made by
+    ``tempfile.mkdtemp``, mode 0700) gets the mode a plain ``mkdir`` would have given it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     if dest.exists() and not dest.is_dir():
         raise KVError(f"{dest} exists and is not a directory; remove it or choose another name")
     old = None

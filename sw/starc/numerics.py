@@ -210,11 +210,11 @@ class Arith:
         """FP16 x FP16 (float16 arrays): exact in FP32, then rounded once for fp16."""
         with np.errstate(all="ignore"):
             p = a16.astype(np.float32) * b16.astype(np.float32)
-            return p if self.fmt is FP32 else p.astype(np.float16)
+            return p if self.fmt == FP32 else p.astype(np.float16)
 
     def add(self, a: NDArray, b: NDArray) -> NDArray:
         with np.errstate(all="ignore"):
-            if self.fmt is FP32:
+            if self.fmt == FP32:
                 return np.add(a, b, dtype=np.float32)
             return np.add(a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
 
@@ -247,13 +247,13 @@ def mul(a16: ArrayLike, b16: ArrayLike, acc_format: AccFormat = "fp32") -> NDArr
 
 def add(a: ArrayLike, b: ArrayLike, fmt: FloatFormat = FP32) -> NDArray:
     """IEEE RNE addition of two bit-pattern arrays of ``fmt`` (FP32 or FP16)."""
-    ar = arith("fp32" if fmt is FP32 else "fp16")
+    ar = arith("fp32" if fmt == FP32 else "fp16")
     return to_bits(ar.add(from_bits(a, fmt), from_bits(b, fmt)), fmt)
 
 
 def tree_sum(bits: ArrayLike, fmt: FloatFormat = FP32, axis: int = -1) -> NDArray:
     """Fixed pairwise tree sum of bit patterns along ``axis``."""
-    ar = arith("fp32" if fmt is FP32 else "fp16")
+    ar = arith("fp32" if fmt == FP32 else "fp16")
     return to_bits(ar.tree(from_bits(bits, fmt), axis), fmt)
 
 

@@ -92,8 +92,8 @@ def dense_program(cfg: Config, L: int, head_dim: int, *, value_row_base: int | N
         b.add(Op.ACTAB, row=r)
         buf = int(MacArg.BUF) if r & 1 else 0
         for c in range(C):
-            for _ in range(bppu):
-                b.add(Op.MACAB, col=c, arg=buf)
+            for k in range(bppu):  # a shared PU works on the banks with b % bppu == k
+                b.add(Op.MACAB, bank=k, col=c, arg=buf)
             if pending:
                 b.add(*pending.pop(0))
         b.add(Op.PREA)
@@ -110,8 +110,8 @@ def dense_program(cfg: Config, L: int, head_dim: int, *, value_row_base: int | N
         if r + 1 < n_rows:
             pending = [(Op.MVGB, g, 0, (r + 1) & 1, 0, 0) for g in range(G)]
         for c in range(C):
-            for _ in range(bppu):
-                b.add(Op.MACAB, col=c, arg=arg)
+            for k in range(bppu):
+                b.add(Op.MACAB, bank=k, col=c, arg=arg)
             if pending:
                 b.add(*pending.pop(0))
         for cmd in pending:
@@ -130,7 +130,8 @@ def stream_program(cfg: Config, n_rows: int) -> np.ndarray:
     for r in range(n_rows):
         b.add(Op.ACTAB, row=r % cfg.org.rows_per_bank)
         for c in range(cfg.org.columns_per_row):
-            b.add(Op.MACAB, col=c)
+            for k in range(cfg.pu.banks_per_pu):
+                b.add(Op.MACAB, bank=k, col=c)
         b.add(Op.PREA)
     return b.build()
 

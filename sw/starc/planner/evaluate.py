@@ -110,6 +110,17 @@ def evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None = None, *,
              progress: Callable[[str], None] | None = None) -> EvalResult:
     """Run the comparison (see the module docstring). ``compiled`` may supply layouts by mode;
     missing ones are compiled with ``compile_options[mode]`` (or the mode's defaults)."""
+    from threadpoolctl import threadpool_limits
+
+    # the per-step matrices are tiny: threaded BLAS only adds contention here
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _evaluate(cache, cfg, options, compiled, compile_options, progress)
+
+
+def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
+              compiled: dict[str, CompiledKV] | None,
+              compile_options: dict[str, CompileOptions] | None,
+              progress: Callable[[str], None] | None) -> EvalResult:
     o = options or EvalOptions()
     o.check(cache)
     m = cache.meta

