@@ -12,9 +12,6 @@ import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
-
-from fpga.driver import HostDriver, load_program
-from fpga.top import SIZES, BoardSize, ULX3STop, board_config, board_size
 from starc.isa import Op, decode, encode
 from starc_hw.hostlink import (
     HostLink,
@@ -26,6 +23,9 @@ from starc_hw.hostlink import (
     frame,
 )
 from starc_hw.uart import UARTRx, UARTTx, divisor_for
+
+from fpga.driver import HostDriver, load_program
+from fpga.top import SIZES, BoardSize, ULX3STop, board_config, board_size
 
 CFG = board_config(SIZES["small"])
 FMT = LinkFormat(column_bytes=CFG.org.column_bytes, cycle_width=32)

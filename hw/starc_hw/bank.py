@@ -133,7 +133,7 @@ class BankArray(wiring.Component):
             last = {k: Signal(S, init=NEG, name=f"{k}_{i}") for k in
                     ("act", "pre", "col", "wr", "ref")}
             col_any = Signal(S, init=NEG, name=f"colany_{i}")
-            row = Signal(lg_rows, name=f"row_{i}")
+            row = Signal(max(lg_rows, 1), name=f"row_{i}")  # no zero-width vectors in Verilog
             opened = is_open[i]
 
             def too_early(since: Signal, dist: int, hit: Signal = hit) -> Signal:
@@ -165,7 +165,7 @@ class BankArray(wiring.Component):
             m.submodules[f"mem_{i}"] = mem
             rp = mem.read_port()
             wp = mem.write_port()
-            addr = Cat(c.col[:lg_c], row)
+            addr = Cat(c.col[:lg_c], row[:lg_rows])
             m.d.comb += [rp.addr.eq(addr), wp.addr.eq(addr), wp.data.eq(self.wdata),
                          wp.en.eq(hit & is_wr & opened),
                          rp.en.eq(hit & (is_mac | is_rd))]

@@ -55,7 +55,8 @@ HEAD_DTYPE = np.dtype([
     ("row_base", np.int32), ("n_krows", np.int32), ("n_crows", np.int32),
     ("block_off", np.int64), ("n_blocks", np.int64), ("cl_off", np.int64),
     ("n_clusters", np.int64), ("seg_off", np.int64), ("n_segs", np.int64),
-    ("buf_off", np.int64), ("n_buf", np.int64), ("buffer_cap", np.int32)])
+    ("buf_off", np.int64), ("n_buf", np.int64), ("buffer_cap", np.int32),
+    ("sink_end", np.int32)])
 BLOCK_DTYPE = np.dtype([("group", np.int16), ("row", np.int32)])
 SEGMENT_DTYPE = np.dtype([("start", np.int64), ("end", np.int64), ("ready", np.int64)])
 CLUSTER_DTYPE = np.dtype([
@@ -118,7 +119,7 @@ def _tables(ck: CompiledKV) -> dict[str, np.ndarray]:
     for i, hm in enumerate(maps):
         heads[i] = (hm.layer, hm.head, hm.channel, int(hm.positional), hm.row_base, hm.n_krows,
                     hm.n_crows, off["block"], hm.n_blocks, off["cl"], hm.n_clusters, off["seg"],
-                    len(hm.seg_start), off["buf"], len(hm.buf_group), hm.buffer_cap)
+                    len(hm.seg_start), off["buf"], len(hm.buf_group), hm.buffer_cap, hm.sink_end)
         b = np.zeros(hm.n_blocks, BLOCK_DTYPE)
         b["group"], b["row"] = hm.block_group, hm.block_row
         blocks.append(b)
@@ -359,7 +360,8 @@ def load_artifact(path: str | os.PathLike[str], cfg: Config | None = None, *,
             cl_size=cl["size"].astype(np.int64), cl_seg=cl["segment"].astype(np.int64),
             centroid=arrays["centroids"][co:co + nc].astype(np.float32),
             buf_group=bf["group"].astype(np.int64), buf_row=bf["row"].astype(np.int64),
-            buffer_cap=int(h["buffer_cap"]), stats=dict(entry.get("stats", {})))
+            buffer_cap=int(h["buffer_cap"]), sink_end=int(h["sink_end"]),
+            stats=dict(entry.get("stats", {})))
     if any(hm is None for row in heads for hm in row):
         raise ArtifactError(f"{p}: the head table does not cover every (layer, KV head); "
                             f"recompile")

@@ -64,6 +64,9 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
                    help="tokens per cluster (default: artifact 16, row-aligned one group row, "
                         "global 32)")
     p.add_argument("--iters", type=int, default=None, help="clustering iterations")
+    p.add_argument("--sinks", type=int, default=None,
+                   help="first tokens kept unclustered and always attended (default: one group "
+                        "row for row-aligned, 0 otherwise)")
     p.add_argument("--dense-layers", type=int, nargs="*", default=[0, 1],
                    help="layers kept dense (default 0 1)")
 
@@ -81,7 +84,7 @@ def _options(args: argparse.Namespace, mode: str) -> Any:
     return CompileOptions(mode=mode, placement=args.placement, seed=args.seed,
                           window=args.window, buffer=args.buffer,
                           cluster_tokens=args.cluster_tokens, iters=args.iters,
-                          dense_layers=tuple(args.dense_layers))
+                          sinks=args.sinks, dense_layers=tuple(args.dense_layers))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -66,6 +66,7 @@ class CompileOptions:
     iters: int | None = None
     init: str | None = None               # row-aligned seeding: positional | kmeans++
     key_norm: str | None = None           # unit (artifact, global) | mean (row-aligned)
+    sinks: int | None = None              # first tokens kept unclustered, always attended
     dense_layers: tuple[int, ...] = (0, 1)
     threads: int = 0                      # 0: one per core
 
@@ -78,23 +79,27 @@ class CompileOptions:
         d["dense_layers"] = sorted(set(int(x) for x in self.dense_layers))
         if m == "artifact":
             defaults = {"window": 64, "buffer": 64, "cluster_tokens": 16, "iters": 16,
-                        "placement": "naive", "init": "first-keys", "key_norm": "unit"}
+                        "placement": "naive", "init": "first-keys", "key_norm": "unit",
+                        "sinks": 0}
         elif m == "row-aligned":
             defaults = {"window": ROW_ALIGNED_WINDOW, "buffer": 64, "cluster_tokens": geo.tpgr,
                         "iters": 10, "placement": "naive", "init": "positional",
-                        "key_norm": "mean"}
+                        "key_norm": "mean", "sinks": geo.tpgr}
         elif m == "global":
             defaults = {"window": None, "buffer": 128, "cluster_tokens": 32, "iters": 15,
-                        "placement": "naive", "init": "kmeans++", "key_norm": "unit"}
+                        "placement": "naive", "init": "kmeans++", "key_norm": "unit",
+                        "sinks": 0}
         else:
             defaults = {"window": None, "buffer": 0, "cluster_tokens": None, "iters": 0,
-                        "placement": "naive", "init": None, "key_norm": None}
+                        "placement": "naive", "init": None, "key_norm": None, "sinks": 0}
         for k, v in defaults.items():
             if d[k] is None:
                 d[k] = v
         if d["placement"] not in PLACEMENTS:
             raise CompileError(f"placement must be one of {', '.join(PLACEMENTS)}, not "
                                f"{d['placement']!r}")
+        if not isinstance(d["sinks"], int) or d["sinks"] < 0:
+            raise CompileError(f"sinks must be a non-negative integer, not {d['sinks']!r}")
         if m != "dense" and d["key_norm"] not in ("unit", "mean"):
             raise CompileError(f"key_norm must be 'unit' or 'mean', not {d['key_norm']!r}")
         if m == "row-aligned" and d["init"] not in ("kmeans++", "positional"):
@@ -135,16 +140,21 @@ class Segment:
 
 
 def plan_segments(opts: dict[str, Any], prefill_len: int, T: int) -> list[Segment]:
-    """The clustering windows of one head (the same for every head), in position order."""
+    """The clustering windows of one head (the same for every head), in position order. A sink
+    segment (``k = 0``: no clusters, always attended) comes first when ``opts['sinks'] > 0``."""
     m, R, cs = opts["mode"], opts["buffer"], opts["cluster_tokens"]
+    s0 = min(int(opts.get("sinks", 0) or 0), prefill_len)
     segs: list[Segment] = []
+    if s0:
+        segs.append(Segment(0, s0, s0, 0, True))
     if m == "global":
         e0 = prefill_len
-        segs.append(Segment(0, e0, e0, max(1, math.ceil(e0 / cs)), True))
+        if e0 > s0:
+            segs.append(Segment(s0, e0, e0, max(1, math.ceil((e0 - s0) / cs)), True))
     else:
         W = opts["window"]
-        e0 = (prefill_len // R) * R
-        for s in range(0, e0, W):
+        e0 = s0 + ((prefill_len - s0) // R) * R
+        for s in range(s0, e0, W):
             e = min(s + W, e0)
             k = math.ceil((e - s) / cs)
             segs.append(Segment(s, e, e, k, True))
@@ -227,8 +237,9 @@ def _compile_layer(layer: int, keys16: np.ndarray, opts: dict[str, Any], segs: l
     if opts["key_norm"] == "mean":
         # raw keys over the head's mean prefill key norm: Euclidean k-means then minimises the
         # error of the cluster's mean logit q.mean(k); the scale only makes tolerances scale-free
-        e0 = max(1, segs[0].end) if segs else T
-        scale = np.linalg.norm(x32[:, :e0], axis=2).mean(1)
+        clus = [sg for sg in segs if sg.k > 0]
+        a0, e0 = (clus[0].start, max(clus[0].end, clus[0].start + 1)) if clus else (0, T)
+        scale = np.linalg.norm(x32[:, a0:e0], axis=2).mean(1)
         scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
         xu = x32 / scale[:, None, None]
     else:
@@ -237,6 +248,13 @@ def _compile_layer(layer: int, keys16: np.ndarray, opts: dict[str, Any], segs: l
     results: list[_SegResult | None] = [None] * len(segs)
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, s in enumerate(segs):
+        if s.k == 0:   # sink segment: positional, no clusters
+            results[i] = _SegResult(order=np.broadcast_to(np.arange(s.start, s.end), (H, s.end -
+                                                                                      s.start)),
+                                    sizes=np.zeros((H, 0), np.int64),
+                                    cents=np.zeros((H, 0, x32.shape[2]), np.float32),
+                                    iters=np.zeros(H, np.int64))
+            continue
         by_shape.setdefault((s.end - s.start, s.k), []).append(i)
     for (size, k), idx in sorted(by_shape.items()):
         res = _cluster_group(xu, [segs[i] for i in idx], opts,
@@ -258,14 +276,15 @@ def _compile_layer(layer: int, keys16: np.ndarray, opts: dict[str, Any], segs: l
                 cursor += pad
                 n_prefill_slots = cursor
             starts = cursor + np.concatenate([[0], np.cumsum(r.sizes[h])[:-1]])
-            cl_start.append(starts)
-            cl_size.append(r.sizes[h])
-            cl_seg.append(np.full(len(starts), i))
-            cents.append(r.cents[h] * scale[h])
-            iters.append(int(r.iters[h]))
-            parts.append(r.order[h])
+            if s.k:
+                cl_start.append(starts)
+                cl_size.append(r.sizes[h])
+                cl_seg.append(np.full(len(starts), i))
+                cents.append(r.cents[h] * scale[h])
+                iters.append(int(r.iters[h]))
+            parts.append(np.asarray(r.order[h]))
             cursor += len(r.order[h])
-            if not s.prefill:
+            if not s.prefill or s.k == 0:
                 pad = (-cursor) % tp
                 parts.append(np.full(pad, -1, np.int64))
                 cursor += pad
@@ -365,7 +384,8 @@ def _headmap(layer: int, head: int, channel: int, row_base: int, lay: dict[str, 
                    seg_ready=np.array([s.ready for s in segs], np.int64),
                    cl_start=lay["cl_start"], cl_size=sizes, cl_seg=lay["cl_seg"],
                    centroid=lay["centroid"], buf_group=buf_group, buf_row=buf_row,
-                   buffer_cap=nbb * tp, stats=stats)
+                   buffer_cap=nbb * tp, sink_end=sum(s.end - s.start for s in segs if s.k == 0),
+                   stats=stats)
 
 
 def _nanmean(xs: list[float]) -> float:

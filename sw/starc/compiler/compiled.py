@@ -9,6 +9,8 @@ A head map describes one (layer, KV head) region of one channel:
 - *segments*: runs of positions clustered together (a window), each available from context length
   ``seg_ready`` on; positions beyond the last available segment are in the recent buffer;
 - *clusters*: slot range ``[cl_start, cl_start + cl_size)`` of the stream and a centroid;
+- *sinks*: positions ``0 .. sink_end - 1`` stored positionally at the start of the stream, never
+  clustered, always attended (row-aligned mode: one group row);
 - the *recent buffer*: ``buffer_cap`` slots in blocks ``buf_group``/``buf_row``; at context length
   ``n`` it holds positions ``clustered_end(n) .. n-1`` in arrival order;
 - *centroid rows*: the FP16 centroids, ``tpgr`` per block, dealt round-robin over the groups from
@@ -71,6 +73,7 @@ class HeadMap:
     buf_group: np.ndarray     # int64 [nbb]
     buf_row: np.ndarray       # int64 [nbb]
     buffer_cap: int
+    sink_end: int = 0         # positions 0 .. sink_end-1: sink block(s), always attended
     stats: dict[str, Any] = field(default_factory=dict)
     _pos_slot: np.ndarray | None = field(default=None, repr=False)
 

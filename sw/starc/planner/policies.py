@@ -22,8 +22,8 @@ streaming      the first ``sinks`` positions and the last ``B - sinks``
 starc          score every available cluster ``q . centroid / sqrt(d)`` (fp32), sort descending
                (stable), take whole clusters while the running count fits ``B - recent``, cut the
                first overflowing cluster to fill exactly (its first slots in stored order); the
-               recent buffer (unclustered tokens) is always attended. Each query head selects its
-               own clusters.
+               recent buffer (unclustered tokens) and the sink block (row-aligned mode) are
+               always attended and counted in B. Each query head selects its own clusters.
 =============  =================================================================================
 """
 
@@ -146,6 +146,8 @@ def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int) -> Selection:
         return _all(n, g)
     e = hm.clustered_end(n)
     recent = np.arange(e, n, dtype=np.int64)
+    sinks = np.arange(min(hm.sink_end, e), dtype=np.int64)
+    recent = np.concatenate([sinks, recent])
     if recent.size >= B:
         return Selection([recent[-B:]] * g, extra={"recent": float(B)})
     avail = hm.clusters_at(n)
