@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from starc.golden.programs import dense_program, stream_program
 from starc.golden.timing import schedule
 from starc.isa import encode
@@ -87,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{out['cycle'] / run_s:>14,.0f}{out['issued'] / run_s:>14,.0f}")
     print(f"{'golden timing model':24}{s.total_cycles:>14}{golden_cmds:>12}{best:>10.3f}"
           f"{s.total_cycles / best:>14,.0f}{golden_cmds / best:>14,.0f}")
+    cpu = out["run_cpu_seconds"]
+    print(f"RTL per CPU second (less sensitive to other load): {out['cycle'] / cpu:,.0f} cycles/s, "
+          f"{out['issued'] / cpu:,.0f} commands/s")
     print(f"clocks {out['clocks']:.0f} for {out['cycle']} DRAM cycles; load "
           f"{out['load_seconds']:.2f} s; golden/RTL speed {run_s / best:.1f}x; "
           f"bank-checker violations {out['violation_count']}")

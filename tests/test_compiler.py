@@ -172,7 +172,8 @@ def _check_invariants(ck, seed):
         assert np.unique(blocks).size == hm.n_blocks, f"seed={seed}: two blocks share a row"
         assert hm.block_group.max(initial=0) < geo.G
         if not hm.positional:
-            assert hm.cl_size.sum() == hm.clustered_end(T), f"seed={seed}"
+            assert hm.cl_size.sum() == hm.clustered_end(T) - hm.sink_end, f"seed={seed}"
+            assert set(hm.slot_pos[:hm.sink_end].tolist()) == set(range(hm.sink_end))
             if ck.mode == "row-aligned":
                 cs = ck.options["cluster_tokens"]
                 assert (hm.cl_size == cs).all(), f"seed={seed}"
@@ -234,6 +235,10 @@ def test_segment_plans():
         (832, 896, 2)]
     g = plan_segments({"mode": "global", "buffer": 128, "cluster_tokens": 32}, 700, 900)
     assert [(s.start, s.end, s.k) for s in g] == [(0, 700, 22), (700, 828, 4)]
+    # a sink row: 32 positional tokens first, windows start after it
+    sk = plan_segments({**o, "sinks": 32}, 700, 900)
+    assert [(s.start, s.end, s.k) for s in sk][:4] == [(0, 32, 0), (32, 288, 8), (288, 544, 8),
+                                                       (544, 672, 4)]
 
 
 def test_option_errors():

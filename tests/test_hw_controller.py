@@ -10,12 +10,12 @@ import random
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-
 from starc.golden.programs import dense_program, stream_program
 from starc.isa import Op, encode, make_program
 from starc_hw.bank import VIOLATIONS, BankArray
 from starc_hw.channel import Channel
 from starc_hw.controller import Controller, Fault
+from starc_hw.feeder import FedChannel
 from starc_sim.programs import SHORT_REFRESH, TINY, load_config, random_program
 from starc_sim.scoreboard import (
     IssueScoreboard,
@@ -38,7 +38,7 @@ def simulate(prog: np.ndarray, *, cfg=CFG, refresh: bool = True, idle: float = 0
     dut = Channel(cfg=cfg, refresh=refresh, cycle_width=W)
     rng = random.Random(seed)
     words = [encode(c) for c in prog]
-    n_wr = int((prog["op"] == Op.WR).sum())
+    n_wr = int(np.isin(prog["op"], [int(Op.WR), int(Op.WRGB)]).sum())  # one data beat each
     out: dict[str, int] = {}
 
     async def source(ctx) -> None:
@@ -158,6 +158,37 @@ def test_fault_on_closed_bank() -> None:
     sim.run()
 
 
+def test_fed_channel_repeats_program() -> None:
+    """FedChannel (the bench top) runs a loaded program twice at the golden model's cycles."""
+    prog = dense_program(CFG, 64, 64)
+    s = expected_issues(np.tile(prog, 2), CFG)[1]
+    dut = FedChannel(cfg=CFG, depth=256)
+    got: dict[str, int] = {}
+
+    async def tb(ctx) -> None:
+        ctx.set(dut.load.valid, 1)
+        for c in prog:
+            ctx.set(dut.load.payload.as_value(), encode(c))
+            await ctx.tick()
+        ctx.set(dut.load.valid, 0)
+        ctx.set(dut.repeat, 2)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(4 * s.total_cycles):
+            _, _, done = await ctx.tick().sample(dut.done)
+            if done:
+                break
+        got.update(complete=ctx.get(dut.complete), issued=ctx.get(dut.issued),
+                   fault=ctx.get(dut.fault.as_value()), done=ctx.get(dut.done))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    assert got == {"complete": s.total_cycles, "issued": len(s.issue), "fault": 0, "done": 1}
+
+
 def test_parameters_are_validated() -> None:
     with pytest.raises(TypeError, match="Configuration must be a starc.config.Config, not 3"):
         Controller(cfg=3)
@@ -167,3 +198,5 @@ def test_parameters_are_validated() -> None:
         Controller(cfg=CFG, refresh=1)
     with pytest.raises(ValueError, match="Rows per bank must be a positive power of two, not 3"):
         BankArray(cfg=CFG, rows=3)
+    with pytest.raises(ValueError, match="Program depth must be a positive integer, not 0"):
+        FedChannel(cfg=CFG, depth=0)

@@ -66,7 +66,10 @@ def test_oracle_streaming_quest_sparq_vs_brute_force(seed, n, B):
 
 def _starc_brute(hm, q, n, B):
     e = hm.clustered_end(n)
-    recent = list(range(e, n))
+    sinks = list(range(min(hm.sink_end, e, B)))
+    if len(sinks) + n - e >= B:
+        return sinks + list(range(n - (B - len(sinks)), n))
+    recent = sinks + list(range(e, n))
     budget = B - len(recent)
     cl = [c for c in range(hm.n_clusters) if hm.seg_ready[hm.cl_seg[c]] <= n]
     score = {c: float(np.float32(q @ hm.centroid[c]) / np.float32(8.0)) for c in cl}
@@ -88,12 +91,16 @@ def test_starc_selection_vs_brute_force(compiled, cache, mode):
     for step in (0, 37, 69):
         n = 1500 + step + 1
         q = cache.q[2][step, 3:6].astype(np.float32)
-        for B in (64, 256, 1000):
+        for B in (20, 64, 256, 1000):
             sel = pol.select_starc(q, hm, n, B)
             for h in range(3):
                 assert sel.positions[h].tolist() == _starc_brute(hm, q[h], n, B), (step, B, h)
                 assert sel.positions[h].size == B
-                assert set(range(hm.clustered_end(n), n)) <= set(sel.positions[h].tolist())
+                got = set(sel.positions[h].tolist())
+                assert set(range(min(hm.sink_end, B))) <= got
+                if hm.sink_end + n - hm.clustered_end(n) < B:
+                    assert set(range(hm.clustered_end(n), n)) <= got
+    assert hm.sink_end == (32 if mode == "row-aligned" else 0)
 
 
 def test_small_context_is_dense(compiled):

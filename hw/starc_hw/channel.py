@@ -47,15 +47,18 @@ class Channel(wiring.Component):
     cmd : In(stream.Signature(COMMAND))
         The program.
     wdata : In(stream.Signature(column_bits))
-        One beat per WR command, in program order; a WR does not issue before its data is there
-        (the controller's emulated time waits, so the schedule does not change).
+        One beat per WR and per WRGB command, in program order; such a command does not issue
+        before its data is there (the controller's emulated time waits, so the schedule does not
+        change). WR data goes to the bank, WRGB data (a query chunk) to ``wrgb_data``.
     issue : Out(stream.Signature(issue_layout(cycle_width)))
         Every issued command with its cycle (see :class:`Controller`).
     rdata, rdata_valid : Out
         Data of each RD (group, bank, col, data), valid for the one cycle after it issued (a
         strobe: the host cannot stall it).
     column, column_valid, column_cmd : Out
-        The PU interface (see :class:`BankArray`).
+        The PU interface (see :class:`BankArray`): each MAC's column per bank.
+    wrgb_valid, wrgb_chunk, wrgb_data : Out
+        The PU interface for the query: a WRGB's chunk index and data, in the cycle it issues.
     cycle, complete, issued, fault : Out
         From the controller.
     violations, violation_count : Out
@@ -77,6 +80,9 @@ class Channel(wiring.Component):
             "column": Out(data.ArrayLayout(bits, nb)),
             "column_valid": Out(nb),
             "column_cmd": Out(COMMAND),
+            "wrgb_valid": Out(1),
+            "wrgb_chunk": Out(6),
+            "wrgb_data": Out(bits),
             "cycle": Out(cycle_width),
             "complete": Out(cycle_width),
             "issued": Out(32),
@@ -90,14 +96,19 @@ class Channel(wiring.Component):
         m.submodules.ctrl = ctrl = self._ctrl
         m.submodules.banks = banks = self._banks
         wiring.connect(m, wiring.flipped(self.cmd), ctrl.cmd)
-        is_wr = ctrl.issue.payload.cmd.op == Op.WR
-        data_ok = ~is_wr | self.wdata.valid
+        op = ctrl.issue.payload.cmd.op
+        is_wr = op == Op.WR
+        needs_data = is_wr | (op == Op.WRGB)
+        data_ok = ~needs_data | self.wdata.valid
         fire = ctrl.issue.valid & ctrl.issue.ready
         m.d.comb += [
             self.issue.valid.eq(ctrl.issue.valid & data_ok),
             self.issue.payload.eq(ctrl.issue.payload),
             ctrl.issue.ready.eq(self.issue.ready & data_ok),
-            self.wdata.ready.eq(fire & is_wr),
+            self.wdata.ready.eq(fire & needs_data),
+            self.wrgb_valid.eq(fire & (op == Op.WRGB)),
+            self.wrgb_chunk.eq(ctrl.issue.payload.cmd.col),
+            self.wrgb_data.eq(self.wdata.payload),
             banks.cmd.valid.eq(fire),
             banks.cmd.payload.eq(ctrl.issue.payload),
             banks.wdata.eq(self.wdata.payload),

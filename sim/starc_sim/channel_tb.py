@@ -93,6 +93,8 @@ def expected_reads(prog: np.ndarray, cfg: Config, rows: int, wdata: list[int]
         elif op == Op.WR:
             store[(g * BPG + b, open_row[g * BPG + b], col)] = wdata[k]
             k += 1
+        elif op == Op.WRGB:
+            k += 1  # a query chunk: consumed from the same stream, not stored in a bank
         elif op == Op.RD:
             out.append((g, b, col, store.get((g * BPG + b, open_row[g * BPG + b], col), 0)))
     return out
@@ -143,8 +145,8 @@ class ChannelTB:
         total = sched.total_cycles
         self.sb = IssueScoreboard(expected, seed=self.seed, perturb=_perturb())
         rng = random.Random(self.seed + 3)
-        n_wr = int((prog["op"] == Op.WR).sum())
-        wdata = [rng.getrandbits(self.column_bits) for _ in range(n_wr)]
+        n_beats = int(np.isin(prog["op"], [int(Op.WR), int(Op.WRGB)]).sum())
+        wdata = [rng.getrandbits(self.column_bits) for _ in range(n_beats)]
         self.cmd.send(encode(c) for c in prog)
         self.wdata.send(wdata)
         # Generous: every DRAM cycle plus host stalls of up to ~30 clocks per command.

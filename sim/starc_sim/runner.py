@@ -27,8 +27,10 @@ folder below it.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -175,18 +177,55 @@ class RtlModel:
                 f"{test_dir}; the assertion is in the captured log above)")
 
 
-def _source_digest(extra: tuple[Path, ...]) -> str:
-    """Digest of the Python files the generated Verilog depends on (the gateware package and the
-    definitions it imports), so a changed generator never reuses stale Verilog."""
-    import starc
-    import starc_hw
+_SOURCE_PACKAGES = ("starc_hw", "starc")
 
-    hw = Path(starc_hw.__file__).parent
-    sw = Path(starc.__file__).parent
-    files = sorted(hw.glob("*.py")) + [sw / "config.py", sw / "isa.py", *extra]
+
+def _module_file(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, AttributeError, ValueError):  # ``from module import name``: not a module
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def _import_closure(roots: list[str]) -> list[Path]:
+    """Files of ``roots`` and of every ``starc_hw`` / ``starc`` module they import, transitively
+    (read from the sources with :mod:`ast`, nothing is imported)."""
+    seen: dict[str, Path] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or name.split(".")[0] not in _SOURCE_PACKAGES:
+            continue
+        path = _module_file(name)
+        if path is None or path.suffix != ".py":
+            continue
+        seen[name] = path
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    parent = ".".join(parts[:len(parts) - node.level + 1])
+                    base = f"{parent}.{base}" if base else parent
+                todo.append(base)
+                todo += [f"{base}.{a.name}" for a in node.names]  # submodules imported by name
+    return sorted(seen.values())
+
+
+def _source_digest(make: Callable[[], Any], extra: tuple[Path, ...]) -> str:
+    """Digest of the Python sources the generated Verilog depends on: the modules of the classes
+    and functions ``make`` refers to, and every ``starc_hw`` / ``starc`` module they import."""
+    refs = inspect.getclosurevars(make)
+    roots = {getattr(v, "__module__", None) or getattr(v, "__name__", "")
+             for v in (*refs.globals.values(), *refs.nonlocals.values())}
+    files = _import_closure(sorted(r for r in roots if r)) + list(extra)
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode())
+        h.update(str(f.name).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
@@ -197,16 +236,17 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
     """Generate Verilog from ``make()`` (a ``wiring.Component``) and Verilate it.
 
     ``params`` identify the design's configuration; with the digest of the generator's sources
-    (``starc_hw/*.py``, ``starc/config.py``, ``starc/isa.py`` and ``depends``) they name the build
-    folder. ``make`` is only called (and Verilog only generated, which takes seconds for a large
-    channel) when that folder has no Verilog yet; otherwise the build is a no-op.
+    (the modules of what ``make`` refers to, every ``starc_hw`` / ``starc`` module they import,
+    and ``depends``) they name the build folder. ``make`` is only called (and Verilog only
+    generated, which takes seconds for a large channel) when that folder has no Verilog yet;
+    otherwise the build is a no-op.
     """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"design name must be a non-empty identifier, not {name!r}")
     setup_environment()
     from cocotb_tools.runner import get_runner
 
-    key = _params_key({"params": dict(params or {}), "sources": _source_digest(depends)})
+    key = _params_key({"params": dict(params or {}), "sources": _source_digest(make, depends)})
     build_dir = build_root() / f"{name}-{key}{'-waves' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

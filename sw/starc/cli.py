@@ -64,16 +64,20 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         t.add_column(c, justify="left" if left else "right")
     for r in rows:
         t.add_row(*[_fmt(x) for x in r])
-    Console(width=max(100, Console().width)).print(t)
+    Console(width=max(160, Console().width)).print(t)
 
 
 def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
     if isinstance(x, float):
         if x == 0 or math.isnan(x):
             return f"{x:g}"
-        if abs(x) >= 1e5 or abs(x) < 1e-3:
-            return f"{x:.4g}"
-        return f"{x:,.4g}" if abs(x) < 1000 else f"{x:,.1f}"
+        if abs(x) >= 1e4:
+            return f"{x:.0f}"
+        if abs(x) < 1e-2:
+            return f"{x:.2e}"
+        return f"{x:.4g}"
     return str(x)
 
 

@@ -64,8 +64,8 @@ class CompileOptions:
     buffer: int | None = None             # recent-buffer length R
     cluster_tokens: int | None = None     # tokens per cluster (mean for unconstrained modes)
     iters: int | None = None
-    init: str | None = None               # row-aligned seeding: positional | kmeans++
-    key_norm: str | None = None           # unit (artifact, global) | mean (row-aligned)
+    init: str | None = None               # row-aligned seeding: kmeans++ | positional
+    key_norm: str | None = None           # unit (default) | mean (raw keys / mean norm)
     sinks: int | None = None              # first tokens kept unclustered, always attended
     dense_layers: tuple[int, ...] = (0, 1)
     threads: int = 0                      # 0: one per core
@@ -83,8 +83,8 @@ class CompileOptions:
                         "sinks": 0}
         elif m == "row-aligned":
             defaults = {"window": ROW_ALIGNED_WINDOW, "buffer": 64, "cluster_tokens": geo.tpgr,
-                        "iters": 10, "placement": "naive", "init": "positional",
-                        "key_norm": "mean", "sinks": geo.tpgr}
+                        "iters": 10, "placement": "naive", "init": "kmeans++",
+                        "key_norm": "unit", "sinks": geo.tpgr}
         elif m == "global":
             defaults = {"window": None, "buffer": 128, "cluster_tokens": 32, "iters": 15,
                         "placement": "naive", "init": "kmeans++", "key_norm": "unit",

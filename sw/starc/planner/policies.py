@@ -146,10 +146,11 @@ def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int) -> Selection:
         return _all(n, g)
     e = hm.clustered_end(n)
     recent = np.arange(e, n, dtype=np.int64)
-    sinks = np.arange(min(hm.sink_end, e), dtype=np.int64)
+    sinks = np.arange(min(hm.sink_end, e, B), dtype=np.int64)
+    if sinks.size + recent.size >= B:  # tiny budget: sinks, then the newest tokens
+        keep = np.concatenate([sinks, recent[recent.size - (B - sinks.size):]])
+        return Selection([keep] * g, extra={"recent": float(B)})
     recent = np.concatenate([sinks, recent])
-    if recent.size >= B:
-        return Selection([recent[-B:]] * g, extra={"recent": float(B)})
     avail = hm.clusters_at(n)
     cent = hm.centroid[avail]
     sizes = hm.cl_size[avail]

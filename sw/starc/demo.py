@@ -1,0 +1,213 @@
+"""`starc demo`: the main job end to end on an embedded default (what `make demo` runs).
+
+1. Build a passkey-retrieval prompt (about 2K tokens, the key at half depth) and run SmolLM2-135M on
+   it offline (prefill + greedy decode); the KV cache is written in schema starc-kv/1 and cached by
+   a hash of the prompt and the model file, so a second run skips the model.
+2. Compile the cache (artifact and row-aligned STARC layouts) and evaluate every policy at the
+   default budget on the golden model: rows, occupancy, cycles, ns, energy (both conventions),
+   ratio to the floor, attention-mass recall, relative error.
+3. Decode the passkey answer with each policy plugged into the model's attention (when the
+   policy-decoding bridge is available).
+4. Co-simulate one decode step of one head on the RTL under Verilator and check bit and cycle
+   agreement with the golden model (skipped with a reason when the RTL tier is unavailable).
+5. Print one table and a verdict; write a report folder (JSON, CSV, PNG, README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONTEXT = 2048
+DEFAULT_BUDGET = 512
+DEFAULT_STEPS = 8
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from starc.cli import add_json_arg, add_preset_args
+    p = sub.add_parser("demo", help="the main job end to end on an embedded default",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--context", type=int, default=DEFAULT_CONTEXT,
+                   help=f"prompt length in tokens (default {DEFAULT_CONTEXT})")
+    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                   help=f"token budget B (default {DEFAULT_BUDGET})")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="decode steps")
+    p.add_argument("--depth", type=float, default=0.5, help="pass-key depth in the prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-rtl", action="store_true", help="skip the RTL co-simulation")
+    p.add_argument("--no-policy-decode", action="store_true",
+                   help="skip decoding the pass key under every policy")
+    p.add_argument("-o", "--out", type=Path, default=Path("results/demo"),
+                   help="report folder (default results/demo)")
+    add_preset_args(p)
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def _cache_dir() -> Path:
+    import os
+    return Path(os.environ.get("STARC_CACHE_DIR", Path.home() / ".cache" / "starc-pim"))
+
+
+def _status(msg: str) -> None:
+    from rich.console import Console
+    Console(stderr=True).print(f"[bold cyan]demo[/] {msg}")
+
+
+def extract_demo_kv(context: int, steps: int, depth: float, seed: int) -> tuple[Path, Any, Any]:
+    """The demo's SmolLM2 KV cache (cached on disk), the model and the prompt."""
+    from starc.model.extract import extract_kv, write_kv
+    from starc.model.gguf_loader import file_key, find_gguf
+    from starc.model.llama import load_model
+    from starc.model.prompts import passkey_prompt
+
+    model = load_model()
+    prompt = passkey_prompt(model.tokenizer, context, depth=depth, seed=seed, chat=True)
+    key = hashlib.sha256(json.dumps({"ids": list(prompt.token_ids), "steps": steps,
+                                     "model": file_key(find_gguf())}).encode()).hexdigest()[:16]
+    path = _cache_dir() / "demo" / f"kv-{key}.npz"
+    if not path.exists():
+        _status(f"running SmolLM2-135M on a {prompt.n_tokens}-token passkey prompt "
+                f"(key {prompt.passkey} at depth {prompt.needle_depth:.2f}) ...")
+        ex = extract_kv(model, prompt.token_ids, steps, progress=True,
+                        extra_meta={"passkey": prompt.passkey})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_kv(path, ex.arrays, ex.meta)
+    else:
+        _status(f"using the cached KV cache {path}")
+    return path, model, prompt
+
+
+def run(args: argparse.Namespace) -> int:
+    from starc import config
+    from starc.cli import print_json, print_table
+    from starc.kv import load_kv
+    from starc.planner.evaluate import DEFAULT_POLICIES, EvalOptions, evaluate
+    from starc.report import ReportWriter, markdown_table
+
+    t0 = time.perf_counter()
+    cfg = config.load(args.preset, args.overrides or None)
+    kv_path, model, prompt = extract_demo_kv(args.context, args.steps, args.depth, args.seed)
+    cache = load_kv(kv_path, cfg)
+    meta = cache.meta
+    generated = str(meta.extra.get("generated_text", ""))
+    dense_ok = prompt.retrieved(generated)
+    _status(f"dense decoding answered {generated!r} (pass key {prompt.passkey}: "
+            f"{'retrieved' if dense_ok else 'missed'})")
+
+    _status(f"compiling and evaluating {len(DEFAULT_POLICIES)} policies at B = {args.budget} "
+            f"over {meta.n_layers - 2} sparse layers x {meta.n_kv_heads} KV heads x "
+            f"{meta.decode_steps} steps ...")
+    res = evaluate(cache, cfg, EvalOptions(budgets=(args.budget,), cost_programs=24),
+                   progress=lambda m: None)
+    rows = res.rows
+
+    answers: dict[str, str] = {}
+    if not args.no_policy_decode:
+        try:
+            from starc.model.policy_decode import decode_answers
+        except ImportError:
+            _status("policy decoding bridge not available: pass-key answers only for dense")
+        else:
+            _status("decoding the pass key under every policy ...")
+            answers = decode_answers(model, prompt, [r["policy"] for r in rows], args.budget,
+                                     cfg=cfg, steps=args.steps)
+    for r in rows:
+        ans = answers.get(r["policy"], generated if r["policy"] == "dense" else None)
+        r["passkey_answer"] = ans
+        r["passkey_ok"] = None if ans is None else prompt.retrieved(ans)
+
+    rtl: dict[str, Any] = {"ran": False}
+    if not args.no_rtl:
+        rtl = _rtl_check(cfg, cache)
+
+    dense = next((r for r in rows if r["policy"] == "dense"), None)
+    verdict = _verdict(rows, dense, args.budget, rtl)
+    cols = ["policy", "slots/qh", "/B", "occup.", "cycles", "ns", "nJ", "AttAcc nJ", "x floor",
+            "mass rec.", "rel. err", "passkey"]
+
+    def line(r: dict[str, Any]) -> list[Any]:
+        pk = "-" if r["passkey_ok"] is None else ("yes" if r["passkey_ok"] else "no")
+        return [r["policy"], r.get("slots_per_head"), r.get("slots_over_B"), r.get("occupancy"),
+                r.get("cycles"), r.get("ns"), r.get("energy_nJ"), r.get("attacc_energy_nJ"),
+                r.get("ratio_to_floor"), r.get("mass_recall"), r.get("rel_error"), pk]
+
+    with ReportWriter(args.out) as rep:
+        summary = {"preset": cfg.name, "budget": args.budget, "context": meta.prefill_len,
+                   "kv": str(kv_path), "passkey": prompt.passkey, "dense_answer": generated,
+                   "rows": rows, "eval_meta": res.meta, "compile_stats": res.compile_stats,
+                   "rtl": rtl, "verdict": verdict, "seconds": time.perf_counter() - t0}
+        rep.json("demo.json", summary)
+        rep.csv("demo.csv", rows)
+        from starc.sweep.points import plot_sweep
+        for name, fig in plot_sweep(rows, title=f"SmolLM2-135M, {meta.prefill_len} tokens, "
+                                                f"{cfg.name}").items():
+            if name != "cost_vs_budget.png":  # one budget: the budget plots belong to sweeps
+                rep.figure(name, fig)
+        rep.text("README.md", "\n".join([
+            "# starc demo\n",
+            f"SmolLM2-135M-Instruct, passkey prompt of {meta.prefill_len} tokens, "
+            f"{meta.decode_steps} decode steps, preset `{cfg.name}`, budget B = {args.budget}. "
+            "Costs are per decode step, layer and query head on one channel; cycles in tCK.\n",
+            markdown_table(cols, [line(r) for r in rows]),
+            f"\nRTL co-simulation: {rtl}\n", f"\n**Verdict.** {verdict}\n"]))
+    if args.json:
+        print_json(summary)
+        return 0
+    print_table(f"one decode step of attention, SmolLM2-135M, {meta.prefill_len} tokens, "
+                f"B = {args.budget}, {cfg.name} (per layer and query head, one channel)",
+                cols, [line(r) for r in rows])
+    print(f"RTL co-simulation: {_rtl_line(rtl)}")
+    print(f"Verdict: {verdict}")
+    print(f"Report: {args.out}/ (demo.json, demo.csv, plots, README.md); "
+          f"{time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _rtl_check(cfg: Any, cache: Any) -> dict[str, Any]:
+    try:
+        from starc_sim.cosim import cosim_step
+    except ImportError as e:
+        return {"ran": False, "reason": f"RTL co-simulation unavailable ({e})"}
+    _status("co-simulating one decode step of one head on the RTL (Verilator) ...")
+    return cosim_step(cfg, cache)
+
+
+def _rtl_line(rtl: dict[str, Any]) -> str:
+    if not rtl.get("ran"):
+        return f"skipped: {rtl.get('reason', 'not requested')}"
+    return (f"outputs bit-exact: {rtl.get('bit_exact')}, cycles RTL {rtl.get('rtl_cycles')} = "
+            f"golden {rtl.get('golden_cycles')}: {rtl.get('cycles_equal')}")
+
+
+def _verdict(rows: list[dict[str, Any]], dense: dict[str, Any] | None, B: int,
+             rtl: dict[str, Any]) -> str:
+    if dense is None or not dense.get("cycles"):
+        return "no dense baseline to compare with"
+    parts = []
+    best = None
+    for r in rows:
+        if r["policy"] == "dense" or not r.get("cycles"):
+            continue
+        if r.get("mass_recall", 0) >= 0.85 and (best is None or r["cycles"] < best["cycles"]):
+            best = r
+    if best is None:
+        parts.append(f"no sparse policy keeps 85 % of the attention mass at B = {B}")
+    else:
+        parts.append(f"fastest policy keeping >= 85 % of the attention mass: {best['policy']} "
+                     f"({best['cycles'] / dense['cycles']:.2f}x dense cycles, "
+                     f"{best['energy_nJ'] / dense['energy_nJ']:.2f}x dense energy, mass recall "
+                     f"{best['mass_recall']:.3f})")
+    for name in ("starc", "starc-row"):
+        r = next((x for x in rows if x["policy"] == name), None)
+        if r and r.get("slots_over_B") is not None:
+            parts.append(f"{name} activates {r['slots_over_B']:.2f} x B token slots")
+    if rtl.get("ran"):
+        ok = rtl.get("bit_exact") and rtl.get("cycles_equal")
+        parts.append("RTL agrees with the golden model" if ok else "RTL DISAGREES with the "
+                     "golden model")
+    return "; ".join(parts) + "."
