@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     model = build_design(
         "fedchannel", lambda: FedChannel(cfg=cfg, depth=depth, rows=rows),
-        params={"cfg": cfg.as_dict(), "depth": depth, "rows": rows})
+        params={"cfg": cfg.as_dict(), "depth": depth, "rows": rows}, internals=False)
     build_s = time.perf_counter() - t
 
     full = np.tile(prog, args.repeat)

@@ -22,7 +22,8 @@ from typing import Any
 
 from fpga.top import BASE_PRESET, CYCLE_WIDTH, DEFAULT_BAUD, SIZES, ULX3STop, board_size
 
-__all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "tool_env"]
+__all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "format_table",
+           "synthesize", "tool_env"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -128,6 +129,31 @@ def _synth_resources(cells: dict[str, int]) -> dict[str, dict[str, int | None]]:
             "BRAM": {"used": cells.get("DP16KD", 0), "available": None}}
 
 
+def _plan(top: Any, out: Path, nextpnr_opts: list[str], synth_opts: str) -> list[list[str]]:
+    """Write the ULX3S build plan of ``top`` into ``out``; return its three commands."""
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("top.stat.json", "top.report.json", "top.bit", "top.config"):
+        (out / stale).unlink(missing_ok=True)
+    plan = ULX3S_85F_Platform().build(
+        top, name="top", do_build=False, nextpnr_opts=" ".join(nextpnr_opts),
+        synth_opts=synth_opts, script_after_synth="tee -q -o top.stat.json stat -json")
+    plan.extract(out)
+    return json.loads((out / "build_top.json").read_text())["commands"]
+
+
+def synthesize(top: Any, out: Path, *, synth_opts: str = "") -> tuple[dict[str, int], float]:
+    """Yosys ``synth_ecp5`` of any board top for the ULX3S into ``out``: the cell counts by type
+    and the seconds it took. Raises :class:`ToolchainError`."""
+    env = tool_env()
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    argv = _plan(top, out, [], synth_opts)[0]
+    seconds = _run([env[_ARGV0[argv[0]]], *argv[1:]], out, env, out / "synth.log",
+                   f"synthesis ({argv[0]})")
+    return _synth_cells(out / "top.stat.json"), seconds
+
+
 def build(size: str, *, pnr: bool = True, baud: int = DEFAULT_BAUD, router: str | None = None,
           seed: int | None = None, root: Path | None = None,
           log: Any = None) -> BuildResult:
@@ -141,12 +167,7 @@ def build(size: str, *, pnr: bool = True, baud: int = DEFAULT_BAUD, router: str 
         raise ValueError(f"Router must be 'router1' or 'router2', not {router!r}")
     env = tool_env()
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
-    from amaranth_boards.ulx3s import ULX3S_85F_Platform
-
     out = build_dir_for(size, root)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("top.stat.json", "top.report.json", "top.bit", "top.config"):
-        (out / stale).unlink(missing_ok=True)
     top = ULX3STop(size=bs, baud=baud)
     nextpnr_opts = ["--report", "top.report.json"]
     if router:
@@ -156,15 +177,11 @@ def build(size: str, *, pnr: bool = True, baud: int = DEFAULT_BAUD, router: str 
     res = BuildResult(size=size, description=bs.describe(), build_dir=str(out), pnr=pnr,
                       baud=baud, divisor=top.divisor, router=router)
     t0 = time.perf_counter()
-    plan = ULX3S_85F_Platform().build(
-        top, name="top", do_build=False, nextpnr_opts=" ".join(nextpnr_opts),
-        script_after_synth="tee -q -o top.stat.json stat -json")
-    plan.extract(out)
+    commands = _plan(top, out, nextpnr_opts, "")
     (out / "size.json").write_text(json.dumps({"size": asdict(bs), "preset": BASE_PRESET,
                                                "cycle_width": CYCLE_WIDTH, "baud": baud},
                                               indent=1))
     res.seconds["elaborate"] = time.perf_counter() - t0
-    commands = json.loads((out / "build_top.json").read_text())["commands"]
     stages = [("synth", commands[0]), ("pnr", commands[1]), ("pack", commands[2])]
     for name, argv in stages:
         if name != "synth" and not pnr:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amaranth.hdl import Cat, Module, ResetInserter, Signal
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 from starc import config
 from starc.config import Config
@@ -215,8 +215,12 @@ class ULX3STop(wiring.Component):
     def elaborate(self, platform: Any) -> Module:
         m = Module()
         m.submodules.system = system = ChannelSystem(size=self._size, divisor=self._divisor)
-        uart = platform.request("uart", 0)
-        m.d.comb += [system.rx.eq(uart.rx.i), uart.tx.o.eq(system.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx_buffer = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buffer = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [system.rx.eq(rx.i), tx.o.eq(system.tx)]
         for i in range(8):
-            m.d.comb += platform.request("led", i).o.eq(system.leds[i])
+            m.submodules[f"led_buffer_{i}"] = led = io.Buffer("o", platform.request("led", i,
+                                                                                  dir="-"))
+            m.d.comb += led.o.eq(system.leds[i])
         return m

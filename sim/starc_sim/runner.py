@@ -230,9 +230,24 @@ def _source_digest(make: Callable[[], Any], extra: tuple[Path, ...]) -> str:
     return h.hexdigest()[:12]
 
 
+def _ports_only(runner: Any) -> None:
+    """Replace the Verilator runner's ``--public-flat-rw`` by ``--public-depth 1`` (see
+    :func:`build_design`). The runner has no option for it, so its command list is edited."""
+    make_commands = runner._build_command
+
+    def build_command() -> list[list[str]]:
+        cmds = make_commands()
+        if "--public-flat-rw" not in cmds[0]:
+            raise RuntimeError("cocotb's Verilator command changed: no --public-flat-rw to replace")
+        cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + ["--public-depth", "1"]
+        return cmds
+
+    runner._build_command = build_command
+
+
 def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any] | None = None,
                  waves: bool = False, toplevel: str = "top", quiet: bool = True,
-                 depends: tuple[Path, ...] = ()) -> RtlModel:
+                 depends: tuple[Path, ...] = (), internals: bool = True) -> RtlModel:
     """Generate Verilog from ``make()`` (a ``wiring.Component``) and Verilate it.
 
     ``params`` identify the design's configuration; with the digest of the generator's sources
@@ -240,13 +255,20 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
     and ``depends``) they name the build folder. ``make`` is only called (and Verilog only
     generated, which takes seconds for a large channel) when that folder has no Verilog yet;
     otherwise the build is a no-op.
+
+    ``internals=False`` gives cocotb access to the top-level ports only: the runner's
+    ``--public-flat-rw`` (every signal of every module visible and writable through VPI, which
+    stops Verilator from optimising any of them away) becomes ``--public-depth 1``. For a large
+    design that cuts the generated C++ (and so the build time) by about 3x and speeds up the
+    simulation; testbenches that only touch ports should use it. Waves are unaffected.
     """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"design name must be a non-empty identifier, not {name!r}")
     setup_environment()
     from cocotb_tools.runner import get_runner
 
-    key = _params_key({"params": dict(params or {}), "sources": _source_digest(make, depends)})
+    key = _params_key({"params": dict(params or {}), "sources": _source_digest(make, depends),
+                       **({} if internals else {"internals": False})})
     build_dir = build_root() / f"{name}-{key}{'-waves' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -261,6 +283,8 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
         tmp.write_text(text)
         tmp.replace(vfile)
     runner = get_runner("verilator")
+    if not internals:
+        _ports_only(runner)
     log = build_dir / "build.log"
     runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir,
                  build_args=list(BUILD_ARGS), waves=waves, always=False,

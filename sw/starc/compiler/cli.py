@@ -54,7 +54,7 @@ def _add_synthetic_args(p: argparse.ArgumentParser) -> None:
 def _add_compile_args(p: argparse.ArgumentParser) -> None:
     from starc.compiler.placement import PLACEMENTS
     p.add_argument("--placement", choices=PLACEMENTS, default=None,
-                   help="block placement (default naive; coselect: measured, see docs/compiler.md)")
+                   help="block placement (default: coselect for row-aligned, naive otherwise)")
     p.add_argument("--seed", type=int, default=0, help="clustering seed (default 0)")
     p.add_argument("--window", type=int, default=None,
                    help="prefill clustering window in tokens (default: mode's)")

@@ -83,7 +83,7 @@ class CompileOptions:
                         "sinks": 0}
         elif m == "row-aligned":
             defaults = {"window": ROW_ALIGNED_WINDOW, "buffer": 64, "cluster_tokens": geo.tpgr,
-                        "iters": 10, "placement": "naive", "init": "kmeans++",
+                        "iters": 10, "placement": "coselect", "init": "kmeans++",
                         "key_norm": "unit", "sinks": geo.tpgr}
         elif m == "global":
             defaults = {"window": None, "buffer": 128, "cluster_tokens": 32, "iters": 15,

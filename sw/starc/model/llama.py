@@ -27,10 +27,16 @@ Attention is pluggable. An attention callable has the signature::
 :func:`dense_causal_attention` is the default. Layers in :data:`DENSE_LAYERS` (0 and 1) are the ones
 sparse policies keep dense; :func:`keep_dense_layers` wraps a policy so that they are.
 
-Speed. Q/K/V and gate/up projections are fused into one matrix product each, attention runs as
-batched matrix products over the KV heads with the 3 query heads of a group stacked as rows, and a
-long prompt is processed in chunks of ``prefill_chunk`` tokens so intermediate arrays stay in
-cache. A 2K-token prefill takes a few seconds on 2 cores (see ``bench/bench_prefill.py``).
+The model calls ``attention`` once per layer, in layer order, from the thread that called
+:meth:`LlamaModel.forward`. ``k``/``v`` are views of cache storage: copy them to keep them past
+the call.
+
+Speed. Q/K/V and gate/up projections are fused into one matrix product each; the dense attention
+works on (KV head, query block) tiles, with the 3 query heads of a group stacked as rows and only
+the keys a block can see; a long prompt is processed in chunks of ``prefill_chunk`` tokens. Row
+blocks and attention tiles run on a small thread pool with single-threaded BLAS (see
+:class:`_Parallel` for why). A 2K-token prefill takes about 7 s on 2 idle cores
+(``bench/bench_prefill.py``).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from .tokenizer import SmolTokenizer, chat_prompt
 
-__all__ = ["FILLER", "PasskeyPrompt", "STANDARD_LENGTHS", "find_passkey", "passkey_prompt"]
+__all__ = ["FILLER", "STANDARD_LENGTHS", "PasskeyPrompt", "find_passkey", "judge_answer",
+           "passkey_prompt"]
 
 STANDARD_LENGTHS = (1024, 2048, 4096, 8192)
 
@@ -101,6 +102,22 @@ class PasskeyPrompt:
     def retrieved(self, answer: str) -> bool:
         """True if the first number in ``answer`` is the pass key."""
         return find_passkey(answer) == self.passkey
+
+    def judge(self, answer: str) -> bool | None:
+        """Like :meth:`retrieved`, but ``None`` when ``answer`` is too short to tell (it is
+        empty, or ends inside a number that is still a prefix of the key)."""
+        return judge_answer(answer, self.passkey)
+
+
+def judge_answer(answer: str, passkey: str) -> bool | None:
+    """Whether ``answer`` gives ``passkey`` first; ``None`` if it is cut off too early to tell."""
+    m = re.search(r"\d+", answer)
+    if m is None:
+        return None if not answer.strip() else False
+    digits = m.group(0)
+    if m.end() == len(answer) and passkey.startswith(digits) and len(digits) < len(passkey):
+        return None
+    return digits == passkey
 
 
 def find_passkey(answer: str) -> str | None:
