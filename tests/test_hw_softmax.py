@@ -228,7 +228,7 @@ def test_parameter_messages() -> None:
     with pytest.raises(ValueError, match=rf"^pu.sfm_latency must be at least {MIN_LATENCY} for "
                                          r"this softmax unit \(pipeline fill, reciprocal and "
                                          r"read-out\), not 16$"):
-        SoftmaxUnit(cfg=config.load(), entries=64, beats=8)
+        SoftmaxUnit(cfg=config.load(overrides={"pu.sfm_latency": 16}), entries=64, beats=8)
     with pytest.raises(ValueError, match=r"^pu.sfm_passes must be 3 \(max; exp and sum; "
                                          r"normalise\) for this softmax unit, not 2$"):
         SoftmaxUnit(cfg=cfg.replace(pu=dataclasses.replace(cfg.pu, sfm_passes=2)), entries=64,

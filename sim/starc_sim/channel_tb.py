@@ -109,6 +109,7 @@ class ChannelTB:
         self.tc = tc
         self.cfg = tc.cfg
         self.seed = seed
+        self.label = f"run seed {os.environ.get('COCOTB_RANDOM_SEED')}, test seed {seed}"
         self.column_bits = self.cfg.org.column_bytes * 8
         self.cmd = StreamSource(dut, "cmd", dut.clk, idle=idle, rng=random.Random(seed))
         self.wdata = StreamSource(dut, "wdata", dut.clk, idle=idle,
@@ -143,7 +144,7 @@ class ChannelTB:
         cfg, tc = self.cfg, self.tc
         expected, sched = expected_issues(prog, cfg, refresh=tc.refresh)
         total = sched.total_cycles
-        self.sb = IssueScoreboard(expected, seed=self.seed, perturb=_perturb())
+        self.sb = IssueScoreboard(expected, seed=self.label, perturb=_perturb())
         rng = random.Random(self.seed + 3)
         n_beats = int(np.isin(prog["op"], [int(Op.WR), int(Op.WRGB)]).sum())
         wdata = [rng.getrandbits(self.column_bits) for _ in range(n_beats)]
@@ -155,12 +156,12 @@ class ChannelTB:
             await with_timeout(self._done.wait(), timeout_us, "us")
         except TimeoutError:
             self.sb.check()
-            raise AssertionError(f"timeout after {timeout_us} us (seed {self.seed})") from None
+            raise AssertionError(f"timeout after {timeout_us} us ({self.label})") from None
         await with_timeout(ClockCycles(self.dut.clk, 3), 1, "us")
         await ReadOnly()
         self.sb.check()
         dut = self.dut
-        where = f"(seed {self.seed})"
+        where = f"({self.label})"
         assert dut.fault.value.to_unsigned() == 0, f"controller fault {dut.fault.value} {where}"
         complete = dut.complete.value.to_unsigned()
         assert complete == total, f"complete {complete} != golden total {total} {where}"
@@ -196,8 +197,9 @@ async def run_program(dut: Any, prog: np.ndarray, *, idle: float = 0.0,
                       ) -> list[Issued]:
     """Reset, then run ``prog`` on the DUT with full checking. Logs the seed first."""
     seed = int(cocotb.RANDOM_SEED)
-    dut._log.info("seed %d, %d commands, idle %.2f, backpressure %.2f", seed, len(prog), idle,
-                  backpressure)
+    dut._log.info("run seed %s (STARC_SEED / COCOTB_RANDOM_SEED), test seed %d, %d commands, "
+                  "idle %.2f, backpressure %.2f", os.environ.get("COCOTB_RANDOM_SEED"), seed,
+                  len(prog), idle, backpressure)
     await reset(dut)
     tb = ChannelTB(dut, tb_config(), idle=idle, backpressure=backpressure, seed=seed)
     return await tb.run(prog, expect_flags=expect_flags)

@@ -163,9 +163,13 @@ class RtlModel:
                               test_filter=test_filter, seed=seed, extra_env=env, waves=waves,
                               test_dir=test_dir, results_xml=str(results_file),
                               build_dir=self.build_dir)
-        except SystemExit as e:
-            raise RtlTestFailure(self._message(test_module, testcase, test_dir,
-                                               f"simulator exit status {e.code}")) from None
+        except SystemExit as e:  # cocotb's runner exits on failures when run under pytest
+            try:
+                num, failed = get_results(results_file)
+                what = f"{failed} of {num} cocotb tests failed"
+            except RuntimeError:
+                what = f"simulator died (exit status {e.code}) without results"
+            raise RtlTestFailure(self._message(test_module, testcase, test_dir, what)) from None
         num, failed = get_results(results_file)
         if failed or not num:
             raise RtlTestFailure(self._message(test_module, testcase, test_dir,

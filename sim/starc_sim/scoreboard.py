@@ -72,7 +72,7 @@ class IssueScoreboard:
     """
 
     expected: list[Issued]
-    seed: int | None = None
+    seed: int | str | None = None
     perturb: int | None = None
     observed: list[Issued] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)

@@ -203,5 +203,7 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
             "counting": "per query head: one program per (step, layer, query head); GQA union: "
                         "rows holding a token selected by any query head of the KV head",
             "cost_scope": "one layer, one query head, one channel (the KV head's)"}
-    stats = {mode: ck.stats for mode, ck in compiled.items()}
+    stats = {mode: {**ck.stats, "options": {k: v for k, v in ck.options.items()
+                                            if k != "threads"}}
+             for mode, ck in compiled.items()}
     return EvalResult(rows=rows, meta=meta, compile_stats=stats)
