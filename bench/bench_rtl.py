@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         d = 128 if cfg.org.banks_per_group >= 4 else 64
         prog = dense_program(cfg, cfg.tokens_per_group_row(d) * cfg.org.groups_per_channel * 4, d)
-    depth = 1 << max(len(prog) - 1, 1).bit_length()
+    depth = max(4096, 1 << max(len(prog) - 1, 1).bit_length())  # one build for both programs
     rows = 1
 
     t = time.perf_counter()

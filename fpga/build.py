@@ -20,7 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fpga.top import BASE_PRESET, CYCLE_WIDTH, DEFAULT_BAUD, SIZES, ULX3STop, board_size
+from fpga.top import (
+    BASE_PRESET,
+    CYCLE_WIDTH,
+    DEFAULT_BAUD,
+    DEFAULT_CLOCK_HZ,
+    SIZES,
+    ULX3STop,
+    board_size,
+)
 
 __all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "format_table",
            "synthesize", "tool_env"]
@@ -71,6 +79,7 @@ class BuildResult:
     description: str
     build_dir: str
     pnr: bool
+    clock_mhz: float
     baud: int
     divisor: int
     #: per column of :data:`CELLS`: used, available (available only after place and route)
@@ -154,13 +163,15 @@ def synthesize(top: Any, out: Path, *, synth_opts: str = "") -> tuple[dict[str, 
     return _synth_cells(out / "top.stat.json"), seconds
 
 
-def build(size: str, *, pnr: bool = True, baud: int = DEFAULT_BAUD, router: str | None = None,
-          seed: int | None = None, root: Path | None = None,
-          log: Any = None) -> BuildResult:
+def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
+          baud: int = DEFAULT_BAUD, router: str | None = None, seed: int | None = None,
+          root: Path | None = None, log: Any = None) -> BuildResult:
     """Build ``size`` (a key of :data:`fpga.top.SIZES`) into ``build/fpga/<size>/``.
 
     ``pnr=False`` stops after synthesis (Yosys resource counts, no Fmax). ``router`` is passed
-    to nextpnr (``router1`` or ``router2``; router2 routes large designs much faster).
+    to nextpnr (``router1`` or ``router2``; router2 routes large designs much faster). nextpnr
+    runs with ``--timing-allow-fail`` so that the report (and the achieved Fmax) always exists;
+    :attr:`BuildResult.timing_met` says whether the bitstream meets ``clock_hz``.
     """
     bs = board_size(size)
     if router not in (None, "router1", "router2"):
@@ -168,18 +179,19 @@ def build(size: str, *, pnr: bool = True, baud: int = DEFAULT_BAUD, router: str 
     env = tool_env()
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
     out = build_dir_for(size, root)
-    top = ULX3STop(size=bs, baud=baud)
-    nextpnr_opts = ["--report", "top.report.json"]
+    top = ULX3STop(size=bs, clock_hz=clock_hz, baud=baud)
+    nextpnr_opts = ["--report", "top.report.json", "--timing-allow-fail"]
     if router:
         nextpnr_opts += ["--router", router]
     if seed is not None:
         nextpnr_opts += ["--seed", str(seed)]
     res = BuildResult(size=size, description=bs.describe(), build_dir=str(out), pnr=pnr,
-                      baud=baud, divisor=top.divisor, router=router)
+                      clock_mhz=clock_hz / 1e6, baud=baud, divisor=top.divisor, router=router)
     t0 = time.perf_counter()
     commands = _plan(top, out, nextpnr_opts, "")
     (out / "size.json").write_text(json.dumps({"size": asdict(bs), "preset": BASE_PRESET,
-                                               "cycle_width": CYCLE_WIDTH, "baud": baud},
+                                               "cycle_width": CYCLE_WIDTH, "baud": baud,
+                                               "clock_hz": clock_hz},
                                               indent=1))
     res.seconds["elaborate"] = time.perf_counter() - t0
     stages = [("synth", commands[0]), ("pnr", commands[1]), ("pack", commands[2])]
@@ -215,9 +227,9 @@ def _read_report(path: Path, res: BuildResult) -> None:
 
 def format_table(results: list[BuildResult]) -> str:
     """A Markdown table: one row per build."""
-    head = ("| size | banks x lanes | LUT | FF | DSP | BRAM | Fmax MHz (25 MHz constraint) "
+    head = ("| size | banks x lanes | LUT | FF | DSP | BRAM | Fmax MHz | clock MHz, met "
             "| synth s | P&R s |")
-    rows = [head, "|" + "---|" * 9]
+    rows = [head, "|" + "---|" * 10]
     for r in results:
         bs = SIZES[r.size]
 
@@ -226,9 +238,10 @@ def format_table(results: list[BuildResult]) -> str:
             a = u.get("available")
             return f"{u.get('used', '-')}" + (f" / {a}" if a else "")
 
-        fmax = f"{r.fmax:.1f}" if r.fmax is not None else "-"
+        fmax = f"{r.fmax:.2f}" if r.fmax is not None else "-"
+        met = {True: "yes", False: "no", None: "-"}[r.timing_met]
         rows.append(f"| {r.size} | {bs.banks} x {bs.lanes} | {cell('LUT')} | {cell('FF')} | "
-                    f"{cell('DSP')} | {cell('BRAM')} | {fmax} | "
+                    f"{cell('DSP')} | {cell('BRAM')} | {fmax} | {r.clock_mhz:g}, {met} | "
                     f"{r.seconds.get('synth', 0):.0f} | "
                     f"{r.seconds.get('pnr', 0) + r.seconds.get('pack', 0):.0f} |")
     return "\n".join(rows)

@@ -1,8 +1,9 @@
 """``starc fpga build``: build the ULX3S board top with the open toolchain, print its resources.
 
 :func:`register` adds the ``fpga`` command group to the ``starc`` argparse entry point (the same
-contract as ``starc.model.cli.register``). The handler returns an exit code: 0 on success, 2 on a
-bad argument or a missing or failing tool (one line on stderr, no traceback).
+contract as ``starc.model.cli.register``). The handler returns an exit code: 0 on success, 1 when
+the design does not meet the requested clock, 2 on a bad argument or a missing or failing tool
+(one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fpga build`` to the ``starc`` sub-command parser."""
-    from fpga.top import DEFAULT_BAUD, SIZES
+    from fpga.top import DEFAULT_BAUD, DEFAULT_CLOCK_HZ, SIZES
 
     grp = _group(subparsers, "fpga", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)")
     sizes = ", ".join(f"{k}: {v.describe()}" for k, v in SIZES.items())
@@ -44,8 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="channel size preset (default small)")
     p.add_argument("--no-pnr", action="store_true",
                    help="synthesis only: Yosys resource counts, no place and route, no Fmax")
+    p.add_argument("--clock-mhz", type=float, default=DEFAULT_CLOCK_HZ / 1e6,
+                   help=f"system clock made by the PLL from the 25 MHz oscillator (default "
+                        f"{DEFAULT_CLOCK_HZ / 1e6:g}; 25 uses the oscillator directly)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
-                   help=f"UART baud rate at the 25 MHz board clock (default {DEFAULT_BAUD})")
+                   help=f"UART baud rate (default {DEFAULT_BAUD}; clock / baud must be an "
+                        f"integer within 2 %%)")
     p.add_argument("--router", choices=["router1", "router2"], default=None,
                    help="nextpnr router (router2 is much faster on large designs)")
     p.add_argument("--seed", type=int, default=None, help="nextpnr placement seed")
@@ -61,21 +66,26 @@ def cmd_fpga_build(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr)
 
     try:
-        res = build(args.size, pnr=not args.no_pnr, baud=args.baud, router=args.router,
-                    seed=args.seed, log=log)
+        res = build(args.size, pnr=not args.no_pnr, clock_hz=args.clock_mhz * 1e6,
+                    baud=args.baud, router=args.router, seed=args.seed, log=log)
     except (ToolchainError, ValueError) as e:
         print(f"starc: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(res.as_dict(), indent=2))
-        return 0
-    print(_text(res))
+    else:
+        print(_text(res))
+    if res.timing_met is False:
+        print(f"starc: error: timing not met: Fmax {res.fmax:.2f} MHz is below the "
+              f"{res.clock_mhz:g} MHz clock; rebuild with a lower --clock-mhz", file=sys.stderr)
+        return 1
     return 0
 
 
 def _text(res: Any) -> str:
     lines = [f"ULX3S LFE5U-85F, size {res.size}: {res.description}",
-             f"UART {res.baud} baud (divisor {res.divisor}), build folder {res.build_dir}"]
+             f"clock {res.clock_mhz:g} MHz, UART {res.baud} baud (divisor {res.divisor}), "
+             f"build folder {res.build_dir}"]
     stage = "after place and route" if res.pnr else "after synthesis (Yosys cells)"
     lines.append(f"resources {stage}:")
     for k in ("LUT", "FF", "DSP", "BRAM"):

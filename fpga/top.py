@@ -6,10 +6,10 @@
     uart tx pin <─ UARTTx <─ HostLink <─issue/rdata/status─┘
 
 :class:`ChannelSystem` is everything but the pins and the clock; it is what the co-simulation
-runs (``tests/test_fpga_cosim.py``). :class:`ULX3STop` puts it on the ULX3S (25 MHz clock, the
-FTDI UART, eight LEDs). The size presets (:data:`SIZES`) scale the default preset's organisation
-and column width down to what one LFE5U-85F holds; DRAM timing stays the preset's (one FPGA clock
-is one emulated DRAM cycle).
+runs (``tests/test_fpga_cosim.py``). :class:`ULX3STop` puts it on the ULX3S (a PLL clock from the
+25 MHz oscillator, the FTDI UART, eight LEDs). The size presets (:data:`SIZES`) scale the default
+preset's organisation and column width down to what one LFE5U-85F holds; DRAM timing stays the
+preset's (one FPGA clock is one emulated DRAM cycle).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from amaranth.hdl import Cat, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Instance, Module, ResetInserter, Signal
 from amaranth.lib import io, wiring
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 from starc import config
 from starc.config import Config
@@ -27,16 +28,23 @@ from starc_hw.channel import Channel
 from starc_hw.hostlink import HostLink
 from starc_hw.uart import UARTRx, UARTTx, divisor_for
 
-__all__ = ["BOARD_CLOCK_HZ", "SIZES", "BoardSize", "ChannelSystem", "ULX3STop", "board_config"]
+__all__ = ["BOARD_CLOCK_HZ", "DEFAULT_BAUD", "DEFAULT_CLOCK_HZ", "SIZES", "BoardSize",
+           "ChannelSystem", "ULX3STop", "board_config", "board_size", "pll_params"]
 
 #: ULX3S oscillator (amaranth_boards.ulx3s: clk25).
 BOARD_CLOCK_HZ = 25_000_000
-#: Default baud rate on the board: 25 MHz / 25; the FT231X on the ULX3S runs up to 3 Mbaud.
-DEFAULT_BAUD = 1_000_000
+#: System clock on the board: 25 MHz / 4 from the PLL, below the measured Fmax of every size
+#: (docs/fpga.md); the channel's controller decides a command's issue in one cycle.
+DEFAULT_CLOCK_HZ = 6_250_000
+#: Default baud rate: 6.25 MHz / 25, exact, and exact for the FT231X on the ULX3S (3 MHz / 12).
+DEFAULT_BAUD = 250_000
 #: Cycle counter width on the FPGA: 2^30 emulated DRAM cycles before a RESET is needed.
 CYCLE_WIDTH = 32
 #: Base preset whose timing (and everything not overridden) the board channel uses.
 BASE_PRESET = "attacc-hbm3-5.2"
+#: Commands that take one beat of the channel's write-data stream (starc_hw.channel.Channel:
+#: "one beat per WR and per WRGB command"); tests/test_fpga_link.py checks the contract.
+WDATA_OPS = (Op.WR, Op.WRGB)
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,7 @@ class ChannelSystem(wiring.Component):
         self._tx = UARTTx(divisor=divisor)
         self._link = HostLink(cfg=self._cfg, rows=size.rows, cycle_width=CYCLE_WIDTH,
                               table_depth=table_depth, rx_depth=rx_depth,
-                              wdata_ops=(Op.WR,), divisor=divisor)
+                              wdata_ops=WDATA_OPS, divisor=divisor)
         self._channel = Channel(cfg=self._cfg, rows=size.rows, refresh=True,
                                 cycle_width=CYCLE_WIDTH)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(8)})
@@ -175,7 +183,7 @@ class ChannelSystem(wiring.Component):
         m.d.sync += heartbeat.eq(heartbeat + 1)
 
         def stretch(event: Any) -> Signal:
-            """Keep an LED on for 2^16 cycles (2.6 ms at 25 MHz) after an event."""
+            """Keep an LED on for 2^16 cycles (10 ms at 6.25 MHz) after an event."""
             count = Signal(16)
             with m.If(event):
                 m.d.sync += count.eq(0xFFFF)
@@ -191,29 +199,94 @@ class ChannelSystem(wiring.Component):
         return m
 
 
+#: ECP5 PLL (EHXPLLL) limits: phase-detector and VCO frequency ranges (Lattice FPGA-TN-02200).
+PFD_RANGE_HZ = (3.125e6, 400e6)
+VCO_RANGE_HZ = (400e6, 800e6)
+
+
+def pll_params(fin_hz: float, fout_hz: float, *, tolerance: float = 1e-3) -> dict[str, int]:
+    """EHXPLLL dividers for ``fout_hz`` from ``fin_hz`` with CLKOP fed back:
+    ``fout = fin / CLKI_DIV * CLKFB_DIV`` and ``VCO = fout * CLKOP_DIV``. Raises ValueError
+    (naming the nearest frequencies it can make) when none is within ``tolerance``."""
+    if not fout_hz > 0:
+        raise ValueError(f"Clock frequency must be positive, not {fout_hz!r}")
+    options: list[tuple[float, int, int, int]] = []
+    for clki in range(1, 129):
+        pfd = fin_hz / clki
+        if not PFD_RANGE_HZ[0] <= pfd <= PFD_RANGE_HZ[1]:
+            continue
+        for fb in range(1, 81):
+            f = pfd * fb
+            op = next((d for d in range(1, 129)
+                       if VCO_RANGE_HZ[0] <= f * d <= VCO_RANGE_HZ[1]), None)
+            if op is not None:
+                options.append((f, clki, fb, op))
+    f, clki, fb, op = min(options, key=lambda o: abs(o[0] - fout_hz))
+    if abs(f - fout_hz) > tolerance * fout_hz:
+        near = sorted({round(o[0] / 1e6, 4) for o in options}, key=lambda x: abs(x - fout_hz / 1e6))
+        raise ValueError(f"The PLL cannot make {fout_hz / 1e6:g} MHz from {fin_hz / 1e6:g} MHz; "
+                         f"nearest: {', '.join(f'{x:g}' for x in near[:4])} MHz")
+    return {"CLKI_DIV": clki, "CLKFB_DIV": fb, "CLKOP_DIV": op}
+
+
 class ULX3STop(wiring.Component):
-    """:class:`ChannelSystem` on the ULX3S: the 25 MHz clock, the FTDI UART, the eight LEDs.
+    """:class:`ChannelSystem` on the ULX3S: the 25 MHz oscillator through a PLL, the FTDI UART,
+    the eight LEDs.
 
     Parameters
     ----------
     size : BoardSize
+    clock_hz : float
+        The system clock, made by the ECP5 PLL from the 25 MHz oscillator (25 MHz: no PLL). The
+        channel's single-cycle command issue limits it (docs/fpga.md has the measured Fmax).
     baud : int
-        UART baud rate (the divisor is ``25 MHz / baud``, rounded; see :func:`divisor_for`).
+        UART baud rate (the divisor is ``clock_hz / baud``, rounded; see :func:`divisor_for`).
     """
 
-    def __init__(self, *, size: BoardSize, baud: int = DEFAULT_BAUD) -> None:
+    def __init__(self, *, size: BoardSize, clock_hz: float = DEFAULT_CLOCK_HZ,
+                 baud: int = DEFAULT_BAUD) -> None:
         if not isinstance(size, BoardSize):
             raise TypeError(f"Board size must be a BoardSize, not {size!r}")
         self._size = size
-        self._divisor = divisor_for(BOARD_CLOCK_HZ, baud)
+        self._pll = None if clock_hz == BOARD_CLOCK_HZ else pll_params(BOARD_CLOCK_HZ, clock_hz)
+        self._clock_hz = clock_hz
+        self._divisor = divisor_for(clock_hz, baud)
         super().__init__({})
 
     @property
     def divisor(self) -> int:
         return self._divisor
 
+    @property
+    def clock_hz(self) -> float:
+        return self._clock_hz
+
     def elaborate(self, platform: Any) -> Module:
         m = Module()
+        if self._pll is not None:
+            m.domains.sync = ClockDomain("sync")
+            osc = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+            m.submodules.osc_buffer = osc
+            clk = Signal()
+            locked = Signal()
+            p = self._pll
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=f"{BOARD_CLOCK_HZ / 1e6:g}",
+                a_FREQUENCY_PIN_CLKOP=f"{self._clock_hz / 1e6:g}",
+                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+                a_MFG_GMCREF_SEL="2",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+                p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"],
+                p_CLKOP_CPHASE=(p["CLKOP_DIV"] - 1) // 2, p_CLKOP_FPHASE=0,
+                p_FEEDBK_PATH="CLKOP",
+                i_CLKI=osc.i, i_CLKFB=clk, o_CLKOP=clk, o_LOCK=locked, i_RST=0, i_STDBY=0,
+                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+                i_PLLWAKESYNC=0, i_ENCLKOP=0)
+            m.d.comb += ClockSignal("sync").eq(clk)
+            m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+            platform.add_clock_constraint(clk, self._clock_hz)
         m.submodules.system = system = ChannelSystem(size=self._size, divisor=self._divisor)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx_buffer = rx = io.Buffer("i", uart.rx)

@@ -25,7 +25,7 @@ from starc_hw.hostlink import (
 from starc_hw.uart import UARTRx, UARTTx, divisor_for
 
 from fpga.driver import HostDriver, load_program
-from fpga.top import SIZES, BoardSize, ULX3STop, board_config, board_size
+from fpga.top import SIZES, BoardSize, ULX3STop, board_config, board_size, pll_params
 
 CFG = board_config(SIZES["small"])
 FMT = LinkFormat(column_bytes=CFG.org.column_bytes, cycle_width=32)
@@ -330,15 +330,91 @@ def test_driver_needs_a_transport() -> None:
 
 
 def test_ulx3s_build_plan(tmp_path: Any) -> None:
-    """The board top elaborates for the ULX3S (no deprecated platform use) and constrains the
-    UART pins and the 25 MHz clock."""
+    """The board top elaborates for the ULX3S (no deprecated platform use): PLL, UART pins, the
+    oscillator's and the system clock's constraints."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-    top = ULX3STop(size=SIZES["small"], baud=3_125_000)
-    assert top.divisor == 8
+    top = ULX3STop(size=SIZES["small"])
+    assert top.divisor == 25 and top.clock_hz == 6.25e6
     plan = ULX3S_85F_Platform().build(top, name="top", do_build=False)
     plan.extract(tmp_path)
     lpf = (tmp_path / "top.lpf").read_text()
     for pin in ("M1", "L4", "G2", "B2"):     # uart rx, uart tx, clk25, led 0
         assert f'SITE "{pin}"' in lpf, pin
-    assert "FREQUENCY PORT" in lpf and "25000000" in lpf
+    assert 'FREQUENCY PORT "clk25_0__io" 25000000' in lpf
+    assert "6250000.0 HZ" in lpf
+    assert "EHXPLLL" in (tmp_path / "top.il").read_text()
+
+
+def test_pll_params() -> None:
+    assert pll_params(25e6, 6.25e6) == {"CLKI_DIV": 4, "CLKFB_DIV": 1, "CLKOP_DIV": 64}
+    assert pll_params(25e6, 10e6) == {"CLKI_DIV": 5, "CLKFB_DIV": 2, "CLKOP_DIV": 40}
+    with pytest.raises(ValueError, match="The PLL cannot make 8 MHz from 25 MHz; nearest: "
+                                         "8.3333, 7.1429, 9.375, 6.25 MHz"):
+        pll_params(25e6, 8e6)
+    with pytest.raises(ValueError, match="Baud rate 1e\\+06 is 4.2% off with a divisor of 6 "
+                                         "at 6.25e\\+06 Hz"):
+        ULX3STop(size=SIZES["small"], baud=1_000_000)
+
+
+def test_wdata_ops_match_the_channel() -> None:
+    """The link hands one side-table entry to the channel for exactly the commands the channel
+    waits for write data on (fpga.top.WDATA_OPS): a WR / WRGB does not issue without its beat."""
+    from starc_hw.channel import Channel
+
+    from fpga.top import WDATA_OPS
+
+    def issued(prog: list[tuple[int, ...]], beats: int) -> list[int]:
+        dut = Channel(cfg=CFG, rows=8, cycle_width=32)
+        ops: list[int] = []
+
+        async def tb(ctx: Any) -> None:
+            ctx.set(dut.issue.ready, 1)
+            ctx.set(dut.wdata.valid, beats > 0)
+            sent = taken = 0
+            for _ in range(200):
+                if sent < len(prog):
+                    ctx.set(dut.cmd.valid, 1)
+                    ctx.set(dut.cmd.payload.as_value(), encode(prog[sent]))
+                else:
+                    ctx.set(dut.cmd.valid, 0)
+                _, _, cr, iv, ip, wr = await ctx.tick().sample(
+                    dut.cmd.ready, dut.issue.valid, dut.issue.payload.cmd.op, dut.wdata.ready)
+                sent += bool(cr and sent < len(prog))
+                if iv:
+                    ops.append(ip)
+                if wr:
+                    taken += 1
+                    ctx.set(dut.wdata.valid, taken < beats)
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(tb)
+        sim.run()
+        return ops
+
+    prog = [(Op.WRGB, 0, 0, 1, 0, 0), (Op.ACTAB, 0, 0, 0, 1), (Op.WR, 1, 0, 3, 0, 0),
+            (Op.PREA,)]
+    assert set(WDATA_OPS) == {Op.WR, Op.WRGB}
+    assert issued(prog, 0) == []                          # WRGB waits for its beat
+    assert issued(prog[1:], 0) == [Op.ACTAB]              # ... and so does WR
+    assert issued(prog, 2) == [Op.WRGB, Op.ACTAB, Op.WR, Op.PREA]
+
+
+def test_cli_registers_fpga_build(capsys: Any) -> None:
+    import argparse
+
+    from fpga.cli import cmd_fpga_build, register
+
+    parser = argparse.ArgumentParser(prog="starc")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(["fpga", "build", "--size", "medium", "--no-pnr", "--json",
+                              "--router", "router2", "--clock-mhz", "10"])
+    assert args.func is cmd_fpga_build
+    assert (args.size, args.no_pnr, args.json, args.router, args.clock_mhz) == \
+        ("medium", True, True, "router2", 10.0)
+    # an impossible baud rate is a one-line error before any tool runs
+    args = parser.parse_args(["fpga", "build", "--baud", "1000000"])
+    assert cmd_fpga_build(args) == 2
+    assert "starc: error: Baud rate 1e+06 is 4.2% off" in capsys.readouterr().err

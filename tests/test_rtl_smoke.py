@@ -29,3 +29,14 @@ def test_rebuild_is_a_noop(smoke_model: RtlModel) -> None:
 def test_width_is_validated() -> None:
     with pytest.raises(TypeError, match="Width must be a positive integer, not 0"):
         StreamAdder(width=0)
+
+
+def test_waves_are_dumped() -> None:
+    """A waves build writes dump.vcd into each run's folder, readable with vcdvcd."""
+    from vcdvcd import VCDVCD
+
+    model = build_design("smoke", lambda: StreamAdder(width=8), params={"width": 8}, waves=True)
+    results = model.run("starc_sim.tb_smoke", testcase="sums", seed=2,
+                        extra_env={"STARC_SMOKE_WIDTH": "8"})
+    vcd = VCDVCD(str(results.parent / "dump.vcd"))
+    assert any(name.endswith("count[31:0]") for name in vcd.signals)

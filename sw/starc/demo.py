@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     _status(f"compiling and evaluating {len(DEFAULT_POLICIES)} policies at B = {args.budget} "
             f"over {meta.n_layers - 2} sparse layers x {meta.n_kv_heads} KV heads x "
             f"{meta.decode_steps} steps ...")
-    res = evaluate(cache, cfg, EvalOptions(budgets=(args.budget,), cost_programs=24),
+    res = evaluate(cache, cfg, EvalOptions(budgets=(args.budget,), cost_programs=24, fill="auto"),
                    progress=lambda m: None)
     rows = res.rows
 
