@@ -66,7 +66,7 @@ def extract_demo_kv(context: int, steps: int, depth: float, seed: int) -> tuple[
     from starc.model.prompts import passkey_prompt
 
     model = load_model()
-    prompt = passkey_prompt(model.tokenizer, context, depth=depth, seed=seed, chat=True)
+    prompt = passkey_prompt(model.tokenizer, context, depth=depth, seed=seed)
     key = hashlib.sha256(json.dumps({"ids": list(prompt.token_ids), "steps": steps,
                                      "model": file_key(find_gguf())}).encode()).hexdigest()[:16]
     path = _cache_dir() / "demo" / f"kv-{key}.npz"
