@@ -186,3 +186,17 @@ def test_dense_schedule_breakdown_sums_to_total():
     assert sum(s.breakdown.values()) == s.total_cycles
     floor = 2 * 4096 * 128 * 2 / (64 * 32 / T.tCCD_AB)
     assert s.total_cycles >= floor / CFG.streaming_ceiling()  # nothing beats the physical floor
+
+
+def test_explicit_refresh_blocks_activation_for_trfc():
+    t = sched([(Op.REF,), (Op.ACTAB,)])
+    assert t[1] - t[0] == T.tRFC
+
+
+def test_column_spacing_from_host_access_to_mac():
+    t = sched([(Op.ACTBG, 0, 0, 0, 0), (Op.RD, 0, 0, 1), (Op.MACBG, 0, 0, 0)])
+    assert t[2] - t[1] == T.tCCD_L
+    # the checker names the constraint when the MAC comes too early
+    with pytest.raises(check.TimingViolation, match=r"RD/WR -> MAC"):
+        check.check(make_program([(Op.ACTBG, 0, 0, 0, 0), (Op.RD, 0, 0, 1),
+                                  (Op.MACBG, 0, 0, 0)]), np.array([0, 19, 20]), CFG)

@@ -212,15 +212,16 @@ class Controller(wiring.Component):
         e = {}
         # column (MAC) commands
         e[Op.MACAB] = vmax(t0, act_allmax + tRCD, macab_t + tCCD_AB, macbg_any + tCCD_AB,
+                            vmax(*rd_grp, *wrc_grp) + tCCD_L,
                             Mux(value, mvgb_done_all[buf], wrgb_done))
         e[Op.MACBG] = vmax(t0, act_g + tRCD, macab_t + tCCD_AB, macbg_any + tCCD_S,
-                            macbg_grp[g] + tCCD_L,
+                            macbg_grp[g] + tCCD_L, vmax(rd_grp[g], wrc_grp[g]) + tCCD_L,
                             Mux(value, mvgb_done[Cat(buf, g)], wrgb_done))
         # activations
-        e_actab = vmax(t0, row_bus, ref_block, pre_allmax + tRP, act_allmax + tRC,
-                        vmax(*rank_act) + tRRD_L, vmax(*faw_oldest) + tFAW)
-        act_rank = vmax(t0, row_bus, ref_block, rank_act[r] + tRRD_S, faw_oldest[r] + tFAW,
-                         act_g + tRRD_L)
+        e_actab = vmax(t0, row_bus, ref_block, last_ref + tRFC, pre_allmax + tRP,
+                       act_allmax + tRC, vmax(*rank_act) + tRRD_L, vmax(*faw_oldest) + tFAW)
+        act_rank = vmax(t0, row_bus, ref_block, last_ref + tRFC, rank_act[r] + tRRD_S,
+                        faw_oldest[r] + tFAW, act_g + tRRD_L)
         e[Op.ACTAB] = e_actab
         e[Op.ACTBG] = vmax(act_rank, vmax(pre_all, pre_grpmax[g]) + tRP, act_g + tRC)
         e[Op.ACTPB] = vmax(act_rank, vmax(pre_all, pre_grp[g], pre_bank[bi]) + tRP,

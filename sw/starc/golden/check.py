@@ -165,8 +165,15 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
     last_ab = -1
     last_bg = -1
     last_bg_g: dict[int, int] = {}
+    last_rw_g: dict[int, int] = {}
     for i in range(n):
         op = ops[i]
+        if op in (Op.RD, Op.WR):
+            last_rw_g[int(prog["group"][i])] = i
+        if op in (Op.MACAB, Op.MACBG):
+            for g in ex["groups"][i].tolist():
+                if g in last_rw_g:
+                    need(i, last_rw_g[g], tm.tCCD_L, "tCCD_L (RD/WR -> MAC, same group)")
         if op == Op.MACAB:
             if last_ab >= 0:
                 need(i, last_ab, tm.tCCD_AB, "tCCD_AB (MACAB -> MACAB)")

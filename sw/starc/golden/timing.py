@@ -126,6 +126,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
     rd_rank = [NEG] * R
     wrc_grp = [NEG] * G
     wrc_rank = [NEG] * R
+    rw_any = NEG
     # dependencies
     wrgb_done = NEG
     mvgb_done = [[NEG, NEG] for _ in range(G)]
@@ -175,6 +176,9 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             a = macbg_any + tCCD_AB
             if a > t:
                 t = a
+            a = rw_any + tCCD_L  # RD/WR -> MAC (column spacing, every group touched)
+            if a > t:
+                t = a
             arg = args[i]
             if arg & VALUE:
                 s = 1 if arg & BUF else 0
@@ -205,6 +209,9 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             if a > t:
                 t = a
             a = macbg_grp[g] + tCCD_L
+            if a > t:
+                t = a
+            a = max(rd_grp[g], wrc_grp[g]) + tCCD_L  # RD/WR -> MAC, same group
             if a > t:
                 t = a
             arg = args[i]
@@ -256,6 +263,9 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
                 if a > base:
                     base = a
             a = last_row + ROWC
+            if a > base:
+                base = a
+            a = last_ref + tRFC  # REF -> ACT (inserted or explicit)
             if a > base:
                 base = a
             if base > t:
@@ -392,12 +402,12 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
                 if c > mvgb_done_all[s]:
                     mvgb_done_all[s] = c
             elif op == RD:
-                rd_grp[g] = rd_rank[r] = t
+                rd_grp[g] = rd_rank[r] = rw_any = t
                 col_bank[bi] = t
                 col_grpmax[g] = col_allmax = t
                 c = t + tm.CL + tBL
             else:
-                wrc_grp[g] = wrc_rank[r] = t
+                wrc_grp[g] = wrc_rank[r] = rw_any = t
                 wr_bank[bi] = wr_grpmax[g] = wr_allmax = t
                 c = t + tm.tCWL + tBL
             cat[key] += t - prev if prev >= 0 else t
