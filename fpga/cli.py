@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from fpga.top import DEFAULT_BAUD, DEFAULT_CLOCK_HZ, SIZES
 
     grp = _group(subparsers, "fpga", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)")
-    sizes = ", ".join(f"{k}: {v.describe()}" for k, v in SIZES.items())
+    sizes = "; ".join(f"{k}: {v.describe()}" + ("" if v.place else " (synthesis only)")
+                      for k, v in SIZES.items())
     p = grp.add_parser(
         "build", help="synthesise, place and route the ULX3S board top; print resources and Fmax",
         description="Build the ULX3S (LFE5U-85F) board top (scaled channel + UART host link) "

@@ -59,6 +59,8 @@ class BoardSize:
     banks_per_group: int
     columns: int
     rows: int
+    #: False: the design does not fit the LFE5U-85F; the bench synthesises it only.
+    place: bool = True
 
     @property
     def banks(self) -> int:
@@ -92,9 +94,13 @@ SIZES: dict[str, BoardSize] = {s.name: s for s in (
     # 16 banks: every pseudo-channel / SID / bank-group path of the real channel, half width.
     BoardSize("medium", lanes=8, pseudo_channels=2, sids=2, bank_groups=2, banks_per_group=2,
               columns=32, rows=16),
-    # The preset's full 64-bank channel organisation with 64-bit columns.
-    BoardSize("large", lanes=4, pseudo_channels=2, sids=2, bank_groups=4, banks_per_group=4,
+    # 32 banks: half the preset's channel (four banks per group as in the preset).
+    BoardSize("large", lanes=4, pseudo_channels=2, sids=2, bank_groups=2, banks_per_group=4,
               columns=32, rows=16),
+    # The preset's full 64-bank channel organisation, 64-bit columns: synthesis only (too large
+    # to place and route on the LFE5U-85F; docs/fpga.md has its synthesis numbers).
+    BoardSize("full", lanes=4, pseudo_channels=2, sids=2, bank_groups=4, banks_per_group=4,
+              columns=32, rows=16, place=False),
 )}
 
 

@@ -297,10 +297,16 @@ def test_board_sizes() -> None:
         assert cfg.org.banks_per_channel == size.banks
         assert cfg.pu.lanes == size.lanes and cfg.org.columns_per_row == 32, name
     with pytest.raises(ValueError, match="Unknown board size 'huge'; choose one of small, "
-                                         "medium, large"):
+                                         "medium, large, full"):
         board_size("huge")
     with pytest.raises(TypeError, match="Board size must be a BoardSize, not 'small'"):
         ULX3STop(size="small")  # type: ignore[arg-type]
+    assert [k for k, v in SIZES.items() if v.place] == ["small", "medium", "large"]
+    from fpga.build import build
+    with pytest.raises(ValueError, match="Size 'full' does not fit the LFE5U-85F: synthesis only "
+                                         "\\(--no-pnr\\); the placed sizes are small, medium, "
+                                         "large"):
+        build("full")
     assert isinstance(SIZES["small"], BoardSize)
 
 
