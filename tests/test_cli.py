@@ -36,3 +36,18 @@ def test_timing_dense_json(capsys):
 def test_help(args):
     r = subprocess.run([sys.executable, "-m", "starc.cli", *args], capture_output=True, text=True)
     assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_fpga_build_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["fpga", "build", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: starc fpga build") and "--no-pnr" in out and "large" in out
+
+
+def test_fpga_command_outside_the_checkout(tmp_path):
+    # `fpga` is an installed package (pyproject: packages.find), not only the checkout's folder.
+    r = subprocess.run([sys.executable, "-m", "starc.cli", "fpga", "build", "--help"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "usage: starc fpga build" in r.stdout, r.stderr

@@ -22,6 +22,7 @@ _MODULES = (
     "starc.compiler.cli",
     "starc.sweep.cli",
     "starc.demo",
+    "fpga.cli",
 )
 
 
