@@ -59,3 +59,56 @@ def test_dask_cluster_run_equals_local_run(tmp_path):
                                    scheduler=client, progress=False)
     assert [r["rows"] for r in remote] == [r["rows"] for r in local]
     assert len(local[0]["rows"]) == 4  # 2 policies x 2 budgets
+
+
+def _row(policy, context, cycles, nj, attacc_nj=None, model="m"):
+    return {"preset": "p", "model": model, "context": context, "policy": policy, "budget": 1024,
+            "cycles": cycles, "energy_nJ": nj, "attacc_energy_nJ": attacc_nj or nj}
+
+
+def test_reductions_are_per_point_and_pooled():
+    from starc.sweep.points import reductions, reductions_by_point, reductions_pooled
+    rows = [_row("dense", 2048, 1000, 100), _row("sparq", 2048, 500, 80),
+            _row("starc", 2048, 400, 40),
+            _row("dense", 4096, 3000, 300), _row("sparq", 4096, 1500, 160),
+            _row("starc", 4096, 600, 120)]
+    with pytest.raises(ValueError, match="several sweep points"):
+        reductions(rows)
+    per = reductions_by_point(rows)
+    assert [r["context"] for r in per] == [2048, 4096]
+    assert per[0]["starc_latency_vs_tokenwise"] == pytest.approx(0.2)
+    assert per[0]["starc_energy_vs_dense"] == pytest.approx(0.6)
+    assert per[1]["starc_latency_vs_dense"] == pytest.approx(0.8)
+    assert per[0]["starc_attacc_energy_vs_tokenwise"] == pytest.approx(0.5)
+    pooled = reductions_pooled(rows)
+    assert len(pooled) == 1 and pooled[0]["context"] == "sum 2048+4096"
+    assert pooled[0]["starc_latency_vs_tokenwise"] == pytest.approx(1 - 1000 / 2000)
+    assert pooled[0]["starc_energy_vs_dense"] == pytest.approx(1 - 160 / 400)
+    # one context per model: nothing pooled
+    assert reductions_pooled(rows[:3]) == []
+
+
+def test_plot_sweep_handles_several_points():
+    from starc.sweep.points import plot_sweep
+    rows = [_row(p, c, 100.0 * (i + 1), 10.0 * (i + 1)) for c in (2048, 4096)
+            for i, p in enumerate(("dense", "sparq", "starc", "starc-row"))]
+    figs = plot_sweep(rows)
+    assert "reductions_vs_papers.png" in figs and "breakdown.png" in figs
+
+
+def test_sweep_points_from_kv_files(tmp_path):
+    import argparse
+
+    from starc.kv import save_kv, synthetic_kv
+    from starc.sweep.cli import sweep_points
+    path = save_kv(synthetic_kv(n_layers=3, prefill_len=300, decode_steps=1, seed=1),
+                   tmp_path / "a.npz")
+    args = argparse.Namespace(presets=["attacc-hbm3-5.2"], kv=[path], seed=0, fill="auto",
+                              cost_programs=4, policies=["dense", "starc"], budgets=[128],
+                              models=["smollm2-135m"], contexts=[1], layers=4, steps=2)
+    (pt,) = sweep_points(args)
+    assert pt["context"] == 300 and pt["kv"] == str(path.resolve())
+    assert len(pt["kv_sha256"]) == 64 and pt["fill"] == "auto" and pt["cost_programs"] == 4
+    res = evaluate_point(pt)
+    assert {r["policy"] for r in res["rows"]} == {"dense", "starc"}
+    assert all(r["context"] == 300 for r in res["rows"])

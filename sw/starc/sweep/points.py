@@ -1,10 +1,12 @@
 """What one sweep point computes, and the plots of a sweep.
 
-A point fixes (preset, overrides, model shape, context length, seed, policies, budgets). Its
-evaluation builds the seeded synthetic cache of that shape (or reads a KV file given by path),
-compiles the layouts the policies need, and runs :func:`starc.planner.evaluate.evaluate`. Policies
-and budgets of one point share the compiled layouts, so they are evaluated together; the rows are
-expanded afterwards, one per (point, policy, budget).
+A point fixes (preset, overrides, model shape, context length, seed, policies, budgets, and
+optionally the planner's ``fill`` and ``cost_programs``). Its evaluation builds the seeded
+synthetic cache of that shape (or reads a KV file given by path; the point then also carries the
+file's SHA-256, so a rewritten file is never served from the cache), compiles the layouts the
+policies need, and runs :func:`starc.planner.evaluate.evaluate`. Policies and budgets of one point
+share the compiled layouts, so they are evaluated together; the rows are expanded afterwards, one
+per (point, policy, budget).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def evaluate_point(point: dict[str, Any]) -> dict[str, Any]:
                              prefill_len=int(point["context"]),
                              decode_steps=int(point.get("steps", 2)), seed=int(point["seed"]))
     opts = EvalOptions(policies=tuple(point["policies"]), budgets=tuple(point["budgets"]),
-                       cost_programs=int(point.get("cost_programs", 8)), seed=int(point["seed"]))
+                       cost_programs=int(point.get("cost_programs", 8)), seed=int(point["seed"]),
+                       fill=str(point.get("fill", "never")))
     res = evaluate(cache, cfg, opts)
     rows = []
     for r in res.rows:
@@ -53,8 +56,20 @@ def evaluate_point(point: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "meta": res.meta}
 
 
+def point_of(row: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(preset, model, context) of a row: the sweep point it belongs to (None where absent)."""
+    return (row.get("preset"), row.get("model"), row.get("context"))
+
+
 def reductions(rows: list[dict[str, Any]], budget: int = 1024) -> dict[str, float]:
-    """Latency and energy reductions of STARC variants against token-wise and dense at B."""
+    """Latency and energy reductions of STARC variants against token-wise (``sparq``) and dense
+    at B, for the rows of ONE point (use :func:`reductions_by_point` for a whole sweep).
+
+    ``energy`` uses the explicit per-activation energy (``energy_nJ``), ``attacc_energy`` the
+    AttAcc-compatible per-byte figure (``attacc_energy_nJ``), which is what the papers used."""
+    if len({point_of(r) for r in rows}) > 1:
+        raise ValueError("rows of several sweep points (preset, model, context); "
+                         "use reductions_by_point")
     by = {(r["policy"], r["budget"]): r for r in rows}
     out: dict[str, float] = {}
     for star in ("starc", "starc-row"):
@@ -67,6 +82,54 @@ def reductions(rows: list[dict[str, Any]], budget: int = 1024) -> dict[str, floa
                 continue
             out[f"{star}_latency_vs_{name}"] = 1 - s["cycles"] / b["cycles"]
             out[f"{star}_energy_vs_{name}"] = 1 - s["energy_nJ"] / b["energy_nJ"]
+            if s.get("attacc_energy_nJ") and b.get("attacc_energy_nJ"):
+                out[f"{star}_attacc_energy_vs_{name}"] = \
+                    1 - s["attacc_energy_nJ"] / b["attacc_energy_nJ"]
+    return out
+
+
+def reductions_by_point(rows: list[dict[str, Any]], budget: int = 1024
+                        ) -> list[dict[str, Any]]:
+    """:func:`reductions` of every (preset, model, context) point, in the rows' order."""
+    groups: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(point_of(r), []).append(r)
+    out = []
+    for (preset, model, context), rs in groups.items():
+        red = reductions(rs, budget)
+        if red:
+            out.append({"preset": preset, "model": model, "context": context, **red})
+    return out
+
+
+def reductions_pooled(rows: list[dict[str, Any]], budget: int = 1024
+                      ) -> list[dict[str, Any]]:
+    """Reductions per (preset, model) over all its context lengths together: each policy's
+    cycles and energies are summed over the contexts first. With evenly spaced contexts this is
+    the decode-averaged figure the STARC artifact reports (one run decoding from Lin to
+    Lin + Lout at a fixed B). Only (preset, model) pairs with more than one context appear."""
+    groups: dict[tuple[Any, Any], dict[tuple[str, int], dict[str, Any]]] = {}
+    contexts: dict[tuple[Any, Any], set[Any]] = {}
+    for r in rows:
+        if r["budget"] != budget:
+            continue
+        key = (r.get("preset"), r.get("model"))
+        contexts.setdefault(key, set()).add(r.get("context"))
+        acc = groups.setdefault(key, {}).setdefault(
+            (r["policy"], r["budget"]), {"policy": r["policy"], "budget": r["budget"]})
+        for k in ("cycles", "energy_nJ", "attacc_energy_nJ"):
+            if r.get(k) is not None:
+                acc[k] = acc.get(k, 0.0) + float(r[k])
+    out = []
+    for (preset, model), by in groups.items():
+        if len(contexts[(preset, model)]) < 2:
+            continue
+        red = reductions(list(by.values()), budget)
+        if red:
+            out.append({"preset": preset, "model": model,
+                        "context": "sum " + "+".join(str(c) for c in
+                                                     sorted(contexts[(preset, model)])),
+                        **red})
     return out
 
 
@@ -79,9 +142,13 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "") -> dict[str, Any]:
 
     figs: dict[str, Any] = {}
     policies = sorted({r["policy"] for r in rows})
+    points = list(dict.fromkeys(point_of(r) for r in rows))
+    last = [r for r in rows if point_of(r) == points[-1]]  # budget plot: the sweep's last point
+    if len(points) > 1 and not title:
+        title = f"cost against budget, {points[-1][1]}, L = {points[-1][2]}"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for p in policies:
-        rs = sorted((r for r in rows if r["policy"] == p), key=lambda r: r["budget"])
+        rs = sorted((r for r in last if r["policy"] == p), key=lambda r: r["budget"])
         bs = [r["budget"] for r in rs]
         axes[0].plot(bs, [r.get("ns", float("nan")) for r in rs], marker="o", label=p)
         axes[1].plot(bs, [r.get("energy_nJ", float("nan")) for r in rs], marker="o", label=p)
@@ -110,35 +177,51 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "") -> dict[str, Any]:
     keys = ["t_mac_issue", "t_row_switch", "t_refresh", "t_data_movement", "t_softmax", "t_drain"]
     b0 = 1024 if any(r["budget"] == 1024 for r in rows) else max(r["budget"] for r in rows)
     sel = [r for r in rows if r["budget"] == b0]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.45 * len(sel)), 4))
     bottom = [0.0] * len(sel)
+    several_models = len({p[1] for p in points}) > 1
+    labels = [r["policy"] if len(points) == 1 else
+              f"{r['policy']} {r.get('model') if several_models else ''} L{r.get('context')}"
+              .replace("  ", " ") for r in sel]
     for k in keys:
         vals = [float(r.get(k, 0.0) or 0.0) for r in sel]
-        ax.bar([r["policy"] for r in sel], vals, bottom=bottom, label=k[2:])
+        ax.bar(labels, vals, bottom=bottom, label=k[2:])
         bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
     ax.set_ylabel(f"cycles (tCK) per head at B = {b0}")
     ax.legend(fontsize=8)
-    ax.tick_params(axis="x", rotation=30)
+    ax.tick_params(axis="x", rotation=30 if len(points) == 1 else 90)
+    fig.tight_layout()
     figs["breakdown.png"] = fig
 
-    red = reductions(rows, 1024)
-    if red:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        names = ["latency_vs_tokenwise", "energy_vs_tokenwise", "latency_vs_dense",
-                 "energy_vs_dense"]
-        for i, n in enumerate(names):
-            lo, hi = PAPER_RANGES[n]
+    reds = reductions_by_point(rows, 1024)
+    if reds:
+        fig, ax = plt.subplots(figsize=(11, 4.5))
+        names = ["latency_vs_tokenwise", "energy_vs_tokenwise", "attacc_energy_vs_tokenwise",
+                 "latency_vs_dense", "energy_vs_dense", "attacc_energy_vs_dense"]
+        models = list(dict.fromkeys(r["model"] for r in reds))
+        n = len(reds)
+        for i, nm in enumerate(names):
+            lo, hi = PAPER_RANGES[nm.removeprefix("attacc_")]
             ax.add_patch(plt.Rectangle((i - 0.4, lo), 0.8, hi - lo, color="0.85",
                                        label="published range" if i == 0 else None))
             for j, star in enumerate(("starc", "starc-row")):
-                v = red.get(f"{star}_{n}")
-                if v is not None:
-                    ax.plot(i - 0.15 + 0.3 * j, v, "o", color=f"C{j}",
-                            label=star if i == 0 else None)
-        ax.set_xticks(range(len(names)), [n.replace("_", " ") for n in names], rotation=15)
+                for k, red in enumerate(reds):
+                    v = red.get(f"{star}_{nm}")
+                    if v is None:
+                        continue
+                    x = i - 0.35 + 0.7 * (j * n + k + 0.5) / (2 * n)
+                    mi = models.index(red["model"])
+                    lab = f"{star}, {red['model']}" if i == 0 and (
+                        k == 0 or reds[k - 1]["model"] != red["model"]) else None
+                    ax.plot(x, v, "os^Dv"[mi % 5], color=f"C{j}", label=lab)
+        ax.set_xticks(range(len(names)), [nm.replace("_", " ") for nm in names], rotation=15)
         ax.set_ylabel("reduction at B = 1024")
         ax.set_xlim(-0.6, len(names) - 0.4)
-        ax.legend(fontsize=8)
+        ax.axhline(0, color="k", lw=0.6)
+        if n > 1:
+            ax.set_title("points left to right: " + ", ".join(
+                f"{r['model']} L{r['context']}" for r in reds), fontsize=7)
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
         figs["reductions_vs_papers.png"] = fig
     return figs
