@@ -12,7 +12,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
-from starc.golden.timing import mac_latency
+from starc.golden.timing import mac_latency, move_spacing
 from starc.isa import MacArg, Op
 
 from .layouts import COMMAND, issue_layout
@@ -125,6 +125,7 @@ class Controller(wiring.Component):
         tRTW = tm.CL + tm.tBL + 2 - tm.tCWL
         MACLAT = mac_latency(cfg)
         MV = pu.mv_cycles
+        MOVE = move_spacing(cfg)
 
         def named(expr: Value, name: str) -> Signal:
             sig = Signal(S, name=name)
@@ -177,6 +178,7 @@ class Controller(wiring.Component):
         mac_set_all = tss("mac_set_all", 4)          # register set 0, 1 (score), 2 (value)
         mac_set_grp = tss("mac_set_grp", 4 * G)      # index 4 g + set
         mvsb_done, sfm_end = ts("mvsb_done"), ts("sfm_end")
+        mvs_t, mvg_t = ts("mvs_t"), ts("mvg_t")      # last score MVSB, last MVGB (move_spacing)
         complete = Signal(S, init=0)
         next_due = Signal(S, init=tREFI if self._refresh else (1 << (W - 2)) - 1)
         refb = Signal(S, init=tREFI)  # next multiple of tREFI after the current cycle
@@ -236,8 +238,8 @@ class Controller(wiring.Component):
         # data path
         d_base = vmax(t0, d_all + tCCD_L, d_pc[pc] + tBL, d_rank[r] + tCCD_S, d_grp[g] + tCCD_L)
         e[Op.MVSB] = vmax(d_base, vmax(mac_set_all[mv_set], mac_set_grp[Cat(mv_set[:2], g)])
-                           + MACLAT)
-        e[Op.MVGB] = vmax(d_base, sfm_end)
+                           + MACLAT, Mux(col[1], t0, mvs_t + MOVE))
+        e[Op.MVGB] = vmax(d_base, sfm_end, mvg_t + MOVE)
         rw_col = vmax(d_base, act_b + tRCD, macab_t + tCCD_AB, macbg_grp[g] + tCCD_L)
         e[Op.RD] = vmax(rw_col, wrc_grp[g] + tWTR_L, wrc_rank[r] + tWTR_S)
         e[Op.WR] = vmax(rw_col, rd_grp[g] + tRTW, rd_rank[r] + tRTW)
@@ -428,6 +430,10 @@ class Controller(wiring.Component):
         m.d.comb += sfm_done.eq(t + pu.sfm_latency + pu.sfm_passes * chunks)
         with m.If(i_mvsb):
             m.d.sync += mvsb_done.eq(t + MV)
+            with m.If(~col[1]):
+                m.d.sync += mvs_t.eq(t)
+        with m.If(i_mvgb):
+            m.d.sync += mvg_t.eq(t)
         for gi in range(G):
             for sl in range(2):
                 with m.If(i_mvgb & at_g[gi] & (col[0] == sl)):

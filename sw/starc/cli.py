@@ -23,6 +23,7 @@ _MODULES = (
     "starc.sweep.cli",
     "starc.demo",
     "fpga.cli",
+    "starc_sim.cli",
 )
 
 

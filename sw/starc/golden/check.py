@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from starc.config import Config
-from starc.golden.timing import mac_latency, sfm_cycles
+from starc.golden.timing import mac_latency, move_spacing, sfm_cycles
 from starc.isa import MacArg, Op, format_command
 
 __all__ = ["TimingViolation", "check", "violations"]
@@ -242,6 +242,8 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
     last_mac: dict[tuple[int, int], int] = {}
     mvsbs: list[int] = []
     last_sfm = -1
+    last_score_mv = -1
+    last_any_mvgb = -1
     done: list[int] = []
     for i in range(n):
         op, c = ops[i], prog[i]
@@ -270,6 +272,11 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
             g = int(c["group"])
             if (g, k) in last_mac:
                 need(i, last_mac[(g, k)], lat, "MAC -> MVSB (CL + mac_pipeline)")
+            if k != 2:
+                if last_score_mv >= 0:
+                    need(i, last_score_mv, move_spacing(cfg),
+                         "score MVSB -> score MVSB (softmax buffer write port)")
+                last_score_mv = i
             mvsbs.append(i)
             done.append(int(issue[i]) + pu.mv_cycles)
         elif op == Op.SFM:
@@ -282,6 +289,9 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
         elif op == Op.MVGB:
             if last_sfm >= 0:
                 need(i, last_sfm, sfm_cycles(cfg, int(prog["arg"][last_sfm])), "SFM -> MVGB")
+            if last_any_mvgb >= 0:
+                need(i, last_any_mvgb, move_spacing(cfg), "MVGB -> MVGB (softmax buffer read port)")
+            last_any_mvgb = i
             last_mvgb[(int(c["group"]), int(c["col"]) & 1)] = i
             done.append(int(issue[i]) + pu.mv_cycles)
         elif op == Op.BAR and done and issue[i] < max(done):

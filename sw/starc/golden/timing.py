@@ -39,6 +39,15 @@ def sfm_cycles(cfg: Config, n: int) -> int:
     return pu.sfm_latency + pu.sfm_passes * -(-max(int(n), 0) // pu.sfm_lanes)
 
 
+def move_spacing(cfg: Config) -> int:
+    """Minimum distance between two score MVSBs, and between two MVGBs, anywhere in the channel.
+
+    The softmax buffer has one write port and one read port of ``pu.sfm_lanes`` entries per cycle
+    (starc_hw.softmax); a score move carries up to 32 entries (its 32-bit valid mask) and an MVGB
+    pops the same, so each holds its port ``ceil(32 / sfm_lanes)`` cycles (docs/commands.md)."""
+    return max(1, -(-32 // cfg.pu.sfm_lanes))
+
+
 def mac_latency(cfg: Config) -> int:
     """Cycles from a MAC's issue until its result is in the accumulator: CL + PU pipeline."""
     return cfg.timing.CL + cfg.pu.mac_pipeline
@@ -88,6 +97,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
     tRTW = tm.CL + tm.tBL + 2 - tm.tCWL
     MACLAT = mac_latency(cfg)
     MV = pu.mv_cycles
+    MOVE = move_spacing(cfg)
 
     # ---- state (see module docstring for the three-level scheme) ----
     act_all = act_allmax = NEG
@@ -134,6 +144,8 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
     mac_set_all = [NEG, NEG, NEG]
     mac_set_grp = [[NEG, NEG, NEG] for _ in range(G)]
     mvsb_done = NEG
+    mvs_t = NEG     # last score MVSB (softmax buffer write port)
+    mvg_t = NEG     # last MVGB (softmax buffer read port)
     sfm_end = NEG
     complete = 0
     next_due = tREFI if refresh else 1 << 62
@@ -366,9 +378,13 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
                 fl = cols[i]
                 k = 2 if fl & 2 else (fl & 1)
                 a = max(mac_set_all[k], mac_set_grp[g][k]) + MACLAT
+                if k != 2 and mvs_t + MOVE > a:
+                    a = mvs_t + MOVE
                 if a > base:
                     base = a
             elif op == MVGB:
+                if mvg_t + MOVE > base:
+                    base = mvg_t + MOVE
                 if sfm_end > base:
                     base = sfm_end
                     key = "softmax"
@@ -396,7 +412,10 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             c = t + MV
             if op == MVSB:
                 mvsb_done = c
+                if not cols[i] & 2:
+                    mvs_t = t
             elif op == MVGB:
+                mvg_t = t
                 s = cols[i] & 1
                 mvgb_done[g][s] = c
                 if c > mvgb_done_all[s]:

@@ -1,0 +1,461 @@
+"""The attention channel: the command front end and bank array with the whole datapath attached.
+
+::
+
+    host cmd ───> Controller ─issue─> host monitor           host wdata ─> BankArray (WR) / query
+                      │ fire                                                 │
+                      v                                                      v
+                  BankArray ── column[i], one cycle after a MAC ──> BankPU[i]   (one per bank)
+                      │                                   │ scores[2][slots], acc[2][lanes]
+                      │   score MVSB ──> ScoreMove: group mux, tree over the bpt banks of each set
+                      │        └─ one beat per token set ──> SoftmaxUnit.wr ──> score monitor
+                      │   SFM ─────────> SoftmaxUnit.start
+                      │   MVGB ────────> ProbMove: pops `sets` beats of SoftmaxUnit.rd -> PUs
+                      │                                                    └──> probability monitor
+                      │   value MVSB ──> OutputAccumulator: out[dims] += acc (set order), clears acc
+                      v
+                  out_fp16 (the step's output, RNE to FP16), out_acc (the accumulator)
+
+Everything follows docs/commands.md ("Functional semantics") and is bit-exact with
+:func:`starc.golden.functional.execute`. Every datapath effect happens at a fixed number of clocks
+after its command issues (reads in the first cycle after the issue, writes later), so program
+order is kept for every read-after-write and write-after-read pair that the golden timing rule
+spaces; the latencies meet that rule's contract (``mac_latency``, ``mv_cycles``,
+``sfm_cycles``, ``move_spacing``), which the sticky :data:`DP_ERRORS` flags watch at run time.
+
+Clock: one clock is one DRAM cycle (tCK) while the host keeps up; the datapath runs on real
+clocks, the controller on emulated time (docs/rtl.md), so a host stall only makes datapath
+results earlier in emulated time, never later.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import (
+    Array,
+    Cat,
+    ClockSignal,
+    Instance,
+    Module,
+    Mux,
+    ResetInserter,
+    ResetSignal,
+    Signal,
+    Value,
+)
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from starc.config import Config
+from starc.isa import MacArg, Op
+from starc.numerics import FP16
+
+from . import fp
+from .bank import VIOLATIONS
+from .channel import Channel
+from .controller import Fault
+from .layouts import COMMAND, issue_layout
+from .pu import BankPU
+from .softmax import SoftmaxUnit
+
+__all__ = ["DP_ERRORS", "PU_MODULE", "AttentionChannel", "PUShell", "check_attention_config"]
+
+#: Verilog module name of the bank PU when the channel instantiates it (``pu_instances``).
+PU_MODULE = "starc_bank_pu"
+
+#: Sticky contract flags of the datapath (all zero in a correct run).
+DP_ERRORS = data.StructLayout({
+    "sfm_start": 1,      # SFM issued while the softmax unit could not start
+    "sfm_count": 1,      # SFM n differs from the valid entries written (the golden ProgramError)
+    "move_overrun": 1,   # a score move arrived before the previous one left for the buffer
+    "prob_missing": 1,   # MVGB found no probabilities waiting when it needed them
+    "prob_group": 1,     # MVGB popped probabilities of another group (golden ProgramError)
+    "buffer_full": 1,    # the softmax buffer refused a beat (more entries than it holds)
+})
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def check_attention_config(cfg: Config, head_dim: int) -> tuple[int, int]:
+    """``(banks_per_token, sets)`` of ``head_dim`` on ``cfg``; ValueError when the datapath
+    cannot hold it (with what to change)."""
+    org, pu = cfg.org, cfg.pu
+    slots = cfg.tokens_per_bank_row()
+    if pu.lanes != 16 or org.column_bytes != 32:
+        raise ValueError(f"the attention datapath needs 16 FP16 lanes per 32-byte column; this "
+                         f"configuration has pu.lanes {pu.lanes} and {org.column_bytes}-byte "
+                         f"columns")
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim <= 0 \
+            or head_dim % 32:
+        raise ValueError(f"head_dim must be a positive multiple of 32, not {head_dim!r}")
+    bpt = cfg.banks_per_token(head_dim)
+    B = org.banks_per_group
+    if bpt > B or B % bpt:
+        raise ValueError(f"head_dim {head_dim} spans {bpt} banks; a group has {B} banks "
+                         f"(banks_per_group must be a multiple of head_dim / 32)")
+    sets = B // bpt
+    if sets * slots > 32:
+        raise ValueError(f"head_dim {head_dim} on {B}-bank groups gives {sets * slots} entries "
+                         f"per score move; the 32-bit valid mask holds 32 (use a larger head_dim "
+                         f"or fewer banks per group)")
+    if pu.sfm_lanes != slots:
+        raise ValueError(f"pu.sfm_lanes ({pu.sfm_lanes}) must equal the token slots of a bank row "
+                         f"({slots}): one softmax-buffer beat is one token set")
+    return bpt, sets
+
+
+class AttentionChannel(wiring.Component):
+    """One PIM channel computing one decode step of attention for one query head.
+
+    Parameters
+    ----------
+    cfg : Config
+        The preset (after overrides); ``pu.banks_per_pu`` > 1 is honoured by masking the MACs of
+        the banks a command does not select (one :class:`BankPU` per bank holds the state).
+    head_dim : int
+        Head dimension d (fixes banks per token and token sets per group row).
+    rows : int
+        Rows stored per bank (power of two; row addresses wrap).
+    max_entries : int
+        Valid entries one SFM may hold (the softmax buffer; rounded up to a power of two).
+    max_beats : int | None
+        Score-move beats (token sets) one SFM may hold; default ``2 * max_entries / slots``.
+    refresh, cycle_width : as :class:`starc_hw.channel.Channel`.
+    pu_instances : bool
+        Instantiate the bank PUs as instances of one Verilog module :data:`PU_MODULE` (whose
+        source :meth:`extra_verilog` returns) instead of elaborating each one: Verilog generation
+        then costs one PU instead of one per bank (Verilator and Yosys see the same module
+        definition once). Not for ``amaranth.sim``, which cannot simulate instances.
+
+    Members
+    -------
+    cmd, wdata, issue, rdata, rdata_valid, cycle, complete, issued, fault, violations,
+    violation_count : as :class:`starc_hw.channel.Channel`.
+    score_valid, score_beat : Out
+        Strobe: a beat (one token set of a score move) entering the softmax buffer: ``group``,
+        ``mask`` (its valid slots), ``scores`` (FP32 bits).
+    prob_valid, prob_beat : Out
+        Strobe: a beat of probabilities an MVGB writes into the PUs: ``group``, ``set``,
+        ``slot`` (probability slot), ``probs`` (FP16 bits).
+    out_acc : Out(ArrayLayout(acc_width, head_dim))
+        The channel output accumulator (FP32, or FP16 with ``pu.acc_format = "fp16"``).
+    out_fp16 : Out(ArrayLayout(16, head_dim))
+        The step's output: ``out_acc`` rounded to FP16 (RNE).
+    dp_error : Out(DP_ERRORS)
+        Sticky datapath contract flags.
+    restart : In(1)
+        A pulse resets every register (controller time and timestamps, PU state, softmax, output
+        accumulator) and keeps the bank storage, so that a memory image loaded by one program
+        serves the next (testbenches and host links).
+    busy : Out(1)
+        A datapath operation is in flight (a move, a softmax, probabilities waiting).
+    """
+
+    def __init__(self, *, cfg: Config, head_dim: int, rows: int = 4, max_entries: int = 256,
+                 max_beats: int | None = None, refresh: bool = True,
+                 cycle_width: int = 48, pu_instances: bool = False) -> None:
+        if not isinstance(cfg, Config):
+            raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
+        self._bpt, self._sets = check_attention_config(cfg, head_dim)
+        self._cfg = cfg
+        self._d = head_dim
+        slots = cfg.tokens_per_bank_row()
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries <= 0:
+            raise ValueError(f"max_entries must be a positive integer, not {max_entries!r}")
+        self._entries = _pow2_at_least(max(max_entries, cfg.pu.sfm_lanes))
+        self._beats = _pow2_at_least(max_beats if max_beats is not None
+                                     else 2 * self._entries // slots)
+        self._fmt = fp.acc_format(cfg.pu.acc_format)
+        self._pu_instances = bool(pu_instances)
+        self._ch = Channel(cfg=cfg, rows=rows, refresh=refresh, cycle_width=cycle_width)
+        self._sfm = SoftmaxUnit(cfg=cfg, entries=self._entries, beats=self._beats)
+        G = cfg.org.groups_per_channel
+        bits = cfg.org.column_bytes * 8
+        self.score_layout = data.StructLayout({
+            "group": range(G), "mask": slots, "scores": data.ArrayLayout(32, slots)})
+        self.prob_layout = data.StructLayout({
+            "group": range(G), "set": range(max(2, self._sets)), "slot": 1,
+            "probs": data.ArrayLayout(16, slots)})
+        super().__init__({
+            "cmd": In(stream.Signature(COMMAND)),
+            "wdata": In(stream.Signature(bits)),
+            "issue": Out(stream.Signature(issue_layout(cycle_width))),
+            "rdata": Out(self._ch.rdata.shape()),
+            "rdata_valid": Out(1),
+            "score_valid": Out(1),
+            "score_beat": Out(self.score_layout),
+            "prob_valid": Out(1),
+            "prob_beat": Out(self.prob_layout),
+            "out_acc": Out(data.ArrayLayout(self._fmt.width, head_dim)),
+            "out_fp16": Out(data.ArrayLayout(16, head_dim)),
+            "cycle": Out(cycle_width),
+            "complete": Out(cycle_width),
+            "issued": Out(32),
+            "fault": Out(Fault),
+            "violations": Out(VIOLATIONS),
+            "violation_count": Out(32),
+            "dp_error": Out(DP_ERRORS),
+            "busy": Out(1),
+            "restart": In(1),
+        })
+
+    @property
+    def sets(self) -> int:
+        return self._sets
+
+    @property
+    def entries(self) -> int:
+        return self._entries
+
+    @property
+    def beats(self) -> int:
+        return self._beats
+
+    def elaborate(self, platform: object) -> Module:  # noqa: C901 (one datapath, read in order)
+        m = Module()
+        cfg, fmt, d = self._cfg, self._fmt, self._d
+        org = cfg.org
+        G, B = org.groups_per_channel, org.banks_per_group
+        NB, Ln, S = G * B, cfg.pu.lanes, cfg.tokens_per_bank_row()
+        bpt, sets = self._bpt, self._sets
+        bppu = cfg.pu.banks_per_pu
+        top = Module()
+        m = Module()          # the glue logic; its registers restart with the rest
+        top.submodules.glue = ResetInserter(self.restart)(m)
+        top.submodules.channel = ResetInserter(self.restart)(self._ch)
+        top.submodules.softmax = ResetInserter(self.restart)(self._sfm)
+        ch, sfm = self._ch, self._sfm
+
+        # ---- the channel's host side passes through ----------------------------------------------
+        wiring.connect(m, wiring.flipped(self.cmd), ch.cmd)
+        wiring.connect(m, wiring.flipped(self.wdata), ch.wdata)
+        wiring.connect(m, ch.issue, wiring.flipped(self.issue))
+        m.d.comb += [
+            self.rdata.eq(ch.rdata), self.rdata_valid.eq(ch.rdata_valid),
+            self.cycle.eq(ch.cycle), self.complete.eq(ch.complete), self.issued.eq(ch.issued),
+            self.fault.eq(ch.fault), self.violations.eq(ch.violations),
+            self.violation_count.eq(ch.violation_count),
+        ]
+        fire = ch.issue.valid & self.issue.ready
+        cmd = ch.issue.payload.cmd
+        err = self.dp_error
+
+        # ---- processing units --------------------------------------------------------------------
+        vbit = (int(MacArg.VALUE)).bit_length() - 1
+        bbit = (int(MacArg.BUF)).bit_length() - 1
+        ccmd = ch.column_cmd
+        pus = []
+        proto = PUShell(cfg=cfg) if self._pu_instances else None
+        if proto is not None:   # only a port template: never elaborated
+            proto._MustUse__silence = True
+            proto._pu._MustUse__silence = True
+        for i in range(NB):
+            shell = proto if proto is not None else PUShell(cfg=cfg)
+            if self._pu_instances:
+                pu = shell.ports()
+                top.submodules[f"pu{i}"] = Instance(
+                    PU_MODULE, i_clk=ClockSignal(), i_rst=ResetSignal() | self.restart,
+                    **{f"{'o' if name in PUShell.OUTPUTS else 'i'}_{name}": sig.as_value()
+                       if hasattr(sig, "as_value") else sig for name, sig in pu.items()})
+            else:
+                top.submodules[f"pu{i}"] = ResetInserter(self.restart)(shell)
+                pu = {name: getattr(shell, name) for name in shell.signature.members}
+            pus.append(pu)
+            b = i % B
+            sel = ch.column_valid[i]
+            if bppu > 1:
+                sel = sel & (ccmd.bank == b % bppu)
+            m.d.comb += [
+                pu["bank_slice"].eq(b % bpt),
+                pu["mac_valid"].eq(sel),
+                pu["mac"].data.eq(ch.column[i]),
+                pu["mac"].col.eq(ccmd.col),
+                pu["mac"].value.eq(ccmd.arg[vbit]),
+                pu["mac"].buf.eq(ccmd.arg[bbit]),
+                pu["wrgb_valid"].eq(ch.wrgb_valid),
+                pu["wrgb"].chunk.eq(ch.wrgb_chunk),
+                pu["wrgb"].data.eq(ch.wrgb_data),
+            ]
+
+        def to32(m: Module, x: Value) -> Value:
+            return x if fmt.width == 32 else fp.widen(m, x)
+
+        # ---- score move: group mux, tree over the banks of each set, one beat per set ------------
+        mv_valid = Signal()
+        mv_group = Signal(range(G))
+        mv_buf = Signal()
+        mv_mask = Signal(32)
+        is_mvsb = fire & (cmd.op == Op.MVSB)
+        m.d.sync += [mv_valid.eq(is_mvsb & ~cmd.col[1]), mv_group.eq(cmd.group),
+                     mv_buf.eq(cmd.col[0]), mv_mask.eq(cmd.arg[:32])]
+        pend = [Signal(self._sfm.wr_layout, name=f"pend{j}") for j in range(sets)]
+        pend_valid = Signal(sets)
+        for j in range(sets):
+            sums = []
+            for s in range(S):
+                parts = []
+                for k in range(bpt):
+                    b = j * bpt + k
+                    regs = Array(pus[g * B + b]["scores"][q][s] for g in range(G) for q in range(2))
+                    x = Signal(fmt.width, name=f"mvsel_{j}_{s}_{k}")
+                    m.d.comb += x.eq(regs[Cat(mv_buf, mv_group)])
+                    parts.append(x)
+                sums.append(to32(m, fp.tree(m, fmt, parts)))
+            with m.If(mv_valid):
+                m.d.sync += [pend[j].scores[s].eq(sums[s]) for s in range(S)]
+                m.d.sync += [pend[j].mask.eq(mv_mask[j * S:(j + 1) * S]),
+                             pend[j].tag.eq(mv_group)]
+        # the lowest pending beat goes to the softmax buffer
+        head = Signal(range(max(2, sets)))
+        for j in reversed(range(sets)):
+            with m.If(pend_valid[j]):
+                m.d.comb += head.eq(j)
+        pend_arr = Array(pend)
+        m.d.comb += [sfm.wr.valid.eq(pend_valid.any()), sfm.wr.payload.eq(pend_arr[head])]
+        taken = Signal(sets)
+        with m.If(sfm.wr.valid & sfm.wr.ready):
+            m.d.comb += taken.eq(1 << head)
+        with m.If(sfm.wr.valid & ~sfm.wr.ready):
+            m.d.sync += err.buffer_full.eq(1)
+        with m.If(mv_valid):
+            m.d.sync += pend_valid.eq((1 << sets) - 1)
+            with m.If((pend_valid & ~taken).any()):
+                m.d.sync += err.move_overrun.eq(1)
+        with m.Else():
+            m.d.sync += pend_valid.eq(pend_valid & ~taken)
+        m.d.comb += [
+            self.score_valid.eq(sfm.wr.valid & sfm.wr.ready),
+            self.score_beat.group.eq(sfm.wr.payload.tag),
+            self.score_beat.mask.eq(sfm.wr.payload.mask),
+            self.score_beat.scores.eq(sfm.wr.payload.scores),
+        ]
+
+        # ---- softmax -----------------------------------------------------------------------------
+        is_sfm = fire & (cmd.op == Op.SFM)
+        m.d.comb += [sfm.start.valid.eq(is_sfm), sfm.start.payload.eq(cmd.arg[:32])]
+        with m.If(is_sfm & ~sfm.start.ready):
+            m.d.sync += err.sfm_start.eq(1)
+        with m.If(sfm.error):
+            m.d.sync += err.sfm_count.eq(1)
+
+        # ---- probability move: pop `sets` beats into the PUs of the group -----------------------
+        # The first beat pops in the MVGB's own issue cycle, so that the next MVGB (move_spacing
+        # later) finds the port free.
+        pg_group = Signal(range(G))
+        pg_slot = Signal()
+        pg_left = Signal(range(sets + 1))
+        pg_set = Signal(range(max(2, sets)))
+        is_mvgb = fire & (cmd.op == Op.MVGB)
+        cur_group = Signal(range(G))
+        cur_slot = Signal()
+        cur_left = Signal(range(sets + 1))
+        cur_set = Signal(range(max(2, sets)))
+        m.d.comb += [
+            cur_group.eq(Mux(is_mvgb, cmd.group, pg_group)),
+            cur_slot.eq(Mux(is_mvgb, cmd.col[0], pg_slot)),
+            cur_left.eq(Mux(is_mvgb, sets, pg_left)),
+            cur_set.eq(Mux(is_mvgb, 0, pg_set)),
+        ]
+        with m.If(is_mvgb & (pg_left != 0)):
+            m.d.sync += err.move_overrun.eq(1)
+        pop = Signal()
+        m.d.comb += [sfm.rd.ready.eq(cur_left != 0), pop.eq(sfm.rd.valid & sfm.rd.ready)]
+        m.d.sync += [pg_group.eq(cur_group), pg_slot.eq(cur_slot)]
+        with m.If(pop):
+            m.d.sync += [pg_left.eq(cur_left - 1), pg_set.eq(cur_set + 1)]
+            with m.If(sfm.rd.payload.tag != cur_group):
+                m.d.sync += err.prob_group.eq(1)
+        with m.Elif(cur_left != 0):
+            m.d.sync += [pg_left.eq(cur_left), pg_set.eq(cur_set), err.prob_missing.eq(1)]
+        for i, pu in enumerate(pus):
+            g, b = divmod(i, B)
+            m.d.comb += [
+                pu["prob_valid"].eq(pop & (cur_group == g) & (cur_set == b // bpt)),
+                pu["prob"].slot.eq(cur_slot),
+                pu["prob"].data.eq(sfm.rd.payload.probs),
+            ]
+        m.d.comb += [
+            self.prob_valid.eq(pop),
+            self.prob_beat.group.eq(cur_group),
+            self.prob_beat.set.eq(cur_set),
+            self.prob_beat.slot.eq(cur_slot),
+            self.prob_beat.probs.eq(sfm.rd.payload.probs),
+        ]
+
+        # ---- value move: output accumulator ------------------------------------------------------
+        vm_valid = Signal()
+        vm_group = Signal(range(G))
+        vm_half = Signal()
+        m.d.sync += [vm_valid.eq(is_mvsb & cmd.col[1]), vm_group.eq(cmd.group),
+                     vm_half.eq(cmd.col[2])]
+        out = self.out_acc
+        for k in range(bpt):
+            for lane in range(Ln):
+                x = Signal(fmt.width, name=f"vmcur_{k}_{lane}")
+                m.d.comb += x.eq(Array(out[32 * k + 16 * h + lane] for h in range(2))[vm_half])
+                for j in range(sets):
+                    b = j * bpt + k
+                    regs = Array(pus[g * B + b]["acc"][h][lane] for g in range(G) for h in range(2))
+                    part = Signal(fmt.width, name=f"vmsel_{k}_{lane}_{j}")
+                    m.d.comb += part.eq(regs[Cat(vm_half, vm_group)])
+                    x = fp.add(m, fmt, x, part)
+                for h in range(2):
+                    with m.If(vm_valid & (vm_half == h)):
+                        m.d.sync += out[32 * k + 16 * h + lane].eq(x)
+        for i, pu in enumerate(pus):
+            m.d.comb += pu["acc_clear"].eq(_clear_bits(vm_valid & (vm_group == i // B), vm_half))
+        for e in range(d):
+            v = out[e]
+            m.d.comb += self.out_fp16[e].eq(v if fmt == FP16 else fp.narrow(m, v))
+
+        m.d.comb += self.busy.eq(mv_valid | pend_valid.any() | sfm.busy | (pg_left != 0)
+                                 | vm_valid | sfm.rd.valid)
+        return top
+
+    def extra_verilog(self) -> str:
+        """Verilog of the module the PU instances refer to (empty without ``pu_instances``)."""
+        if not self._pu_instances:
+            return ""
+        from amaranth.back import verilog
+
+        return verilog.convert(PUShell(cfg=self._cfg), name=PU_MODULE, emit_src=False)
+
+
+def _clear_bits(en: Value, half: Value) -> Value:
+    """``acc_clear`` bits: bit ``half`` when ``en``."""
+    return Cat(en & ~half, en & half)
+
+
+class PUShell(wiring.Component):
+    """:class:`~starc_hw.pu.BankPU` with plain ports (valid bits and payloads side by side), the
+    module :class:`AttentionChannel` instantiates once per bank with ``pu_instances``."""
+
+    OUTPUTS = ("scores", "acc")
+
+    def __init__(self, *, cfg: Config) -> None:
+        self._pu = BankPU(cfg=cfg)
+        pu = self._pu
+        super().__init__({
+            "mac_valid": In(1), "mac": In(pu.mac_layout),
+            "wrgb_valid": In(1), "wrgb": In(pu.wrgb_layout),
+            "prob_valid": In(1), "prob": In(pu.prob_layout),
+            "bank_slice": In(pu.bank_slice.shape()), "acc_clear": In(2),
+            "scores": Out(pu.scores.shape()), "acc": Out(pu.acc.shape()),
+        })
+
+    def ports(self) -> dict[str, object]:
+        """Fresh signals shaped like this shell's ports (to connect an instance)."""
+        return {name: Signal(member.shape, name=f"pu_{name}")
+                for name, member in self.signature.members.items()}
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.pu = pu = self._pu
+        m.d.comb += [
+            pu.mac.valid.eq(self.mac_valid), pu.mac.payload.eq(self.mac),
+            pu.wrgb.valid.eq(self.wrgb_valid), pu.wrgb.payload.eq(self.wrgb),
+            pu.prob.valid.eq(self.prob_valid), pu.prob.payload.eq(self.prob),
+            pu.bank_slice.eq(self.bank_slice), pu.acc_clear.eq(self.acc_clear),
+            self.scores.eq(pu.scores), self.acc.eq(pu.acc),
+        ]
+        return m

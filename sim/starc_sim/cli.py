@@ -1,0 +1,172 @@
+"""``starc rtl verilog`` and ``starc rtl cosim``: the gateware from the command line.
+
+``verilog`` writes the Verilog of the attention channel (or the channel without datapath) for a
+preset and size; ``cosim`` runs one decode step of one query head on the Verilated attention
+channel and prints its output, its cycle count and the agreement with the golden model.
+Handlers return an exit code: 0 on success, 1 when the RTL disagrees with the golden model, 2 on
+a bad argument (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _sizes() -> dict[str, dict[str, Any]]:
+    """Organisation overrides per size (the preset's timing is kept)."""
+    from starc_sim.programs import SMALL, TINY
+
+    return {"tiny": dict(TINY), "small": dict(SMALL), "full": {}}
+
+
+def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
+           ) -> argparse._SubParsersAction:
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    sub = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+    sub.required = True
+    return sub
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from starc.cli import add_preset_args
+
+    grp = _group(subparsers, "rtl", "the Amaranth gateware: Verilog and co-simulation "
+                                    "(docs/rtl.md)")
+    p = grp.add_parser("verilog", help="write the Verilog of the attention channel",
+                       description="Generate Verilog (no source locations) of the attention "
+                                   "channel (controller, bank array, bank PUs, softmax, moves) "
+                                   "or of the channel alone, for a preset and size.")
+    add_preset_args(p)
+    p.add_argument("--size", choices=["tiny", "small", "full"], default="small",
+                   help="organisation: tiny 4 banks, small 16 banks, full = the preset's "
+                        "(default small)")
+    p.add_argument("--design", choices=["attention", "channel"], default="attention")
+    p.add_argument("--head-dim", type=int, default=64, help="head dimension (default 64)")
+    p.add_argument("--rows", type=int, default=64, help="rows per bank model (power of two)")
+    p.add_argument("--max-entries", type=int, default=1024,
+                   help="softmax buffer entries (default 1024)")
+    p.add_argument("-o", "--output", default="attention.v", help="output file")
+    p.set_defaults(func=cmd_verilog)
+
+    p = grp.add_parser("cosim", help="run one decode step on the RTL and compare with the "
+                                     "golden model",
+                       description="Compile a KV cache for the 16-bank co-simulation model, plan "
+                                   "one decode step of one query head, load the image through "
+                                   "WR commands and run the step under Verilator; print the "
+                                   "output, the cycle count and the agreement with the golden "
+                                   "model.")
+    p.add_argument("--kv", default=None,
+                   help="KV cache file (safetensors/npz from `starc model extract`); default: "
+                        "a seeded synthetic cache (3 layers, d 64, 500 tokens)")
+    p.add_argument("--policy", default="starc-row",
+                   help="selection policy (dense, oracle, quest, sparq, streaming, starc, "
+                        "starc-row; default starc-row)")
+    p.add_argument("--budget", type=int, default=256, help="token budget (default 256)")
+    p.add_argument("--layer", type=int, default=None, help="layer (default: the last)")
+    p.add_argument("--kv-head", type=int, default=0)
+    p.add_argument("--step", type=int, default=0, help="decode step of the cache")
+    p.add_argument("--idle", type=float, default=0.1,
+                   help="probability of an idle cycle on the host streams (default 0.1)")
+    p.add_argument("--backpressure", type=float, default=0.1,
+                   help="probability of backpressure on the issue stream (default 0.1)")
+    p.add_argument("--seed", type=int, default=1, help="testbench seed")
+    p.add_argument("--waves", action="store_true",
+                   help="dump waves (FST, in the run folder printed; a separate build)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_cosim)
+
+
+def _err(msg: str) -> int:
+    print(f"starc: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_verilog(args: argparse.Namespace) -> int:
+    from amaranth.back import verilog
+    from starc import config as cfgmod
+
+    overrides = [*(f"{k}={v}" for k, v in _sizes()[args.size].items()), *args.overrides]
+    try:
+        cfg = cfgmod.load(args.preset, overrides or None)
+        if args.rows <= 0 or args.rows & (args.rows - 1):
+            raise ValueError(f"--rows must be a power of two, not {args.rows}")
+        if args.design == "attention":
+            from starc_hw.attention import AttentionChannel
+
+            top = AttentionChannel(cfg=cfg, head_dim=args.head_dim, rows=args.rows,
+                                   max_entries=args.max_entries, pu_instances=True)
+        else:
+            from starc_hw.channel import Channel
+
+            top = Channel(cfg=cfg, rows=args.rows)
+    except (ValueError, cfgmod.ConfigError) as e:
+        return _err(str(e))
+    print(f"generating Verilog of the {args.design} ({args.size}: "
+          f"{cfg.org.banks_per_channel} banks) ...", file=sys.stderr, flush=True)
+    text = verilog.convert(top, name="top", emit_src=False)
+    extra = getattr(top, "extra_verilog", None)
+    if extra is not None:
+        text += extra()
+    out = Path(args.output)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    print(f"wrote {out} ({len(text) / 1e6:.1f} MB, top module `top`)")
+    return 0
+
+
+def cmd_cosim(args: argparse.Namespace) -> int:
+    from starc.kv import KVError, load_kv, synthetic_kv
+
+    from starc_sim.cosim import COSIM_MODEL, ModelSpec, planner_scenario, run_scenario
+    from starc_sim.runner import RtlTestFailure
+
+    try:
+        if args.kv:
+            cache = load_kv(args.kv)
+        else:
+            cache = synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, head_dim=64,
+                                 prefill_len=500, decode_steps=1, seed=3)
+        spec = COSIM_MODEL if cache.meta.head_dim == COSIM_MODEL.head_dim \
+            else ModelSpec(head_dim=cache.meta.head_dim)
+        scn = planner_scenario(cache, spec, policy=args.policy, budget=args.budget,
+                               layer=args.layer, kv_head=args.kv_head, step=args.step)
+    except (ValueError, KVError, OSError) as e:
+        return _err(str(e))
+    print(f"co-simulating {scn.label} ({len(scn.prog)} commands; building the model on first "
+          f"use, minutes) ...", file=sys.stderr, flush=True)
+    try:
+        res = run_scenario(scn, idle=args.idle, backpressure=args.backpressure, seed=args.seed,
+                           waves=args.waves)
+        ok = True
+        info: dict[str, Any] = res.as_dict()
+    except RtlTestFailure as e:
+        ok = False
+        info = {"ran": True, "bit_exact": False, "cycles_equal": False, "error": str(e)}
+    info["scenario"] = scn.info
+    if args.json:
+        print(json.dumps(info, indent=2))
+    elif ok:
+        out = " ".join(f"{x:04x}" for x in info["output_rtl"][:16])
+        print(f"{scn.label}: {info['commands']} commands after a {info['load_commands']}-command "
+              f"image load")
+        print(f"output (FP16 bits, first 16 of {len(info['output_rtl'])}): {out} ...")
+        print(f"outputs bit-exact with the golden model: {info['bit_exact']}")
+        print(f"cycles (tCK): RTL {info['rtl_cycles']}, golden {info['golden_cycles']}, equal: "
+              f"{info['cycles_equal']}; last datapath result at cycle "
+              f"{info['last_result_cycle']}")
+        print(f"wall time {info['seconds']:.1f} s")
+    else:
+        print(f"RTL DISAGREES with the golden model:\n{info['error']}", file=sys.stderr)
+    return 0 if ok and info["bit_exact"] and info["cycles_equal"] else 1

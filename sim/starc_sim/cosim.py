@@ -1,0 +1,312 @@
+"""Co-simulation of one decode step on the attention channel RTL against the golden model.
+
+Data flow (docs/rtl.md, "Co-simulation")::
+
+    KV cache ─> compile_kv ─> Planner(policy, budget) ─> step program + query words
+                     └─> head_image ─> rows the program opens, renumbered 0..k-1 ─> load program
+                                                                        (ACTAB, WR per column, PREA)
+    bundle.npz = load program + its data, step program + its data, golden expectations
+               ─> cocotb (starc_sim.tb_attention) on the Verilated AttentionChannel:
+                  load image through WR, restart, run the step with idle/backpressure,
+                  compare issue cycles, score beats, probability beats, output and cycle count
+               ─> result.json (what the RTL produced and every agreement)
+
+Renumbering the rows changes nothing the golden model or the RTL computes (no rule depends on a
+row address); it lets a bank model of a few rows hold any head of a large compiled cache.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starc.config import Config
+from starc.golden import functional, timing
+from starc.isa import PROGRAM_DTYPE, Op
+
+from starc_sim.programs import SMALL, load_config
+
+__all__ = ["COSIM_MODEL", "CosimResult", "ModelSpec", "Scenario", "build_attention",
+           "cosim_step", "load_program", "planner_scenario", "run_scenario", "write_bundle"]
+
+RowKey = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What an attention-channel model is built with (one Verilator build per spec)."""
+
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=lambda: dict(SMALL))
+    head_dim: int = 64
+    rows: int = 64
+    max_entries: int = 1024
+    max_beats: int = 256
+    refresh: bool = True
+    cycle_width: int = 48
+
+    @property
+    def cfg(self) -> Config:
+        return load_config(self.preset, self.overrides)
+
+    def key(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The model the tests, ``starc rtl cosim`` and the demo share: 2 pseudo-channels x 2 SIDs x
+#: 2 bank groups x 2 banks (16 banks, every scope distinct) of the default preset's timing, d 64
+#: (SmolLM2-135M's head dimension).
+COSIM_MODEL = ModelSpec()
+
+
+@dataclass
+class Scenario:
+    """One decode step for one query head, ready for the RTL."""
+
+    label: str
+    spec: ModelSpec
+    prog: np.ndarray                       # step program (rows renumbered)
+    wdata: np.ndarray                      # uint16 [n, lanes]: the query words
+    image: dict[RowKey, np.ndarray]        # (group, bank, row) -> uint16 [columns, lanes]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CosimResult:
+    ran: bool
+    label: str = ""
+    bit_exact: bool = False
+    cycles_equal: bool = False
+    issues_equal: bool = False
+    rtl_cycles: int = -1
+    golden_cycles: int = -1
+    last_result_cycle: int = -1
+    commands: int = 0
+    load_commands: int = 0
+    output_rtl: list[int] = field(default_factory=list)
+    output_golden: list[int] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _words(rows: np.ndarray) -> list[int]:
+    """uint16 [n, lanes] -> one integer per row, lane 0 in the low bits (the column layout)."""
+    out = []
+    for r in np.asarray(rows, dtype=np.uint16):
+        out.append(int.from_bytes(r.astype("<u2").tobytes(), "little"))
+    return out
+
+
+def load_program(image: dict[RowKey, np.ndarray], cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Program and data that write ``image`` through WR commands: per row, ACTAB, every stored
+    column (columns outer, banks then groups inner, so consecutive writes go to other groups),
+    PREA. Returns ``(program, wdata [n, lanes])``."""
+    C = cfg.org.columns_per_row
+    by_row: dict[int, list[tuple[int, int]]] = {}
+    for (g, b, r) in sorted(image):
+        by_row.setdefault(r, []).append((g, b))
+    cmds: list[tuple[int, int, int, int, int, int]] = []
+    data: list[np.ndarray] = []
+    for r in sorted(by_row):
+        cmds.append((int(Op.ACTAB), 0, 0, 0, r, 0))
+        banks = sorted(by_row[r], key=lambda gb: (gb[1], gb[0]))
+        for c in range(C):
+            for g, b in banks:
+                cmds.append((int(Op.WR), g, b, c, 0, len(data)))
+                data.append(np.asarray(image[(g, b, r)])[c])
+        cmds.append((int(Op.PREA), 0, 0, 0, 0, 0))
+    wd = np.array(data, dtype=np.uint16).reshape(-1, cfg.pu.lanes)
+    return np.array(cmds, dtype=PROGRAM_DTYPE), wd
+
+
+def _renumber(prog: np.ndarray, image: dict[RowKey, np.ndarray], rows: int
+              ) -> tuple[np.ndarray, dict[RowKey, np.ndarray], dict[int, int]]:
+    acts = np.isin(prog["op"], [int(Op.ACTAB), int(Op.ACTBG), int(Op.ACTPB)])
+    used = sorted(set(prog["row"][acts].tolist()))
+    if len(used) > rows:
+        raise ValueError(f"the step opens {len(used)} distinct rows; the RTL bank model holds "
+                         f"{rows} (build a model with more rows)")
+    remap = {r: i for i, r in enumerate(used)}
+    out = prog.copy()
+    out["row"][acts] = [remap[r] for r in prog["row"][acts].tolist()]
+    img = {(g, b, remap[r]): d for (g, b, r), d in image.items() if r in remap}
+    return out, img, remap
+
+
+def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str = "starc-row",
+                     budget: int = 256, layer: int | None = None, kv_head: int = 0,
+                     step: int = 0, q_in_group: int = 0, fill: str = "auto",
+                     compiled: Any = None) -> Scenario:
+    """Compile ``cache`` for the model's organisation, plan one step of ``policy`` and keep the
+    rows it opens. ``layer`` defaults to the last layer (a sparse one)."""
+    from starc.compiler.compile import CompileOptions, compile_kv
+    from starc.planner.plan import LAYOUT_OF, Planner
+
+    cfg = spec.cfg
+    m = cache.meta
+    if m.head_dim != spec.head_dim:
+        raise ValueError(f"the cache has head_dim {m.head_dim}; the RTL model was built for "
+                         f"{spec.head_dim}")
+    layer = m.n_layers - 1 if layer is None else layer
+    if compiled is None:
+        compiled = compile_kv(cache, cfg, CompileOptions(mode=LAYOUT_OF[policy], threads=1))
+    pl = Planner(compiled, policy, budget, fill=fill)
+    plans = pl.plan(step, layer, kv_head)
+    sp = plans[q_in_group]
+    prog, wdata = pl.program(sp)
+    hm = compiled.head(layer, kv_head)
+    addr, data = compiled.head_image(hm, sp.n_ctx)
+    image = {(int(g), int(b), int(r)): d for (_, g, b, r), d in zip(addr.tolist(), data,
+                                                                    strict=True)}
+    prog2, img2, remap = _renumber(prog, image, spec.rows)
+    g_orig = functional.execute(prog, wdata, image, cfg, spec.head_dim)
+    g_new = functional.execute(prog2, wdata, img2, cfg, spec.head_dim)
+    if not np.array_equal(g_orig.output_bits, g_new.output_bits):  # pragma: no cover
+        raise AssertionError("row renumbering changed the golden output")
+    info = {"policy": policy, "budget": budget, "layer": layer, "kv_head": kv_head,
+            "q_head": sp.q_head, "step": step, "n_ctx": sp.n_ctx,
+            "selected": int(len(sp.selected)), "rows_opened": len(remap)}
+    return Scenario(label=f"{policy} B={budget} layer {layer} q-head {sp.q_head} step {step}",
+                    spec=spec, prog=prog2, wdata=np.asarray(wdata, np.uint16), image=img2,
+                    info=info)
+
+
+def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
+    """Everything the cocotb side needs, golden expectations included, as one ``.npz``."""
+    cfg, d = scn.spec.cfg, scn.spec.head_dim
+    lprog, lwd = load_program(scn.image, cfg)
+    lsched = timing.schedule(lprog, cfg, refresh=scn.spec.refresh)
+    sched = timing.schedule(scn.prog, cfg, refresh=scn.spec.refresh)
+    res = functional.execute(scn.prog, scn.wdata, scn.image, cfg, d)
+    # per beat (one token set of a score move), in buffer order
+    S = cfg.tokens_per_bank_row()
+    nb = len(res.scores) // S
+    beats_group = res.entry_group[::S] if nb else np.zeros(0, np.int64)
+    mask = res.valid.reshape(nb, S) if nb else np.zeros((0, S), bool)
+    mask_bits = (mask.astype(np.uint64) << np.arange(S, dtype=np.uint64)).sum(1) \
+        if nb else np.zeros(0, np.uint64)
+    popped = res.entry_sfm.reshape(nb, S)[:, 0] >= 0 if nb else np.zeros(0, bool)
+
+    def beat_words(seq: np.ndarray) -> np.ndarray:
+        return seq.reshape(nb, S).astype(np.uint64) if nb else np.zeros((0, S), np.uint64)
+
+    # probability beats in MVGB order: the golden FIFO pops moves in buffer order
+    n_mvgb = int((scn.prog["op"] == int(Op.MVGB)).sum())
+    sets = cfg.org.banks_per_group // cfg.banks_per_token(d)
+    pb = n_mvgb * sets
+    bundle = {
+        "load_prog": lprog, "load_wdata": lwd, "load_issue": lsched.issue,
+        "load_inserted": lsched.inserted, "load_full": lsched.program,
+        "load_total": np.int64(lsched.total_cycles),
+        "prog": scn.prog, "wdata": scn.wdata, "issue": sched.issue, "inserted": sched.inserted,
+        "full": sched.program, "total": np.int64(sched.total_cycles),
+        "out_bits": res.output_bits, "out_acc": res.output_acc,
+        "score_group": beats_group.astype(np.int64), "score_mask": mask_bits.astype(np.uint64),
+        "score_bits": beat_words(res.scores), "prob_bits": beat_words(res.probs)[:pb],
+        "prob_group": beats_group[:pb].astype(np.int64), "popped": popped,
+    }
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **bundle)
+    tmp.replace(path)
+    return {"commands": len(scn.prog), "load_commands": len(lprog),
+            "golden_cycles": int(sched.total_cycles), "output": res.output_bits.tolist()}
+
+
+def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False) -> Any:
+    """The Verilated :class:`starc_hw.attention.AttentionChannel` of ``spec`` (built once per
+    spec and source digest, then reused)."""
+    from starc_hw.attention import AttentionChannel
+
+    from starc_sim.runner import build_design
+
+    def make() -> Any:
+        return AttentionChannel(cfg=spec.cfg, head_dim=spec.head_dim, rows=spec.rows,
+                                max_entries=spec.max_entries, max_beats=spec.max_beats,
+                                refresh=spec.refresh, cycle_width=spec.cycle_width,
+                                pu_instances=True)
+
+    return build_design("attention", make, params=spec.key(), waves=waves, internals=False,
+                        cxx_opt="-O0")
+
+
+def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,
+                 seed: int = 1, waves: bool = False, perturb: str = "",
+                 workdir: Path | None = None, model: Any = None) -> CosimResult:
+    """Run ``scn`` on the RTL; returns what it computed and every agreement. Raises
+    :class:`starc_sim.runner.RtlTestFailure` when the RTL disagrees with the golden model
+    (the result file, written before the check, is still read)."""
+    import time
+
+    from starc_sim.runner import RtlTestFailure
+
+    t0 = time.perf_counter()
+    model = model or build_attention(scn.spec, waves=waves)
+    base = workdir or model.build_dir / "runs"
+    base.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="cosim-", dir=base))
+    bundle = run_dir / "bundle.npz"
+    meta = write_bundle(scn, bundle)
+    result_file = run_dir / "result.json"
+    env = {"STARC_TB_SPEC": json.dumps(scn.spec.key()), "STARC_TB_BUNDLE": str(bundle),
+           "STARC_TB_RESULT": str(result_file), "STARC_TB_IDLE": str(idle),
+           "STARC_TB_BACKPRESSURE": str(backpressure), "STARC_TB_PERTURB": perturb}
+    failure: RtlTestFailure | None = None
+    try:
+        model.run("starc_sim.tb_attention", testcase="scenario", extra_env=env, seed=seed,
+                  waves=waves, test_dir=run_dir)
+    except RtlTestFailure as e:
+        failure = e
+    out = CosimResult(ran=True, label=scn.label, commands=meta["commands"],
+                      load_commands=meta["load_commands"], golden_cycles=meta["golden_cycles"],
+                      output_golden=meta["output"])
+    if result_file.is_file():
+        r = json.loads(result_file.read_text())
+        for k, v in r.items():
+            if hasattr(out, k):
+                setattr(out, k, v)
+    out.seconds = time.perf_counter() - t0
+    if failure is not None:
+        if not out.mismatches:
+            out.mismatches = [str(failure)]
+        raise RtlTestFailure(f"{failure}\n{out.mismatches[:5]}") from None
+    return out
+
+
+def cosim_step(cfg: Config, cache: Any, *, policy: str = "starc-row", budget: int = 512,
+               step: int = 0, kv_head: int = 0, progress: Any = None) -> dict[str, Any]:
+    """The demo's RTL check: one decode step of one query head of ``cache`` (the last layer) on
+    the co-simulation model (:data:`COSIM_MODEL`: the timing of ``cfg``'s preset family is the
+    default preset's; 16 banks). Returns ``{ran, bit_exact, cycles_equal, rtl_cycles,
+    golden_cycles, ...}``; ``ran`` is False with a ``reason`` when the RTL cannot run here."""
+    del cfg  # the RTL model has its own (scaled) organisation; see docs/rtl.md
+    try:
+        from starc_sim.runner import RtlTestFailure, setup_environment
+
+        setup_environment()
+    except Exception as e:  # pragma: no cover - depends on the machine
+        return {"ran": False, "reason": f"Verilator/cocotb unavailable: {e}"}
+    spec = COSIM_MODEL
+    if cache.meta.head_dim != spec.head_dim:
+        spec = ModelSpec(head_dim=cache.meta.head_dim)
+    scn = planner_scenario(cache, spec, policy=policy, budget=budget, step=step,
+                           kv_head=kv_head)
+    try:
+        res = run_scenario(scn)
+    except RtlTestFailure as e:
+        return {"ran": True, "bit_exact": False, "cycles_equal": False, "error": str(e)[:2000],
+                "scenario": scn.info}
+    d = res.as_dict()
+    d.pop("output_rtl", None)
+    d.pop("output_golden", None)
+    d["scenario"] = scn.info
+    d["model"] = f"{spec.overrides} d={spec.head_dim}"
+    return d
+
