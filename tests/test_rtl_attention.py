@@ -74,3 +74,18 @@ def test_cli_cosim(model, capsys) -> None:  # noqa: ANN001
     out = capsys.readouterr().out
     assert "outputs bit-exact with the golden model: True" in out
     assert "equal: True" in out
+
+
+@pytest.mark.skipif(not os.environ.get("STARC_RTL_FULL"),
+                    reason="full-size attention channel (64 banks, d 128): a build of tens of "
+                           "minutes on 2 cores; set STARC_RTL_FULL=1")
+@pytest.mark.parametrize("policy", ["dense", "starc-row"])
+def test_full_size_step(policy) -> None:  # noqa: ANN001
+    from starc_sim.cosim import ModelSpec, planner_scenario, run_scenario
+
+    spec = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
+    full = synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=128, prefill_len=400,
+                        decode_steps=1, seed=5)
+    scn = planner_scenario(full, spec, policy=policy, budget=128)
+    res = run_scenario(scn, idle=0.1, backpressure=0.1, seed=SEED)
+    assert res.bit_exact and res.cycles_equal, res.mismatches

@@ -212,7 +212,6 @@ class AttentionChannel(wiring.Component):
         return self._beats
 
     def elaborate(self, platform: object) -> Module:  # noqa: C901 (one datapath, read in order)
-        m = Module()
         cfg, fmt, d = self._cfg, self._fmt, self._d
         org = cfg.org
         G, B = org.groups_per_channel, org.banks_per_group

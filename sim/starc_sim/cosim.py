@@ -141,6 +141,18 @@ def _renumber(prog: np.ndarray, image: dict[RowKey, np.ndarray], rows: int
     return out, img, remap
 
 
+def _one_head(cache: Any, layer: int, kv_head: int) -> Any:
+    """``cache`` reduced to ``layer``'s ``kv_head`` and the query heads of its group."""
+    from dataclasses import replace
+
+    m = cache.meta
+    gs = m.group_size
+    meta = replace(m, n_layers=1, n_kv_heads=1, n_q_heads=gs)
+    return replace(cache, meta=meta, k=[cache.k[layer][:, kv_head:kv_head + 1]],
+                   v=[cache.v[layer][:, kv_head:kv_head + 1]],
+                   q=[cache.q[layer][:, kv_head * gs:(kv_head + 1) * gs]])
+
+
 def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str = "starc-row",
                      budget: int = 256, layer: int | None = None, kv_head: int = 0,
                      step: int = 0, q_in_group: int = 0, fill: str = "auto",
@@ -156,13 +168,25 @@ def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str =
         raise ValueError(f"the cache has head_dim {m.head_dim}; the RTL model was built for "
                          f"{spec.head_dim}")
     layer = m.n_layers - 1 if layer is None else layer
+    if not 0 <= layer < m.n_layers or not 0 <= kv_head < m.n_kv_heads:
+        raise ValueError(f"layer {layer} / KV head {kv_head} out of range: the cache has "
+                         f"{m.n_layers} layers and {m.n_kv_heads} KV heads")
+    dense_layers: tuple[int, ...] = (0, 1)  # the planner's default
+    at_layer, at_head = layer, kv_head
     if compiled is None:
-        compiled = compile_kv(cache, cfg, CompileOptions(mode=LAYOUT_OF[policy], threads=1))
-    pl = Planner(compiled, policy, budget, fill=fill)
-    plans = pl.plan(step, layer, kv_head)
+        # Only the planned head goes onto the (small) co-simulation channel: the cache reduced to
+        # one layer and one KV head with its query group, so a long context still fits the
+        # model's rows. The planner's dense-layer rule keeps the original layer number.
+        cache = _one_head(cache, layer, kv_head)
+        dense_layers = (0,) if layer in (0, 1) else ()
+        at_layer, at_head = 0, 0
+        compiled = compile_kv(cache, cfg, CompileOptions(mode=LAYOUT_OF[policy],
+                                                         dense_layers=dense_layers))
+    pl = Planner(compiled, policy, budget, fill=fill, dense_layers=dense_layers)
+    plans = pl.plan(step, at_layer, at_head)
     sp = plans[q_in_group]
     prog, wdata = pl.program(sp)
-    hm = compiled.head(layer, kv_head)
+    hm = compiled.head(at_layer, at_head)
     addr, data = compiled.head_image(hm, sp.n_ctx)
     image = {(int(g), int(b), int(r)): d for (_, g, b, r), d in zip(addr.tolist(), data,
                                                                     strict=True)}
@@ -171,10 +195,11 @@ def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str =
     g_new = functional.execute(prog2, wdata, img2, cfg, spec.head_dim)
     if not np.array_equal(g_orig.output_bits, g_new.output_bits):  # pragma: no cover
         raise AssertionError("row renumbering changed the golden output")
+    q_head = kv_head * m.group_size + sp.q_head % m.group_size
     info = {"policy": policy, "budget": budget, "layer": layer, "kv_head": kv_head,
-            "q_head": sp.q_head, "step": step, "n_ctx": sp.n_ctx,
+            "q_head": q_head, "step": step, "n_ctx": sp.n_ctx,
             "selected": int(len(sp.selected)), "rows_opened": len(remap)}
-    return Scenario(label=f"{policy} B={budget} layer {layer} q-head {sp.q_head} step {step}",
+    return Scenario(label=f"{policy} B={budget} layer {layer} q-head {q_head} step {step}",
                     spec=spec, prog=prog2, wdata=np.asarray(wdata, np.uint16), image=img2,
                     info=info)
 
@@ -227,11 +252,14 @@ def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False) -> An
 
     from starc_sim.runner import build_design
 
+    # ``make`` refers to plain values only, so that the build's source digest covers the gateware
+    # (and what it imports), not this module: editing the co-simulation does not rebuild.
+    cfg = spec.cfg
+    kw = {"head_dim": spec.head_dim, "rows": spec.rows, "max_entries": spec.max_entries,
+          "max_beats": spec.max_beats, "refresh": spec.refresh, "cycle_width": spec.cycle_width}
+
     def make() -> Any:
-        return AttentionChannel(cfg=spec.cfg, head_dim=spec.head_dim, rows=spec.rows,
-                                max_entries=spec.max_entries, max_beats=spec.max_beats,
-                                refresh=spec.refresh, cycle_width=spec.cycle_width,
-                                pu_instances=True)
+        return AttentionChannel(cfg=cfg, pu_instances=True, **kw)
 
     return build_design("attention", make, params=spec.key(), waves=waves, internals=False,
                         cxx_opt="-O0")
@@ -239,7 +267,8 @@ def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False) -> An
 
 def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,
                  seed: int = 1, waves: bool = False, perturb: str = "",
-                 workdir: Path | None = None, model: Any = None) -> CosimResult:
+                 workdir: Path | None = None, model: Any = None,
+                 quiet: bool = False) -> CosimResult:
     """Run ``scn`` on the RTL; returns what it computed and every agreement. Raises
     :class:`starc_sim.runner.RtlTestFailure` when the RTL disagrees with the golden model
     (the result file, written before the check, is still read)."""
@@ -261,7 +290,7 @@ def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,
     failure: RtlTestFailure | None = None
     try:
         model.run("starc_sim.tb_attention", testcase="scenario", extra_env=env, seed=seed,
-                  waves=waves, test_dir=run_dir)
+                  waves=waves, test_dir=run_dir, quiet=quiet)
     except RtlTestFailure as e:
         failure = e
     out = CosimResult(ran=True, label=scn.label, commands=meta["commands"],
@@ -299,7 +328,7 @@ def cosim_step(cfg: Config, cache: Any, *, policy: str = "starc-row", budget: in
     scn = planner_scenario(cache, spec, policy=policy, budget=budget, step=step,
                            kv_head=kv_head)
     try:
-        res = run_scenario(scn)
+        res = run_scenario(scn, quiet=True)
     except RtlTestFailure as e:
         return {"ran": True, "bit_exact": False, "cycles_equal": False, "error": str(e)[:2000],
                 "scenario": scn.info}
@@ -307,6 +336,8 @@ def cosim_step(cfg: Config, cache: Any, *, policy: str = "starc-row", budget: in
     d.pop("output_rtl", None)
     d.pop("output_golden", None)
     d["scenario"] = scn.info
-    d["model"] = f"{spec.overrides} d={spec.head_dim}"
+    org = spec.cfg.org
+    d["model"] = (f"{org.banks_per_channel} banks ({org.pseudo_channels} PC x {org.sids} SID x "
+                  f"{org.bank_groups} BG x {org.banks_per_group}), d {spec.head_dim}")
     return d
 

@@ -136,8 +136,10 @@ class RtlModel:
 
     def run(self, test_module: str, testcase: str | list[str] | None = None, *,
             extra_env: Mapping[str, str] | None = None, seed: int | None = None,
-            waves: bool | None = None, test_dir: Path | None = None) -> Path:
+            waves: bool | None = None, test_dir: Path | None = None,
+            quiet: bool = False) -> Path:
         """Run ``test_module`` (optionally only ``testcase``) and return the results file.
+        ``quiet``: the simulator's log goes to ``sim.log`` in the test folder, not the terminal.
 
         Raises :class:`RtlTestFailure` when any cocotb test fails or the simulator dies, under
         pytest or not. Deprecation warnings are errors inside the simulator's Python too.
@@ -165,23 +167,27 @@ class RtlModel:
             self._runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
                               test_filter=test_filter, seed=seed, extra_env=env, waves=waves,
                               test_dir=test_dir, results_xml=str(results_file),
-                              build_dir=self.build_dir)
+                              build_dir=self.build_dir,
+                              log_file=test_dir / "sim.log" if quiet else None)
         except SystemExit as e:  # cocotb's runner exits on failures when run under pytest
             try:
                 num, failed = get_results(results_file)
                 what = f"{failed} of {num} cocotb tests failed"
             except RuntimeError:
                 what = f"simulator died (exit status {e.code}) without results"
-            raise RtlTestFailure(self._message(test_module, testcase, test_dir, what)) from None
+            raise RtlTestFailure(self._message(test_module, testcase, test_dir, what,
+                                               quiet)) from None
         num, failed = get_results(results_file)
         if failed or not num:
             raise RtlTestFailure(self._message(test_module, testcase, test_dir,
-                                               f"{failed} of {num} cocotb tests failed"))
+                                               f"{failed} of {num} cocotb tests failed", quiet))
         return results_file
 
-    def _message(self, module: str, testcase: Any, test_dir: Path, what: str) -> str:
+    def _message(self, module: str, testcase: Any, test_dir: Path, what: str,
+                 quiet: bool = False) -> str:
+        where = f"{test_dir / 'sim.log'}" if quiet else "the captured log above"
         return (f"{module}::{testcase or '*'} on {self.name}: {what} (results and waves in "
-                f"{test_dir}; the assertion is in the captured log above)")
+                f"{test_dir}; the assertion is in {where})")
 
 
 _SOURCE_PACKAGES = ("starc_hw", "starc")

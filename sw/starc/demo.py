@@ -180,8 +180,15 @@ def _rtl_check(cfg: Any, cache: Any) -> dict[str, Any]:
 def _rtl_line(rtl: dict[str, Any]) -> str:
     if not rtl.get("ran"):
         return f"skipped: {rtl.get('reason', 'not requested')}"
-    return (f"outputs bit-exact: {rtl.get('bit_exact')}, cycles RTL {rtl.get('rtl_cycles')} = "
-            f"golden {rtl.get('golden_cycles')}: {rtl.get('cycles_equal')}")
+    sc = rtl.get("scenario") or {}
+    what = (f"{sc.get('policy')} B={sc.get('budget')}, layer {sc.get('layer')} q-head "
+            f"{sc.get('q_head')} step {sc.get('step')}, {sc.get('selected')} tokens in "
+            f"{sc.get('rows_opened')} rows, on the co-simulation channel of "
+            f"{rtl.get('model')}; "
+            if sc else "")
+    return (f"{what}outputs bit-exact: {rtl.get('bit_exact')}, cycles RTL "
+            f"{rtl.get('rtl_cycles')} = golden {rtl.get('golden_cycles')}: "
+            f"{rtl.get('cycles_equal')}")
 
 
 def _verdict(rows: list[dict[str, Any]], dense: dict[str, Any] | None, B: int,
