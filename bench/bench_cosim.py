@@ -8,6 +8,7 @@ simulation, clocks per second, and the golden model's time for the same step (ti
 bit-exact functional model), with the ratio.
 
     python bench/bench_cosim.py                       # dense, starc-row, quest
+    python bench/bench_cosim.py --full                # the default preset's 64-bank channel, d 128
     python bench/bench_cosim.py --policies dense --idle 0 --backpressure 0
 """
 
@@ -19,7 +20,7 @@ import xml.etree.ElementTree as ET
 
 from starc.golden import functional, timing
 from starc.kv import synthetic_kv
-from starc_sim.cosim import COSIM_MODEL, build_attention, planner_scenario, run_scenario
+from starc_sim.cosim import COSIM_MODEL, ModelSpec, build_attention, planner_scenario, run_scenario
 
 CLOCK_NS = 10  # starc_sim.tb_attention.CLOCK_NS: one clock = one emulated DRAM cycle when no stall
 
@@ -30,24 +31,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=128)
     ap.add_argument("--idle", type=float, default=0.0)
     ap.add_argument("--backpressure", type=float, default=0.0)
+    ap.add_argument("--full", action="store_true",
+                    help="the default preset's full channel (64 banks, 16 lanes, d 128; the model "
+                         "of tests/test_rtl_attention.py::test_full_size_step)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    model = build_attention(COSIM_MODEL)
-    print(f"model {model.build_dir.name}: ready in {time.perf_counter() - t0:.0f} s "
-          f"(0 when cached)")
-    cache = synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, head_dim=64, prefill_len=500,
-                         decode_steps=1, seed=3)
+    if args.full:
+        spec = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
+        cache = synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=128,
+                             prefill_len=400, decode_steps=1, seed=5)
+    else:
+        spec = COSIM_MODEL
+        cache = synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, head_dim=64,
+                             prefill_len=500, decode_steps=1, seed=3)
+    model = build_attention(spec)
+    org = spec.cfg.org
+    print(f"model {model.build_dir.name} ({org.banks_per_channel} banks, {spec.cfg.pu.lanes} "
+          f"lanes, d {spec.head_dim}): ready in {time.perf_counter() - t0:.0f} s (0 when cached)")
     print("| policy | step cmds | load cmds | clocks | sim wall s | clocks/s | golden ms | "
           "RTL / golden time |")
     print("|---|---|---|---|---|---|---|---|")
     for pol in args.policies:
-        scn = planner_scenario(cache, policy=pol, budget=args.budget)
-        res = run_scenario(scn, idle=args.idle, backpressure=args.backpressure, model=model)
+        scn = planner_scenario(cache, spec, policy=pol, budget=args.budget)
+        res = run_scenario(scn, idle=args.idle, backpressure=args.backpressure, model=model,
+                           quiet=True)
         runs = sorted(model.build_dir.glob("runs/cosim-*/results.xml"),
                       key=lambda p: p.stat().st_mtime)
         tc = ET.parse(runs[-1]).getroot().find(".//testcase")
         assert tc is not None
-        sim_ns, wall = float(tc.get("sim_time_ns", "0")), float(tc.get("time", "0"))
+        props = {p.get("name"): p.get("value") for p in tc.iter("property")}
+        sim_ns, wall = float(props["sim_time_duration"]), float(tc.get("time", "0"))
         clocks = sim_ns / CLOCK_NS
         cfg = scn.spec.cfg
         g0 = time.perf_counter()

@@ -74,6 +74,7 @@ class DeviceInfo:
     wdata_ops: frozenset[Op]
     config_id: int
     divisor: int
+    head_dim: int = 0   #: d of the board's attention datapath (0: none)
 
     @property
     def lanes(self) -> int:
@@ -271,13 +272,14 @@ class HostDriver:
                           columns=p.columns, column_bytes=p.column_bytes, rows=p.rows,
                           cycle_width=p.cycle_width, table_depth=p.table_depth,
                           rx_depth=p.rx_depth, wdata_ops=ops, config_id=p.config_id,
-                          divisor=p.divisor)
+                          divisor=p.divisor, head_dim=p.head_dim)
         if self._cfg is not None and config_id(self._cfg) != info.config_id:
             raise LinkError(f"the board was built for another configuration (config id "
                             f"{info.config_id:#010x}, {self._cfg.name} is "
                             f"{config_id(self._cfg):#010x})")
         self.info = info
-        self._fmt = LinkFormat(column_bytes=info.column_bytes, cycle_width=info.cycle_width)
+        self._fmt = LinkFormat(column_bytes=info.column_bytes, cycle_width=info.cycle_width,
+                               head_dim=info.head_dim)
         sync_bytes = len(self._fmt.pack(Opcode.SYNC, {"seq": 0}))
         self._window = info.rx_depth // 2 - sync_bytes
         return info
@@ -289,6 +291,19 @@ class HostDriver:
                       violation_count=p.violation_count, fault=p.fault,
                       violations=p.violations, flags=StatusFlag(p.flags),
                       link_errors=p.link_errors, frames=p.frames)
+
+    def output(self) -> tuple[NDArray[np.uint16], int]:
+        """The attention datapath's output (FP16 bit patterns, one per dimension) and its sticky
+        error flags (:data:`starc_hw.attention.DP_ERRORS`). The output is that of the last
+        decode step since the last :meth:`reset`."""
+        info = self._need_info()
+        if not info.head_dim:
+            raise LinkError("this board has no attention datapath (INFO head_dim 0): build a "
+                            "size with head_dim, e.g. --size pim-tiny")
+        self._send(frame(Opcode.OUTPUT))
+        p = self.format.unpack(Opcode.OUTPUT_REPLY, self._reply(Opcode.OUTPUT_REPLY))
+        raw = int(p.out).to_bytes(2 * info.head_dim, "little")
+        return np.frombuffer(raw, dtype="<u2").astype(np.uint16), int(p.dp_error)
 
     def reset(self) -> None:
         """Reset the channel (cycle 0, banks closed; bank storage keeps its contents)."""
@@ -507,6 +522,23 @@ def decode_step_selftest(drv: HostDriver, cfg: Config, *, head_dim: int, tokens:
                    step_seconds=run.seconds)
     log(f"decode step: {len(prog)} commands, {len(run.issues)} issues, "
         f"{sched.total_cycles} cycles, all equal to the golden schedule")
+    if info.head_dim:
+        if info.head_dim != head_dim:
+            raise ValueError(f"the board's attention datapath is built for d {info.head_dim}, "
+                             f"not {head_dim}")
+        out, dp_error = drv.output()
+        gold_out = functional.execute(prog, wdata, image, cfg, head_dim).output_bits
+        if dp_error:
+            raise MismatchError(f"attention datapath error flags {dp_error:#x}")
+        if not np.array_equal(out, gold_out):
+            bad = np.flatnonzero(out != gold_out)
+            raise MismatchError(f"attention output differs from the golden functional model in "
+                                f"{len(bad)} of {head_dim} dimensions, first {int(bad[0])}: "
+                                f"board {int(out[bad[0]]):#06x}, golden "
+                                f"{int(gold_out[bad[0]]):#06x}")
+        summary["output"] = out.tolist()
+        log(f"attention output: {head_dim} FP16 values equal to the golden functional model "
+            f"bit for bit")
 
     rng = np.random.default_rng(seed)
     keys = sorted(image)

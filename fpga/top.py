@@ -24,6 +24,7 @@ from amaranth.lib.wiring import In, Out
 from starc import config
 from starc.config import Config
 from starc.isa import Op
+from starc_hw.attention import AttentionChannel
 from starc_hw.channel import Channel
 from starc_hw.hostlink import HostLink
 from starc_hw.uart import UARTRx, UARTTx, divisor_for
@@ -61,6 +62,12 @@ class BoardSize:
     rows: int
     #: False: the design does not fit the LFE5U-85F; the bench synthesises it only.
     place: bool = True
+    #: d of the attention datapath (bank PUs, softmax, moves, output accumulator:
+    #: starc_hw.attention.AttentionChannel); 0: the command front end and banks only. The
+    #: datapath needs 16 lanes and d a multiple of 32 (check_attention_config).
+    head_dim: int = 0
+    #: Softmax-buffer entries (tokens one SFM may hold) of the attention datapath.
+    max_entries: int = 64
 
     @property
     def banks(self) -> int:
@@ -78,19 +85,32 @@ class BoardSize:
         }
 
     def describe(self) -> str:
+        pim = (f"; attention datapath, d {self.head_dim}, {self.max_entries} softmax entries"
+               if self.head_dim else "")
         return (f"{self.banks} banks ({self.pseudo_channels} PC x {self.sids} SID x "
                 f"{self.bank_groups} BG x {self.banks_per_group}), {self.lanes} lanes "
                 f"({16 * self.lanes}-bit columns), {self.columns} columns x {self.rows} rows "
-                f"per bank")
+                f"per bank{pim}")
 
 
 #: Size presets. Bank storage is rows x columns entries of 16 x lanes bits per bank; an ECP5
 #: DP16KD holds 512 x 36 bits, so a 512-entry bank costs ceil(16 lanes / 36) block RAMs. Columns
 #: stay 32 (16 token slots per bank row): the compiler's layout needs them.
 SIZES: dict[str, BoardSize] = {s.name: s for s in (
+    # 2 banks in one bank group: the smallest channel with a bank-level choice to make.
+    BoardSize("tiny", lanes=4, pseudo_channels=1, sids=1, bank_groups=1, banks_per_group=2,
+              columns=32, rows=8),
     # 4 banks, the co-simulation's size.
     BoardSize("small", lanes=4, pseudo_channels=1, sids=1, bank_groups=2, banks_per_group=2,
               columns=32, rows=8),
+    # small with 8 lanes (128-bit columns): what the column width costs at a fixed bank count.
+    BoardSize("small-wide", lanes=8, pseudo_channels=1, sids=1, bank_groups=2, banks_per_group=2,
+              columns=32, rows=8),
+    # The whole PIM datapath on the board: 2 banks of the preset's 16 lanes (256-bit columns),
+    # a bank PU each, the softmax unit, the moves and the output accumulator; d 32 (one bank per
+    # token, two token sets per group row).
+    BoardSize("pim-tiny", lanes=16, pseudo_channels=1, sids=1, bank_groups=1, banks_per_group=2,
+              columns=32, rows=8, head_dim=32, max_entries=64),
     # 16 banks: every pseudo-channel / SID / bank-group path of the real channel, half width.
     BoardSize("medium", lanes=8, pseudo_channels=2, sids=2, bank_groups=2, banks_per_group=2,
               columns=32, rows=16),
@@ -150,9 +170,15 @@ class ChannelSystem(wiring.Component):
         self._tx = UARTTx(divisor=divisor)
         self._link = HostLink(cfg=self._cfg, rows=size.rows, cycle_width=CYCLE_WIDTH,
                               table_depth=table_depth, rx_depth=rx_depth,
-                              wdata_ops=WDATA_OPS, divisor=divisor)
-        self._channel = Channel(cfg=self._cfg, rows=size.rows, refresh=True,
-                                cycle_width=CYCLE_WIDTH)
+                              wdata_ops=WDATA_OPS, divisor=divisor, head_dim=size.head_dim)
+        self._channel: Channel | AttentionChannel
+        if size.head_dim:
+            self._channel = AttentionChannel(cfg=self._cfg, head_dim=size.head_dim,
+                                             rows=size.rows, max_entries=size.max_entries,
+                                             refresh=True, cycle_width=CYCLE_WIDTH)
+        else:
+            self._channel = Channel(cfg=self._cfg, rows=size.rows, refresh=True,
+                                    cycle_width=CYCLE_WIDTH)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(8)})
 
     @property
@@ -184,6 +210,10 @@ class ChannelSystem(wiring.Component):
             link.issued.eq(chan.issued), link.fault.eq(chan.fault),
             link.violations.eq(chan.violations), link.violation_count.eq(chan.violation_count),
         ]
+        dp_error = Signal()
+        if isinstance(chan, AttentionChannel):
+            m.d.comb += [link.out.eq(chan.out_fp16), link.dp_error.eq(chan.dp_error),
+                         link.busy.eq(chan.busy), dp_error.eq(chan.dp_error.as_value() != 0)]
 
         heartbeat = Signal(24)
         m.d.sync += heartbeat.eq(heartbeat + 1)
@@ -199,7 +229,8 @@ class ChannelSystem(wiring.Component):
 
         m.d.comb += self.leds.eq(Cat(
             heartbeat[-1], stretch(~rx.rx), stretch(~tx.tx), link.trace,
-            chan.fault.as_value() != 0, chan.violation_count != 0, link.link_errors != 0,
+            (chan.fault.as_value() != 0) | dp_error, chan.violation_count != 0,
+            link.link_errors != 0,
             chan.issue.valid | link.cmd.valid,
         ))
         return m
@@ -292,7 +323,10 @@ class ULX3STop(wiring.Component):
                 i_PLLWAKESYNC=0, i_ENCLKOP=0)
             m.d.comb += ClockSignal("sync").eq(clk)
             m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
-            platform.add_clock_constraint(clk, self._clock_hz)
+            # No explicit constraint: nextpnr-ecp5 derives the PLL output's (CLKOP) from the
+            # oscillator's 25 MHz and the divider parameters ("Derived frequency constraint of
+            # 6.2 MHz for net clk" in pnr.log). An explicit one names a net that netlist
+            # flattening renames (nextpnr warned and ignored it).
         m.submodules.system = system = ChannelSystem(size=self._size, divisor=self._divisor)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx_buffer = rx = io.Buffer("i", uart.rx)

@@ -1,5 +1,9 @@
 """The whole FPGA board top (UART, host link, channel) under cocotb + Verilator, driven by the real
-host driver through a UART model at the pins, compared with the golden model (docs/fpga.md)."""
+host driver through a UART model at the pins, compared with the golden model (docs/fpga.md).
+
+Two board models: ``small`` (command front end and banks: the issue trace, cycle count and RD data
+are checked) and ``pim-tiny`` (the whole attention datapath as well: the attention output read
+through ``OUTPUT`` is checked bit for bit too)."""
 
 from __future__ import annotations
 
@@ -14,33 +18,41 @@ from fpga.top import ChannelSystem, board_config, board_size
 pytestmark = pytest.mark.rtl
 
 TB = "starc_sim.tb_fpga"
-#: The small board size with a 4-cycle bit period (the fastest the receiver allows), a head of
-#: 16 dimensions (two banks per token) and 48 tokens: two key rows, one of them partial.
-PARAMS = {"size": "small", "divisor": 4, "head_dim": 16, "tokens": 48, "seed": 3,
-          "readback": 24, "table_depth": 32, "rx_depth": 512}
+#: Per board size: a 4-cycle bit period (the fastest the receiver allows) and 48 tokens. small:
+#: a head of 16 dimensions (two banks per token; two key rows, one of them partial). pim-tiny:
+#: d 32 (one bank per token) through the attention datapath.
+PARAMS = {
+    "small": {"size": "small", "divisor": 4, "head_dim": 16, "tokens": 48, "seed": 3,
+              "readback": 24, "table_depth": 32, "rx_depth": 512},
+    "pim-tiny": {"size": "pim-tiny", "divisor": 4, "head_dim": 32, "tokens": 48, "seed": 3,
+                 "readback": 8, "table_depth": 32, "rx_depth": 512},
+}
 
 
-@pytest.fixture(scope="session")
-def board_model() -> RtlModel:
-    size = board_size(PARAMS["size"])
-    return build_design(
-        "fpga_system",
-        lambda: ChannelSystem(size=size, divisor=PARAMS["divisor"],
-                              table_depth=PARAMS["table_depth"], rx_depth=PARAMS["rx_depth"]),
+@pytest.fixture(scope="module", params=list(PARAMS))
+def board(request: pytest.FixtureRequest) -> tuple[RtlModel, dict]:
+    p = PARAMS[request.param]
+    size = board_size(p["size"])
+    model = build_design(
+        f"fpga_system_{size.name.replace('-', '_')}",
+        lambda: ChannelSystem(size=size, divisor=p["divisor"], table_depth=p["table_depth"],
+                              rx_depth=p["rx_depth"]),
         params={"cfg": board_config(size).as_dict(), "size": size.name,
-                "divisor": PARAMS["divisor"], "table_depth": PARAMS["table_depth"],
-                "rx_depth": PARAMS["rx_depth"]},
-        depends=(Path(__file__).resolve().parents[1] / "fpga" / "top.py",))
+                "head_dim": size.head_dim, "max_entries": size.max_entries,
+                "divisor": p["divisor"], "table_depth": p["table_depth"],
+                "rx_depth": p["rx_depth"]},
+        depends=(Path(__file__).resolve().parents[1] / "fpga" / "top.py",), internals=False)
+    return model, p
 
 
-def _run(model: RtlModel, testcase: str) -> None:
-    model.run(TB, testcase=testcase, seed=PARAMS["seed"],
-              extra_env={"STARC_FPGA_TB": json.dumps(PARAMS)})
+def _run(board: tuple[RtlModel, dict], testcase: str) -> None:
+    model, p = board
+    model.run(TB, testcase=testcase, seed=p["seed"], extra_env={"STARC_FPGA_TB": json.dumps(p)})
 
 
-def test_decode_step(board_model: RtlModel) -> None:
-    _run(board_model, "decode_step")
+def test_decode_step(board: tuple[RtlModel, dict]) -> None:
+    _run(board, "decode_step")
 
 
-def test_link_errors(board_model: RtlModel) -> None:
-    _run(board_model, "link_errors")
+def test_link_errors(board: tuple[RtlModel, dict]) -> None:
+    _run(board, "link_errors")

@@ -159,9 +159,9 @@ class LinkBench:
     """HostLink with a stand-in channel: takes every command, records commands, write data and the
     bytes the link sends; ``drive`` runs alongside (issue / RD data / status inputs)."""
 
-    def __init__(self, *, table_depth: int = 8) -> None:
+    def __init__(self, *, table_depth: int = 8, head_dim: int = 0) -> None:
         self.dut = HostLink(cfg=CFG, rows=8, cycle_width=32, table_depth=table_depth,
-                            rx_depth=64)
+                            rx_depth=64, head_dim=head_dim)
         self.cmds: list[int] = []
         self.wdata: list[int] = []
         self.tx: list[int] = []
@@ -290,22 +290,55 @@ def test_hostlink_replies_and_results() -> None:
     assert StatusFlag(st.flags) == StatusFlag.IDLE | StatusFlag.TRACE
 
 
+def test_hostlink_output_and_busy() -> None:
+    """OUTPUT is answered with the datapath's output (dimension i in bytes 2i, 2i + 1) and its
+    flags; a busy datapath keeps STATUS from reporting IDLE."""
+    d = 4
+    bench = LinkBench(head_dim=d)
+    dut = bench.dut
+    fmt = LinkFormat(column_bytes=CFG.org.column_bytes, cycle_width=32, head_dim=d)
+    values = [0x3C00, 0x8001, 0x7BFF, 0xFC00]     # 1.0, -subnormal, max, -inf
+
+    async def drive(ctx: Any) -> None:
+        ctx.set(dut.cmd.ready, 1)
+        ctx.set(dut.out, sum(v << (16 * i) for i, v in enumerate(values)))
+        ctx.set(dut.dp_error, 0x5)
+        ctx.set(dut.busy, 1)
+
+    data = frame(Opcode.OUTPUT) + frame(Opcode.STATUS)
+    bench.run(data, 600, drive)
+    frames = bench.frames()
+    assert [op for op, _ in frames] == [Opcode.OUTPUT_REPLY, Opcode.STATUS_REPLY]
+    assert len(frames[0][1]) == 2 * d + 1
+    assert list(np.frombuffer(frames[0][1][:2 * d], "<u2")) == values
+    out = fmt.unpack(Opcode.OUTPUT_REPLY, frames[0][1])
+    assert out.dp_error == 0x5
+    st = fmt.unpack(Opcode.STATUS_REPLY, frames[1][1])
+    assert not StatusFlag(st.flags) & StatusFlag.IDLE
+    info = HostLink(cfg=CFG, rows=8, cycle_width=32, head_dim=d).info()
+    assert info["head_dim"] == d
+    assert FMT.payload_bytes(Opcode.OUTPUT_REPLY) == 1      # no datapath: flags only
+    with pytest.raises(ValueError, match="Head dimension must be an integer from 0 to 4095"):
+        LinkFormat(column_bytes=8, cycle_width=32, head_dim=-1)
+
+
 # ---- board top and driver (pure Python parts) -------------------------------------------------
 def test_board_sizes() -> None:
     for name, size in SIZES.items():
         cfg = board_config(size)
         assert cfg.org.banks_per_channel == size.banks
         assert cfg.pu.lanes == size.lanes and cfg.org.columns_per_row == 32, name
-    with pytest.raises(ValueError, match="Unknown board size 'huge'; choose one of small, "
-                                         "medium, large, full"):
+    with pytest.raises(ValueError, match="Unknown board size 'huge'; choose one of tiny, "
+                                         "small, small-wide, pim-tiny, medium, large, full"):
         board_size("huge")
     with pytest.raises(TypeError, match="Board size must be a BoardSize, not 'small'"):
         ULX3STop(size="small")  # type: ignore[arg-type]
-    assert [k for k, v in SIZES.items() if v.place] == ["small", "medium", "large"]
+    assert [k for k, v in SIZES.items() if v.place] == ["tiny", "small", "small-wide", "pim-tiny",
+                                                            "medium", "large"]
     from fpga.build import build
     with pytest.raises(ValueError, match="Size 'full' does not fit the LFE5U-85F: synthesis only "
-                                         "\\(--no-pnr\\); the placed sizes are small, medium, "
-                                         "large"):
+                                         "\\(--no-pnr\\); the placed sizes are tiny, small, "
+                                         "small-wide, pim-tiny, medium, large"):
         build("full")
     assert isinstance(SIZES["small"], BoardSize)
 
@@ -337,7 +370,7 @@ def test_driver_needs_a_transport() -> None:
 
 def test_ulx3s_build_plan(tmp_path: Any) -> None:
     """The board top elaborates for the ULX3S (no deprecated platform use): PLL, UART pins, the
-    oscillator's and the system clock's constraints."""
+    oscillator's constraint and the PLL's output frequency (nextpnr derives its constraint)."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
     top = ULX3STop(size=SIZES["small"])
@@ -348,8 +381,11 @@ def test_ulx3s_build_plan(tmp_path: Any) -> None:
     for pin in ("M1", "L4", "G2", "B2"):     # uart rx, uart tx, clk25, led 0
         assert f'SITE "{pin}"' in lpf, pin
     assert 'FREQUENCY PORT "clk25_0__io" 25000000' in lpf
-    assert "6250000.0 HZ" in lpf
-    assert "EHXPLLL" in (tmp_path / "top.il").read_text()
+    # the system clock's constraint is nextpnr's, derived from the PLL's pin frequencies
+    assert "FREQUENCY NET" not in lpf
+    il = (tmp_path / "top.il").read_text()
+    assert "EHXPLLL" in il
+    assert 'attribute \\FREQUENCY_PIN_CLKOP "6.25"' in il
 
 
 def test_pll_params() -> None:

@@ -9,8 +9,9 @@ rule.
 
 Host to device: ``CMD`` (one packed command word, :data:`starc.isa.COMMAND_FIELDS`), ``TABLE``
 (one entry of the write-data side table), ``RESET``, ``TRACE``, ``SYNC``, ``STATUS``, ``INFO``,
-``NOP``. Device to host: ``ISSUE`` (an issued command and its cycle, when tracing), ``RDATA`` (the
-data of a RD), and the replies ``SYNC_REPLY``, ``STATUS_REPLY``, ``INFO_REPLY``.
+``OUTPUT``, ``NOP``. Device to host: ``ISSUE`` (an issued command and its cycle, when tracing),
+``RDATA`` (the data of a RD), and the replies ``SYNC_REPLY``, ``STATUS_REPLY``, ``INFO_REPLY``,
+``OUTPUT_REPLY`` (the attention datapath's output, on a build that has one).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ __all__ = [
 
 #: ``INFO_REPLY.magic``: the bytes ``b"SPIM"``.
 MAGIC = int.from_bytes(b"SPIM", "little")
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: OUTPUT / OUTPUT_REPLY, INFO_REPLY.head_dim
 
 
 class Opcode(enum.IntEnum):
@@ -59,11 +60,13 @@ class Opcode(enum.IntEnum):
     SYNC = 0x05          #: answered once every earlier frame has been taken from the receive FIFO
     STATUS = 0x06        #: ask for a STATUS_REPLY
     INFO = 0x07          #: ask for an INFO_REPLY
+    OUTPUT = 0x08        #: ask for an OUTPUT_REPLY
     ISSUE = 0x81         #: an issued command with its DRAM cycle
     RDATA = 0x82         #: the data of one RD
     SYNC_REPLY = 0x85
     STATUS_REPLY = 0x86
     INFO_REPLY = 0x87
+    OUTPUT_REPLY = 0x88  #: the attention output (FP16 per dimension) and the datapath flags
 
 
 class StatusFlag(enum.IntFlag):
@@ -78,7 +81,7 @@ class StatusFlag(enum.IntFlag):
 
 #: Requests the device answers with ``request | 0x80``.
 REPLIES = {Opcode.SYNC: Opcode.SYNC_REPLY, Opcode.STATUS: Opcode.STATUS_REPLY,
-           Opcode.INFO: Opcode.INFO_REPLY}
+           Opcode.INFO: Opcode.INFO_REPLY, Opcode.OUTPUT: Opcode.OUTPUT_REPLY}
 
 #: Fixed layout of ``INFO_REPLY`` (the one frame a host reads before it knows the build).
 INFO_LAYOUT = data.StructLayout({
@@ -95,6 +98,7 @@ INFO_LAYOUT = data.StructLayout({
     "wdata_ops": 32,        # bit o set: a command of opcode o takes one side-table entry
     "config_id": 32,        # config_id() of the channel's Config
     "divisor": 16,          # UART bit period in clock cycles (0: not a UART build)
+    "head_dim": 16,         # d of the attention datapath (0: none; OUTPUT_REPLY.out is empty)
 })
 
 
@@ -128,17 +132,24 @@ class LinkFormat:
         Bytes of one column access (``organisation.column_bytes``).
     cycle_width : int
         Width of the channel's cycle counter; carried in ``ceil(cycle_width / 8)`` bytes.
+    head_dim : int
+        d of the attention datapath (``OUTPUT_REPLY.out``: d FP16 values); 0 without one.
     """
 
-    def __init__(self, *, column_bytes: int, cycle_width: int) -> None:
+    def __init__(self, *, column_bytes: int, cycle_width: int, head_dim: int = 0) -> None:
         if isinstance(column_bytes, bool) or not isinstance(column_bytes, int) \
                 or column_bytes <= 0:
             raise ValueError(f"Column bytes must be a positive integer, not {column_bytes!r}")
         if isinstance(cycle_width, bool) or not isinstance(cycle_width, int) \
                 or not 1 <= cycle_width <= 64:
             raise ValueError(f"Cycle width must be an integer from 1 to 64, not {cycle_width!r}")
+        if isinstance(head_dim, bool) or not isinstance(head_dim, int) \
+                or not 0 <= head_dim < 1 << 12:
+            raise ValueError(f"Head dimension must be an integer from 0 to 4095, not "
+                             f"{head_dim!r}")
         self.column_bytes = column_bytes
         self.cycle_width = cycle_width
+        self.head_dim = head_dim
         col = 8 * column_bytes
         cyc = 8 * (-(-cycle_width // 8))
         empty = data.StructLayout({})
@@ -159,6 +170,9 @@ class LinkFormat:
                 "fault": 8, "violations": 16, "flags": 8, "link_errors": 16, "frames": 32,
             }),
             Opcode.INFO_REPLY: INFO_LAYOUT,
+            Opcode.OUTPUT: empty,
+            # out: dimension i in bits 16 i .. 16 i + 15; dp_error: starc_hw.attention.DP_ERRORS
+            Opcode.OUTPUT_REPLY: data.StructLayout({"out": 16 * head_dim, "dp_error": 8}),
         }
         for op, layout in self.layouts.items():
             assert layout.size % 8 == 0, (op, layout.size)
@@ -238,6 +252,8 @@ class HostLink(wiring.Component):
         Opcodes whose commands take one write-data entry (the channel's contract).
     divisor : int
         The UART bit period, only reported in ``INFO`` (0: unknown).
+    head_dim : int
+        d of the channel's attention datapath (0: none): the width of :attr:`out`.
 
     Members
     -------
@@ -259,6 +275,13 @@ class HostLink(wiring.Component):
         RD data strobe of the channel (cannot be stalled).
     cycle, complete, issued, fault, violations, violation_count : In
         The channel's status, reported in ``STATUS_REPLY``.
+    out : In(16 * max(head_dim, 1))
+        The attention output (FP16 per dimension), sent in ``OUTPUT_REPLY`` (a snapshot taken as
+        its first byte goes out).
+    dp_error : In(8)
+        The datapath's sticky flags, sent in ``OUTPUT_REPLY``.
+    busy : In(1)
+        The datapath still has results on the way: ``STATUS_REPLY`` is not ``IDLE``.
     rx_overrun, rx_frame_error : In(1)
         Sticky flags of the UART receiver, reported in ``STATUS_REPLY``.
     rx_clear : Out(1)
@@ -273,7 +296,7 @@ class HostLink(wiring.Component):
 
     def __init__(self, *, cfg: Config, rows: int, cycle_width: int, table_depth: int = 32,
                  rx_depth: int = 512, wdata_ops: tuple[Op, ...] = (Op.WR,),
-                 divisor: int = 0) -> None:
+                 divisor: int = 0, head_dim: int = 0) -> None:
         if not isinstance(cfg, Config):
             raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
         if isinstance(rows, bool) or not isinstance(rows, int) or not 1 <= rows < 1 << 16:
@@ -286,7 +309,9 @@ class HostLink(wiring.Component):
         if isinstance(divisor, bool) or not isinstance(divisor, int) \
                 or not 0 <= divisor < 1 << 16:
             raise ValueError(f"Divisor must be an integer from 0 to 65535, not {divisor!r}")
-        self._fmt = LinkFormat(column_bytes=cfg.org.column_bytes, cycle_width=cycle_width)
+        self._fmt = LinkFormat(column_bytes=cfg.org.column_bytes, cycle_width=cycle_width,
+                               head_dim=head_dim)
+        self._head_dim = head_dim
         self._cfg = cfg
         self._rows = rows
         self._cw = cycle_width
@@ -308,6 +333,9 @@ class HostLink(wiring.Component):
             "fault": In(8),
             "violations": In(16),
             "violation_count": In(32),
+            "out": In(16 * max(head_dim, 1)),
+            "dp_error": In(8),
+            "busy": In(1),
             "rx_overrun": In(1),
             "rx_frame_error": In(1),
             "rx_clear": Out(1),
@@ -330,6 +358,7 @@ class HostLink(wiring.Component):
             "table_depth": self._table_depth, "rx_depth": self._rx_depth,
             "wdata_ops": sum(1 << int(o) for o in self._wdata_ops),
             "config_id": config_id(self._cfg), "divisor": self._divisor,
+            "head_dim": self._head_dim,
         }
 
     def elaborate(self, platform: object) -> Module:  # noqa: C901 - one parser, one FSM
@@ -480,7 +509,8 @@ class HostLink(wiring.Component):
                 with m.Case(Opcode.TRACE):
                     m.d.sync += self.trace.eq(payload(Opcode.TRACE).enable[0])
                     m.next = "OP"
-                with m.Case(Opcode.SYNC, Opcode.STATUS, Opcode.INFO), m.If(~reply_valid):
+                with m.Case(Opcode.SYNC, Opcode.STATUS, Opcode.INFO, Opcode.OUTPUT), \
+                        m.If(~reply_valid):
                     m.d.sync += [reply_valid.eq(1), reply_op.eq(op | 0x80),
                                  reply_seq.eq(payload(Opcode.SYNC).seq)]
                     m.next = "OP"
@@ -502,7 +532,7 @@ class HostLink(wiring.Component):
 
         idle = Signal()
         m.d.comb += idle.eq(~self.cmd.valid & self.cmd.ready & ~self.issue.valid & ~rd_inflight
-                            & ~rfifo.r_rdy & ~wfifo.r_rdy)
+                            & ~rfifo.r_rdy & ~wfifo.r_rdy & ~self.busy)
         flags = Signal(8)
         m.d.comb += flags.eq(Cat(idle, self.trace, self.rx_overrun, self.rx_frame_error,
                                  rdata_overflow))
@@ -515,6 +545,10 @@ class HostLink(wiring.Component):
             status.flags.eq(flags), status.link_errors.eq(errors), status.frames.eq(frames),
         ]
         info = L[Opcode.INFO_REPLY].const(self.info())
+        output = Signal(L[Opcode.OUTPUT_REPLY])
+        m.d.comb += output.dp_error.eq(self.dp_error)
+        if self._head_dim:
+            m.d.comb += output.out.eq(self.out)
         sync_reply = Signal(L[Opcode.SYNC_REPLY])
         m.d.comb += sync_reply.seq.eq(reply_seq)
         issue = Signal(L[Opcode.ISSUE])
@@ -541,6 +575,8 @@ class HostLink(wiring.Component):
                             load(Opcode.STATUS_REPLY, status.as_value())
                         with m.Case(Opcode.INFO_REPLY):
                             load(Opcode.INFO_REPLY, info.as_value())
+                        with m.Case(Opcode.OUTPUT_REPLY):
+                            load(Opcode.OUTPUT_REPLY, output.as_value())
                         with m.Default():
                             load(Opcode.SYNC_REPLY, sync_reply.as_value())
                     m.next = "OP"

@@ -1,4 +1,5 @@
-"""cocotb tests of the FPGA board top (``fpga.top.ChannelSystem``: UART, host link, channel).
+"""cocotb tests of the FPGA board top (``fpga.top.ChannelSystem``: UART, host link, channel; on
+a ``pim-*`` size the channel carries the attention datapath and its output is checked too).
 
 The host driver of ``fpga/driver.py`` runs unchanged in a :func:`cocotb.task.bridge` thread and
 talks to the design through :class:`starc_sim.uart_model.UartModel` at the UART pins. Run through
