@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 
 from starc.golden import functional, timing
 from starc.kv import synthetic_kv
-from starc_sim.cosim import COSIM_MODEL, ModelSpec, build_attention, planner_scenario, run_scenario
+from starc_sim.cosim import COSIM_MODEL, FULL_MODEL, build_attention, planner_scenario, run_scenario
 
 CLOCK_NS = 10  # starc_sim.tb_attention.CLOCK_NS: one clock = one emulated DRAM cycle when no stall
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     if args.full:
-        spec = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
+        spec = FULL_MODEL
         cache = synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=128,
                              prefill_len=400, decode_steps=1, seed=5)
     else:

@@ -87,9 +87,9 @@ def test_cli_cosim(model, capsys) -> None:  # noqa: ANN001
         reason="second full-size step (dense, about 90 s of simulation); set STARC_RTL_FULL=1")),
 ])
 def test_full_size_step(policy) -> None:  # noqa: ANN001
-    from starc_sim.cosim import ModelSpec, planner_scenario, run_scenario
+    from starc_sim.cosim import FULL_MODEL, planner_scenario, run_scenario
 
-    spec = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
+    spec = FULL_MODEL
     assert spec.cfg.org.banks_per_channel == 64 and spec.cfg.pu.lanes == 16
     full = synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=128, prefill_len=400,
                         decode_steps=1, seed=5)

@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = grp.add_parser("cosim", help="run one decode step on the RTL and compare with the "
                                      "golden model",
-                       description="Compile a KV cache for the 16-bank co-simulation model, plan "
+                       description="Compile a KV cache for the 16-bank co-simulation model (or, "
+                                   "with --full, the default preset's 64-bank channel), plan "
                                    "one decode step of one query head, load the image through "
                                    "WR commands and run the step under Verilator; print the "
                                    "output, the cycle count and the agreement with the golden "
@@ -83,6 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1, help="testbench seed")
     p.add_argument("--waves", action="store_true",
                    help="dump waves (FST, in the run folder printed; a separate build)")
+    p.add_argument("--full", action="store_true",
+                   help="the default preset's full channel (64 banks, 16 lanes, d 128, 16 rows; "
+                        "a build of about 4 minutes); the synthetic default cache gets d 128")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_cosim)
 
@@ -129,17 +133,24 @@ def cmd_verilog(args: argparse.Namespace) -> int:
 def cmd_cosim(args: argparse.Namespace) -> int:
     from starc.kv import KVError, load_kv, synthetic_kv
 
-    from starc_sim.cosim import COSIM_MODEL, ModelSpec, planner_scenario, run_scenario
+    from starc_sim.cosim import COSIM_MODEL, FULL_MODEL, ModelSpec, planner_scenario, run_scenario
     from starc_sim.runner import RtlTestFailure
 
+    base = FULL_MODEL if args.full else COSIM_MODEL
     try:
         if args.kv:
             cache = load_kv(args.kv)
         else:
-            cache = synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, head_dim=64,
-                                 prefill_len=500, decode_steps=1, seed=3)
-        spec = COSIM_MODEL if cache.meta.head_dim == COSIM_MODEL.head_dim \
-            else ModelSpec(head_dim=cache.meta.head_dim)
+            cache = synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, head_dim=base.head_dim,
+                                 prefill_len=500 if not args.full else 400, decode_steps=1,
+                                 seed=3)
+        if cache.meta.head_dim == base.head_dim:
+            spec = base
+        elif args.full:
+            raise ValueError(f"--full runs d {base.head_dim}; the cache has head_dim "
+                             f"{cache.meta.head_dim}")
+        else:
+            spec = ModelSpec(head_dim=cache.meta.head_dim)
         scn = planner_scenario(cache, spec, policy=args.policy, budget=args.budget,
                                layer=args.layer, kv_head=args.kv_head, step=args.step)
     except (ValueError, KVError, OSError) as e:

@@ -30,7 +30,7 @@ from starc.isa import PROGRAM_DTYPE, Op
 
 from starc_sim.programs import SMALL, load_config
 
-__all__ = ["COSIM_MODEL", "CosimResult", "ModelSpec", "Scenario", "build_attention",
+__all__ = ["COSIM_MODEL", "FULL_MODEL", "CosimResult", "ModelSpec", "Scenario", "build_attention",
            "cosim_step", "load_program", "planner_scenario", "run_scenario", "write_bundle"]
 
 RowKey = tuple[int, int, int]
@@ -61,6 +61,9 @@ class ModelSpec:
 #: 2 bank groups x 2 banks (16 banks, every scope distinct) of the default preset's timing, d 64
 #: (SmolLM2-135M's head dimension).
 COSIM_MODEL = ModelSpec()
+#: The default preset's full channel: 64 banks (2 PC x 2 SID x 4 BG x 4), 16 lanes, d 128 (two
+#: banks per token), 16 stored rows per bank (a step may open 16 distinct rows).
+FULL_MODEL = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
 
 
 @dataclass
