@@ -79,20 +79,22 @@ def test_cli_cosim(model, capsys) -> None:  # noqa: ANN001
 
 # The default preset's full channel: 64 banks (2 PC x 2 SID x 4 BG x 4), 16 lanes, d 128 (two
 # banks per token). One sparse step runs in every suite (a build of about 4 minutes on 2 cores,
-# then about 90 s of simulation); the dense step only with STARC_RTL_FULL=1.
+# then under a minute of simulation, mostly the image load); the dense step only with
+# STARC_RTL_FULL=1.
 @pytest.mark.parametrize("policy", [
     "starc-row",
     pytest.param("dense", marks=pytest.mark.skipif(
         not os.environ.get("STARC_RTL_FULL"),
-        reason="second full-size step (dense, about 90 s of simulation); set STARC_RTL_FULL=1")),
+        reason="second full-size step (dense, about a minute of simulation); set "
+               "STARC_RTL_FULL=1")),
 ])
 def test_full_size_step(policy) -> None:  # noqa: ANN001
     from starc_sim.cosim import FULL_MODEL, planner_scenario, run_scenario
 
     spec = FULL_MODEL
     assert spec.cfg.org.banks_per_channel == 64 and spec.cfg.pu.lanes == 16
-    full = synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=128, prefill_len=400,
+    full = synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=128, prefill_len=200,
                         decode_steps=1, seed=5)
-    scn = planner_scenario(full, spec, policy=policy, budget=128)
+    scn = planner_scenario(full, spec, policy=policy, budget=64)
     res = run_scenario(scn, idle=0.1, backpressure=0.1, seed=SEED)
     assert res.bit_exact and res.cycles_equal, res.mismatches
