@@ -1,11 +1,12 @@
 """Simulated cycles per second of the attention channel under cocotb + Verilator, beside the
 golden model on the same decode step.
 
-For each policy: plans one step of a seeded synthetic cache (3 layers, d 64, 500 tokens) for the
-16-bank co-simulation model, runs it on the RTL (image load through WR commands, then the step,
-every value checked) and prints the simulated clocks (load + step), the wall time of the
-simulation, clocks per second, and the golden model's time for the same step (timing schedule +
-bit-exact functional model), with the ratio.
+For each policy: plans one step of the co-simulation's seeded synthetic cache
+(``starc_sim.cosim.synthetic_cache``: 3 layers, 500 tokens, d 64 on the 16-bank model), runs it
+on the RTL (image load through WR commands, then the step, every value checked) and prints the
+simulated clocks (load + step), the wall time of the simulation, clocks per second, and the
+golden model's time for the same step (timing schedule + bit-exact functional model), with the
+ratio.
 
     python bench/bench_cosim.py                       # dense, starc-row, quest
     python bench/bench_cosim.py --full                # the default preset's 64-bank channel, d 128
@@ -19,8 +20,14 @@ import time
 import xml.etree.ElementTree as ET
 
 from starc.golden import functional, timing
-from starc.kv import synthetic_kv
-from starc_sim.cosim import COSIM_MODEL, FULL_MODEL, build_attention, planner_scenario, run_scenario
+from starc_sim.cosim import (
+    COSIM_MODEL,
+    FULL_MODEL,
+    build_attention,
+    planner_scenario,
+    run_scenario,
+    synthetic_cache,
+)
 
 CLOCK_NS = 10  # starc_sim.tb_attention.CLOCK_NS: one clock = one emulated DRAM cycle when no stall
 
@@ -36,14 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                          "of tests/test_rtl_attention.py::test_full_size_step)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    if args.full:
-        spec = FULL_MODEL
-        cache = synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=128,
-                             prefill_len=400, decode_steps=1, seed=5)
-    else:
-        spec = COSIM_MODEL
-        cache = synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, head_dim=64,
-                             prefill_len=500, decode_steps=1, seed=3)
+    spec = FULL_MODEL if args.full else COSIM_MODEL
+    cache = synthetic_cache(spec)
     model = build_attention(spec)
     org = spec.cfg.org
     print(f"model {model.build_dir.name} ({org.banks_per_channel} banks, {spec.cfg.pu.lanes} "

@@ -168,3 +168,17 @@ def test_meta_roundtrip_keeps_extra():
     with pytest.raises(KVError, match="meta.head_dim must be positive, not 0"):
         KVMeta.from_json({**m.to_json(), "head_dim": 0}, "t")
     assert replace(m, decode_steps=2).context_len == 6
+
+
+def test_one_head_is_that_head_and_its_query_group(small):
+    one = small.one_head(1, 1)                  # 6 query heads over 2 KV heads: group of 3
+    m = one.meta
+    assert (m.n_layers, m.n_kv_heads, m.n_q_heads, m.head_dim) == (1, 1, 3, 64)
+    assert (m.prefill_len, m.decode_steps) == (small.meta.prefill_len, small.meta.decode_steps)
+    np.testing.assert_array_equal(one.k[0][:, 0], small.k[1][:, 1])
+    np.testing.assert_array_equal(one.v[0][:, 0], small.v[1][:, 1])
+    np.testing.assert_array_equal(one.q[0], small.q[1][:, 3:6])
+    one.validate(config.load())
+    with pytest.raises(KVError, match="layer 2 / KV head 0 out of range: the cache has 2 layers "
+                                      "and 2 KV heads"):
+        small.one_head(2, 0)

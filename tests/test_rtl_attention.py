@@ -29,8 +29,9 @@ def model():  # noqa: ANN201
 
 @pytest.fixture(scope="module")
 def cache():  # noqa: ANN201
-    return synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, head_dim=64, prefill_len=500,
-                        decode_steps=1, seed=3)
+    from starc_sim.cosim import synthetic_cache
+
+    return synthetic_cache()
 
 
 @pytest.mark.parametrize(("policy", "budget", "idle", "bp"), [

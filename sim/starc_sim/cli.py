@@ -131,19 +131,21 @@ def cmd_verilog(args: argparse.Namespace) -> int:
 
 
 def cmd_cosim(args: argparse.Namespace) -> int:
-    from starc.kv import KVError, load_kv, synthetic_kv
+    from starc.kv import KVError, load_kv
 
-    from starc_sim.cosim import COSIM_MODEL, FULL_MODEL, ModelSpec, planner_scenario, run_scenario
+    from starc_sim.cosim import (
+        COSIM_MODEL,
+        FULL_MODEL,
+        ModelSpec,
+        planner_scenario,
+        run_scenario,
+        synthetic_cache,
+    )
     from starc_sim.runner import RtlTestFailure
 
     base = FULL_MODEL if args.full else COSIM_MODEL
     try:
-        if args.kv:
-            cache = load_kv(args.kv)
-        else:
-            cache = synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, head_dim=base.head_dim,
-                                 prefill_len=500 if not args.full else 400, decode_steps=1,
-                                 seed=3)
+        cache = load_kv(args.kv) if args.kv else synthetic_cache(base)
         if cache.meta.head_dim == base.head_dim:
             spec = base
         elif args.full:

@@ -31,7 +31,8 @@ from starc.isa import PROGRAM_DTYPE, Op
 from starc_sim.programs import SMALL, load_config
 
 __all__ = ["COSIM_MODEL", "FULL_MODEL", "CosimResult", "ModelSpec", "Scenario", "build_attention",
-           "cosim_step", "load_program", "planner_scenario", "run_scenario", "write_bundle"]
+           "cosim_step", "load_program", "planner_scenario", "run_scenario", "synthetic_cache",
+           "write_bundle"]
 
 RowKey = tuple[int, int, int]
 
@@ -64,6 +65,19 @@ COSIM_MODEL = ModelSpec()
 #: The default preset's full channel: 64 banks (2 PC x 2 SID x 4 BG x 4), 16 lanes, d 128 (two
 #: banks per token), 16 stored rows per bank (a step may open 16 distinct rows).
 FULL_MODEL = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
+
+
+def synthetic_cache(spec: ModelSpec = COSIM_MODEL, *, prefill_len: int | None = None,
+                    seed: int = 3) -> Any:
+    """The seeded synthetic cache the co-simulation uses when given none (``starc rtl cosim``,
+    the tests, the bench): 3 layers, one KV head with 3 query heads, d of ``spec``, one decode
+    step; 500 tokens on the 16-bank model, 400 on the full channel (16 stored rows)."""
+    from starc.kv import synthetic_kv
+
+    if prefill_len is None:
+        prefill_len = 500 if spec.rows >= 64 else 400
+    return synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, head_dim=spec.head_dim,
+                        prefill_len=prefill_len, decode_steps=1, seed=seed)
 
 
 @dataclass
@@ -144,18 +158,6 @@ def _renumber(prog: np.ndarray, image: dict[RowKey, np.ndarray], rows: int
     return out, img, remap
 
 
-def _one_head(cache: Any, layer: int, kv_head: int) -> Any:
-    """``cache`` reduced to ``layer``'s ``kv_head`` and the query heads of its group."""
-    from dataclasses import replace
-
-    m = cache.meta
-    gs = m.group_size
-    meta = replace(m, n_layers=1, n_kv_heads=1, n_q_heads=gs)
-    return replace(cache, meta=meta, k=[cache.k[layer][:, kv_head:kv_head + 1]],
-                   v=[cache.v[layer][:, kv_head:kv_head + 1]],
-                   q=[cache.q[layer][:, kv_head * gs:(kv_head + 1) * gs]])
-
-
 def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str = "starc-row",
                      budget: int = 256, layer: int | None = None, kv_head: int = 0,
                      step: int = 0, q_in_group: int = 0, fill: str = "auto",
@@ -171,17 +173,14 @@ def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str =
         raise ValueError(f"the cache has head_dim {m.head_dim}; the RTL model was built for "
                          f"{spec.head_dim}")
     layer = m.n_layers - 1 if layer is None else layer
-    if not 0 <= layer < m.n_layers or not 0 <= kv_head < m.n_kv_heads:
-        raise ValueError(f"layer {layer} / KV head {kv_head} out of range: the cache has "
-                         f"{m.n_layers} layers and {m.n_kv_heads} KV heads")
-    dense_layers: tuple[int, ...] = (0, 1)  # the planner's default
+    dense_layers = CompileOptions().dense_layers  # the compiler's and the planner's default
     at_layer, at_head = layer, kv_head
     if compiled is None:
         # Only the planned head goes onto the (small) co-simulation channel: the cache reduced to
         # one layer and one KV head with its query group, so a long context still fits the
-        # model's rows. The planner's dense-layer rule keeps the original layer number.
-        cache = _one_head(cache, layer, kv_head)
-        dense_layers = (0,) if layer in (0, 1) else ()
+        # model's rows. The dense-layer rule keeps the original layer number.
+        cache = cache.one_head(layer, kv_head)
+        dense_layers = (0,) if layer in dense_layers else ()
         at_layer, at_head = 0, 0
         compiled = compile_kv(cache, cfg, CompileOptions(mode=LAYOUT_OF[policy],
                                                          dense_layers=dense_layers))

@@ -153,6 +153,19 @@ class KVCache:
             check_capacity(m, cfg)
         return self
 
+    def one_head(self, layer: int, kv_head: int) -> KVCache:
+        """The cache reduced to one layer's one KV head and the query heads of its group (a
+        1-layer, 1-KV-head cache; the arrays are views)."""
+        m = self.meta
+        if not 0 <= layer < m.n_layers or not 0 <= kv_head < m.n_kv_heads:
+            raise KVError(f"layer {layer} / KV head {kv_head} out of range: the cache has "
+                          f"{m.n_layers} layers and {m.n_kv_heads} KV heads")
+        gs = m.group_size
+        return replace(self, meta=replace(m, n_layers=1, n_kv_heads=1, n_q_heads=gs),
+                       k=[self.k[layer][:, kv_head:kv_head + 1]],
+                       v=[self.v[layer][:, kv_head:kv_head + 1]],
+                       q=[self.q[layer][:, kv_head * gs:(kv_head + 1) * gs]])
+
     def to_fp16(self) -> KVCache:
         """The cache rounded to FP16 (round to nearest even, as ``astype`` does)."""
         def cv(a: np.ndarray) -> np.ndarray:
