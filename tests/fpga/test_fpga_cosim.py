@@ -41,7 +41,7 @@ def board(request: pytest.FixtureRequest) -> tuple[RtlModel, dict]:
                 "head_dim": size.head_dim, "max_entries": size.max_entries,
                 "divisor": p["divisor"], "table_depth": p["table_depth"],
                 "rx_depth": p["rx_depth"]},
-        depends=(Path(__file__).resolve().parents[1] / "fpga" / "top.py",), internals=False)
+        depends=(Path(__file__).resolve().parents[2] / "fpga" / "top.py",), internals=False)
     return model, p
 
 
