@@ -120,20 +120,23 @@ class Organisation:
     def stack_bytes(self) -> int:
         return self.banks_per_stack * self.rows_per_bank * self.row_bytes
 
+    # address arithmetic lives in starc.address; these delegate to it
     def group_of(self, pc: int, sid: int, bg: int) -> int:
-        return (pc * self.sids + sid) * self.bank_groups + bg
+        from starc import address
+        return address.group_of(self, pc, sid, bg)
 
     def split_group(self, group: int) -> tuple[int, int, int]:
         """(pseudo-channel, SID, bank group) of a group index."""
-        bg = group % self.bank_groups
-        rank = group // self.bank_groups
-        return rank // self.sids, rank % self.sids, bg
+        from starc import address
+        return address.split_group(self, group)
 
     def rank_of_group(self, group: int) -> int:
-        return group // self.bank_groups
+        from starc import address
+        return address.rank_of_group(self, group)
 
     def unit_of_group(self, group: int) -> int:
-        return group % self.units_per_channel
+        from starc import address
+        return address.unit_of_group(self, group)
 
 
 @dataclass(frozen=True)
@@ -288,25 +291,17 @@ class Config:
         return self.timing.tRFC / self.timing.tREFI
 
     def banks_per_token(self, head_dim: int) -> int:
-        """AttAcc bank-level layout: a bank row holds 2-column (32-element) slices of tokens."""
-        slice_elems = 2 * self.org.elements_per_column
-        if head_dim <= 0 or head_dim % slice_elems:
-            raise ConfigError(
-                f"head_dim {head_dim} must be a positive multiple of {slice_elems} (two column "
-                f"accesses of {self.org.elements_per_column} FP16 lanes per bank slice)")
-        b = head_dim // slice_elems
-        if b > self.org.banks_per_group or self.org.banks_per_group % b:
-            raise ConfigError(
-                f"head_dim {head_dim} needs {b} banks per token, which must divide "
-                f"banks_per_group ({self.org.banks_per_group}); this preset cannot hold it")
-        return b
+        """AttAcc bank-level layout: banks one token of ``head_dim`` spans (starc.address)."""
+        from starc import address
+        return address.banks_per_token(self.org, head_dim)
 
     def tokens_per_bank_row(self) -> int:
-        return self.org.columns_per_row // 2
+        from starc import address
+        return address.tokens_per_bank_row(self.org)
 
     def tokens_per_group_row(self, head_dim: int) -> int:
-        return self.tokens_per_bank_row() * (self.org.banks_per_group
-                                             // self.banks_per_token(head_dim))
+        from starc import address
+        return address.tokens_per_group_row(self.org, head_dim)
 
     def cycles_to_ns(self, cycles: float) -> float:
         return cycles * self.timing.tCK_ns

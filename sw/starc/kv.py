@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from starc.address import rows_needed_upper_bound
 from starc.config import Config, ConfigError
 
 __all__ = [
@@ -239,7 +240,6 @@ def check_capacity(m: KVMeta, cfg: Config) -> None:
         raise KVError(f"k_*/v_*: head_dim {m.head_dim} does not fit preset {cfg.name!r}: {e}; "
                       f"pick a preset whose banks_per_group is a multiple of head_dim / "
                       f"{2 * cfg.org.elements_per_column}") from None
-    from starc.compiler.layout import rows_needed_upper_bound
     need = rows_needed_upper_bound(cfg, m.head_dim, m.context_len, m.n_layers, m.n_kv_heads)
     if need > cfg.org.rows_per_bank:
         raise KVError(

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starc import config
+from starc.address import Geometry, banks_to_blocks, blocks_to_banks
 from starc.compiler import CompileError, CompileOptions, compile_kv
 from starc.compiler.artifact import ArtifactError, decode_image, load_artifact, save_artifact
 from starc.compiler.cluster import artifact_lloyd, balanced_assign, balanced_kmeans, unit
 from starc.compiler.compile import plan_segments
-from starc.compiler.layout import Geometry, banks_to_blocks, blocks_to_banks
 from starc.golden.programs import dense_token_address
 from starc.kv import KVError, synthetic_kv
 

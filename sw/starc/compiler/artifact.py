@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from starc.address import SLICE, Geometry
 from starc.compiler.compiled import CompiledKV, HeadMap
-from starc.compiler.layout import SLICE, Geometry
 from starc.config import Config
 from starc.kv import KVCache, KVMeta, replace_dir
 

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from starc.address import SLICE, Geometry, round_robin
 from starc.compiler.cluster import artifact_lloyd, balanced_kmeans, spherical_kmeans, unit
 from starc.compiler.compiled import CompiledKV, HeadMap
-from starc.compiler.layout import SLICE, Geometry
 from starc.compiler.placement import PLACEMENTS, place_blocks
 from starc.config import Config
 from starc.kv import KVCache, KVError, check_capacity
@@ -324,12 +324,12 @@ def positional_headmap(layer: int, head: int, channel: int, row_base: int, T: in
     nb = -(-T // tp)
     slot_pos = np.arange(nb * tp, dtype=np.int64)
     slot_pos[slot_pos >= T] = -1
-    b = np.arange(nb)
+    group, row = round_robin(nb, G)
     n_krows = -(-nb // G)
     z = np.zeros(0, np.int64)
     return HeadMap(layer=layer, head=head, channel=channel, positional=True, tpgr=tp,
-                   row_base=row_base, n_krows=n_krows, n_crows=0, block_group=b % G,
-                   block_row=b // G, slot_pos=slot_pos, seg_start=z, seg_end=z, seg_ready=z,
+                   row_base=row_base, n_krows=n_krows, n_crows=0, block_group=group,
+                   block_row=row, slot_pos=slot_pos, seg_start=z, seg_end=z, seg_ready=z,
                    cl_start=z, cl_size=z, cl_seg=z,
                    centroid=np.zeros((0, geo.d), np.float32), buf_group=z, buf_row=z,
                    buffer_cap=0, stats={"blocks": nb})
@@ -349,9 +349,8 @@ def _headmap(layer: int, head: int, channel: int, row_base: int, lay: dict[str, 
     stream_rows = int(row.max()) + 1 if nb else 0
     R = opts["buffer"]
     nbb = -(-R // tp)
-    bb = np.arange(nbb)
-    buf_group = bb % G
-    buf_row = stream_rows + bb // G
+    buf_group, buf_row = round_robin(nbb, G)
+    buf_row = stream_rows + buf_row
     n_krows = stream_rows + (-(-nbb // G))
     C = len(lay["cl_start"])
     n_crows = _ceil_div(_ceil_div(C, tp), G)

@@ -27,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from starc.compiler.layout import SLICE, Geometry, blocks_to_banks
+from starc.address import (
+    Geometry,
+    blocks_to_banks,
+    lane_bit,
+    round_robin,
+    slot_fields,
+)
 from starc.config import Config
 from starc.kv import KVCache
 
@@ -47,7 +53,7 @@ class Located:
     @property
     def lane_bit(self) -> np.ndarray:
         """Bit of the valid-slot mask of a score move: 16 * set + slot."""
-        return SLICE * self.set + self.slot
+        return lane_bit(self.set, self.slot)
 
 
 @dataclass
@@ -141,8 +147,8 @@ class HeadMap:
             out_g[~in_stream] = self.buf_group[bb]
             out_r[~in_stream] = self.buf_row[bb]
             out_i[~in_stream] = j % self.tpgr
-        return Located(group=out_g, row=out_r, set=out_i // SLICE, slot=out_i % SLICE,
-                       block=out_b)
+        token_set, slot = slot_fields(out_i)
+        return Located(group=out_g, row=out_r, set=token_set, slot=slot, block=out_b)
 
 
 @dataclass
@@ -217,9 +223,8 @@ class CompiledKV:
 
     def centroid_blocks(self, hm: HeadMap) -> tuple[np.ndarray, np.ndarray]:
         G = self.cfg.org.groups_per_channel
-        nb = -(-hm.n_clusters // hm.tpgr)
-        b = np.arange(nb)
-        return b % G, 2 * hm.n_krows + b // G
+        g, r = round_robin(-(-hm.n_clusters // hm.tpgr), G)
+        return g, 2 * hm.n_krows + r
 
     def channel_image(self, channel: int, n: int | None = None,
                       layers: list[int] | None = None) -> dict[tuple[int, int, int], np.ndarray]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from starc.address import round_robin
 from starc.compiler.cluster import balanced_kmeans, unit
 
 __all__ = ["PLACEMENTS", "place_blocks"]
@@ -34,8 +35,7 @@ def place_blocks(n_prefill: int, n_total: int, G: int, centroids: np.ndarray | N
     group = np.empty(n_total, dtype=np.int64)
     row = np.empty(n_total, dtype=np.int64)
     if strategy == "naive" or n_prefill <= G or centroids is None:
-        b = np.arange(n_total)
-        return b % G, b // G
+        return round_robin(n_total, G)
     nb = n_prefill
     k = -(-nb // G)
     caps = np.full(k, G, dtype=np.int64)
@@ -59,7 +59,6 @@ def place_blocks(n_prefill: int, n_total: int, G: int, centroids: np.ndarray | N
     pos_in = np.arange(nb) - np.repeat(first, np.diff(np.r_[first, nb]))
     group[order] = (pos_in + 5 * r_of) % G
     row[order] = r_of
-    rest = np.arange(n_total - nb)
-    group[nb:] = rest % G
-    row[nb:] = k + rest // G
+    group[nb:], rest_row = round_robin(n_total - nb, G)
+    row[nb:] = k + rest_row
     return group, row

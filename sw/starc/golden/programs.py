@@ -13,7 +13,8 @@ The dense program of one KV head on one channel (docs/commands.md, functional se
 5. Value MVSBs: every (group, half).
 
 Token t of a dense cache is stored at row ``t // (G * tpgr)``, group ``(t // tpgr) % G``, set
-``(t % tpgr) // 16``, slot ``t % 16`` (tpgr = tokens per group row).
+``(t % tpgr) // 16``, slot ``t % 16`` (tpgr = tokens per group row):
+:func:`starc.address.dense_token_address`, re-exported here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections import Counter
 
 import numpy as np
 
+from starc.address import dense_token_address
 from starc.config import Config
 from starc.isa import PROGRAM_DTYPE, MacArg, Op
 
@@ -38,15 +40,6 @@ class _Builder:
 
     def build(self) -> np.ndarray:
         return np.array(self.rows, dtype=PROGRAM_DTYPE)
-
-
-def dense_token_address(cfg: Config, head_dim: int, tokens: np.ndarray) -> dict[str, np.ndarray]:
-    """Row, group, set and slot of each token index of the dense layout."""
-    G = cfg.org.groups_per_channel
-    tpgr = cfg.tokens_per_group_row(head_dim)
-    t = np.asarray(tokens, dtype=np.int64)
-    return {"row": t // (G * tpgr), "group": (t // tpgr) % G, "set": (t % tpgr) // 16,
-            "slot": t % 16}
 
 
 def _masks(cfg: Config, head_dim: int, L: int, row: int) -> list[int]:

@@ -103,7 +103,7 @@ class _PimRunner:
     """Runs one query head's attention over a token set on the golden functional model."""
 
     def __init__(self, cfg: Config, head_dim: int) -> None:
-        from starc.compiler.layout import Geometry
+        from starc.address import Geometry
         from starc.golden.programs import dense_program
 
         self.cfg = cfg
@@ -126,7 +126,7 @@ class _PimRunner:
         """Bank rows of ``L`` tokens in the dense layout: token ``t`` at row
         ``t // (G tpgr)``, group ``(t // tpgr) % G`` (:func:`dense_token_address`); keys in rows
         ``0 .. R-1``, values in ``R .. 2R-1`` (``dense_program``'s default value base)."""
-        from starc.compiler.layout import blocks_to_banks
+        from starc.address import blocks_to_banks
 
         geo = self.geo
         L = K.shape[0]

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from starc.address import Geometry
 from starc.compiler.compiled import CompiledKV, HeadMap, Located
-from starc.compiler.layout import Geometry
 from starc.planner import policies as pol
 from starc.planner.program import RowPlan, emit_program, fill_threshold, plan_rows, query_words
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from starc.address import SLICE, Geometry
 from starc.compiler.compiled import Located
-from starc.compiler.layout import SLICE, Geometry
 from starc.config import Config
 from starc.isa import PROGRAM_DTYPE, MacArg, Op
 
