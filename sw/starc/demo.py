@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from starc import config
     from starc.cli import print_json, print_table
     from starc.kv import load_kv
-    from starc.planner.evaluate import DEFAULT_POLICIES, EvalOptions, evaluate
+    from starc.planner.evaluate import EvalOptions, evaluate
+    from starc.planner.registry import DEFAULT_POLICIES
     from starc.report import ReportWriter, markdown_table
 
     t0 = time.perf_counter()

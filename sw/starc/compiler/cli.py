@@ -91,8 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compile`` and ``eval`` to the ``starc`` sub-command parser."""
     from starc.cli import add_json_arg, add_preset_args
     from starc.compiler.compile import MODES
-    from starc.planner.evaluate import DEFAULT_BUDGETS, DEFAULT_POLICIES
-    from starc.planner.policies import POLICIES
+    from starc.planner.evaluate import DEFAULT_BUDGETS
+    from starc.planner.registry import DEFAULT_POLICIES, POLICIES
 
     pc = subparsers.add_parser(
         "compile", help="cluster and place a KV cache into a PIM memory image",

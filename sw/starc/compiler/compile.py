@@ -88,7 +88,7 @@ class CompileOptions:
         elif m == "global":
             defaults = {"window": None, "buffer": 128, "cluster_tokens": 32, "iters": 15,
                         "placement": "naive", "init": "kmeans++", "key_norm": "unit",
-                        "sinks": 0}
+                        "sinks": geo.tpgr}  # a sink row, as row-aligned (docs/compiler.md)
         else:
             defaults = {"window": None, "buffer": 0, "cluster_tokens": None, "iters": 0,
                         "placement": "naive", "init": None, "key_norm": None, "sinks": 0}

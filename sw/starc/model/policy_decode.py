@@ -40,6 +40,7 @@ import numpy as np
 
 from starc.compiler.compiled import CompiledKV
 from starc.config import Config
+from starc.planner import registry as _registry
 
 from .llama import AttentionFn, KVCache, LlamaModel, dense_causal_attention
 from .prompts import PasskeyPrompt
@@ -55,11 +56,11 @@ __all__ = [
     "prefill_kv",
 ]
 
-#: policies :func:`policy_attention` understands (``starc*`` need a compiled layout)
-KNOWN_POLICIES = ("dense", "oracle", "quest", "sparq", "streaming", "starc", "starc-row",
-                  "starc-global")
-#: compile mode of each STARC policy
-STARC_MODES = {"starc": "artifact", "starc-row": "row-aligned", "starc-global": "global"}
+#: policies :func:`policy_attention` understands (the planner's registry; ``starc*`` need a
+#: compiled layout)
+KNOWN_POLICIES = _registry.POLICIES
+#: compile mode of each clustered policy
+STARC_MODES = {n: p.layout for n, p in _registry.REGISTRY.items() if p.clustered}
 DEFAULT_POLICIES = ("dense", "quest", "sparq", "starc", "starc-row")
 
 #: fixed project-written continuation scored for the perplexity column (teacher forced)
@@ -197,20 +198,12 @@ def policy_attention(policy: str, budget: int, *, compiled: CompiledKV | None = 
     dense = frozenset(int(x) for x in dense_layers)
     runners: dict[int, _PimRunner] = {}
 
+    spec = _registry.get(policy)
+    params = _registry.Params(sparq_r=sparq_r, sparq_recent=sparq_recent, sinks=sinks)
+
     def select(layer: int, kvh: int, qg: np.ndarray, Kh: np.ndarray, n: int) -> pol.Selection:
-        if policy == "dense":
-            return pol.select_dense(qg, Kh, B)
-        if policy == "oracle":
-            return pol.select_oracle(qg, Kh, B)
-        if policy == "quest":
-            return pol.select_quest(qg, Kh, B)
-        if policy == "sparq":
-            r = sparq_r if sparq_r is not None else max(1, qg.shape[1] // 4)
-            return pol.select_sparq(qg, Kh, B, r=r, recent=sparq_recent)
-        if policy == "streaming":
-            return pol.select_streaming(qg, Kh, B, sinks=sinks)
-        assert compiled is not None
-        return pol.select_starc(qg, compiled.head(layer, kvh), n, B)
+        head = compiled.head(layer, kvh) if spec.clustered and compiled is not None else None
+        return spec.select(qg, n=n, budget=B, params=params, K=Kh, head=head)
 
     def attention(layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray,
                   positions: np.ndarray) -> np.ndarray:
@@ -293,14 +286,14 @@ def prefill_kv(model: LlamaModel, cache: KVCache, prefill_len: int) -> Any:
 
 def _compile_for(model: LlamaModel, cache: KVCache, P: int, policies: Sequence[str], cfg: Config,
                  dense_layers: Sequence[int]) -> dict[str, CompiledKV]:
-    from starc.compiler.compile import CompileOptions, compile_kv
+    from starc.compiler.compile import compile_kv
 
-    want = sorted({STARC_MODES[p] for p in policies if p in STARC_MODES})
-    if not want:
+    first = {STARC_MODES[p]: p for p in reversed(policies) if p in STARC_MODES}
+    if not first:
         return {}
     kv = prefill_kv(model, cache, P)
-    by_mode = {m: compile_kv(kv, cfg, CompileOptions(mode=m, dense_layers=tuple(dense_layers)))
-               for m in want}
+    by_mode = {m: compile_kv(kv, cfg, _registry.compile_options(p, dense_layers=dense_layers))
+               for m, p in sorted(first.items())}
     return {p: by_mode[STARC_MODES[p]] for p in policies if p in STARC_MODES}
 
 

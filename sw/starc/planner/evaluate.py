@@ -21,14 +21,14 @@ from starc.compiler import CompiledKV, CompileOptions, compile_kv
 from starc.config import Config
 from starc.kv import KVCache
 from starc.metrics import dense_reference, program_cost, quality
-from starc.planner.plan import LAYOUT_OF, Planner
-from starc.planner.policies import POLICIES
+from starc.planner import registry
+from starc.planner.plan import Planner
+from starc.planner.registry import DEFAULT_POLICIES, DENSE_LAYERS, LAYOUT_OF
 
 __all__ = ["DEFAULT_BUDGETS", "DEFAULT_POLICIES", "EvalOptions", "EvalResult", "evaluate",
            "COLUMNS"]
 
 DEFAULT_BUDGETS = (256, 512, 1024, 2048)
-DEFAULT_POLICIES = ("dense", "oracle", "quest", "sparq", "streaming", "starc", "starc-row")
 
 #: (key, header, unit/meaning) of the comparison table
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -57,7 +57,7 @@ class EvalOptions:
     budgets: tuple[int, ...] = DEFAULT_BUDGETS
     steps: tuple[int, ...] | None = None        # default: every decode step
     layers: tuple[int, ...] | None = None       # default: every layer not in dense_layers
-    dense_layers: tuple[int, ...] = (0, 1)
+    dense_layers: tuple[int, ...] = DENSE_LAYERS
     cost_programs: int = 24                     # programs timed per (policy, budget); -1: all
     sparq_r: int | None = None
     sparq_recent: int = 64
@@ -67,8 +67,7 @@ class EvalOptions:
 
     def check(self, cache: KVCache) -> None:
         for p in self.policies:
-            if p not in POLICIES:
-                raise ValueError(f"unknown policy {p!r}; choose from {', '.join(POLICIES)}")
+            registry.get(p)
         for b in self.budgets:
             if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b <= 0:
                 raise ValueError(f"budgets must be positive integers, not {b!r}")
@@ -132,8 +131,8 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
         if mode not in compiled:
             if progress:
                 progress(f"compiling {mode} layout")
-            copt = compile_options.get(mode, CompileOptions(mode=mode, seed=o.seed,
-                                                            dense_layers=o.dense_layers))
+            copt = compile_options.get(mode) or registry.compile_options(
+                p, seed=o.seed, dense_layers=o.dense_layers)
             compiled[mode] = compile_kv(cache, cfg, copt)
     planners = {(p, b): Planner(compiled[LAYOUT_OF[p]], p, b, dense_layers=o.dense_layers,
                                 sparq_r=o.sparq_r, sparq_recent=o.sparq_recent, sinks=o.sinks,

@@ -19,15 +19,11 @@ import numpy as np
 from starc.address import Geometry
 from starc.compiler.compiled import CompiledKV, HeadMap, Located
 from starc.planner import policies as pol
+from starc.planner import registry
 from starc.planner.program import RowPlan, emit_program, fill_threshold, plan_rows, query_words
+from starc.planner.registry import DENSE_LAYERS, LAYOUT_OF, Params
 
-__all__ = ["LAYOUT_OF", "Planner", "StepPlan", "concat_located"]
-
-#: compiled layout each policy runs on (``dense``: the positional AttAcc layout)
-LAYOUT_OF = {"dense": "dense", "oracle": "dense", "quest": "dense", "sparq": "dense",
-             "streaming": "dense", "starc": "artifact", "starc-row": "row-aligned",
-             "starc-global": "global"}
-
+__all__ = ["LAYOUT_OF", "Planner", "StepPlan", "concat_located"]  # LAYOUT_OF: registry's
 
 @dataclass
 class StepPlan:
@@ -54,14 +50,14 @@ def concat_located(locs: list[Located]) -> Located:
 
 class Planner:
     """Plans decode steps of ``compiled`` (whose layout must suit ``policy``, see
-    :data:`LAYOUT_OF`) under budget ``budget``."""
+    :data:`~starc.planner.registry.LAYOUT_OF`) under budget ``budget``."""
 
     def __init__(self, compiled: CompiledKV, policy: str, budget: int, *,
-                 dense_layers: tuple[int, ...] | list[int] = (0, 1), sparq_r: int | None = None,
-                 sparq_recent: int = 64, sinks: int = 4, fill: str = "never") -> None:
-        if policy not in pol.POLICIES:
-            raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(pol.POLICIES)}")
-        want = LAYOUT_OF[policy]
+                 dense_layers: tuple[int, ...] | list[int] = DENSE_LAYERS,
+                 sparq_r: int | None = None, sparq_recent: int = 64, sinks: int = 4,
+                 fill: str = "never") -> None:
+        self.spec = registry.get(policy)
+        want = self.spec.layout
         if compiled.mode != want:
             raise ValueError(f"policy {policy!r} needs a {want!r} compilation, this one is "
                              f"{compiled.mode!r}; compile with --mode {want}")
@@ -74,9 +70,7 @@ class Planner:
         m = compiled.cache.meta
         self.meta = m
         self.geo = compiled.geometry
-        self.sparq_r = sparq_r if sparq_r is not None else max(1, m.head_dim // 4)
-        self.sparq_recent = sparq_recent
-        self.sinks = sinks
+        self.params = Params(sparq_r=sparq_r, sparq_recent=sparq_recent, sinks=sinks)
         if fill not in ("never", "auto"):
             raise ValueError(f"fill must be 'never' or 'auto', not {fill!r}")
         self.fill_from = fill_threshold(compiled.cfg) if fill == "auto" else 0
@@ -93,19 +87,11 @@ class Planner:
         m, c = self.meta, self.ck.cache
         g = m.group_size
         q = c.q[layer][step, kv_head * g:(kv_head + 1) * g].astype(np.float32)
-        if layer in self.dense_layers or self.policy == "dense":
+        if layer in self.dense_layers:
             return pol._all(n, g)
-        K = c.k[layer][:n, kv_head].astype(np.float32)
-        p = self.policy
-        if p == "oracle":
-            return pol.select_oracle(q, K, self.B)
-        if p == "quest":
-            return pol.select_quest(q, K, self.B)
-        if p == "sparq":
-            return pol.select_sparq(q, K, self.B, r=self.sparq_r, recent=self.sparq_recent)
-        if p == "streaming":
-            return pol.select_streaming(q, K, self.B, sinks=self.sinks)
-        return pol.select_starc(q, self.ck.head(layer, kv_head), n, self.B)
+        K = None if self.spec.clustered else c.k[layer][:n, kv_head].astype(np.float32)
+        return self.spec.select(q, n=n, budget=self.B, params=self.params, K=K,
+                                head=self.ck.head(layer, kv_head))
 
     def plan(self, step: int, layer: int, kv_head: int) -> list[StepPlan]:
         """One :class:`StepPlan` per query head of ``kv_head``."""

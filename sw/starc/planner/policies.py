@@ -1,4 +1,7 @@
-"""Selection policies: which key positions each query head attends to at one decode step.
+"""Selection rules: which key positions each query head attends to at one decode step.
+
+The policies themselves (name, layout, selection pass, which rule) are listed once, in
+:mod:`starc.planner.registry`; this module holds the rules.
 
 Every policy works under a token budget ``B`` that counts recent (always attended) tokens too.
 When the context ``n`` is at most ``B`` every policy attends to everything. Arrays:
@@ -36,7 +39,6 @@ import numpy as np
 from starc.compiler.compiled import HeadMap
 
 __all__ = [
-    "POLICIES",
     "Selection",
     "select_dense",
     "select_oracle",
@@ -45,9 +47,6 @@ __all__ = [
     "select_starc",
     "select_streaming",
 ]
-
-POLICIES = ("dense", "oracle", "quest", "sparq", "streaming", "starc", "starc-row",
-            "starc-global")
 
 PAGE = 16
 

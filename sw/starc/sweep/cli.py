@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from starc.planner.evaluate import DEFAULT_BUDGETS, DEFAULT_POLICIES
+from starc.planner.evaluate import DEFAULT_BUDGETS
+from starc.planner.registry import DEFAULT_POLICIES, POLICIES
 from starc.report import ReportWriter, markdown_table
 from starc.sweep.engine import expand_grid, run_points
 from starc.sweep.points import (
@@ -28,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", nargs="+", default=["smollm2-135m"], choices=sorted(MODEL_SHAPES))
     p.add_argument("--contexts", type=int, nargs="+", default=[2048, 4096])
     p.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS))
-    p.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES))
+    p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(DEFAULT_POLICIES),
+                   help=f"policies (default: {' '.join(DEFAULT_POLICIES)})")
     p.add_argument("--layers", type=int, default=4,
                    help="layers of the synthetic cache (0-1 dense; default 4 keeps sweeps fast)")
     p.add_argument("--steps", type=int, default=2, help="decode steps per cache")
