@@ -19,8 +19,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -322,62 +320,56 @@ def load_kv(path: str | os.PathLike[str], cfg: Config | None = None) -> KVCache:
 
 
 # ---- writing -------------------------------------------------------------------------------------
-def save_kv(cache: KVCache, path: str | os.PathLike[str], *, fmt: str | None = None) -> Path:
-    """Write ``cache`` atomically. ``fmt`` is ``npz``, ``dir`` or ``safetensors``; by default it
-    follows the suffix (.npz, .safetensors, anything else: a directory)."""
-    cache.validate()
+def kv_output(path: str | os.PathLike[str], fmt: str | None = None, *, force: bool = False,
+              command: str = "save_kv", inputs: Any = ()) -> Any:
+    """The checked output of a KV cache at ``path`` (:mod:`starc.outputs`): a folder for
+    ``dir``, a file for ``npz`` / ``safetensors``. Raises before anything is written."""
+    from starc import outputs
     p = Path(path)
-    if fmt is None:
-        fmt = {".npz": "npz", ".safetensors": "safetensors"}.get(p.suffix, "dir")
+    fmt = fmt or _suffix_format(p)
     if fmt not in ("npz", "dir", "safetensors"):
         raise KVError(f"unknown KV format {fmt!r}; use npz, dir or safetensors")
-    meta_txt = json.dumps(cache.meta.to_json(), sort_keys=True)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {name: np.ascontiguousarray(a) for name, a in cache.tensors()}
-    if fmt == "dir":
-        tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.", dir=p.parent))
-        try:
+    cls = outputs.OutputDir if fmt == "dir" else outputs.OutputFile
+    return cls(p, command=command, inputs=inputs, force=force)
+
+
+def _suffix_format(p: Path) -> str:
+    return {".npz": "npz", ".safetensors": "safetensors"}.get(p.suffix, "dir")
+
+
+def write_arrays(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], meta_txt: str, *,
+                 fmt: str | None = None, force: bool = False, command: str = "save_kv",
+                 inputs: Any = (), out: Any = None) -> Path:
+    """Write named arrays plus the JSON ``meta_txt`` atomically in a KV container (no schema
+    checks; :func:`save_kv` validates first). ``out``: an already checked :func:`kv_output`."""
+    p = Path(path)
+    fmt = fmt or _suffix_format(p)
+    out = out or kv_output(p, fmt, force=force, command=command, inputs=inputs)
+    arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    with out.build() as tmp:
+        if fmt == "dir":
             for name, a in arrays.items():
-                np.save(tmp / f"{name}.npy", a)
-            (tmp / "meta.json").write_text(meta_txt + "\n")
-            replace_dir(tmp, p)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return p
-    fd, tmpname = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        if fmt == "npz":
-            with os.fdopen(fd, "wb") as fh:
+                np.save(tmp / f"{name}.npy", a, allow_pickle=False)
+            (tmp / "meta.json").write_text(meta_txt + "\n", encoding="utf-8")
+        elif fmt == "npz":
+            with open(tmp, "wb") as fh:
                 np.savez(fh, meta=np.array(meta_txt), **arrays)
         else:
-            os.close(fd)
             from safetensors.numpy import save_file
-            save_file(arrays, tmpname, metadata={"starc_meta": meta_txt})
-        os.replace(tmpname, p)
-    except BaseException:
-        if os.path.exists(tmpname):
-            os.unlink(tmpname)
-        raise
+            save_file(arrays, str(tmp), metadata={"starc_meta": meta_txt})
     return p
 
 
-def replace_dir(tmp: Path, dest: Path) -> None:
-    """Move the finished directory ``tmp`` to ``dest``, replacing an old one as atomically as a
-    directory allows (the old tree is renamed aside first and removed after). ``tmp`` (made by
-    ``tempfile.mkdtemp``, mode 0700) gets the mode a plain ``mkdir`` would have given it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    if dest.exists() and not dest.is_dir():
-        raise KVError(f"{dest} exists and is not a directory; remove it or choose another name")
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def save_kv(cache: KVCache, path: str | os.PathLike[str], *, fmt: str | None = None,
+            force: bool = False, command: str = "save_kv") -> Path:
+    """Write ``cache`` atomically. ``fmt`` is ``npz``, ``dir`` or ``safetensors``; by default it
+    follows the suffix (.npz, .safetensors, anything else: a directory). The output rules of
+    :mod:`starc.outputs` apply: an existing file needs ``force``; a folder is replaced only if it
+    is starc's own output (docs/reliability.md)."""
+    cache.validate()
+    meta_txt = json.dumps(cache.meta.to_json(), sort_keys=True)
+    return write_arrays(path, dict(cache.tensors()), meta_txt, fmt=fmt, force=force,
+                        command=command)
 
 
 # ---- synthetic caches ----------------------------------------------------------------------------

@@ -1,29 +1,22 @@
 """Self-contained report folders: JSON, CSV, PNG plots and a Markdown summary, written atomically.
 
-A report is assembled in a temporary sibling folder and renamed into place at the end, so a reader
-never sees a half-written report (an existing folder of the same name is replaced whole).
+A report is assembled in a temporary sibling folder and swapped into place when complete, under
+the output rules of :mod:`starc.outputs` (docs/reliability.md): a reader never sees a half-written
+report, and a folder starc did not write is never replaced.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import os
-import shutil
-import tempfile
+import io
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ReportWriter", "write_json_atomic", "write_csv_atomic", "flatten"]
+from starc.outputs import OutputDir, strict_json, write_atomic
 
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+__all__ = ["ReportWriter", "csv_cell", "flatten", "write_csv_atomic", "write_json_atomic"]
 
 
 def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -34,7 +27,7 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(v, dict):
             out.update(flatten(v, key + "."))
         elif isinstance(v, (list, tuple)):
-            out[key] = json.dumps(v, default=_json_default)
+            out[key] = strict_json(v, indent=None)
         else:
             out[key] = v
     return out
@@ -43,22 +36,24 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, newline="" if "b" not in mode else None) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.StringIO(newline="") if "b" not in mode else io.BytesIO()
+    write(buf)
+    write_atomic(path, buf.getvalue())
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: json.dump(obj, f, indent=2, default=_json_default))
+    """Strict JSON (no NaN / Infinity), written atomically."""
+    write_atomic(path, strict_json(obj, indent=2) + "\n")
+
+
+def csv_cell(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return ""            # undefined: an empty cell, never "nan" / "inf"
+    return v
 
 
 def write_csv_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    flat = [flatten(r) for r in rows]
+    flat = [{k: csv_cell(v) for k, v in flatten(r).items()} for r in rows]
     cols: list[str] = []
     for r in flat:
         cols.extend(k for k in r if k not in cols)
@@ -71,15 +66,21 @@ def write_csv_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 class ReportWriter:
-    """Collect files in a temporary folder; :meth:`commit` renames it to ``dest``."""
+    """Collect files in a temporary sibling folder; on a clean exit of the ``with`` block it
+    becomes ``dest`` (:class:`starc.outputs.OutputDir`: checked when constructed, so construct
+    it before the expensive work)."""
 
-    def __init__(self, dest: Path) -> None:
-        self.dest = Path(dest).resolve()
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=self.dest.parent, prefix=f".{self.dest.name}."))
+    def __init__(self, dest: Path, *, command: str = "report", inputs: Any = (),
+                 force: bool = False) -> None:
+        self.dest = Path(dest)
+        self.out = OutputDir(self.dest, command=command, inputs=inputs, force=force)
         self.files: list[str] = []
+        self._ctx: Any = None
+        self.tmp: Path | None = None
 
     def path(self, name: str) -> Path:
+        if self.tmp is None:
+            raise RuntimeError("ReportWriter: use it as a context manager")
         self.files.append(name)
         return self.tmp / name
 
@@ -90,35 +91,21 @@ class ReportWriter:
         write_csv_atomic(self.path(name), rows)
 
     def text(self, name: str, text: str) -> None:
-        _atomic_write(self.path(name), lambda f: f.write(text))
+        write_atomic(self.path(name), text)
 
     def figure(self, name: str, fig: Any) -> None:
         fig.savefig(self.path(name), dpi=120, bbox_inches="tight")
         import matplotlib.pyplot as plt
         plt.close(fig)
 
-    def commit(self) -> Path:
-        if self.dest.exists():
-            old = self.dest.with_name(f".{self.dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.dest, old)
-            os.replace(self.tmp, self.dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.dest)
-        return self.dest
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
     def __enter__(self) -> ReportWriter:
+        self._ctx = self.out.build()
+        self.tmp = self._ctx.__enter__()
         return self
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+    def __exit__(self, *exc: Any) -> bool | None:
+        ctx, self._ctx = self._ctx, None
+        return ctx.__exit__(*exc)
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

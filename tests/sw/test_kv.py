@@ -30,13 +30,23 @@ def test_roundtrip_every_container(tmp_path, small, name):
     assert leftovers == [], f"temporary files left behind: {leftovers}"
 
 
-def test_save_over_existing_directory_replaces_it(tmp_path, small):
+def test_save_replaces_only_its_own_output(tmp_path, small):
+    from starc.outputs import OutputError
     d = tmp_path / "kvdir"
     save_kv(small, d)
-    (d / "stale.npy").write_bytes(b"x")
-    save_kv(small, d)
-    assert not (d / "stale.npy").exists()
-    assert load_kv(d).meta == small.meta
+    save_kv(replace(small, meta=replace(small.meta, model="second")), d)   # its own: replaced
+    assert load_kv(d).meta.model == "second"
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"files starc did not write \(notes.txt\)"):
+        save_kv(small, d)
+    assert (d / "notes.txt").read_text() == "mine" and load_kv(d).meta.model == "second"
+    f = tmp_path / "kv.npz"
+    save_kv(small, f)
+    with pytest.raises(OutputError, match="exists; pass --force"):
+        save_kv(small, f)
+    save_kv(replace(small, meta=replace(small.meta, model="third")), f, force=True)
+    assert load_kv(f).meta.model == "third"
+    assert sorted(os.listdir(tmp_path)) == ["kv.npz", "kvdir"]
 
 
 def _broken(small: KVCache, **tensors: np.ndarray) -> KVCache:

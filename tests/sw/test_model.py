@@ -473,7 +473,7 @@ def test_extraction_formats_round_trip(tmp_path: Path, small_extraction, name: s
         np.testing.assert_array_equal(arrays[key], arr)
     leftovers = [p.name for p in out.parent.iterdir() if p.name != name]
     assert leftovers == [], "no temporary files left behind"
-    write_kv(out, ex.arrays, ex.meta)  # overwriting is allowed
+    write_kv(out, ex.arrays, ex.meta, force=True)  # overwriting a file needs force
     assert read_kv(out)[1]["prefill_len"] == ex.meta["prefill_len"]
 
 
@@ -496,7 +496,7 @@ def test_kv_format_and_dir_safety(tmp_path: Path, small_extraction) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="refusing"):
+    with pytest.raises(ValueError, match="starc did not write"):
         write_kv(precious, ex.arrays, ex.meta)
     assert (precious / "notes.txt").read_text() == "keep me"
 
@@ -551,15 +551,16 @@ def test_cli_kv_extract_table_and_passkey(tmp_path: Path, capsys: pytest.Capture
     (["--tokens", "1,x"], "comma-separated integers"),
     (["--tokens", "1,99999"], "out of range"),
     (["--passkey-length", "8192", "--decode-steps", "4"], "--passkey-length 8188"),
-    (["--tokens", "1,2", "--decode-steps", "-1"], "--decode-steps"),
+    (["--tokens", "1,2", "--decode-steps", "-1"], "--decode-steps: must be an integer >= 0"),
     (["--text-file", "/nonexistent/prompt.txt"], "cannot read"),
 ])
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  model: L.LlamaModel, argv: list[str], message: str) -> None:
-    args = _parser().parse_args(["kv", "extract", *argv, "-o", str(tmp_path / "x.npz")])
-    assert args.func(args) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    from starc import cli
+
+    assert cli.main(["kv", "extract", *argv, "-o", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("starc: error: ") and message in err[0]
     assert not (tmp_path / "x.npz").exists()
 
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -184,59 +182,17 @@ def _cast(a: np.ndarray, dtype: np.dtype[Any], name: str) -> np.ndarray:
 # writing and reading
 
 
-def write_kv(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], meta: dict[str, Any]
-             ) -> KVFormat:
-    """Write ``arrays`` and ``meta`` atomically in the format the path asks for."""
+def write_kv(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], meta: dict[str, Any],
+             *, force: bool = False, out: Any = None) -> KVFormat:
+    """Write ``arrays`` and ``meta`` atomically in the format the path asks for, under the output
+    rules of :mod:`starc.outputs` (an existing file needs ``force``; a folder is replaced only if
+    starc wrote it). ``out``: an output already checked with :func:`starc.kv.kv_output`."""
+    from starc.kv import write_arrays
+
     fmt = kv_format(path)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(meta)
-    if fmt == "npy-dir":
-        _write_dir(target, arrays, text)
-        return fmt
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        if fmt == "npz":
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, meta=np.array(text), **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-        else:
-            os.close(fd)
-            from safetensors.numpy import save_file
-
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp,
-                      metadata={_META_KEY: text})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_arrays(path, arrays, json.dumps(meta), fmt="dir" if fmt == "npy-dir" else fmt,
+                 force=force, command="kv extract", out=out)
     return fmt
-
-
-def _write_dir(target: Path, arrays: dict[str, np.ndarray], text: str) -> None:
-    if target.exists() and not target.is_dir():
-        raise ValueError(f"{target} exists and is not a directory")
-    if target.is_dir() and any(target.iterdir()) and not (target / "meta.json").is_file():
-        raise ValueError(f"{target} is a non-empty directory without meta.json; refusing to "
-                         "replace it")
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        for name, arr in arrays.items():
-            np.save(tmp / f"{name}.npy", arr)
-        (tmp / "meta.json").write_text(text + "\n")
-        os.chmod(tmp, 0o755)
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_kv(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
