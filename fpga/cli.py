@@ -32,6 +32,8 @@ def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fpga build`` to the ``starc`` sub-command parser."""
+    from starc.argtypes import finite_float, int_range
+
     from fpga.top import DEFAULT_BAUD, DEFAULT_CLOCK_HZ, SIZES
 
     grp = _group(subparsers, "fpga", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)")
@@ -46,15 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="channel size preset (default small)")
     p.add_argument("--no-pnr", action="store_true",
                    help="synthesis only: Yosys resource counts, no place and route, no Fmax")
-    p.add_argument("--clock-mhz", type=float, default=DEFAULT_CLOCK_HZ / 1e6,
+    p.add_argument("--clock-mhz", type=finite_float(1.0, 1000.0), default=DEFAULT_CLOCK_HZ / 1e6,
                    help=f"system clock made by the PLL from the 25 MHz oscillator (default "
                         f"{DEFAULT_CLOCK_HZ / 1e6:g}; 25 uses the oscillator directly)")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+    p.add_argument("--baud", type=int_range(300, 100_000_000), default=DEFAULT_BAUD,
                    help=f"UART baud rate (default {DEFAULT_BAUD}; clock / baud must be an "
                         f"integer within 2 %%)")
     p.add_argument("--router", choices=["router1", "router2"], default=None,
                    help="nextpnr router (router2 is much faster on large designs)")
-    p.add_argument("--seed", type=int, default=None, help="nextpnr placement seed")
+    p.add_argument("--seed", type=int_range(0, (1 << 31) - 1), default=None,
+                   help="nextpnr placement seed")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_fpga_build)
 

@@ -39,7 +39,9 @@ def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from starc.cli import add_preset_args
+    from starc.argtypes import int_range, power_of_two, probability
+    from starc.cli import add_force_arg, add_preset_args
+    from starc.planner.registry import POLICIES
 
     grp = _group(subparsers, "rtl", "the Amaranth gateware: Verilog and co-simulation "
                                     "(docs/rtl.md)")
@@ -52,11 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="organisation: tiny 4 banks, small 16 banks, full = the preset's "
                         "(default small)")
     p.add_argument("--design", choices=["attention", "channel"], default="attention")
-    p.add_argument("--head-dim", type=int, default=64, help="head dimension (default 64)")
-    p.add_argument("--rows", type=int, default=64, help="rows per bank model (power of two)")
-    p.add_argument("--max-entries", type=int, default=1024,
+    p.add_argument("--head-dim", type=int_range(1, 4096), default=64,
+                   help="head dimension (default 64)")
+    p.add_argument("--rows", type=power_of_two(1, 1 << 20), default=64,
+                   help="rows per bank model (power of two)")
+    p.add_argument("--max-entries", type=int_range(1, 1 << 20), default=1024,
                    help="softmax buffer entries (default 1024)")
     p.add_argument("-o", "--output", default="attention.v", help="output file")
+    add_force_arg(p)
     p.set_defaults(func=cmd_verilog)
 
     p = grp.add_parser("cosim", help="run one decode step on the RTL and compare with the "
@@ -70,18 +75,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kv", default=None,
                    help="KV cache file (safetensors/npz from `starc model extract`); default: "
                         "a seeded synthetic cache (3 layers, d 64, 500 tokens)")
-    p.add_argument("--policy", default="starc-row",
-                   help="selection policy (dense, oracle, quest, sparq, streaming, starc, "
-                        "starc-row; default starc-row)")
-    p.add_argument("--budget", type=int, default=256, help="token budget (default 256)")
-    p.add_argument("--layer", type=int, default=None, help="layer (default: the last)")
-    p.add_argument("--kv-head", type=int, default=0)
-    p.add_argument("--step", type=int, default=0, help="decode step of the cache")
-    p.add_argument("--idle", type=float, default=0.1,
-                   help="probability of an idle cycle on the host streams (default 0.1)")
-    p.add_argument("--backpressure", type=float, default=0.1,
-                   help="probability of backpressure on the issue stream (default 0.1)")
-    p.add_argument("--seed", type=int, default=1, help="testbench seed")
+    p.add_argument("--policy", default="starc-row", choices=POLICIES,
+                   help="selection policy (default starc-row)")
+    p.add_argument("--budget", type=int_range(1), default=256, help="token budget (default 256)")
+    p.add_argument("--layer", type=int_range(0), default=None, help="layer (default: the last)")
+    p.add_argument("--kv-head", type=int_range(0), default=0)
+    p.add_argument("--step", type=int_range(0), default=0, help="decode step of the cache")
+    p.add_argument("--idle", type=probability(), default=0.1,
+                   help="probability of an idle cycle on the host streams, in [0, 1) "
+                        "(default 0.1)")
+    p.add_argument("--backpressure", type=probability(), default=0.1,
+                   help="probability of backpressure on the issue stream, in [0, 1) "
+                        "(default 0.1)")
+    p.add_argument("--seed", type=int_range(0, (1 << 32) - 1), default=1,
+                   help="testbench seed")
     p.add_argument("--waves", action="store_true",
                    help="dump waves (FST, in the run folder printed; a separate build)")
     p.add_argument("--full", action="store_true",
@@ -97,8 +104,13 @@ def _err(msg: str) -> int:
 
 
 def cmd_verilog(args: argparse.Namespace) -> int:
-    from amaranth.back import verilog
     from starc import config as cfgmod
+    from starc import outputs
+
+    out_file = outputs.OutputFile(args.output, command="rtl verilog", force=args.force,
+                                  inputs=[args.preset] if args.preset else [])
+
+    from amaranth.back import verilog
 
     overrides = [*(f"{k}={v}" for k, v in _sizes()[args.size].items()), *args.overrides]
     try:
@@ -123,9 +135,8 @@ def cmd_verilog(args: argparse.Namespace) -> int:
     if extra is not None:
         text += extra()
     out = Path(args.output)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    with out_file.build() as tmp:
+        tmp.write_text(text)
     print(f"wrote {out} ({len(text) / 1e6:.1f} MB, top module `top`)")
     return 0
 

@@ -1,34 +1,64 @@
 """`starc` command line. Every command prints a readable table, or JSON with ``--json``.
 
-Subcommands live next to the code they drive; each module listed in ``_MODULES`` provides
-``register(subparsers)``. Handlers return an exit code; user errors (bad presets, bad inputs) are
-printed as one clear line, never a traceback.
+Sub-commands live next to the code they drive; each module named in :data:`COMMANDS` provides
+``register(subparsers)``. Only the module of the command being run is imported, so ``starc config
+show`` never loads Amaranth, cocotb or the FPGA flow.
+
+:func:`main` is the one error boundary (docs/reliability.md): exit 0 success, 1 a negative result
+(the RTL disagrees, timing not met), 2 bad input (one ``starc: error: ...`` line), 3 a bug (one
+line saying how to report it), 130 / 143 interrupted / terminated. ``--debug`` (anywhere on the
+command line) or ``STARC_DEBUG=1`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
+import os
+import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from starc import argtypes, outputs
 from starc import config as cfgmod
 
-_MODULES = (
-    "starc.model.cli",
-    "starc.compiler.cli",
-    "starc.sweep.cli",
-    "starc.demo",
-    "fpga.cli",
-    "starc_sim.cli",
-)
+#: command -> (module providing ``register``, or None for the commands defined here; help)
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    "config": (None, "hardware presets: list them, show derived figures"),
+    "timing": (None, "golden timing/energy model of reference programs"),
+    "kv": ("starc.model.cli", "KV-cache files (schema starc-kv/1)"),
+    "model": ("starc.model.cli", "the SmolLM2 reference model"),
+    "compile": ("starc.compiler.cli", "cluster and place a KV cache into a PIM memory image"),
+    "eval": ("starc.compiler.cli",
+             "compare selection policies: quality, rows, occupancy, cycles, energy"),
+    "sweep": ("starc.sweep.cli",
+              "design-space sweep (cached by content hash; local processes or Dask)"),
+    "demo": ("starc.demo", "the main job end to end on an embedded default"),
+    "rtl": ("starc_sim.cli", "the Amaranth gateware: Verilog and co-simulation (docs/rtl.md)"),
+    "fpga": ("fpga.cli", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)"),
+}
+
+EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
 
 class UserError(Exception):
-    """An error the user can act on; printed without a traceback."""
+    """An error the user can act on; printed as one line without a traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``starc: error: MESSAGE (see `PROG --help`)``."""
+
+    def error(self, message: str) -> NoReturn:
+        msg = re.sub(r"\s*\n\s*", " ", message).strip()
+        self.exit(EXIT_USAGE, f"starc: error: {msg} (see `{self.prog} --help`)\n")
+
+
+def add_force_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output written by another starc command, or "
+                        "changed since (never a folder starc did not write)")
 
 
 def add_preset_args(p: argparse.ArgumentParser) -> None:
@@ -43,18 +73,19 @@ def preset_from_args(args: argparse.Namespace) -> cfgmod.Config:
     return cfgmod.load(args.preset, args.overrides or None)
 
 
+def preset_inputs(args: argparse.Namespace) -> list[str]:
+    """The preset file among a command's inputs (an output must not overwrite it)."""
+    pre = getattr(args, "preset", None)
+    return [pre] if pre and (pre.endswith(".toml") or os.path.exists(pre)) else []
+
+
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def print_json(obj: Any) -> None:
-    def default(o: Any) -> Any:
-        if hasattr(o, "tolist"):
-            return o.tolist()
-        if hasattr(o, "item"):
-            return o.item()
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-    print(json.dumps(obj, indent=2, default=default))
+    """Print ``obj`` as strict JSON (no NaN / Infinity; docs/reliability.md)."""
+    print(outputs.strict_json(obj, indent=2))
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -155,57 +186,146 @@ def _timing_dense(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _add_builtin(sub: argparse._SubParsersAction, name: str) -> None:
+    if name == "config":
+        pc = sub.add_parser("config", help=COMMANDS["config"][1],
+                            description=COMMANDS["config"][1])
+        csub = pc.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+        ps = csub.add_parser("show",
+                             help="derived figures of a preset (bandwidths, row period, ...)")
+        ps.add_argument("target", nargs="?", default=None, help="preset name or .toml file")
+        add_preset_args(ps)
+        add_json_arg(ps)
+        ps.set_defaults(func=_config_show)
+        pl = csub.add_parser("list", help="the shipped presets")
+        add_json_arg(pl)
+        pl.set_defaults(func=_config_list)
+    elif name == "timing":
+        pt = sub.add_parser("timing", help=COMMANDS["timing"][1],
+                            description=COMMANDS["timing"][1])
+        tsub = pt.add_subparsers(dest="timing_command", required=True, metavar="SUBCOMMAND")
+        pd = tsub.add_parser("dense", help="dense attention cost table (one KV head, one channel)")
+        add_preset_args(pd)
+        pd.add_argument("--lengths", type=argtypes.int_range(1), nargs="+",
+                        default=[1024, 2048, 4096, 8192, 16384, 32768], help="context lengths")
+        pd.add_argument("--head-dim", type=argtypes.int_range(1, 4096), default=128,
+                        help="head dimension (default 128)")
+        add_json_arg(pd)
+        pd.set_defaults(func=_timing_dense)
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    for a in argv:
+        if a == "--":
+            return None
+        if not a.startswith("-"):
+            return a
+    return None
+
+
+def _register(sub: argparse._SubParsersAction, module: str, command: str) -> None:
+    try:
+        m = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            raise UserError(f"`starc {command}` is not available: the {e.name!r} package is not "
+                            f"installed (pip install -e . from the starc-pim checkout)") from None
+        raise
+    m.register(sub)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``starc`` parser. With ``argv``, only the module of its command is imported (the
+    others get a placeholder that carries their help line); without, every command is loaded."""
+    p = Parser(
         prog="starc",
         description="STARC clustered sparse attention on HBM-PIM: presets, compiler, planner, "
-                    "golden model, RTL co-simulation and FPGA builds.")
+                    "golden model, RTL co-simulation and FPGA builds. Exit status: 0 success, "
+                    "1 a negative result, 2 bad input, 3 a bug (docs/reliability.md).")
+    p.add_argument("--debug", action="store_true",
+                   help="show Python tracebacks with error messages (also STARC_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    pc = sub.add_parser("config", help="hardware presets: list them, show derived figures")
-    csub = pc.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
-    ps = csub.add_parser("show", help="derived figures of a preset (bandwidths, row period, ...)")
-    ps.add_argument("target", nargs="?", default=None, help="preset name or .toml file")
-    add_preset_args(ps)
-    add_json_arg(ps)
-    ps.set_defaults(func=_config_show)
-    pl = csub.add_parser("list", help="the shipped presets")
-    add_json_arg(pl)
-    pl.set_defaults(func=_config_list)
-
-    pt = sub.add_parser("timing", help="golden timing/energy model of reference programs")
-    tsub = pt.add_subparsers(dest="timing_command", required=True, metavar="SUBCOMMAND")
-    pd = tsub.add_parser("dense", help="dense attention cost table (one KV head, one channel)")
-    add_preset_args(pd)
-    pd.add_argument("--lengths", type=int, nargs="+",
-                    default=[1024, 2048, 4096, 8192, 16384, 32768], help="context lengths")
-    pd.add_argument("--head-dim", type=int, default=128, help="head dimension (default 128)")
-    add_json_arg(pd)
-    pd.set_defaults(func=_timing_dense)
-
-    for mod in _MODULES:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name and mod.startswith(e.name):
-                continue
-            raise
-        m.register(sub)
+    wanted = set(COMMANDS) if argv is None else {_command_word(argv)}
+    done: set[str] = set()
+    for name, (module, _help) in COMMANDS.items():
+        if name not in wanted or name in sub.choices:
+            continue
+        if module is None:
+            _add_builtin(sub, name)
+        elif module not in done:
+            done.add(module)
+            _register(sub, module, name)
+    for name, (_module, help_text) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_text, add_help=False)
+    order = list(COMMANDS)
+    sub._choices_actions.sort(key=lambda a: order.index(a.dest) if a.dest in order else 99)
     return p
 
 
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text).strip()
+
+
+def describe_error(e: BaseException) -> str:
+    """The one-line message of an expected error."""
+    if isinstance(e, OSError):
+        what = e.strerror or str(e)
+        if e.filename is not None and e.filename2 is not None:
+            return f"{e.filename} -> {e.filename2}: {what}"
+        if e.filename is not None:
+            return f"{e.filename}: {what}"
+        return _one_line(str(e)) or type(e).__name__
+    if isinstance(e, UnicodeError):
+        return _one_line(f"text that is not valid UTF-8 (or not encodable): {e}")
+    if isinstance(e, MemoryError):
+        return "out of memory: the input or an option asks for more memory than this machine " \
+               "has; reduce it"
+    return _one_line(str(e)) or type(e).__name__
+
+
+def _expected() -> tuple[type[BaseException], ...]:
+    return (UserError, ValueError, OSError, OverflowError, MemoryError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (cfgmod.ConfigError, UserError) as e:
-        print(f"starc: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
-        # input validation errors from the library are ValueError subclasses with clear messages
-        print(f"starc: error: {e}", file=sys.stderr)
-        return 2
+    """Run ``starc`` (see the module docstring for the exit codes)."""
+    import traceback
+
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    cut = args_in.index("--") if "--" in args_in else len(args_in)
+    debug = "--debug" in args_in[:cut] or os.environ.get("STARC_DEBUG", "") not in ("", "0")
+    args_in = [a for i, a in enumerate(args_in) if a != "--debug" or i >= cut]
+    outputs.set_argv(args_in)
+    with outputs.signals_handled():
+        try:
+            parser = build_parser(args_in)
+            args = parser.parse_args(args_in)
+            return int(args.func(args) or 0)
+        except SystemExit as e:          # argparse: --help (0) or a usage error (2, one line)
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
+        except KeyboardInterrupt:
+            print("starc: interrupted", file=sys.stderr)
+            return 130
+        except outputs.Terminated as t:
+            print("starc: terminated", file=sys.stderr)
+            return 128 + t.signum
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 141
+        except _expected() as e:
+            if debug:
+                traceback.print_exc()
+            print(f"starc: error: {describe_error(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        except Exception as e:
+            if debug:
+                traceback.print_exc()
+            print(f"starc: internal error (a bug): {type(e).__name__}: {_one_line(str(e))}; "
+                  f"please report it with the command line and the output of the same command "
+                  f"with --debug", file=sys.stderr)
+            return EXIT_BUG
 
 
 if __name__ == "__main__":

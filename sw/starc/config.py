@@ -42,9 +42,17 @@ class ConfigError(ValueError):
     """A preset or override that cannot describe real hardware. The message names field and rule."""
 
 
+#: Largest integer field value: every cycle count and size fits a signed 32-bit word.
+INT_MAX = (1 << 31) - 1
+#: Largest per-event energy (pJ); real values are below 1e3, so anything larger is a typo.
+ENERGY_MAX_PJ = 1e9
+
+
 def _positive_int(section: str, name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{section}.{name} must be a positive integer, not {value!r}")
+    if value > INT_MAX:
+        raise ConfigError(f"{section}.{name} must be at most {INT_MAX}, not {value!r}")
 
 
 def _power_of_two(section: str, name: str, value: int) -> None:
@@ -168,10 +176,14 @@ class Timing:
     tRFC: int = field(init=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.tRFC_ns, (int, float)) or not self.tRFC_ns > 0:
-            raise ConfigError(f"timing.tRFC_ns must be a positive number, not {self.tRFC_ns!r}")
-        if not isinstance(self.tCK_ns, (int, float)) or not self.tCK_ns > 0:
-            raise ConfigError(f"timing.tCK_ns must be a positive number, not {self.tCK_ns!r}")
+        for name in ("tRFC_ns", "tCK_ns"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or not v > 0:
+                raise ConfigError(f"timing.{name} must be a positive finite number, not {v!r}")
+        if self.tRFC_ns / self.tCK_ns > 1 << 40:
+            raise ConfigError(f"timing.tRFC_ns ({self.tRFC_ns!r}) is more than 2^40 cycles of "
+                              f"tCK_ns ({self.tCK_ns!r}); check the units (nanoseconds)")
         object.__setattr__(self, "tRFC", ns_to_cycles(self.tRFC_ns, self.tCK_ns))
 
     def _validate(self) -> None:
@@ -241,8 +253,10 @@ class Energy:
     def _validate(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or math.isnan(v):
-                raise ConfigError(f"energy.{f.name} must be a non-negative number, not {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or not 0 <= v <= ENERGY_MAX_PJ:
+                raise ConfigError(f"energy.{f.name} must be a finite number in [0, "
+                                  f"{ENERGY_MAX_PJ:g}], not {v!r}")
 
 
 @dataclass(frozen=True)
@@ -353,10 +367,18 @@ def _read_preset(name_or_path: str | Path | None) -> tuple[dict[str, Any], str]:
     if name_or_path is None:
         name_or_path = DEFAULT_PRESET
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
+    if p.suffix == ".toml" or p.exists() or "/" in str(name_or_path):
+        if p.is_dir():
+            raise ConfigError(f"preset file {str(p)!r} is a folder; give a .toml file")
         if not p.is_file():
             raise ConfigError(f"preset file {str(p)!r} does not exist")
-        text, src = p.read_text(), str(p)
+        src = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"preset file {src!r} cannot be read ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"preset file {src!r} is not UTF-8 text (a TOML file)") from None
     else:
         name = str(name_or_path)
         if name not in list_presets():
@@ -370,13 +392,19 @@ def _read_preset(name_or_path: str | Path | None) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{src}: not valid TOML: {e}") from None
 
 
-def _coerce(value: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(value)
-        except ValueError:
-            pass
-    return value
+def _coerce(key: str, value: str) -> Any:
+    """An override's text as int, else float (finite only), else the string."""
+    try:
+        return int(value, 10)
+    except ValueError:
+        pass
+    try:
+        f = float(value)
+    except ValueError:
+        return value
+    if not math.isfinite(f):
+        raise ConfigError(f"override {key}={value}: must be a finite number")
+    return f
 
 
 def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> None:
@@ -392,15 +420,20 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str]
                 raise ConfigError(f"override {o!r} must look like section.field=value, "
                                   f"e.g. timing.tCCD_AB=4")
             k, v = o.split("=", 1)
-            items.append((k.strip(), _coerce(v.strip())))
+            items.append((k.strip(), _coerce(k.strip(), v.strip())))
     for key, value in items:
-        if key.count(".") != 1:
+        if not isinstance(key, str) or key.count(".") != 1:
             raise ConfigError(f"override key {key!r} must be section.field, e.g. timing.tRCD")
         sec, name = key.split(".")
         if sec not in _SECTIONS:
             raise ConfigError(f"override {key!r}: unknown section {sec!r}; sections are "
                               f"{', '.join(_SECTIONS)}")
-        data.setdefault(sec, {})[name] = value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"override {key}: must be a finite number, not {value!r}")
+        table = data.setdefault(sec, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{sec}] of the preset is not a table; cannot override {key}")
+        table[name] = value
 
 
 def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
@@ -410,9 +443,15 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
         raise ConfigError(f"{source}: unknown key(s) {sorted(unknown_top)}; allowed: name, "
                           f"description, {', '.join(_SECTIONS)}")
     built: dict[str, Any] = {}
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{source}: {key} must be a string, not {data[key]!r}")
     for sec, cls in _SECTIONS.items():
         if sec not in data:
             raise ConfigError(f"{source}: missing section [{sec}]")
+        if not isinstance(data[sec], dict):
+            raise ConfigError(f"{source}: {sec} must be a table ([{sec}] with key = value "
+                              f"lines), not {type(data[sec]).__name__} {data[sec]!r}")
         vals = dict(data[sec])
         allowed = {f.name for f in fields(cls) if f.init}
         unknown = set(vals) - allowed

@@ -25,24 +25,33 @@ from typing import Any
 DEFAULT_CONTEXT = 2048
 DEFAULT_BUDGET = 512
 DEFAULT_STEPS = 8
+#: SmolLM2-135M's context (BRIEF.md section 5) and the shortest prompt worth a sparse policy.
+MODEL_CONTEXT = 8192
+MIN_CONTEXT = 256
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from starc.cli import add_json_arg, add_preset_args
+    from starc.argtypes import finite_float, int_range
+    from starc.cli import add_force_arg, add_json_arg, add_preset_args
     p = sub.add_parser("demo", help="the main job end to end on an embedded default",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--context", type=int, default=DEFAULT_CONTEXT,
-                   help=f"prompt length in tokens (default {DEFAULT_CONTEXT})")
-    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+    p.add_argument("--context", type=int_range(MIN_CONTEXT, MODEL_CONTEXT - 64),
+                   default=DEFAULT_CONTEXT,
+                   help=f"prompt length in tokens, {MIN_CONTEXT}..{MODEL_CONTEXT - 64} (default "
+                        f"{DEFAULT_CONTEXT})")
+    p.add_argument("--budget", type=int_range(1), default=DEFAULT_BUDGET,
                    help=f"token budget B (default {DEFAULT_BUDGET})")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="decode steps")
-    p.add_argument("--depth", type=float, default=0.5, help="pass-key depth in the prompt")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int_range(1, 64), default=DEFAULT_STEPS,
+                   help=f"decode steps, 1..64 (default {DEFAULT_STEPS})")
+    p.add_argument("--depth", type=finite_float(0.0, 1.0), default=0.5,
+                   help="pass-key depth in the prompt, 0..1 (default 0.5)")
+    p.add_argument("--seed", type=int_range(0, (1 << 32) - 1), default=0)
     p.add_argument("--no-rtl", action="store_true", help="skip the RTL co-simulation")
     p.add_argument("--no-policy-decode", action="store_true",
                    help="skip decoding the pass key under every policy")
     p.add_argument("-o", "--out", type=Path, default=Path("results/demo"),
                    help="report folder (default results/demo)")
+    add_force_arg(p)
     add_preset_args(p)
     add_json_arg(p)
     p.set_defaults(func=run)
@@ -75,8 +84,7 @@ def extract_demo_kv(context: int, steps: int, depth: float, seed: int) -> tuple[
                 f"(key {prompt.passkey} at depth {prompt.needle_depth:.2f}) ...")
         ex = extract_kv(model, prompt.token_ids, steps, progress=True,
                         extra_meta={"passkey": prompt.passkey})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_kv(path, ex.arrays, ex.meta)
+        write_kv(path, ex.arrays, ex.meta, force=True)   # a cache entry, keyed by its content
     else:
         _status(f"using the cached KV cache {path}")
     return path, model, prompt
@@ -91,7 +99,16 @@ def run(args: argparse.Namespace) -> int:
     from starc.report import ReportWriter, markdown_table
 
     t0 = time.perf_counter()
+    rep = ReportWriter(args.out, command="demo", force=args.force,
+                       inputs=[args.preset] if args.preset and args.preset.endswith(".toml")
+                       else [])
     cfg = config.load(args.preset, args.overrides or None)
+    from starc.kv import KVMeta, check_capacity
+    # SmolLM2-135M's shape (BRIEF.md section 5): checked before the model runs; the prompt may
+    # come out a few tokens longer than asked, hence the margin
+    check_capacity(KVMeta(model="SmolLM2-135M", n_layers=30, n_q_heads=9, n_kv_heads=3,
+                          head_dim=64, prefill_len=args.context + 64,
+                          decode_steps=args.steps), cfg)
     kv_path, model, prompt = extract_demo_kv(args.context, args.steps, args.depth, args.seed)
     cache = load_kv(kv_path, cfg)
     meta = cache.meta
@@ -137,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 r.get("cycles"), r.get("ns"), r.get("energy_nJ"), r.get("attacc_energy_nJ"),
                 r.get("ratio_to_floor"), r.get("mass_recall"), r.get("rel_error"), pk]
 
-    with ReportWriter(args.out) as rep:
+    with rep:
         summary = {"preset": cfg.name, "budget": args.budget, "context": meta.prefill_len,
                    "kv": str(kv_path), "passkey": prompt.passkey, "dense_answer": generated,
                    "rows": rows, "eval_meta": res.meta, "compile_stats": res.compile_stats,

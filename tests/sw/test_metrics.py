@@ -150,15 +150,14 @@ def test_cli_compile_synthetic_table(tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    a = _parse(["compile", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "x")])
-    assert a.func(a) == 2
+    from starc import cli
+    assert cli.main(["compile", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("starc: error: ") and "no such file" in err[0]
-    a = _parse(["eval", str(tmp_path)])
-    assert a.func(a) == 2
+    (tmp_path / "in").mkdir()
+    assert cli.main(["eval", str(tmp_path / "in"), "-o", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "unknown KV container" in err or "no meta.json" in err
-    a = _parse(["compile", "--synthetic", "--layers", "1", "--prefill", "64", "--mode",
-                "row-aligned", "--cluster-tokens", "20", "-o", str(tmp_path / "y")])
-    assert a.func(a) == 2
+    assert cli.main(["compile", "--synthetic", "--layers", "1", "--prefill", "64", "--mode",
+                     "row-aligned", "--cluster-tokens", "20", "-o", str(tmp_path / "y")]) == 2
     assert "cluster_tokens 20" in capsys.readouterr().err

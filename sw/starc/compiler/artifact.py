@@ -23,9 +23,12 @@ tokens.npy          TOKEN_DTYPE [L x H x T]    token map: stored slot -> origina
 queries.npy         float16 [L, S, Hq, d]      decode-step queries (for ``starc eval``)
 ==================  =========================  ==================================================
 
-:func:`load_artifact` checks the schema, every file's hash and the manifest digest, and, given a
-preset, that it is the one the artifact was compiled for; anything else raises
-:class:`ArtifactError` saying what is wrong and what to do.
+:func:`load_artifact` checks the schema, the manifest's keys, every file's hash and the manifest
+digest, and, given a preset, that it is the one the artifact was compiled for; then meaning: the
+tables' index ranges, and that the token map, cluster table and memory image (centroid rows
+included) re-derived from the slot table, segments, clusters and centroids equal the stored ones
+bit for bit, and that the image decodes back to the compiled input. Anything else raises
+:class:`ArtifactError` saying what is wrong and what to do (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ import numpy as np
 from starc.address import SLICE, Geometry
 from starc.compiler.compiled import CompiledKV, HeadMap
 from starc.config import Config
-from starc.kv import KVCache, KVMeta, replace_dir
+from starc.kv import KVCache, KVMeta
 
 __all__ = ["SCHEMA", "ArtifactError", "config_hash", "save_artifact", "load_artifact",
            "decode_image"]
@@ -175,13 +176,17 @@ def _tables(ck: CompiledKV) -> dict[str, np.ndarray]:
     }
 
 
-def save_artifact(ck: CompiledKV, path: str | os.PathLike[str]) -> Path:
-    """Write ``ck`` as an artifact folder at ``path`` (atomically: temp folder, then rename)."""
+def save_artifact(ck: CompiledKV, path: str | os.PathLike[str], *, force: bool = False,
+                  inputs: Any = (), out: Any = None) -> Path:
+    """Write ``ck`` as an artifact folder at ``path`` under the output rules of
+    :mod:`starc.outputs` (built in a temporary sibling, swapped in when complete; an existing
+    folder is replaced only if starc wrote it). ``out``: an already checked
+    :class:`starc.outputs.OutputDir`."""
+    from starc import outputs
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    out = out or outputs.OutputDir(dest, command="compile", inputs=inputs, force=force)
     tables = _tables(ck)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with out.build() as tmp:
         files = {}
         for name in _FILES:
             arr = tables[name]
@@ -221,11 +226,8 @@ def save_artifact(ck: CompiledKV, path: str | os.PathLike[str]) -> Path:
             "files": files,
         }
         man["digest"] = _manifest_digest(man)
-        (tmp / "manifest.json").write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
-        replace_dir(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "manifest.json").write_text(outputs.strict_json(man, indent=1, sort_keys=True)
+                                           + "\n")
     return dest
 
 
@@ -258,10 +260,134 @@ def decode_image(addr: np.ndarray, data: np.ndarray, tokens: np.ndarray, geo: Ge
     return out[0], out[1]
 
 
+#: Required manifest keys and their JSON types (a manifest is checked against this before use).
+_MANIFEST_KEYS: dict[str, type | tuple[type, ...]] = {
+    "schema": str, "preset": str, "config_hash": str, "input": dict, "mode": str,
+    "options": dict, "geometry": dict, "heads": list, "stats": dict, "files": dict,
+    "digest": str}
+
+
+def _check_manifest(man: dict[str, Any], mp: Path) -> None:
+    for key, typ in _MANIFEST_KEYS.items():
+        if key not in man:
+            raise ArtifactError(f"{mp}: the manifest lacks {key!r}; the artifact is incomplete "
+                                f"or from another tool: recompile it")
+        if not isinstance(man[key], typ):
+            raise ArtifactError(f"{mp}: manifest key {key!r} has the wrong type "
+                                f"({type(man[key]).__name__}); recompile the artifact")
+    inp = man["input"]
+    if not isinstance(inp.get("hash"), str) or not isinstance(inp.get("meta"), dict):
+        raise ArtifactError(f"{mp}: the manifest's input record lacks hash/meta; recompile")
+    if not isinstance(man["geometry"].get("tokens_per_group_row"), int):
+        raise ArtifactError(f"{mp}: the manifest's geometry lacks tokens_per_group_row; "
+                            f"recompile")
+    for name in _FILES:
+        info = man["files"].get(name)
+        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+            raise ArtifactError(f"{mp}: the manifest has no hash for {name}.npy; the artifact "
+                                f"is incomplete: recompile it")
+    if not all(isinstance(h, dict) for h in man["heads"]):
+        raise ArtifactError(f"{mp}: malformed head list in the manifest; recompile")
+
+
+_ARRAY_DTYPES: dict[str, np.dtype | None] = {
+    "image_addr": np.dtype(np.int32), "image_data": np.dtype(np.uint16), "heads": HEAD_DTYPE,
+    "blocks": BLOCK_DTYPE, "slots": np.dtype(np.int32), "segments": SEGMENT_DTYPE,
+    "buffer": BLOCK_DTYPE, "clusters": CLUSTER_DTYPE, "centroids": np.dtype(np.float32),
+    "tokens": TOKEN_DTYPE, "queries": None}
+
+
+def _check_tables(p: Path, a: dict[str, np.ndarray], meta: KVMeta, geo: Geometry) -> None:
+    """Shapes, dtypes and index ranges of the tables, before anything is indexed with them."""
+    def bad(what: str) -> ArtifactError:
+        return ArtifactError(f"{p}: {what}; the artifact is inconsistent: recompile it")
+
+    for name, dt in _ARRAY_DTYPES.items():
+        if dt is not None and a[name].dtype != dt:
+            raise bad(f"{name}.npy has dtype {a[name].dtype}, expected {dt}")
+    L, H, T, d = meta.n_layers, meta.n_kv_heads, meta.context_len, meta.head_dim
+    if a["image_addr"].ndim != 2 or a["image_addr"].shape[1] != 4:
+        raise bad("image_addr.npy is not [rows, 4]")
+    if a["image_data"].shape[1:] != (geo.cols, geo.lanes) or \
+            len(a["image_data"]) != len(a["image_addr"]):
+        raise bad("image_data.npy does not match image_addr.npy and the preset's row shape")
+    if a["centroids"].ndim != 2 or a["centroids"].shape[1] != d:
+        raise bad(f"centroids.npy is not [clusters, {d}]")
+    if a["queries"].shape != (L, meta.decode_steps, meta.n_q_heads, d) or \
+            a["queries"].dtype != np.float16:
+        raise bad(f"queries.npy is not float16 [{L}, {meta.decode_steps}, {meta.n_q_heads}, {d}]")
+    heads = a["heads"]
+    if heads.ndim != 1 or len(heads) != L * H:
+        raise bad(f"heads.npy has {len(heads)} entries, the cache has {L} x {H} (layer, KV head)")
+    if len(a["tokens"]) != L * H * T:
+        raise bad(f"tokens.npy has {len(a['tokens'])} entries, expected {L * H * T}")
+    seen = set()
+    for i, h in enumerate(heads):
+        lh = (int(h["layer"]), int(h["head"]))
+        if not (0 <= lh[0] < L and 0 <= lh[1] < H) or lh in seen:
+            raise bad(f"head entry {i} names (layer, head) {lh}, out of range or repeated")
+        seen.add(lh)
+        for off, n, table, per in (("block_off", "n_blocks", "blocks", 1),
+                                   ("cl_off", "n_clusters", "clusters", 1),
+                                   ("seg_off", "n_segs", "segments", 1),
+                                   ("buf_off", "n_buf", "buffer", 1),
+                                   ("block_off", "n_blocks", "slots", geo.tpgr)):
+            o, c = int(h[off]) * per, int(h[n]) * per
+            if o < 0 or c < 0 or o + c > len(a[table]):
+                raise bad(f"head entry {i}: {table} range [{o}, {o + c}) outside the table "
+                          f"({len(a[table])})")
+        if int(h["cl_off"]) + int(h["n_clusters"]) > len(a["centroids"]):
+            raise bad(f"head entry {i}: centroid range outside centroids.npy")
+        if not 0 <= int(h["sink_end"]) <= T or int(h["buffer_cap"]) < 0:
+            raise bad(f"head entry {i}: sink_end / buffer_cap out of range")
+        bo, nb = int(h["block_off"]), int(h["n_blocks"])
+        sl = a["slots"][bo * geo.tpgr:(bo + nb) * geo.tpgr]
+        if sl.size and (sl.min() < -1 or sl.max() >= T):
+            raise bad(f"head entry {i}: slot table holds positions outside 0..{T - 1}")
+        live = sl[sl >= 0]
+        if np.unique(live).size != live.size:
+            raise bad(f"head entry {i}: a position is stored in two slots of the slot table")
+        blk = a["blocks"][bo:bo + nb]
+        bf = a["buffer"][int(h["buf_off"]):int(h["buf_off"]) + int(h["n_buf"])]
+        for tab in (blk, bf):
+            if tab.size and (tab["group"].min() < 0 or tab["group"].max() >= geo.G
+                             or tab["row"].min() < 0):
+                raise bad(f"head entry {i}: a block's group or row is out of range")
+        cl = a["clusters"][int(h["cl_off"]):int(h["cl_off"]) + int(h["n_clusters"])]
+        if cl.size and (cl["start"].min() < 0 or cl["size"].min() < 0
+                        or (cl["start"] + cl["size"]).max() > nb * geo.tpgr
+                        or cl["segment"].min() < 0 or cl["segment"].max() >= int(h["n_segs"])):
+            raise bad(f"head entry {i}: a cluster's slot range or segment is out of range")
+
+
+def _check_meaning(p: Path, ck: CompiledKV, a: dict[str, np.ndarray]) -> None:
+    """The tables agree: re-deriving the token map, the cluster table and the memory image
+    (centroid rows included) from the loaded slot table, segments, clusters and centroids gives
+    the stored files bit for bit."""
+    try:
+        derived = _tables(ck)
+    except (IndexError, ValueError, AssertionError) as e:
+        raise ArtifactError(f"{p}: the slot table, segments and clusters do not describe a "
+                            f"valid layout ({e}); recompile the artifact") from None
+    what = {"tokens": "the token map (tokens.npy) disagrees with the slot table (slots.npy, "
+                      "blocks.npy, segments.npy)",
+            "clusters": "the cluster table (clusters.npy) disagrees with the slot table",
+            "image_addr": "the memory image's addresses disagree with the tables",
+            "image_data": "the memory image (image_data.npy) disagrees with the tables: its "
+                          "key, value or centroid rows (centroids.npy) differ",
+            "heads": "the head table disagrees with itself"}
+    for name, msg in what.items():
+        x, y = derived[name], a[name]
+        if x.shape != y.shape or x.dtype != y.dtype or not np.array_equal(x, y):
+            raise ArtifactError(f"{p}: {msg}; the artifact was edited or is corrupted: "
+                                f"recompile it")
+
+
 def load_artifact(path: str | os.PathLike[str], cfg: Config | None = None, *,
                   verify: bool = True) -> CompiledKV:
     """Read an artifact folder; see the module docstring for the checks. Without ``cfg`` the
-    preset named in the manifest is loaded and must hash the same."""
+    preset named in the manifest is loaded and must hash the same. ``verify`` (default) also
+    checks hashes and that the tables agree with each other (:func:`_check_meaning`)."""
     from starc import config as cfgmod
 
     p = Path(path)
@@ -273,13 +399,14 @@ def load_artifact(path: str | os.PathLike[str], cfg: Config | None = None, *,
         raise ArtifactError(f"{p}: no manifest.json; this is not a compiled artifact (or it was "
                             f"not finished): recompile it")
     try:
-        man = json.loads(mp.read_text())
-    except json.JSONDecodeError as e:
+        man = json.loads(mp.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{mp}: corrupted manifest (not JSON: {e}); recompile") from None
     if not isinstance(man, dict) or man.get("schema") != SCHEMA:
         got = man.get("schema") if isinstance(man, dict) else None
         raise ArtifactError(f"{mp}: schema {got!r}, this reader knows {SCHEMA!r}; recompile "
                             f"with this version")
+    _check_manifest(man, mp)
     if verify and man.get("digest") != _manifest_digest(man):
         raise ArtifactError(f"{mp}: the manifest was modified after it was written (digest "
                             f"mismatch); recompile the artifact")
@@ -297,9 +424,9 @@ def load_artifact(path: str | os.PathLike[str], cfg: Config | None = None, *,
                             f"overrides, or recompile for this one")
     arrays: dict[str, np.ndarray] = {}
     for name in _FILES:
-        info = man["files"].get(name)
+        info = man["files"][name]
         f = p / f"{name}.npy"
-        if info is None or not f.is_file():
+        if not f.is_file():
             raise ArtifactError(f"{p}: {name}.npy is missing; the artifact is incomplete: "
                                 f"recompile it")
         if verify and _sha256_file(f) != info["sha256"]:
@@ -309,19 +436,37 @@ def load_artifact(path: str | os.PathLike[str], cfg: Config | None = None, *,
             arrays[name] = np.load(f, allow_pickle=False)
         except Exception as e:
             raise ArtifactError(f"{f}: unreadable ({e}); recompile the artifact") from None
-    meta = KVMeta.from_json(man["input"]["meta"], f"{p} manifest")
-    geo = Geometry(cfg, meta.head_dim)
+    try:
+        meta = KVMeta.from_json(man["input"]["meta"], f"{p} manifest")
+        geo = Geometry(cfg, meta.head_dim)
+    except (ValueError, cfgmod.ConfigError) as e:
+        raise ArtifactError(f"{p}: {e}; recompile the artifact") from None
     if geo.tpgr != man["geometry"]["tokens_per_group_row"]:
         raise ArtifactError(f"{p}: geometry mismatch with preset {cfg.name!r}; recompile")
+    if man["mode"] not in ("artifact", "row-aligned", "global", "dense"):
+        raise ArtifactError(f"{p}: unknown compile mode {man['mode']!r}; recompile")
+    if len(man["heads"]) != meta.n_layers * meta.n_kv_heads:
+        raise ArtifactError(f"{p}: the manifest's head list does not cover every (layer, KV "
+                            f"head); recompile")
+    _check_tables(p, arrays, meta, geo)
     heads_tab = arrays["heads"]
     tok = arrays["tokens"]
+    T = meta.context_len
+    L, H, d = meta.n_layers, meta.n_kv_heads, meta.head_dim
+    for i, h in enumerate(heads_tab):
+        sl = tok[i * T:(i + 1) * T]
+        if not (np.array_equal(sl["position"], np.arange(T)) and (sl["layer"] == h["layer"]).all()
+                and (sl["head"] == h["head"]).all()):
+            raise ArtifactError(f"{p}: the token map is not head by head, position by position; "
+                                f"recompile the artifact")
+        if (sl["slot"] < 0).any() or (sl["slot"] >= SLICE).any() or (sl["set"] < 0).any() \
+                or (sl["set"] >= geo.sets).any():
+            raise ArtifactError(f"{p}: the token map has slots outside the bank rows; recompile")
     voff = np.zeros(len(tok), np.int64)
     # tokens are stored head by head, T each, in heads-table order
-    T = meta.context_len
     for i, h in enumerate(heads_tab):
         voff[i * T:(i + 1) * T] = h["n_krows"]
     kbits, vbits = decode_image(arrays["image_addr"], arrays["image_data"], tok, geo, voff)
-    L, H, d = meta.n_layers, meta.n_kv_heads, meta.head_dim
     ks = [np.zeros((T, H, d), np.float16) for _ in range(L)]
     vs = [np.zeros((T, H, d), np.float16) for _ in range(L)]
     kf, vf = kbits.view(np.float16), vbits.view(np.float16)
@@ -365,7 +510,9 @@ def load_artifact(path: str | os.PathLike[str], cfg: Config | None = None, *,
     if any(hm is None for row in heads for hm in row):
         raise ArtifactError(f"{p}: the head table does not cover every (layer, KV head); "
                             f"recompile")
-    return CompiledKV(cfg=cfg, cache=cache, mode=man["mode"], options=dict(man["options"]),
-                      heads=heads, stats=dict(man.get("stats", {})),  # type: ignore[arg-type]
-                      input_hash=man["input"]["hash"])
-
+    ck = CompiledKV(cfg=cfg, cache=cache, mode=man["mode"], options=dict(man["options"]),
+                    heads=heads, stats=dict(man.get("stats", {})),  # type: ignore[arg-type]
+                    input_hash=man["input"]["hash"])
+    if verify:
+        _check_meaning(p, ck, arrays)
+    return ck

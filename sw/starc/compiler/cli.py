@@ -5,7 +5,10 @@
 - ``starc eval INPUT``: compare selection policies on a KV file, an artifact folder or a synthetic
   cache; print the comparison table and write ``eval.json`` + ``eval.csv``.
 
-Handlers return exit codes: 0 on success, 2 on bad input (one line on stderr, no traceback).
+Handlers return exit codes: 0 on success, 2 on bad input (one line on stderr, no traceback;
+expected errors propagate to the boundary in :func:`starc.cli.main`). Every option is range-checked
+at parse time; the output folder, the options against the input's shape and the preset's capacity
+are checked before any clustering or synthetic data generation (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -13,62 +16,81 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
-import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 __all__ = ["cmd_compile", "cmd_eval", "register"]
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    from starc.compiler.artifact import ArtifactError
-    from starc.compiler.compile import CompileError
-    from starc.config import ConfigError
-    from starc.kv import KVError
-    return (ArtifactError, CompileError, ConfigError, KVError, ValueError)
-
-
-def _fail(msg: str) -> int:
-    print(f"starc: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _add_synthetic_args(p: argparse.ArgumentParser) -> None:
+    from starc.argtypes import int_range
     g = p.add_argument_group("synthetic cache (with --synthetic)")
     g.add_argument("--synthetic", action="store_true",
                    help="use a seeded synthetic cache instead of a file")
-    g.add_argument("--layers", dest="syn_layers", type=int, default=4, help="default 4")
-    g.add_argument("--q-heads", dest="syn_q_heads", type=int, default=9, help="default 9")
-    g.add_argument("--kv-heads", dest="syn_kv_heads", type=int, default=3, help="default 3")
-    g.add_argument("--head-dim", dest="syn_head_dim", type=int, default=64, help="default 64")
-    g.add_argument("--prefill", dest="syn_prefill", type=int, default=4096, help="default 4096")
-    g.add_argument("--decode-steps", dest="syn_steps", type=int, default=4,
+    g.add_argument("--layers", dest="syn_layers", type=int_range(1, 4096), default=4,
+                   help="default 4")
+    g.add_argument("--q-heads", dest="syn_q_heads", type=int_range(1, 4096), default=9,
+                   help="default 9")
+    g.add_argument("--kv-heads", dest="syn_kv_heads", type=int_range(1, 4096), default=3,
+                   help="default 3")
+    g.add_argument("--head-dim", dest="syn_head_dim", type=int_range(1, 4096), default=64,
+                   help="default 64")
+    g.add_argument("--prefill", dest="syn_prefill", type=int_range(1), default=4096,
+                   help="default 4096")
+    g.add_argument("--decode-steps", dest="syn_steps", type=int_range(0, 1 << 20), default=4,
                    help="decode steps (default 4)")
-    g.add_argument("--data-seed", dest="syn_seed", type=int, default=0,
+    g.add_argument("--data-seed", dest="syn_seed", type=int_range(0, (1 << 63) - 1), default=0,
                    help="seed of the synthetic cache (default 0)")
 
 
 def _add_compile_args(p: argparse.ArgumentParser) -> None:
+    from starc.argtypes import int_range
     from starc.compiler.placement import PLACEMENTS
     p.add_argument("--placement", choices=PLACEMENTS, default=None,
                    help="block placement (default: coselect for row-aligned, naive otherwise)")
-    p.add_argument("--seed", type=int, default=0, help="clustering seed (default 0)")
-    p.add_argument("--window", type=int, default=None,
+    p.add_argument("--seed", type=int_range(0, (1 << 63) - 1), default=0,
+                   help="clustering seed (default 0)")
+    p.add_argument("--window", type=int_range(1, 1 << 24), default=None,
                    help="prefill clustering window in tokens (default: mode's)")
-    p.add_argument("--buffer", type=int, default=None,
+    p.add_argument("--buffer", type=int_range(1, 1 << 20), default=None,
                    help="recent-buffer length R (default 64; global 128)")
-    p.add_argument("--cluster-tokens", type=int, default=None,
+    p.add_argument("--cluster-tokens", type=int_range(1, 1 << 16), default=None,
                    help="tokens per cluster (default: artifact 16, row-aligned one group row, "
                         "global 32)")
-    p.add_argument("--iters", type=int, default=None, help="clustering iterations")
-    p.add_argument("--sinks", type=int, default=None,
+    p.add_argument("--iters", type=int_range(1, 1000), default=None,
+                   help="clustering iterations (1..1000)")
+    p.add_argument("--sinks", type=int_range(0, 1 << 24), default=None,
                    help="first tokens kept unclustered and always attended (default: one group "
                         "row for row-aligned, 0 otherwise)")
-    p.add_argument("--dense-layers", type=int, nargs="*", default=[0, 1],
-                   help="layers kept dense (default 0 1)")
+    p.add_argument("--dense-layers", type=int_range(0, 4095), nargs="*", default=None,
+                   help="layers kept dense (default 0 1; given layers must exist)")
+
+
+def _synthetic_meta(args: argparse.Namespace) -> Any:
+    """The meta of the synthetic cache the arguments ask for (checked before generating it)."""
+    from starc.kv import KVError, KVMeta
+    if args.syn_q_heads % args.syn_kv_heads:
+        raise KVError(f"--q-heads ({args.syn_q_heads}) must be a multiple of --kv-heads "
+                      f"({args.syn_kv_heads})")
+    return KVMeta(model="synthetic", n_layers=args.syn_layers, n_q_heads=args.syn_q_heads,
+                  n_kv_heads=args.syn_kv_heads, head_dim=args.syn_head_dim,
+                  prefill_len=args.syn_prefill, decode_steps=args.syn_steps)
+
+
+#: Largest synthetic cache generated on request (bytes of K, V and Q in float32 while building).
+SYNTHETIC_MAX_BYTES = 8 << 30
+
+
+def _check_synthetic(args: argparse.Namespace, cfg: Any) -> None:
+    from starc.kv import KVError, check_capacity
+    m = _synthetic_meta(args)
+    check_capacity(m, cfg)
+    nbytes = 4 * m.n_layers * m.head_dim * (2 * m.context_len * m.n_kv_heads
+                                            + m.decode_steps * m.n_q_heads)
+    if nbytes > SYNTHETIC_MAX_BYTES:
+        raise KVError(f"the synthetic cache would take {nbytes / 2**30:.1f} GiB while it is "
+                      f"generated (limit {SYNTHETIC_MAX_BYTES / 2**30:.0f} GiB); use fewer "
+                      f"layers, heads, tokens or decode steps")
 
 
 def _synthetic(args: argparse.Namespace) -> Any:
@@ -77,6 +99,22 @@ def _synthetic(args: argparse.Namespace) -> Any:
                         n_kv_heads=args.syn_kv_heads, head_dim=args.syn_head_dim,
                         prefill_len=args.syn_prefill, decode_steps=args.syn_steps,
                         seed=args.syn_seed)
+
+
+def _dense_layers(args: argparse.Namespace) -> None:
+    """``--dense-layers`` as given (checked against the cache later), else the default 0 1
+    (layers a small cache lacks are then simply absent)."""
+    args.dense_given = args.dense_layers is not None
+    if args.dense_layers is None:
+        args.dense_layers = [0, 1]
+
+
+def _check_dense(args: argparse.Namespace, n_layers: int) -> None:
+    from starc.compiler.compile import CompileError
+    bad = [l for l in args.dense_layers if not 0 <= l < n_layers]
+    if bad and getattr(args, "dense_given", True):
+        raise CompileError(f"--dense-layers {' '.join(map(str, bad))}: the cache has layers "
+                           f"0..{n_layers - 1}")
 
 
 def _options(args: argparse.Namespace, mode: str) -> Any:
@@ -89,7 +127,8 @@ def _options(args: argparse.Namespace, mode: str) -> Any:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``compile`` and ``eval`` to the ``starc`` sub-command parser."""
-    from starc.cli import add_json_arg, add_preset_args
+    from starc.argtypes import int_range
+    from starc.cli import add_force_arg, add_json_arg, add_preset_args
     from starc.compiler.compile import MODES
     from starc.planner.evaluate import DEFAULT_BUDGETS
     from starc.planner.registry import DEFAULT_POLICIES, POLICIES
@@ -102,7 +141,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="KV file (.npz, .safetensors or .npy directory); or --synthetic")
     pc.add_argument("--mode", choices=MODES, default="row-aligned",
                     help="clustering mode (default row-aligned)")
-    pc.add_argument("--out", "-o", type=Path, required=True, help="artifact folder to write")
+    pc.add_argument("--out", "-o", type=Path, required=True,
+                    help="artifact folder to write (a new or empty folder, or one an earlier "
+                         "`starc compile` wrote)")
+    add_force_arg(pc)
     add_preset_args(pc)
     _add_compile_args(pc)
     _add_synthetic_args(pc)
@@ -119,20 +161,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="KV file or artifact folder; or --synthetic")
     pe.add_argument("--policies", nargs="+", choices=POLICIES, default=list(DEFAULT_POLICIES),
                     help=f"policies (default: {' '.join(DEFAULT_POLICIES)})")
-    pe.add_argument("--budgets", nargs="+", type=int, default=list(DEFAULT_BUDGETS),
+    pe.add_argument("--budgets", nargs="+", type=int_range(1), default=list(DEFAULT_BUDGETS),
                     help="token budgets B (default 256 512 1024 2048)")
-    pe.add_argument("--eval-steps", type=int, nargs="+", default=None,
+    pe.add_argument("--eval-steps", type=int_range(0), nargs="+", default=None,
                     help="decode steps to evaluate (default all)")
-    pe.add_argument("--eval-layers", type=int, nargs="+", default=None,
-                    help="layers to evaluate (default: all not in --dense-layers)")
-    pe.add_argument("--cost-programs", type=int, default=24,
+    pe.add_argument("--eval-layers", type=int_range(0), nargs="+", default=None,
+                    help="layers to evaluate, none of them in --dense-layers (default: all not "
+                         "in --dense-layers)")
+    pe.add_argument("--cost-programs", type=int_range(-1), default=24,
                     help="programs timed per policy and budget (-1: all; default 24)")
-    pe.add_argument("--sparq-r", type=int, default=None, help="SparQ channels r (default d/4)")
+    pe.add_argument("--sparq-r", type=int_range(1, 4096), default=None,
+                    help="SparQ channels r, 1 .. head_dim (default d/4)")
     pe.add_argument("--fill", choices=("never", "auto"), default="never",
                     help="auto: a round with enough open groups also opens the idle ones on a "
                          "dummy row so it can use MACAB (more activations, fewer cycles)")
     pe.add_argument("--out", "-o", type=Path, default=Path("eval-results"),
                     help="folder for eval.json and eval.csv (default ./eval-results)")
+    add_force_arg(pe)
     add_preset_args(pe)
     _add_compile_args(pe)
     _add_synthetic_args(pe)
@@ -140,36 +185,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pe.set_defaults(func=cmd_eval)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _check_compilable(meta: Any, cfg: Any, options: Any, args: argparse.Namespace) -> None:
+    """Everything that can be said before compiling: the preset holds the cache, the planner can
+    evaluate its geometry, the options fit the mode and the cache (raises)."""
+    from starc.compiler.layout import Geometry
+    from starc.kv import check_capacity
+    from starc.planner.program import check_geometry
+    check_capacity(meta, cfg)
+    geo = Geometry(cfg, meta.head_dim)
+    check_geometry(geo)
+    _check_dense(args, meta.n_layers)
+    options.resolve(geo, meta.prefill_len)
+
+
+def _source(args: argparse.Namespace, name: str) -> Any:
+    from starc.cli import UserError
+    path = getattr(args, name)
+    if args.synthetic and path is not None:
+        raise UserError(f"give a KV input ({path}) or --synthetic, not both")
+    if not args.synthetic and path is None:
+        raise UserError("give a KV file (or an artifact folder for eval), or --synthetic")
+    return path
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from starc.cli import preset_from_args, print_json, print_table
+    from starc import outputs
+    from starc.cli import preset_from_args, preset_inputs, print_json, print_table
     from starc.compiler import compile_kv
     from starc.compiler.artifact import save_artifact
     from starc.kv import load_kv
-    try:
-        cfg = preset_from_args(args)
-        if args.synthetic:
-            cache = _synthetic(args)
-        elif args.kv is None:
-            return _fail("give a KV file to compile, or --synthetic")
-        else:
-            cache = load_kv(args.kv, cfg)
-        ck = compile_kv(cache, cfg, _options(args, args.mode))
-        out = save_artifact(ck, args.out)
-    except _errors() as e:
-        return _fail(str(e))
+    kv = _source(args, "kv")
+    _dense_layers(args)
+    out_dir = outputs.OutputDir(args.out, command="compile", force=args.force,
+                                inputs=[kv, *preset_inputs(args)])
+    cfg = preset_from_args(args)
+    opts = _options(args, args.mode)
+    if args.synthetic:
+        _check_synthetic(args, cfg)
+        _check_compilable(_synthetic_meta(args), cfg, opts, args)
+        cache = _synthetic(args)
+    else:
+        cache = load_kv(kv, cfg)
+        _check_compilable(cache.meta, cfg, opts, args)
+    ck = compile_kv(cache, cfg, opts)
+    out = save_artifact(ck, args.out, out=out_dir)
     st = ck.stats
     if args.json:
         print_json({"artifact": str(out), "mode": ck.mode, "preset": cfg.name,
@@ -184,7 +243,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         ("mode / placement", f"{ck.mode} / {ck.options['placement']}"),
         ("clusters", f"{st['clusters']} (size {st['cluster_size_min']}..{st['cluster_size_max']},"
                      f" mean {st['cluster_size_mean']:.1f}, empty {st['empty_clusters']})"),
-        ("mean cos(key, centroid)", f"{st['mean_cos_to_centroid']:.3f}"),
+        ("mean cos(key, centroid)", "n/a (no clusters)" if st["mean_cos_to_centroid"] is None
+         else f"{st['mean_cos_to_centroid']:.3f}"),
         ("iterations (mean)", f"{st['iters_mean']:.1f}"),
         ("recent buffer at the end", f"{st['final_buffer_tokens']} tokens"),
         ("padding slots", str(st["padding_slots"])),
@@ -199,14 +259,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def _load_input(args: argparse.Namespace, cfg: Any) -> tuple[Any, dict[str, Any]]:
     from starc.compiler.artifact import load_artifact
     from starc.kv import load_kv
+    src = _source(args, "input")
     if args.synthetic:
+        _check_synthetic(args, cfg)
         return _synthetic(args), {}
-    if args.input is None:
-        raise ValueError("give a KV file or an artifact folder to evaluate, or --synthetic")
-    if (args.input / "manifest.json").is_file():
-        ck = load_artifact(args.input, cfg)
+    if (src / "manifest.json").is_file():
+        ck = load_artifact(src, cfg)
         return ck.cache, {ck.mode: ck}
-    return load_kv(args.input, cfg), {}
+    return load_kv(src, cfg), {}
 
 
 def _num(x: Any) -> str:
@@ -247,39 +307,67 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
+    from starc.report import csv_cell
     for r in rows:
-        w.writerow(r)
+        w.writerow({k: csv_cell(v) for k, v in r.items()})
     return buf.getvalue()
 
 
+def _check_eval(args: argparse.Namespace, meta: Any) -> None:
+    """Options that need the cache's shape: layers, steps, SparQ r (raises ValueError)."""
+    from starc.cli import UserError
+    dense = sorted(set(args.dense_layers))
+    _check_dense(args, meta.n_layers)
+    for l in args.eval_layers or ():
+        if not 0 <= l < meta.n_layers:
+            raise UserError(f"--eval-layers {l}: the cache has layers 0..{meta.n_layers - 1}")
+        if l in dense:
+            raise UserError(f"--eval-layers {l}: layer {l} is dense (--dense-layers "
+                            f"{' '.join(map(str, dense))}), so every policy would run dense "
+                            f"attention there; evaluate sparse layers, or drop {l} from "
+                            f"--dense-layers")
+    for s in args.eval_steps or ():
+        if not 0 <= s < meta.decode_steps:
+            raise UserError(f"--eval-steps {s}: the cache has decode steps "
+                            f"0..{meta.decode_steps - 1}" if meta.decode_steps else
+                            f"--eval-steps {s}: the cache has no decode steps")
+    if args.sparq_r is not None and args.sparq_r > meta.head_dim:
+        raise UserError(f"--sparq-r {args.sparq_r}: at most head_dim = {meta.head_dim} channels")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from starc.cli import preset_from_args, print_json
+    from starc import outputs
+    from starc.cli import preset_from_args, preset_inputs, print_json
     from starc.compiler import CompileOptions
     from starc.planner.evaluate import EvalOptions, evaluate
-    try:
-        cfg = preset_from_args(args)
-        cache, compiled = _load_input(args, cfg)
-        # the layout options tune our row-aligned variant; the other modes keep their defaults
-        copts: dict[str, CompileOptions] = {
-            mode: CompileOptions(mode=mode, seed=args.seed, dense_layers=tuple(args.dense_layers))
-            for mode in ("artifact", "global", "dense")}
-        copts["row-aligned"] = _options(args, "row-aligned")
-        opts = EvalOptions(policies=tuple(args.policies), budgets=tuple(args.budgets),
-                           steps=tuple(args.eval_steps) if args.eval_steps else None,
-                           layers=tuple(args.eval_layers) if args.eval_layers else None,
-                           dense_layers=tuple(args.dense_layers),
-                           cost_programs=args.cost_programs, sparq_r=args.sparq_r,
-                           fill=args.fill, seed=args.seed)
-        res = evaluate(cache, cfg, opts, compiled=compiled, compile_options=copts)
-    except _errors() as e:
-        return _fail(str(e))
+    src = _source(args, "input")
+    _dense_layers(args)
+    out_dir = outputs.OutputDir(args.out, command="eval", force=args.force,
+                                inputs=[src, *preset_inputs(args)])
+    cfg = preset_from_args(args)
+    if args.synthetic:
+        _check_eval(args, _synthetic_meta(args))
+    cache, compiled = _load_input(args, cfg)
+    _check_eval(args, cache.meta)
+    # the layout options tune our row-aligned variant; the other modes keep their defaults
+    copts: dict[str, CompileOptions] = {
+        mode: CompileOptions(mode=mode, seed=args.seed, dense_layers=tuple(args.dense_layers))
+        for mode in ("artifact", "global", "dense")}
+    copts["row-aligned"] = _options(args, "row-aligned")
+    _check_compilable(cache.meta, cfg, copts["row-aligned"], args)
+    opts = EvalOptions(policies=tuple(args.policies), budgets=tuple(args.budgets),
+                       steps=tuple(args.eval_steps) if args.eval_steps else None,
+                       layers=tuple(args.eval_layers) if args.eval_layers else None,
+                       dense_layers=tuple(args.dense_layers),
+                       cost_programs=args.cost_programs, sparq_r=args.sparq_r,
+                       fill=args.fill, seed=args.seed)
+    res = evaluate(cache, cfg, opts, compiled=compiled, compile_options=copts)
     res.rows.sort(key=lambda r: (r["budget"], list(args.policies).index(r["policy"])))
     doc = {"meta": res.meta, "rows": res.rows, "compile_stats": res.compile_stats}
-    try:
-        _write_atomic(args.out / "eval.json", json.dumps(doc, indent=1, default=float) + "\n")
-        _write_atomic(args.out / "eval.csv", rows_to_csv(res.rows))
-    except OSError as e:
-        return _fail(f"cannot write results to {args.out}: {e}")
+    text = outputs.strict_json(doc, indent=1) + "\n"
+    with out_dir.build() as tmp:
+        (tmp / "eval.json").write_text(text, encoding="utf-8")
+        (tmp / "eval.csv").write_text(rows_to_csv(res.rows), encoding="utf-8")
     if args.json:
         print_json(doc)
         return 0

@@ -368,13 +368,15 @@ def _headmap(layer: int, head: int, channel: int, row_base: int, lay: dict[str, 
         cu = unit(lay["centroid"])
         cos = float((xu[sp[ok]] * cu[slot_cl[ok]]).sum(1).mean())
     else:
-        cos = float("nan")
+        cos = None           # undefined: no clusters (strict JSON, docs/reliability.md)
     stats = {"clusters": C, "blocks": nb, "prefill_blocks": npb,
              "size_min": int(sizes.min()) if C else 0, "size_max": int(sizes.max()) if C else 0,
              "size_mean": float(sizes.mean()) if C else 0.0,
              "empty_clusters": int((sizes == 0).sum()),
              "iters_mean": float(np.mean(lay["iters"])) if lay["iters"] else 0.0,
              "mean_cos_to_centroid": cos, "padding_slots": int((slot_pos < 0).sum())}
+    if cos is None:
+        stats["mean_cos_to_centroid_undefined"] = "no clusters"
     return HeadMap(layer=layer, head=head, channel=channel, positional=False, tpgr=tp,
                    row_base=row_base, n_krows=n_krows, n_crows=n_crows, block_group=group,
                    block_row=row, slot_pos=slot_pos,
@@ -387,10 +389,11 @@ def _headmap(layer: int, head: int, channel: int, row_base: int, lay: dict[str, 
                    stats=stats)
 
 
-def _nanmean(xs: list[float]) -> float:
-    a = np.asarray(xs, np.float64)
+def _nanmean(xs: list[float | None]) -> float | None:
+    """Mean of the defined values (None and NaN skipped); None when there is none."""
+    a = np.asarray([x for x in xs if x is not None], np.float64)
     a = a[~np.isnan(a)]
-    return float(a.mean()) if a.size else float("nan")
+    return float(a.mean()) if a.size else None
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -488,6 +491,8 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
         "final_buffer_tokens": (T - all_maps[0].clustered_end(T)) if all_maps else 0,
         "padding_slots": int(sum(int((hm.slot_pos < 0).sum()) for hm in all_maps)),
     }
+    if stats["mean_cos_to_centroid"] is None:
+        stats["mean_cos_to_centroid_undefined"] = "no clusters (dense layout or empty heads)"
     return CompiledKV(cfg=cfg, cache=c16, mode=opts["mode"], options=opts, heads=heads,
                       stats=stats, input_hash=input_hash)
 

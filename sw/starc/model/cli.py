@@ -2,14 +2,14 @@
 
 :func:`register` adds the two command groups to the ``starc`` argparse entry point. Each handler
 takes the parsed namespace and returns an exit code: 0 on success, 2 on bad input or a missing
-model file (with a one-line message on stderr, no traceback).
+model file (one ``starc: error:`` line on stderr, no traceback; expected errors propagate to the
+boundary in :func:`starc.cli.main`). The output of ``kv extract`` is checked before the model
+runs (:mod:`starc.outputs`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,19 @@ def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
 
 
 def _add_prompt_args(p: argparse.ArgumentParser, *, passkey: bool) -> None:
+    from starc.argtypes import finite_float, int_range
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", metavar="TEXT", help="prompt text (chat tokens like "
                      "<|im_start|> are recognised)")
     src.add_argument("--text-file", metavar="FILE", type=Path, help="read the prompt from FILE")
     src.add_argument("--tokens", metavar="IDS", help="comma-separated token ids, e.g. 1,2,3")
     if passkey:
-        src.add_argument("--passkey-length", metavar="N", type=int,
+        src.add_argument("--passkey-length", metavar="N", type=int_range(1, 1 << 20),
                          help="generate a passkey-retrieval prompt of about N tokens")
-        p.add_argument("--depth", type=float, default=0.5,
+        p.add_argument("--depth", type=finite_float(0.0, 1.0), default=0.5,
                        help="where the pass key sits in the filler, 0..1 (default 0.5)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the passkey prompt")
+        p.add_argument("--seed", type=int_range(0, (1 << 32) - 1), default=0,
+                       help="seed of the passkey prompt")
         p.add_argument("--passkey", metavar="DIGITS", help="use this pass key instead of a "
                        "seeded random one")
     p.add_argument("--chat", action="store_true",
@@ -54,6 +56,8 @@ def _add_prompt_args(p: argparse.ArgumentParser, *, passkey: bool) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``kv extract`` and ``model generate`` to the ``starc`` sub-command parser."""
+    from starc.argtypes import int_range
+    from starc.cli import add_force_arg
     kv = _group(subparsers, "kv", "KV-cache files (schema starc-kv/1)")
     ex = kv.add_parser(
         "extract", help="run SmolLM2 on a prompt and write its KV cache",
@@ -61,13 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "post-RoPE K/V of every position and Q of every decode step (schema starc-kv/1). "
         "The output format follows the path: .npz, .safetensors, or a directory of .npy files.")
     _add_prompt_args(ex, passkey=True)
-    ex.add_argument("--decode-steps", type=int, default=16, metavar="N",
+    ex.add_argument("--decode-steps", type=int_range(0, 1 << 16), default=16, metavar="N",
                     help="greedy decode steps whose queries are recorded (default 16)")
     ex.add_argument("-o", "--output", required=True, type=Path, metavar="PATH",
                     help="output: out.npz, out.safetensors or a directory")
     ex.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                     help="array dtype in the file (default float16)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_force_arg(ex)
     ex.set_defaults(func=cmd_kv_extract)
 
     model = _group(subparsers, "model", "the SmolLM2 reference model")
@@ -75,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            description="Greedy continuation of a prompt with the NumPy "
                            "SmolLM2-135M-Instruct and dense attention.")
     _add_prompt_args(gen, passkey=False)
-    gen.add_argument("--max-new-tokens", type=int, default=32, metavar="N",
+    gen.add_argument("--max-new-tokens", type=int_range(0, 1 << 16), default=32, metavar="N",
                      help="tokens to generate at most (default 32); stops at <|im_end|>")
     gen.set_defaults(func=cmd_model_generate)
 
@@ -83,8 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class _UsageError(Exception):
-    pass
+class _UsageError(ValueError):
+    """A bad argument combination (a ValueError: one line at the CLI's error boundary)."""
 
 
 def _parse_tokens(text: str) -> list[int]:
@@ -136,6 +141,11 @@ def _prompt(args: argparse.Namespace, model: Any) -> tuple[list[int], dict[str, 
             raise _UsageError(f"{args.text_file} is not UTF-8 text") from None
     else:
         text = args.prompt
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _UsageError("--prompt is not valid UTF-8 text (check the terminal's "
+                              "encoding, or pass the text with --text-file)") from None
     if args.chat:
         text = chat_prompt(text)
     ids = tok.encode(text)
@@ -150,11 +160,6 @@ def _load(args: argparse.Namespace) -> Any:
     return load_model(args.gguf)
 
 
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -167,34 +172,25 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
     Console().print(table)
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    from .gguf_loader import ModelFileError
-
-    return (_UsageError, ModelFileError, ValueError)
-
-
 def cmd_kv_extract(args: argparse.Namespace) -> int:
     """Handler of ``starc kv extract``."""
+    from starc.kv import kv_output
+
     from .extract import extract_kv, kv_format, write_kv
 
-    try:
-        fmt = kv_format(args.output)
-        if args.decode_steps < 0:
-            raise _UsageError(f"--decode-steps must be >= 0, not {args.decode_steps}")
-        if getattr(args, "passkey_length", None) is None and args.passkey is not None:
-            raise _UsageError("--passkey needs --passkey-length")
-        model = _load(args)
-        ids, prompt_meta = _prompt(args, model)
-        t0 = time.perf_counter()
-        ex = extract_kv(model, ids, args.decode_steps, dtype=args.dtype,
-                        progress=not (args.no_progress or args.json),
-                        extra_meta={"prompt": prompt_meta, "source": "starc kv extract"})
-        write_kv(args.output, ex.arrays, ex.meta)
-        total = time.perf_counter() - t0
-    except _errors() as exc:
-        return _fail(str(exc))
-    except OSError as exc:
-        return _fail(f"cannot write {args.output}: {exc.strerror or exc}")
+    fmt = kv_format(args.output)
+    if getattr(args, "passkey_length", None) is None and args.passkey is not None:
+        raise _UsageError("--passkey needs --passkey-length")
+    out = kv_output(args.output, "dir" if fmt == "npy-dir" else fmt, force=args.force,
+                    command="kv extract", inputs=[args.gguf, args.text_file])
+    model = _load(args)
+    ids, prompt_meta = _prompt(args, model)
+    t0 = time.perf_counter()
+    ex = extract_kv(model, ids, args.decode_steps, dtype=args.dtype,
+                    progress=not (args.no_progress or args.json),
+                    extra_meta={"prompt": prompt_meta, "source": "starc kv extract"})
+    write_kv(args.output, ex.arrays, ex.meta, out=out)
+    total = time.perf_counter() - t0
 
     meta = ex.meta
     size = _disk_size(Path(args.output))
@@ -221,7 +217,8 @@ def cmd_kv_extract(args: argparse.Namespace) -> int:
         # None: too few decode steps to see the whole number (it needs about 6).
         result["passkey_retrieved"] = judge_answer(answer, prompt_meta["passkey"])
     if args.json:
-        print(json.dumps(result, indent=2))
+        from starc.cli import print_json
+        print_json(result)
         return 0
     rows = [
         ("output", f"{result['output']} ({fmt}, {size / 2**20:.1f} MiB)"),
@@ -248,19 +245,14 @@ def _disk_size(p: Path) -> int:
 
 def cmd_model_generate(args: argparse.Namespace) -> int:
     """Handler of ``starc model generate``."""
-    try:
-        if args.max_new_tokens < 0:
-            raise _UsageError(f"--max-new-tokens must be >= 0, not {args.max_new_tokens}")
-        model = _load(args)
-        ids, prompt_meta = _prompt(args, model)
-        if len(ids) + args.max_new_tokens > model.config.context_length:
-            raise _UsageError(f"prompt ({len(ids)} tokens) plus --max-new-tokens exceeds the "
-                              f"{model.config.context_length}-token context")
-        t0 = time.perf_counter()
-        out = model.generate(ids, args.max_new_tokens)
-        dt = time.perf_counter() - t0
-    except _errors() as exc:
-        return _fail(str(exc))
+    model = _load(args)
+    ids, prompt_meta = _prompt(args, model)
+    if len(ids) + args.max_new_tokens > model.config.context_length:
+        raise _UsageError(f"prompt ({len(ids)} tokens) plus --max-new-tokens exceeds the "
+                          f"{model.config.context_length}-token context")
+    t0 = time.perf_counter()
+    out = model.generate(ids, args.max_new_tokens)
+    dt = time.perf_counter() - t0
     text = model.tokenizer.decode(out)
     result = {
         "prompt_tokens": len(ids),
@@ -271,7 +263,8 @@ def cmd_model_generate(args: argparse.Namespace) -> int:
         "tokens_per_s": round((len(ids) + len(out)) / max(dt, 1e-9), 1),
     }
     if args.json:
-        print(json.dumps(result, indent=2))
+        from starc.cli import print_json
+        print_json(result)
         return 0
     _print_table("starc model generate", [
         ("prompt", f"{len(ids)} tokens ({prompt_meta['kind']})"),

@@ -81,6 +81,10 @@ class EvalOptions:
         for l in self.layers or ():
             if not 0 <= l < m.n_layers:
                 raise ValueError(f"layer {l} out of range 0..{m.n_layers - 1}")
+            if l in self.dense_layers:
+                raise ValueError(f"layer {l} is dense (dense_layers {list(self.dense_layers)}): "
+                                 f"every policy runs dense attention there, so its figures would "
+                                 f"be dense figures under each policy's name")
 
 
 @dataclass

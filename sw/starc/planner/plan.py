@@ -71,6 +71,10 @@ class Planner:
         self.meta = m
         self.geo = compiled.geometry
         self.params = Params(sparq_r=sparq_r, sparq_recent=sparq_recent, sinks=sinks)
+        r = self.params.r(m.head_dim)
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= m.head_dim:
+            raise ValueError(f"sparq_r must be an integer in 1..head_dim ({m.head_dim}), not "
+                             f"{sparq_r!r}")
         if fill not in ("never", "auto"):
             raise ValueError(f"fill must be 'never' or 'auto', not {fill!r}")
         self.fill_from = fill_threshold(compiled.cfg) if fill == "auto" else 0

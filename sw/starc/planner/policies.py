@@ -114,6 +114,7 @@ def select_sparq(q: np.ndarray, K: np.ndarray, B: int, *, r: int, recent: int) -
     Kr = K[:, idx].transpose(1, 0, 2)                                # [g, n, r]
     # SparQ: temperature sqrt(d * ||q_r||_1 / ||q||_1) compensates the dropped channels
     temp = np.sqrt(d * np.abs(qr).sum(1) / np.maximum(np.abs(q).sum(1), 1e-30))
+    temp = np.where(temp > 0, temp, 1.0)    # q = 0: every approximate score is 0 (uniform)
     s = np.einsum("gnr,gr->gn", Kr, qr) / temp[:, None]
     s = s - s.max(1, keepdims=True)
     p = np.exp(s)

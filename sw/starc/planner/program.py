@@ -139,6 +139,19 @@ def _columns(masks: np.ndarray, sets: int) -> list[int]:
     return [c for s in range(SLICE) if per_slot >> s & 1 for c in (2 * s, 2 * s + 1)]
 
 
+#: Token slots one score move's valid mask covers (a 32-bit field of the command word).
+MOVE_MASK_SLOTS = 32
+
+
+def check_geometry(geo: Geometry) -> None:
+    """Raise ValueError if the planner cannot emit programs for this layout (the compiler calls
+    it so such a cache is refused at compile time, not at evaluation)."""
+    if geo.tpgr > MOVE_MASK_SLOTS:
+        raise ValueError(f"head_dim {geo.d} puts {geo.tpgr} tokens in a group row, but a score "
+                         f"move's valid mask covers {MOVE_MASK_SLOTS} slots; the planner needs "
+                         f"head_dim >= {geo.d * geo.tpgr // MOVE_MASK_SLOTS} on this preset")
+
+
 def emit_program(plan: RowPlan, geo: Geometry, *, krow_base: int, vrow_base: int,
                  banks_per_pu: int = 1, skip_empty_columns: bool = True) -> np.ndarray:
     """The command program of ``plan`` (see the module docstring). Key row ``r`` of the plan is
@@ -149,9 +162,7 @@ def emit_program(plan: RowPlan, geo: Geometry, *, krow_base: int, vrow_base: int
     token in some token set of the open row(s) the MAC covers: the skipped entries are masked out
     of the softmax (probability 0), so the result is the same and partly used rows cost fewer
     column reads (the AttAcc-style per-byte energy then differs from the per-activation one)."""
-    if geo.tpgr > 32:
-        raise ValueError(f"a score move's 32-bit valid mask covers 32 slots; head_dim {geo.d} "
-                         f"puts {geo.tpgr} tokens in a group row")
+    check_geometry(geo)
     G, C = geo.G, geo.cols
     cmds: list[tuple[int, int, int, int, int, int]] = []
     add = cmds.append

@@ -19,36 +19,44 @@ from starc.sweep.points import (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from starc.cli import add_json_arg
+    from starc.argtypes import dask_address, int_range
+    from starc.cli import add_force_arg, add_json_arg
     p = sub.add_parser(
         "sweep", help="design-space sweep (cached by content hash; local processes or Dask)",
         description="Evaluate every policy at every budget for each (preset, model shape, "
                     "context length) on seeded synthetic caches. Results are cached by a hash of "
                     "the point and of the code, so nothing stale is reused.")
-    p.add_argument("--presets", nargs="+", default=["attacc-hbm3-5.2"])
+    p.add_argument("--presets", nargs="+", default=["attacc-hbm3-5.2"],
+                   help="preset names or .toml files (default attacc-hbm3-5.2)")
     p.add_argument("--models", nargs="+", default=["smollm2-135m"], choices=sorted(MODEL_SHAPES))
-    p.add_argument("--contexts", type=int, nargs="+", default=[2048, 4096])
-    p.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS))
+    p.add_argument("--contexts", type=int_range(1), nargs="+", default=[2048, 4096])
+    p.add_argument("--budgets", type=int_range(1), nargs="+", default=list(DEFAULT_BUDGETS))
     p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(DEFAULT_POLICIES),
                    help=f"policies (default: {' '.join(DEFAULT_POLICIES)})")
-    p.add_argument("--layers", type=int, default=4,
-                   help="layers of the synthetic cache (0-1 dense; default 4 keeps sweeps fast)")
-    p.add_argument("--steps", type=int, default=2, help="decode steps per cache")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", type=int_range(3, 4096), default=4,
+                   help="layers of the synthetic cache, at least 3 (0-1 dense; default 4 keeps "
+                        "sweeps fast)")
+    p.add_argument("--steps", type=int_range(1, 1 << 16), default=2,
+                   help="decode steps per cache")
+    p.add_argument("--seed", type=int_range(0, (1 << 63) - 1), default=0)
     p.add_argument("--kv", type=Path, nargs="+", default=None, metavar="FILE",
                    help="real KV files (starc kv extract) instead of synthetic caches: one point "
                         "per file and preset; --models, --contexts, --layers, --steps are ignored")
     p.add_argument("--fill", choices=["never", "auto"], default="never",
                    help="planner fill (see `starc eval --help`): auto opens idle groups on a "
                         "dummy row so a round can use MACAB")
-    p.add_argument("--cost-programs", type=int, default=8,
+    p.add_argument("--cost-programs", type=int_range(-1), default=8,
                    help="programs timed per policy and budget (-1: all; default 8)")
-    p.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")
-    p.add_argument("--scheduler", default=None,
-                   help="Dask scheduler address (tcp://host:8786) to run on a cluster instead")
-    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--workers", type=int_range(1, 1024), default=None,
+                   help="local processes (default: CPUs)")
+    p.add_argument("--scheduler", type=dask_address, default=None,
+                   help="Dask scheduler address (tcp://host:8786) to run on a cluster instead; "
+                        "checked within a few seconds")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="folder of cached point results (default ~/.cache/starc-pim/sweep)")
     p.add_argument("-o", "--out", type=Path, default=Path("results/sweep"),
                    help="report folder (JSON, CSV, PNG, Markdown)")
+    add_force_arg(p)
     add_json_arg(p)
     p.set_defaults(func=_run)
 
@@ -59,9 +67,13 @@ def _kv_entry(path: Path) -> dict:
 
     from starc.kv import load_kv
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            h.update(file.relative_to(path).as_posix().encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(chunk)
     meta = load_kv(path).meta
     return {"kv": str(path.resolve()), "kv_sha256": h.hexdigest(), "model": meta.model,
             "context": meta.prefill_len}
@@ -83,13 +95,64 @@ def sweep_points(args: argparse.Namespace) -> list[dict]:
                        policies=[list(args.policies)], budgets=[list(args.budgets)], **extra)
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Everything checkable before the first point runs (raises)."""
+    from starc import config
+    from starc.cli import UserError
+    from starc.kv import KVMeta, check_capacity
+    from starc.outputs import check_not_input
+    from starc.sweep.engine import default_cache_dir
+    cache = args.cache_dir if args.cache_dir is not None else default_cache_dir()
+    if cache.exists() and not cache.is_dir():
+        raise UserError(f"--cache-dir {cache}: a file, not a folder")
+    check_not_input(args.out, [cache])
+    cfgs = [config.load(pre) for pre in args.presets]
+    if args.kv:
+        from starc.kv import load_kv
+        for f in args.kv:
+            meta = load_kv(f).meta
+            if meta.decode_steps < 1:
+                raise UserError(f"--kv {f}: no decode steps, so no queries to evaluate")
+            if meta.n_layers < 3:
+                raise UserError(f"--kv {f}: {meta.n_layers} layers, all dense (layers 0-1); a "
+                                f"sweep needs a sparse layer")
+            for cfg in cfgs:
+                check_capacity(meta, cfg)
+        return
+    for cfg in cfgs:
+        for model in args.models:
+            shape = MODEL_SHAPES[model]
+            for ctx in args.contexts:
+                meta = KVMeta(model=model, n_layers=args.layers, n_q_heads=shape["n_q_heads"],
+                              n_kv_heads=shape["n_kv_heads"], head_dim=shape["head_dim"],
+                              prefill_len=ctx, decode_steps=args.steps)
+                check_capacity(meta, cfg)
+                nbytes = 4 * meta.n_layers * meta.head_dim * (
+                    2 * meta.context_len * meta.n_kv_heads + meta.decode_steps * meta.n_q_heads)
+                if nbytes > SYNTHETIC_MAX_BYTES:
+                    raise UserError(f"{model} at context {ctx} with {args.layers} layers would "
+                                    f"take {nbytes / 2**30:.1f} GiB; use fewer layers or a "
+                                    f"shorter context")
+
+
+#: Largest synthetic cache of one point (bytes of K, V and Q in float32 while building).
+SYNTHETIC_MAX_BYTES = 8 << 30
+
+
 def _run(args: argparse.Namespace) -> int:
     from starc.cli import print_json, print_table
+    from starc.sweep.engine import probe_scheduler
+    rep = ReportWriter(args.out, command="sweep", force=args.force,
+                       inputs=[*(args.kv or []), *(p for p in args.presets
+                                                   if p.endswith(".toml"))])
+    _check(args)
+    if args.scheduler:
+        probe_scheduler(args.scheduler)
     points = sweep_points(args)
     results = run_points(points, evaluate_point, workers=args.workers, scheduler=args.scheduler,
                          cache_dir=args.cache_dir)
     rows = [r for res in results for r in res["rows"]]
-    with ReportWriter(args.out) as rep:
+    with rep:
         rep.json("sweep.json", {"points": points, "rows": rows})
         rep.csv("sweep.csv", rows)
         for name, fig in plot_sweep(rows).items():

@@ -8,6 +8,10 @@ code that answers it are unchanged: nothing stale is ever reused.
 Execution: local processes by default (``concurrent.futures.ProcessPoolExecutor``), or a Dask
 cluster when a scheduler address is given (``distributed.Client(address)``), for users who outgrow
 one machine. Results are identical either way (the evaluator is a pure function of the point).
+Before a Dask client is made, :func:`probe_scheduler` connects with a timeout and checks the
+peer's handshake, so a wrong address fails in seconds with one line instead of hanging.
+Cache entries are written atomically with :func:`starc.outputs.write_atomic` (temporaries of
+killed runs are removed by the next run); an interrupted run stops its worker processes.
 """
 
 from __future__ import annotations
@@ -16,14 +20,23 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
+import socket
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["code_fingerprint", "expand_grid", "point_key", "run_points", "default_cache_dir"]
+__all__ = ["code_fingerprint", "expand_grid", "point_key", "run_points", "default_cache_dir",
+           "probe_scheduler", "SchedulerError"]
+
+#: Seconds to wait for a Dask scheduler to accept and answer (connect, handshake, workers).
+DASK_TIMEOUT_S = 5.0
+
+
+class SchedulerError(OSError):
+    """The Dask scheduler address cannot be used; the message says why."""
 
 Evaluator = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -59,15 +72,8 @@ def expand_grid(**axes: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from starc.outputs import strict_json, write_atomic
+    write_atomic(path, strict_json(data, indent=None, sort_keys=True))
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -87,9 +93,13 @@ def run_points(points: Iterable[dict[str, Any]], evaluator: Evaluator, *,
     ``scheduler``: a Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``;
     ``None`` runs on local processes (``workers`` of them, default: CPU count; 1 runs in-process).
     """
+    from starc.outputs import clean_stale
     points = list(points)
     name = evaluator_name or f"{evaluator.__module__}.{evaluator.__qualname__}"
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if cache.exists() and not cache.is_dir():
+        raise NotADirectoryError(20, "the sweep cache must be a folder, this is a file", str(cache))
+    clean_stale(cache)
     keys = [point_key(p, name) for p in points]
     results: list[dict[str, Any] | None] = [None] * len(points)
     todo = []
@@ -113,13 +123,93 @@ def run_points(points: Iterable[dict[str, Any]], evaluator: Evaluator, *,
                 store(i, evaluator(points[i]))
                 bar.advance()
         else:
-            with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as ex:
+            ex = ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(todo)))
+            try:
                 futs = {ex.submit(evaluator, points[i]): i for i in todo}
                 for f in as_completed(futs):
                     store(futs[f], f.result())
                     bar.advance()
+            except BaseException:
+                _stop_pool(ex)
+                bar.close()
+                raise
+            ex.shutdown()
     bar.close()
     return [r for r in results if r is not None]
+
+
+def _stop_pool(ex: ProcessPoolExecutor) -> None:
+    """Stop a pool now (interrupt, error): cancel what has not started, end running workers."""
+    procs = list(getattr(ex, "_processes", {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
+
+
+def probe_scheduler(address: str, timeout: float = DASK_TIMEOUT_S) -> None:
+    """Connect to a ``tcp://HOST:PORT`` Dask scheduler and read its handshake (the first message
+    a Dask TCP peer sends: an 8-byte length, then frames whose first is a msgpack map with
+    ``pickle-protocol``). Raises :class:`SchedulerError` within about ``timeout`` seconds."""
+    if not address.startswith("tcp://"):
+        return              # other transports: distributed's own timeout applies
+    hostport = address[len("tcp://"):].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    what = f"Dask scheduler {address}"
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except TimeoutError:
+        raise SchedulerError(f"{what}: no answer to the connection within {timeout:g} s (wrong "
+                             f"host or port, or a firewall)") from None
+    except socket.gaierror as e:
+        raise SchedulerError(f"{what}: unknown host {host!r} ({e.strerror})") from None
+    except OSError as e:
+        raise SchedulerError(f"{what}: cannot connect ({e.strerror or e}); is `dask scheduler` "
+                             f"running there?") from None
+    try:
+        sock.settimeout(timeout)
+        head = _recv_exact(sock, 8, what, timeout)
+        (n,) = struct.unpack("<Q", head)
+        if not 8 < n <= 1 << 16:
+            raise SchedulerError(f"{what}: the service there does not speak the Dask protocol "
+                                 f"(its first message announces {n} bytes); check the port")
+        body = _recv_exact(sock, n, what, timeout)
+        (nframes,) = struct.unpack("<Q", body[:8])
+        if not 1 <= nframes <= 16 or 8 * (1 + nframes) > n:
+            raise SchedulerError(f"{what}: the service there does not speak the Dask protocol; "
+                                 f"check the port")
+        lens = struct.unpack(f"<{nframes}Q", body[8:8 + 8 * nframes])
+        first = body[8 + 8 * nframes:8 + 8 * nframes + lens[0]]
+        import msgpack
+        try:
+            info = msgpack.unpackb(first, raw=False)
+        except Exception:
+            info = None
+        if not isinstance(info, dict) or "pickle-protocol" not in info:
+            raise SchedulerError(f"{what}: the service there does not speak the Dask protocol "
+                                 f"(no handshake); check the port")
+    finally:
+        sock.close()
+
+
+def _recv_exact(sock: socket.socket, n: int, what: str, timeout: float) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except TimeoutError:
+            raise SchedulerError(f"{what}: connected, but no Dask handshake within {timeout:g} s "
+                                 f"(not a Dask scheduler?)") from None
+        except OSError as e:
+            raise SchedulerError(f"{what}: connection failed ({e.strerror or e})") from None
+        if not chunk:
+            raise SchedulerError(f"{what}: the service closed the connection without a Dask "
+                                 f"handshake (not a Dask scheduler?)")
+        buf += chunk
+    return buf
 
 
 def _run_dask(points: list[dict[str, Any]], todo: list[int], evaluator: Evaluator,
@@ -127,8 +217,22 @@ def _run_dask(points: list[dict[str, Any]], todo: list[int], evaluator: Evaluato
               ) -> None:
     from distributed import Client
     from distributed import as_completed as das_completed
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    if isinstance(scheduler, Client):
+        client = scheduler
+    else:
+        probe_scheduler(scheduler)
+        try:
+            client = Client(scheduler, timeout=DASK_TIMEOUT_S)
+        except (OSError, TimeoutError) as e:
+            raise SchedulerError(f"Dask scheduler {scheduler}: {e}") from None
     try:
+        if client is not scheduler:
+            try:
+                client.wait_for_workers(1, timeout=DASK_TIMEOUT_S)
+            except TimeoutError:
+                raise SchedulerError(f"Dask scheduler {scheduler}: no worker joined within "
+                                     f"{DASK_TIMEOUT_S:g} s; start workers (`dask worker "
+                                     f"{scheduler}`)") from None
         futs = client.map(evaluator, [points[i] for i in todo], pure=False)
         index = {f.key: i for f, i in zip(futs, todo, strict=True)}
         for f in das_completed(futs):
