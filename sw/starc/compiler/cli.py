@@ -188,7 +188,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check_compilable(meta: Any, cfg: Any, options: Any, args: argparse.Namespace) -> None:
     """Everything that can be said before compiling: the preset holds the cache, the planner can
     evaluate its geometry, the options fit the mode and the cache (raises)."""
-    from starc.compiler.layout import Geometry
+    from starc.address import Geometry
     from starc.kv import check_capacity
     from starc.planner.program import check_geometry
     check_capacity(meta, cfg)
