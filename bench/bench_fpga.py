@@ -1,10 +1,10 @@
 """FPGA place and route of the ULX3S board top for every size preset: LUT / FF / DSP / BRAM / Fmax.
 
 Runs the full open flow (YoWASP Yosys synth_ecp5, nextpnr-ecp5 with --report, ecppack) for each
-size of ``fpga.top.SIZES`` into ``build/fpga/<size>/`` and prints a Markdown table (the one in
-docs/fpga.md); sizes that do not fit the LFE5U-85F (``BoardSize.place``: the full 64-bank
-channel) are synthesised only. nextpnr uses router2 for every size (the default router1 takes
-much longer on the large channel). Long: minutes per size; not part of the test suite.
+board size (``starc_fpga.top.BOARD_SIZES``) into ``build/fpga/<size>/`` and prints a Markdown
+table (the one in docs/fpga.md); sizes that do not fit the LFE5U-85F (``Size.place``: the full
+64-bank channel) are synthesised only. nextpnr uses router2 for every size (the default router1
+takes much longer on the large channel). Long: minutes per size; not part of the test suite.
 
     .venv/bin/python bench/bench_fpga.py                     # every size
     .venv/bin/python bench/bench_fpga.py --sizes small       # one size
@@ -20,12 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+from starc_fpga.build import BuildResult, build, build_dir_for, format_table
+from starc_fpga.top import BOARD_SIZES
 
-from fpga.build import BuildResult, build, build_dir_for, format_table  # noqa: E402
-from fpga.top import SIZES  # noqa: E402
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def _print_tools(results: list[BuildResult]) -> None:
@@ -35,7 +33,8 @@ def _print_tools(results: list[BuildResult]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    p.add_argument("--sizes", nargs="+", choices=list(BOARD_SIZES),
+                   default=list(BOARD_SIZES))
     p.add_argument("--router", choices=["router1", "router2"], default="router2")
     p.add_argument("--no-pnr", action="store_true", help="synthesis only")
     p.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for size in args.sizes:
         t0 = time.perf_counter()
-        pnr = SIZES[size].place and not args.no_pnr
+        pnr = BOARD_SIZES[size].place and not args.no_pnr
         res = build(size, pnr=pnr, router=args.router, seed=args.seed,
                     log=lambda m: print(m, file=sys.stderr, flush=True))
         print(f"{size}: {res.description}: {time.perf_counter() - t0:.0f} s", file=sys.stderr,

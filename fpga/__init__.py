@@ -1,6 +1,7 @@
-"""FPGA prototype of one PIM channel: ULX3S board top, open-toolchain build, host driver.
+"""FPGA prototype of one PIM channel (import name ``starc_fpga``; the folder is ``fpga/``).
 
-``fpga.top`` (gateware around ``starc_hw``), ``fpga.build`` (Yosys / nextpnr / ecppack through
-YoWASP), ``fpga.driver`` (the host side of the link protocol), ``fpga.cli`` (``starc fpga``).
-docs/fpga.md describes all of it.
+``starc_fpga.top`` (ULX3S board top around ``starc_hw``), ``starc_fpga.build`` (Yosys / nextpnr
+/ ecppack through YoWASP), ``starc_fpga.driver`` (the host side of the link protocol),
+``starc_fpga.cli`` (``starc fpga``). The sizes are ``starc_hw.sizes``. docs/fpga.md describes all
+of it.
 """

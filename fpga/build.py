@@ -1,6 +1,6 @@
 """Open-toolchain build of the ULX3S board top: Yosys, nextpnr-ecp5 and ecppack through YoWASP.
 
-:func:`build` elaborates :class:`fpga.top.ULX3STop` for a size preset, lets Amaranth write the
+:func:`build` elaborates :class:`starc_fpga.top.ULX3STop` for a size preset, lets Amaranth write the
 build plan (RTLIL, Yosys script, LPF constraints) into ``build/fpga/<size>/``, then runs the plan's
 three commands itself, one stage at a time, with the venv's ``yowasp-*`` tools (so nothing needs
 to be on ``PATH``; ``openFPGALoader`` is only needed to flash). It reads the resource use from
@@ -21,19 +21,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from starc_hw.uart import divisor_for
-
-from fpga.top import (
+from starc_fpga.top import (
     BASE_PRESET,
     BOARD_CLOCK_HZ,
+    BOARD_SIZES,
     CYCLE_WIDTH,
     DEFAULT_BAUD,
     DEFAULT_CLOCK_HZ,
-    SIZES,
     ULX3STop,
     board_size,
     pll_params,
 )
+from starc_hw.uart import divisor_for
 
 __all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "format_table",
            "synthesize", "tool_env", "tool_versions"]
@@ -204,7 +203,7 @@ def synthesize(top: Any, out: Path, *, synth_opts: str = "") -> tuple[dict[str, 
 def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
           baud: int = DEFAULT_BAUD, router: str | None = None, seed: int | None = None,
           root: Path | None = None, log: Any = None) -> BuildResult:
-    """Build ``size`` (a key of :data:`fpga.top.SIZES`) into ``build/fpga/<size>/``.
+    """Build ``size`` (a key of :data:`starc_fpga.top.BOARD_SIZES`) into ``build/fpga/<size>/``.
 
     ``pnr=False`` stops after synthesis (Yosys resource counts, no Fmax). ``router`` is passed
     to nextpnr (``router1`` or ``router2``; router2 routes large designs much faster). nextpnr
@@ -217,7 +216,7 @@ def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
     if pnr and not bs.place:
         raise ValueError(f"Size {size!r} does not fit the LFE5U-85F: synthesis only (--no-pnr); "
                          f"the placed sizes are "
-                         f"{', '.join(k for k, v in SIZES.items() if v.place)}")
+                         f"{', '.join(k for k, v in BOARD_SIZES.items() if v.place)}")
     env = tool_env()
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
     out = build_dir_for(size, root)
@@ -277,7 +276,7 @@ def format_table(results: list[BuildResult]) -> str:
             "| synth s | P&R s |")
     rows = [head, "|" + "---|" * 10]
     for r in results:
-        bs = SIZES[r.size]
+        bs = BOARD_SIZES[r.size]
 
         def cell(k: str, r: BuildResult = r) -> str:
             u = r.resources.get(k, {})

@@ -33,18 +33,17 @@ def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fpga build`` to the ``starc`` sub-command parser."""
     from starc.argtypes import finite_float, int_range
-
-    from fpga.top import DEFAULT_BAUD, DEFAULT_CLOCK_HZ, SIZES
+    from starc_fpga.top import BOARD_SIZES, DEFAULT_BAUD, DEFAULT_CLOCK_HZ
 
     grp = _group(subparsers, "fpga", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)")
     sizes = "; ".join(f"{k}: {v.describe()}" + ("" if v.place else " (synthesis only)")
-                      for k, v in SIZES.items())
+                      for k, v in BOARD_SIZES.items())
     p = grp.add_parser(
         "build", help="synthesise, place and route the ULX3S board top; print resources and Fmax",
         description="Build the ULX3S (LFE5U-85F) board top (scaled channel + UART host link) "
                     "with YoWASP Yosys / nextpnr-ecp5 / ecppack into build/fpga/<size>/. "
                     f"Sizes: {sizes}.")
-    p.add_argument("--size", choices=sorted(SIZES), default="small",
+    p.add_argument("--size", choices=sorted(BOARD_SIZES), default="small",
                    help="channel size preset (default small)")
     p.add_argument("--no-pnr", action="store_true",
                    help="synthesis only: Yosys resource counts, no place and route, no Fmax")
@@ -63,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_fpga_build(args: argparse.Namespace) -> int:
-    from fpga.build import ToolchainError, build
+    from starc_fpga.build import ToolchainError, build
 
     def log(msg: str) -> None:
         if not args.json:

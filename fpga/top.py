@@ -7,29 +7,28 @@
 
 :class:`ChannelSystem` is everything but the pins and the clock; it is what the co-simulation
 runs (``tests/test_fpga_cosim.py``). :class:`ULX3STop` puts it on the ULX3S (a PLL clock from the
-25 MHz oscillator, the FTDI UART, eight LEDs). The size presets (:data:`SIZES`) scale the default
-preset's organisation and column width down to what one LFE5U-85F holds; DRAM timing stays the
-preset's (one FPGA clock is one emulated DRAM cycle).
+25 MHz oscillator, the FTDI UART, eight LEDs). The sizes (:data:`BOARD_SIZES`, from the one size
+table :data:`starc_hw.sizes.SIZES`) scale the default preset's organisation and column width down
+to what one LFE5U-85F holds; DRAM timing stays the preset's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from amaranth.hdl import Cat, ClockDomain, ClockSignal, Instance, Module, ResetInserter, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
-from starc import config
 from starc.config import Config
 from starc.isa import Op
 from starc_hw.attention import AttentionChannel
 from starc_hw.channel import Channel
 from starc_hw.hostlink import HostLink
+from starc_hw.sizes import BASE_PRESET, Size, board_sizes
 from starc_hw.uart import UARTRx, UARTTx, divisor_for
 
-__all__ = ["BOARD_CLOCK_HZ", "DEFAULT_BAUD", "DEFAULT_CLOCK_HZ", "SIZES", "BoardSize",
+__all__ = ["BASE_PRESET", "BOARD_CLOCK_HZ", "BOARD_SIZES", "DEFAULT_BAUD", "DEFAULT_CLOCK_HZ",
            "ChannelSystem", "ULX3STop", "board_config", "board_size", "pll_params"]
 
 #: ULX3S oscillator (amaranth_boards.ulx3s: clk25).
@@ -41,103 +40,28 @@ DEFAULT_CLOCK_HZ = 6_250_000
 DEFAULT_BAUD = 250_000
 #: Cycle counter width on the FPGA: 2^30 emulated DRAM cycles before a RESET is needed.
 CYCLE_WIDTH = 32
-#: Base preset whose timing (and everything not overridden) the board channel uses.
-BASE_PRESET = "attacc-hbm3-5.2"
 #: Commands that take one beat of the channel's write-data stream (starc_hw.channel.Channel:
 #: "one beat per WR and per WRGB command"); tests/test_fpga_link.py checks the contract.
 WDATA_OPS = (Op.WR, Op.WRGB)
 
 
-@dataclass(frozen=True)
-class BoardSize:
-    """One scaled channel: organisation, column width (lanes) and stored rows per bank."""
-
-    name: str
-    lanes: int
-    pseudo_channels: int
-    sids: int
-    bank_groups: int
-    banks_per_group: int
-    columns: int
-    rows: int
-    #: False: the design does not fit the LFE5U-85F; the bench synthesises it only.
-    place: bool = True
-    #: d of the attention datapath (bank PUs, softmax, moves, output accumulator:
-    #: starc_hw.attention.AttentionChannel); 0: the command front end and banks only. The
-    #: datapath needs 16 lanes and d a multiple of 32 (check_attention_config).
-    head_dim: int = 0
-    #: Softmax-buffer entries (tokens one SFM may hold) of the attention datapath.
-    max_entries: int = 64
-
-    @property
-    def banks(self) -> int:
-        return self.pseudo_channels * self.sids * self.bank_groups * self.banks_per_group
-
-    def overrides(self) -> dict[str, Any]:
-        return {
-            "organisation.pseudo_channels": self.pseudo_channels,
-            "organisation.sids": self.sids,
-            "organisation.bank_groups": self.bank_groups,
-            "organisation.banks_per_group": self.banks_per_group,
-            "organisation.columns_per_row": self.columns,
-            "organisation.column_bytes": 2 * self.lanes,
-            "pu.lanes": self.lanes,
-        }
-
-    def describe(self) -> str:
-        pim = (f"; attention datapath, d {self.head_dim}, {self.max_entries} softmax entries"
-               if self.head_dim else "")
-        return (f"{self.banks} banks ({self.pseudo_channels} PC x {self.sids} SID x "
-                f"{self.bank_groups} BG x {self.banks_per_group}), {self.lanes} lanes "
-                f"({16 * self.lanes}-bit columns), {self.columns} columns x {self.rows} rows "
-                f"per bank{pim}")
+#: The sizes of :data:`starc_hw.sizes.SIZES` that ``starc fpga build`` builds.
+BOARD_SIZES: dict[str, Size] = board_sizes()
 
 
-#: Size presets. Bank storage is rows x columns entries of 16 x lanes bits per bank; an ECP5
-#: DP16KD holds 512 x 36 bits, so a 512-entry bank costs ceil(16 lanes / 36) block RAMs. Columns
-#: stay 32 (16 token slots per bank row): the compiler's layout needs them.
-SIZES: dict[str, BoardSize] = {s.name: s for s in (
-    # 2 banks in one bank group: the smallest channel with a bank-level choice to make.
-    BoardSize("tiny", lanes=4, pseudo_channels=1, sids=1, bank_groups=1, banks_per_group=2,
-              columns=32, rows=8),
-    # 4 banks, the co-simulation's size.
-    BoardSize("small", lanes=4, pseudo_channels=1, sids=1, bank_groups=2, banks_per_group=2,
-              columns=32, rows=8),
-    # small with 8 lanes (128-bit columns): what the column width costs at a fixed bank count.
-    BoardSize("small-wide", lanes=8, pseudo_channels=1, sids=1, bank_groups=2, banks_per_group=2,
-              columns=32, rows=8),
-    # The whole PIM datapath on the board: 2 banks of the preset's 16 lanes (256-bit columns),
-    # a bank PU each, the softmax unit, the moves and the output accumulator; d 32 (one bank per
-    # token, two token sets per group row). Co-simulated in make test; its synthesis for the
-    # LFE5U-85F did not finish in 90 minutes and likely exceeds the device (docs/fpga.md).
-    BoardSize("pim-tiny", lanes=16, pseudo_channels=1, sids=1, bank_groups=1, banks_per_group=2,
-              columns=32, rows=8, head_dim=32, max_entries=64),
-    # 16 banks: every pseudo-channel / SID / bank-group path of the real channel, half width.
-    BoardSize("medium", lanes=8, pseudo_channels=2, sids=2, bank_groups=2, banks_per_group=2,
-              columns=32, rows=16),
-    # 32 banks: half the preset's channel (four banks per group as in the preset).
-    BoardSize("large", lanes=4, pseudo_channels=2, sids=2, bank_groups=2, banks_per_group=4,
-              columns=32, rows=16),
-    # The preset's full 64-bank channel organisation, 64-bit columns: synthesis only (too large
-    # to place and route on the LFE5U-85F; docs/fpga.md has its synthesis numbers).
-    BoardSize("full", lanes=4, pseudo_channels=2, sids=2, bank_groups=4, banks_per_group=4,
-              columns=32, rows=16, place=False),
-)}
-
-
-def board_size(name: str) -> BoardSize:
-    try:
-        return SIZES[name]
-    except KeyError:
+def board_size(name: str) -> Size:
+    """The board size called ``name``; ValueError naming the choices."""
+    if name not in BOARD_SIZES:
         raise ValueError(f"Unknown board size {name!r}; choose one of "
-                         f"{', '.join(SIZES)}") from None
+                         f"{', '.join(BOARD_SIZES)}")
+    return BOARD_SIZES[name]
 
 
-def board_config(size: BoardSize) -> Config:
-    """The preset of a board size: :data:`BASE_PRESET` with the size's organisation."""
-    if not isinstance(size, BoardSize):
-        raise TypeError(f"Board size must be a BoardSize, not {size!r}")
-    return config.load(BASE_PRESET, overrides=size.overrides())
+def board_config(size: Size) -> Config:
+    """The preset of a size: :data:`starc_hw.sizes.BASE_PRESET` with the size's organisation."""
+    if not isinstance(size, Size):
+        raise TypeError(f"Size must be a starc_hw.sizes.Size, not {size!r}")
+    return size.config()
 
 
 class ChannelSystem(wiring.Component):
@@ -145,7 +69,7 @@ class ChannelSystem(wiring.Component):
 
     Parameters
     ----------
-    size : BoardSize
+    size : starc_hw.sizes.Size
         The channel's organisation, lanes and stored rows.
     divisor : int
         UART bit period in clock cycles (:func:`starc_hw.uart.divisor_for`).
@@ -163,7 +87,7 @@ class ChannelSystem(wiring.Component):
         violation, 6: link error, 7: a command is in the channel.
     """
 
-    def __init__(self, *, size: BoardSize, divisor: int, table_depth: int = 32,
+    def __init__(self, *, size: Size, divisor: int, table_depth: int = 32,
                  rx_depth: int = 512) -> None:
         self._size = size
         self._cfg = board_config(size)
@@ -273,7 +197,7 @@ class ULX3STop(wiring.Component):
 
     Parameters
     ----------
-    size : BoardSize
+    size : starc_hw.sizes.Size
     clock_hz : float
         The system clock, made by the ECP5 PLL from the 25 MHz oscillator (25 MHz: no PLL). The
         channel's single-cycle command issue limits it (docs/fpga.md has the measured Fmax).
@@ -281,10 +205,10 @@ class ULX3STop(wiring.Component):
         UART baud rate (the divisor is ``clock_hz / baud``, rounded; see :func:`divisor_for`).
     """
 
-    def __init__(self, *, size: BoardSize, clock_hz: float = DEFAULT_CLOCK_HZ,
+    def __init__(self, *, size: Size, clock_hz: float = DEFAULT_CLOCK_HZ,
                  baud: int = DEFAULT_BAUD) -> None:
-        if not isinstance(size, BoardSize):
-            raise TypeError(f"Board size must be a BoardSize, not {size!r}")
+        if not isinstance(size, Size):
+            raise TypeError(f"Size must be a starc_hw.sizes.Size, not {size!r}")
         self._size = size
         self._pll = None if clock_hz == BOARD_CLOCK_HZ else pll_params(BOARD_CLOCK_HZ, clock_hz)
         self._clock_hz = clock_hz

@@ -18,13 +18,6 @@ from typing import Any
 __all__ = ["register"]
 
 
-def _sizes() -> dict[str, dict[str, Any]]:
-    """Organisation overrides per size (the preset's timing is kept)."""
-    from starc_sim.programs import SMALL, TINY
-
-    return {"tiny": dict(TINY), "small": dict(SMALL), "full": {}}
-
-
 def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
            ) -> argparse._SubParsersAction:
     parser = subparsers.choices.get(name)
@@ -42,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from starc.argtypes import int_range, power_of_two, probability
     from starc.cli import add_force_arg, add_preset_args
     from starc.planner.registry import POLICIES
+    from starc_hw.sizes import SIZES
 
     grp = _group(subparsers, "rtl", "the Amaranth gateware: Verilog and co-simulation "
                                     "(docs/rtl.md)")
@@ -50,16 +44,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "channel (controller, bank array, bank PUs, softmax, moves) "
                                    "or of the channel alone, for a preset and size.")
     add_preset_args(p)
-    p.add_argument("--size", choices=["tiny", "small", "full"], default="small",
-                   help="organisation: tiny 4 banks, small 16 banks, full = the preset's "
-                        "(default small)")
-    p.add_argument("--design", choices=["attention", "channel"], default="attention")
-    p.add_argument("--head-dim", type=int_range(1, 4096), default=64,
-                   help="head dimension (default 64)")
-    p.add_argument("--rows", type=power_of_two(1, 1 << 20), default=64,
-                   help="rows per bank model (power of two)")
-    p.add_argument("--max-entries", type=int_range(1, 1 << 20), default=1024,
-                   help="softmax buffer entries (default 1024)")
+    p.add_argument("--size", choices=list(SIZES), default="pim-small",
+                   help="a size of the one size table (starc_hw.sizes, docs/fpga.md), shared "
+                        "with `starc fpga build` (default pim-small: 16 banks x 16 lanes, d 64)")
+    p.add_argument("--design", choices=["auto", "attention", "channel"], default="auto",
+                   help="auto (default): the attention channel on a size with a head dimension, "
+                        "else the channel")
+    p.add_argument("--head-dim", type=int_range(1, 4096), default=None,
+                   help="head dimension (default: the size's)")
+    p.add_argument("--rows", type=power_of_two(1, 1 << 20), default=None,
+                   help="rows per bank model, a power of two (default: the size's)")
+    p.add_argument("--max-entries", type=int_range(1, 1 << 20), default=None,
+                   help="softmax buffer entries (default: the size's)")
     p.add_argument("-o", "--output", default="attention.v", help="output file")
     add_force_arg(p)
     p.set_defaults(func=cmd_verilog)
@@ -106,29 +102,24 @@ def _err(msg: str) -> int:
 def cmd_verilog(args: argparse.Namespace) -> int:
     from starc import config as cfgmod
     from starc import outputs
+    from starc_hw.sizes import make_design
+    from starc_hw.sizes import size as get_size
 
     out_file = outputs.OutputFile(args.output, command="rtl verilog", force=args.force,
                                   inputs=[args.preset] if args.preset else [])
 
     from amaranth.back import verilog
 
-    overrides = [*(f"{k}={v}" for k, v in _sizes()[args.size].items()), *args.overrides]
+    sz = get_size(args.size)
+    overrides = [*(f"{k}={v}" for k, v in sz.overrides().items()), *args.overrides]
     try:
-        cfg = cfgmod.load(args.preset, overrides or None)
-        if args.rows <= 0 or args.rows & (args.rows - 1):
-            raise ValueError(f"--rows must be a power of two, not {args.rows}")
-        if args.design == "attention":
-            from starc_hw.attention import AttentionChannel
-
-            top = AttentionChannel(cfg=cfg, head_dim=args.head_dim, rows=args.rows,
-                                   max_entries=args.max_entries, pu_instances=True)
-        else:
-            from starc_hw.channel import Channel
-
-            top = Channel(cfg=cfg, rows=args.rows)
+        cfg = cfgmod.load(args.preset, overrides)
+        top = make_design(sz, cfg=cfg, design=args.design, head_dim=args.head_dim,
+                          rows=args.rows, max_entries=args.max_entries, pu_instances=True)
     except (ValueError, cfgmod.ConfigError) as e:
         return _err(str(e))
-    print(f"generating Verilog of the {args.design} ({args.size}: "
+    kind = "channel" if type(top).__name__ == "Channel" else "attention channel"
+    print(f"generating Verilog of the {kind} ({args.size}: "
           f"{cfg.org.banks_per_channel} banks) ...", file=sys.stderr, flush=True)
     text = verilog.convert(top, name="top", emit_src=False)
     extra = getattr(top, "extra_verilog", None)

@@ -1,5 +1,6 @@
-"""cocotb tests of the FPGA board top (``fpga.top.ChannelSystem``: UART, host link, channel; on
-a ``pim-*`` size the channel carries the attention datapath and its output is checked too).
+"""cocotb tests of the FPGA board top (``starc_fpga.top.ChannelSystem``: UART, host link,
+channel; on a ``pim-*`` size the channel carries the attention datapath and its output is checked
+too).
 
 The host driver of ``fpga/driver.py`` runs unchanged in a :func:`cocotb.task.bridge` thread and
 talks to the design through :class:`starc_sim.uart_model.UartModel` at the UART pins. Run through
@@ -17,10 +18,10 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.task import bridge
 from cocotb.triggers import ClockCycles
+from starc_fpga.driver import HostDriver, LinkError, decode_step_selftest
+from starc_fpga.top import board_config, board_size
 from starc_hw.hostlink import Opcode, StatusFlag, frame
 
-from fpga.driver import HostDriver, LinkError, decode_step_selftest
-from fpga.top import board_config, board_size
 from starc_sim.uart_model import BridgeTransport, UartModel
 
 CLOCK_NS = 10

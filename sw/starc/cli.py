@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
               "design-space sweep (cached by content hash; local processes or Dask)"),
     "demo": ("starc.demo", "the main job end to end on an embedded default"),
     "rtl": ("starc_sim.cli", "the Amaranth gateware: Verilog and co-simulation (docs/rtl.md)"),
-    "fpga": ("fpga.cli", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)"),
+    "fpga": ("starc_fpga.cli", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)"),
 }
 
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3

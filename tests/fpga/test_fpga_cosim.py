@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
+from starc_fpga.top import ChannelSystem, board_config, board_size
 from starc_sim.runner import RtlModel, build_design
-
-from fpga.top import ChannelSystem, board_config, board_size
 
 pytestmark = pytest.mark.rtl
 

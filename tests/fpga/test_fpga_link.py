@@ -13,6 +13,8 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
 from starc.isa import Op, decode, encode
+from starc_fpga.driver import HostDriver, load_program
+from starc_fpga.top import BOARD_SIZES, ULX3STop, board_config, board_size, pll_params
 from starc_hw.hostlink import (
     HostLink,
     LinkFormat,
@@ -22,12 +24,10 @@ from starc_hw.hostlink import (
     config_id,
     frame,
 )
+from starc_hw.sizes import Size
 from starc_hw.uart import UARTRx, UARTTx, divisor_for
 
-from fpga.driver import HostDriver, load_program
-from fpga.top import SIZES, BoardSize, ULX3STop, board_config, board_size, pll_params
-
-CFG = board_config(SIZES["small"])
+CFG = board_config(BOARD_SIZES["small"])
 FMT = LinkFormat(column_bytes=CFG.org.column_bytes, cycle_width=32)
 
 
@@ -324,23 +324,25 @@ def test_hostlink_output_and_busy() -> None:
 
 # ---- board top and driver (pure Python parts) -------------------------------------------------
 def test_board_sizes() -> None:
-    for name, size in SIZES.items():
+    for name, size in BOARD_SIZES.items():
         cfg = board_config(size)
         assert cfg.org.banks_per_channel == size.banks
         assert cfg.pu.lanes == size.lanes and cfg.org.columns_per_row == 32, name
     with pytest.raises(ValueError, match="Unknown board size 'huge'; choose one of tiny, "
-                                         "small, small-wide, pim-tiny, medium, large, full"):
+                                         "small, small-wide, medium, large, full, pim-tiny"):
         board_size("huge")
-    with pytest.raises(TypeError, match="Board size must be a BoardSize, not 'small'"):
+    with pytest.raises(ValueError, match="Unknown board size 'pim-small'"):
+        board_size("pim-small")          # a size of the table, but not a board design
+    with pytest.raises(TypeError, match="Size must be a starc_hw.sizes.Size, not 'small'"):
         ULX3STop(size="small")  # type: ignore[arg-type]
-    assert [k for k, v in SIZES.items() if v.place] == ["tiny", "small", "small-wide", "pim-tiny",
-                                                            "medium", "large"]
-    from fpga.build import build
+    assert [k for k, v in BOARD_SIZES.items() if v.place] == ["tiny", "small", "small-wide",
+                                                              "medium", "large", "pim-tiny"]
+    from starc_fpga.build import build
     with pytest.raises(ValueError, match="Size 'full' does not fit the LFE5U-85F: synthesis only "
                                          "\\(--no-pnr\\); the placed sizes are tiny, small, "
-                                         "small-wide, pim-tiny, medium, large"):
+                                         "small-wide, medium, large, pim-tiny"):
         build("full")
-    assert isinstance(SIZES["small"], BoardSize)
+    assert isinstance(BOARD_SIZES["small"], Size)
 
 
 def test_load_program() -> None:
@@ -373,7 +375,7 @@ def test_ulx3s_build_plan(tmp_path: Any) -> None:
     oscillator's constraint and the PLL's output frequency (nextpnr derives its constraint)."""
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
-    top = ULX3STop(size=SIZES["small"])
+    top = ULX3STop(size=BOARD_SIZES["small"])
     assert top.divisor == 25 and top.clock_hz == 6.25e6
     plan = ULX3S_85F_Platform().build(top, name="top", do_build=False)
     plan.extract(tmp_path)
@@ -396,15 +398,14 @@ def test_pll_params() -> None:
         pll_params(25e6, 8e6)
     with pytest.raises(ValueError, match="Baud rate 1e\\+06 is 4.2% off with a divisor of 6 "
                                          "at 6.25e\\+06 Hz"):
-        ULX3STop(size=SIZES["small"], baud=1_000_000)
+        ULX3STop(size=BOARD_SIZES["small"], baud=1_000_000)
 
 
 def test_wdata_ops_match_the_channel() -> None:
     """The link hands one side-table entry to the channel for exactly the commands the channel
-    waits for write data on (fpga.top.WDATA_OPS): a WR / WRGB does not issue without its beat."""
+    waits for write data on (starc_fpga.top.WDATA_OPS): a WR / WRGB does not issue without its beat."""
+    from starc_fpga.top import WDATA_OPS
     from starc_hw.channel import Channel
-
-    from fpga.top import WDATA_OPS
 
     def issued(prog: list[tuple[int, ...]], beats: int) -> list[int]:
         dut = Channel(cfg=CFG, rows=8, cycle_width=32)
@@ -446,7 +447,7 @@ def test_wdata_ops_match_the_channel() -> None:
 def test_cli_registers_fpga_build(capsys: Any) -> None:
     import argparse
 
-    from fpga.cli import cmd_fpga_build, register
+    from starc_fpga.cli import cmd_fpga_build, register
 
     parser = argparse.ArgumentParser(prog="starc")
     sub = parser.add_subparsers(dest="command", required=True)

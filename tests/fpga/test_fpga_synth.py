@@ -17,11 +17,10 @@ import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.lib import io, wiring
 from starc.isa import Op
+from starc_fpga.build import ToolchainError, synthesize, tool_env
+from starc_fpga.top import BOARD_SIZES, board_config
 from starc_hw.hostlink import HostLink
 from starc_hw.uart import UARTRx, UARTTx
-
-from fpga.build import ToolchainError, synthesize, tool_env
-from fpga.top import SIZES, board_config
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +30,7 @@ class LoopbackLink(wiring.Component):
     count, a RD returns the last write data: enough to keep all of the link through synthesis."""
 
     def __init__(self) -> None:
-        self._cfg = board_config(SIZES["small"])
+        self._cfg = board_config(BOARD_SIZES["small"])
         super().__init__({})
 
     def elaborate(self, platform: Any) -> Module:
