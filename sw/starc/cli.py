@@ -35,6 +35,9 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
              "compare selection policies: quality, rows, occupancy, cycles, energy"),
     "sweep": ("starc.sweep.cli",
               "design-space sweep (cached by content hash; local processes or Dask)"),
+    "eval-quality": ("starc.sweep.quality",
+                     "end-task quality of policies on SmolLM2: pass key, RULER-style tasks, "
+                     "perplexity, agreement (95 % CIs)"),
     "demo": ("starc.demo", "the main job end to end on an embedded default"),
     "rtl": ("starc_sim.cli", "the Amaranth gateware: Verilog and co-simulation (docs/rtl.md)"),
     "fpga": ("starc_fpga.cli", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)"),

@@ -172,7 +172,7 @@ class _Parallel:
     """
 
     def __init__(self) -> None:
-        self.n = _threads()
+        self.n = 1                    # read from the environment when first used
         self._pool: ThreadPoolExecutor | None = None
         self._ctl: Any = None
         self._ready = False
@@ -182,6 +182,7 @@ class _Parallel:
         with self._lock:
             if self._ready:
                 return
+            self.n = _threads()
             try:
                 from threadpoolctl import ThreadpoolController
             except ImportError:

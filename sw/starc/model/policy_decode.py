@@ -44,6 +44,7 @@ from starc.planner import registry as _registry
 
 from .llama import AttentionFn, KVCache, LlamaModel, dense_causal_attention
 from .prompts import PasskeyPrompt
+from .streams import Selector
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -53,6 +54,7 @@ __all__ = [
     "evaluate_real",
     "pim_attention_head",
     "policy_attention",
+    "policy_selector",
     "prefill_kv",
 ]
 
@@ -167,19 +169,15 @@ def pim_attention_head(cfg: Config, q: np.ndarray, K: np.ndarray, V: np.ndarray)
 # policy attention
 
 
-def policy_attention(policy: str, budget: int, *, compiled: CompiledKV | None = None,
-                     cfg: Config | None = None, dense_layers: Sequence[int] = (0, 1),
-                     pim: bool = False, sparq_r: int | None = None, sparq_recent: int = 64,
-                     sinks: int = 4, recall: MassRecall | None = None) -> AttentionFn:
-    """An attention callable for :meth:`LlamaModel.forward` running ``policy`` at budget ``B``.
+def policy_selector(policy: str, budget: int, *, compiled: CompiledKV | None = None,
+                    sparq_r: int | None = None, sparq_recent: int = 64, sinks: int = 4
+                    ) -> Selector | None:
+    """``select(layer, kv_head, q [g, d], K [n, d], n)`` -> one sorted position array per query
+    head of the group, for ``policy`` at budget ``B`` (the rule of the planner's registry,
+    :mod:`starc.planner.registry`); ``None`` for dense (attend to every position).
 
-    ``compiled``: the CompiledKV STARC policies select on (its mode must match: ``starc`` ->
-    artifact, ``starc-row`` -> row-aligned). ``cfg``: the preset (needed with ``pim=True``;
-    defaults to ``compiled.cfg``). ``recall``: if given, the attention mass inside every
-    selection is accumulated into it (costs one exact score pass per head).
-    """
-    from starc.planner import policies as pol
-
+    ``compiled`` is the CompiledKV the clustered (STARC) policies select on; its mode must be
+    the policy's layout."""
     _check_policy(policy)
     if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget <= 0:
         raise ValueError(f"budget must be a positive integer, not {budget!r}")
@@ -191,6 +189,34 @@ def policy_attention(policy: str, budget: int, *, compiled: CompiledKV | None = 
         if compiled.mode != STARC_MODES[policy]:
             raise ValueError(f"policy {policy!r} needs a {STARC_MODES[policy]!r} layout, the "
                              f"compiled KV is {compiled.mode!r}")
+    if policy == "dense":
+        return None
+    spec = _registry.get(policy)
+    params = _registry.Params(sparq_r=sparq_r, sparq_recent=sparq_recent, sinks=sinks)
+
+    def select(layer: int, kvh: int, qg: np.ndarray, Kh: np.ndarray, n: int
+               ) -> list[np.ndarray]:
+        head = compiled.head(layer, kvh) if spec.clustered and compiled is not None else None
+        return spec.select(qg, n=n, budget=B, params=params, K=Kh, head=head).positions
+
+    select.__name__ = f"select_{policy}@{B}"
+    return select
+
+
+def policy_attention(policy: str, budget: int, *, compiled: CompiledKV | None = None,
+                     cfg: Config | None = None, dense_layers: Sequence[int] = (0, 1),
+                     pim: bool = False, sparq_r: int | None = None, sparq_recent: int = 64,
+                     sinks: int = 4, recall: MassRecall | None = None) -> AttentionFn:
+    """An attention callable for :meth:`LlamaModel.forward` running ``policy`` at budget ``B``.
+
+    ``compiled``: the CompiledKV STARC policies select on (its mode must match: ``starc`` ->
+    artifact, ``starc-row`` -> row-aligned). ``cfg``: the preset (needed with ``pim=True``;
+    defaults to ``compiled.cfg``). ``recall``: if given, the attention mass inside every
+    selection is accumulated into it (costs one exact score pass per head).
+    """
+    select = policy_selector(policy, budget, compiled=compiled, sparq_r=sparq_r,
+                             sparq_recent=sparq_recent, sinks=sinks)
+    B = int(budget)
     if cfg is None and compiled is not None:
         cfg = compiled.cfg
     if pim and cfg is None:
@@ -198,12 +224,10 @@ def policy_attention(policy: str, budget: int, *, compiled: CompiledKV | None = 
     dense = frozenset(int(x) for x in dense_layers)
     runners: dict[int, _PimRunner] = {}
 
-    spec = _registry.get(policy)
-    params = _registry.Params(sparq_r=sparq_r, sparq_recent=sparq_recent, sinks=sinks)
-
-    def select(layer: int, kvh: int, qg: np.ndarray, Kh: np.ndarray, n: int) -> pol.Selection:
-        head = compiled.head(layer, kvh) if spec.clustered and compiled is not None else None
-        return spec.select(qg, n=n, budget=B, params=params, K=Kh, head=head)
+    if select is None:
+        def select(layer: int, kvh: int, qg: np.ndarray, Kh: np.ndarray, n: int
+                   ) -> list[np.ndarray]:
+            return [np.arange(n, dtype=np.int64)] * qg.shape[0]
 
     def attention(layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray,
                   positions: np.ndarray) -> np.ndarray:
@@ -238,7 +262,7 @@ def policy_attention(policy: str, budget: int, *, compiled: CompiledKV | None = 
                     full = np.exp(s)
                     full /= full.sum(1, keepdims=True)
                 for j in range(g):
-                    pos = sel.positions[j]
+                    pos = sel[j]
                     if full is not None:
                         recall.add(layer, float(full[j, pos].sum()))
                     if runner is not None:

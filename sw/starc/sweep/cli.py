@@ -16,6 +16,7 @@ from starc.sweep.points import (
     reductions_by_point,
     reductions_pooled,
 )
+from starc.sweep.quality import add_sweep_args, run_sweep
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--presets", nargs="+", default=["attacc-hbm3-5.2"],
                    help="preset names or .toml files (default attacc-hbm3-5.2)")
     p.add_argument("--models", nargs="+", default=["smollm2-135m"], choices=sorted(MODEL_SHAPES))
-    p.add_argument("--contexts", type=int_range(1), nargs="+", default=[2048, 4096])
-    p.add_argument("--budgets", type=int_range(1), nargs="+", default=list(DEFAULT_BUDGETS))
+    p.add_argument("--contexts", type=int_range(1), nargs="+", default=None,
+                   help="context lengths (default 2048 4096; with --accuracy 1024 2048)")
+    p.add_argument("--budgets", type=int_range(1), nargs="+", default=None,
+                   help=f"budgets (default {' '.join(map(str, DEFAULT_BUDGETS))}; with "
+                        "--accuracy 128 256 512)")
     p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(DEFAULT_POLICIES),
                    help=f"policies (default: {' '.join(DEFAULT_POLICIES)})")
     p.add_argument("--layers", type=int_range(3, 4096), default=4,
@@ -57,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", type=Path, default=Path("results/sweep"),
                    help="report folder (JSON, CSV, PNG, Markdown)")
     add_force_arg(p)
+    add_sweep_args(p)
     add_json_arg(p)
     p.set_defaults(func=_run)
 
@@ -141,6 +146,10 @@ SYNTHETIC_MAX_BYTES = 8 << 30
 
 def _run(args: argparse.Namespace) -> int:
     from starc.cli import print_json, print_table
+    if args.accuracy or args.perplexity:
+        return run_sweep(args)
+    args.contexts = args.contexts or [2048, 4096]
+    args.budgets = args.budgets or list(DEFAULT_BUDGETS)
     from starc.sweep.engine import probe_scheduler
     rep = ReportWriter(args.out, command="sweep", force=args.force,
                        inputs=[*(args.kv or []), *(p for p in args.presets

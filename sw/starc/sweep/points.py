@@ -225,3 +225,64 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "") -> dict[str, Any]:
         ax.grid(alpha=0.3, axis="y")
         figs["reductions_vs_papers.png"] = fig
     return figs
+
+
+# ---------------------------------------------------------------------------------------------
+# accuracy and perplexity of policies on the real model (docs/real-model-eval.md)
+
+_MODEL: dict[str, Any] = {}
+
+
+def _real_model() -> Any:
+    """The SmolLM2 model, loaded once per worker process."""
+    if "m" not in _MODEL:
+        from starc.model.llama import load_model
+        _MODEL["m"] = load_model()
+    return _MODEL["m"]
+
+
+def accuracy_point(point: dict[str, Any]) -> dict[str, Any]:
+    """Task samples ``indices`` of one (task, context) decoded under every (policy, budget):
+    one row per (sample, policy, budget) (:func:`starc.model.quality.task_scores`)."""
+    import time
+
+    from starc import config
+    from starc.model.quality import task_scores
+
+    cfg = config.load(point["preset"], point.get("overrides") or None)
+    t0 = time.perf_counter()
+    rows = task_scores(_real_model(), cfg, point["task"], int(point["context"]),
+                       list(point["indices"]), policies=tuple(point["policies"]),
+                       budgets=tuple(point["budgets"]), seed=int(point["seed"]))
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def perplexity_point(point: dict[str, Any]) -> dict[str, Any]:
+    """One window of the long text under every (policy, budget)
+    (:func:`starc.model.quality.window_nll`)."""
+    import time
+
+    from starc import config
+    from starc.model.corpus import load_text
+    from starc.model.quality import window_nll
+
+    cfg = config.load(point["preset"], point.get("overrides") or None)
+    text = load_text(point["text"])
+    if text.sha256 != point["text_sha256"]:
+        raise ValueError(f"the text {point['text']!r} changed since the sweep was planned")
+    model = _real_model()
+    t0 = time.perf_counter()
+    ids = model.tokenizer.encode(text.text)
+    rows = window_nll(model, cfg, ids, int(point["start"]), int(point["context"]),
+                      int(point["score_len"]), policies=tuple(point["policies"]),
+                      budgets=tuple(point["budgets"]))
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
+def quality_point(point: dict[str, Any]) -> dict[str, Any]:
+    """Dispatch on ``point["kind"]``: ``accuracy`` or ``perplexity``."""
+    if point["kind"] == "accuracy":
+        return accuracy_point(point)
+    if point["kind"] == "perplexity":
+        return perplexity_point(point)
+    raise ValueError(f"unknown quality point kind {point['kind']!r}")

@@ -1,0 +1,463 @@
+"""Accuracy and perplexity of attention policies on the real model, as a cached sweep.
+
+``starc sweep --accuracy [--perplexity]`` and ``starc eval-quality`` plan sweep points
+(:func:`plan`), evaluate them with :func:`starc.sweep.points.quality_point` through the sweep
+engine (content-hash cache, local processes or a Dask cluster, progress bar), summarise them with
+95 % confidence intervals (:mod:`starc.model.quality`) and write a report folder: JSON, CSV, PNG
+and a README with the tables (docs/real-model-eval.md shows the full run).
+
+Points: one per (task, context, chunk of ``chunk`` samples) for accuracy and one per (context,
+window) for perplexity; each point prefills its prompts once and decodes every (policy, budget)
+from that prefill, so policies are always compared on the same prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from starc.model.quality import ACCURACY_POLICIES
+
+__all__ = ["ACC_BUDGETS", "ACC_CONTEXTS", "ACC_TASKS", "add_sweep_args", "plan", "plot_quality",
+           "register", "run_quality", "summarize"]
+
+ACC_TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "vt", "cwe")
+ACC_CONTEXTS = (1024, 2048)
+ACC_BUDGETS = (128, 256, 512)
+
+#: fixed colour and marker per policy, so every plot of this report reads the same
+POLICY_STYLE = {
+    "dense": ("black", "o"), "oracle": ("tab:gray", "v"), "quest": ("tab:orange", "s"),
+    "sparq": ("tab:green", "^"), "streaming": ("tab:purple", "D"), "starc": ("tab:blue", "P"),
+    "starc-row": ("tab:cyan", "X"), "starc-global": ("tab:brown", "*"),
+}
+
+
+def _style(p: str) -> tuple[str, str]:
+    return POLICY_STYLE.get(p, ("tab:red", "o"))
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def plan(*, tasks: list[str], contexts: list[int], samples: int, chunk: int,
+         policies: list[str], budgets: list[int], seed: int, preset: str,
+         overrides: list[str] | None = None, perplexity: bool = False,
+         text: str = "frankenstein", windows: int = 8, score_len: int = 256) -> list[dict]:
+    """The sweep points (JSON-serialisable; each is a cache key)."""
+    from starc.model.policy_decode import KNOWN_POLICIES
+    from starc.model.tasks import TASKS
+
+    for t in tasks:
+        if t not in TASKS:
+            raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
+    for p in policies:
+        if p not in KNOWN_POLICIES:
+            raise ValueError(f"unknown policy {p!r}; choose from {', '.join(KNOWN_POLICIES)}")
+    for name, vals, low in (("context", contexts, 64), ("budget", budgets, 1)):
+        for v in vals:
+            if v < low:
+                raise ValueError(f"{name} must be >= {low}, not {v}")
+    if samples < 1 or chunk < 1:
+        raise ValueError("--samples and --chunk must be >= 1")
+    common = {"preset": preset, "policies": list(policies), "budgets": sorted(set(budgets))}
+    if overrides:
+        common["overrides"] = list(overrides)
+    pts: list[dict] = []
+    for ctx in sorted(contexts, reverse=True):          # long contexts first: better packing
+        for t in tasks:
+            for a in range(0, samples, chunk):
+                pts.append({"kind": "accuracy", "task": t, "context": ctx, "seed": seed,
+                            "indices": list(range(a, min(samples, a + chunk))), **common})
+    if perplexity:
+        from starc.model.corpus import load_text
+        from starc.model.gguf_loader import load_gguf
+        from starc.model.quality import window_starts
+        from starc.model.tokenizer import SmolTokenizer
+
+        lt = load_text(text)
+        n = len(SmolTokenizer(load_gguf().tokenizer_json).encode(lt.text))
+        for ctx in sorted(contexts, reverse=True):
+            for start in window_starts(n, ctx, windows, score_len):
+                pts.append({"kind": "perplexity", "text": text, "text_sha256": lt.sha256,
+                            "context": ctx, "start": start, "score_len": score_len, **common})
+    return pts
+
+
+def summarize(results: list[dict]) -> dict[str, list[dict]]:
+    from starc.model.quality import summarize_nll, summarize_scores
+
+    acc = [r for res in results for r in res["rows"] if "score" in r]
+    ppl = [r for res in results for r in res["rows"] if "nll" in r]
+    return {"accuracy": summarize_scores(acc) if acc else [],
+            "perplexity": summarize_nll(ppl) if ppl else [],
+            "samples": acc, "windows": ppl}
+
+
+def _git_state() -> dict[str, Any]:
+    """Commit and whether the source tree differs from it: a report of uncommitted code says so
+    (the stale perplexity of docs/real-model-eval.md came from uncommitted code)."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "sw"],
+                               capture_output=True, text=True, timeout=10,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def run_quality(points: list[dict], *, workers: int | None, scheduler: str | None,
+                cache_dir: Path | None, progress: bool = True) -> tuple[list[dict], float]:
+    from starc.sweep.engine import run_points
+    from starc.sweep.points import quality_point
+
+    n = workers or os.cpu_count() or 1
+    if scheduler is None and n > 1:
+        # one model thread per worker process: the processes already fill the cores
+        os.environ.setdefault("STARC_THREADS", "1")
+    t0 = time.perf_counter()
+    res = run_points(points, quality_point, workers=workers, scheduler=scheduler,
+                     cache_dir=cache_dir, progress=progress)
+    return res, time.perf_counter() - t0
+
+
+def cached_points(points: list[dict], cache_dir: Path | None) -> int:
+    """How many of ``points`` the sweep cache already holds (before running)."""
+    from starc.sweep.engine import default_cache_dir, point_key
+    from starc.sweep.points import quality_point
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    name = f"{quality_point.__module__}.{quality_point.__qualname__}"
+    return sum((cache / f"{point_key(p, name)}.json").is_file() for p in points)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables and plots
+
+
+def _pct(x: float | None, spec: str = ".0f") -> str:
+    return "-" if x is None else f"{100 * x:{spec}}"
+
+
+def accuracy_table(summary: list[dict], budgets: list[int]) -> tuple[list[str], list[list]]:
+    head = ["task", "L", "policy"] + [f"B={b}" for b in budgets]
+    by = {(r["task"], r["context"], r["policy"], r["budget"]): r for r in summary}
+    keys = sorted({(r["task"], r["context"], r["policy"]) for r in summary},
+                  key=lambda k: (ACC_TASKS.index(k[0]) if k[0] in ACC_TASKS else -1, k[0], k[1],
+                                 _order(k[2])))
+    rows = []
+    for t, c, p in keys:
+        cells = []
+        for b in budgets:
+            r = by.get((t, c, p, b))
+            cells.append("-" if r is None else
+                         f"{_pct(r['accuracy'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]")
+        rows.append([t, c, p, *cells])
+    return head, rows
+
+
+def perplexity_table(summary: list[dict]) -> tuple[list[str], list[list]]:
+    head = ["L", "policy", "B", "windows", "tokens", "PPL [95 % CI]", "change vs dense [95 % CI]",
+            "agreement"]
+    rows = []
+    for r in sorted(summary, key=lambda r: (r["context"], r["budget"], _order(r["policy"]))):
+        ch = "-" if "ppl_change" not in r else (
+            f"{100 * r['ppl_change']:+.1f} % [{100 * r['ppl_change_ci_low']:+.1f}, "
+            f"{100 * r['ppl_change_ci_high']:+.1f}]")
+        rows.append([r["context"], r["policy"], r["budget"], r["windows"], r["tokens"],
+                     f"{r['ppl']:.2f} [{r['ppl_ci_low']:.2f}, {r['ppl_ci_high']:.2f}]", ch,
+                     "-" if r.get("agreement") is None else f"{100 * r['agreement']:.1f} %"])
+    return head, rows
+
+
+def _order(p: str) -> int:
+    return ACCURACY_POLICIES.index(p) if p in ACCURACY_POLICIES else len(ACCURACY_POLICIES)
+
+
+def plot_quality(summary: dict[str, list[dict]], *, preset: str, samples_note: str,
+                 budget: int = 256) -> dict[str, Any]:
+    """Figures: accuracy per task at ``budget`` with 95 % intervals (one panel per context);
+    accuracy against budget (task x context panels); perplexity change against budget."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs: dict[str, Any] = {}
+    acc = summary["accuracy"]
+    if acc:
+        ctxs = sorted({r["context"] for r in acc})
+        tasks = sorted({r["task"] for r in acc},
+                       key=lambda t: ACC_TASKS.index(t) if t in ACC_TASKS else -1)
+        pols = sorted({r["policy"] for r in acc}, key=_order)
+        by = {(r["task"], r["context"], r["policy"], r["budget"]): r for r in acc}
+        bb = budget if any(r["budget"] == budget for r in acc) else min(r["budget"] for r in acc)
+        fig, axes = plt.subplots(1, len(ctxs), figsize=(6.5 * len(ctxs), 4.2), squeeze=False,
+                                 sharey=True)
+        w = 0.8 / len(pols)
+        for ax, c in zip(axes[0], ctxs, strict=True):
+            for j, p in enumerate(pols):
+                xs, ys, lo, hi = [], [], [], []
+                for i, t in enumerate(tasks):
+                    r = by.get((t, c, p, bb))
+                    if r is None:
+                        continue
+                    xs.append(i - 0.4 + w * (j + 0.5))
+                    ys.append(100 * r["accuracy"])
+                    lo.append(100 * (r["accuracy"] - r["ci_low"]))
+                    hi.append(100 * (r["ci_high"] - r["accuracy"]))
+                col, _ = _style(p)
+                ax.bar(xs, ys, w, color=col, label=p, yerr=[lo, hi], capsize=2,
+                       error_kw={"lw": 0.8})
+            ax.set_xticks(range(len(tasks)), tasks, rotation=15)
+            ax.set_title(f"L = {c}, B = {bb}")
+            ax.set_ylim(0, 105)
+            ax.grid(alpha=0.3, axis="y")
+        axes[0][0].set_ylabel("accuracy (%), 95 % CI")
+        axes[0][-1].legend(fontsize=7, ncol=2)
+        fig.suptitle(f"SmolLM2-135M task accuracy per policy at B = {bb} ({preset}; "
+                     f"{samples_note})", fontsize=10)
+        fig.tight_layout()
+        figs[f"accuracy_B{bb}.png"] = fig
+
+        budgets = sorted({r["budget"] for r in acc})
+        fig, axes = plt.subplots(len(ctxs), len(tasks), figsize=(3.2 * len(tasks),
+                                                                 2.8 * len(ctxs)),
+                                 squeeze=False, sharex=True, sharey=True)
+        for ri, c in enumerate(ctxs):
+            for ci, t in enumerate(tasks):
+                ax = axes[ri][ci]
+                for p in pols:
+                    rs = [by.get((t, c, p, b)) for b in budgets]
+                    if any(r is None for r in rs):
+                        continue
+                    col, mk = _style(p)
+                    ax.plot(budgets, [100 * r["accuracy"] for r in rs], marker=mk, color=col,
+                            label=p, lw=1)
+                    ax.fill_between(budgets, [100 * r["ci_low"] for r in rs],
+                                    [100 * r["ci_high"] for r in rs], color=col, alpha=0.08)
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(budgets, [str(b) for b in budgets])
+                ax.set_title(f"{t}, L = {c}", fontsize=9)
+                ax.grid(alpha=0.3)
+                if ci == 0:
+                    ax.set_ylabel("accuracy (%)")
+                if ri == len(ctxs) - 1:
+                    ax.set_xlabel("budget B (tokens)")
+        axes[0][-1].legend(fontsize=6)
+        fig.suptitle(f"accuracy against budget ({preset}; {samples_note}; bands: 95 % CI)",
+                     fontsize=10)
+        fig.tight_layout()
+        figs["accuracy_vs_budget.png"] = fig
+
+    ppl = summary["perplexity"]
+    if ppl:
+        ctxs = sorted({r["context"] for r in ppl})
+        pols = sorted({r["policy"] for r in ppl if r["policy"] != "dense"}, key=_order)
+        budgets = sorted({r["budget"] for r in ppl})
+        by2 = {(r["context"], r["policy"], r["budget"]): r for r in ppl}
+        fig, axes = plt.subplots(1, len(ctxs), figsize=(5.5 * len(ctxs), 4), squeeze=False)
+        for ax, c in zip(axes[0], ctxs, strict=True):
+            for j, p in enumerate(pols):
+                rs = [by2.get((c, p, b)) for b in budgets]
+                if any(r is None or "ppl_change" not in r for r in rs):
+                    continue
+                col, mk = _style(p)
+                xs = [b * (1 + 0.04 * (j - len(pols) / 2)) for b in budgets]
+                ys = [100 * r["ppl_change"] for r in rs]
+                ax.errorbar(xs, ys, yerr=[[100 * (r["ppl_change"] - r["ppl_change_ci_low"])
+                                           for r in rs],
+                                          [100 * (r["ppl_change_ci_high"] - r["ppl_change"])
+                                           for r in rs]],
+                            marker=mk, color=col, label=p, capsize=2, lw=1)
+            d = by2.get((c, "dense", budgets[0]))
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("symlog", linthresh=10)
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.set_xlabel("budget B (tokens)")
+            ax.set_title(f"L = {c}" + (f", dense PPL {d['ppl']:.2f}" if d else ""))
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("perplexity change vs dense (%), 95 % CI")
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle(f"perplexity change per policy ({preset}; window bootstrap)", fontsize=10)
+        fig.tight_layout()
+        figs["perplexity_change.png"] = fig
+    return figs
+
+
+def write_report(rep: Any, *, points: list[dict], summary: dict[str, list[dict]],
+                 meta: dict[str, Any]) -> None:
+    """Fill the report folder ``rep`` (a :class:`starc.report.ReportWriter`)."""
+    from starc.report import markdown_table
+
+    budgets = sorted({r["budget"] for r in summary["accuracy"] + summary["perplexity"]})
+    with rep:
+        rep.json("quality.json", {"meta": meta, "points": points,
+                                  "accuracy": summary["accuracy"],
+                                  "perplexity": summary["perplexity"]})
+        if summary["samples"]:
+            rep.csv("accuracy_samples.csv", summary["samples"])
+            rep.csv("accuracy.csv", summary["accuracy"])
+        if summary["perplexity"]:
+            rep.csv("perplexity.csv", summary["perplexity"])
+        for name, fig in plot_quality(summary, preset=meta["preset"],
+                                      samples_note=meta["samples_note"]).items():
+            rep.figure(name, fig)
+        md = [f"# starc {meta['command']}\n\n",
+              f"Preset `{meta['preset']}`, SmolLM2-135M-Instruct (float32 masked attention, "
+              f"layers 0-1 dense), commit `{meta['git']['commit']}`"
+              f"{' with uncommitted changes' if meta['git']['dirty'] else ''}; "
+              f"{meta['wall_s']:.0f} s wall ({meta['points']} points, "
+              f"{meta['cached']} from the cache).\n\n"]
+        if summary["accuracy"]:
+            head, rows = accuracy_table(summary["accuracy"], budgets)
+            md += ["## Accuracy\n\n", f"{meta['samples_note']}. Cells: mean score in % "
+                   "[95 % CI] (RULER string_match_all; Wilson interval for 0/1 scores, else "
+                   "percentile bootstrap over samples). Dense does not depend on B.\n\n",
+                   markdown_table(head, rows), "\n"]
+        if summary["perplexity"]:
+            head, rows = perplexity_table(summary["perplexity"])
+            md += ["\n## Perplexity\n\n", f"Text: {meta['text']}. PPL = exp(mean NLL) over "
+                   "the scored tail of every window (teacher forced after a dense prefill of "
+                   "the window's start); CI: bootstrap over windows; change = PPL / dense PPL "
+                   "- 1 on the same tokens (paired); agreement = positions where the policy's "
+                   "argmax token equals dense's.\n\n", markdown_table(head, rows), "\n"]
+        rep.text("README.md", "".join(md))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """The accuracy-sweep options of ``starc sweep``."""
+    g = p.add_argument_group("accuracy and perplexity on the real model (docs/real-model-eval.md)")
+    g.add_argument("--accuracy", action="store_true",
+                   help="run the RULER-style task sweep on SmolLM2 instead of the cost sweep "
+                        f"(defaults: tasks {' '.join(ACC_TASKS)}, contexts "
+                        f"{' '.join(map(str, ACC_CONTEXTS))}, budgets "
+                        f"{' '.join(map(str, ACC_BUDGETS))})")
+    g.add_argument("--perplexity", action="store_true",
+                   help="also (or, without --accuracy, only) the perplexity of the long text")
+    _quality_args(g, samples=50)
+
+
+def _quality_args(g: Any, *, samples: int, windows: int = 8, score_len: int = 256,
+                  tasks: tuple[str, ...] = ACC_TASKS) -> None:
+    from starc.model.tasks import TASKS
+    g.add_argument("--tasks", nargs="+", default=list(tasks), choices=list(TASKS),
+                   metavar="TASK", help=f"tasks ({', '.join(TASKS)})")
+    g.add_argument("--samples", type=int, default=samples,
+                   help=f"samples per (task, context) (default {samples})")
+    g.add_argument("--chunk", type=int, default=5, help="samples per sweep point (default 5)")
+    g.add_argument("--text", default="frankenstein",
+                   help="perplexity text: 'frankenstein' (shipped, public domain) or a UTF-8 "
+                        "file")
+    g.add_argument("--ppl-windows", type=int, default=windows,
+                   help=f"windows of the text per context (default {windows})")
+    g.add_argument("--ppl-score-len", type=int, default=score_len,
+                   help=f"scored tokens at the end of each window (default {score_len})")
+
+
+def run_sweep(args: argparse.Namespace, *, command: str = "sweep --accuracy") -> int:
+    """Handler of ``starc sweep --accuracy/--perplexity`` and ``starc eval-quality``."""
+    from starc.cli import print_json, print_table
+    from starc.report import ReportWriter
+
+    text_input = [args.text] if args.perplexity and Path(args.text).is_file() else []
+    rep = ReportWriter(args.out, command=command, force=getattr(args, "force", False),
+                       inputs=text_input)
+
+    contexts = list(args.contexts or ACC_CONTEXTS)
+    budgets = list(args.budgets or ACC_BUDGETS)
+    if hasattr(args, "presets"):
+        if len(args.presets) != 1:
+            raise SystemExit("starc: error: --accuracy/--perplexity take one preset (the "
+                             "STARC layouts are compiled for it), not "
+                             f"{len(args.presets)}")
+        preset = args.presets[0]
+    else:
+        preset = args.preset
+    from starc import config
+    cfg = config.load(preset, getattr(args, "overrides", None) or None)
+    tasks = list(args.tasks) if getattr(args, "accuracy", True) else []
+    points = plan(tasks=tasks, contexts=contexts, samples=args.samples, chunk=args.chunk,
+                  policies=list(args.policies), budgets=budgets, seed=args.seed,
+                  preset=cfg.name, overrides=getattr(args, "overrides", None) or None,
+                  perplexity=args.perplexity, text=args.text, windows=args.ppl_windows,
+                  score_len=args.ppl_score_len)
+    cached = cached_points(points, args.cache_dir)
+    results, wall = run_quality(points, workers=args.workers, scheduler=args.scheduler,
+                                cache_dir=args.cache_dir, progress=not args.json)
+    summary = summarize(results)
+    from starc.model.corpus import load_text
+    lt = load_text(args.text) if args.perplexity else None
+    meta = {"command": command, "preset": cfg.name, "git": _git_state(), "wall_s": wall,
+            "points": len(points), "cached": cached,
+            "compute_s": sum(float(r.get("seconds", 0.0)) for r in results),
+            "samples_note": f"{args.samples} samples per task and context" if tasks else "",
+            "text": None if lt is None else f"{lt.title} ({lt.licence}; {lt.source}, "
+                                            f"sha256 {lt.sha256[:12]})",
+            "uptime": _uptime()}
+    write_report(rep, points=points, summary=summary, meta=meta)
+    if args.json:
+        print_json({"report": str(args.out), "meta": meta, "accuracy": summary["accuracy"],
+                    "perplexity": summary["perplexity"]})
+        return 0
+    if summary["accuracy"]:
+        head, rows = accuracy_table(summary["accuracy"], budgets)
+        print_table(f"accuracy % [95 % CI], {meta['samples_note']}", head, rows)
+    if summary["perplexity"]:
+        head, rows = perplexity_table(summary["perplexity"])
+        print_table("perplexity [95 % CI, window bootstrap]", head, rows)
+    print(f"report written to {args.out}/ ({wall:.0f} s)")
+    return 0
+
+
+def _uptime() -> str | None:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``starc eval-quality``: pass key, RULER-style tasks, perplexity and agreement per
+    policy (the same machinery as ``starc sweep --accuracy``, with small defaults)."""
+    from starc.cli import add_force_arg, add_json_arg, add_preset_args
+    p = sub.add_parser(
+        "eval-quality", help="end-task quality of policies on SmolLM2: pass key, RULER-style "
+        "tasks, perplexity, agreement (95 %% CIs)",
+        description="Decode SmolLM2-135M under every policy and budget from one dense prefill "
+                    "per prompt; report task accuracy (pass key by default, or RULER-style "
+                    "tasks), perplexity of a shipped public-domain text and next-token "
+                    "agreement with dense, each with a 95 % confidence interval. Cached like "
+                    "`starc sweep`; see docs/real-model-eval.md.")
+    add_preset_args(p)
+    p.add_argument("--contexts", type=int, nargs="+", default=[2048])
+    p.add_argument("--budgets", type=int, nargs="+", default=[256, 1024])
+    p.add_argument("--policies", nargs="+", default=list(ACCURACY_POLICIES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-perplexity", dest="perplexity", action="store_false",
+                   help="skip perplexity and agreement")
+    _quality_args(p, samples=5, windows=2, score_len=64, tasks=("passkey",))
+    p.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("-o", "--out", type=Path, default=Path("results/quality"),
+                   help="report folder (JSON, CSV, PNG, README)")
+    add_force_arg(p)
+    add_json_arg(p)
+    p.set_defaults(func=_eval_quality, accuracy=True)
+
+
+def _eval_quality(args: argparse.Namespace) -> int:
+    return run_sweep(args, command="eval-quality")
