@@ -326,14 +326,18 @@ def generate(tokenizer: SmolTokenizer, task: str, context: int, index: int, *,
     rng = random.Random(f"{task}/{context}/{index}/{seed}")
     render, refs, meta = _GENERATORS[spec.kind](rng, spec.params)
     limit = context - spec.gen_tokens
-    lo, hi = 1, _MAX_FILL[spec.kind]
-    if tokenizer.count(render(lo)) > limit:
+    top = _MAX_FILL[spec.kind]
+    if tokenizer.count(render(1)) > limit:
         raise ValueError(f"context {context} is too short for task {task!r} "
-                         f"({tokenizer.count(render(lo))} prompt tokens + {spec.gen_tokens} "
+                         f"({tokenizer.count(render(1))} prompt tokens + {spec.gen_tokens} "
                          f"generated at the least)")
-    if tokenizer.count(render(hi)) <= limit:
-        raise ValueError(f"context {context} is too long for task {task!r}: its filler runs out")
-    while hi - lo > 1:                      # largest filler count that fits
+    lo, hi = 1, 2
+    while tokenizer.count(render(hi)) <= limit:    # double until the prompt is too long
+        if hi == top:
+            raise ValueError(f"context {context} is too long for task {task!r}: its filler "
+                             f"runs out")
+        lo, hi = hi, min(top, 2 * hi)
+    while hi - lo > 1:                             # largest filler count that fits
         mid = (lo + hi) // 2
         if tokenizer.count(render(mid)) <= limit:
             lo = mid
