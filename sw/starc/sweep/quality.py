@@ -68,12 +68,16 @@ def plan(*, tasks: list[str], contexts: list[int], samples: int, chunk: int,
     common = {"preset": preset, "policies": list(policies), "budgets": sorted(set(budgets))}
     if overrides:
         common["overrides"] = list(overrides)
-    pts: list[dict] = []
+    acc: list[tuple[int, dict]] = []
     for ctx in sorted(contexts, reverse=True):          # long contexts first: better packing
         for t in tasks:
-            for a in range(0, samples, chunk):
-                pts.append({"kind": "accuracy", "task": t, "context": ctx, "seed": seed,
-                            "indices": list(range(a, min(samples, a + chunk))), **common})
+            for k, a in enumerate(range(0, samples, chunk)):
+                acc.append((k, {"kind": "accuracy", "task": t, "context": ctx, "seed": seed,
+                                "indices": list(range(a, min(samples, a + chunk))),
+                                **common}))
+    # round-robin over (task, context): a run stopped early has the same number of chunks
+    # done in every cell, and a later run with fewer --samples is served from the cache
+    pts = [p for _, p in sorted(acc, key=lambda kp: kp[0])]
     if perplexity:
         from starc.model.corpus import load_text
         from starc.model.gguf_loader import load_gguf
@@ -82,10 +86,13 @@ def plan(*, tasks: list[str], contexts: list[int], samples: int, chunk: int,
 
         lt = load_text(text)
         n = len(SmolTokenizer(load_gguf().tokenizer_json).encode(lt.text))
-        for ctx in sorted(contexts, reverse=True):
-            for start in window_starts(n, ctx, windows, score_len):
-                pts.append({"kind": "perplexity", "text": text, "text_sha256": lt.sha256,
-                            "context": ctx, "start": start, "score_len": score_len, **common})
+        ppl = [{"kind": "perplexity", "text": text, "text_sha256": lt.sha256, "context": ctx,
+                "start": start, "score_len": score_len, **common}
+               for ctx in sorted(contexts, reverse=True)
+               for start in window_starts(n, ctx, windows, score_len)]
+        # perplexity windows after the first round of accuracy chunks
+        first = sum(1 for k, _ in acc if k == 0)
+        pts = pts[:first] + ppl + pts[first:]
     return pts
 
 
