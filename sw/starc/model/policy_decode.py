@@ -17,9 +17,9 @@ Bridge between :mod:`starc.model.llama` (pluggable attention) and :mod:`starc.pl
   by row with their own causal context, exactly as if decoded one at a time.
 - :func:`decode_answers` prefills once densely, compiles the artifact / row-aligned layouts once,
   and greedily decodes the same prompt under every policy (the ``starc demo`` entry point).
-- :func:`evaluate_real` measures pass-key accuracy, next-token agreement with dense decoding,
-  perplexity change and attention-mass recall; ``python -m starc.model.policy_decode`` writes the
-  table (docs/real-model-eval.md).
+- :func:`policy_selector` is the selection rule alone, for :mod:`starc.model.streams` (the
+  lockstep decoding behind ``starc eval-quality`` and ``starc sweep --accuracy``,
+  docs/real-model-eval.md).
 
 The first generated token always comes from the dense prefill (all policies prefill densely, as
 STARC does), so sparse attention acts from the second answer token on.
@@ -27,13 +27,10 @@ STARC does), so sparse attention acts from the second answer token on.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,7 +48,6 @@ __all__ = [
     "KNOWN_POLICIES",
     "MassRecall",
     "decode_answers",
-    "evaluate_real",
     "pim_attention_head",
     "policy_attention",
     "policy_selector",
@@ -64,13 +60,6 @@ KNOWN_POLICIES = _registry.POLICIES
 #: compile mode of each clustered policy
 STARC_MODES = {n: p.layout for n, p in _registry.REGISTRY.items() if p.clustered}
 DEFAULT_POLICIES = ("dense", "quest", "sparq", "starc", "starc-row")
-
-#: fixed project-written continuation scored for the perplexity column (teacher forced)
-PPL_TEXT = (" written above. The children played in the garden until the sun went down, and "
-            "then they walked home for dinner. Their mother had made soup and fresh bread, and "
-            "everyone sat around the table to talk about the day. After dinner they read a story "
-            "and went to sleep.")
-
 
 def _check_policy(policy: str) -> None:
     if policy not in KNOWN_POLICIES:
@@ -387,7 +376,7 @@ def decode_answers(model: LlamaModel, prompt: PasskeyPrompt | Sequence[int],
 
 
 # ---------------------------------------------------------------------------------------------
-# evaluation
+# teacher forcing (the sequential reference of the lockstep streams)
 
 
 def _teacher_forced(model: LlamaModel, pre: _Prefilled, tokens: list[int],
@@ -398,183 +387,3 @@ def _teacher_forced(model: LlamaModel, pre: _Prefilled, tokens: list[int],
     pre.cache.truncate(len(pre.ids))
     assert res.logits is not None
     return res.logits
-
-
-def _nll(prefill_logits: np.ndarray, logits: np.ndarray, cont: list[int]) -> np.ndarray:
-    lg = np.concatenate([prefill_logits[None], logits[:-1]]).astype(np.float64)
-    m = lg.max(1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(lg - m).sum(1))
-    return lse - lg[np.arange(len(cont)), cont]
-
-
-def evaluate_real(model: LlamaModel, cfg: Config, *, contexts: Sequence[int] = (2048, 4096),
-                  budgets: Sequence[int] = (256, 1024), depths: Sequence[float] = (0.1, 0.5, 0.9),
-                  policies: Sequence[str] = DEFAULT_POLICIES, steps: int = 6,
-                  ppl_tokens: int = 48, seed: int = 0, chat: bool = False,
-                  dense_layers: Sequence[int] = (0, 1), log: Any = None) -> list[dict[str, Any]]:
-    """Rows per (context, policy, budget): pass-key accuracy over ``depths`` (free-running greedy
-    decode of ``steps`` tokens), next-token agreement with dense (teacher forcing on the dense
-    trajectory, decode steps 2..steps), perplexity of :data:`PPL_TEXT` (first ``ppl_tokens``
-    tokens, teacher forced after the depth-0.5 prompt) and attention-mass recall (layers outside
-    ``dense_layers``, every query head, measured during the teacher-forced runs)."""
-    from .prompts import passkey_prompt
-
-    for p in policies:
-        _check_policy(p)
-    say = log or (lambda _m: None)
-    tok = model.tokenizer
-    cont = tok.encode(PPL_TEXT)[:ppl_tokens]
-    sparse = [p for p in policies if p != "dense"]
-    rows: dict[tuple[int, str, int], dict[str, Any]] = {}
-
-    def row(ctx: int, p: str, B: int) -> dict[str, Any]:
-        return rows.setdefault((ctx, p, B), {
-            "context": ctx, "policy": p, "budget": B, "passkey_ok": 0, "passkey_n": 0,
-            "agree": 0, "agree_n": 0, "recall": MassRecall(), "nll": [], "answers": []})
-
-    for ctx in contexts:
-        ppl_depth = min(depths, key=lambda x: abs(x - 0.5))
-        for depth in depths:
-            t0 = time.perf_counter()
-            pr = passkey_prompt(tok, ctx - max(steps, len(cont)), depth=depth, seed=seed,
-                                chat=chat)
-            pre = _prefill(model, pr.token_ids, policies, cfg, max(steps, len(cont)),
-                           dense_layers)
-            say(f"ctx {ctx} depth {depth}: prefill {pre.seconds['prefill']:.1f} s, compile "
-                f"{pre.seconds['compile']:.1f} s")
-            dense_attn = _attention_for("dense", 1 << 30, pre, cfg, dense_layers)
-            traj = _greedy(model, pre, dense_attn, steps)
-            dense_ok = pr.retrieved(tok.decode(traj))
-            nll_dense = None
-            if depth == ppl_depth:
-                nll_dense = _nll(pre.logits, _teacher_forced(model, pre, cont, dense_attn), cont)
-            for B in budgets:
-                if "dense" in policies:
-                    r = row(ctx, "dense", B)
-                    r["passkey_ok"] += int(dense_ok)
-                    r["passkey_n"] += 1
-                    r["agree"] += len(traj) - 1
-                    r["agree_n"] += len(traj) - 1
-                    r["answers"].append(tok.decode(traj))
-                    if nll_dense is not None:
-                        r["nll"] = list(nll_dense)
-                        r["nll_dense"] = list(nll_dense)
-                for p in sparse:
-                    r = row(ctx, p, B)
-                    attn = _attention_for(p, B, pre, cfg, dense_layers)
-                    ans = _greedy(model, pre, attn, steps)
-                    r["passkey_ok"] += int(pr.retrieved(tok.decode(ans)))
-                    r["passkey_n"] += 1
-                    r["answers"].append(tok.decode(ans))
-                    rec_attn = _attention_for(p, B, pre, cfg, dense_layers, recall=r["recall"])
-                    if len(traj) > 1:
-                        lg = _teacher_forced(model, pre, traj[:-1], rec_attn)
-                        pred = np.argmax(lg, axis=1)
-                        r["agree"] += int((pred == np.asarray(traj[1:])).sum())
-                        r["agree_n"] += len(traj) - 1
-                    if nll_dense is not None:
-                        lg = _teacher_forced(model, pre, cont, attn)
-                        r["nll"] = list(_nll(pre.logits, lg, cont))
-                        r["nll_dense"] = list(nll_dense)
-            say(f"ctx {ctx} depth {depth}: dense answer {tok.decode(traj)!r} "
-                f"({'ok' if dense_ok else 'miss'}), {time.perf_counter() - t0:.1f} s")
-    out = []
-    for r in rows.values():
-        nd = np.asarray(r.pop("nll_dense", []), float)
-        nl = np.asarray(r.pop("nll"), float)
-        rec: MassRecall = r.pop("recall")
-        ppl = float(np.exp(nl.mean())) if nl.size else float("nan")
-        ppl_d = float(np.exp(nd.mean())) if nd.size else float("nan")
-        out.append(r | {
-            "passkey_acc": r["passkey_ok"] / max(1, r["passkey_n"]),
-            "agreement": r["agree"] / r["agree_n"] if r["agree_n"] else float("nan"),
-            "ppl": ppl, "ppl_dense": ppl_d,
-            "ppl_change_pct": 100.0 * (ppl / ppl_d - 1.0) if nd.size else float("nan"),
-            "recall": 1.0 if r["policy"] == "dense" else rec.mean})
-    return out
-
-
-def _fmt(x: float, spec: str) -> str:
-    return "n/a" if x != x else format(x, spec)
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| context | policy | B | pass-key acc | next-token agreement | PPL (dense) | "
-             "PPL change | attention-mass recall |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r["context"], r["budget"],
-                                         DEFAULT_POLICIES.index(r["policy"])
-                                         if r["policy"] in DEFAULT_POLICIES else 99)):
-        lines.append(
-            f"| {r['context']} | {r['policy']} | {r['budget']} | "
-            f"{r['passkey_ok']}/{r['passkey_n']} | {r['agree']}/{r['agree_n']} "
-            f"({_fmt(r['agreement'], '.2f')}) | {_fmt(r['ppl'], '.3f')} "
-            f"({_fmt(r['ppl_dense'], '.3f')}) | {_fmt(r['ppl_change_pct'], '+.2f')} % | "
-            f"{_fmt(r['recall'], '.3f')} |")
-    return "\n".join(lines)
-
-
-_DOC_HEAD = """# Real-model evaluation: sparse policies decoding SmolLM2-135M
-
-Generated by `{cmd}` (run from `sw/`, {secs:.0f} s on the shared 2-core machine, preset
-`{preset}`, float32 masked attention; `pim=True` is not used here because the golden model is far
-too slow for a whole table). Code: `sw/starc/model/policy_decode.py` (`evaluate_real`).
-
-Setup. Contexts {ctx} tokens (pass-key prompt length minus the decode room), needle depths
-{depths}, greedy decoding of {steps} tokens. Layers 0 and 1 stay dense; every other layer runs the
-policy with budget B (recent tokens counted in B). The prompt is prefilled densely once; STARC
-layouts (`starc` = artifact mode, `starc-row` = row-aligned mode) are compiled once from the
-prefill KV; decode tokens are the unclustered recent buffer. The first answer token comes from
-the dense prefill, so it is the same for every policy.
-
-Columns.
-- pass-key acc: prompts (one per depth) whose free-running greedy answer contains the pass key.
-- next-token agreement: decode steps 2..{steps} whose greedy token equals dense's when the policy
-  is teacher-forced on the dense trajectory (summed over depths).
-- PPL: perplexity of the first {ppl} tokens of the fixed text `PPL_TEXT` (teacher forced, appended
-  after the depth-0.5 prompt); change relative to dense on the same tokens.
-- attention-mass recall: mean over layers >= 2, query heads and teacher-forced steps of the exact
-  float32 softmax mass (over the whole causal context) inside the selected set.
-
-"""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m starc.model.policy_decode",
-                                 description="Evaluate sparse attention policies on SmolLM2.")
-    ap.add_argument("--contexts", type=int, nargs="+", default=[2048, 4096])
-    ap.add_argument("--budgets", type=int, nargs="+", default=[256, 1024])
-    ap.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
-    ap.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES))
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--ppl-tokens", type=int, default=48)
-    ap.add_argument("--preset", default=None)
-    ap.add_argument("--chat", action="store_true")
-    ap.add_argument("-o", "--output", type=Path, default=None)
-    a = ap.parse_args(argv)
-    from starc import config
-
-    from .llama import load_model
-
-    cfg = config.load(a.preset)
-    model = load_model()
-    t0 = time.perf_counter()
-    rows = evaluate_real(model, cfg, contexts=a.contexts, budgets=a.budgets, depths=a.depths,
-                         policies=a.policies, steps=a.steps, ppl_tokens=a.ppl_tokens,
-                         chat=a.chat, log=lambda m: print(m, file=sys.stderr, flush=True))
-    secs = time.perf_counter() - t0
-    table = markdown_table(rows)
-    print(table)
-    print(f"\n{secs:.0f} s", file=sys.stderr)
-    if a.output is not None:
-        cmd = "python -m starc.model.policy_decode " + " ".join(
-            argv if argv is not None else sys.argv[1:])
-        a.output.parent.mkdir(parents=True, exist_ok=True)
-        a.output.write_text(_DOC_HEAD.format(cmd=cmd, secs=secs, preset=cfg.name, ctx=a.contexts,
-                                             depths=a.depths, steps=a.steps, ppl=a.ppl_tokens)
-                            + table + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
