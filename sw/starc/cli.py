@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
               "design-space sweep (cached by content hash; local processes or Dask)"),
     "eval-quality": ("starc.sweep.quality",
                      "end-task quality of policies on SmolLM2: pass key, RULER-style tasks, "
-                     "perplexity, agreement (95 % CIs)"),
+                     "perplexity, agreement, with confidence intervals"),
     "demo": ("starc.demo", "the main job end to end on an embedded default"),
     "rtl": ("starc_sim.cli", "the Amaranth gateware: Verilog and co-simulation (docs/rtl.md)"),
     "fpga": ("starc_fpga.cli", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)"),

@@ -442,7 +442,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from starc.cli import add_force_arg, add_json_arg, add_preset_args
     p = sub.add_parser(
         "eval-quality", help="end-task quality of policies on SmolLM2: pass key, RULER-style "
-        "tasks, perplexity, agreement (95 %% CIs)",
+        "tasks, perplexity, agreement, with confidence intervals",
         description="Decode SmolLM2-135M under every policy and budget from one dense prefill "
                     "per prompt; report task accuracy (pass key by default, or RULER-style "
                     "tasks), perplexity of a shipped public-domain text and next-token "
