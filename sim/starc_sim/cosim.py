@@ -160,7 +160,7 @@ def _renumber(prog: np.ndarray, image: dict[RowKey, np.ndarray], rows: int
 
 def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str = "starc-row",
                      budget: int = 256, layer: int | None = None, kv_head: int = 0,
-                     step: int = 0, q_in_group: int = 0, fill: str = "auto",
+                     step: int = 0, q_in_group: int = 0,
                      compiled: Any = None) -> Scenario:
     """Compile ``cache`` for the model's organisation, plan one step of ``policy`` and keep the
     rows it opens. ``layer`` defaults to the last layer (a sparse one)."""
@@ -184,7 +184,7 @@ def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str =
         at_layer, at_head = 0, 0
         compiled = compile_kv(cache, cfg, CompileOptions(mode=LAYOUT_OF[policy],
                                                          dense_layers=dense_layers))
-    pl = Planner(compiled, policy, budget, fill=fill, dense_layers=dense_layers)
+    pl = Planner(compiled, policy, budget, dense_layers=dense_layers)
     plans = pl.plan(step, at_layer, at_head)
     sp = plans[q_in_group]
     prog, wdata = pl.program(sp)

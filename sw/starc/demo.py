@@ -33,6 +33,7 @@ MIN_CONTEXT = 256
 def register(sub: argparse._SubParsersAction) -> None:
     from starc.argtypes import finite_float, int_range
     from starc.cli import add_force_arg, add_json_arg, add_preset_args
+    from starc.planner.rounds import add_objective_arg
     p = sub.add_parser("demo", help="the main job end to end on an embedded default",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--context", type=int_range(MIN_CONTEXT, MODEL_CONTEXT - 64),
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pass-key depth in the prompt, 0..1 (default 0.5)")
     p.add_argument("--seed", type=int_range(0, (1 << 32) - 1), default=0)
     p.add_argument("--no-rtl", action="store_true", help="skip the RTL co-simulation")
+    add_objective_arg(p)
     p.add_argument("--no-policy-decode", action="store_true",
                    help="skip decoding the pass key under every policy")
     p.add_argument("-o", "--out", type=Path, default=Path("results/demo"),
@@ -120,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     _status(f"compiling and evaluating {len(DEFAULT_POLICIES)} policies at B = {args.budget} "
             f"over {meta.n_layers - 2} sparse layers x {meta.n_kv_heads} KV heads x "
             f"{meta.decode_steps} steps ...")
-    res = evaluate(cache, cfg, EvalOptions(budgets=(args.budget,), cost_programs=24, fill="auto"),
+    res = evaluate(cache, cfg, EvalOptions(budgets=(args.budget,), cost_programs=24,
+                                           objective=args.objective),
                    progress=lambda m: None)
     rows = res.rows
 
@@ -163,21 +166,23 @@ def run(args: argparse.Namespace) -> int:
         rep.csv("demo.csv", rows)
         from starc.sweep.points import plot_sweep
         for name, fig in plot_sweep(rows, title=f"SmolLM2-135M, {meta.prefill_len} tokens, "
-                                                f"{cfg.name}").items():
+                                                f"{cfg.name}, {res.meta['planner']}").items():
             if name != "cost_vs_budget.png":  # one budget: the budget plots belong to sweeps
                 rep.figure(name, fig)
         rep.text("README.md", "\n".join([
             "# starc demo\n",
             f"SmolLM2-135M-Instruct, passkey prompt of {meta.prefill_len} tokens, "
-            f"{meta.decode_steps} decode steps, preset `{cfg.name}`, budget B = {args.budget}. "
-            "Costs are per decode step, layer and query head on one channel; cycles in tCK.\n",
+            f"{meta.decode_steps} decode steps, preset `{cfg.name}`, budget B = {args.budget}, "
+            f"{res.meta['planner']}. Costs are per decode step, layer and query head on one "
+            "channel; cycles in tCK.\n",
             markdown_table(cols, [line(r) for r in rows]),
             f"\nRTL co-simulation: {rtl}\n", f"\n**Verdict.** {verdict}\n"]))
     if args.json:
         print_json(summary)
         return 0
     print_table(f"one decode step of attention, SmolLM2-135M, {meta.prefill_len} tokens, "
-                f"B = {args.budget}, {cfg.name} (per layer and query head, one channel)",
+                f"B = {args.budget}, {cfg.name}, {res.meta['planner']} (per layer and query "
+                f"head, one channel)",
                 cols, [line(r) for r in rows])
     print(f"RTL co-simulation: {_rtl_line(rtl)}")
     print(f"Verdict: {verdict}")

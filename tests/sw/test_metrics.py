@@ -95,14 +95,16 @@ def test_evaluate_end_to_end(small_cache):
                   "ratio_to_floor", "mass_recall", "topk_recall", "rel_error", "union_slots"):
             assert np.isfinite(r[k]), (p, B, k)
         assert 0 < r["occupancy"] <= 1 and r["ratio_to_floor"] > 1
-        assert r["union_slots"] >= r["slots_per_head"] - 1e-9 or p in ("sparq", "streaming")
+        # the GQA union counts rows holding tokens; a plan's slots also count its dummy rows
+        own = r["slots_per_head"] - r["dummy_rows"] * res.meta["tokens_per_group_row"]
+        assert r["union_slots"] >= own - 1e-9 or p in ("sparq", "streaming")
         if p != "dense":
             # oracle top-B maximises the kept mass among B-token selections
             assert rows["oracle", B]["mass_recall"] >= r["mass_recall"] - 1e-12, p
     assert rows["dense", 256]["mass_recall"] == pytest.approx(1.0)
     assert rows["starc-row", 512]["selected"] == 512
     # explicit activation energy >= AttAcc's per-byte folding (partly used rows show up)
-    assert rows["starc", 512]["energy_nJ"] >= rows["starc", 512]["attacc_energy_nJ"]
+    assert rows["starc", 512]["energy_nJ"] >= rows["starc", 512]["attacc_energy_nJ"] * (1 - 1e-12)
     assert res.meta["layers"] == [2]
 
 

@@ -14,7 +14,7 @@ from starc.isa import Op
 from starc.kv import synthetic_kv
 from starc.planner import Planner
 from starc.planner import policies as pol
-from starc.planner.program import plan_rows
+from starc.planner.rounds import plan_rows
 
 CFG = config.load()
 
@@ -180,20 +180,22 @@ def test_gqa_union_covers_every_head(compiled):
     pl = Planner(compiled["row-aligned"], "starc-row", 512)
     plans = pl.plan(10, 2, 1)
     u = pl.union_rows(plans)
-    assert u.n_blocks >= max(p.rows.n_blocks for p in plans)
-    assert u.n_blocks <= sum(p.rows.n_blocks for p in plans)
+    assert u.n_dummy == 0
+    assert u.n_blocks >= max(p.rows.n_blocks - p.rows.n_dummy for p in plans)
+    assert u.n_blocks <= sum(p.rows.n_blocks - p.rows.n_dummy for p in plans)
     assert u.n_valid == np.unique(np.concatenate([p.selected for p in plans])).size
 
 
 # ---- programs through the golden models ----------------------------------------------------------
-@pytest.mark.parametrize("policy,mode,fill", [("starc", "artifact", "never"),
-                                              ("starc-row", "row-aligned", "never"),
-                                              ("starc-row", "row-aligned", "auto"),
-                                              ("quest", "dense", "auto"),
-                                              ("sparq", "dense", "never")])
-def test_programs_are_legal_and_compute_sparse_attention(compiled, cache, policy, mode, fill):
+@pytest.mark.parametrize("policy,mode,objective", [("starc", "artifact", "energy"),
+                                                   ("starc-row", "row-aligned", "energy"),
+                                                   ("starc-row", "row-aligned", "cycles"),
+                                                   ("quest", "dense", "cycles"),
+                                                   ("sparq", "dense", "energy")])
+def test_programs_are_legal_and_compute_sparse_attention(compiled, cache, policy, mode,
+                                                         objective):
     ck = compiled[mode]
-    pl = Planner(ck, policy, 512, fill=fill)
+    pl = Planner(ck, policy, 512, objective=objective)
     step, layer, kvh = 69, 2, 1
     sp = pl.plan(step, layer, kvh)[2]
     prog, wdata = pl.program(sp)
@@ -213,10 +215,10 @@ def test_programs_are_legal_and_compute_sparse_attention(compiled, cache, policy
     assert err < 2e-3, f"{policy}: relative error {err:.2e} against float64"
 
 
-def test_fill_trades_activations_for_cycles(compiled):
+def test_cycles_objective_trades_activations_for_cycles(compiled):
     ck = compiled["row-aligned"]
-    a = Planner(ck, "starc-row", 1024)
-    b = Planner(ck, "starc-row", 1024, fill="auto")
+    a = Planner(ck, "starc-row", 1024, objective="energy")
+    b = Planner(ck, "starc-row", 1024, objective="cycles")
     sa, sb = a.plan(5, 2, 0)[0], b.plan(5, 2, 0)[0]
     assert sb.rows.n_blocks >= sa.rows.n_blocks and sb.rows.n_dummy == \
         sb.rows.n_blocks - sa.rows.n_blocks
@@ -227,7 +229,7 @@ def test_fill_trades_activations_for_cycles(compiled):
 
 def test_row_aligned_activation_target(compiled):
     """Row-aligned STARC at B = 1024 opens at most 1.15 x B token slots per query head."""
-    pl = Planner(compiled["row-aligned"], "starc-row", 1024)
+    pl = Planner(compiled["row-aligned"], "starc-row", 1024, objective="energy")
     for step in (0, 40, 69):
         for kvh in range(3):
             for sp in pl.plan(step, 2, kvh):
@@ -237,7 +239,7 @@ def test_row_aligned_activation_target(compiled):
 
 
 def test_plan_rows_empty():
-    from starc.compiler.compiled import Located
     z = np.zeros(0, np.int64)
-    rp = plan_rows(Located(z, z, z, z, z), 16)
+    from starc.address import Geometry
+    rp = plan_rows(z, z, z, z, Geometry(CFG, 64), cfg=CFG)
     assert rp.rounds == [] and rp.n_blocks == 0

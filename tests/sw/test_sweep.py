@@ -103,12 +103,12 @@ def test_sweep_points_from_kv_files(tmp_path):
     from starc.sweep.cli import sweep_points
     path = save_kv(synthetic_kv(n_layers=3, prefill_len=300, decode_steps=1, seed=1),
                    tmp_path / "a.npz")
-    args = argparse.Namespace(presets=["attacc-hbm3-5.2"], kv=[path], seed=0, fill="auto",
+    args = argparse.Namespace(presets=["attacc-hbm3-5.2"], kv=[path], seed=0, objective="energy",
                               cost_programs=4, policies=["dense", "starc"], budgets=[128],
                               models=["smollm2-135m"], contexts=[1], layers=4, steps=2)
     (pt,) = sweep_points(args)
     assert pt["context"] == 300 and pt["kv"] == str(path.resolve())
-    assert len(pt["kv_sha256"]) == 64 and pt["fill"] == "auto" and pt["cost_programs"] == 4
+    assert len(pt["kv_sha256"]) == 64 and pt["objective"] == "energy" and pt["cost_programs"] == 4
     res = evaluate_point(pt)
     assert {r["policy"] for r in res["rows"]} == {"dense", "starc"}
     assert all(r["context"] == 300 for r in res["rows"])

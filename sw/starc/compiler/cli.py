@@ -132,6 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from starc.compiler.compile import MODES
     from starc.planner.evaluate import DEFAULT_BUDGETS
     from starc.planner.registry import DEFAULT_POLICIES, POLICIES
+    from starc.planner.rounds import add_objective_arg
 
     pc = subparsers.add_parser(
         "compile", help="cluster and place a KV cache into a PIM memory image",
@@ -172,9 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="programs timed per policy and budget (-1: all; default 24)")
     pe.add_argument("--sparq-r", type=int_range(1, 4096), default=None,
                     help="SparQ channels r, 1 .. head_dim (default d/4)")
-    pe.add_argument("--fill", choices=("never", "auto"), default="never",
-                    help="auto: a round with enough open groups also opens the idle ones on a "
-                         "dummy row so it can use MACAB (more activations, fewer cycles)")
+    add_objective_arg(pe)
     pe.add_argument("--out", "-o", type=Path, default=Path("eval-results"),
                     help="folder for eval.json and eval.csv (default ./eval-results)")
     add_force_arg(pe)
@@ -360,7 +359,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        layers=tuple(args.eval_layers) if args.eval_layers else None,
                        dense_layers=tuple(args.dense_layers),
                        cost_programs=args.cost_programs, sparq_r=args.sparq_r,
-                       fill=args.fill, seed=args.seed)
+                       objective=args.objective, seed=args.seed)
     res = evaluate(cache, cfg, opts, compiled=compiled, compile_options=copts)
     res.rows.sort(key=lambda r: (r["budget"], list(args.policies).index(r["policy"])))
     doc = {"meta": res.meta, "rows": res.rows, "compile_stats": res.compile_stats}
@@ -376,7 +375,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
              f"heads, prefill {m['prefill_len']}, steps {m['steps']}, layers {m['layers']}, "
              f"{m['preset']} (slots: activated group-row token slots per query head per layer; "
              f"cycles/energy: one layer, one query head; group row = "
-             f"{m['tokens_per_group_row']} tokens; fill {m['fill']})")
+             f"{m['tokens_per_group_row']} tokens; {m['planner']})")
     print_comparison(title, res.rows)
     print(f"wrote {args.out / 'eval.json'} and {args.out / 'eval.csv'}")
     return 0

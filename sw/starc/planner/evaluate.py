@@ -24,6 +24,7 @@ from starc.metrics import dense_reference, program_cost, quality
 from starc.planner import registry
 from starc.planner.plan import Planner
 from starc.planner.registry import DEFAULT_POLICIES, DENSE_LAYERS, LAYOUT_OF
+from starc.planner.rounds import OBJECTIVES, setting
 
 __all__ = ["DEFAULT_BUDGETS", "DEFAULT_POLICIES", "EvalOptions", "EvalResult", "evaluate",
            "COLUMNS"]
@@ -62,12 +63,13 @@ class EvalOptions:
     sparq_r: int | None = None
     sparq_recent: int = 64
     sinks: int = 4
-    fill: str = "never"                         # planner: open idle groups to allow MACAB
+    objective: str = OBJECTIVES[0]              # planner: per-round MAC choice (rounds.py)
     seed: int = 0
 
     def check(self, cache: KVCache) -> None:
         for p in self.policies:
             registry.get(p)
+        setting(self.objective)
         for b in self.budgets:
             if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b <= 0:
                 raise ValueError(f"budgets must be positive integers, not {b!r}")
@@ -140,7 +142,7 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
             compiled[mode] = compile_kv(cache, cfg, copt)
     planners = {(p, b): Planner(compiled[LAYOUT_OF[p]], p, b, dense_layers=o.dense_layers,
                                 sparq_r=o.sparq_r, sparq_recent=o.sparq_recent, sinks=o.sinks,
-                                fill=o.fill)
+                                objective=o.objective)
                 for p in o.policies for b in o.budgets}
     steps = list(o.steps) if o.steps is not None else list(range(m.decode_steps))
     layers = list(o.layers) if o.layers is not None else \
@@ -180,7 +182,8 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
                       slots_over_B=slots / pl.B, slices16_per_head=sp.rows.n_slices * 16,
                       occupancy=sp.selected.size / slots if slots else 0.0,
                       rounds=len(sp.rows.rounds), actab=sp.rows.n_actab, actbg=sp.rows.n_actbg,
-                      dummy_rows=sp.rows.n_dummy,
+                      dummy_rows=sp.rows.n_dummy, filled_rounds=sp.rows.n_filled,
+                      row_index_plans=float(sp.rows.formation == "row-index"),
                       mass_recall=qual.mass_recall, topk_recall=qual.topk_recall,
                       rel_error=qual.rel_error)
                 if ti * g + j in sample:
@@ -200,7 +203,8 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
         rows.append(row)
     meta = {"model": m.model, "n_layers": m.n_layers, "n_q_heads": m.n_q_heads,
             "n_kv_heads": m.n_kv_heads, "head_dim": m.head_dim, "prefill_len": m.prefill_len,
-            "steps": steps, "layers": layers, "preset": cfg.name, "fill": o.fill,
+            "steps": steps, "layers": layers, "preset": cfg.name, "objective": o.objective,
+            "planner": setting(o.objective),
             "tokens_per_group_row": geo.tpgr, "plans_per_policy": n_plans,
             "seconds": time.perf_counter() - t0,
             "counting": "per query head: one program per (step, layer, query head); GQA union: "

@@ -20,8 +20,9 @@ from starc.address import Geometry
 from starc.compiler.compiled import CompiledKV, HeadMap, Located
 from starc.planner import policies as pol
 from starc.planner import registry
-from starc.planner.program import RowPlan, emit_program, fill_threshold, plan_rows, query_words
+from starc.planner.program import emit_program, query_words
 from starc.planner.registry import DENSE_LAYERS, LAYOUT_OF, Params
+from starc.planner.rounds import OBJECTIVES, RowPlan, plan_rows, whole_rounds
 
 __all__ = ["LAYOUT_OF", "Planner", "StepPlan", "concat_located"]  # LAYOUT_OF: registry's
 
@@ -55,7 +56,7 @@ class Planner:
     def __init__(self, compiled: CompiledKV, policy: str, budget: int, *,
                  dense_layers: tuple[int, ...] | list[int] = DENSE_LAYERS,
                  sparq_r: int | None = None, sparq_recent: int = 64, sinks: int = 4,
-                 fill: str = "never") -> None:
+                 objective: str = OBJECTIVES[0]) -> None:
         self.spec = registry.get(policy)
         want = self.spec.layout
         if compiled.mode != want:
@@ -75,9 +76,12 @@ class Planner:
         if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 1 <= r <= m.head_dim:
             raise ValueError(f"sparq_r must be an integer in 1..head_dim ({m.head_dim}), not "
                              f"{sparq_r!r}")
-        if fill not in ("never", "auto"):
-            raise ValueError(f"fill must be 'never' or 'auto', not {fill!r}")
-        self.fill_from = fill_threshold(compiled.cfg) if fill == "auto" else 0
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not "
+                             f"{objective!r}")
+        self.objective = objective
+        self._whole_key: tuple[int, int, int] | None = None
+        self._whole: list = []
 
     def context(self, step: int) -> int:
         m = self.meta
@@ -106,18 +110,48 @@ class Planner:
         out = []
         for j, pos in enumerate(sel.positions):
             loc = hm.locate(pos, n)
-            rows = plan_rows(loc, self.geo.G, fill_from=self.fill_from)
+            rows = self.rows_for(loc, whole=self.whole(layer, kv_head, n)
+                                 if self.objective == "cycles" else None)
             out.append(StepPlan(step=step, layer=layer, q_head=kv_head * g + j, kv_head=kv_head,
                                 n_ctx=n, selected=pos, located=loc, rows=rows,
                                 alpha=None if sel.alpha is None else float(sel.alpha[j]),
                                 extra=dict(sel.extra)))
         return out
 
+    def whole(self, layer: int, kv_head: int, n: int) -> list:
+        """The cycles-objective rounds of every token of the head at context ``n`` (the guard's
+        reference, shared by the query heads of a step)."""
+        key = (layer, kv_head, n)
+        if self._whole_key != key:
+            loc = self.ck.head(layer, kv_head).locate(np.arange(n), n)
+            self._whole = whole_rounds(loc.group, loc.row, loc.lane_bit, loc.set, self.geo,
+                                       self.ck.cfg)
+            self._whole_key = key
+        return self._whole
+
+    def rows_for(self, loc: Located, objective: str | None = None,
+                 whole: list | None = None) -> RowPlan:
+        """Activation rounds of the tokens at ``loc`` (:func:`starc.planner.rounds.plan_rows`);
+        the plan-level guard times both formations on the golden model when they are close."""
+        from starc.golden.timing import schedule
+
+        cfg, geo = self.ck.cfg, self.geo
+
+        def exact(rp: RowPlan) -> int:
+            prog = emit_program(rp, geo, krow_base=0, vrow_base=0,
+                                banks_per_pu=cfg.pu.banks_per_pu)
+            return schedule(prog, cfg).total_cycles
+
+        return plan_rows(loc.group, loc.row, loc.lane_bit, loc.set, geo,
+                         objective=objective or self.objective, cfg=cfg, exact=exact,
+                         whole=whole)
+
     def union_rows(self, plans: list[StepPlan]) -> RowPlan:
-        """Rows the query heads of one KV head need together (the GQA union)."""
+        """Rows the query heads of one KV head need together (the GQA union; counted without
+        dummy rows)."""
         hm = self.ck.head(plans[0].layer, plans[0].kv_head)
         pos = np.unique(np.concatenate([p.selected for p in plans]))
-        return plan_rows(hm.locate(pos, plans[0].n_ctx), self.geo.G)
+        return self.rows_for(hm.locate(pos, plans[0].n_ctx), "energy")
 
     def program(self, sp: StepPlan) -> tuple[np.ndarray, np.ndarray]:
         """Command program and ``wdata`` (query chunks, uint16 ``[d/16, 16]``) of one plan."""

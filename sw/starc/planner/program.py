@@ -1,22 +1,14 @@
-"""From selected token addresses to a PIM command program (docs/commands.md, exactly).
-
-Rows to open: every (group, key row) holding at least one selected token, with a valid-slot mask
-(bit ``16 set + slot``). They are grouped into *activation rounds*, at most one row per group:
-
-1. rows that every group needs at the same row index: one round each, opened with one ACTAB;
-2. the remaining rows: round ``i`` takes the ``i``-th remaining row (ascending) of every group,
-   opened with one ACTBG per group.
-3. optionally (``fill``): a round with enough open groups that one MACAB stream beats per-group
-   MACBGs also opens every idle group on a dummy row (valid mask 0, so its entries get
-   probability 0): more activations, fewer cycles. Off by default.
+"""From activation rounds (:mod:`starc.planner.rounds`) to a PIM command program
+(docs/commands.md, exactly).
 
 Program (one query head, one KV head, one channel), mirroring
 :func:`starc.golden.programs.dense_program` so a fully dense selection gives the same program:
 
 - WRGB of the ``d / 16`` query chunks (``wdata`` rows 0 ..);
-- score phase, round ``i`` (register set ``i % 2``): ACTAB or ACTBGs; 32 column MACs, as MACAB when
-  every group is open, else MACBG per open group (column-major, groups interleaved); the score
-  MVSBs (with masks) of round ``i - 1`` interleave one after each MAC; PREA;
+- score phase, round ``i`` (register set ``i % 2``): ACTAB or ACTBGs; the score MVSBs still
+  pending from round ``i - 2`` (same register set); the column MACs, as MACAB when every group is
+  open, else MACBG per open group (column-major, groups interleaved); the pending score MVSBs
+  (with masks) of earlier rounds interleave one after each MAC; PREA;
 - the last round's score MVSBs, SFM over the valid entries, the MVGBs of round 0;
 - value phase, round ``i``: activate the value rows; MACs with ``VALUE`` and probability slot
   ``i % 2``; the MVGBs of round ``i + 1`` interleave; PREA;
@@ -25,100 +17,13 @@ Program (one query head, one KV head, one channel), mirroring
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from starc.address import SLICE, Geometry
-from starc.compiler.compiled import Located
-from starc.config import Config
 from starc.isa import PROGRAM_DTYPE, MacArg, Op
+from starc.planner.rounds import Round, RowPlan
 
-__all__ = ["Round", "RowPlan", "emit_program", "fill_threshold", "plan_rows", "query_words"]
-
-
-@dataclass
-class Round:
-    groups: np.ndarray     # int64 [m] ascending
-    rows: np.ndarray       # int64 [m] relative key rows
-    masks: np.ndarray      # uint64 [m]
-    actab: bool
-
-
-@dataclass
-class RowPlan:
-    rounds: list[Round]
-    n_valid: int           # selected tokens
-    n_blocks: int          # group rows activated (per phase), dummies included
-    n_slices: int          # 16-token slices holding a selected token
-    n_dummy: int = 0       # group rows opened only to allow a MACAB (``fill``)
-
-    @property
-    def n_actab(self) -> int:
-        return sum(1 for r in self.rounds if r.actab)
-
-    @property
-    def n_actbg(self) -> int:
-        return sum(len(r.groups) for r in self.rounds if not r.actab)
-
-    def groups_touched(self) -> np.ndarray:
-        if not self.rounds:
-            return np.zeros(0, np.int64)
-        return np.unique(np.concatenate([r.groups for r in self.rounds]))
-
-
-def fill_threshold(cfg: Config) -> int:
-    """Fewest open groups for which one all-bank MAC stream (``tCCD_AB`` per column) beats the
-    per-group MACBGs (``n x tCCD_S`` per column): ``floor(tCCD_AB / tCCD_S) + 1``."""
-    t = cfg.timing
-    return t.tCCD_AB // t.tCCD_S + 1
-
-
-def plan_rows(loc: Located, G: int, *, fill_from: int = 0) -> RowPlan:
-    """Activation rounds for the tokens at ``loc`` (see the module docstring). With
-    ``fill_from > 0`` a round with at least that many (but not all) groups also opens every idle
-    group (mask 0, on the round's first row) so the round can MAC with MACAB."""
-    n = loc.group.size
-    if n == 0:
-        return RowPlan([], 0, 0, 0)
-    key = loc.group * (1 << 32) + loc.row
-    items, inv = np.unique(key, return_inverse=True)
-    masks = np.zeros(items.size, np.uint64)
-    np.bitwise_or.at(masks, inv, np.left_shift(np.uint64(1), loc.lane_bit.astype(np.uint64)))
-    n_slices = np.unique(key * 8 + loc.set).size
-    ig, ir = items >> 32, items & 0xFFFFFFFF
-    # rows needed by every group -> ACTAB rounds
-    urows, rcount = np.unique(ir, return_counts=True)
-    common = urows[rcount == G]
-    rounds: list[Round] = []
-    is_common = np.isin(ir, common)
-    for r in common:
-        sel = np.flatnonzero(ir == r)                                 # sorted by group
-        rounds.append(Round(ig[sel], ir[sel], masks[sel], True))
-    rest = np.flatnonzero(~is_common)                                 # sorted by (group, row)
-    if rest.size:
-        g = ig[rest]
-        first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        rank = np.arange(rest.size) - np.repeat(first, np.diff(np.r_[first, rest.size]))
-        order = np.lexsort((g, rank))
-        rest, rank = rest[order], rank[order]
-        bounds = np.flatnonzero(np.r_[True, rank[1:] != rank[:-1], True])
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            sel = rest[a:b]
-            rounds.append(Round(ig[sel], ir[sel], masks[sel], False))
-    n_dummy = 0
-    if fill_from > 0:
-        for i, rd in enumerate(rounds):
-            if rd.actab or not fill_from <= len(rd.groups) < G:
-                continue
-            idle = np.setdiff1d(np.arange(G), rd.groups)
-            g = np.concatenate([rd.groups, idle])
-            order = np.argsort(g, kind="stable")
-            rows = np.concatenate([rd.rows, np.full(idle.size, rd.rows[0])])[order]
-            m = np.concatenate([rd.masks, np.zeros(idle.size, np.uint64)])[order]
-            rounds[i] = Round(g[order], rows, m, bool((rows == rows[0]).all()))
-            n_dummy += idle.size
-    return RowPlan(rounds, n, items.size + n_dummy, n_slices, n_dummy)
+__all__ = ["emit_program", "query_words"]
 
 
 def query_words(q16: np.ndarray, head_dim: int, lanes: int) -> np.ndarray:
@@ -204,6 +109,10 @@ def emit_program(plan: RowPlan, geo: Geometry, *, krow_base: int, vrow_base: int
     pending: list[tuple[int, int, int, int, int, int]] = []
     for i, rd in enumerate(plan.rounds):
         activate(rd, krow_base)
+        # moves still pending from round i - 2 read the register set round i writes: they go
+        # first (only rounds with fewer MACs than moves leave any)
+        while pending and pending[0][3] == (i & 1):
+            add(pending.pop(0))
         macs(rd, BUF if i & 1 else 0, pending)
         add((PREA, 0, 0, 0, 0, 0))
         pending.extend((MVSB, g, 0, i & 1, 0, int(m))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from starc.planner.evaluate import DEFAULT_BUDGETS
 from starc.planner.registry import DEFAULT_POLICIES, POLICIES
+from starc.planner.rounds import OBJECTIVES, add_objective_arg, setting
 from starc.report import ReportWriter, markdown_table
 from starc.sweep.engine import expand_grid, run_points
 from starc.sweep.points import (
@@ -46,9 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv", type=Path, nargs="+", default=None, metavar="FILE",
                    help="real KV files (starc kv extract) instead of synthetic caches: one point "
                         "per file and preset; --models, --contexts, --layers, --steps are ignored")
-    p.add_argument("--fill", choices=["never", "auto"], default="never",
-                   help="planner fill (see `starc eval --help`): auto opens idle groups on a "
-                        "dummy row so a round can use MACAB")
+    add_objective_arg(p)
     p.add_argument("--cost-programs", type=int_range(-1), default=8,
                    help="programs timed per policy and budget (-1: all; default 8)")
     p.add_argument("--workers", type=int_range(1, 1024), default=None,
@@ -86,8 +85,8 @@ def _kv_entry(path: Path) -> dict:
 
 def sweep_points(args: argparse.Namespace) -> list[dict]:
     extra = {}
-    if getattr(args, "fill", "never") != "never":
-        extra["fill"] = [args.fill]
+    if getattr(args, "objective", OBJECTIVES[0]) != OBJECTIVES[0]:
+        extra["objective"] = [args.objective]
     if getattr(args, "cost_programs", 8) != 8:
         extra["cost_programs"] = [args.cost_programs]
     if getattr(args, "kv", None):
@@ -164,9 +163,9 @@ def _run(args: argparse.Namespace) -> int:
     with rep:
         rep.json("sweep.json", {"points": points, "rows": rows})
         rep.csv("sweep.csv", rows)
-        for name, fig in plot_sweep(rows).items():
+        for name, fig in plot_sweep(rows, setting=setting(args.objective)).items():
             rep.figure(name, fig)
-        md = ["# starc sweep\n", markdown_table(
+        md = [f"# starc sweep\n\n{setting(args.objective)}\n\n", markdown_table(
             ["preset", "model", "L", "policy", "B", "slots/qh", "cycles", "nJ", "mass recall"],
             [(r["preset"], r["model"], r["context"], r["policy"], r["budget"],
               r.get("slots_per_head"), r.get("cycles"), r.get("energy_nJ"),
@@ -183,7 +182,8 @@ def _run(args: argparse.Namespace) -> int:
         print_json({"report": str(args.out), "rows": rows,
                     "reductions": reductions_by_point(rows) + reductions_pooled(rows)})
         return 0
-    print_table("sweep", ["preset", "model", "L", "policy", "B", "slots/qh", "cycles", "nJ",
+    print_table(f"sweep ({setting(args.objective)})",
+                ["preset", "model", "L", "policy", "B", "slots/qh", "cycles", "nJ",
                           "mass rec."],
                 [(r["preset"], r["model"], r["context"], r["policy"], r["budget"],
                   r.get("slots_per_head"), r.get("cycles"), r.get("energy_nJ"),

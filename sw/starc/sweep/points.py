@@ -1,7 +1,7 @@
 """What one sweep point computes, and the plots of a sweep.
 
 A point fixes (preset, overrides, model shape, context length, seed, policies, budgets, and
-optionally the planner's ``fill`` and ``cost_programs``). Its evaluation builds the seeded
+optionally the planner's ``objective`` and ``cost_programs``). Its evaluation builds the seeded
 synthetic cache of that shape (or reads a KV file given by path; the point then also carries the
 file's SHA-256, so a rewritten file is never served from the cache), compiles the layouts the
 policies need, and runs :func:`starc.planner.evaluate.evaluate`. Policies and budgets of one point
@@ -34,6 +34,7 @@ def evaluate_point(point: dict[str, Any]) -> dict[str, Any]:
     from starc import config
     from starc.kv import load_kv, synthetic_kv
     from starc.planner.evaluate import EvalOptions, evaluate
+    from starc.planner.rounds import OBJECTIVES
 
     cfg = config.load(point["preset"], point.get("overrides") or None)
     if point.get("kv"):
@@ -47,7 +48,7 @@ def evaluate_point(point: dict[str, Any]) -> dict[str, Any]:
                              decode_steps=int(point.get("steps", 2)), seed=int(point["seed"]))
     opts = EvalOptions(policies=tuple(point["policies"]), budgets=tuple(point["budgets"]),
                        cost_programs=int(point.get("cost_programs", 8)), seed=int(point["seed"]),
-                       fill=str(point.get("fill", "never")))
+                       objective=str(point.get("objective", OBJECTIVES[0])))
     res = evaluate(cache, cfg, opts)
     rows = []
     for r in res.rows:
@@ -133,7 +134,7 @@ def reductions_pooled(rows: list[dict[str, Any]], budget: int = 1024
     return out
 
 
-def plot_sweep(rows: list[dict[str, Any]], title: str = "") -> dict[str, Any]:
+def plot_sweep(rows: list[dict[str, Any]], title: str = "", setting: str = "") -> dict[str, Any]:
     """Figures: latency and energy against budget per policy; recall against activated slots;
     cycle breakdown bars; STARC's reductions next to the papers' ranges."""
     import matplotlib
@@ -159,7 +160,8 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "") -> dict[str, Any]:
         ax.set_ylabel(lab)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title or "cost against budget")
+    head = ", ".join(x for x in (title, setting) if x)
+    fig.suptitle(", ".join(x for x in (title or "cost against budget", setting) if x))
     figs["cost_vs_budget.png"] = fig
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -172,6 +174,7 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "") -> dict[str, Any]:
     ax.set_ylabel("attention-mass recall")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.suptitle(head, fontsize=9)
     figs["recall_vs_rows.png"] = fig
 
     keys = ["t_mac_issue", "t_row_switch", "t_refresh", "t_data_movement", "t_softmax", "t_drain"]
@@ -190,6 +193,7 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "") -> dict[str, Any]:
     ax.set_ylabel(f"cycles (tCK) per head at B = {b0}")
     ax.legend(fontsize=8)
     ax.tick_params(axis="x", rotation=30 if len(points) == 1 else 90)
+    fig.suptitle(head, fontsize=9)
     fig.tight_layout()
     figs["breakdown.png"] = fig
 
@@ -223,6 +227,7 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "") -> dict[str, Any]:
                 f"{r['model']} L{r['context']}" for r in reds), fontsize=7)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
+        fig.suptitle(head, fontsize=9)
         figs["reductions_vs_papers.png"] = fig
     return figs
 
