@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only (config imports this module 
     from starc.config import Config, Organisation
 
 __all__ = [
+    "QUEST_PAGE",
     "SLICE",
     "Geometry",
     "banks_per_token",
@@ -55,6 +56,8 @@ __all__ = [
     "lane_bit",
     "meta_address",
     "meta_rows",
+    "quest_bound_index",
+    "quest_meta_rows",
     "quest_meta_vectors",
     "rank_of_group",
     "region_rows_upper_bound",

@@ -25,6 +25,8 @@ MVGB       group=unit, col=slot                    softmax output -> GEMV buffer
 SFM        arg=n                                   softmax over the n valid softmax-buffer entries
 REF        -                                       all-bank refresh (normally inserted by timing)
 BAR        -                                       wait until every earlier command has completed
+RDSB       arg=n                                   read the n valid pending softmax-buffer scores
+                                                   to the host (selection passes)
 =========  ======================================  =============================================
 """
 
@@ -71,6 +73,7 @@ class Op(IntEnum):
     SFM = 14
     REF = 15
     BAR = 16
+    RDSB = 17
 
 
 class MacArg(IntFlag):
@@ -111,7 +114,7 @@ ACT_OPS = frozenset({Op.ACTAB, Op.ACTBG, Op.ACTPB})
 PRE_OPS = frozenset({Op.PREA, Op.PREBG, Op.PREPB})
 ROW_OPS = ACT_OPS | PRE_OPS | {Op.REF}
 MAC_OPS = frozenset({Op.MACAB, Op.MACBG})
-DATA_OPS = frozenset({Op.RD, Op.WR, Op.WRGB, Op.MVSB, Op.MVGB, Op.SFM})
+DATA_OPS = frozenset({Op.RD, Op.WR, Op.WRGB, Op.MVSB, Op.MVGB, Op.SFM, Op.RDSB})
 
 
 def make_program(commands: list[tuple] | None = None) -> np.ndarray:

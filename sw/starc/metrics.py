@@ -17,7 +17,10 @@ Cost (from a :class:`starc.planner.program.RowPlan` and the golden model):
 - artifact-comparable token-equivalents: 16-token bank-row slices holding a selected token x 16
   (the STARC artifact's "rows x 16"; equal to the slots for d = 128);
 - occupancy: selected tokens / activated slots;
-- cycles and energy of the program (``starc.golden.timing.schedule``, ``starc.golden.energy``);
+- cycles and energy of the step program (``starc.golden.timing.schedule``,
+  ``starc.golden.energy``), split into the *selection* part (the selection pass up to the
+  host's read-back barrier, plus an optional host turnaround) and the attention part
+  (:func:`step_cost`);
 - floor: the K and V bytes of the selected tokens at the channel's internal PIM bandwidth
   (``pus_per_channel x column_bytes / tCCD_AB`` bytes per cycle); ratio = cycles / floor.
 """
@@ -31,7 +34,7 @@ import numpy as np
 from starc.config import Config
 
 __all__ = ["DenseRef", "Quality", "dense_reference", "quality", "floor_cycles",
-           "program_cost", "ProgramCost"]
+           "program_cost", "step_cost", "ProgramCost"]
 
 
 @dataclass
@@ -102,6 +105,9 @@ class ProgramCost:
     floor: float
     breakdown: dict[str, int]
     energy_breakdown: dict[str, float]
+    selection_cycles: int = 0          # included in cycles
+    selection_energy_pj: float = 0.0   # included in energy_pj
+    selection_attacc_energy_pj: float = 0.0
 
     @property
     def ratio_to_floor(self) -> float:
@@ -118,3 +124,34 @@ def program_cost(prog: np.ndarray, cfg: Config, head_dim: int, n_tokens: int) ->
                        attacc_energy_pj=e.attacc_pj,
                        floor=floor_cycles(cfg, n_tokens, head_dim),
                        breakdown=dict(s.breakdown), energy_breakdown=dict(e.breakdown))
+
+
+def step_cost(prog: np.ndarray, n_selection: int, cfg: Config, head_dim: int, n_tokens: int,
+              host_cycles: int = 0) -> ProgramCost:
+    """Cycles and energy of a step program whose first ``n_selection`` commands are its selection
+    pass (ending with RDSB and BAR). The selection part is exact: the program is scheduled in
+    order, so its prefix schedules alone as it does inside the step, and ``selection_cycles`` is
+    the prefix's completion (the BAR). The breakdowns hold ``selection`` (cycles: the prefix plus
+    ``host_cycles``, the host's choice, not modelled by default) and the attention part's
+    categories (step minus prefix). ``host_cycles`` are added once when there is a pass."""
+    from starc.golden import energy, timing
+
+    if n_selection == 0:
+        c = program_cost(prog, cfg, head_dim, n_tokens)
+        c.breakdown = {"selection": 0, **c.breakdown}
+        c.energy_breakdown = {"selection": 0.0, **c.energy_breakdown}
+        return c
+    s = timing.schedule(prog, cfg)
+    pre = timing.schedule(prog[:n_selection], cfg)
+    sel_cycles = int(pre.total_cycles) + int(host_cycles)
+    e_sel = energy.account(prog[:n_selection], cfg, head_dim)
+    e_att = energy.account(prog[n_selection:], cfg, head_dim)
+    bd = {"selection": sel_cycles, **{k: int(v - pre.breakdown.get(k, 0))
+                                      for k, v in s.breakdown.items()}}
+    return ProgramCost(commands=len(prog), cycles=int(s.total_cycles) + int(host_cycles),
+                       energy_pj=e_sel.total_pj + e_att.total_pj,
+                       attacc_energy_pj=e_sel.attacc_pj + e_att.attacc_pj,
+                       floor=floor_cycles(cfg, n_tokens, head_dim), breakdown=bd,
+                       energy_breakdown={"selection": e_sel.total_pj, **e_att.breakdown},
+                       selection_cycles=sel_cycles, selection_energy_pj=e_sel.total_pj,
+                       selection_attacc_energy_pj=e_sel.attacc_pj)

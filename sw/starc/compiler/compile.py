@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from starc.address import SLICE, Geometry, round_robin
+from starc.address import SLICE, Geometry, quest_meta_rows, round_robin
 from starc.compiler.cluster import artifact_lloyd, balanced_kmeans, spherical_kmeans, unit
 from starc.compiler.compiled import CompiledKV, HeadMap
 from starc.compiler.placement import PLACEMENTS, place_blocks
@@ -318,8 +318,9 @@ def _block_centroids(slot_pos: np.ndarray, xu: np.ndarray, nb: int, tp: int) -> 
 
 
 def positional_headmap(layer: int, head: int, channel: int, row_base: int, T: int,
-                       geo: Geometry) -> HeadMap:
-    """The AttAcc dense layout of one head: position t in block t // tpgr, round-robin groups."""
+                       geo: Geometry, n_crows: int = 0) -> HeadMap:
+    """The AttAcc dense layout of one head: position t in block t // tpgr, round-robin groups.
+    ``n_crows``: metadata rows after the value rows (Quest's page bounds, see starc.address)."""
     tp, G = geo.tpgr, geo.G
     nb = -(-T // tp)
     slot_pos = np.arange(nb * tp, dtype=np.int64)
@@ -328,7 +329,7 @@ def positional_headmap(layer: int, head: int, channel: int, row_base: int, T: in
     n_krows = -(-nb // G)
     z = np.zeros(0, np.int64)
     return HeadMap(layer=layer, head=head, channel=channel, positional=True, tpgr=tp,
-                   row_base=row_base, n_krows=n_krows, n_crows=0, block_group=group,
+                   row_base=row_base, n_krows=n_krows, n_crows=n_crows, block_group=group,
                    block_row=row, slot_pos=slot_pos, seg_start=z, seg_end=z, seg_ready=z,
                    cl_start=z, cl_size=z, cl_seg=z,
                    centroid=np.zeros((0, geo.d), np.float32), buf_group=z, buf_row=z,
@@ -463,7 +464,10 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
             if l in layouts:
                 hm = _headmap(l, h, ch, next_row[ch], layouts[l][h], segs, opts, geo)
             else:
-                hm = positional_headmap(l, h, ch, next_row[ch], T, geo)
+                # sparse layers of the positional layout carry Quest's page bounds
+                meta = quest_meta_rows(T, geo) if (opts["mode"] == "dense" and l not in
+                                                   opts["dense_layers"]) else 0
+                hm = positional_headmap(l, h, ch, next_row[ch], T, geo, meta)
             next_row[ch] += 2 * hm.n_krows + hm.n_crows
             row_maps.append(hm)
         heads.append(row_maps)

@@ -13,8 +13,11 @@ A head map describes one (layer, KV head) region of one channel:
   clustered, always attended (row-aligned mode: one group row);
 - the *recent buffer*: ``buffer_cap`` slots in blocks ``buf_group``/``buf_row``; at context length
   ``n`` it holds positions ``clustered_end(n) .. n-1`` in arrival order;
-- *centroid rows*: the FP16 centroids, ``tpgr`` per block, dealt round-robin over the groups from
-  row ``row_base + 2 * n_krows``.
+- *metadata rows* (``n_crows`` from row ``row_base + 2 * n_krows``): the vectors a selection pass
+  scans, FP16, ``tpgr`` per block, dealt round-robin over the groups: the centroids of a clustered
+  head, or Quest's page bounds (the max vector of every complete 16-token page, then, from the
+  next row boundary, the min vectors) on the sparse layers of the positional layout
+  (:mod:`starc.address`).
 
 A *positional* head map (dense layers, the baselines' layout) has one segment per block, no
 clusters and no buffer: position t is slot t, so the layout is AttAcc's dense one.
@@ -28,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from starc.address import (
+    QUEST_PAGE,
     Geometry,
     blocks_to_banks,
     lane_bit,
+    quest_bound_index,
     round_robin,
     slot_fields,
 )
@@ -203,10 +208,8 @@ class CompiledKV:
         bt = np.where(bl, buf, 0)
         buf_k = np.where(bl[:, None], k16[bt], 0).reshape(nbb, geo.tpgr, geo.d)
         buf_v = np.where(bl[:, None], v16[bt], 0).reshape(nbb, geo.tpgr, geo.d)
-        C = hm.n_clusters
-        ncb = -(-C // geo.tpgr)
-        cent = np.zeros((ncb * geo.tpgr, geo.d), np.uint16)
-        cent[:C] = hm.centroid.astype(np.float16).view(np.uint16)
+        cent = self.meta_vectors(hm, n)
+        ncb = len(cent) // geo.tpgr
         cg, cr = self.centroid_blocks(hm)
         groups = np.concatenate([hm.block_group, hm.buf_group, hm.block_group, hm.buf_group, cg])
         rows = np.concatenate([hm.block_row, hm.buf_row, hm.block_row + hm.n_krows,
@@ -221,9 +224,35 @@ class CompiledKV:
         addr[..., 3] = rows[:, None]
         return addr.reshape(-1, 4), data.reshape(-1, geo.cols, geo.lanes)
 
+    def meta_vectors(self, hm: HeadMap, n: int | None = None) -> np.ndarray:
+        """FP16 bits ``[blocks x tpgr, d]`` of the head's metadata vectors at context ``n``:
+        its centroids, or (positional heads with metadata rows) Quest's page bounds of the
+        complete pages (a page's bounds are final once its 16 tokens exist; others read 0)."""
+        geo = self.geometry
+        if not hm.positional:
+            C = hm.n_clusters
+            out = np.zeros((-(-C // geo.tpgr) * geo.tpgr, geo.d), np.uint16)
+            out[:C] = hm.centroid.astype(np.float16).view(np.uint16)
+            return out
+        out = np.zeros((hm.n_crows * geo.G * geo.tpgr, geo.d), np.uint16)
+        if not hm.n_crows:
+            return out
+        T = self.cache.meta.context_len
+        n = T if n is None else n
+        full = n // QUEST_PAGE
+        if full:
+            k = self.cache.k[hm.layer][:full * QUEST_PAGE, hm.head].astype(np.float16)
+            k = k.reshape(full, QUEST_PAGE, geo.d)
+            pages = np.arange(full)
+            out[quest_bound_index(pages, T, geo, upper=True)] = k.max(1).view(np.uint16)
+            out[quest_bound_index(pages, T, geo, upper=False)] = k.min(1).view(np.uint16)
+        return out
+
     def centroid_blocks(self, hm: HeadMap) -> tuple[np.ndarray, np.ndarray]:
+        """(group, region row) of each metadata block (:meth:`meta_vectors`)."""
         G = self.cfg.org.groups_per_channel
-        g, r = round_robin(-(-hm.n_clusters // hm.tpgr), G)
+        nb = hm.n_crows * G if hm.positional else -(-hm.n_clusters // hm.tpgr)
+        g, r = round_robin(nb, G)
         return g, 2 * hm.n_krows + r
 
     def channel_image(self, channel: int, n: int | None = None,

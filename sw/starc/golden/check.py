@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from starc.config import Config
-from starc.golden.timing import mac_latency, move_spacing, sfm_cycles
+from starc.golden.timing import mac_latency, move_spacing, rdsb_transfer, sfm_cycles
 from starc.isa import MacArg, Op, format_command
 
 __all__ = ["TimingViolation", "check", "violations"]
@@ -60,7 +60,7 @@ def _expand(prog: np.ndarray, cfg: Config) -> dict[str, list[np.ndarray]]:
         elif op in (Op.MVSB, Op.MVGB):
             banks.append(np.array([], dtype=np.int64))
             groups.append(np.array([g]))
-        elif op in (Op.WRGB, Op.SFM):
+        elif op in (Op.WRGB, Op.SFM, Op.RDSB):
             banks.append(np.array([], dtype=np.int64))
             groups.append(all_groups)
         else:
@@ -192,7 +192,7 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
             last_bg_g[g] = i
 
     # data path: per pseudo-channel tBL, per rank tCCD_S, per group tCCD_L
-    DATA = (Op.RD, Op.WR, Op.WRGB, Op.MVSB, Op.MVGB, Op.SFM)
+    DATA = (Op.RD, Op.WR, Op.WRGB, Op.MVSB, Op.MVGB, Op.SFM, Op.RDSB)
     last_d_grp: dict[int, int] = {}
     last_d_rank: dict[int, int] = {}
     last_d_pc: dict[int, int] = {}
@@ -214,6 +214,20 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
             last_d_grp[g] = i
             last_d_rank[r] = i
             last_d_pc[r // RPP] = i
+
+    # selection read-back (RDSB, docs/commands.md): the transfer holds the pseudo-channels' data
+    # buses; the softmax buffer's read port is busy until the data has left
+    last_rdsb = -1
+    for i in range(n):
+        op = ops[i]
+        if last_rdsb >= 0:
+            xfer = rdsb_transfer(cfg, int(prog["arg"][last_rdsb]))
+            if op in (Op.RD, Op.WR, Op.MVSB, Op.MVGB):
+                need(i, last_rdsb, xfer, "RDSB transfer (data bus)")
+            if op in (Op.SFM, Op.MVGB, Op.RDSB):
+                need(i, last_rdsb, tm.CL + xfer, "RDSB -> softmax buffer read port")
+        if op == Op.RDSB:
+            last_rdsb = i
 
     # read/write turnaround
     last_rd: dict[int, int] = {}
@@ -294,6 +308,12 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
             last_any_mvgb = i
             last_mvgb[(int(c["group"]), int(c["col"]) & 1)] = i
             done.append(int(issue[i]) + pu.mv_cycles)
+        elif op == Op.RDSB:
+            for j in mvsbs[-1:]:
+                need(i, j, pu.mv_cycles, "MVSB -> RDSB (mv_cycles)")
+            if last_sfm >= 0:
+                need(i, last_sfm, sfm_cycles(cfg, int(prog["arg"][last_sfm])), "SFM -> RDSB")
+            done.append(int(issue[i]) + tm.CL + rdsb_transfer(cfg, int(c["arg"])))
         elif op == Op.BAR and done and issue[i] < max(done):
             out.append(Violation(i, "BAR before earlier commands completed", int(issue[i]),
                                  max(done), i - 1))

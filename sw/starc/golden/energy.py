@@ -7,7 +7,9 @@
   about 0.9 nJ for a 1 KiB row), plus cell RD/WR per byte actually read. This is the figure that
   shows what row-aligned clustering changes.
 
-Both add the same MAC, data-movement, buffer and softmax terms. Per-event constants come from the
+Both add the same MAC, data-movement, buffer and softmax terms. A selection read-back (RDSB)
+reads its FP32 scores from the softmax buffer (SRAM) and sends them over the interposer I/O to the
+host (``host_io``). Per-event constants come from the
 preset's ``[energy]`` section (AttAcc src/config.py citing FGDRAM, MICRO 2017). Refresh energy is
 not included: no sourced per-refresh constant exists in the presets (stated in docs/presets.md).
 """
@@ -34,6 +36,7 @@ class EventCounts:
     host_bytes: int         # RD/WR bytes crossing the interposer
     softmax_elements: int
     refreshes: int
+    readback_bytes: int = 0  # RDSB: scores from the softmax buffer to the host
 
 
 @dataclass
@@ -63,10 +66,12 @@ def count_events(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> EventCou
     moved = (score_moves * sets * 16 * 4 + value_moves * bpg * 16 * 4
              + n[Op.MVGB] * sets * 16 * 2 * bpg + n[Op.WRGB] * colb * nb_ch)
     sfm = int(prog["arg"][ops == int(Op.SFM)].astype(np.int64).sum())
+    readback = 4 * int(prog["arg"][ops == int(Op.RDSB)].astype(np.int64).sum())
     return EventCounts(
         bank_activations=acts, bank_column_reads=reads, bank_column_writes=n[Op.WR],
         mac_lane_ops=mac_cols * pu.lanes, moved_bytes=moved,
-        host_bytes=(n[Op.RD] + n[Op.WR]) * colb, softmax_elements=sfm, refreshes=n[Op.REF])
+        host_bytes=(n[Op.RD] + n[Op.WR]) * colb, softmax_elements=sfm, refreshes=n[Op.REF],
+        readback_bytes=readback)
 
 
 def account(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> Energy:
@@ -79,7 +84,8 @@ def account(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> Energy:
     common = {
         "mac": c.mac_lane_ops * e.mac_pj,
         "data_movement": c.moved_bytes * 8 * io_path + c.moved_bytes * e.sram_pj_per_byte,
-        "host_io": c.host_bytes * 8 * (io_path + e.io_pj_per_bit),
+        "host_io": c.host_bytes * 8 * (io_path + e.io_pj_per_bit)
+        + c.readback_bytes * (8 * e.io_pj_per_bit + e.sram_pj_per_byte),
         "softmax": c.softmax_elements * e.sfm_ops_per_element * e.mac_pj,
     }
     explicit = {

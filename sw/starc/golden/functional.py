@@ -20,6 +20,9 @@ Precisions of the contract that docs/commands.md leaves open (docs/numerics.md r
   one set of value accumulators).
 * The score-move mask has one bit per entry, ``sets * slots <= 32``; bits beyond are an error.
 * SFM with no entries and ``n = 0`` does nothing.
+* RDSB (selection read-back): takes every pending score move off the softmax buffer (they take
+  no part in a later SFM and get probability 0) and returns their valid scores, in buffer order,
+  in :attr:`Result.host_scores`; ``n`` must equal their number.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class Result:
     reads: NDArray[np.uint16]           #: [n_rd, lanes] data of the RD commands, in order
     read_index: NDArray[np.int64]       #: command index of each RD
     image: dict[RowKey, NDArray[np.uint16]] = field(repr=False)  #: image after the WRs
+    #: per RDSB, in order: FP32 bits of the valid scores it read to the host (buffer order)
+    host_scores: list[NDArray[np.uint32]] = field(default_factory=list)
 
 
 @dataclass
@@ -108,6 +113,7 @@ class _Machine:
         self.pending: list[_Move] = []
         self.fifo: deque[_Move] = deque()
         self.reads: list[NDArray[np.uint16]] = []
+        self.host_scores: list[NDArray[np.uint32]] = []
         self.read_index: list[int] = []
         bank = np.arange(B)
         self.q_chunk = 2 * (bank % self.bpt)                      # + h
@@ -241,6 +247,14 @@ class _Machine:
             at += len(mv.scores)
             self.fifo.append(mv)
 
+    def rdsb(self, i: int, n: int) -> None:
+        moves, self.pending = self.pending, []
+        got = [mv.scores[mv.valid] for mv in moves]
+        x = np.concatenate(got) if got else np.zeros(0, np.uint32)
+        if x.size != n:
+            raise self.err(i, f"RDSB n={n} but the softmax buffer holds {x.size} valid entries")
+        self.host_scores.append(x)
+
     def mvgb(self, i: int, g: int, slot: int) -> None:
         self.check_group(i, g)
         if slot > 1:
@@ -307,6 +321,8 @@ class _Machine:
                 self.query[c] = self.wdata[arg[i]]
             elif op == Op.SFM:
                 self.sfm(i, arg[i])
+            elif op == Op.RDSB:
+                self.rdsb(i, arg[i])
             elif op == Op.REF:
                 if (self.open_row >= 0).any():
                     raise self.err(i, "REF needs every bank closed")
@@ -345,6 +361,7 @@ class _Machine:
             reads=np.array(self.reads, dtype=np.uint16).reshape(-1, self.Ln),
             read_index=np.array(self.read_index, dtype=np.int64),
             image=self.image,
+            host_scores=self.host_scores,
         )
 
 

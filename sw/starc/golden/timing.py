@@ -22,7 +22,8 @@ import numpy as np
 from starc.config import Config
 from starc.isa import PROGRAM_DTYPE, MacArg, Op
 
-__all__ = ["ProgramError", "Schedule", "schedule", "sfm_cycles", "mac_latency", "CATEGORIES"]
+__all__ = ["ProgramError", "Schedule", "schedule", "sfm_cycles", "mac_latency", "rdsb_transfer",
+           "CATEGORIES"]
 
 CATEGORIES = ("mac_issue", "row_switch", "refresh", "data_movement", "softmax", "drain")
 
@@ -37,6 +38,15 @@ def sfm_cycles(cfg: Config, n: int) -> int:
     """Cycles the softmax unit is busy for n valid entries (docs/commands.md)."""
     pu = cfg.pu
     return pu.sfm_latency + pu.sfm_passes * -(-max(int(n), 0) // pu.sfm_lanes)
+
+
+# ---- selection read-back (RDSB), docs/commands.md; kept apart until the rule table lands ------
+def rdsb_transfer(cfg: Config, n: int) -> int:
+    """Cycles the channel's data bus carries an RDSB of ``n`` FP32 scores: ``4 n`` bytes in
+    32-byte bursts of ``tBL`` cycles, the pseudo-channels' buses side by side. Completion is
+    ``CL`` later (as for RD: CL + tBL for one burst)."""
+    bursts = -(-4 * max(int(n), 0) // cfg.org.column_bytes)
+    return cfg.timing.tBL * -(-bursts // cfg.org.pseudo_channels)
 
 
 def move_spacing(cfg: Config) -> int:
@@ -168,6 +178,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
     MACAB, MACBG, RD, WR = int(Op.MACAB), int(Op.MACBG), int(Op.RD), int(Op.WR)
     WRGB, MVSB, MVGB, SFM = int(Op.WRGB), int(Op.MVSB), int(Op.MVGB), int(Op.SFM)
     REF, BAR = int(Op.REF), int(Op.BAR)
+    RDSB = int(Op.RDSB)
     VALUE, BUF = int(MacArg.VALUE), int(MacArg.BUF)
 
     def _err(i: int, msg: str) -> ProgramError:
@@ -453,6 +464,21 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
                 c = t + sfm_cycles(cfg, args[i])
                 sfm_end = c
             cat[key] += t - prev if prev >= 0 else t
+        elif op == RDSB:
+            # selection read-back (docs/commands.md): after every earlier score move and the
+            # softmax unit; holds the data bus for the transfer and the buffer's read port until
+            # the data has left (completion)
+            base = max(d_allmax + tCCD_L, mvsb_done, sfm_end)
+            if base > t:
+                t = base
+            xfer = rdsb_transfer(cfg, args[i])
+            d_all = d_allmax = t
+            d_pc = [t + xfer - tBL] * len(d_pc)
+            d_rank = [t] * R
+            d_grp = [t] * G
+            c = t + tm.CL + xfer
+            sfm_end = c
+            cat["data_movement"] += t - prev if prev >= 0 else t
         elif op == BAR:
             if complete > t:
                 t = complete

@@ -20,7 +20,7 @@ import numpy as np
 from starc.compiler import CompiledKV, CompileOptions, compile_kv
 from starc.config import Config
 from starc.kv import KVCache
-from starc.metrics import dense_reference, program_cost, quality
+from starc.metrics import dense_reference, quality, step_cost
 from starc.planner import registry
 from starc.planner.plan import Planner
 from starc.planner.registry import DEFAULT_POLICIES, DENSE_LAYERS, LAYOUT_OF
@@ -42,8 +42,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("occupancy", "occup."),
     ("rounds", "rounds"),
     ("cycles", "cycles"),
+    ("selection_cycles", "sel. cycles"),
     ("ns", "ns"),
     ("energy_nJ", "nJ"),
+    ("selection_energy_nJ", "sel. nJ"),
     ("attacc_energy_nJ", "AttAcc nJ"),
     ("ratio_to_floor", "x floor"),
     ("mass_recall", "mass rec."),
@@ -64,6 +66,7 @@ class EvalOptions:
     sparq_recent: int = 64
     sinks: int = 4
     objective: str = OBJECTIVES[0]              # planner: per-round MAC choice (rounds.py)
+    host_cycles: int = 0                        # host's choice after a selection read-back
     seed: int = 0
 
     def check(self, cache: KVCache) -> None:
@@ -187,10 +190,14 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
                       mass_recall=qual.mass_recall, topk_recall=qual.topk_recall,
                       rel_error=qual.rel_error)
                 if ti * g + j in sample:
-                    prog, _ = pl.program(sp)
-                    c = program_cost(prog, cfg, m.head_dim, sp.selected.size)
+                    prog, _, n_sel = pl.step_program(sp)
+                    c = step_cost(prog, n_sel, cfg, m.head_dim, sp.selected.size,
+                                  o.host_cycles)
                     a.add(cycles=c.cycles, ns=cfg.cycles_to_ns(c.cycles),
+                          selection_cycles=c.selection_cycles,
+                          attention_cycles=c.cycles - c.selection_cycles,
                           energy_nJ=c.energy_pj / 1e3, attacc_energy_nJ=c.attacc_energy_pj / 1e3,
+                          selection_energy_nJ=c.selection_energy_pj / 1e3,
                           ratio_to_floor=c.ratio_to_floor, commands=c.commands,
                           **{f"t_{k}": v for k, v in c.breakdown.items()},
                           **{f"e_{k}": v / 1e3 for k, v in c.energy_breakdown.items()})
@@ -209,7 +216,9 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
             "seconds": time.perf_counter() - t0,
             "counting": "per query head: one program per (step, layer, query head); GQA union: "
                         "rows holding a token selected by any query head of the KV head",
-            "cost_scope": "one layer, one query head, one channel (the KV head's)"}
+            "cost_scope": "one layer, one query head, one channel (the KV head's); cycles and "
+                          "energy include the selection pass (selection_*: its part)",
+            "host_cycles": o.host_cycles}
     stats = {mode: {**ck.stats, "options": {k: v for k, v in ck.options.items()
                                             if k != "threads"}}
              for mode, ck in compiled.items()}

@@ -20,9 +20,10 @@ from starc.address import Geometry
 from starc.compiler.compiled import CompiledKV, HeadMap, Located
 from starc.planner import policies as pol
 from starc.planner import registry
-from starc.planner.program import emit_program, query_words
+from starc.planner.program import SelectionPass, emit_program, query_words, step_program
 from starc.planner.registry import DENSE_LAYERS, LAYOUT_OF, Params
 from starc.planner.rounds import OBJECTIVES, RowPlan, plan_rows, whole_rounds
+from starc.planner.selection import selection_pass
 
 __all__ = ["LAYOUT_OF", "Planner", "StepPlan", "concat_located"]  # LAYOUT_OF: registry's
 
@@ -38,6 +39,7 @@ class StepPlan:
     rows: RowPlan
     alpha: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    scored: bool = False       # the choice needed scores: the step has a selection pass
 
     def program(self, hm: HeadMap, geo: Geometry, banks_per_pu: int = 1) -> np.ndarray:
         return emit_program(self.rows, geo, krow_base=hm.row_base,
@@ -115,7 +117,7 @@ class Planner:
             out.append(StepPlan(step=step, layer=layer, q_head=kv_head * g + j, kv_head=kv_head,
                                 n_ctx=n, selected=pos, located=loc, rows=rows,
                                 alpha=None if sel.alpha is None else float(sel.alpha[j]),
-                                extra=dict(sel.extra)))
+                                extra=dict(sel.extra), scored=sel.scored))
         return out
 
     def whole(self, layer: int, kv_head: int, n: int) -> list:
@@ -146,6 +148,12 @@ class Planner:
                          objective=objective or self.objective, cfg=cfg, exact=exact,
                          whole=whole)
 
+    def rows_for_tokens(self, group: np.ndarray, row: np.ndarray, lane_bit: np.ndarray,
+                        token_set: np.ndarray) -> RowPlan:
+        """Activation rounds of arbitrary vectors (a selection pass's scanned rows)."""
+        return plan_rows(group, row, lane_bit, token_set, self.geo, objective=self.objective,
+                         cfg=self.ck.cfg)
+
     def union_rows(self, plans: list[StepPlan]) -> RowPlan:
         """Rows the query heads of one KV head need together (the GQA union; counted without
         dummy rows)."""
@@ -154,8 +162,22 @@ class Planner:
         return self.rows_for(hm.locate(pos, plans[0].n_ctx), "energy")
 
     def program(self, sp: StepPlan) -> tuple[np.ndarray, np.ndarray]:
-        """Command program and ``wdata`` (query chunks, uint16 ``[d/16, 16]``) of one plan."""
+        """Attention program and ``wdata`` (query chunks, uint16 ``[d/16, 16]``) of one plan."""
         hm = self.ck.head(sp.layer, sp.kv_head)
         q16 = self.ck.cache.q[sp.layer][sp.step, sp.q_head]
         prog = sp.program(hm, self.geo, self.ck.cfg.pu.banks_per_pu)
         return prog, query_words(q16, self.meta.head_dim, self.geo.lanes)
+
+    def selection(self, sp: StepPlan) -> SelectionPass | None:
+        """The selection pass of one plan (:mod:`starc.planner.selection`), or ``None``."""
+        return selection_pass(self, sp)
+
+    def step_program(self, sp: StepPlan) -> tuple[np.ndarray, np.ndarray, int]:
+        """The whole step: selection program (if any) then attention program. Returns
+        ``(program, wdata, commands of the selection part)``."""
+        hm = self.ck.head(sp.layer, sp.kv_head)
+        q16 = self.ck.cache.q[sp.layer][sp.step, sp.q_head]
+        return step_program(self.selection(sp), sp.rows, self.geo,
+                            query_words(q16, self.meta.head_dim, self.geo.lanes),
+                            krow_base=hm.row_base, vrow_base=hm.row_base + hm.n_krows,
+                            banks_per_pu=self.ck.cfg.pu.banks_per_pu)

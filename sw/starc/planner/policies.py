@@ -42,6 +42,7 @@ __all__ = [
     "Selection",
     "select_dense",
     "select_oracle",
+    "sparq_channels",
     "select_quest",
     "select_sparq",
     "select_starc",
@@ -58,6 +59,7 @@ class Selection:
     positions: list[np.ndarray]
     alpha: np.ndarray | None = None        # SparQ: approximate mass kept, per query head
     extra: dict[str, float] = field(default_factory=dict)
+    scored: bool = False                   # the choice needed scores (a selection pass)
 
 
 def _all(n: int, g: int) -> Selection:
@@ -75,7 +77,7 @@ def select_oracle(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
         return _all(n, q.shape[0])
     s = q @ K.T                                                      # [g, n]
     top = np.argpartition(-s, B - 1, axis=1)[:, :B]
-    return Selection([np.sort(t) for t in top])
+    return Selection([np.sort(t) for t in top], scored=True)
 
 
 def select_quest(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
@@ -99,7 +101,13 @@ def select_quest(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
         pages = np.sort(t)
         pos = (pages[:, None] * PAGE + np.arange(PAGE)[None]).reshape(-1)
         out.append(pos[pos < n])
-    return Selection(out)
+    return Selection(out, scored=want < n_pages)
+
+
+def sparq_channels(q: np.ndarray, r: int) -> np.ndarray:
+    """SparQ's ``r`` largest-|q| channels of each query head ``[g, r]`` (the approximate pass
+    reads these channels of every key)."""
+    return np.argpartition(-np.abs(q), min(r, q.shape[1]) - 1, axis=1)[:, :r]
 
 
 def select_sparq(q: np.ndarray, K: np.ndarray, B: int, *, r: int, recent: int) -> Selection:
@@ -109,7 +117,7 @@ def select_sparq(q: np.ndarray, K: np.ndarray, B: int, *, r: int, recent: int) -
         return Selection(_all(n, g).positions, alpha=np.ones(g))
     r = min(r, d)
     recent = min(recent, B)
-    idx = np.argpartition(-np.abs(q), r - 1, axis=1)[:, :r]          # [g, r]
+    idx = sparq_channels(q, r)                                       # [g, r]
     qr = np.take_along_axis(q, idx, axis=1)                          # [g, r]
     Kr = K[:, idx].transpose(1, 0, 2)                                # [g, n, r]
     # SparQ: temperature sqrt(d * ||q_r||_1 / ||q||_1) compensates the dropped channels
@@ -126,7 +134,7 @@ def select_sparq(q: np.ndarray, K: np.ndarray, B: int, *, r: int, recent: int) -
         np.zeros(0, np.int64)
     pos = np.concatenate([top, np.arange(old, n)]).astype(np.int64)
     alpha = p[:, pos].sum(1)
-    return Selection([pos] * g, alpha=alpha)
+    return Selection([pos] * g, alpha=alpha, scored=True)
 
 
 def select_streaming(q: np.ndarray, K: np.ndarray, B: int, *, sinks: int = 4) -> Selection:
@@ -173,7 +181,8 @@ def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int) -> Selection:
         slots = np.concatenate(parts)
         pos = hm.slot_pos[slots]
         out.append(np.sort(np.concatenate([pos, recent])))
-    return Selection(out, extra={"clusters": n_clusters / g, "recent": float(recent.size)})
+    return Selection(out, extra={"clusters": n_clusters / g, "recent": float(recent.size)},
+                     scored=True)
 
 
 def _slots(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:

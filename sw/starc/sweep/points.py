@@ -177,7 +177,8 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "", setting: str = "") -
     fig.suptitle(head, fontsize=9)
     figs["recall_vs_rows.png"] = fig
 
-    keys = ["t_mac_issue", "t_row_switch", "t_refresh", "t_data_movement", "t_softmax", "t_drain"]
+    keys = ["t_selection", "t_mac_issue", "t_row_switch", "t_refresh", "t_data_movement",
+            "t_softmax", "t_drain"]
     b0 = 1024 if any(r["budget"] == 1024 for r in rows) else max(r["budget"] for r in rows)
     sel = [r for r in rows if r["budget"] == b0]
     fig, ax = plt.subplots(figsize=(max(8.0, 0.45 * len(sel)), 4))
