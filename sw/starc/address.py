@@ -45,12 +45,14 @@ if TYPE_CHECKING:  # pragma: no cover - typing only (config imports this module 
     from starc.config import Config, Organisation
 
 __all__ = [
+    "MOVE_MASK_SLOTS",
     "QUEST_PAGE",
     "SLICE",
     "Geometry",
     "banks_per_token",
     "banks_to_blocks",
     "blocks_to_banks",
+    "check_geometry",
     "dense_token_address",
     "group_of",
     "lane_bit",
@@ -191,6 +193,19 @@ def banks_to_blocks(rows: np.ndarray, geo: Geometry) -> np.ndarray:
     L = geo.lanes
     y = rows.reshape(nb, geo.sets, geo.bpt, SLICE, 2, L).transpose(0, 1, 3, 2, 4, 5)
     return np.ascontiguousarray(y).reshape(nb, geo.tpgr, geo.d)
+
+
+#: Token slots one score move's valid mask covers (its 32-bit ``arg`` field, docs/commands.md).
+MOVE_MASK_SLOTS = 32
+
+
+def check_geometry(geo: Geometry) -> None:
+    """Raise ValueError if programs cannot address this layout: a score move's mask must cover a
+    group row (the compiler checks it so such a cache is refused at compile time)."""
+    if geo.tpgr > MOVE_MASK_SLOTS:
+        raise ValueError(f"head_dim {geo.d} puts {geo.tpgr} tokens in a group row, but a score "
+                         f"move's valid mask covers {MOVE_MASK_SLOTS} slots; the planner needs "
+                         f"head_dim >= {geo.d * geo.tpgr // MOVE_MASK_SLOTS} on this preset")
 
 
 # ---- selection metadata rows ---------------------------------------------------------------------

@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "kv": ("starc.model.cli", "KV-cache files (schema starc-kv/1)"),
     "model": ("starc.model.cli", "the SmolLM2 reference model"),
     "compile": ("starc.compiler.cli", "cluster and place a KV cache into a PIM memory image"),
-    "eval": ("starc.compiler.cli",
+    "eval": ("starc.planner.cli",
              "compare selection policies: quality, rows, occupancy, cycles, energy"),
     "sweep": ("starc.sweep.cli",
               "design-space sweep (cached by content hash; local processes or Dask)"),

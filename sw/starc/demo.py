@@ -94,10 +94,10 @@ def extract_demo_kv(context: int, steps: int, depth: float, seed: int) -> tuple[
 
 def run(args: argparse.Namespace) -> int:
     from starc import config
-    from starc.cli import print_json, print_table
+    from starc.cli import print_json
     from starc.kv import load_kv
-    from starc.planner.evaluate import EvalOptions, evaluate
     from starc.planner.registry import DEFAULT_POLICIES
+    from starc.planner.table import COLUMNS, cells, print_rows, title
     from starc.report import ReportWriter, markdown_table
 
     t0 = time.perf_counter()
@@ -122,9 +122,7 @@ def run(args: argparse.Namespace) -> int:
     _status(f"compiling and evaluating {len(DEFAULT_POLICIES)} policies at B = {args.budget} "
             f"over {meta.n_layers - 2} sparse layers x {meta.n_kv_heads} KV heads x "
             f"{meta.decode_steps} steps ...")
-    res = evaluate(cache, cfg, EvalOptions(budgets=(args.budget,), cost_programs=24,
-                                           objective=args.objective),
-                   progress=lambda m: None)
+    res = evaluate_demo(cache, cfg, args.budget, args.objective)
     rows = res.rows
 
     answers: dict[str, str] = {}
@@ -148,14 +146,14 @@ def run(args: argparse.Namespace) -> int:
 
     dense = next((r for r in rows if r["policy"] == "dense"), None)
     verdict = _verdict(rows, dense, args.budget, rtl)
-    cols = ["policy", "slots/qh", "/B", "occup.", "cycles", "ns", "nJ", "AttAcc nJ", "x floor",
-            "mass rec.", "rel. err", "passkey"]
+    # the comparison table of `starc eval` and `starc sweep` (starc.planner.table), plus the
+    # pass key
+    cols = (*COLUMNS, ("passkey_ok", "passkey"))
+    table_title = title(res.meta, what=f"one decode step of attention, SmolLM2-135M, "
+                                        f"{meta.prefill_len} tokens, B = {args.budget}")
 
-    def line(r: dict[str, Any]) -> list[Any]:
-        pk = "-" if r["passkey_ok"] is None else ("yes" if r["passkey_ok"] else "no")
-        return [r["policy"], r.get("slots_per_head"), r.get("slots_over_B"), r.get("occupancy"),
-                r.get("cycles"), r.get("ns"), r.get("energy_nJ"), r.get("attacc_energy_nJ"),
-                r.get("ratio_to_floor"), r.get("mass_recall"), r.get("rel_error"), pk]
+    def line(r: dict[str, Any]) -> list[str]:
+        return cells(r, cols)
 
     with rep:
         summary = {"preset": cfg.name, "budget": args.budget, "context": meta.prefill_len,
@@ -173,22 +171,31 @@ def run(args: argparse.Namespace) -> int:
             "# starc demo\n",
             f"SmolLM2-135M-Instruct, passkey prompt of {meta.prefill_len} tokens, "
             f"{meta.decode_steps} decode steps, preset `{cfg.name}`, budget B = {args.budget}, "
-            f"{res.meta['planner']}. Costs are per decode step, layer and query head on one "
-            "channel; cycles in tCK.\n",
-            markdown_table(cols, [line(r) for r in rows]),
+            f"{res.meta['planner']}, {res.meta['sampling']}. Costs are per decode step, layer "
+            "and query head on one channel, selection pass included; cycles in tCK.\n",
+            markdown_table([h for _, h in cols], [line(r) for r in rows]),
             f"\nRTL co-simulation: {rtl}\n", f"\n**Verdict.** {verdict}\n"]))
     if args.json:
         print_json(summary)
         return 0
-    print_table(f"one decode step of attention, SmolLM2-135M, {meta.prefill_len} tokens, "
-                f"B = {args.budget}, {cfg.name}, {res.meta['planner']} (per layer and query "
-                f"head, one channel)",
-                cols, [line(r) for r in rows])
+    print_rows(table_title, cols, [line(r) for r in rows])
     print(f"RTL co-simulation: {_rtl_line(rtl)}")
     print(f"Verdict: {verdict}")
     print(f"Report: {args.out}/ (demo.json, demo.csv, plots, README.md); "
           f"{time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def evaluate_demo(cache: Any, cfg: Any, budget: int, objective: str | None = None) -> Any:
+    """The demo's comparison: :func:`starc.planner.evaluate.evaluate` with the defaults
+    ``starc eval`` and ``starc sweep`` use (policies, planner objective, cost sampling, compile
+    options), so they reproduce the demo's table on the same cache."""
+    from starc.planner.evaluate import EvalOptions, evaluate
+    from starc.planner.rounds import OBJECTIVES
+
+    return evaluate(cache, cfg, EvalOptions(budgets=(budget,),
+                                            objective=objective or OBJECTIVES[0]),
+                    progress=lambda m: None)
 
 
 def _rtl_check(cfg: Any, cache: Any) -> dict[str, Any]:

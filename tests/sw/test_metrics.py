@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starc import config
 from starc.compiler import cli as ccli
+from starc.planner import cli as pcli
 from starc.golden import energy, programs, timing
 from starc.kv import save_kv, synthetic_kv
 from starc.metrics import dense_reference, floor_cycles, program_cost, quality
@@ -120,7 +121,9 @@ def test_evaluate_errors(small_cache):
 # ---- CLI handlers --------------------------------------------------------------------------------
 def _parse(argv):
     p = argparse.ArgumentParser()
-    ccli.register(p.add_subparsers(dest="command"))
+    sub = p.add_subparsers(dest="command")
+    ccli.register(sub)
+    pcli.register(sub)
     return p.parse_args(argv)
 
 

@@ -1,9 +1,7 @@
-"""``starc compile`` and ``starc eval``.
+"""``starc compile``, and the input options it shares with ``starc eval`` (starc.planner.cli).
 
 - ``starc compile KV --mode M --out DIR``: cluster and place a KV cache (or ``--synthetic``),
   write the artifact folder, print the compile statistics.
-- ``starc eval INPUT``: compare selection policies on a KV file, an artifact folder or a synthetic
-  cache; print the comparison table and write ``eval.json`` + ``eval.csv``.
 
 Handlers return exit codes: 0 on success, 2 on bad input (one line on stderr, no traceback;
 expected errors propagate to the boundary in :func:`starc.cli.main`). Every option is range-checked
@@ -14,15 +12,15 @@ are checked before any clustering or synthetic data generation (docs/reliability
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cmd_compile", "cmd_eval", "register"]
+__all__ = ["add_compile_args", "add_synthetic_args", "check_compilable", "check_dense",
+           "check_synthetic", "cmd_compile", "compile_options_from_args", "register",
+           "resolve_dense_layers", "source_arg", "synthetic_cache", "synthetic_meta"]
 
 
-def _add_synthetic_args(p: argparse.ArgumentParser) -> None:
+def add_synthetic_args(p: argparse.ArgumentParser) -> None:
     from starc.argtypes import int_range
     g = p.add_argument_group("synthetic cache (with --synthetic)")
     g.add_argument("--synthetic", action="store_true",
@@ -43,7 +41,7 @@ def _add_synthetic_args(p: argparse.ArgumentParser) -> None:
                    help="seed of the synthetic cache (default 0)")
 
 
-def _add_compile_args(p: argparse.ArgumentParser) -> None:
+def add_compile_args(p: argparse.ArgumentParser) -> None:
     from starc.argtypes import int_range
     from starc.compiler.placement import PLACEMENTS
     p.add_argument("--placement", choices=PLACEMENTS, default=None,
@@ -66,7 +64,7 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
                    help="layers kept dense (default 0 1; given layers must exist)")
 
 
-def _synthetic_meta(args: argparse.Namespace) -> Any:
+def synthetic_meta(args: argparse.Namespace) -> Any:
     """The meta of the synthetic cache the arguments ask for (checked before generating it)."""
     from starc.kv import KVError, KVMeta
     if args.syn_q_heads % args.syn_kv_heads:
@@ -81,9 +79,9 @@ def _synthetic_meta(args: argparse.Namespace) -> Any:
 SYNTHETIC_MAX_BYTES = 8 << 30
 
 
-def _check_synthetic(args: argparse.Namespace, cfg: Any) -> None:
+def check_synthetic(args: argparse.Namespace, cfg: Any) -> None:
     from starc.kv import KVError, check_capacity
-    m = _synthetic_meta(args)
+    m = synthetic_meta(args)
     check_capacity(m, cfg)
     nbytes = 4 * m.n_layers * m.head_dim * (2 * m.context_len * m.n_kv_heads
                                             + m.decode_steps * m.n_q_heads)
@@ -93,7 +91,7 @@ def _check_synthetic(args: argparse.Namespace, cfg: Any) -> None:
                       f"layers, heads, tokens or decode steps")
 
 
-def _synthetic(args: argparse.Namespace) -> Any:
+def synthetic_cache(args: argparse.Namespace) -> Any:
     from starc.kv import synthetic_kv
     return synthetic_kv(n_layers=args.syn_layers, n_q_heads=args.syn_q_heads,
                         n_kv_heads=args.syn_kv_heads, head_dim=args.syn_head_dim,
@@ -101,7 +99,7 @@ def _synthetic(args: argparse.Namespace) -> Any:
                         seed=args.syn_seed)
 
 
-def _dense_layers(args: argparse.Namespace) -> None:
+def resolve_dense_layers(args: argparse.Namespace) -> None:
     """``--dense-layers`` as given (checked against the cache later), else the default 0 1
     (layers a small cache lacks are then simply absent)."""
     args.dense_given = args.dense_layers is not None
@@ -109,7 +107,7 @@ def _dense_layers(args: argparse.Namespace) -> None:
         args.dense_layers = [0, 1]
 
 
-def _check_dense(args: argparse.Namespace, n_layers: int) -> None:
+def check_dense(args: argparse.Namespace, n_layers: int) -> None:
     from starc.compiler.compile import CompileError
     bad = [l for l in args.dense_layers if not 0 <= l < n_layers]
     if bad and getattr(args, "dense_given", True):
@@ -117,7 +115,7 @@ def _check_dense(args: argparse.Namespace, n_layers: int) -> None:
                            f"0..{n_layers - 1}")
 
 
-def _options(args: argparse.Namespace, mode: str) -> Any:
+def compile_options_from_args(args: argparse.Namespace, mode: str) -> Any:
     from starc.compiler import CompileOptions
     return CompileOptions(mode=mode, placement=args.placement, seed=args.seed,
                           window=args.window, buffer=args.buffer,
@@ -126,13 +124,9 @@ def _options(args: argparse.Namespace, mode: str) -> Any:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``compile`` and ``eval`` to the ``starc`` sub-command parser."""
-    from starc.argtypes import int_range
+    """Add ``compile`` to the ``starc`` sub-command parser."""
     from starc.cli import add_force_arg, add_json_arg, add_preset_args
     from starc.compiler.compile import MODES
-    from starc.planner.evaluate import DEFAULT_BUDGETS
-    from starc.planner.registry import DEFAULT_POLICIES, POLICIES
-    from starc.planner.rounds import add_objective_arg
 
     pc = subparsers.add_parser(
         "compile", help="cluster and place a KV cache into a PIM memory image",
@@ -147,57 +141,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "`starc compile` wrote)")
     add_force_arg(pc)
     add_preset_args(pc)
-    _add_compile_args(pc)
-    _add_synthetic_args(pc)
+    add_compile_args(pc)
+    add_synthetic_args(pc)
     add_json_arg(pc)
     pc.set_defaults(func=cmd_compile)
 
-    pe = subparsers.add_parser(
-        "eval", help="compare selection policies: quality, rows, occupancy, cycles, energy",
-        description="Evaluate dense, oracle, Quest, SparQ, StreamingLLM and STARC policies on a "
-                    "KV file, a compiled artifact folder or a synthetic cache. Costs are per "
-                    "layer, per query head, on the KV head's channel; GQA union rows per KV "
-                    "head are reported beside them.")
-    pe.add_argument("input", nargs="?", type=Path,
-                    help="KV file or artifact folder; or --synthetic")
-    pe.add_argument("--policies", nargs="+", choices=POLICIES, default=list(DEFAULT_POLICIES),
-                    help=f"policies (default: {' '.join(DEFAULT_POLICIES)})")
-    pe.add_argument("--budgets", nargs="+", type=int_range(1), default=list(DEFAULT_BUDGETS),
-                    help="token budgets B (default 256 512 1024 2048)")
-    pe.add_argument("--eval-steps", type=int_range(0), nargs="+", default=None,
-                    help="decode steps to evaluate (default all)")
-    pe.add_argument("--eval-layers", type=int_range(0), nargs="+", default=None,
-                    help="layers to evaluate, none of them in --dense-layers (default: all not "
-                         "in --dense-layers)")
-    pe.add_argument("--cost-programs", type=int_range(-1), default=24,
-                    help="programs timed per policy and budget (-1: all; default 24)")
-    pe.add_argument("--sparq-r", type=int_range(1, 4096), default=None,
-                    help="SparQ channels r, 1 .. head_dim (default d/4)")
-    add_objective_arg(pe)
-    pe.add_argument("--out", "-o", type=Path, default=Path("eval-results"),
-                    help="folder for eval.json and eval.csv (default ./eval-results)")
-    add_force_arg(pe)
-    add_preset_args(pe)
-    _add_compile_args(pe)
-    _add_synthetic_args(pe)
-    add_json_arg(pe)
-    pe.set_defaults(func=cmd_eval)
 
-
-def _check_compilable(meta: Any, cfg: Any, options: Any, args: argparse.Namespace) -> None:
+def check_compilable(meta: Any, cfg: Any, options: Any, args: argparse.Namespace) -> None:
     """Everything that can be said before compiling: the preset holds the cache, the planner can
     evaluate its geometry, the options fit the mode and the cache (raises)."""
-    from starc.address import Geometry
+    from starc.address import Geometry, check_geometry
     from starc.kv import check_capacity
-    from starc.planner.program import check_geometry
     check_capacity(meta, cfg)
     geo = Geometry(cfg, meta.head_dim)
     check_geometry(geo)
-    _check_dense(args, meta.n_layers)
+    check_dense(args, meta.n_layers)
     options.resolve(geo, meta.prefill_len)
 
 
-def _source(args: argparse.Namespace, name: str) -> Any:
+def source_arg(args: argparse.Namespace, name: str) -> Any:
     from starc.cli import UserError
     path = getattr(args, name)
     if args.synthetic and path is not None:
@@ -213,19 +175,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from starc.compiler import compile_kv
     from starc.compiler.artifact import save_artifact
     from starc.kv import load_kv
-    kv = _source(args, "kv")
-    _dense_layers(args)
+    kv = source_arg(args, "kv")
+    resolve_dense_layers(args)
     out_dir = outputs.OutputDir(args.out, command="compile", force=args.force,
                                 inputs=[kv, *preset_inputs(args)])
     cfg = preset_from_args(args)
-    opts = _options(args, args.mode)
+    opts = compile_options_from_args(args, args.mode)
     if args.synthetic:
-        _check_synthetic(args, cfg)
-        _check_compilable(_synthetic_meta(args), cfg, opts, args)
-        cache = _synthetic(args)
+        check_synthetic(args, cfg)
+        check_compilable(synthetic_meta(args), cfg, opts, args)
+        cache = synthetic_cache(args)
     else:
         cache = load_kv(kv, cfg)
-        _check_compilable(cache.meta, cfg, opts, args)
+        check_compilable(cache.meta, cfg, opts, args)
     ck = compile_kv(cache, cfg, opts)
     out = save_artifact(ck, args.out, out=out_dir)
     st = ck.stats
@@ -252,130 +214,4 @@ def cmd_compile(args: argparse.Namespace) -> int:
                  f"clustering {st['seconds_cluster']:.2f} s)"),
     ]
     print_table(f"starc compile ({cfg.name})", ["field", "value"], rows)
-    return 0
-
-
-def _load_input(args: argparse.Namespace, cfg: Any) -> tuple[Any, dict[str, Any]]:
-    from starc.compiler.artifact import load_artifact
-    from starc.kv import load_kv
-    src = _source(args, "input")
-    if args.synthetic:
-        _check_synthetic(args, cfg)
-        return _synthetic(args), {}
-    if (src / "manifest.json").is_file():
-        ck = load_artifact(src, cfg)
-        return ck.cache, {ck.mode: ck}
-    return load_kv(src, cfg), {}
-
-
-def _num(x: Any) -> str:
-    if isinstance(x, str):
-        return x
-    if x is None or (isinstance(x, float) and x != x):
-        return "-"
-    if isinstance(x, (int,)) or float(x).is_integer() and abs(x) >= 100:
-        return f"{int(round(x)):,}"
-    ax = abs(float(x))
-    if ax >= 100:
-        return f"{x:,.0f}"
-    if ax >= 1 or ax == 0:
-        return f"{x:.3g}" if ax < 10 else f"{x:.1f}"
-    return f"{x:.3f}" if ax >= 0.01 else f"{x:.2e}"
-
-
-def print_comparison(title: str, rows: list[dict[str, Any]]) -> None:
-    """The comparison table, never truncated: at least 200 columns wide."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from starc.planner.evaluate import COLUMNS
-    console = Console()
-    console = Console(width=max(console.width, 200))
-    t = Table(title=title, title_justify="left")
-    for key, head in COLUMNS:
-        t.add_column(head, justify="left" if key == "policy" else "right", no_wrap=True)
-    for r in rows:
-        t.add_row(*[_num(r.get(k, float("nan"))) for k, _ in COLUMNS])
-    console.print(t)
-
-
-def rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    keys: list[str] = []
-    for r in rows:
-        keys.extend(k for k in r if k not in keys)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    from starc.report import csv_cell
-    for r in rows:
-        w.writerow({k: csv_cell(v) for k, v in r.items()})
-    return buf.getvalue()
-
-
-def _check_eval(args: argparse.Namespace, meta: Any) -> None:
-    """Options that need the cache's shape: layers, steps, SparQ r (raises ValueError)."""
-    from starc.cli import UserError
-    dense = sorted(set(args.dense_layers))
-    _check_dense(args, meta.n_layers)
-    for l in args.eval_layers or ():
-        if not 0 <= l < meta.n_layers:
-            raise UserError(f"--eval-layers {l}: the cache has layers 0..{meta.n_layers - 1}")
-        if l in dense:
-            raise UserError(f"--eval-layers {l}: layer {l} is dense (--dense-layers "
-                            f"{' '.join(map(str, dense))}), so every policy would run dense "
-                            f"attention there; evaluate sparse layers, or drop {l} from "
-                            f"--dense-layers")
-    for s in args.eval_steps or ():
-        if not 0 <= s < meta.decode_steps:
-            raise UserError(f"--eval-steps {s}: the cache has decode steps "
-                            f"0..{meta.decode_steps - 1}" if meta.decode_steps else
-                            f"--eval-steps {s}: the cache has no decode steps")
-    if args.sparq_r is not None and args.sparq_r > meta.head_dim:
-        raise UserError(f"--sparq-r {args.sparq_r}: at most head_dim = {meta.head_dim} channels")
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from starc import outputs
-    from starc.cli import preset_from_args, preset_inputs, print_json
-    from starc.compiler import CompileOptions
-    from starc.planner.evaluate import EvalOptions, evaluate
-    src = _source(args, "input")
-    _dense_layers(args)
-    out_dir = outputs.OutputDir(args.out, command="eval", force=args.force,
-                                inputs=[src, *preset_inputs(args)])
-    cfg = preset_from_args(args)
-    if args.synthetic:
-        _check_eval(args, _synthetic_meta(args))
-    cache, compiled = _load_input(args, cfg)
-    _check_eval(args, cache.meta)
-    # the layout options tune our row-aligned variant; the other modes keep their defaults
-    copts: dict[str, CompileOptions] = {
-        mode: CompileOptions(mode=mode, seed=args.seed, dense_layers=tuple(args.dense_layers))
-        for mode in ("artifact", "global", "dense")}
-    copts["row-aligned"] = _options(args, "row-aligned")
-    _check_compilable(cache.meta, cfg, copts["row-aligned"], args)
-    opts = EvalOptions(policies=tuple(args.policies), budgets=tuple(args.budgets),
-                       steps=tuple(args.eval_steps) if args.eval_steps else None,
-                       layers=tuple(args.eval_layers) if args.eval_layers else None,
-                       dense_layers=tuple(args.dense_layers),
-                       cost_programs=args.cost_programs, sparq_r=args.sparq_r,
-                       objective=args.objective, seed=args.seed)
-    res = evaluate(cache, cfg, opts, compiled=compiled, compile_options=copts)
-    res.rows.sort(key=lambda r: (r["budget"], list(args.policies).index(r["policy"])))
-    doc = {"meta": res.meta, "rows": res.rows, "compile_stats": res.compile_stats}
-    text = outputs.strict_json(doc, indent=1) + "\n"
-    with out_dir.build() as tmp:
-        (tmp / "eval.json").write_text(text, encoding="utf-8")
-        (tmp / "eval.csv").write_text(rows_to_csv(res.rows), encoding="utf-8")
-    if args.json:
-        print_json(doc)
-        return 0
-    m = res.meta
-    title = (f"{m['model']}: d = {m['head_dim']}, {m['n_q_heads']} query / {m['n_kv_heads']} KV "
-             f"heads, prefill {m['prefill_len']}, steps {m['steps']}, layers {m['layers']}, "
-             f"{m['preset']} (slots: activated group-row token slots per query head per layer; "
-             f"cycles/energy: one layer, one query head; group row = "
-             f"{m['tokens_per_group_row']} tokens; {m['planner']})")
-    print_comparison(title, res.rows)
-    print(f"wrote {args.out / 'eval.json'} and {args.out / 'eval.csv'}")
     return 0

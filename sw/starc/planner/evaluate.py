@@ -2,10 +2,10 @@
 
 For every decode step, sparse layer (not in ``dense_layers``) and KV head, the float64 dense
 reference is computed once; every (policy, budget) then selects, is scored against it, and has its
-rows planned per query head and as the GQA union. A deterministic, evenly spread sample of the
-(step, layer, query head) plans (``cost_programs`` per policy and budget; all with -1) is turned
-into programs and run through the golden timing and energy models. Means over the plans are
-reported per (policy, budget).
+rows planned per query head and as the GQA union. The plans the cost-sampling rule picks
+(:mod:`starc.planner.sampling`: all of them when a cell is small, else a seeded sample with 95 %
+intervals) are turned into step programs (selection pass + attention) and run through the golden
+timing and energy models. Means over the plans are reported per (policy, budget).
 """
 
 from __future__ import annotations
@@ -25,34 +25,12 @@ from starc.planner import registry
 from starc.planner.plan import Planner
 from starc.planner.registry import DEFAULT_POLICIES, DENSE_LAYERS, LAYOUT_OF
 from starc.planner.rounds import OBJECTIVES, setting
+from starc.planner.sampling import cost_sample, mean_ci95
+from starc.planner.table import CI_METRICS
 
-__all__ = ["DEFAULT_BUDGETS", "DEFAULT_POLICIES", "EvalOptions", "EvalResult", "evaluate",
-           "COLUMNS"]
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_POLICIES", "EvalOptions", "EvalResult", "evaluate"]
 
 DEFAULT_BUDGETS = (256, 512, 1024, 2048)
-
-#: (key, header, unit/meaning) of the comparison table
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("policy", "policy"),
-    ("budget", "B"),
-    ("slots_per_head", "slots/qh"),
-    ("slots_over_B", "/B"),
-    ("slices16_per_head", "rows16 x16"),
-    ("union_slots", "GQA union"),
-    ("occupancy", "occup."),
-    ("rounds", "rounds"),
-    ("cycles", "cycles"),
-    ("selection_cycles", "sel. cycles"),
-    ("ns", "ns"),
-    ("energy_nJ", "nJ"),
-    ("selection_energy_nJ", "sel. nJ"),
-    ("attacc_energy_nJ", "AttAcc nJ"),
-    ("ratio_to_floor", "x floor"),
-    ("mass_recall", "mass rec."),
-    ("topk_recall", "top-k rec."),
-    ("rel_error", "rel. err"),
-)
-
 
 @dataclass
 class EvalOptions:
@@ -61,7 +39,7 @@ class EvalOptions:
     steps: tuple[int, ...] | None = None        # default: every decode step
     layers: tuple[int, ...] | None = None       # default: every layer not in dense_layers
     dense_layers: tuple[int, ...] = DENSE_LAYERS
-    cost_programs: int = 24                     # programs timed per (policy, budget); -1: all
+    cost_programs: int | None = None            # None: the sampling rule; -1: all; k: k plans
     sparq_r: int | None = None
     sparq_recent: int = 64
     sinks: int = 4
@@ -157,11 +135,8 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
     g = m.group_size
     tuples = [(s, l, kh) for s in steps for l in layers for kh in range(m.n_kv_heads)]
     n_plans = len(tuples) * g
-    if o.cost_programs < 0 or o.cost_programs >= n_plans:
-        sample = set(range(n_plans))
-    else:
-        sample = set(np.linspace(0, n_plans - 1, max(o.cost_programs, 0)).round().astype(int)
-                     .tolist()) if o.cost_programs else set()
+    cs = cost_sample(n_plans, o.cost_programs, o.seed)
+    sample = set(cs.indices.tolist())
     acc = {key: _Acc() for key in planners}
     geo = next(iter(compiled.values())).geometry
     for ti, (s, l, kh) in enumerate(tuples):
@@ -206,7 +181,11 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
         row: dict[str, Any] = {"policy": p, "budget": b}
         for k in sorted(a.v):
             row[k] = a.mean(k)
-        row["programs_timed"] = len(a.v.get("cycles", []))
+        for k in CI_METRICS:
+            if k in a.v:
+                row[k], row[f"{k}_ci95"] = mean_ci95(a.v[k], n_plans)
+        row["programs_timed"] = row["cost_n"] = len(a.v.get("cycles", []))
+        row["cost_N"] = n_plans
         rows.append(row)
     meta = {"model": m.model, "n_layers": m.n_layers, "n_q_heads": m.n_q_heads,
             "n_kv_heads": m.n_kv_heads, "head_dim": m.head_dim, "prefill_len": m.prefill_len,
@@ -218,7 +197,8 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
                         "rows holding a token selected by any query head of the KV head",
             "cost_scope": "one layer, one query head, one channel (the KV head's); cycles and "
                           "energy include the selection pass (selection_*: its part)",
-            "host_cycles": o.host_cycles}
+            "host_cycles": o.host_cycles, "sampling": cs.describe(), "cost_n": cs.n,
+            "cost_N": cs.N, "cost_sample_seed": o.seed}
     stats = {mode: {**ck.stats, "options": {k: v for k, v in ck.options.items()
                                             if k != "threads"}}
              for mode, ck in compiled.items()}

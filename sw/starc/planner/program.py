@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from starc.address import SLICE, Geometry
+from starc.address import MOVE_MASK_SLOTS, SLICE, Geometry, check_geometry
 from starc.isa import PROGRAM_DTYPE, MacArg, Op
 from starc.planner.rounds import Round, RowPlan
 
@@ -60,19 +60,6 @@ def _columns(masks: np.ndarray, sets: int) -> list[int]:
     for j in range(sets):
         per_slot |= (m >> (SLICE * j)) & 0xFFFF
     return [c for s in range(SLICE) if per_slot >> s & 1 for c in (2 * s, 2 * s + 1)]
-
-
-#: Token slots one score move's valid mask covers (a 32-bit field of the command word).
-MOVE_MASK_SLOTS = 32
-
-
-def check_geometry(geo: Geometry) -> None:
-    """Raise ValueError if the planner cannot emit programs for this layout (the compiler calls
-    it so such a cache is refused at compile time, not at evaluation)."""
-    if geo.tpgr > MOVE_MASK_SLOTS:
-        raise ValueError(f"head_dim {geo.d} puts {geo.tpgr} tokens in a group row, but a score "
-                         f"move's valid mask covers {MOVE_MASK_SLOTS} slots; the planner needs "
-                         f"head_dim >= {geo.d * geo.tpgr // MOVE_MASK_SLOTS} on this preset")
 
 
 class _Emitter:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from starc.planner.cli import add_cost_args
 from starc.planner.evaluate import DEFAULT_BUDGETS
 from starc.planner.registry import DEFAULT_POLICIES, POLICIES
 from starc.planner.rounds import OBJECTIVES, add_objective_arg, setting
+from starc.planner.table import COLUMNS, cells, print_rows
 from starc.report import ReportWriter, markdown_table
 from starc.sweep.engine import expand_grid, run_points
 from starc.sweep.points import (
@@ -48,8 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="real KV files (starc kv extract) instead of synthetic caches: one point "
                         "per file and preset; --models, --contexts, --layers, --steps are ignored")
     add_objective_arg(p)
-    p.add_argument("--cost-programs", type=int_range(-1), default=8,
-                   help="programs timed per policy and budget (-1: all; default 8)")
+    add_cost_args(p)
     p.add_argument("--workers", type=int_range(1, 1024), default=None,
                    help="local processes (default: CPUs)")
     p.add_argument("--scheduler", type=dask_address, default=None,
@@ -87,8 +88,10 @@ def sweep_points(args: argparse.Namespace) -> list[dict]:
     extra = {}
     if getattr(args, "objective", OBJECTIVES[0]) != OBJECTIVES[0]:
         extra["objective"] = [args.objective]
-    if getattr(args, "cost_programs", 8) != 8:
+    if getattr(args, "cost_programs", None) is not None:
         extra["cost_programs"] = [args.cost_programs]
+    if getattr(args, "host_cycles", 0):
+        extra["host_cycles"] = [args.host_cycles]
     if getattr(args, "kv", None):
         return [{"preset": pre, **_kv_entry(path), "seed": args.seed,
                  "policies": list(args.policies), "budgets": list(args.budgets),
@@ -165,11 +168,8 @@ def _run(args: argparse.Namespace) -> int:
         rep.csv("sweep.csv", rows)
         for name, fig in plot_sweep(rows, setting=setting(args.objective)).items():
             rep.figure(name, fig)
-        md = [f"# starc sweep\n\n{setting(args.objective)}\n\n", markdown_table(
-            ["preset", "model", "L", "policy", "B", "slots/qh", "cycles", "nJ", "mass recall"],
-            [(r["preset"], r["model"], r["context"], r["policy"], r["budget"],
-              r.get("slots_per_head"), r.get("cycles"), r.get("energy_nJ"),
-              r.get("mass_recall")) for r in rows])]
+        md = [f"# starc sweep\n\n{_title(args, results)}\n\n", markdown_table(
+            [h for _, h in _COLUMNS], [cells(r, _COLUMNS) for r in rows])]
         red_head, red_rows = _reduction_table(rows)
         if red_rows:
             md.append("\n## Reductions at B = 1024\n\n"
@@ -182,17 +182,22 @@ def _run(args: argparse.Namespace) -> int:
         print_json({"report": str(args.out), "rows": rows,
                     "reductions": reductions_by_point(rows) + reductions_pooled(rows)})
         return 0
-    print_table(f"sweep ({setting(args.objective)})",
-                ["preset", "model", "L", "policy", "B", "slots/qh", "cycles", "nJ",
-                          "mass rec."],
-                [(r["preset"], r["model"], r["context"], r["policy"], r["budget"],
-                  r.get("slots_per_head"), r.get("cycles"), r.get("energy_nJ"),
-                  r.get("mass_recall")) for r in rows])
+    print_rows(_title(args, results), _COLUMNS, [cells(r, _COLUMNS) for r in rows])
     red_head, red_rows = _reduction_table(rows)
     if red_rows:
         print_table("reductions at B = 1024 (token-wise = sparq)", red_head, red_rows)
     print(f"report written to {args.out}/")
     return 0
+
+
+_COLUMNS = (("preset", "preset"), ("model", "model"), ("context", "L"), *COLUMNS)
+
+
+def _title(args: argparse.Namespace, results: list[dict]) -> str:
+    """The sweep's table title: the planner setting and each point's cost sampling."""
+    samplings = sorted({res["meta"].get("sampling", "?") for res in results})
+    return (f"sweep, {setting(args.objective)}; costs per layer and query head on one channel, "
+            f"selection included (sel.: its part); " + "; ".join(samplings))
 
 
 _RED_COLS = [("latency_vs_tokenwise", "lat. vs tw"), ("energy_vs_tokenwise", "E vs tw"),

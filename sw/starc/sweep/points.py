@@ -47,7 +47,8 @@ def evaluate_point(point: dict[str, Any]) -> dict[str, Any]:
                              prefill_len=int(point["context"]),
                              decode_steps=int(point.get("steps", 2)), seed=int(point["seed"]))
     opts = EvalOptions(policies=tuple(point["policies"]), budgets=tuple(point["budgets"]),
-                       cost_programs=int(point.get("cost_programs", 8)), seed=int(point["seed"]),
+                       cost_programs=point.get("cost_programs"),
+                       host_cycles=int(point.get("host_cycles", 0)), seed=int(point["seed"]),
                        objective=str(point.get("objective", OBJECTIVES[0])))
     res = evaluate(cache, cfg, opts)
     rows = []
@@ -151,8 +152,13 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "", setting: str = "") -
     for p in policies:
         rs = sorted((r for r in last if r["policy"] == p), key=lambda r: r["budget"])
         bs = [r["budget"] for r in rs]
-        axes[0].plot(bs, [r.get("ns", float("nan")) for r in rs], marker="o", label=p)
-        axes[1].plot(bs, [r.get("energy_nJ", float("nan")) for r in rs], marker="o", label=p)
+        # error bars: the 95 % interval of a sampled mean (0 when every plan was timed)
+        axes[0].errorbar(bs, [r.get("ns", float("nan")) for r in rs],
+                         yerr=[r.get("ns_ci95", 0.0) or 0.0 for r in rs], marker="o", capsize=3,
+                         label=p)
+        axes[1].errorbar(bs, [r.get("energy_nJ", float("nan")) for r in rs],
+                         yerr=[r.get("energy_nJ_ci95", 0.0) or 0.0 for r in rs], marker="o",
+                         capsize=3, label=p)
     for ax, lab in zip(axes, ("attention latency per head (ns)", "energy per head (nJ)"),
                        strict=True):
         ax.set_xscale("log", base=2)
@@ -191,6 +197,8 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "", setting: str = "") -
         vals = [float(r.get(k, 0.0) or 0.0) for r in sel]
         ax.bar(labels, vals, bottom=bottom, label=k[2:])
         bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
+    ax.errorbar(labels, bottom, yerr=[r.get("cycles_ci95", 0.0) or 0.0 for r in sel], fmt="none",
+                ecolor="k", capsize=3, label="95 % interval")
     ax.set_ylabel(f"cycles (tCK) per head at B = {b0}")
     ax.legend(fontsize=8)
     ax.tick_params(axis="x", rotation=30 if len(points) == 1 else 90)

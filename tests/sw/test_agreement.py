@@ -1,0 +1,79 @@
+"""One question, one answer: `starc eval` and `starc sweep` give the demo's table back on the same
+cache, digit for digit (the same defaults: policies, planner objective, cost sampling, compile
+options), and the cost-sampling rule with its intervals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from starc import cli, config
+from starc.demo import evaluate_demo
+from starc.kv import load_kv, save_kv, synthetic_kv
+from starc.planner import sampling
+from starc.planner.table import COLUMNS, cells
+
+CFG = config.load()
+
+
+def _json(capsys, argv):
+    assert cli.main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_demo_eval_and_sweep_agree_digit_for_digit(tmp_path, capsys):
+    # 1 sparse layer x 4 query heads x 3 steps = 12 plans per cell: every plan is timed
+    path = save_kv(synthetic_kv(n_layers=3, n_q_heads=4, n_kv_heads=2, prefill_len=900,
+                                decode_steps=3, seed=7), tmp_path / "kv.npz")
+    B = 256
+    demo = evaluate_demo(load_kv(path, CFG), CFG, B)
+    ev = _json(capsys, ["eval", str(path), "--budgets", str(B), "--json",
+                        "-o", str(tmp_path / "ev")])
+    sw = _json(capsys, ["sweep", "--kv", str(path), "--budgets", str(B), "--json", "--workers",
+                        "1", "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "sw")])
+    assert demo.meta["planner"] == ev["meta"]["planner"]
+    assert demo.meta["sampling"] == ev["meta"]["sampling"] == "all 12 plans per cell timed"
+    tables = [[cells(r) for r in rows] for rows in (demo.rows, ev["rows"], sw["rows"])]
+    assert tables[0] == tables[1] == tables[2]
+    assert [r[0] for r in tables[0]] == ["dense", "oracle", "quest", "sparq", "streaming",
+                                         "starc", "starc-row"]
+    for a, b, c in zip(demo.rows, ev["rows"], sw["rows"], strict=True):
+        for k, v in a.items():
+            assert b[k] == v and c[k] == v, (a["policy"], k, v, b[k], c[k])
+    # the eval table prints the same cells under the same headers
+    assert cli.main(["eval", str(path), "--budgets", str(B), "-o", str(tmp_path / "ev2")]) == 0
+    out = capsys.readouterr().out
+    for _, head in COLUMNS:
+        assert head in out
+    for row in tables[1]:
+        assert all(x in out for x in row)
+
+
+def test_sampling_rule():
+    s = sampling.cost_sample(sampling.ALL_UP_TO)
+    assert s.exact and s.n == sampling.ALL_UP_TO
+    s = sampling.cost_sample(1000, None, seed=3)
+    assert s.n == sampling.SAMPLE_N and not s.exact
+    assert np.array_equal(s.indices, sampling.cost_sample(1000, None, seed=3).indices)
+    assert np.unique(s.indices).size == s.n and s.indices.max() < 1000
+    assert not np.array_equal(s.indices, sampling.cost_sample(1000, None, seed=4).indices)
+    assert sampling.cost_sample(1000, -1).exact and sampling.cost_sample(1000, 5).n == 5
+    assert "95 % interval" in s.describe() and "128 of 1000" in s.describe()
+    with pytest.raises(ValueError, match="cost_programs must be"):
+        sampling.cost_sample(10, -2)
+
+
+def test_interval_covers_the_population_mean():
+    """The 95 % interval of a sampled mean covers the population mean about 95 % of the time
+    (finite-population t interval; 400 seeded draws of 40 from a skewed population of 300)."""
+    rng = np.random.default_rng(0)
+    pop = rng.gamma(2.0, 500.0, size=300)
+    hits = 0
+    for seed in range(400):
+        idx = sampling.cost_sample(pop.size, 40, seed).indices
+        m, h = sampling.mean_ci95(pop[idx], pop.size)
+        hits += abs(m - pop.mean()) <= h
+    assert 0.92 <= hits / 400 <= 0.985, hits / 400
+    m, h = sampling.mean_ci95(pop, pop.size)
+    assert m == pytest.approx(pop.mean()) and h == 0.0
