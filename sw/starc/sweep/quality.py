@@ -220,9 +220,11 @@ def plot_quality(summary: dict[str, list[dict]], *, preset: str, samples_note: s
                     ys.append(100 * r["accuracy"])
                     lo.append(100 * (r["accuracy"] - r["ci_low"]))
                     hi.append(100 * (r["ci_high"] - r["accuracy"]))
-                col, _ = _style(p)
+                col, mk = _style(p)
                 ax.bar(xs, ys, w, color=col, label=p, yerr=[lo, hi], capsize=2,
-                       error_kw={"lw": 0.8})
+                       error_kw={"lw": 0.8}, alpha=0.85)
+                # the value as a marker too, so a 0 % bar is still visible
+                ax.plot(xs, ys, mk, color=col, ms=3.5, mec="k", mew=0.4, ls="none")
             ax.set_xticks(range(len(tasks)), tasks, rotation=15)
             ax.set_title(f"L = {c}, B = {bb}")
             ax.set_ylim(0, 105)
