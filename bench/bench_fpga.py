@@ -10,6 +10,7 @@ takes much longer on the large channel). Long: minutes per size; not part of the
     .venv/bin/python bench/bench_fpga.py --sizes small       # one size
     .venv/bin/python bench/bench_fpga.py --no-pnr            # synthesis only (no Fmax)
     .venv/bin/python bench/bench_fpga.py --table             # the table of the last builds
+    .venv/bin/python bench/bench_fpga.py --units add pu-l1   # datapath blocks alone
 """
 
 from __future__ import annotations
@@ -20,10 +21,50 @@ import sys
 import time
 from pathlib import Path
 
-from starc_fpga.build import BuildResult, build, build_dir_for, format_table
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from starc_fpga.build import BuildResult, build, build_dir_for, build_unit, format_table
 from starc_fpga.top import BOARD_SIZES
 
 _REPO = Path(__file__).resolve().parents[1]
+
+
+class _Op(wiring.Component):
+    """One pipelined FP operation of starc_hw.folded.pipe between registers."""
+
+    def __init__(self, op: str) -> None:
+        self._op = op
+        super().__init__({"a": In(32), "b": In(32), "y": Out(32)})
+
+    def elaborate(self, platform: object) -> Module:
+        from starc.numerics import FP32
+        from starc_hw.folded import pipe
+
+        m = Module()
+        a, b = pipe.reg(m, self.a, "a"), pipe.reg(m, self.b, "b")
+        if self._op == "add":
+            m.d.comb += self.y.eq(pipe.add(m, FP32, a, b, "y"))
+        else:
+            m.d.comb += self.y.eq(pipe.mul(m, FP32, a[:16], b[:16], "y"))
+        return m
+
+
+def _unit(name: str) -> object:
+    """The block a ``--units`` name measures."""
+    from starc_hw.sizes import size
+
+    if name in ("add", "mul"):
+        return lambda: _Op(name)
+    if name.startswith("pu-l"):
+        from starc_hw.folded.pu import FoldedPU
+
+        cfg = size("pim-tiny").config()
+        return lambda: FoldedPU(cfg=cfg, lanes_per_clock=int(name[4:]))
+    raise ValueError(f"unknown unit {name!r}")
+
+
+UNITS = ("add", "mul", "pu-l1", "pu-l2", "pu-l4")
 
 
 def _print_tools(results: list[BuildResult]) -> None:
@@ -38,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--router", choices=["router1", "router2"], default="router2")
     p.add_argument("--no-pnr", action="store_true", help="synthesis only")
     p.add_argument("--seed", type=int, default=1, help="nextpnr seed (default 1)")
+    p.add_argument("--units", nargs="+", choices=UNITS, default=None,
+                   help="build datapath blocks alone (resources, Fmax) instead of sizes")
+    p.add_argument("--clock-mhz", type=float, default=50.0,
+                   help="the clock nextpnr times --units against (default 50)")
     p.add_argument("--table", action="store_true",
                    help="build nothing: print the table of the last builds (result.json)")
     args = p.parse_args(argv)
@@ -49,6 +94,18 @@ def main(argv: list[str] | None = None) -> int:
                 d = json.loads(f.read_text())
                 results.append(BuildResult(**{k: v for k, v in d.items()
                                               if k not in ("fmax", "timing_met")}))
+        print(format_table(results))
+        _print_tools(results)
+        return 0
+    if args.units:
+        for name in args.units:
+            t0 = time.perf_counter()
+            res = build_unit(name, _unit(name), clock_hz=args.clock_mhz * 1e6,
+                             pnr=not args.no_pnr, router=args.router, seed=args.seed,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
+            print(f"unit {name}: {time.perf_counter() - t0:.0f} s, load {res.load}",
+                  file=sys.stderr, flush=True)
+            results.append(res)
         print(format_table(results))
         _print_tools(results)
         return 0

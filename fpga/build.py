@@ -29,12 +29,13 @@ from starc_fpga.top import (
     DEFAULT_BAUD,
     DEFAULT_CLOCK_HZ,
     ULX3STop,
+    UnitHarness,
     board_size,
     pll_params,
 )
 from starc_hw.uart import divisor_for
 
-__all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "format_table",
+__all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "build_unit", "format_table",
            "synthesize", "tool_env", "tool_versions"]
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +125,8 @@ class BuildResult:
     seconds: dict[str, float] = field(default_factory=dict)
     bitstream: str | None = None
     router: str | None = None
+    #: mean 1-minute load average of the machine during each stage (wall times depend on it)
+    load: dict[str, float] = field(default_factory=dict)
     #: :func:`tool_versions` of the build
     tools: dict[str, str] = field(default_factory=dict)
 
@@ -239,14 +242,24 @@ def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
                                                "clock_hz": clock_hz},
                                               indent=1))
     res.seconds["elaborate"] = time.perf_counter() - t0
+    _flow(commands, out, env, res, pnr=pnr, log=log)
+    return res
+
+
+def _flow(commands: list[list[str]], out: Path, env: dict[str, str], res: BuildResult, *,
+          pnr: bool, log: Any) -> None:
+    """Run the plan's synthesis, place and route and packing (or synthesis only) into ``res``
+    (seconds and machine load of each stage included); write ``result.json``."""
     stages = [("synth", commands[0]), ("pnr", commands[1]), ("pack", commands[2])]
     for name, argv in stages:
         if name != "synth" and not pnr:
             break
         if log:
-            log(f"{size}: {name} ...")
+            log(f"{res.size}: {name} ...")
         argv = [env[_ARGV0[argv[0]]], *argv[1:]]
+        load0 = os.getloadavg()[0]
         res.seconds[name] = _run(argv, out, env, out / f"{name}.log", f"{name} ({argv[0]})")
+        res.load[name] = round((load0 + os.getloadavg()[0]) / 2, 2)
         if name == "synth":
             res.synth_cells = _synth_cells(out / "top.stat.json")
             res.resources = _synth_resources(res.synth_cells)
@@ -255,6 +268,30 @@ def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
     if pnr:
         res.bitstream = str(out / "top.bit")
     (out / "result.json").write_text(json.dumps(res.as_dict(), indent=1))
+
+
+def build_unit(name: str, make: Any, *, clock_hz: float = 50e6, pnr: bool = True,
+               router: str | None = "router2", seed: int | None = 1, root: Path | None = None,
+               log: Any = None) -> BuildResult:
+    """Resources and Fmax of one block alone (:class:`starc_fpga.top.UnitHarness` around
+    ``make()``), built into ``build/fpga/unit-<name>/``: how a datapath block fares on the ECP5
+    before it joins a board size (``bench/bench_fpga.py --units``)."""
+    env = tool_env()
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    out = build_dir_for(f"unit-{name}", root)
+    top = UnitHarness(make=make, clock_hz=clock_hz)
+    nextpnr_opts = ["--report", "top.report.json", "--timing-allow-fail"]
+    if router:
+        nextpnr_opts += ["--router", router]
+    if seed is not None:
+        nextpnr_opts += ["--seed", str(seed)]
+    res = BuildResult(size=f"unit-{name}", description=name, build_dir=str(out), pnr=pnr,
+                      clock_mhz=clock_hz / 1e6, baud=0, divisor=0, router=router,
+                      tools=tool_versions(env))
+    t0 = time.perf_counter()
+    commands = _plan(top, out, nextpnr_opts, "")
+    res.seconds["elaborate"] = time.perf_counter() - t0
+    _flow(commands, out, env, res, pnr=pnr, log=log)
     return res
 
 
@@ -276,7 +313,8 @@ def format_table(results: list[BuildResult]) -> str:
             "| synth s | P&R s |")
     rows = [head, "|" + "---|" * 10]
     for r in results:
-        bs = BOARD_SIZES[r.size]
+        bs = BOARD_SIZES.get(r.size)
+        org = f"{bs.banks} x {bs.lanes}" if bs is not None else "-"
 
         def cell(k: str, r: BuildResult = r) -> str:
             u = r.resources.get(k, {})
@@ -286,7 +324,7 @@ def format_table(results: list[BuildResult]) -> str:
         fmax = f"{r.fmax:.2f}" if r.fmax is not None else "-"
         met = {True: "yes", False: "no", None: "-"}[r.timing_met]
         label = r.size if r.pnr else f"{r.size} (synthesis only)"
-        rows.append(f"| {label} | {bs.banks} x {bs.lanes} | {cell('LUT')} | {cell('FF')} | "
+        rows.append(f"| {label} | {org} | {cell('LUT')} | {cell('FF')} | "
                     f"{cell('DSP')} | {cell('BRAM')} | {fmax} | {r.clock_mhz:g}, {met} | "
                     f"{r.seconds.get('synth', 0):.0f} | "
                     f"{r.seconds.get('pnr', 0) + r.seconds.get('pack', 0):.0f} |")

@@ -22,14 +22,13 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
 from starc.isa import Op
-from starc_hw.attention import AttentionChannel
-from starc_hw.channel import Channel
 from starc_hw.hostlink import HostLink
-from starc_hw.sizes import BASE_PRESET, Size, board_sizes
+from starc_hw.sizes import BASE_PRESET, Size, board_sizes, make_design
 from starc_hw.uart import UARTRx, UARTTx, divisor_for
 
 __all__ = ["BASE_PRESET", "BOARD_CLOCK_HZ", "BOARD_SIZES", "DEFAULT_BAUD", "DEFAULT_CLOCK_HZ",
-           "ChannelSystem", "ULX3STop", "board_config", "board_size", "pll_params"]
+           "ChannelSystem", "ULX3STop", "UnitHarness", "board_config", "board_size", "pll_params",
+           "system_clock"]
 
 #: ULX3S oscillator (amaranth_boards.ulx3s: clk25).
 BOARD_CLOCK_HZ = 25_000_000
@@ -96,14 +95,7 @@ class ChannelSystem(wiring.Component):
         self._link = HostLink(cfg=self._cfg, rows=size.rows, cycle_width=CYCLE_WIDTH,
                               table_depth=table_depth, rx_depth=rx_depth,
                               wdata_ops=WDATA_OPS, divisor=divisor, head_dim=size.head_dim)
-        self._channel: Channel | AttentionChannel
-        if size.head_dim:
-            self._channel = AttentionChannel(cfg=self._cfg, head_dim=size.head_dim,
-                                             rows=size.rows, max_entries=size.max_entries,
-                                             refresh=True, cycle_width=CYCLE_WIDTH)
-        else:
-            self._channel = Channel(cfg=self._cfg, rows=size.rows, refresh=True,
-                                    cycle_width=CYCLE_WIDTH)
+        self._channel = make_design(size, cfg=self._cfg, cycle_width=CYCLE_WIDTH)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(8)})
 
     @property
@@ -136,7 +128,7 @@ class ChannelSystem(wiring.Component):
             link.violations.eq(chan.violations), link.violation_count.eq(chan.violation_count),
         ]
         dp_error = Signal()
-        if isinstance(chan, AttentionChannel):
+        if self._size.head_dim:
             m.d.comb += [link.out.eq(chan.out_fp16), link.dp_error.eq(chan.dp_error),
                          link.busy.eq(chan.busy), dp_error.eq(chan.dp_error.as_value() != 0)]
 
@@ -191,6 +183,88 @@ def pll_params(fin_hz: float, fout_hz: float, *, tolerance: float = 1e-3) -> dic
     return {"CLKI_DIV": clki, "CLKFB_DIV": fb, "CLKOP_DIV": op}
 
 
+def system_clock(m: Module, platform: Any, clock_hz: float) -> None:
+    """The ``sync`` domain at ``clock_hz`` on the ULX3S: the 25 MHz oscillator through the ECP5
+    PLL (EHXPLLL, :func:`pll_params`), reset until the PLL locks; 25 MHz uses the platform's
+    default clock directly."""
+    if clock_hz == BOARD_CLOCK_HZ:
+        return
+    p = pll_params(BOARD_CLOCK_HZ, clock_hz)
+    m.domains.sync = ClockDomain("sync")
+    osc = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+    m.submodules.osc_buffer = osc
+    clk = Signal()
+    locked = Signal()
+    m.submodules.pll = Instance(
+        "EHXPLLL",
+        a_FREQUENCY_PIN_CLKI=f"{BOARD_CLOCK_HZ / 1e6:g}",
+        a_FREQUENCY_PIN_CLKOP=f"{clock_hz / 1e6:g}",
+        a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+        a_MFG_GMCREF_SEL="2",
+        p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+        p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+        p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"],
+        p_CLKOP_CPHASE=(p["CLKOP_DIV"] - 1) // 2, p_CLKOP_FPHASE=0,
+        p_FEEDBK_PATH="CLKOP",
+        i_CLKI=osc.i, i_CLKFB=clk, o_CLKOP=clk, o_LOCK=locked, i_RST=0, i_STDBY=0,
+        i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
+        i_PLLWAKESYNC=0, i_ENCLKOP=0)
+    m.d.comb += ClockSignal("sync").eq(clk)
+    m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+    # No explicit constraint: nextpnr-ecp5 derives the PLL output's (CLKOP) from the
+    # oscillator's 25 MHz and the divider parameters ("Derived frequency constraint of 6.2 MHz
+    # for net clk" in pnr.log). An explicit one names a net that netlist flattening renames
+    # (nextpnr warned and ignored it).
+
+
+class UnitHarness(wiring.Component):
+    """Any block on the ULX3S for a resource and Fmax measurement of the block alone: every
+    input is driven from a shift register fed by an LFSR, every output bit is folded into a
+    register driving LED 0 (so synthesis keeps all the logic), clocked by the PLL at
+    ``clock_hz``.
+
+    Parameters
+    ----------
+    make : callable
+        Returns the block (a ``wiring.Component`` whose ports are all plain signals or
+        interfaces of them).
+    clock_hz : float
+        The clock nextpnr times the design against.
+    """
+
+    def __init__(self, *, make: Any, clock_hz: float) -> None:
+        pll_params(BOARD_CLOCK_HZ, clock_hz)
+        self._make = make
+        self._clock_hz = clock_hz
+        super().__init__({})
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        system_clock(m, platform, self._clock_hz)
+        m.submodules.unit = unit = self._make()
+        ins: list[Any] = []
+        outs: list[Any] = []
+        for _path, member, value in unit.signature.flatten(unit):
+            (ins if member.flow == wiring.In else outs).append(value)
+        lfsr = Signal(32, init=1)
+        m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[6] ^ lfsr[7]))
+        width = sum(len(v.as_value() if hasattr(v, "as_value") else v) for v in ins)
+        chain = Signal(max(1, width))
+        m.d.sync += chain.eq(Cat(lfsr[0], chain[:-1]))
+        pos = 0
+        for v in ins:
+            n = len(v.as_value() if hasattr(v, "as_value") else v)
+            m.d.comb += v.eq(chain[pos:pos + n])
+            pos += n
+        fold = Signal()
+        m.d.sync += fold.eq(Cat(*[(v.as_value() if hasattr(v, "as_value") else v).xor()
+                                  for v in outs]).xor())
+        led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.submodules.led_buffer = led
+        m.d.comb += led.o.eq(fold)
+        return m
+
+
 class ULX3STop(wiring.Component):
     """:class:`ChannelSystem` on the ULX3S: the 25 MHz oscillator through a PLL, the FTDI UART,
     the eight LEDs.
@@ -210,7 +284,8 @@ class ULX3STop(wiring.Component):
         if not isinstance(size, Size):
             raise TypeError(f"Size must be a starc_hw.sizes.Size, not {size!r}")
         self._size = size
-        self._pll = None if clock_hz == BOARD_CLOCK_HZ else pll_params(BOARD_CLOCK_HZ, clock_hz)
+        if clock_hz != BOARD_CLOCK_HZ:
+            pll_params(BOARD_CLOCK_HZ, clock_hz)
         self._clock_hz = clock_hz
         self._divisor = divisor_for(clock_hz, baud)
         super().__init__({})
@@ -225,33 +300,7 @@ class ULX3STop(wiring.Component):
 
     def elaborate(self, platform: Any) -> Module:
         m = Module()
-        if self._pll is not None:
-            m.domains.sync = ClockDomain("sync")
-            osc = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
-            m.submodules.osc_buffer = osc
-            clk = Signal()
-            locked = Signal()
-            p = self._pll
-            m.submodules.pll = Instance(
-                "EHXPLLL",
-                a_FREQUENCY_PIN_CLKI=f"{BOARD_CLOCK_HZ / 1e6:g}",
-                a_FREQUENCY_PIN_CLKOP=f"{self._clock_hz / 1e6:g}",
-                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
-                a_MFG_GMCREF_SEL="2",
-                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
-                p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"], p_CLKOP_DIV=p["CLKOP_DIV"],
-                p_CLKOP_CPHASE=(p["CLKOP_DIV"] - 1) // 2, p_CLKOP_FPHASE=0,
-                p_FEEDBK_PATH="CLKOP",
-                i_CLKI=osc.i, i_CLKFB=clk, o_CLKOP=clk, o_LOCK=locked, i_RST=0, i_STDBY=0,
-                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
-                i_PLLWAKESYNC=0, i_ENCLKOP=0)
-            m.d.comb += ClockSignal("sync").eq(clk)
-            m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
-            # No explicit constraint: nextpnr-ecp5 derives the PLL output's (CLKOP) from the
-            # oscillator's 25 MHz and the divider parameters ("Derived frequency constraint of
-            # 6.2 MHz for net clk" in pnr.log). An explicit one names a net that netlist
-            # flattening renames (nextpnr warned and ignored it).
+        system_clock(m, platform, self._clock_hz)
         m.submodules.system = system = ChannelSystem(size=self._size, divisor=self._divisor)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx_buffer = rx = io.Buffer("i", uart.rx)

@@ -12,14 +12,19 @@ them for test and reuse: the combinational :class:`Multiplier`, :class:`Adder`, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.numerics import FP16, FP32, FloatFormat
 
 __all__ = [
+    "ADD_STEPS",
+    "EXP_STEPS",
+    "MUL_STEPS",
+    "NARROW_STEPS",
+    "SCALE_STEPS",
     "Adder",
     "Multiplier",
     "Narrow",
@@ -27,9 +32,11 @@ __all__ = [
     "Widen",
     "acc_format",
     "add",
+    "exp_fixed",
     "leading_zeros",
     "mul16",
     "narrow",
+    "scale_round16",
     "shift_right_sticky",
     "tree",
     "widen",
@@ -82,97 +89,172 @@ def _unit(parent: Module) -> Module:
     return sub
 
 
+class _Cuts:
+    """Register stages between the steps of a multi-step unit: ``cut(k, values)`` registers the
+    live ``values`` after step ``k`` when ``k`` is one of the cuts (else passes them through).
+
+    A unit of ``steps`` steps accepts cuts 1 .. steps - 1; its latency is the number of cuts."""
+
+    def __init__(self, cuts: Collection[int], steps: int, unit: str, domain: str) -> None:
+        cuts = frozenset(cuts)
+        bad = sorted(c for c in cuts if isinstance(c, bool) or not isinstance(c, int)
+                     or not 1 <= c < steps)
+        if bad:
+            raise ValueError(f"Cuts of {unit} must be step numbers from 1 to {steps - 1}, not "
+                             f"{bad}")
+        self._cuts, self._domain, self._unit = cuts, domain, unit
+        self._m: Module | None = None
+
+    def unit(self, parent: Module) -> Module:
+        """The submodule of the operation (see :func:`_unit`), once the cuts are valid."""
+        self._m = _unit(parent)
+        return self._m
+
+    def __call__(self, step: int, **values: Value) -> dict[str, Value]:
+        if step not in self._cuts:
+            return values
+        regs = {}
+        for k, v in values.items():
+            r = Signal(Value.cast(v).shape(), name=f"{self._unit}{step}_{k}")
+            self._m.d[self._domain] += r.eq(v)  # type: ignore[union-attr]
+            regs[k] = r
+        return regs
+
+
 def _unpack(fmt: FloatFormat, x: Value) -> tuple[Value, Value, Value]:
     M, E = fmt.man_bits, fmt.exp_bits
     return x[M + E], x[M:M + E], x[:M]
 
 
-def mul16(m: Module, a: Value, b: Value) -> Signal:
+#: Steps of :func:`mul16`: unpack, multiply (11 x 11 bits, one DSP block), count, normalise.
+MUL_STEPS = 4
+
+
+def mul16(m: Module, a: Value, b: Value, *, cuts: Collection[int] = (),
+          domain: str = "sync") -> Signal:
     """FP16 x FP16 -> exact FP32 product (bits). Subnormal inputs are normalised; the product of
-    two FP16 numbers is always a normal FP32 number, so there is nothing to round."""
-    m = _unit(m)
+    two FP16 numbers is always a normal FP32 number, so there is nothing to round.
+
+    ``cuts``: register stages after steps 1 .. 3 of :data:`MUL_STEPS` (the latency is their
+    number); registers around step 2 let synthesis use the DSP block's own."""
+    c = _Cuts(cuts, MUL_STEPS, "mul", domain)
+    m = c.unit(m)
+    # step 1: unpack; special values; significands (hidden bit 0 for subnormals)
     sa, ea, fa = _unpack(FP16, a)
     sb, eb, fb = _unpack(FP16, b)
     emax = FP16.exp_max
     nan_a, nan_b = (ea == emax) & fa.any(), (eb == emax) & fb.any()
     inf_a, inf_b = (ea == emax) & ~fa.any(), (eb == emax) & ~fb.any()
     zero_a, zero_b = (ea == 0) & ~fa.any(), (eb == 0) & ~fb.any()
-    ma, mb = Cat(fa, ea != 0), Cat(fb, eb != 0)
-    xa, xb = Mux(ea == 0, 1, ea), Mux(eb == 0, 1, eb)
+    v = c(1, ma=Cat(fa, ea != 0), mb=Cat(fb, eb != 0),
+          xs=Mux(ea == 0, 1, ea) + Mux(eb == 0, 1, eb),
+          nan=nan_a | nan_b | (inf_a & zero_b) | (zero_a & inf_b), inf=inf_a | inf_b,
+          zero=zero_a | zero_b, sign=sa ^ sb)
+    # step 2: the 22-bit significand product
     prod = Signal(22)
-    m.d.comb += prod.eq(ma * mb)
-    lz = leading_zeros(m, prod)
+    m.d.comb += prod.eq(v["ma"] * v["mb"])
+    flags = {k: v[k] for k in ("xs", "nan", "inf", "zero", "sign")}
+    v = c(2, prod=prod, **flags)
+    # step 3: leading zeros
+    v = c(3, prod=v["prod"], lz=leading_zeros(m, v["prod"]), **{k: v[k] for k in flags})
+    # step 4: normalise and pack. value = prod * 2^(xa + xb - 50); top bit of prod at 21 - lz,
+    # so the biased FP32 exponent is 21 - lz + xa + xb - 50 + 127 (79 .. 158: never subnormal,
+    # never overflowing)
     sig = Signal(24)
-    m.d.comb += sig.eq((prod << lz).shift_left(2))
-    # value = prod * 2^(xa + xb - 50); top bit of prod at 21 - lz, so the biased FP32 exponent is
-    # 21 - lz + xa + xb - 50 + 127 (79 .. 158: never subnormal, never overflowing)
+    m.d.comb += sig.eq((v["prod"] << v["lz"]).shift_left(2))
     exp = Signal(8)
-    m.d.comb += exp.eq(98 + xa + xb - lz)
-    sign = sa ^ sb
+    m.d.comb += exp.eq(98 + v["xs"] - v["lz"])
     out = Signal(32, name="product")
-    m.d.comb += out.eq(Mux(nan_a | nan_b | (inf_a & zero_b) | (zero_a & inf_b), FP32.nan,
-                           Cat(Mux(inf_a | inf_b, FP32.inf,
-                                   Mux(zero_a | zero_b, 0, Cat(sig[:23], exp)))[:31], sign)))
+    m.d.comb += out.eq(Mux(v["nan"], FP32.nan,
+                           Cat(Mux(v["inf"], FP32.inf,
+                                   Mux(v["zero"], 0, Cat(sig[:23], exp)))[:31], v["sign"])))
     return out
 
 
-def add(m: Module, fmt: FloatFormat, a: Value, b: Value) -> Signal:
+#: Steps of :func:`add`: order the operands, align, add, count, normalise, round.
+ADD_STEPS = 6
+
+
+def add(m: Module, fmt: FloatFormat, a: Value, b: Value, *, cuts: Collection[int] = (),
+        domain: str = "sync") -> Signal:
     """IEEE 754 addition in ``fmt`` with round-to-nearest-even, gradual underflow, overflow to
-    infinity and canonical NaN; ``x + (-x) = +0``, ``(-0) + (-0) = -0``."""
-    m = _unit(m)
+    infinity and canonical NaN; ``x + (-x) = +0``, ``(-0) + (-0) = -0``.
+
+    ``cuts``: register stages after steps 1 .. 5 of :data:`ADD_STEPS` (the latency is their
+    number)."""
+    c = _Cuts(cuts, ADD_STEPS, "add", domain)
+    m = c.unit(m)
     M, E, W = fmt.man_bits, fmt.exp_bits, fmt.width
     emax = fmt.exp_max
+    # step 1: |x| >= |y|, the larger exponent and the exponent difference
     swap = b[:W - 1] > a[:W - 1]
     x, y = Signal(W), Signal(W)
-    m.d.comb += [x.eq(Mux(swap, b, a)), y.eq(Mux(swap, a, b))]   # |x| >= |y|
-    sx, ex, fx = _unpack(fmt, x)
-    sy, ey, fy = _unpack(fmt, y)
-    nan = ((ex == emax) & fx.any()) | ((ey == emax) & fy.any())
-    inf_x, inf_y = (ex == emax) & ~fx.any(), (ey == emax) & ~fy.any()
-    sub = sx ^ sy
+    m.d.comb += [x.eq(Mux(swap, b, a)), y.eq(Mux(swap, a, b))]
+    ex, ey = x[M:M + E], y[M:M + E]
     xe = Signal(E)
     m.d.comb += xe.eq(Mux(ex == 0, 1, ex))
     d = Signal(E)
     m.d.comb += d.eq(xe - Mux(ey == 0, 1, ey))
-    # align y with guard, round and sticky bits below the LSB of x
+    v = c(1, x=x, y=y, xe=xe, d=d)
+    # step 2: align y with guard, round and sticky bits below the LSB of x
+    sx, ex, fx = _unpack(fmt, v["x"])
+    sy, ey, fy = _unpack(fmt, v["y"])
+    flags = {"nan": ((ex == emax) & fx.any()) | ((ey == emax) & fy.any()),
+             "inf_x": (ex == emax) & ~fx.any(), "inf_y": (ey == emax) & ~fy.any(),
+             "sub": sx ^ sy, "sx": sx}
     dc = Signal(range(M + 5))
-    m.d.comb += dc.eq(Mux(d > M + 4, M + 4, d))
+    m.d.comb += dc.eq(Mux(v["d"] > M + 4, M + 4, v["d"]))
     ya, sticky = shift_right_sticky(m, Cat(Const(0, 3), fy, ey != 0), dc, M + 4)
-    xa = Cat(Const(0, 3), fx, ex != 0)
-    yb = Cat(ya[0] | sticky, ya[1:])
+    v = c(2, xa=Cat(Const(0, 3), fx, ex != 0), yb=Cat(ya[0] | sticky, ya[1:]), xe=v["xe"],
+          **flags)
+    flags = {k: v[k] for k in flags}
+    # step 3: add or subtract
     s = Signal(M + 5)
-    m.d.comb += s.eq(Mux(sub, xa - yb, xa + yb))
-    # normalise: right by one on carry, else left by the leading zeros without going below the
-    # smallest exponent (the result is then subnormal)
+    m.d.comb += s.eq(Mux(v["sub"], v["xa"] - v["yb"], v["xa"] + v["yb"]))
+    v = c(3, s=s, xe=v["xe"], **flags)
+    flags = {k: v[k] for k in flags}
+    # step 4: leading zeros
+    v = c(4, s=v["s"], lz=leading_zeros(m, v["s"][:M + 4]), xe=v["xe"], **flags)
+    flags = {k: v[k] for k in flags}
+    # step 5: normalise: right by one on carry, else left by the leading zeros without going
+    # below the smallest exponent (the result is then subnormal)
+    s, xe, lz = v["s"], v["xe"], v["lz"]
     norm = Signal(M + 4)
     e_res = Signal(E + 1)
-    lz = leading_zeros(m, s[:M + 4])
     sl = Signal(range(M + 5))
     m.d.comb += sl.eq(Mux(lz > xe - 1, xe - 1, lz))
     m.d.comb += [norm.eq(Mux(s[M + 4], Cat(s[0] | s[1], s[2:]), s[:M + 4] << sl)),
                  e_res.eq(Mux(s[M + 4], xe + 1, xe - sl))]
+    v = c(5, norm=norm, e_res=e_res, zero=~s.any(), **flags)
+    # step 6: round. (biased exponent - 1) << M plus the significand (hidden bit included): a
+    # subnormal result has e_res = 1 and no hidden bit; a rounding carry moves into the exponent
+    # by itself
+    norm = v["norm"]
     mant = norm[3:]
     up = norm[2] & (norm[1] | norm[0] | mant[0])
-    # (biased exponent - 1) << M plus the significand (hidden bit included): a subnormal result has
-    # e_res = 1 and no hidden bit; a rounding carry moves into the exponent by itself
     packed = Signal(E + M + 2)
-    m.d.comb += packed.eq(((e_res - 1) << M) + mant + up)
+    m.d.comb += packed.eq(((v["e_res"] - 1) << M) + mant + up)
     mag = Mux(packed >= fmt.inf, fmt.inf, packed)
-    zero = ~s.any()
+    sx, sub = v["sx"], v["sub"]
     out = Signal(W, name="sum")
-    m.d.comb += out.eq(Mux(nan | (inf_x & inf_y & sub), fmt.nan,
-                           Mux(inf_x, Cat(Const(fmt.inf, W - 1), sx),
-                               Mux(zero, Cat(Const(0, W - 1), sx & ~sub),
+    m.d.comb += out.eq(Mux(v["nan"] | (v["inf_x"] & v["inf_y"] & sub), fmt.nan,
+                           Mux(v["inf_x"], Cat(Const(fmt.inf, W - 1), sx),
+                               Mux(v["zero"], Cat(Const(0, W - 1), sx & ~sub),
                                    Cat(mag[:W - 1], sx)))))
     return out
 
 
-def narrow(m: Module, a: Value) -> Signal:
-    """FP32 -> FP16 with round-to-nearest-even, gradual underflow and overflow to infinity."""
-    m = _unit(m)
+#: Steps of :func:`narrow`: unpack, shift, round.
+NARROW_STEPS = 3
+
+
+def narrow(m: Module, a: Value, *, cuts: Collection[int] = (), domain: str = "sync") -> Signal:
+    """FP32 -> FP16 with round-to-nearest-even, gradual underflow and overflow to infinity.
+
+    ``cuts``: register stages after steps 1 .. 2 of :data:`NARROW_STEPS`."""
+    c = _Cuts(cuts, NARROW_STEPS, "narrow", domain)
+    m = c.unit(m)
     s, e, f = _unpack(FP32, a)
-    nan = (e == FP32.exp_max) & f.any()
-    inf = (e == FP32.exp_max) & ~f.any()
     xe = Signal(8)
     m.d.comb += xe.eq(Mux(e == 0, 1, e))
     # FP16 biased exponent would be xe - 112; below 1 the value is subnormal and loses
@@ -181,14 +263,123 @@ def narrow(m: Module, a: Value) -> Signal:
     # shift by one less (12 .. 24) to keep the guard bit: q = the 11 bits above it
     sh = Signal(range(25))
     m.d.comb += sh.eq(Mux(normal, 12, Mux(xe < 101, 24, 125 - xe)))
-    qg, sticky = shift_right_sticky(m, Cat(f, e != 0), sh, 12)
+    v = c(1, sig=Cat(f, e != 0), sh=sh, xe=xe, normal=normal, s=s,
+          nan=(e == FP32.exp_max) & f.any(), inf=(e == FP32.exp_max) & ~f.any())
+    qg, sticky = shift_right_sticky(m, v["sig"], v["sh"], 12)
+    rest = {k: v[k] for k in ("xe", "normal", "s", "nan", "inf")}
+    v = c(2, qg=qg, sticky=sticky, **rest)
+    qg = v["qg"]
     q = qg[1:]
-    up = qg[0] & (sticky | q[0])
+    up = qg[0] & (v["sticky"] | q[0])
     packed = Signal(19)
-    m.d.comb += packed.eq(Mux(normal, (xe - 113) << 10, 0) + q + up)
+    m.d.comb += packed.eq(Mux(v["normal"], (v["xe"] - 113) << 10, 0) + q + up)
     out = Signal(16, name="half")
-    m.d.comb += out.eq(Mux(nan, FP16.nan,
-                           Cat(Mux(inf | (packed >= FP16.inf), FP16.inf, packed)[:15], s)))
+    m.d.comb += out.eq(Mux(v["nan"], FP16.nan,
+                           Cat(Mux(v["inf"] | (packed >= FP16.inf), FP16.inf, packed)[:15],
+                               v["s"])))
+    return out
+
+
+#: Steps of :func:`exp_fixed`: unpack, |t| log2(e) product, shift, split and r ln 2 (with the
+#: table), A^2, the polynomial, the table product, its rounding, the final shift.
+EXP_STEPS = 9
+
+
+def exp_fixed(m: Module, t: Value, *, cuts: Collection[int] = (),
+              domain: str = "sync") -> Signal:
+    """``E ~= exp(t) 2^30`` of an FP32 ``t <= 0`` (:func:`starc.numerics.exp_fixed`, bit for
+    bit): an unsigned U1.30 number, ``0 <= E <= 2^30``.
+
+    ``cuts``: register stages after steps 1 .. 8 of :data:`EXP_STEPS`."""
+    from starc.numerics import (
+        EXP_ARG_FRAC_BITS,
+        EXP_FRAC_BITS,
+        EXP_LN2_Q,
+        EXP_LOG2E_Q,
+        EXP_MAX_ARG_EXPONENT,
+        EXP_TABLE,
+        EXP_TABLE_BITS,
+    )
+
+    c = _Cuts(cuts, EXP_STEPS, "exp", domain)
+    m = c.unit(m)
+    # step 1: unpack; |t| >= 32 and NaN give 0, +-0 and subnormals give U = 0 (E = 2^30)
+    ex, frac, neg = t[23:31], t[:23], t[31]
+    sh = Signal(8)
+    m.d.comb += sh.eq(151 - ex)
+    v = c(1, mant=Cat(frac, 1), sh=sh, small=~neg | (ex == 0),
+          kill=(neg & (ex >= EXP_MAX_ARG_EXPONENT)) | ((ex == 0xFF) & frac.any()))
+    keep = {"kill": v["kill"]}
+    # step 2: the 24 x 32-bit product |t| log2(e)
+    v = c(2, prod=v["mant"] * EXP_LOG2E_Q, sh=v["sh"], small=v["small"], **keep)
+    keep = {"kill": v["kill"]}
+    # step 3: U = floor(|t| log2(e) 2^30)
+    u = Signal(36)
+    m.d.comb += u.eq(Mux(v["small"], 0, v["prod"] >> v["sh"]))
+    v = c(3, u=u, **keep)
+    keep = {"kill": v["kill"]}
+    # step 4: integer part n, table index, remainder r; A = r ln 2 (fixed point)
+    low = EXP_ARG_FRAC_BITS - EXP_TABLE_BITS
+    idx, r = v["u"][low:EXP_ARG_FRAC_BITS], v["u"][:low]
+    table = Array(Const(x, 31) for x in EXP_TABLE)
+    v = c(4, n=v["u"][EXP_ARG_FRAC_BITS:], T=table[idx], A=((r * EXP_LN2_Q) >> 30)[:low],
+          **keep)
+    keep = {k: v[k] for k in ("kill", "n", "T")}
+    # step 5: A^2
+    v = c(5, A=v["A"], AA=v["A"] * v["A"], **keep)
+    keep = {k: v[k] for k in keep}
+    # step 6: 2^-r ~ 1 - a + a^2 / 2
+    v = c(6, poly=((1 << 30) - v["A"] + (v["AA"] >> 31))[:31], **keep)
+    keep = {k: v[k] for k in ("kill", "n")}
+    # step 7: the table product
+    v = c(7, TP=v["T"] * v["poly"], **keep)
+    keep = {k: v[k] for k in keep}
+    # step 8: P = 2^-f, rounded half up
+    v = c(8, P=((v["TP"] + (1 << 29)) >> 30)[:31], **keep)
+    # step 9: E = P 2^-n, rounded half up
+    half = (Const(1, 1) << v["n"]) >> 1
+    out = Signal(EXP_FRAC_BITS + 1, name="exp")
+    m.d.comb += out.eq(Mux(v["kill"], 0, (v["P"] + half) >> v["n"]))
+    return out
+
+
+#: Steps of :func:`scale_round16`: product, bit length, shift, round.
+SCALE_STEPS = 4
+
+
+def scale_round16(m: Module, e: Value, q: Value, b: Value, *, cuts: Collection[int] = (),
+                  domain: str = "sync") -> Signal:
+    """``fp16(e q 2^-(b + 23))``: the exact product of a softmax numerator ``e`` and the
+    reciprocal's significand ``q`` (``b``: bit length of the sum) rounded once to FP16 (RNE,
+    subnormals kept, overflow to infinity): :func:`starc.numerics.round_scaled` with the
+    softmax's scale.
+
+    ``cuts``: register stages after steps 1 .. 3 of :data:`SCALE_STEPS`."""
+    c = _Cuts(cuts, SCALE_STEPS, "scale", domain)
+    m = c.unit(m)
+    # step 1: the exact product
+    prod = Signal(len(e) + len(q))
+    m.d.comb += prod.eq(e * q)
+    v = c(1, prod=prod, b=b)
+    # step 2: its bit length
+    L = Signal(range(len(prod) + 1))
+    m.d.comb += L.eq(len(prod) - leading_zeros(m, v["prod"]))
+    v = c(2, prod=v["prod"], b=v["b"], L=L)
+    # step 3: shift to 11 bits and a guard bit; the subnormal quantum 2^-24 is bit b - 1
+    k_lo = v["b"] - 1
+    normal = Signal()
+    m.d.comb += normal.eq(k_lo <= v["L"] - 11)
+    sh1 = Signal(range(len(prod) + 1))
+    m.d.comb += sh1.eq(Mux(normal, v["L"] - 12, k_lo - 1))
+    qg, sticky = shift_right_sticky(m, v["prod"], sh1, 12)
+    v = c(3, qg=qg, sticky=sticky, normal=normal, ebase=v["L"] - v["b"] - 10)
+    # step 4: round; a rounding carry runs into the exponent, overflow gives infinity
+    q11 = v["qg"][1:]
+    up = v["qg"][0] & (v["sticky"] | q11[0])
+    packed = Signal(17)
+    m.d.comb += packed.eq(Mux(v["normal"], v["ebase"] << 10, 0) + q11 + up)
+    out = Signal(16, name="prob")
+    m.d.comb += out.eq(Mux(packed >= FP16.inf, FP16.inf, packed))
     return out
 
 

@@ -159,9 +159,9 @@ SIZES: dict[str, Size] = {s.name: s for s in (
     Size("full", "the preset's 64-bank channel at 64-bit columns (does not fit the LFE5U-85F)",
          2, 2, 4, 4, lanes=4, rows=16, board="synth"),
     # The attention datapath on the board: 2 banks of the preset's 16 lanes (256-bit columns),
-    # d 32 (one bank per token, two token sets per group row).
+    # d 32 (one bank per token, two token sets per group row); one lane per clock.
     Size("pim-tiny", "the whole attention datapath, 2 banks, d 32", 1, 1, 1, 2, lanes=16,
-         rows=8, head_dim=32, max_entries=64),
+         rows=8, head_dim=32, max_entries=64, lanes_per_clock=1, fold=4),
     # The co-simulation model of docs/rtl.md (full-width reference units).
     Size("pim-small", "16 banks x 16 lanes, d 64: the reference co-simulation model",
          2, 2, 2, 2, lanes=16, rows=64, head_dim=64, max_entries=1024, max_beats=256,
@@ -189,13 +189,16 @@ def make_design(sz: Size, *, cfg: Config | None = None, design: str = "auto",
                 head_dim: int | None = None, rows: int | None = None,
                 max_entries: int | None = None, cycle_width: int = 48,
                 pu_instances: bool = False) -> Any:
-    """The gateware of a size (what ``starc rtl verilog`` writes; the board wraps the same).
+    """The gateware of a size (what ``starc rtl verilog`` writes; the board wraps the same):
+    the reference units, or on a folded size the FPGA-shaped ones (``starc_hw.folded``) with
+    the emulated DRAM clock.
 
     ``design``: ``"attention"`` (the attention channel; needs a head dimension), ``"channel"``
     (the command front end and bank array only) or ``"auto"`` (attention when the size has a
-    head dimension). ``cfg`` defaults to :meth:`Size.config`; ``head_dim``, ``rows`` and
-    ``max_entries`` to the size's. ValueError (with what to change) when the combination cannot
-    be built."""
+    head dimension). ``pu_instances``: the reference channel's bank PUs as instances of one
+    module (``AttentionChannel(pu_instances=True)``). ``cfg`` defaults to :meth:`Size.config`;
+    ``head_dim``, ``rows`` and ``max_entries`` to the size's. ValueError (with what to change)
+    when the combination cannot be built."""
     if design not in ("auto", "attention", "channel"):
         raise ValueError(f"design must be 'auto', 'attention' or 'channel', not {design!r}")
     cfg = sz.config() if cfg is None else cfg
@@ -205,6 +208,10 @@ def make_design(sz: Size, *, cfg: Config | None = None, design: str = "auto",
     if design == "auto":
         design = "attention" if d else "channel"
     if design == "channel":
+        if sz.fold > 1:
+            from .folded.channel import FoldedChannel
+
+            return FoldedChannel(cfg=cfg, rows=rows, fold=sz.fold, cycle_width=cycle_width)
         from .channel import Channel
 
         return Channel(cfg=cfg, rows=rows, cycle_width=cycle_width)
@@ -212,8 +219,15 @@ def make_design(sz: Size, *, cfg: Config | None = None, design: str = "auto",
         attention = ", ".join(k for k, v in SIZES.items() if v.head_dim)
         raise ValueError(f"size {sz.name!r} has no attention datapath (head_dim 0): give a head "
                          f"dimension or use one of {attention}")
+    beats = sz.max_beats if max_entries is None else None
+    if sz.folded:
+        from .folded.channel import FoldedAttentionChannel
+
+        return FoldedAttentionChannel(cfg=cfg, head_dim=d, lanes_per_clock=sz.clock_lanes,
+                                      fold=sz.fold, rows=rows, max_entries=entries,
+                                      max_beats=beats, cycle_width=cycle_width)
     from .attention import AttentionChannel
 
     return AttentionChannel(cfg=cfg, head_dim=d, rows=rows, max_entries=entries,
-                            max_beats=sz.max_beats if max_entries is None else None,
-                            cycle_width=cycle_width, pu_instances=pu_instances)
+                            max_beats=beats, cycle_width=cycle_width,
+                            pu_instances=pu_instances)

@@ -6,19 +6,13 @@ Bit-exact with :func:`starc.numerics.softmax` (docs/numerics.md, "Softmax"), and
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
 from starc.numerics import (
-    EXP_ARG_FRAC_BITS,
     EXP_FRAC_BITS,
-    EXP_LN2_Q,
-    EXP_LOG2E_Q,
-    EXP_MAX_ARG_EXPONENT,
-    EXP_TABLE,
-    EXP_TABLE_BITS,
     FP16,
     FP32,
     RECIP_BITS,
@@ -38,6 +32,7 @@ _DIV_CYCLES = -(-_QBITS // DIV_BITS_PER_CYCLE)
 # Pipeline depths (cycles), from the read address of a buffer row:
 _P1_DONE = 3                       # read, max tree, running max  -> m readable
 _EXP_E = 7                         # read, subtract, 5 exp stages -> E of the row registered
+_EXP_CUTS = (3, 4, 6, 8)           # the 4 registers inside fp.exp_fixed (+ its output register)
 _P2_DONE = _EXP_E + 1              # + row sum into S             -> S readable
 _RECIP = 1 + _DIV_CYCLES + 1       # normalise, divide, round     -> reciprocal readable
 _P3_WRITE = _EXP_E + 1             # + multiply; round and write in the next cycle
@@ -302,29 +297,8 @@ class SoftmaxUnit(wiring.Component):
         for lane in range(ln):
             lm = Module()                # one submodule per lane keeps simulation local
             m.submodules[f"exp{lane}"] = lm
-            tl = fp.add(lm, FP32, score_rd[lane].data, neg_m)
-            s = stage({"t": tl}, lm)
-            tt = s["t"]
-            ex, frac, neg = tt[23:31], tt[:23], tt[31]
-            kill = (neg & (ex >= EXP_MAX_ARG_EXPONENT)) | ((ex == 0xFF) & frac.any())
-            small = ~neg | (ex == 0)
-            sh = Signal(8)
-            lm.d.comb += sh.eq(151 - ex)
-            u = Signal(36)
-            lm.d.comb += u.eq(Mux(small, 0, (Cat(frac, 1) * EXP_LOG2E_Q) >> sh))
-            s = stage({"u": u, "kill": kill}, lm)
-            nint = s["u"][EXP_ARG_FRAC_BITS:]
-            low = EXP_ARG_FRAC_BITS - EXP_TABLE_BITS
-            idx, r = s["u"][low:EXP_ARG_FRAC_BITS], s["u"][:low]
-            table = Array(Const(v, 31) for v in EXP_TABLE)
-            s = stage({"n": nint, "T": table[idx], "A": ((r * EXP_LN2_Q) >> 30)[:low],
-                       "kill": s["kill"]}, lm)
-            poly = ((1 << 30) - s["A"] + ((s["A"] * s["A"]) >> 31))[:31]
-            s = stage({"n": s["n"], "T": s["T"], "poly": poly, "kill": s["kill"]}, lm)
-            P = ((s["T"] * s["poly"] + (1 << 29)) >> 30)[:31]
-            s = stage({"n": s["n"], "P": P, "kill": s["kill"]}, lm)
-            half = (Const(1, 1) << s["n"]) >> 1
-            E = Mux(s["kill"], 0, (s["P"] + half) >> s["n"])[:EXP_FRAC_BITS + 1]
+            tt = stage({"t": fp.add(lm, FP32, score_rd[lane].data, neg_m)}, lm)["t"]
+            E = fp.exp_fixed(lm, tt, cuts=_EXP_CUTS)
             lanes_E.append(stage({"E": E}, lm)["E"])
         for _ in range(_EXP_E - 1):
             ctl = stage(ctl)
@@ -363,26 +337,14 @@ class SoftmaxUnit(wiring.Component):
 
         # pass 3 tail: p = fp16(E * r), one rounding (starc.numerics.round_scaled)
         ctl3 = stage({"v3": ctl["v3"], "row": ctl["row"]})
-        k_lo = b - 1                          # subnormal quantum 2^-24 is bit b - 1 of E * Q
         for lane in range(ln):
             lm = Module()
             m.submodules[f"norm{lane}"] = lm
-            prod = stage({"p": lanes_E[lane] * Q}, lm)["p"]
-            L = len(prod) - fp.leading_zeros(lm, prod)
-            normal = Signal()
-            lm.d.comb += normal.eq(k_lo <= L - 11)
-            sh1 = Signal(range(len(prod) + 1))  # shift keeping the guard bit
-            lm.d.comb += sh1.eq(Mux(normal, L - 12, k_lo - 1))
-            qg, sticky = fp.shift_right_sticky(lm, prod, sh1, 12)
-            q = qg[1:]
-            up = qg[0] & (sticky | q[0])
-            packed = Signal(17)
-            lm.d.comb += packed.eq(Mux(normal, (L - b - 10) << 10, 0) + q + up)
+            prob = fp.scale_round16(lm, lanes_E[lane], Q, b, cuts=(1,))
             lm.d.comb += [
                 prob_wr[lane].en.eq(ctl3["v3"]),
                 prob_wr[lane].addr.eq(Cat(ctl3["row"][:row_bits], rb) if row_bits else rb),
-                prob_wr[lane].data.eq(Mux(nan_mode, FP16.nan,
-                                          Mux(packed >= FP16.inf, FP16.inf, packed))),
+                prob_wr[lane].data.eq(Mux(nan_mode, FP16.nan, prob)),
             ]
         written = t >= (3 * R + (c3 - 2 * R) + _P3_WRITE)
 

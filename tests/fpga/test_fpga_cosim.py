@@ -17,6 +17,11 @@ from starc_sim.runner import RtlModel, build_design
 pytestmark = pytest.mark.rtl
 
 TB = "starc_sim.tb_fpga"
+_REPO = Path(__file__).resolve().parents[2]
+#: What the board model is generated from besides the channel (which the runner's source digest
+#: follows from the size): the board top, the host link, the UART.
+_DEPENDS = (_REPO / "fpga" / "top.py", _REPO / "hw" / "starc_hw" / "hostlink.py",
+            _REPO / "hw" / "starc_hw" / "uart.py")
 #: Per board size: a 4-cycle bit period (the fastest the receiver allows) and 48 tokens. small:
 #: a head of 16 dimensions (two banks per token; two key rows, one of them partial). pim-tiny:
 #: d 32 (one bank per token) through the attention datapath.
@@ -40,7 +45,7 @@ def board(request: pytest.FixtureRequest) -> tuple[RtlModel, dict]:
                 "head_dim": size.head_dim, "max_entries": size.max_entries,
                 "divisor": p["divisor"], "table_depth": p["table_depth"],
                 "rx_depth": p["rx_depth"]},
-        depends=(Path(__file__).resolve().parents[2] / "fpga" / "top.py",), internals=False)
+        depends=_DEPENDS, internals=False)
     return model, p
 
 

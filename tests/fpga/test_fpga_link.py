@@ -403,7 +403,8 @@ def test_pll_params() -> None:
 
 def test_wdata_ops_match_the_channel() -> None:
     """The link hands one side-table entry to the channel for exactly the commands the channel
-    waits for write data on (starc_fpga.top.WDATA_OPS): a WR / WRGB does not issue without its beat."""
+    waits for write data on (starc_fpga.top.WDATA_OPS): a WR / WRGB does not issue without its
+    beat."""
     from starc_fpga.top import WDATA_OPS
     from starc_hw.channel import Channel
 

@@ -91,7 +91,9 @@ def _unused(top: object) -> object:
     while todo:
         obj = todo.pop()
         obj._MustUse__silence = True  # type: ignore[attr-defined]
-        todo += [v for v in vars(obj).values() if isinstance(v, Elaboratable)]
+        for v in vars(obj).values():
+            todo += [x for x in (v if isinstance(v, list) else [v])
+                     if isinstance(x, Elaboratable)]
     return top
 
 
@@ -102,10 +104,14 @@ def test_make_design() -> None:
     def make_design(*args: object, **kw: object) -> object:
         return _unused(_make_design(*args, **kw))
 
+    from starc_hw.folded.channel import FoldedAttentionChannel, FoldedChannel
+
     assert isinstance(make_design(size("tiny")), Channel)
+    top = make_design(size("pim-small"), rows=8, pu_instances=True)
+    assert isinstance(top, AttentionChannel) and top.entries == 1024
     top = make_design(size("pim-tiny"))
-    assert isinstance(top, AttentionChannel) and top.entries == 64
-    assert isinstance(make_design(size("pim-tiny"), design="channel"), Channel)
+    assert isinstance(top, FoldedAttentionChannel) and top.entries == 64
+    assert isinstance(make_design(size("pim-tiny"), design="channel"), FoldedChannel)
     with pytest.raises(ValueError, match="size 'small' has no attention datapath \\(head_dim "
                                          "0\\): give a head dimension or use one of pim-tiny"):
         make_design(size("small"), design="attention")

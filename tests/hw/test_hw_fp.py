@@ -114,3 +114,99 @@ def test_parameter_messages() -> None:
     with pytest.raises(TypeError, match=r"^Stage count must be a non-negative integer, not -1$"):
         fp.ReductionTree(fmt=FP32, n=4, stages=-1)
     assert [fp.tree_levels(n) for n in (1, 2, 3, 4, 5, 16, 17)] == [0, 1, 2, 2, 3, 4, 5]
+
+
+class _Piped:
+    """One operation of starc_hw.fp with register cuts, registered inputs and output."""
+
+    def __init__(self, op: str, cuts: tuple[int, ...]) -> None:
+        from amaranth.hdl import Module, Signal
+
+        self.m = Module()
+        self.a, self.b = Signal(32), Signal(32)
+        self.latency = len(cuts)
+        tick = Signal()                  # a sync domain even without cuts
+        self.m.d.sync += tick.eq(~tick)
+        if op == "mul":
+            self.out = fp.mul16(self.m, self.a[:16], self.b[:16], cuts=cuts)
+        elif op == "add32":
+            self.out = fp.add(self.m, FP32, self.a, self.b, cuts=cuts)
+        elif op == "add16":
+            self.out = fp.add(self.m, FP16, self.a[:16], self.b[:16], cuts=cuts)
+        elif op == "exp":
+            self.out = fp.exp_fixed(self.m, self.a, cuts=cuts)
+        elif op == "scale":
+            # b: the reciprocal's 25-bit significand and the sum's bit length (6 bits)
+            self.out = fp.scale_round16(self.m, self.a[:31], self.b[:25], self.b[25:31],
+                                        cuts=cuts)
+        else:
+            self.out = fp.narrow(self.m, self.a, cuts=cuts)
+
+
+@pytest.mark.parametrize(("op", "cuts"), [
+    ("mul", (1,)), ("mul", (2,)), ("mul", (3,)), ("mul", (1, 2, 3)),
+    ("add32", (1,)), ("add32", (2,)), ("add32", (3,)), ("add32", (4,)), ("add32", (5,)),
+    ("add32", (1, 2, 3, 4, 5)), ("add16", (1, 3, 5)), ("narrow", (1,)), ("narrow", (1, 2)),
+    ("exp", ()), ("exp", (1, 2, 3, 4, 5, 6, 7, 8)), ("exp", (2, 5, 7)),
+    ("scale", ()), ("scale", (1, 2, 3)), ("scale", (2,)),
+])
+def test_pipelined_units(op: str, cuts: tuple[int, ...]) -> None:
+    """With registers between any of its steps a unit computes the same bits, ``len(cuts)``
+    clocks later, one operation per clock."""
+    rng = np.random.default_rng(SEED + len(cuts))
+    if op == "mul":
+        a, b = pairs(EDGE16, np.stack([interesting16(rng, N), interesting16(rng, N)]))
+        want = nm.mul(a.astype(np.uint16), b.astype(np.uint16))
+    elif op == "add32":
+        x, y = interesting32(rng, N), interesting32(rng, N)
+        y[:N // 3] = (x[:N // 3] ^ np.uint32(1 << 31)) + rng.integers(0, 3, N // 3).astype(
+            np.uint32)
+        a, b = pairs(EDGE32, np.stack([x, y]))
+        want = nm.add(a.astype(np.uint32), b.astype(np.uint32))
+    elif op == "add16":
+        a, b = pairs(EDGE16, np.stack([interesting16(rng, N), interesting16(rng, N)]))
+        want = nm.add(a.astype(np.uint16), b.astype(np.uint16), FP16)
+    elif op == "exp":
+        # the softmax's arguments t = x - m <= 0, and the edges of the domain
+        t = -np.abs(rng.normal(0, 1, 3 * N) * 10.0 ** rng.integers(-9, 2, 3 * N))
+        a = np.concatenate([EDGE32, nm.to_bits(t, FP32),
+                            interesting32(rng, N) | np.uint32(1 << 31)]).astype(np.uint64)
+        b = np.zeros_like(a)
+        want = nm.exp_fixed(a.astype(np.uint32))
+    elif op == "scale":
+        # numerators E <= 2^30 and the reciprocal of their sum, as the softmax has them
+        e = rng.integers(0, (1 << 30) + 1, 3 * N).astype(np.uint64)
+        e[:10] = [0, 1, 2, 1 << 30, (1 << 30) - 1, 3, 1 << 20, 7, 1 << 29, 5]
+        sums = e + rng.integers(0, 1 << 36, 3 * N).astype(np.uint64) * rng.integers(0, 2, 3 * N)
+        sums = np.maximum(sums, np.uint64(1 << 30))
+        qb = [nm.reciprocal(int(x)) for x in sums]
+        q = np.array([x[0] for x in qb], np.uint64)
+        bl = np.array([x[1] for x in qb], np.uint64)
+        a, b = e, q | (bl << np.uint64(25))
+        want = nm.round_scaled(e * q, bl.astype(np.int64) + 23, FP16)
+    else:
+        a = np.concatenate([EDGE32, interesting32(rng, 2 * N)]).astype(np.uint64)
+        b = np.zeros_like(a)
+        want = nm.fp32_to_fp16(a.astype(np.uint32))
+    u = _Piped(op, cuts)
+    got: list[int] = []
+
+    async def job(ctx: SimulatorContext) -> None:
+        for i in range(len(a) + u.latency):
+            if i < len(a):
+                ctx.set(u.a, int(a[i]))
+                ctx.set(u.b, int(b[i]))
+            if i >= u.latency:
+                got.append(ctx.get(u.out))
+            await ctx.tick()
+
+    Bench(u.m).run(job)
+    check(got, want, a, b)
+
+
+def test_cut_validation() -> None:
+    from amaranth.hdl import Module, Signal
+
+    with pytest.raises(ValueError, match=r"Cuts of add must be step numbers from 1 to 5, not "
+                                         r"\[0, 6\]"):
+        fp.add(Module(), FP32, Signal(32), Signal(32), cuts=(0, 6))
