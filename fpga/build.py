@@ -33,9 +33,11 @@ from starc_fpga.top import (
     board_size,
     pll_params,
 )
+from starc_hw.sizes import Size
 from starc_hw.uart import divisor_for
 
-__all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "build_unit", "format_table",
+__all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "build_unit", "check_fits",
+           "estimate", "format_table",
            "synthesize", "tool_env", "tool_versions"]
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -127,6 +129,15 @@ class BuildResult:
     router: str | None = None
     #: mean 1-minute load average of the machine during each stage (wall times depend on it)
     load: dict[str, float] = field(default_factory=dict)
+    #: minimum FPGA clocks per emulated DRAM cycle, and lanes per clock of the datapath
+    fold: int = 1
+    lanes_per_clock: int = 0
+    #: resources estimated from the size table before synthesis (:func:`estimate`)
+    estimate: dict[str, int] = field(default_factory=dict)
+    #: one decode step: emulated cycles and datapath waits from the board co-simulation
+    #: (``cosim.json`` in the build folder, written by tests/fpga/test_fpga_cosim.py), its wall
+    #: time there, and its compute time on the board at Fmax
+    decode_step: dict[str, Any] = field(default_factory=dict)
     #: :func:`tool_versions` of the build
     tools: dict[str, str] = field(default_factory=dict)
 
@@ -140,10 +151,16 @@ class BuildResult:
             return None
         return all(self.fmax_mhz[c] >= self.constraint_mhz.get(c, 0.0) for c in self.fmax_mhz)
 
+    @property
+    def emulated_cycles_per_second(self) -> float | None:
+        """Emulated DRAM cycles per second at Fmax when nothing waits: ``Fmax / fold``."""
+        return self.fmax * 1e6 / self.fold if self.fmax else None
+
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["fmax"] = self.fmax
         d["timing_met"] = self.timing_met
+        d["emulated_cycles_per_second"] = self.emulated_cycles_per_second
         return d
 
 
@@ -167,6 +184,51 @@ def _synth_cells(stat_file: Path) -> dict[str, int]:
 
 #: LFE5U-85F capacity per column (nextpnr's device utilisation report).
 CAPACITY = {"LUT": 83640, "FF": 83640, "DSP": 156, "BRAM": 208}
+
+
+#: DP16KD aspect ratios (width, depth) of the ECP5 block RAM (Lattice FPGA-TN-02204).
+_DP16KD = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
+#: LUT model of the channel-only sizes, fitted to the measured builds of docs/fpga.md ("Measured
+#: resources and Fmax": tiny 14852, small 17663, medium 36327 LUTs at 2, 4, 16 banks): the UART,
+#: link and controller core plus a per-bank share of the controller and bank checker.
+_LUT_BASE, _LUT_PER_BANK = 12300, 1500
+#: LUTs of the FPGA-shaped datapath: per bank PU and lane per clock, and the softmax, moves and
+#: output accumulator of a channel (docs/fpga.md, the pim-tiny build).
+_LUT_PER_PU_LANE, _LUT_DATAPATH = 2500, 9000
+#: DSP blocks of the softmax unit (five products wider than 18 x 18, four blocks each) next to
+#: one per PU lane.
+_DSP_SOFTMAX = 20
+
+
+def _bram(width: int, depth: int) -> int:
+    return min(-(-width // w) * -(-depth // d) for w, d in _DP16KD)
+
+
+def estimate(size: Size) -> dict[str, int]:
+    """Resources a board size needs, estimated from the size table before any tool runs: block
+    RAM and DSP blocks from the memories and multipliers the size implies, LUTs from a model fit
+    to measured builds (:data:`_LUT_BASE` ...). Used to refuse a size that cannot fit before a
+    long synthesis; the build reports the real numbers."""
+    bram = size.banks * _bram(16 * size.lanes, size.rows * size.columns) + 1   # + receive FIFO
+    lut = _LUT_BASE + _LUT_PER_BANK * size.banks
+    dsp = 0
+    if size.head_dim:
+        bram += 2 * _bram(32, size.max_entries) if size.max_entries >= 256 else 0
+        lut += _LUT_PER_PU_LANE * size.banks * size.clock_lanes + _LUT_DATAPATH
+        dsp += size.banks * size.clock_lanes + _DSP_SOFTMAX
+    return {"LUT": lut, "DSP": dsp, "BRAM": bram}
+
+
+def check_fits(size: Size) -> dict[str, int]:
+    """:func:`estimate`; ValueError naming the resource when a size cannot fit the LFE5U-85F."""
+    est = estimate(size)
+    over = [f"{k} {v} of {CAPACITY[k]}" for k, v in est.items() if v > CAPACITY[k]]
+    if over:
+        raise ValueError(f"size {size.name!r} does not fit the LFE5U-85F: it needs about "
+                         f"{', '.join(over)} (estimated from the size table before synthesis; "
+                         f"choose fewer banks or rows, or build with --no-pnr to see the "
+                         f"synthesis numbers)")
+    return est
 
 
 def _synth_resources(cells: dict[str, int]) -> dict[str, dict[str, int | None]]:
@@ -214,6 +276,8 @@ def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
     :attr:`BuildResult.timing_met` says whether the bitstream meets ``clock_hz``.
     """
     bs = board_size(size)
+    if pnr and bs.place:
+        check_fits(bs)
     if router not in (None, "router1", "router2"):
         raise ValueError(f"Router must be 'router1' or 'router2', not {router!r}")
     if pnr and not bs.place:
@@ -234,7 +298,8 @@ def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
         nextpnr_opts += ["--seed", str(seed)]
     res = BuildResult(size=size, description=bs.describe(), build_dir=str(out), pnr=pnr,
                       clock_mhz=clock_hz / 1e6, baud=baud, divisor=top.divisor, router=router,
-                      tools=tool_versions(env))
+                      tools=tool_versions(env), fold=bs.fold, lanes_per_clock=bs.clock_lanes,
+                      estimate=estimate(bs))
     t0 = time.perf_counter()
     commands = _plan(top, out, nextpnr_opts, "")
     (out / "size.json").write_text(json.dumps({"size": asdict(bs), "preset": BASE_PRESET,
@@ -267,7 +332,23 @@ def _flow(commands: list[list[str]], out: Path, env: dict[str, str], res: BuildR
             _read_report(out / "top.report.json", res)
     if pnr:
         res.bitstream = str(out / "top.bit")
+    res.decode_step = decode_step_times(out, res)
     (out / "result.json").write_text(json.dumps(res.as_dict(), indent=1))
+
+
+def decode_step_times(out: Path, res: BuildResult) -> dict[str, Any]:
+    """The decode step of the board co-simulation (``out/cosim.json``) with its compute time on
+    the board at Fmax: ``(cycles + datapath waits) x fold`` FPGA clocks (the host link's time
+    comes on top: a UART moves 10 bits per byte)."""
+    record = out / "cosim.json"
+    if not record.is_file():
+        return {}
+    step = json.loads(record.read_text())
+    if res.fmax:
+        clocks = (step["step_cycles"] + step.get("stall_cycles", 0)) * res.fold
+        step["board_clocks"] = clocks
+        step["board_seconds_at_fmax"] = clocks / (res.fmax * 1e6)
+    return step
 
 
 def build_unit(name: str, make: Any, *, clock_hz: float = 50e6, pnr: bool = True,

@@ -38,8 +38,10 @@ __all__ = [
     "HostDriver",
     "LinkError",
     "Run",
+    "SerialTransport",
     "Status",
     "Transport",
+    "check_step",
     "decode_step_selftest",
     "load_program",
 ]
@@ -56,6 +58,34 @@ class Transport(Protocol):
 
 class LinkError(RuntimeError):
     """The device answered something the protocol does not allow (or nothing at all)."""
+
+
+class SerialTransport:
+    """A serial port as a :class:`Transport`: any pyserial URL, so ``/dev/ttyUSB0`` reaches a
+    ULX3S's FTDI port and ``socket://127.0.0.1:PORT`` a co-simulated board
+    (:mod:`starc_sim.tb_fpga`'s ``serve`` test) through the same code.
+
+    ``read(n)`` returns fewer than ``n`` bytes only after ``timeout_s`` without them (the driver
+    then raises :class:`LinkError`).
+    """
+
+    def __init__(self, url: str, *, baud: int, timeout_s: float = 5.0) -> None:
+        import serial
+
+        try:
+            self._port = serial.serial_for_url(url, baudrate=baud, timeout=timeout_s)
+        except (serial.SerialException, ValueError, OSError) as e:
+            raise LinkError(f"cannot open the serial port {url!r}: {e}") from None
+        self.url = url
+
+    def read(self, n: int) -> bytes:
+        return bytes(self._port.read(n))
+
+    def write(self, data: bytes) -> int:
+        return int(self._port.write(data) or 0)
+
+    def close(self) -> None:
+        self._port.close()
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,8 @@ class Status:
     flags: StatusFlag
     link_errors: int
     frames: int
+    #: emulated cycles a command waited for the datapath (FPGA clocks: ``fold`` each)
+    stalls: int = 0
 
     @property
     def idle(self) -> bool:
@@ -290,7 +322,7 @@ class HostDriver:
         return Status(cycle=p.cycle, complete=p.complete, issued=p.issued,
                       violation_count=p.violation_count, fault=p.fault,
                       violations=p.violations, flags=StatusFlag(p.flags),
-                      link_errors=p.link_errors, frames=p.frames)
+                      link_errors=p.link_errors, frames=p.frames, stalls=p.stalls)
 
     def output(self) -> tuple[NDArray[np.uint16], int]:
         """The attention datapath's output (FP16 bit patterns, one per dimension) and its sticky
@@ -460,34 +492,21 @@ class MismatchError(AssertionError):
     """The board disagreed with the golden model."""
 
 
-def decode_step_selftest(drv: HostDriver, cfg: Config, *, head_dim: int, tokens: int,
-                         seed: int = 0, readback: int = 24,
-                         log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Compile a seeded synthetic KV cache (dense layout), load it through WR commands, run one
-    dense decode step with the issue trace on, read ``readback`` random columns back, and
-    compare everything with the golden model: every issue (command, cycle, inserted refresh)
-    and the cycle count with :func:`starc.golden.timing.schedule`, the RD data with
-    :func:`starc.golden.functional.execute`. Returns a summary; raises :class:`MismatchError`.
-    """
-    from starc.compiler import compile as cc
+def check_step(drv: HostDriver, cfg: Config, *, image: Mapping[tuple[int, int, int], NDArray],
+               prog: np.ndarray, wdata: NDArray, head_dim: int,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Load ``image`` through WR commands, run the decode-step program ``prog`` (query words
+    ``wdata``) with the issue trace on, and compare with the golden model: every issue (command,
+    cycle, inserted refresh) and the cycle count with :func:`starc.golden.timing.schedule`; on a
+    board with the attention datapath the output (``OUTPUT``) with
+    :func:`starc.golden.functional.execute` bit for bit, and no datapath flag. Returns a summary
+    (wall times included); raises :class:`MismatchError`."""
     from starc.golden import functional, timing
-    from starc.golden.programs import dense_program
-    from starc.kv import synthetic_kv
 
     info = drv.info or drv.connect()
     if config_id(cfg) != info.config_id:
         raise LinkError("the board was built for another configuration")
-    cache = synthetic_kv(n_layers=1, n_q_heads=1, n_kv_heads=1, head_dim=head_dim,
-                         prefill_len=tokens - 1, decode_steps=1, seed=seed)
-    compiled = cc.compile_kv(cache, cfg, cc.CompileOptions(mode="dense"))
-    addr, rows = compiled.image()
-    keep = addr[:, 0] == 0
-    image = {(int(g), int(b), int(r)): rows[i]
-             for i, (_, g, b, r) in enumerate(addr[keep].tolist())}
-    hm = compiled.head(0, 0)
-    summary: dict[str, Any] = {"tokens": tokens, "head_dim": head_dim,
-                               "image_rows": len(image)}
-
+    summary: dict[str, Any] = {"head_dim": head_dim, "image_rows": len(image)}
     drv.reset()
     t0 = time.perf_counter()
     load = drv.load_image(image)
@@ -495,11 +514,6 @@ def decode_step_selftest(drv: HostDriver, cfg: Config, *, head_dim: int, tokens:
     summary["load_seconds"] = time.perf_counter() - t0
     log(f"image: {len(image)} bank rows, {len(load.program)} commands, "
         f"{summary['load_seconds']:.1f} s")
-
-    # the query of the decode step, pre-scaled by 1/sqrt(d) and rounded to FP16 on the host
-    q = (cache.q[0][0, 0].astype(np.float32) / np.sqrt(head_dim)).astype(np.float16)
-    wdata = q.view(np.uint16).reshape(-1, cfg.org.elements_per_column)
-    prog = dense_program(cfg, tokens, head_dim, value_row_base=hm.row_base + hm.n_krows)
     drv.reset()
     run = drv.run(prog, wdata, trace=True)
     _check_clean(run.status, "decode step")
@@ -519,9 +533,10 @@ def decode_step_selftest(drv: HostDriver, cfg: Config, *, head_dim: int, tokens:
                             + "\n  ".join(errors[:20]))
     summary.update(step_commands=len(prog), step_issues=len(run.issues),
                    step_cycles=sched.total_cycles, refreshes=int(sched.inserted.sum()),
-                   step_seconds=run.seconds)
+                   step_seconds=run.seconds, stall_cycles=run.status.stalls,
+                   issues_equal=True, cycles_equal=True)
     log(f"decode step: {len(prog)} commands, {len(run.issues)} issues, "
-        f"{sched.total_cycles} cycles, all equal to the golden schedule")
+        f"{sched.total_cycles} cycles, all equal to the golden schedule ({run.seconds:.2f} s)")
     if info.head_dim:
         if info.head_dim != head_dim:
             raise ValueError(f"the board's attention datapath is built for d {info.head_dim}, "
@@ -537,8 +552,40 @@ def decode_step_selftest(drv: HostDriver, cfg: Config, *, head_dim: int, tokens:
                                 f"board {int(out[bad[0]]):#06x}, golden "
                                 f"{int(gold_out[bad[0]]):#06x}")
         summary["output"] = out.tolist()
+        summary["bit_exact"] = True
         log(f"attention output: {head_dim} FP16 values equal to the golden functional model "
             f"bit for bit")
+    return summary
+
+
+def decode_step_selftest(drv: HostDriver, cfg: Config, *, head_dim: int, tokens: int,
+                         seed: int = 0, readback: int = 24,
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Compile a seeded synthetic KV cache (dense layout), load it through WR commands, run one
+    dense decode step with the issue trace on, read ``readback`` random columns back, and
+    compare everything with the golden model (:func:`check_step`; the RD data with
+    :func:`starc.golden.functional.execute`). Returns a summary; raises :class:`MismatchError`.
+    """
+    from starc.compiler import compile as cc
+    from starc.golden import functional
+    from starc.golden.programs import dense_program
+    from starc.kv import synthetic_kv
+
+    cache = synthetic_kv(n_layers=1, n_q_heads=1, n_kv_heads=1, head_dim=head_dim,
+                         prefill_len=tokens - 1, decode_steps=1, seed=seed)
+    compiled = cc.compile_kv(cache, cfg, cc.CompileOptions(mode="dense"))
+    addr, rows = compiled.image()
+    keep = addr[:, 0] == 0
+    image = {(int(g), int(b), int(r)): rows[i]
+             for i, (_, g, b, r) in enumerate(addr[keep].tolist())}
+    hm = compiled.head(0, 0)
+    # the query of the decode step, pre-scaled by 1/sqrt(d) and rounded to FP16 on the host
+    q = (cache.q[0][0, 0].astype(np.float32) / np.sqrt(head_dim)).astype(np.float16)
+    wdata = q.view(np.uint16).reshape(-1, cfg.org.elements_per_column)
+    prog = dense_program(cfg, tokens, head_dim, value_row_base=hm.row_base + hm.n_krows)
+    summary = check_step(drv, cfg, image=image, prog=prog, wdata=wdata, head_dim=head_dim,
+                         log=log)
+    summary["tokens"] = tokens
 
     rng = np.random.default_rng(seed)
     keys = sorted(image)

@@ -128,6 +128,8 @@ class ChannelSystem(wiring.Component):
             link.violations.eq(chan.violations), link.violation_count.eq(chan.violation_count),
         ]
         dp_error = Signal()
+        if self._size.head_dim and self._size.folded:
+            m.d.comb += link.stalls.eq(chan.stalls)
         if self._size.head_dim:
             m.d.comb += [link.out.eq(chan.out_fp16), link.dp_error.eq(chan.dp_error),
                          link.busy.eq(chan.busy), dp_error.eq(chan.dp_error.as_value() != 0)]

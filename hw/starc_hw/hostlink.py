@@ -46,7 +46,7 @@ __all__ = [
 
 #: ``INFO_REPLY.magic``: the bytes ``b"SPIM"``.
 MAGIC = int.from_bytes(b"SPIM", "little")
-PROTOCOL_VERSION = 2  # 2: OUTPUT / OUTPUT_REPLY, INFO_REPLY.head_dim
+PROTOCOL_VERSION = 3  # 2: OUTPUT / OUTPUT_REPLY, INFO_REPLY.head_dim; 3: STATUS_REPLY.stalls
 
 
 class Opcode(enum.IntEnum):
@@ -168,6 +168,7 @@ class LinkFormat:
             Opcode.STATUS_REPLY: data.StructLayout({
                 "cycle": cyc, "complete": cyc, "issued": 32, "violation_count": 32,
                 "fault": 8, "violations": 16, "flags": 8, "link_errors": 16, "frames": 32,
+                "stalls": 32,
             }),
             Opcode.INFO_REPLY: INFO_LAYOUT,
             Opcode.OUTPUT: empty,
@@ -275,6 +276,9 @@ class HostLink(wiring.Component):
         RD data strobe of the channel (cannot be stalled).
     cycle, complete, issued, fault, violations, violation_count : In
         The channel's status, reported in ``STATUS_REPLY``.
+    stalls : In(32)
+        Emulated cycles a command waited for the datapath (``STATUS_REPLY.stalls``; 0 on a
+        channel without one).
     out : In(16 * max(head_dim, 1))
         The attention output (FP16 per dimension), sent in ``OUTPUT_REPLY`` (a snapshot taken as
         its first byte goes out).
@@ -333,6 +337,7 @@ class HostLink(wiring.Component):
             "fault": In(8),
             "violations": In(16),
             "violation_count": In(32),
+            "stalls": In(32),
             "out": In(16 * max(head_dim, 1)),
             "dp_error": In(8),
             "busy": In(1),
@@ -543,6 +548,7 @@ class HostLink(wiring.Component):
             status.issued.eq(self.issued), status.violation_count.eq(self.violation_count),
             status.fault.eq(self.fault), status.violations.eq(self.violations),
             status.flags.eq(flags), status.link_errors.eq(errors), status.frames.eq(frames),
+            status.stalls.eq(self.stalls),
         ]
         info = L[Opcode.INFO_REPLY].const(self.info())
         output = Signal(L[Opcode.OUTPUT_REPLY])

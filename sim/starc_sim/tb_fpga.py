@@ -22,7 +22,7 @@ from starc_fpga.driver import HostDriver, LinkError, decode_step_selftest
 from starc_fpga.top import board_config, board_size
 from starc_hw.hostlink import Opcode, StatusFlag, frame
 
-from starc_sim.uart_model import BridgeTransport, UartModel
+from starc_sim.uart_model import BridgeTransport, UartModel, serve_socket
 
 CLOCK_NS = 10
 
@@ -64,6 +64,15 @@ async def decode_step(dut: Any) -> None:
 
     summary = await bridge(scenario)()
     dut._log.info("summary: %s", summary)
+    record = os.environ.get("STARC_FPGA_RECORD")
+    if record:          # the step's cycles, datapath waits and co-simulation wall time
+        keep = ("step_cycles", "stall_cycles", "step_commands", "tokens", "head_dim")
+        data = {k: summary[k] for k in keep if k in summary}
+        data["cosim_seconds"] = summary["step_seconds"]
+        tmp = record + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, record)
     assert uart.frame_errors == 0, f"{uart.frame_errors} bytes from the design had a 0 stop bit"
 
 
@@ -100,3 +109,15 @@ async def link_errors(dut: Any) -> None:
             raise AssertionError("a driver for another configuration was not refused")
 
     await bridge(scenario)()
+
+
+@cocotb.test()
+async def serve(dut: Any) -> None:
+    """The board's serial port as a TCP server (``STARC_FPGA_TB["port"]``) for host software
+    that connects with ``socket://127.0.0.1:PORT`` (``starc fpga run``); ends when it
+    disconnects."""
+    p, uart, _ = await _start(dut)
+    counts = await serve_socket(uart, int(p["port"]))
+    dut._log.info("served %s", counts)
+    assert counts["to_device"] > 0, "no host connected"
+    assert uart.frame_errors == 0, f"{uart.frame_errors} bytes from the design had a 0 stop bit"

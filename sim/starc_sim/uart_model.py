@@ -11,15 +11,17 @@ design is counted in :attr:`UartModel.frame_errors`.
 
 from __future__ import annotations
 
+import socket
+import time
 from collections import deque
 from typing import Any
 
 import cocotb
 from cocotb.simtime import get_sim_time
-from cocotb.task import resume
+from cocotb.task import bridge, resume
 from cocotb.triggers import Event, First, Timer, with_timeout
 
-__all__ = ["BridgeTransport", "UartModel"]
+__all__ = ["BridgeTransport", "UartModel", "serve_socket"]
 
 
 class UartModel:
@@ -63,6 +65,12 @@ class UartModel:
             self._in_ready.clear()
             await with_timeout(self._in_ready.wait(), timeout_us, "us")
         return bytes(self._in.popleft() for _ in range(n))
+
+    def take(self) -> bytes:
+        """Every byte received from the design so far (without waiting)."""
+        out = bytes(self._in)
+        self._in.clear()
+        return out
 
     async def _drive(self) -> None:
         # one wakeup per run of equal bits, not per bit
@@ -135,3 +143,60 @@ class BridgeTransport:
     def write(self, data: bytes) -> int:
         self._uart.send(bytes(data))
         return len(data)
+
+
+async def serve_socket(uart: UartModel, port: int, *, step_us: float = 20.0,
+                       accept_timeout_s: float = 120.0) -> dict[str, int]:
+    """A TCP server on ``127.0.0.1:port`` that is the board's serial port: the bytes of one
+    client go to the design's receive line, the design's bytes to the client, until the client
+    disconnects; clients that connect and send nothing are probes, and the server waits for the
+    next one (pyserial's ``socket://127.0.0.1:PORT`` URL is such a client, so the host
+    software that talks to a real ULX3S talks to the simulation unchanged).
+
+    Simulated time advances ``step_us`` per exchange, whether or not bytes flow, so a host that
+    waits for a reply sees the design answer. Returns byte counts."""
+
+    async def advance() -> bytes:
+        await Timer(step_us, unit="us")
+        return uart.take()
+
+    run_for = resume(advance)
+
+    def _exchange(conn: socket.socket, counts: dict[str, int]) -> None:
+        while True:
+            try:
+                data = conn.recv(1 << 16)
+            except BlockingIOError:
+                data = None
+            except ConnectionResetError:
+                return
+            if data == b"":
+                return
+            if data:
+                uart.send(data)
+                counts["to_device"] += len(data)
+            out = run_for()
+            if out:
+                conn.setblocking(True)
+                conn.sendall(out)
+                conn.setblocking(False)
+                counts["from_device"] += len(out)
+            elif not data:
+                time.sleep(0.0005)
+
+    @bridge
+    def loop() -> dict[str, int]:
+        counts = {"to_device": 0, "from_device": 0}
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as srv:
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            srv.bind(("127.0.0.1", port))
+            srv.listen(1)
+            srv.settimeout(accept_timeout_s)
+            while not counts["to_device"]:       # a client that sends nothing is a probe
+                conn, _ = srv.accept()
+                with conn:
+                    conn.setblocking(False)
+                    _exchange(conn, counts)
+        return counts
+
+    return await loop()
