@@ -25,6 +25,8 @@ per emulated cycle changes (docs/fpga.md).
 
 from __future__ import annotations
 
+import inspect
+
 from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -71,21 +73,50 @@ class EmulatedClock(wiring.Component):
         return m
 
 
+def _stepped() -> bool:
+    """The channel has the controller's ``step`` input (the pipelined controller: the cycle
+    counter advances only on a clock with ``step``; docs/rtl.md, "The pipelined controller")."""
+    return "stepped" in inspect.signature(Channel.__init__).parameters
+
+
+def _channel(cfg: Config, rows: int, refresh: bool, cycle_width: int) -> Channel:
+    extra = {"stepped": True} if _stepped() else {}
+    return Channel(cfg=cfg, rows=rows, refresh=refresh, cycle_width=cycle_width, **extra)
+
+
 def _gate(m: Module, ch: Channel, clk: EmulatedClock, *, cmd: object, wdata: object,
-          issue: object, ready: Value) -> None:
-    """Run ``ch`` on emulated time: its registers (and block RAM ports) are enabled by ``tick``,
-    its commands are taken and issued only on a tick, and an issue also waits for ``ready``."""
+          issue: object, ready: Value) -> tuple[Value, Value]:
+    """Run ``ch`` on emulated time and let an issue also wait for ``ready``. Returns the
+    one-clock strobes ``(column_valid mask, rdata_valid)`` of the channel's outputs.
+
+    With the controller's ``step`` input the emulated cycle counter advances only on a tick and
+    the channel runs on every clock. Without it (the single-clock controller) the whole channel
+    is clock-enabled by the tick (:class:`FoldedAttentionChannel` wraps it in an
+    ``EnableInserter``): commands are taken and issued only on a tick, and the outputs it holds
+    for the emulated cycle are strobes for the clock after the tick."""
+    stepped = _stepped()
+    en = 1 if stepped else clk.tick
     m.d.comb += [
         ch.cmd.valid.eq(cmd.valid),              # type: ignore[attr-defined]
         ch.cmd.payload.eq(cmd.payload),          # type: ignore[attr-defined]
-        cmd.ready.eq(ch.cmd.ready & clk.tick),   # type: ignore[attr-defined]
+        cmd.ready.eq(ch.cmd.ready & en),         # type: ignore[attr-defined]
         ch.wdata.valid.eq(wdata.valid),          # type: ignore[attr-defined]
         ch.wdata.payload.eq(wdata.payload),      # type: ignore[attr-defined]
         wdata.ready.eq(ch.wdata.ready),          # type: ignore[attr-defined]
-        issue.valid.eq(ch.issue.valid & clk.tick & ready),   # type: ignore[attr-defined]
+        issue.valid.eq(ch.issue.valid & en & ready),   # type: ignore[attr-defined]
         issue.payload.eq(ch.issue.payload),      # type: ignore[attr-defined]
-        ch.issue.ready.eq(issue.ready & clk.tick & ready),   # type: ignore[attr-defined]
+        ch.issue.ready.eq(issue.ready & en & ready),   # type: ignore[attr-defined]
     ]
+    if stepped:
+        m.d.comb += ch.step.eq(clk.tick)         # type: ignore[attr-defined]
+        return ch.column_valid, ch.rdata_valid
+    n = len(ch.column_valid)
+    return ch.column_valid & Cat(*[clk.tick_q] * n), ch.rdata_valid & clk.tick_q
+
+
+def _wrap(ch: Channel, clk: EmulatedClock) -> object:
+    """The channel as elaborated: clock-enabled by the tick unless it has ``step``."""
+    return ch if _stepped() else EnableInserter(clk.tick)(ch)
 
 
 class FoldedChannel(wiring.Component):
@@ -95,7 +126,7 @@ class FoldedChannel(wiring.Component):
 
     def __init__(self, *, cfg: Config, rows: int, fold: int, refresh: bool = True,
                  cycle_width: int = 48) -> None:
-        self._ch = Channel(cfg=cfg, rows=rows, refresh=refresh, cycle_width=cycle_width)
+        self._ch = _channel(cfg, rows, refresh, cycle_width)
         self._clk = EmulatedClock(fold=fold)
         bits = cfg.org.column_bytes * 8
         super().__init__({
@@ -115,11 +146,12 @@ class FoldedChannel(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         m = Module()
         m.submodules.clock = clk = self._clk
-        m.submodules.channel = EnableInserter(clk.tick)(self._ch)
-        _gate(m, self._ch, clk, cmd=self.cmd, wdata=self.wdata, issue=self.issue, ready=1)
+        m.submodules.channel = _wrap(self._ch, clk)
+        _, rdata_valid = _gate(m, self._ch, clk, cmd=self.cmd, wdata=self.wdata,
+                               issue=self.issue, ready=1)
         c = self._ch
         m.d.comb += [
-            self.rdata.eq(c.rdata), self.rdata_valid.eq(c.rdata_valid & clk.tick_q),
+            self.rdata.eq(c.rdata), self.rdata_valid.eq(rdata_valid),
             self.cycle.eq(c.cycle), self.complete.eq(c.complete), self.issued.eq(c.issued),
             self.fault.eq(c.fault), self.violations.eq(c.violations),
             self.violation_count.eq(c.violation_count),
@@ -172,7 +204,7 @@ class FoldedAttentionChannel(wiring.Component):
         beats = max_beats if max_beats is not None else 2 * self._entries // slots
         self._beats = 1 << max(0, (beats - 1).bit_length())
         self._fmt = fp.acc_format(cfg.pu.acc_format)
-        self._ch = Channel(cfg=cfg, rows=rows, refresh=refresh, cycle_width=cycle_width)
+        self._ch = _channel(cfg, rows, refresh, cycle_width)
         self._clk = EmulatedClock(fold=fold)
         self._pus = [FoldedPU(cfg=cfg, lanes_per_clock=lanes_per_clock)
                      for _ in range(cfg.org.banks_per_channel)]
@@ -234,7 +266,7 @@ class FoldedAttentionChannel(wiring.Component):
         m = Module()
         top.submodules.glue = ResetInserter(self.restart)(m)
         top.submodules.clock = clk = ResetInserter(self.restart)(self._clk)
-        top.submodules.channel = ResetInserter(self.restart)(EnableInserter(clk.tick)(self._ch))
+        top.submodules.channel = ResetInserter(self.restart)(_wrap(self._ch, clk))
         for name, sub in (("softmax", self._sfm), ("score_move", self._smove),
                           ("prob_move", self._pmove), ("value_move", self._vmove)):
             top.submodules[name] = ResetInserter(self.restart)(sub)
@@ -246,9 +278,10 @@ class FoldedAttentionChannel(wiring.Component):
 
         # ---- the channel on emulated time; an issue waits for the datapath ---------------------
         ready = Signal()
-        _gate(m, ch, clk, cmd=self.cmd, wdata=self.wdata, issue=self.issue, ready=ready)
+        column_valid, rdata_valid = _gate(m, ch, clk, cmd=self.cmd, wdata=self.wdata,
+                                          issue=self.issue, ready=ready)
         m.d.comb += [
-            self.rdata.eq(ch.rdata), self.rdata_valid.eq(ch.rdata_valid & clk.tick_q),
+            self.rdata.eq(ch.rdata), self.rdata_valid.eq(rdata_valid),
             self.cycle.eq(ch.cycle), self.complete.eq(ch.complete), self.issued.eq(ch.issued),
             self.fault.eq(ch.fault), self.violations.eq(ch.violations),
             self.violation_count.eq(ch.violation_count),
@@ -256,7 +289,7 @@ class FoldedAttentionChannel(wiring.Component):
         head = ch.issue.payload.cmd
         fire = self.issue.valid & self.issue.ready
         with m.If(ch.issue.valid & clk.tick & self.issue.ready & ~ready):
-            m.d.sync += self.stalls.eq(self.stalls + 1)
+            m.d.sync += self.stalls.eq(self.stalls + 1)     # an emulated cycle the datapath held
         vbit = (int(MacArg.VALUE)).bit_length() - 1
         bbit = (int(MacArg.BUF)).bit_length() - 1
 
@@ -292,7 +325,7 @@ class FoldedAttentionChannel(wiring.Component):
 
         # ---- processing units ------------------------------------------------------------------
         ccmd = ch.column_cmd
-        strobe = ch.column_valid & Cat(*[clk.tick_q] * NB)
+        strobe = column_valid
         for i, pu in enumerate(pus):
             b = i % B
             sel = strobe[i]
