@@ -56,15 +56,19 @@ def _unit(name: str) -> object:
 
     if name in ("add", "mul"):
         return lambda: _Op(name)
+    cfg = size("pim-tiny").config()
     if name.startswith("pu-l"):
         from starc_hw.folded.pu import FoldedPU
 
-        cfg = size("pim-tiny").config()
         return lambda: FoldedPU(cfg=cfg, lanes_per_clock=int(name[4:]))
+    if name == "softmax":
+        from starc_hw.folded.softmax import FoldedSoftmax
+
+        return lambda: FoldedSoftmax(cfg=cfg, entries=64, beats=8)
     raise ValueError(f"unknown unit {name!r}")
 
 
-UNITS = ("add", "mul", "pu-l1", "pu-l2", "pu-l4")
+UNITS = ("add", "mul", "pu-l1", "pu-l2", "pu-l4", "softmax")
 
 
 def _print_tools(results: list[BuildResult]) -> None:

@@ -117,3 +117,22 @@ def test_make_design() -> None:
         make_design(size("small"), design="attention")
     with pytest.raises(ValueError, match="design must be 'auto', 'attention' or 'channel'"):
         make_design(size("small"), design="pu")
+
+
+def test_estimate_before_synthesis() -> None:
+    """Block RAM from the size table matches the measured builds of docs/fpga.md (tiny 5, small
+    9, small-wide 17, medium 65 DP16KD); a size beyond the device is refused before any tool
+    runs, naming the resource."""
+    from starc_fpga.build import build, check_fits, estimate
+
+    measured = {"tiny": 5, "small": 9, "small-wide": 17, "medium": 65}
+    for name, bram in measured.items():
+        assert estimate(size(name))["BRAM"] == bram, name
+    assert estimate(size("pim-tiny"))["DSP"] >= 2          # one multiplier per PU at least
+    huge = Size("huge", "", 2, 2, 4, 4, lanes=16, rows=64, head_dim=64, lanes_per_clock=1,
+                fold=4)
+    with pytest.raises(ValueError, match="size 'huge' does not fit the LFE5U-85F: it needs "
+                                         "about LUT [0-9]+ of 83640, BRAM [0-9]+ of 208"):
+        check_fits(huge)
+    with pytest.raises(ValueError, match="Unknown board size 'huge'"):
+        build("huge")
