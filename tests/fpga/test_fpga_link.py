@@ -5,6 +5,7 @@ driver's pure-Python parts (docs/fpga.md)."""
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -464,3 +465,21 @@ def test_cli_registers_fpga_build(capsys: Any) -> None:
     args = parser.parse_args(["fpga", "build", "--baud", "1000000"])
     assert cmd_fpga_build(args) == 2
     assert "starc: error: Baud rate 1e+06 is 4.2% off" in capsys.readouterr().err
+
+
+def test_board_runner_without_a_board(capsys: Any) -> None:
+    """``starc fpga run`` with nothing at the port: one line naming it, exit 2, no traceback;
+    a channel-only size is not offered (it has no output to check)."""
+    from starc.cli import main
+
+    with socket.socket() as s:                 # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc = main(["fpga", "run", "--port", f"socket://127.0.0.1:{port}", "--size", "pim-tiny",
+               "--timeout", "1"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("starc: error:")]
+    assert rc == 2 and len(errors) == 1 and "cannot open the serial port" in errors[0], err
+    assert "Traceback" not in err
+    assert main(["fpga", "run", "--port", "/dev/null", "--size", "small"]) == 2
+    assert "invalid choice: 'small'" in capsys.readouterr().err
