@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             if f.is_file():
                 d = json.loads(f.read_text())
                 results.append(BuildResult(**{k: v for k, v in d.items()
-                                              if k not in ("fmax", "timing_met")}))
+                                              if k not in ("fmax", "timing_met",
+                                                           "emulated_cycles_per_second")}))
         print(format_table(results))
         _print_tools(results)
         return 0

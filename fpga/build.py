@@ -390,9 +390,9 @@ def _read_report(path: Path, res: BuildResult) -> None:
 
 def format_table(results: list[BuildResult]) -> str:
     """A Markdown table: one row per build."""
-    head = ("| size | banks x lanes | LUT | FF | DSP | BRAM | Fmax MHz | clock MHz, met "
-            "| synth s | P&R s |")
-    rows = [head, "|" + "---|" * 10]
+    head = ("| size | banks x lanes | LUT | FF | DSP | BRAM | Fmax MHz | clock MHz, met | fold | "
+            "emulated Mcycles/s | synth s | P&R s | load |")
+    rows = [head, "|" + "---|" * 13]
     for r in results:
         bs = BOARD_SIZES.get(r.size)
         org = f"{bs.banks} x {bs.lanes}" if bs is not None else "-"
@@ -404,9 +404,15 @@ def format_table(results: list[BuildResult]) -> str:
 
         fmax = f"{r.fmax:.2f}" if r.fmax is not None else "-"
         met = {True: "yes", False: "no", None: "-"}[r.timing_met]
+        emu = r.emulated_cycles_per_second
         label = r.size if r.pnr else f"{r.size} (synthesis only)"
+        load = "/".join(f"{v:.1f}" for v in r.load.values()) or "-"
         rows.append(f"| {label} | {org} | {cell('LUT')} | {cell('FF')} | "
                     f"{cell('DSP')} | {cell('BRAM')} | {fmax} | {r.clock_mhz:g}, {met} | "
-                    f"{r.seconds.get('synth', 0):.0f} | "
-                    f"{r.seconds.get('pnr', 0) + r.seconds.get('pack', 0):.0f} |")
+                    f"{r.fold} | {emu / 1e6:.2f} |" if emu else
+                    f"| {label} | {org} | {cell('LUT')} | {cell('FF')} | "
+                    f"{cell('DSP')} | {cell('BRAM')} | {fmax} | {r.clock_mhz:g}, {met} | "
+                    f"{r.fold} | - |")
+        rows[-1] += (f" {r.seconds.get('synth', 0):.0f} | "
+                     f"{r.seconds.get('pnr', 0) + r.seconds.get('pack', 0):.0f} | {load} |")
     return "\n".join(rows)
