@@ -138,7 +138,8 @@ def test_decode_step(fold: int, lpc: int) -> None:
 
     image, prog, wdata = step_inputs(48, SEED)
     load, load_data = load_program(image, CFG)
-    run = drive(fold, lpc, [(load, load_data), (prog, wdata)], seed=SEED + fold)
+    # the step twice: a restart must leave nothing of the first in the second
+    run = drive(fold, lpc, [(load, load_data), (prog, wdata), (prog, wdata)], seed=SEED + fold)
     sched = timing.schedule(prog, CFG)
     golden = [(encode(c), int(t), int(x)) for c, t, x in
               zip(sched.program, sched.issue.tolist(), sched.inserted.tolist(), strict=True)]

@@ -283,15 +283,22 @@ class ValueMove(wiring.Component):
         omem = Memory(shape=w, depth=d, init=[])
         m.submodules.out_mem = omem
         o_rd, o_wr, o_dbg = omem.read_port(), omem.write_port(), omem.read_port()
+        # valid bits: a reset (a new step) reads +0 without clearing the memory
+        o_valid = Signal(d)
+        rd_ok, dbg_ok = Signal(), Signal()
         m.d.comb += [o_rd.addr.eq(dim), o_dbg.addr.eq(self.out_addr),
-                     self.out_data.eq(o_dbg.data)]
+                     self.out_data.eq(Mux(dbg_ok, o_dbg.data, 0))]
+        m.d.sync += [rd_ok.eq(o_valid.bit_select(dim, 1)),
+                     dbg_ok.eq(o_valid.bit_select(self.out_addr, 1))]
         xq = pipe.reg(m, x, "x")
         t2 = data.View(tag, pipe.reg(m, t1, "t2"))
         dim2 = pipe.reg(m, dim, "dim2")
-        s = pipe.add(m, fmt, o_rd.data, xq, "out_sum")
+        s = pipe.add(m, fmt, Mux(rd_ok, o_rd.data, 0), xq, "out_sum")
         done = pipe.delay(m, t2.v, pipe.ADD_LATENCY, "done")
         dim_w = pipe.delay(m, dim2, pipe.ADD_LATENCY, "dim_w")
         m.d.comb += [o_wr.en.eq(done), o_wr.addr.eq(dim_w), o_wr.data.eq(s)]
+        with m.If(done):
+            m.d.sync += o_valid.bit_select(dim_w, 1).eq(1)
         # the FP16 output follows each add
         if fmt == FP16:
             half, hv, hdim = s, done, dim_w
