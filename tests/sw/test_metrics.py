@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starc import config
 from starc.compiler import cli as ccli
-from starc.planner import cli as pcli
 from starc.golden import energy, programs, timing
 from starc.kv import save_kv, synthetic_kv
 from starc.metrics import dense_reference, floor_cycles, program_cost, quality
+from starc.planner import cli as pcli
 from starc.planner.evaluate import EvalOptions, evaluate
 
 CFG = config.load()
@@ -112,7 +112,8 @@ def test_evaluate_end_to_end(small_cache):
 def test_evaluate_errors(small_cache):
     with pytest.raises(ValueError, match="unknown policy 'magic'"):
         evaluate(small_cache, CFG, EvalOptions(policies=("magic",)))
-    with pytest.raises(ValueError, match="budgets must be positive integers, not -4"):
+    with pytest.raises(ValueError, match=r"budgets must be positive integers or mass targets "
+                                         r"p<mass> with a mass in \(0, 1\], not -4"):
         evaluate(small_cache, CFG, EvalOptions(budgets=(-4,)))
     with pytest.raises(ValueError, match="no sparse layer to evaluate"):
         evaluate(small_cache, CFG, EvalOptions(dense_layers=(0, 1, 2)))

@@ -16,7 +16,28 @@ import io
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_cost_args", "cmd_eval", "register", "rows_to_csv"]
+__all__ = ["add_cost_args", "add_mass_args", "budget_arg", "cmd_eval", "register",
+           "rows_to_csv"]
+
+
+def budget_arg(text: str) -> int | str:
+    """A ``--budgets`` value: a token count (``1024``) or a mass target (``p0.95``)."""
+    from starc.planner.budget import parse_budget
+    try:
+        return parse_budget(text).label
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_mass_args(p: argparse.ArgumentParser) -> None:
+    """The floor and cap of mass budgets (p0.95): the same in eval and sweep."""
+    from starc.argtypes import int_range
+    from starc.planner.budget import DEFAULT_CAP, DEFAULT_FLOOR
+    p.add_argument("--mass-floor", type=int_range(1), default=DEFAULT_FLOOR,
+                   help=f"mass budgets: attend at least this many tokens (default "
+                        f"{DEFAULT_FLOOR})")
+    p.add_argument("--mass-cap", type=int_range(1), default=DEFAULT_CAP,
+                   help=f"mass budgets: attend at most this many tokens (default {DEFAULT_CAP})")
 
 
 def add_cost_args(p: argparse.ArgumentParser) -> None:
@@ -51,8 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="KV file or artifact folder; or --synthetic")
     pe.add_argument("--policies", nargs="+", choices=POLICIES, default=list(DEFAULT_POLICIES),
                     help=f"policies (default: {' '.join(DEFAULT_POLICIES)})")
-    pe.add_argument("--budgets", nargs="+", type=int_range(1), default=list(DEFAULT_BUDGETS),
-                    help="token budgets B (default 256 512 1024 2048)")
+    pe.add_argument("--budgets", nargs="+", type=budget_arg, default=list(DEFAULT_BUDGETS),
+                    help="token budgets B (default 256 512 1024 2048), or mass targets such as "
+                         "p0.95: as many tokens as the estimated attention mass needs (policies "
+                         "that adapt: oracle and the STARC variants)")
+    add_mass_args(pe)
     pe.add_argument("--eval-steps", type=int_range(0), nargs="+", default=None,
                     help="decode steps to evaluate (default all)")
     pe.add_argument("--eval-layers", type=int_range(0), nargs="+", default=None,
@@ -133,6 +157,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         source_arg,
         synthetic_meta,
     )
+    from starc.planner.budget import parse_budget
     from starc.planner.evaluate import EvalOptions, evaluate
     from starc.planner.table import COLUMNS, cells, print_rows, title
     src = source_arg(args, "input")
@@ -155,9 +180,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        layers=tuple(args.eval_layers) if args.eval_layers else None,
                        dense_layers=tuple(args.dense_layers),
                        cost_programs=args.cost_programs, sparq_r=args.sparq_r,
-                       objective=args.objective, host_cycles=args.host_cycles, seed=args.seed)
+                       objective=args.objective, host_cycles=args.host_cycles,
+                       mass_floor=args.mass_floor, mass_cap=args.mass_cap, seed=args.seed)
     res = evaluate(cache, cfg, opts, compiled=compiled, compile_options=copts)
-    res.rows.sort(key=lambda r: (r["budget"], list(args.policies).index(r["policy"])))
+    res.rows.sort(key=lambda r: (parse_budget(r["budget"]).sort_key(),
+                                 list(args.policies).index(r["policy"])))
     doc = {"meta": res.meta, "rows": res.rows, "compile_stats": res.compile_stats}
     text = outputs.strict_json(doc, indent=1) + "\n"
     with out_dir.build() as tmp:

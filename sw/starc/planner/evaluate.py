@@ -22,6 +22,7 @@ from starc.config import Config
 from starc.kv import KVCache
 from starc.metrics import dense_reference, quality, step_cost
 from starc.planner import registry
+from starc.planner.budget import DEFAULT_CAP, DEFAULT_FLOOR, Budget, parse_budget
 from starc.planner.plan import Planner
 from starc.planner.registry import DEFAULT_POLICIES, DENSE_LAYERS, LAYOUT_OF
 from starc.planner.rounds import OBJECTIVES, setting
@@ -45,15 +46,23 @@ class EvalOptions:
     sinks: int = 4
     objective: str = OBJECTIVES[0]              # planner: per-round MAC choice (rounds.py)
     host_cycles: int = 0                        # host's choice after a selection read-back
+    mass_floor: int = DEFAULT_FLOOR             # mass budgets (p0.95): fewest tokens attended
+    mass_cap: int = DEFAULT_CAP                 # and most
     seed: int = 0
+
+    def parsed_budgets(self) -> list[Budget]:
+        return [parse_budget(b, floor=self.mass_floor, cap=self.mass_cap) for b in self.budgets]
 
     def check(self, cache: KVCache) -> None:
         for p in self.policies:
             registry.get(p)
         setting(self.objective)
         for b in self.budgets:
-            if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b <= 0:
-                raise ValueError(f"budgets must be positive integers, not {b!r}")
+            try:
+                parse_budget(b, floor=self.mass_floor, cap=self.mass_cap)
+            except ValueError:
+                raise ValueError(f"budgets must be positive integers or mass targets p<mass> "
+                                 f"with a mass in (0, 1], not {b!r}") from None
         m = cache.meta
         if m.decode_steps == 0:
             raise ValueError("the cache has no decode steps (meta.decode_steps = 0), so there "
@@ -90,6 +99,19 @@ class _Acc:
         return float(np.mean(xs)) if xs else float("nan")
 
 
+def _block_ids(hm: Any, n: int) -> np.ndarray:
+    """Index of the group row holding each position ``0 .. n - 1`` at context ``n``."""
+    loc = hm.locate(np.arange(n), n)
+    return np.unique(loc.group * (1 << 32) + loc.row, return_inverse=True)[1]
+
+
+def _oracle_rows(block_of: np.ndarray, probs: np.ndarray, mass: float) -> int:
+    """The row oracle: the fewest group rows of the layout whose exact attention mass reaches
+    ``mass`` (a plan's own mass recall), with the placement as it is."""
+    per = np.sort(np.bincount(block_of, weights=probs))[::-1]
+    return int(np.searchsorted(np.cumsum(per), mass * (1 - 1e-9))) + 1
+
+
 def evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None = None, *,
              compiled: dict[str, CompiledKV] | None = None,
              compile_options: dict[str, CompileOptions] | None = None,
@@ -121,10 +143,16 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
             copt = compile_options.get(mode) or registry.compile_options(
                 p, seed=o.seed, dense_layers=o.dense_layers)
             compiled[mode] = compile_kv(cache, cfg, copt)
-    planners = {(p, b): Planner(compiled[LAYOUT_OF[p]], p, b, dense_layers=o.dense_layers,
+    # a mass budget applies to the policies that adapt (registry: Policy.adaptive)
+    planners = {(p, b.label): Planner(compiled[LAYOUT_OF[p]], p, b, dense_layers=o.dense_layers,
                                 sparq_r=o.sparq_r, sparq_recent=o.sparq_recent, sinks=o.sinks,
                                 objective=o.objective)
-                for p in o.policies for b in o.budgets}
+                for p in o.policies for b in o.parsed_budgets()
+                if not b.adaptive or registry.get(p).adaptive}
+    if not planners:
+        adaptive = ", ".join(n for n, q in registry.REGISTRY.items() if q.adaptive)
+        raise ValueError(f"mass budgets apply to {adaptive} only; none of the policies asked "
+                         f"for adapts")
     steps = list(o.steps) if o.steps is not None else list(range(m.decode_steps))
     layers = list(o.layers) if o.layers is not None else \
         [l for l in range(m.n_layers) if l not in o.dense_layers]
@@ -139,6 +167,7 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
     sample = set(cs.indices.tolist())
     acc = {key: _Acc() for key in planners}
     geo = next(iter(compiled.values())).geometry
+    modes = sorted({pl.ck.mode for pl in planners.values()})
     for ti, (s, l, kh) in enumerate(tuples):
         if progress and ti % max(1, len(tuples) // 20) == 0:
             progress(f"step {s} layer {l} kv head {kh} ({ti + 1}/{len(tuples)})")
@@ -147,6 +176,8 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
         K = cache.k[l][:n, kh].astype(np.float16)
         V = cache.v[l][:n, kh].astype(np.float16)
         ref = dense_reference(qg, K, V)
+        # group row of every position in each layout: the row oracle's units
+        block_of = {mode: _block_ids(compiled[mode].head(l, kh), n) for mode in modes}
         for key, pl in planners.items():
             a = acc[key]
             plans = pl.plan(s, l, kh)
@@ -154,10 +185,15 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
             a.add(union_slots=union.n_blocks * geo.tpgr,
                   union_tokens=union.n_valid)
             for j, sp in enumerate(plans):
-                qual = quality(ref, j, sp.selected, pl.B, sp.alpha)
+                # top-k hit rate at k = B (mass budgets: k = the tokens the plan attends)
+                k_top = sp.selected.size if pl.budget.adaptive else pl.B
+                qual = quality(ref, j, sp.selected, k_top, sp.alpha)
                 slots = sp.rows.n_blocks * geo.tpgr
+                rows_used = sp.rows.n_blocks - sp.rows.n_dummy
                 a.add(selected=sp.selected.size, slots_per_head=slots,
-                      slots_over_B=slots / pl.B, slices16_per_head=sp.rows.n_slices * 16,
+                      slots_over_B=slots / k_top, slices16_per_head=sp.rows.n_slices * 16,
+                      rows=rows_used, oracle_rows=_oracle_rows(block_of[pl.ck.mode],
+                                                               ref.probs[j], qual.mass_recall),
                       occupancy=sp.selected.size / slots if slots else 0.0,
                       rounds=len(sp.rows.rounds), actab=sp.rows.n_actab, actbg=sp.rows.n_actbg,
                       dummy_rows=sp.rows.n_dummy, filled_rounds=sp.rows.n_filled,
@@ -197,7 +233,8 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
                         "rows holding a token selected by any query head of the KV head",
             "cost_scope": "one layer, one query head, one channel (the KV head's); cycles and "
                           "energy include the selection pass (selection_*: its part)",
-            "host_cycles": o.host_cycles, "sampling": cs.describe(), "cost_n": cs.n,
+            "host_cycles": o.host_cycles, "mass_floor": o.mass_floor, "mass_cap": o.mass_cap,
+            "sampling": cs.describe(), "cost_n": cs.n,
             "cost_N": cs.N, "cost_sample_seed": o.seed}
     stats = {mode: {**ck.stats, "options": {k: v for k, v in ck.options.items()
                                             if k != "threads"}}

@@ -20,6 +20,7 @@ from starc.address import Geometry
 from starc.compiler.compiled import CompiledKV, HeadMap, Located
 from starc.planner import policies as pol
 from starc.planner import registry
+from starc.planner.budget import Budget, parse_budget
 from starc.planner.program import SelectionPass, emit_program, query_words, step_program
 from starc.planner.registry import DENSE_LAYERS, LAYOUT_OF, Params
 from starc.planner.rounds import OBJECTIVES, RowPlan, plan_rows, whole_rounds
@@ -53,9 +54,10 @@ def concat_located(locs: list[Located]) -> Located:
 
 class Planner:
     """Plans decode steps of ``compiled`` (whose layout must suit ``policy``, see
-    :data:`~starc.planner.registry.LAYOUT_OF`) under budget ``budget``."""
+    :data:`~starc.planner.registry.LAYOUT_OF`) under ``budget``: a token count B, or a mass
+    target (``"p0.95"`` or a :class:`~starc.planner.budget.Budget`) for the policies that adapt."""
 
-    def __init__(self, compiled: CompiledKV, policy: str, budget: int, *,
+    def __init__(self, compiled: CompiledKV, policy: str, budget: int | str | Budget, *,
                  dense_layers: tuple[int, ...] | list[int] = DENSE_LAYERS,
                  sparq_r: int | None = None, sparq_recent: int = 64, sinks: int = 4,
                  objective: str = OBJECTIVES[0]) -> None:
@@ -64,11 +66,13 @@ class Planner:
         if compiled.mode != want:
             raise ValueError(f"policy {policy!r} needs a {want!r} compilation, this one is "
                              f"{compiled.mode!r}; compile with --mode {want}")
-        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0:
-            raise ValueError(f"budget must be a positive integer, not {budget!r}")
+        self.budget = parse_budget(budget)
+        if self.budget.adaptive and not self.spec.adaptive:
+            raise ValueError(f"policy {policy!r} has no mass-adaptive mode (budget "
+                             f"{self.budget.label}); use a token budget")
         self.ck = compiled
         self.policy = policy
-        self.B = int(budget)
+        self.B = self.budget.limit          # B, or the mass budget's cap
         self.dense_layers = set(int(x) for x in dense_layers)
         m = compiled.cache.meta
         self.meta = m
@@ -84,6 +88,7 @@ class Planner:
         self.objective = objective
         self._whole_key: tuple[int, int, int] | None = None
         self._whole: list = []
+        self._norms: dict[tuple[int, int], np.ndarray] = {}
 
     def context(self, step: int) -> int:
         m = self.meta
@@ -100,8 +105,15 @@ class Planner:
         if layer in self.dense_layers:
             return pol._all(n, g)
         K = None if self.spec.clustered else c.k[layer][:n, kv_head].astype(np.float32)
-        return self.spec.select(q, n=n, budget=self.B, params=self.params, K=K,
-                                head=self.ck.head(layer, kv_head))
+        hm = self.ck.head(layer, kv_head)
+        norms = None
+        if self.budget.adaptive and self.spec.clustered:
+            norms = self._norms.get((layer, kv_head))
+            if norms is None:
+                norms = self._norms[(layer, kv_head)] = pol.cluster_norms(
+                    hm, c.k[layer][:, kv_head])
+        return self.spec.select(q, n=n, budget=self.budget, params=self.params, K=K, head=hm,
+                                norms=norms)
 
     def plan(self, step: int, layer: int, kv_head: int) -> list[StepPlan]:
         """One :class:`StepPlan` per query head of ``kv_head``."""

@@ -41,6 +41,7 @@ from starc.compiler.compiled import HeadMap
 __all__ = [
     "Selection",
     "select_dense",
+    "cluster_norms",
     "select_oracle",
     "sparq_channels",
     "select_quest",
@@ -71,13 +72,26 @@ def select_dense(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
     return _all(K.shape[0], q.shape[0])
 
 
-def select_oracle(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
+def select_oracle(q: np.ndarray, K: np.ndarray, B: int, *, mass: float | None = None,
+                  floor: int = 0) -> Selection:
+    """Top-B exact scores per query head; with ``mass``: the fewest top tokens whose exact
+    softmax mass reaches ``mass`` (at least ``floor``, at most ``B`` tokens)."""
     n = K.shape[0]
-    if n <= B:
+    floor = min(floor, B)
+    if n <= (B if mass is None else floor):
         return _all(n, q.shape[0])
     s = q @ K.T                                                      # [g, n]
-    top = np.argpartition(-s, B - 1, axis=1)[:, :B]
-    return Selection([np.sort(t) for t in top], scored=True)
+    if mass is None:
+        top = np.argpartition(-s, B - 1, axis=1)[:, :B]
+        return Selection([np.sort(t) for t in top], scored=True)
+    out = []
+    for h in range(q.shape[0]):
+        lg = s[h].astype(np.float64) / np.sqrt(K.shape[1])
+        order = np.argsort(-lg, kind="stable")
+        p = np.exp(lg[order] - lg[order[0]])
+        k = int(np.searchsorted(np.cumsum(p) / p.sum(), mass - 1e-12)) + 1
+        out.append(np.sort(order[:min(max(k, floor), B)]))
+    return Selection(out, scored=True)
 
 
 def select_quest(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
@@ -147,10 +161,18 @@ def select_streaming(q: np.ndarray, K: np.ndarray, B: int, *, sinks: int = 4) ->
     return Selection([pos] * g)
 
 
-def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int) -> Selection:
-    """STARC selection on a compiled head (see the module table)."""
+def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int, *, mass: float | None = None,
+                 floor: int = 0, norms: np.ndarray | None = None) -> Selection:
+    """STARC selection on a compiled head (see the module table). With ``mass`` (a mass budget,
+    :mod:`starc.planner.budget`): ``B`` is the cap, and each query head takes clusters in
+    descending estimated logit until their estimated share of the available clusters' mass
+    reaches ``mass``, then more until ``floor`` tokens are attended; past the cap the fixed rule
+    applies. The estimated logit of cluster c is ``score_c x norms[c]`` (``norms``: the mean key
+    norm of each cluster, held by the host; centroids are means of unit keys), its estimated mass
+    ``size_c exp(logit_c)``."""
     g, d = q.shape
-    if n <= B:
+    floor = min(floor, B)
+    if n <= (B if mass is None else floor):
         return _all(n, g)
     e = hm.clustered_end(n)
     recent = np.arange(e, n, dtype=np.int64)
@@ -165,12 +187,21 @@ def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int) -> Selection:
     starts = hm.cl_start[avail]
     score = (q.astype(np.float32) @ cent.T.astype(np.float32)) / np.float32(np.sqrt(d))
     budget = B - recent.size
+    logit = score * (norms[avail] if norms is not None else np.float32(1.0))
     out = []
     n_clusters = 0.0
     for h in range(g):
-        order = np.argsort(-score[h], kind="stable")
+        order = np.argsort(-(score[h] if mass is None else logit[h]), kind="stable")
         cum = np.cumsum(sizes[order])
         whole = int(np.searchsorted(cum, budget, side="right"))     # clusters fully taken
+        if mass is not None and order.size:
+            lg = logit[h, order].astype(np.float64)
+            w = sizes[order] * np.exp(lg - lg.max())
+            share = np.cumsum(w) / max(w.sum(), 1e-300)
+            k = int(np.searchsorted(share, mass - 1e-12)) + 1        # reach the mass
+            k = max(k, int(np.searchsorted(cum, floor - recent.size)) + 1)   # and the floor
+            if k <= whole:                                           # within the cap
+                whole, budget = k, int(cum[k - 1])
         taken = int(cum[whole - 1]) if whole else 0
         parts = [_slots(starts[order[:whole]], sizes[order[:whole]])]
         if whole < len(order) and taken < budget:
@@ -181,8 +212,23 @@ def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int) -> Selection:
         slots = np.concatenate(parts)
         pos = hm.slot_pos[slots]
         out.append(np.sort(np.concatenate([pos, recent])))
+        budget = B - recent.size
     return Selection(out, extra={"clusters": n_clusters / g, "recent": float(recent.size)},
                      scored=True)
+
+
+def cluster_norms(hm: HeadMap, K: np.ndarray) -> np.ndarray:
+    """Mean key norm of every cluster of ``hm`` (``K [T, d]``: the head's keys): what the host
+    keeps per cluster to turn a centroid score into an estimated logit."""
+    if hm.n_clusters == 0:
+        return np.zeros(0, np.float32)
+    kn = np.linalg.norm(np.asarray(K, np.float32), axis=1)
+    pos = hm.slot_pos[_slots(hm.cl_start, hm.cl_size)]
+    per = kn[np.maximum(pos, 0)] * (pos >= 0)
+    bounds = np.concatenate([[0], np.cumsum(hm.cl_size)[:-1]])
+    sums = np.add.reduceat(per, bounds) if per.size else np.zeros(hm.n_clusters)
+    sums[hm.cl_size == 0] = 0
+    return (sums / np.maximum(hm.cl_size, 1)).astype(np.float32)
 
 
 def _slots(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:

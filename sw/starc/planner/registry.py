@@ -26,6 +26,7 @@ import numpy as np
 
 from starc.compiler.compile import CompileOptions
 from starc.planner import policies as pol
+from starc.planner.budget import Budget, parse_budget
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -74,53 +75,65 @@ class Policy:
     rule: str
     source: str
     _select: Callable[..., pol.Selection]
+    adaptive: bool = False          # supports a mass budget (p0.95: starc.planner.budget)
 
     @property
     def clustered(self) -> bool:
         return self.layout != "dense"
 
-    def select(self, q: np.ndarray, *, n: int, budget: int, params: Params | None = None,
-               K: np.ndarray | None = None, head: Any = None) -> pol.Selection:
+    def select(self, q: np.ndarray, *, n: int, budget: int | str | Budget,
+               params: Params | None = None, K: np.ndarray | None = None, head: Any = None,
+               norms: np.ndarray | None = None) -> pol.Selection:
         """Selections of the ``g`` query heads ``q [g, d]`` of one KV head at context ``n``.
         Positional policies read the keys ``K [n, d]`` (float32); clustered ones the compiled
-        head map ``head`` of that KV head."""
-        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget <= 0:
-            raise ValueError(f"budget must be a positive integer, not {budget!r}")
+        head map ``head`` of that KV head (and, for a mass budget, the per-cluster key norms
+        ``norms``, :func:`starc.planner.policies.cluster_norms`)."""
+        b = parse_budget(budget)
+        if b.adaptive and not self.adaptive:
+            raise ValueError(f"policy {self.name!r} has no mass-adaptive mode (budget "
+                             f"{b.label}); use a token budget, or one of "
+                             f"{', '.join(n for n, p in REGISTRY.items() if p.adaptive)}")
         p = params or Params()
         if self.clustered:
             if head is None:
                 raise ValueError(f"policy {self.name!r} selects on a compiled {self.layout!r} "
                                  f"head map; pass head=")
-            return self._select(q, None, head, n, int(budget), p)
+            return self._select(q, None, head, n, b, p, norms)
         if K is None:
             raise ValueError(f"policy {self.name!r} reads the keys; pass K=")
         if K.shape[0] != n:
             raise ValueError(f"K holds {K.shape[0]} positions, the context is {n}")
-        return self._select(q, K, head, n, int(budget), p)
+        return self._select(q, K, head, n, b, p, norms)
 
 
-def _dense(q: np.ndarray, K: Any, hm: Any, n: int, B: int, p: Params) -> pol.Selection:
-    return pol.select_dense(q, K, B)
+def _dense(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
+           nrm: Any) -> pol.Selection:
+    return pol.select_dense(q, K, b.limit)
 
 
-def _oracle(q: np.ndarray, K: Any, hm: Any, n: int, B: int, p: Params) -> pol.Selection:
-    return pol.select_oracle(q, K, B)
+def _oracle(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
+            nrm: Any) -> pol.Selection:
+    return pol.select_oracle(q, K, b.limit, mass=b.mass, floor=b.floor)
 
 
-def _quest(q: np.ndarray, K: Any, hm: Any, n: int, B: int, p: Params) -> pol.Selection:
-    return pol.select_quest(q, K, B)
+def _quest(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
+           nrm: Any) -> pol.Selection:
+    return pol.select_quest(q, K, b.limit)
 
 
-def _sparq(q: np.ndarray, K: Any, hm: Any, n: int, B: int, p: Params) -> pol.Selection:
-    return pol.select_sparq(q, K, B, r=p.r(q.shape[1]), recent=p.sparq_recent)
+def _sparq(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
+           nrm: Any) -> pol.Selection:
+    return pol.select_sparq(q, K, b.limit, r=p.r(q.shape[1]), recent=p.sparq_recent)
 
 
-def _streaming(q: np.ndarray, K: Any, hm: Any, n: int, B: int, p: Params) -> pol.Selection:
-    return pol.select_streaming(q, K, B, sinks=p.sinks)
+def _streaming(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
+               nrm: Any) -> pol.Selection:
+    return pol.select_streaming(q, K, b.limit, sinks=p.sinks)
 
 
-def _starc(q: np.ndarray, K: Any, hm: Any, n: int, B: int, p: Params) -> pol.Selection:
-    return pol.select_starc(q, hm, n, B)
+def _starc(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
+           nrm: Any) -> pol.Selection:
+    return pol.select_starc(q, hm, n, b.limit, mass=b.mass, floor=b.floor, norms=nrm)
 
 
 _STARC_RULE = ("score every available cluster q . centroid / sqrt(d) (fp32), whole clusters in "
@@ -131,7 +144,7 @@ _STARC_RULE = ("score every available cluster q . centroid / sqrt(d) (fp32), who
 REGISTRY: dict[str, Policy] = {p.name: p for p in (
     Policy("dense", "dense", "none", True, "all n positions", "full attention", _dense),
     Policy("oracle", "dense", "exact-scores", False, "the B largest exact scores q . k per query "
-           "head (quality upper bound)", "top-k attention", _oracle),
+           "head (quality upper bound)", "top-k attention", _oracle, adaptive=True),
     Policy("quest", "dense", "page-bounds", False, "16-token pages, score sum_i max(q_i min_i, "
            "q_i max_i), max(3, B // 16) pages per query head, current page always in",
            "Quest (github.com/mit-han-lab/Quest)", _quest),
@@ -143,12 +156,13 @@ REGISTRY: dict[str, Policy] = {p.name: p for p in (
            "StreamingLLM (arXiv 2309.17453)", _streaming),
     Policy("starc", "artifact", "centroids", False, _STARC_RULE + " (artifact clusters: 64-token "
            "windows, 4 Lloyd clusters each)", "STARC artifact (github.com/EPIC-RPI/STARC)",
-           _starc),
+           _starc, adaptive=True),
     Policy("starc-row", "row-aligned", "centroids", False, _STARC_RULE + " (row-aligned "
            "clusters of one group row, sink row, co-selection placement)", "this project",
-           _starc),
+           _starc, adaptive=True),
     Policy("starc-global", "global", "centroids", False, _STARC_RULE + " (one k-means over the "
-           "whole prefill, ~32 tokens per cluster, sink row)", "STARC v1 paper variant", _starc),
+           "whole prefill, ~32 tokens per cluster, sink row)", "STARC v1 paper variant", _starc,
+           adaptive=True),
 )}
 
 POLICIES: tuple[str, ...] = tuple(REGISTRY)

@@ -16,6 +16,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("slots_per_head", "slots/qh"),
     ("slots_over_B", "/B"),
     ("slices16_per_head", "rows16 x16"),
+    ("rows", "rows/qh"),
+    ("oracle_rows", "oracle rows"),
     ("union_slots", "GQA union"),
     ("occupancy", "occup."),
     ("rounds", "rounds"),
@@ -73,12 +75,14 @@ def title(meta: dict[str, Any], *, what: str | None = None) -> str:
 
 def print_rows(title_text: str, columns: Sequence[tuple[str, str]],
                rows: Sequence[Sequence[str]]) -> None:
-    """A rich table that is never truncated (at least 200 columns wide)."""
+    """A rich table that is never truncated (the console is made as wide as it needs)."""
     from rich.console import Console
     from rich.table import Table
 
+    need = 4 + sum(3 + max([len(h)] + [len(r[i]) for r in rows])
+                   for i, (_, h) in enumerate(columns))
     console = Console()
-    console = Console(width=max(console.width, 200))
+    console = Console(width=max(console.width, need))
     t = Table(title=title_text, title_justify="left")
     for key, head in columns:
         t.add_column(head, justify="left" if key in ("policy", "preset", "model") else "right",

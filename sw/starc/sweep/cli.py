@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from starc.planner.cli import add_cost_args
+from starc.planner.cli import add_cost_args, add_mass_args, budget_arg
 from starc.planner.evaluate import DEFAULT_BUDGETS
 from starc.planner.registry import DEFAULT_POLICIES, POLICIES
 from starc.planner.rounds import OBJECTIVES, add_objective_arg, setting
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", nargs="+", default=["smollm2-135m"], choices=sorted(MODEL_SHAPES))
     p.add_argument("--contexts", type=int_range(1), nargs="+", default=None,
                    help="context lengths (default 2048 4096; with --accuracy 1024 2048)")
-    p.add_argument("--budgets", type=int_range(1), nargs="+", default=None,
+    p.add_argument("--budgets", type=budget_arg, nargs="+", default=None,
                    help=f"budgets (default {' '.join(map(str, DEFAULT_BUDGETS))}; with "
                         "--accuracy 128 256 512)")
     p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(DEFAULT_POLICIES),
@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "per file and preset; --models, --contexts, --layers, --steps are ignored")
     add_objective_arg(p)
     add_cost_args(p)
+    add_mass_args(p)
     p.add_argument("--workers", type=int_range(1, 1024), default=None,
                    help="local processes (default: CPUs)")
     p.add_argument("--scheduler", type=dask_address, default=None,
@@ -92,6 +93,11 @@ def sweep_points(args: argparse.Namespace) -> list[dict]:
         extra["cost_programs"] = [args.cost_programs]
     if getattr(args, "host_cycles", 0):
         extra["host_cycles"] = [args.host_cycles]
+    from starc.planner.budget import DEFAULT_CAP, DEFAULT_FLOOR
+    if getattr(args, "mass_floor", DEFAULT_FLOOR) != DEFAULT_FLOOR:
+        extra["mass_floor"] = [args.mass_floor]
+    if getattr(args, "mass_cap", DEFAULT_CAP) != DEFAULT_CAP:
+        extra["mass_cap"] = [args.mass_cap]
     if getattr(args, "kv", None):
         return [{"preset": pre, **_kv_entry(path), "seed": args.seed,
                  "policies": list(args.policies), "budgets": list(args.budgets),
@@ -149,6 +155,10 @@ SYNTHETIC_MAX_BYTES = 8 << 30
 def _run(args: argparse.Namespace) -> int:
     from starc.cli import print_json, print_table
     if args.accuracy or args.perplexity:
+        if any(isinstance(b, str) for b in args.budgets or ()):
+            from starc.cli import UserError
+            raise UserError("mass budgets (p0.95) apply to the cost sweep; --accuracy and "
+                            "--perplexity take token budgets")
         return run_sweep(args)
     args.contexts = args.contexts or [2048, 4096]
     args.budgets = args.budgets or list(DEFAULT_BUDGETS)

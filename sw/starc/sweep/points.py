@@ -33,6 +33,7 @@ def evaluate_point(point: dict[str, Any]) -> dict[str, Any]:
     """Pure function of the point (seeded), so a Dask run equals a local one."""
     from starc import config
     from starc.kv import load_kv, synthetic_kv
+    from starc.planner.budget import DEFAULT_CAP, DEFAULT_FLOOR
     from starc.planner.evaluate import EvalOptions, evaluate
     from starc.planner.rounds import OBJECTIVES
 
@@ -49,6 +50,8 @@ def evaluate_point(point: dict[str, Any]) -> dict[str, Any]:
     opts = EvalOptions(policies=tuple(point["policies"]), budgets=tuple(point["budgets"]),
                        cost_programs=point.get("cost_programs"),
                        host_cycles=int(point.get("host_cycles", 0)), seed=int(point["seed"]),
+                       mass_floor=int(point.get("mass_floor", DEFAULT_FLOOR)),
+                       mass_cap=int(point.get("mass_cap", DEFAULT_CAP)),
                        objective=str(point.get("objective", OBJECTIVES[0])))
     res = evaluate(cache, cfg, opts)
     rows = []
