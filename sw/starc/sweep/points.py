@@ -71,7 +71,9 @@ def reductions(rows: list[dict[str, Any]], budget: int = 1024) -> dict[str, floa
     at B, for the rows of ONE point (use :func:`reductions_by_point` for a whole sweep).
 
     ``energy`` uses the explicit per-activation energy (``energy_nJ``), ``attacc_energy`` the
-    AttAcc-compatible per-byte figure (``attacc_energy_nJ``), which is what the papers used."""
+    AttAcc-compatible per-byte figure (``attacc_energy_nJ``), which is what the papers used.
+    Costs include each policy's selection pass; the ``attention_*`` keys leave it out (what the
+    published tables compare: selection free)."""
     if len({point_of(r) for r in rows}) > 1:
         raise ValueError("rows of several sweep points (preset, model, context); "
                          "use reductions_by_point")
@@ -87,6 +89,12 @@ def reductions(rows: list[dict[str, Any]], budget: int = 1024) -> dict[str, floa
                 continue
             out[f"{star}_latency_vs_{name}"] = 1 - s["cycles"] / b["cycles"]
             out[f"{star}_energy_vs_{name}"] = 1 - s["energy_nJ"] / b["energy_nJ"]
+            if s.get("selection_cycles") is not None and b.get("selection_cycles") is not None:
+                out[f"{star}_attention_latency_vs_{name}"] = 1 - (
+                    (s["cycles"] - s["selection_cycles"]) / (b["cycles"] - b["selection_cycles"]))
+                out[f"{star}_attention_energy_vs_{name}"] = 1 - (
+                    (s["energy_nJ"] - s["selection_energy_nJ"])
+                    / (b["energy_nJ"] - b["selection_energy_nJ"]))
             if s.get("attacc_energy_nJ") and b.get("attacc_energy_nJ"):
                 out[f"{star}_attacc_energy_vs_{name}"] = \
                     1 - s["attacc_energy_nJ"] / b["attacc_energy_nJ"]
@@ -122,7 +130,8 @@ def reductions_pooled(rows: list[dict[str, Any]], budget: int = 1024
         contexts.setdefault(key, set()).add(r.get("context"))
         acc = groups.setdefault(key, {}).setdefault(
             (r["policy"], r["budget"]), {"policy": r["policy"], "budget": r["budget"]})
-        for k in ("cycles", "energy_nJ", "attacc_energy_nJ"):
+        for k in ("cycles", "energy_nJ", "attacc_energy_nJ", "selection_cycles",
+                  "selection_energy_nJ"):
             if r.get(k) is not None:
                 acc[k] = acc.get(k, 0.0) + float(r[k])
     out = []
