@@ -188,9 +188,13 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
                 # top-k hit rate at k = B (mass budgets: k = the tokens the plan attends)
                 k_top = sp.selected.size if pl.budget.adaptive else pl.B
                 qual = quality(ref, j, sp.selected, k_top, sp.alpha)
-                slots = sp.rows.n_blocks * geo.tpgr
+                # slots: the group rows holding a selected token (the placement's packing, the
+                # same whatever the MAC choice); activated slots add the dummy rows a filled
+                # round opens (their cost is in the cycles and energy)
                 rows_used = sp.rows.n_blocks - sp.rows.n_dummy
+                slots = rows_used * geo.tpgr
                 a.add(selected=sp.selected.size, slots_per_head=slots,
+                      activated_slots=sp.rows.n_blocks * geo.tpgr,
                       slots_over_B=slots / k_top, slices16_per_head=sp.rows.n_slices * 16,
                       rows=rows_used, oracle_rows=_oracle_rows(block_of[pl.ck.mode],
                                                                ref.probs[j], qual.mass_recall),
