@@ -565,8 +565,12 @@ class HostLink(wiring.Component):
         m.d.comb += [rdata.group.eq(rdata_in.group), rdata.bank.eq(rdata_in.bank),
                      rdata.col.eq(rdata_in.col), rdata.data.eq(rdata_in.data)]
 
-        issue_take = Signal()
-        m.d.comb += self.issue.ready.eq(room & (~self.trace | issue_take))
+        # ready does not depend on valid: the transmitter is free for an ISSUE frame (no reply,
+        # no RD data before it); an issued command then leaves on valid & ready
+        tx_idle = Signal()
+        can_issue = Signal()
+        m.d.comb += [can_issue.eq(tx_idle & ~reply_valid & ~rfifo.r_rdy),
+                     self.issue.ready.eq(room & (~self.trace | can_issue))]
 
         def load(o: Opcode, value: Any) -> None:
             n = fmt.payload_bytes(o)
@@ -574,6 +578,7 @@ class HostLink(wiring.Component):
 
         with m.FSM(name="tx_fsm"):
             with m.State("IDLE"):
+                m.d.comb += tx_idle.eq(1)
                 with m.If(reply_valid):
                     m.d.sync += reply_valid.eq(0)
                     with m.Switch(reply_op):
@@ -590,8 +595,7 @@ class HostLink(wiring.Component):
                     m.d.comb += rfifo.r_en.eq(1)
                     load(Opcode.RDATA, rdata.as_value())
                     m.next = "OP"
-                with m.Elif(self.trace & self.issue.valid & room):
-                    m.d.comb += issue_take.eq(1)
+                with m.Elif(self.trace & self.issue.valid & self.issue.ready):
                     load(Opcode.ISSUE, issue.as_value())
                     m.next = "OP"
             with m.State("OP"):

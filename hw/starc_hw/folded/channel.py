@@ -39,6 +39,7 @@ from ..bank import VIOLATIONS
 from ..channel import Channel
 from ..controller import Fault
 from ..layouts import COMMAND, issue_layout
+from . import pipe
 from .moves import ProbMove, ScoreMove, ValueMove
 from .pu import SCORE, VALUE, FoldedPU
 from .softmax import FoldedSoftmax
@@ -294,6 +295,14 @@ class FoldedAttentionChannel(wiring.Component):
         bbit = (int(MacArg.BUF)).bit_length() - 1
 
         # ---- what each command needs from the datapath before it issues ------------------------
+        # Computed from the head command and the datapath's state one clock ahead and
+        # registered, so that no datapath logic sits in the controller's issue path; it holds
+        # only if the head did not change and nothing issued in between (the datapath's state
+        # turns busy only when a command issues).
+        need = Signal()
+        loaded_q = pipe.reg(m, self.cmd.valid & self.cmd.ready, "loaded_q")
+        fired_q = pipe.reg(m, fire, "fired_q")
+        m.d.comb += ready.eq(pipe.reg(m, need, "ready_q") & ~loaded_q & ~fired_q)
         phase = head.arg[vbit]
         grp = head.group
         in_group = [Signal(name=f"in_group{i}") for i in range(NB)]
@@ -306,22 +315,22 @@ class FoldedAttentionChannel(wiring.Component):
         moves_off = ~smove.busy & ~vmove.reading & (~phase | ~pmove.busy)
         with m.Switch(head.op):
             with m.Case(Op.MACAB):
-                m.d.comb += ready.eq(accept.all() & moves_off)
+                m.d.comb += need.eq(accept.all() & moves_off)
             with m.Case(Op.MACBG):
-                m.d.comb += ready.eq((accept | ~g_mask).all() & moves_off)
+                m.d.comb += need.eq((accept | ~g_mask).all() & moves_off)
             with m.Case(Op.WRGB):
-                m.d.comb += ready.eq(qfree.all())
+                m.d.comb += need.eq(qfree.all())
             with m.Case(Op.MVSB):
                 with m.If(head.col[1]):      # value move
-                    m.d.comb += ready.eq(group_idle & vmove.start.ready)
+                    m.d.comb += need.eq(group_idle & vmove.start.ready)
                 with m.Else():
-                    m.d.comb += ready.eq(group_idle & smove.start.ready & sfm.wr.ready)
+                    m.d.comb += need.eq(group_idle & smove.start.ready & sfm.wr.ready)
             with m.Case(Op.SFM):
-                m.d.comb += ready.eq(~smove.busy & sfm.can_start)
+                m.d.comb += need.eq(~smove.busy & sfm.can_start)
             with m.Case(Op.MVGB):
-                m.d.comb += ready.eq(sfm.ready & pmove.start.ready)
+                m.d.comb += need.eq(sfm.ready & pmove.start.ready)
             with m.Default():
-                m.d.comb += ready.eq(1)
+                m.d.comb += need.eq(1)
 
         # ---- processing units ------------------------------------------------------------------
         ccmd = ch.column_cmd
