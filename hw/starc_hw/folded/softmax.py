@@ -112,8 +112,8 @@ class FoldedSoftmax(wiring.Component):
     def clocks(self, n: int, *, nan: bool = False) -> int:
         """FPGA clocks from ``start`` (clock 0) to the clock the probabilities of ``n`` entries
         can be read (``nan``: the NaN case, no exponential and no division)."""
-        e_lat = 1 + pipe.ADD_LATENCY + EXP_LATENCY
-        s_lat = 1 + SCALE_LATENCY
+        e_lat = 2 + pipe.ADD_LATENCY + EXP_LATENCY
+        s_lat = 2 + SCALE_LATENCY
         if n == 0 or nan:                      # straight to pass 3 in clock 2
             return 2 + n + 1 + s_lat + 2
         norm = (n + 2) + (e_lat + 2)           # pass 2 reads clocks 1 .. n, then drains
@@ -200,11 +200,13 @@ class FoldedSoftmax(wiring.Component):
             m.d.sync += [phase.eq(P2), i.eq(0)]
         # reads of the running buffer (pass 2: scores, pass 3: numerators)
         rd_en = running & (((phase == P2) & ~nan_mode) | (phase == P3)) & (i < n)
-        rd_data = Mux(rb, mems[1][1].data, mems[0][1].data)
+        # the block RAM's output is registered once more: its clock-to-output is a third of a
+        # 20 ns clock on the ECP5
+        rd_data = pipe.reg(m, Mux(rb, mems[1][1].data, mems[0][1].data), "rd_data")
         t = fp.add(m, FP32, rd_data, m_bits ^ 0x80000000, cuts=pipe.ADD_CUTS)
         t = pipe.reg(m, t, "t")
         E = pipe.reg(m, fp.exp_fixed(m, t, cuts=EXP_CUTS), "E")
-        e_lat = 1 + pipe.ADD_LATENCY + EXP_LATENCY       # read, subtract, exponential
+        e_lat = 2 + pipe.ADD_LATENCY + EXP_LATENCY       # read, subtract, exponential
         p2_valid = pipe.delay(m, rd_en & (phase == P2), e_lat, "p2v")
         p2_addr = pipe.delay(m, i, e_lat, "p2a")
         S = Signal(sum_width)
@@ -225,7 +227,7 @@ class FoldedSoftmax(wiring.Component):
         q_in = Signal(31)
         m.d.comb += q_in.eq(rd_data)
         prob = pipe.reg(m, fp.scale_round16(m, q_in, Q, Qb, cuts=SCALE_CUTS), "prob")
-        s_lat = 1 + SCALE_LATENCY
+        s_lat = 2 + SCALE_LATENCY
         p3_valid = pipe.delay(m, rd_en & (phase == P3), s_lat, "p3v")
         p3_addr = pipe.delay(m, i, s_lat, "p3a")
 
