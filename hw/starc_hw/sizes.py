@@ -162,15 +162,20 @@ SIZES: dict[str, Size] = {s.name: s for s in (
     # d 32 (one bank per token, two token sets per group row); one lane per clock.
     Size("pim-tiny", "the whole attention datapath, 2 banks, d 32", 1, 1, 1, 2, lanes=16,
          rows=8, head_dim=32, max_entries=64, lanes_per_clock=1, fold=4),
+    # 4 banks (two pseudo-channels of one 2-bank group), d 64: one token set per group row, the
+    # score move's tree over two banks.
+    Size("pim-mid", "4 banks x 16 lanes, d 64", 2, 1, 1, 2, lanes=16, rows=16, head_dim=64,
+         max_entries=256, lanes_per_clock=1, fold=4),
     # 8 banks (two pseudo-channels of one 4-bank group), d 64 (SmolLM2-135M's): two banks per
     # token, two token sets per group row; 32 rows per bank hold a planned SmolLM2 head step.
     Size("pim-smol", "8 banks x 16 lanes, d 64: a real SmolLM2 head step on the board",
          2, 1, 1, 4, lanes=16, rows=32, head_dim=64, max_entries=512, lanes_per_clock=1,
          fold=4),
-    # 16 banks, d 64: the largest attention size measured on the LFE5U-85F (docs/fpga.md).
-    Size("pim-large", "16 banks x 16 lanes, d 64: the largest attention size for the board",
+    # 16 banks, d 64: twice pim-smol; its PUs alone exceed the LFE5U-85F's LUTs (the estimate
+    # refuses place and route, docs/fpga.md), so synthesis only.
+    Size("pim-large", "16 banks x 16 lanes, d 64: beyond the LFE5U-85F (synthesis only)",
          2, 2, 1, 4, lanes=16, rows=16, head_dim=64, max_entries=512, lanes_per_clock=1,
-         fold=4),
+         fold=4, board="synth"),
     # The co-simulation model of docs/rtl.md (full-width reference units).
     Size("pim-small", "16 banks x 16 lanes, d 64: the reference co-simulation model",
          2, 2, 2, 2, lanes=16, rows=64, head_dim=64, max_entries=1024, max_beats=256,

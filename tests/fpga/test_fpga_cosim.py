@@ -40,7 +40,7 @@ PARAMS = {
 if os.environ.get("STARC_FPGA_LARGE", "") not in ("", "0"):
     PARAMS.update({name: {"size": name, "divisor": 4, "head_dim": 64, "tokens": 64, "seed": 3,
                           "readback": 8, "table_depth": 32, "rx_depth": 512}
-                   for name in ("pim-smol", "pim-large")})
+                   for name in ("pim-mid", "pim-smol")})
 #: The demo's SmolLM2 cache for the d-64 sizes: a 512-token pass-key prompt, one decode step.
 SMOLLM2_CONTEXT = 512
 

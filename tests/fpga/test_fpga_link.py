@@ -331,19 +331,19 @@ def test_board_sizes() -> None:
         assert cfg.pu.lanes == size.lanes and cfg.org.columns_per_row == 32, name
     with pytest.raises(ValueError, match="Unknown board size 'huge'; choose one of tiny, "
                                          "small, small-wide, medium, large, full, pim-tiny, "
-                                         "pim-smol, pim-large"):
+                                         "pim-mid, pim-smol, pim-large"):
         board_size("huge")
     with pytest.raises(ValueError, match="Unknown board size 'pim-small'"):
         board_size("pim-small")          # a size of the table, but not a board design
     with pytest.raises(TypeError, match="Size must be a starc_hw.sizes.Size, not 'small'"):
         ULX3STop(size="small")  # type: ignore[arg-type]
     assert [k for k, v in BOARD_SIZES.items() if v.place] == [
-        "tiny", "small", "small-wide", "medium", "large", "pim-tiny", "pim-smol", "pim-large"]
+        "tiny", "small", "small-wide", "medium", "large", "pim-tiny", "pim-mid", "pim-smol"]
     from starc_fpga.build import build
     with pytest.raises(ValueError, match="Size 'full' does not fit the LFE5U-85F: synthesis only "
                                          "\\(--no-pnr\\); the placed sizes are tiny, small, "
-                                         "small-wide, medium, large, pim-tiny, pim-smol, "
-                                         "pim-large"):
+                                         "small-wide, medium, large, pim-tiny, pim-mid, "
+                                         "pim-smol"):
         build("full")
     assert isinstance(BOARD_SIZES["small"], Size)
 
