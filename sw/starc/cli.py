@@ -177,15 +177,46 @@ def dense_cost_rows(cfg: cfgmod.Config, lengths: Sequence[int], head_dim: int
 
 def _timing_dense(args: argparse.Namespace) -> int:
     cfg = preset_from_args(args)
+    if args.model == "attacc":
+        return _timing_dense_attacc(args, cfg)
+    if args.heads_per_channel != 1:
+        raise UserError(
+            f"--heads-per-channel {args.heads_per_channel}: our model (--model ours) schedules "
+            f"one KV head per channel; the overlapped multi-head schedule is not built yet. "
+            f"--model attacc runs AttAcc's overlapped schedule (docs/attacc.md)")
     rows = dense_cost_rows(cfg, args.lengths, args.head_dim)
     if args.json:
-        print_json({"preset": cfg.name, "head_dim": args.head_dim, "rows": rows})
+        print_json({"model": "ours", "preset": cfg.name, "head_dim": args.head_dim,
+                    "heads_per_channel": 1, "rows": rows})
         return 0
     print_table(f"dense attention, one KV head on one channel, {cfg.name}, d = {args.head_dim}",
                 ["L", "commands", "cycles", "ns", "energy nJ", "AttAcc-style nJ",
                  "ratio to floor", "refreshes"],
                 [(r["L"], r["commands"], r["cycles"], r["ns"], r["energy_nJ"],
                   r["attacc_energy_nJ"], r["ratio_to_floor"], r["refreshes"]) for r in rows])
+    return 0
+
+
+def _timing_dense_attacc(args: argparse.Namespace, cfg: cfgmod.Config) -> int:
+    from starc.golden import attacc
+    works = [attacc.Workload(L, args.head_dim, args.heads_per_channel) for L in args.lengths]
+    attacc.check_preset(cfg)
+    for w in works:
+        attacc.trace(w)          # every option checked before the first (slower) run
+    rows = [attacc.simulate(cfg, w).as_dict() for w in works]
+    if args.json:
+        print_json({"model": "attacc", "preset": cfg.name, "head_dim": args.head_dim,
+                    "heads_per_channel": args.heads_per_channel, "rows": rows})
+        return 0
+    print_table(f"dense attention on AttAcc's simulator (compatibility model), {cfg.name}, "
+                f"d = {args.head_dim}, {args.heads_per_channel} head(s) per channel x 16 "
+                f"channels; cycles end at the last issue",
+                ["L", "cycles", "ns", "MACAB / ch", "ACTAB / ch", "moves / ch", "REFab / ch",
+                 "AttAcc nJ / stack"],
+                [(r["L"], r["cycles"], r["ns"], r["commands"]["MACAB"] // 16,
+                  r["commands"]["ACTAB"] // 16,
+                  (r["commands"]["WRGB"] + r["commands"]["MVSB"] + r["commands"]["MVGB"]) // 16,
+                  r["refreshes"], r["energy_nJ"]["total"]) for r in rows])
     return 0
 
 
@@ -213,6 +244,11 @@ def _add_builtin(sub: argparse._SubParsersAction, name: str) -> None:
                         default=[1024, 2048, 4096, 8192, 16384, 32768], help="context lengths")
         pd.add_argument("--head-dim", type=argtypes.int_range(1, 4096), default=128,
                         help="head dimension (default 128)")
+        pd.add_argument("--model", choices=("ours", "attacc"), default="ours",
+                        help="ours: the RTL-exact golden model (default); attacc: AttAcc's "
+                        "simulator reproduced cycle for cycle (docs/attacc.md)")
+        pd.add_argument("--heads-per-channel", type=argtypes.int_range(1), default=1,
+                        help="KV heads per channel (default 1; more than 1 needs --model attacc)")
         add_json_arg(pd)
         pd.set_defaults(func=_timing_dense)
 
