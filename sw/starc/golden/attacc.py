@@ -73,6 +73,10 @@ __all__ = [
     "trace_text",
     "COMMAND_NAMES",
     "KIND_NAMES",
+    "Phases",
+    "attacc_phases",
+    "ours_phases",
+    "mac_stream_bound",
 ]
 
 
@@ -731,3 +735,59 @@ def energy_pj(r: AttAccRun) -> dict[str, float]:
     return {"cell": cell, "io": io, "alu": alu, "total": cell + io + alu}
 
 
+
+
+# ---- side by side with our model (docs/attacc.md) -----------------------------------------------
+@dataclass(frozen=True)
+class Phases:
+    """Where one head's dense attention spends its cycles, from the issue cycles of its MACs.
+
+    ``query``: start to the first score MAC; ``score``: first to last score MAC;
+    ``transition``: last score MAC to the first value MAC (score moves, softmax, probability
+    moves, the row switch); ``value``: first to last value MAC; ``tail``: last value MAC to the
+    end of the count (the last move, or in our model the last completion). The five add up to
+    ``total``. Times count elapsed cycles: a command AttAcc issues in its cycle c (from 1) issued
+    at time c - 1; ours issues at its own cycle (from 0)."""
+
+    query: int
+    score: int
+    transition: int
+    value: int
+    tail: int
+    total: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def attacc_phases(r: AttAccRun) -> Phases:
+    """The phase split of a one-head run kept with ``log=True`` (channel 0)."""
+    if r.logs is None or r.workload.heads_per_channel != 1:
+        raise ValueError("attacc_phases needs a one-head run simulated with log=True")
+    vrow = _V_OFFSET >> _ADDR_ROW
+    score = [e[0] - 1 for e in r.logs[0] if e[1] == C_MACAB and e[6] < vrow]
+    value = [e[0] - 1 for e in r.logs[0] if e[1] == C_MACAB and e[6] >= vrow]
+    return _phases(score, value, r.cycles)
+
+
+def ours_phases(s: Any) -> Phases:
+    """The phase split of our model's schedule (:class:`starc.golden.timing.Schedule`) of a
+    dense program (:func:`starc.golden.programs.dense_program`)."""
+    from starc.isa import MacArg, Op
+    mac = s.program["op"] == int(Op.MACAB)
+    val = (s.program["arg"] & int(MacArg.VALUE)) != 0
+    return _phases(s.issue[mac & ~val].tolist(), s.issue[mac & val].tolist(), s.total_cycles)
+
+
+def _phases(score: list[int], value: list[int], total: int) -> Phases:
+    return Phases(query=score[0], score=score[-1] - score[0], transition=value[0] - score[-1],
+                  value=value[-1] - value[0], tail=total - value[-1], total=total)
+
+
+def mac_stream_bound(cfg: Config, rows: int) -> int:
+    """The opened rows x the all-bank row period, plus the refreshes that fall in that time
+    (one tRFC per tREFI - tRFC of streaming), in our conventions (PRE -> REF tRP, the last row's
+    tRTP_L + tRP counted): what a schedule of these rows needs at least in our model. AttAcc's
+    conventions (count to the last issue, REFab right after PREA) can land a little under it."""
+    stream = rows * cfg.row_period_cycles()
+    return stream + (stream // (cfg.timing.tREFI - cfg.timing.tRFC)) * cfg.timing.tRFC
