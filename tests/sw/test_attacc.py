@@ -223,3 +223,81 @@ def test_cli_clear_errors(capsys, argv, needle):
     assert cli.main(["timing", "dense", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("starc: error: ") and needle in err and "\n" not in err
+
+
+# ---- docs/attacc.md: its tables come from the models and the simulator's figures ---------------
+DOC = Path(__file__).resolve().parents[2] / "docs" / "attacc.md"
+_PRESETS = ("attacc-hbm3-5.2", "attacc-hbm3-5.2-npc")
+_LENGTHS = (1024, 2048, 4096, 8192)
+
+
+def _sim(preset: str, L: int, heads: int) -> int:
+    return next(r["memory_system_cycles"] for r in RUNS if r["preset"] == preset and r["L"] == L
+                and r["heads_per_channel"] == heads and r["head_dim"] == 128)
+
+
+def _ours(cfg, L: int):
+    from starc.golden import programs, timing
+    return timing.schedule(programs.dense_program(cfg, L, 128), cfg)
+
+
+def _expected_sections() -> dict[str, str]:
+    side = ["| preset | L | heads / channel | ours | AttAcc's simulator | compatibility model "
+            "| ours vs AttAcc |", "|---|---|---|---|---|---|---|"]
+    phases = ["| preset | L | query | score stream | transition | value stream | tail | total |",
+              "|---|---|---|---|---|---|---|---|"]
+    bound = ["| preset | L | rows | MAC-stream bound | ours | AttAcc one head "
+             "| AttAcc two heads (per head) |", "|---|---|---|---|---|---|---|"]
+    overlap = ["| preset | L | two heads | two single heads | two heads vs two single heads |",
+               "|---|---|---|---|---|"]
+    for p in _PRESETS:
+        cfg = config.load(p)
+        for h in (1, 2):
+            for L in _LENGTHS:
+                sim, compat = _sim(p, L, h), attacc.run(cfg, L, 128, h).cycles
+                if h == 1:
+                    o = _ours(cfg, L).total_cycles
+                    side.append(f"| {p} | {L} | 1 | {o} | {sim} | {compat} | "
+                                f"+{100 * (o / sim - 1):.1f} % |")
+                else:
+                    side.append(f"| {p} | {L} | 2 | not yet (one head per channel) | {sim} | "
+                                f"{compat} | - |")
+        for L in _LENGTHS:
+            o = attacc.ours_phases(_ours(cfg, L))
+            a = attacc.attacc_phases(attacc.run(cfg, L, log=True))
+            keys = ("query", "score", "transition", "value", "tail", "total")
+            phases.append(f"| {p} | {L} | "
+                          + " | ".join(f"{getattr(o, k)} / {getattr(a, k)}" for k in keys) + " |")
+        for L in _LENGTHS:
+            rows = 2 * L // 256
+            b, b2 = attacc.mac_stream_bound(cfg, rows), attacc.mac_stream_bound(cfg, 2 * rows)
+            bound.append(f"| {p} | {L} | {rows} | {b} | {_ours(cfg, L).total_cycles / b:.3f} | "
+                         f"{_sim(p, L, 1) / b:.3f} | {_sim(p, L, 2) / b2:.3f} |")
+        for L in _LENGTHS:
+            two, one = _sim(p, L, 2), 2 * _sim(p, L, 1)
+            overlap.append(f"| {p} | {L} | {two} | {one} | {100 * (two / one - 1):+.1f} % |")
+    return {"side-by-side": "\n".join(side), "phases": "\n".join(phases),
+            "bound": "\n".join(bound), "overlap": "\n".join(overlap)}
+
+
+@pytest.mark.slow
+def test_docs_tables_are_current():
+    """Each table between <!-- name --> markers in docs/attacc.md is what the models and the
+    committed simulator figures give today; on a change, paste the expected table shown."""
+    text = DOC.read_text()
+    for name, want in _expected_sections().items():
+        start, end = f"<!-- {name} -->\n", f"\n<!-- /{name} -->"
+        got = text[text.index(start) + len(start):text.index(end)]
+        assert got == want, f"docs/attacc.md table {name!r} is stale; it should read:\n{want}"
+
+
+@pytest.mark.parametrize("preset", _PRESETS)
+@pytest.mark.parametrize("L", [512, 1024, 2048, 4096, 8192])
+def test_gap_closed_form(preset, L):
+    """docs/attacc.md: ours - AttAcc = 243 + L/8 + 17 n for one head at d = 128 (n refreshes,
+    the same count in both at these lengths)."""
+    cfg = config.load(preset)
+    s = _ours(cfg, L)
+    a = attacc.run(cfg, L)
+    assert a.refreshes == 2 * s.refreshes
+    assert s.total_cycles - a.cycles == 243 + L // 8 + 17 * s.refreshes
