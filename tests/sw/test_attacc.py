@@ -76,6 +76,12 @@ def test_cycle_for_cycle(rec):
     assert last == rec["last_issue_per_channel"]
     logs = "".join("\n".join(r.log_lines(c)) + "\n" for c in range(16))
     assert hashlib.sha256(logs.encode()).hexdigest() == rec["log_sha256_stack"]
+    # AttAcc's own src/devices.py on these figures: time and energy of its 'score' layer
+    ref = rec["attacc_score_layer"]
+    assert r.attacc_time_s == pytest.approx(ref["time_s"], rel=1e-12)
+    assert r.energy_pj["cell"] + r.energy_pj["io"] == pytest.approx(ref["dram_energy_pJ"],
+                                                                    rel=1e-12)
+    assert r.energy_pj["alu"] == pytest.approx(ref["alu_energy_pJ"], rel=1e-12)
 
 
 @pytest.mark.parametrize("length,heads", [(1024, 1), (1024, 2), (512, 3)])

@@ -107,7 +107,7 @@ SUPPORTED = {
     "head_dim": "a positive multiple of 64 (the generator's dhead / (4 banks x 16 lanes) k-steps; "
                 "validated against the simulator at 64, 128 and 256)",
     "length": "a positive multiple of 256 (whole all-bank rows of 16 tokens x 16 groups; "
-              "validated at 256 to 16384)",
+              "validated at 256 to 32768)",
     "heads_per_channel": "an integer from 1 to 8 (the generator's --nhead = 16 x heads per "
                          "channel; validated at 1 to 4)",
 }
@@ -596,6 +596,12 @@ class AttAccRun:
         return self.cycles * self.tck_ns
 
     @property
+    def attacc_time_s(self) -> float:
+        """The time AttAcc's wrapper reports: cycles x tCK in whole picoseconds (0.769 ns at
+        5.2 Gbps, src/ramulator_wrapper.py), against our ``ns`` at the preset's exact tCK."""
+        return self.cycles * int(self.tck_ns * 1000 + 1e-6) * 1e-12
+
+    @property
     def refreshes(self) -> int:
         """REFab commands per channel (one per pseudo-channel per refresh)."""
         return self.commands_per_channel[0]["REFab"]
@@ -618,6 +624,7 @@ class AttAccRun:
         return {
             "L": w.length, "head_dim": w.head_dim, "heads_per_channel": w.heads_per_channel,
             "max_len": w.max_len, "preset": self.preset, "cycles": self.cycles, "ns": self.ns,
+            "attacc_time_s": self.attacc_time_s,
             "requests": dict(self.requests), "commands": dict(self.commands),
             "commands_per_channel": dict(self.commands_per_channel[0]) if self.symmetric
             else None, "refreshes": self.refreshes, "tRFC_cycles": self.tRFC,
