@@ -203,7 +203,12 @@ def _timing_dense_attacc(args: argparse.Namespace, cfg: cfgmod.Config) -> int:
     attacc.check_preset(cfg)
     for w in works:
         attacc.trace(w)          # every option checked before the first (slower) run
-    rows = [attacc.simulate(cfg, w).as_dict() for w in works]
+    from rich.console import Console
+    from rich.progress import track
+    err = Console(stderr=True)
+    todo = track(works, description="AttAcc compatibility model", transient=True,
+                 console=err) if err.is_terminal else works
+    rows = [attacc.simulate(cfg, w).as_dict() for w in todo]
     if args.json:
         print_json({"model": "attacc", "preset": cfg.name, "head_dim": args.head_dim,
                     "heads_per_channel": args.heads_per_channel, "rows": rows})
