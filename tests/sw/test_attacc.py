@@ -282,8 +282,16 @@ def _expected_sections() -> dict[str, str]:
         for L in _LENGTHS:
             two, one = _sim(p, L, 2), 2 * _sim(p, L, 1)
             overlap.append(f"| {p} | {L} | {two} | {one} | {100 * (two / one - 1):+.1f} % |")
+    sens = ["| setting | cycles |", "|---|---|"]
+    for label, mp in (("presets today (`mac_pipeline` 6, `sfm_latency` 26)", None),
+                      ("`mac_pipeline` = 4 (AttAcc's \"two column cycles\" per MAC)", 4),
+                      ("`mac_pipeline` = 8 (two core-clock stages)", 8)):
+        cfg = config.load(_PRESETS[0], None if mp is None else [f"pu.mac_pipeline={mp}"])
+        sens.append(f"| {label} | "
+                    + " / ".join(str(_ours(cfg, L).total_cycles) for L in _LENGTHS) + " |")
     return {"side-by-side": "\n".join(side), "phases": "\n".join(phases),
-            "bound": "\n".join(bound), "overlap": "\n".join(overlap)}
+            "bound": "\n".join(bound), "overlap": "\n".join(overlap),
+            "pu-sensitivity": "\n".join(sens)}
 
 
 @pytest.mark.slow
