@@ -112,3 +112,21 @@ def test_sweep_points_from_kv_files(tmp_path):
     res = evaluate_point(pt)
     assert {r["policy"] for r in res["rows"]} == {"dense", "starc"}
     assert all(r["context"] == 300 for r in res["rows"])
+
+
+def test_plots_show_selection_and_take_mass_budgets():
+    from starc import config
+    from starc.kv import synthetic_kv
+    from starc.planner.evaluate import EvalOptions, evaluate
+    from starc.sweep.points import plot_sweep
+    c = synthetic_kv(n_layers=3, prefill_len=1200, decode_steps=1, seed=0)
+    res = evaluate(c, config.load(), EvalOptions(policies=("dense", "starc-row"),
+                                                 budgets=(256, "p0.9"), cost_programs=4))
+    figs = plot_sweep([{**r, "preset": "p", "model": "m", "context": 1200} for r in res.rows],
+                      setting="planner: x")
+    for name in ("breakdown.png", "energy_breakdown.png"):
+        ax = figs[name].axes[0]
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "selection" in labels and "95 % interval" in labels, (name, labels)
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["dense", "starc-row"]
+    assert "planner: x" in figs["breakdown.png"]._suptitle.get_text()

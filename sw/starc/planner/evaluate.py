@@ -143,10 +143,12 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
             copt = compile_options.get(mode) or registry.compile_options(
                 p, seed=o.seed, dense_layers=o.dense_layers)
             compiled[mode] = compile_kv(cache, cfg, copt)
-    # a mass budget applies to the policies that adapt (registry: Policy.adaptive)
+    # a mass budget applies to the policies that adapt (registry: Policy.adaptive); planners of
+    # one image share its whole-head rounds (the guard's reference)
+    whole: dict[str, dict] = {mode: {} for mode in compiled}
     planners = {(p, b.label): Planner(compiled[LAYOUT_OF[p]], p, b, dense_layers=o.dense_layers,
                                 sparq_r=o.sparq_r, sparq_recent=o.sparq_recent, sinks=o.sinks,
-                                objective=o.objective)
+                                objective=o.objective, whole_cache=whole[LAYOUT_OF[p]])
                 for p in o.policies for b in o.parsed_budgets()
                 if not b.adaptive or registry.get(p).adaptive}
     if not planners:

@@ -60,7 +60,7 @@ class Planner:
     def __init__(self, compiled: CompiledKV, policy: str, budget: int | str | Budget, *,
                  dense_layers: tuple[int, ...] | list[int] = DENSE_LAYERS,
                  sparq_r: int | None = None, sparq_recent: int = 64, sinks: int = 4,
-                 objective: str = OBJECTIVES[0]) -> None:
+                 objective: str = OBJECTIVES[0], whole_cache: dict | None = None) -> None:
         self.spec = registry.get(policy)
         want = self.spec.layout
         if compiled.mode != want:
@@ -86,8 +86,9 @@ class Planner:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not "
                              f"{objective!r}")
         self.objective = objective
-        self._whole_key: tuple[int, int, int] | None = None
-        self._whole: list = []
+        # the whole-head rounds depend on the layout and the context only: planners of one
+        # compiled image may share them (evaluate passes one dict per image)
+        self._whole_cache: dict = whole_cache if whole_cache is not None else {}
         self._norms: dict[tuple[int, int], np.ndarray] = {}
 
     def context(self, step: int) -> int:
@@ -136,12 +137,13 @@ class Planner:
         """The cycles-objective rounds of every token of the head at context ``n`` (the guard's
         reference, shared by the query heads of a step)."""
         key = (layer, kv_head, n)
-        if self._whole_key != key:
+        c = self._whole_cache
+        if c.get("key") != key:
             loc = self.ck.head(layer, kv_head).locate(np.arange(n), n)
-            self._whole = whole_rounds(loc.group, loc.row, loc.lane_bit, loc.set, self.geo,
+            c["rounds"] = whole_rounds(loc.group, loc.row, loc.lane_bit, loc.set, self.geo,
                                        self.ck.cfg)
-            self._whole_key = key
-        return self._whole
+            c["key"] = key
+        return c["rounds"]
 
     def rows_for(self, loc: Located, objective: str | None = None,
                  whole: list | None = None) -> RowPlan:

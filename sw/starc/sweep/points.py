@@ -157,7 +157,8 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "", setting: str = "") -
     figs: dict[str, Any] = {}
     policies = sorted({r["policy"] for r in rows})
     points = list(dict.fromkeys(point_of(r) for r in rows))
-    last = [r for r in rows if point_of(r) == points[-1]]  # budget plot: the sweep's last point
+    # budget plot: the sweep's last point, token budgets (mass budgets have no B axis)
+    last = [r for r in rows if point_of(r) == points[-1] and isinstance(r["budget"], int)]
     if len(points) > 1 and not title:
         title = f"cost against budget, {points[-1][1]}, L = {points[-1][2]}"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -195,28 +196,39 @@ def plot_sweep(rows: list[dict[str, Any]], title: str = "", setting: str = "") -
     fig.suptitle(head, fontsize=9)
     figs["recall_vs_rows.png"] = fig
 
-    keys = ["t_selection", "t_mac_issue", "t_row_switch", "t_refresh", "t_data_movement",
-            "t_softmax", "t_drain"]
-    b0 = 1024 if any(r["budget"] == 1024 for r in rows) else max(r["budget"] for r in rows)
-    sel = [r for r in rows if r["budget"] == b0]
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.45 * len(sel)), 4))
-    bottom = [0.0] * len(sel)
+    # breakdowns at one token budget (1024 if swept): cycles and energy, selection as its own part
+    fixed = [r for r in rows if isinstance(r["budget"], int)]
+    b0 = 1024 if any(r["budget"] == 1024 for r in fixed) else \
+        max((r["budget"] for r in fixed), default=None)
+    sel = [r for r in fixed if r["budget"] == b0]
     several_models = len({p[1] for p in points}) > 1
     labels = [r["policy"] if len(points) == 1 else
               f"{r['policy']} {r.get('model') if several_models else ''} L{r.get('context')}"
               .replace("  ", " ") for r in sel]
-    for k in keys:
-        vals = [float(r.get(k, 0.0) or 0.0) for r in sel]
-        ax.bar(labels, vals, bottom=bottom, label=k[2:])
-        bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
-    ax.errorbar(labels, bottom, yerr=[r.get("cycles_ci95", 0.0) or 0.0 for r in sel], fmt="none",
-                ecolor="k", capsize=3, label="95 % interval")
-    ax.set_ylabel(f"cycles (tCK) per head at B = {b0}")
-    ax.legend(fontsize=8)
-    ax.tick_params(axis="x", rotation=30 if len(points) == 1 else 90)
-    fig.suptitle(head, fontsize=9)
-    fig.tight_layout()
-    figs["breakdown.png"] = fig
+    parts = {
+        "breakdown.png": (["t_selection", "t_mac_issue", "t_row_switch", "t_refresh",
+                           "t_data_movement", "t_softmax", "t_drain"], "cycles_ci95",
+                          f"cycles (tCK) per head at B = {b0}"),
+        "energy_breakdown.png": (["e_selection", "e_activation", "e_column_access", "e_mac",
+                                  "e_data_movement", "e_host_io", "e_softmax"], "energy_nJ_ci95",
+                                 f"energy (nJ, explicit activation) per head at B = {b0}"),
+    }
+    for name, (keys, ci, ylabel) in parts.items() if sel else ():
+        fig, ax = plt.subplots(figsize=(max(8.0, 0.45 * len(sel)), 4))
+        bottom = [0.0] * len(sel)
+        for k in keys:
+            vals = [float(r.get(k, 0.0) or 0.0) for r in sel]
+            if any(vals):
+                ax.bar(labels, vals, bottom=bottom, label=k[2:])
+            bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
+        ax.errorbar(labels, bottom, yerr=[r.get(ci, 0.0) or 0.0 for r in sel], fmt="none",
+                    ecolor="k", capsize=3, label="95 % interval")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        ax.tick_params(axis="x", rotation=30 if len(points) == 1 else 90)
+        fig.suptitle(head, fontsize=9)
+        fig.tight_layout()
+        figs[name] = fig
 
     reds = reductions_by_point(rows, 1024)
     if reds:
