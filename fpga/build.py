@@ -164,13 +164,25 @@ class BuildResult:
         return d
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str], log: Path, what: str) -> float:
+#: The log each tool of the build plan writes itself (Yosys ``-l``, nextpnr ``-l``); the
+#: console output goes to ``<stage>.log``.
+TOOL_LOGS = {"yosys": "top.rpt", "nextpnr-ecp5": "top.tim"}
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str], log: Path, what: str,
+         tool: str | None = None) -> float:
+    """Run one tool; on failure raise :class:`ToolchainError` naming the tool, its log file
+    and the log's last lines (its error)."""
     t0 = time.perf_counter()
     with log.open("w") as f:
         proc = subprocess.run(argv, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
-        tail = log.read_text().splitlines()[-15:]
-        raise ToolchainError(f"{what} failed (exit {proc.returncode}); log {log}:\n  "
+        own = cwd / TOOL_LOGS[tool] if tool in TOOL_LOGS else None
+        source = own if own is not None and own.is_file() and own.stat().st_size else log
+        lines = [x for x in source.read_text(errors="replace").splitlines() if x.strip()]
+        errors = [x for x in lines if "ERROR" in x or "error" in x.lower()][-3:]
+        tail = errors or lines[-15:]
+        raise ToolchainError(f"{what} failed (exit {proc.returncode}); log {source}:\n  "
                              + "\n  ".join(tail))
     return time.perf_counter() - t0
 
@@ -262,16 +274,17 @@ def synthesize(top: Any, out: Path, *, synth_opts: str = "") -> tuple[dict[str, 
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
     argv = _plan(top, out, [], synth_opts)[0]
     seconds = _run([env[_ARGV0[argv[0]]], *argv[1:]], out, env, out / "synth.log",
-                   f"synthesis ({argv[0]})")
+                   f"synthesis ({argv[0]})", argv[0])
     return _synth_cells(out / "top.stat.json"), seconds
 
 
 def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
           baud: int = DEFAULT_BAUD, router: str | None = None, seed: int | None = None,
-          root: Path | None = None, log: Any = None) -> BuildResult:
+          root: Path | None = None, log: Any = None, synth_opts: str = "") -> BuildResult:
     """Build ``size`` (a key of :data:`starc_fpga.top.BOARD_SIZES`) into ``build/fpga/<size>/``.
 
-    ``pnr=False`` stops after synthesis (Yosys resource counts, no Fmax). ``router`` is passed
+    ``pnr=False`` stops after synthesis (Yosys resource counts, no Fmax). ``synth_opts`` go to
+    Yosys's ``synth_ecp5`` (e.g. ``-noabc9``). ``router`` is passed
     to nextpnr (``router1`` or ``router2``; router2 routes large designs much faster). nextpnr
     runs with ``--timing-allow-fail`` so that the report (and the achieved Fmax) always exists;
     :attr:`BuildResult.timing_met` says whether the bitstream meets ``clock_hz``.
@@ -302,7 +315,7 @@ def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
                       tools=tool_versions(env), fold=bs.fold, lanes_per_clock=bs.clock_lanes,
                       estimate=estimate(bs))
     t0 = time.perf_counter()
-    commands = _plan(top, out, nextpnr_opts, "")
+    commands = _plan(top, out, nextpnr_opts, synth_opts)
     (out / "size.json").write_text(json.dumps({"size": asdict(bs), "preset": BASE_PRESET,
                                                "cycle_width": CYCLE_WIDTH, "baud": baud,
                                                "clock_hz": clock_hz},
@@ -324,7 +337,8 @@ def _flow(commands: list[list[str]], out: Path, env: dict[str, str], res: BuildR
             log(f"{res.size}: {name} ...")
         argv = [env[_ARGV0[argv[0]]], *argv[1:]]
         load0 = os.getloadavg()[0]
-        res.seconds[name] = _run(argv, out, env, out / f"{name}.log", f"{name} ({argv[0]})")
+        tool = next((k for k, v in _ARGV0.items() if env[v] == argv[0]), None)
+        res.seconds[name] = _run(argv, out, env, out / f"{name}.log", f"{name} ({tool})", tool)
         res.load[name] = round((load0 + os.getloadavg()[0]) / 2, 2)
         if name == "synth":
             res.synth_cells = _synth_cells(out / "top.stat.json")

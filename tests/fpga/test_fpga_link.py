@@ -483,3 +483,17 @@ def test_board_runner_without_a_board(capsys: Any) -> None:
     assert "Traceback" not in err
     assert main(["fpga", "run", "--port", "/dev/null", "--size", "small"]) == 2
     assert "invalid choice: 'small'" in capsys.readouterr().err
+
+
+def test_failed_tool_names_itself_and_its_log(tmp_path: Any) -> None:
+    """A failing tool run: one ToolchainError naming the stage, the tool and the log it wrote
+    (Yosys: top.rpt), with the log's error line."""
+    import os
+
+    from starc_fpga.build import ToolchainError, _run
+
+    (tmp_path / "top.rpt").write_text("2.46 ABC9\nERROR: Assert failed in rtlil.cc:3091.\n")
+    with pytest.raises(ToolchainError, match=r"synth \(yosys\) failed \(exit 1\); log "
+                                             r".*top\.rpt:\n  ERROR: Assert failed"):
+        _run(["false"], tmp_path, dict(os.environ), tmp_path / "synth.log", "synth (yosys)",
+             "yosys")
