@@ -36,6 +36,7 @@ __all__ = [
     "KVError",
     "KVMeta",
     "load_kv",
+    "qp_hash",
     "save_kv",
     "synthetic_kv",
 ]
@@ -113,18 +114,24 @@ class KVMeta:
 
 @dataclass
 class KVCache:
-    """One KV cache. ``k``, ``v``, ``q`` are lists over layers (see the module docstring)."""
+    """One KV cache. ``k``, ``v``, ``q`` are lists over layers (see the module docstring).
+    ``qp`` (optional, tensors ``qp_{l}`` ``[P', n_q_heads, head_dim]``) holds post-RoPE queries
+    of a sample of prefill positions: calibration data the compiler may learn from (a live
+    system has them after prefill); decode queries are never used for that."""
 
     meta: KVMeta
     k: list[np.ndarray]
     v: list[np.ndarray]
     q: list[np.ndarray]
+    qp: list[np.ndarray] | None = None
 
     def tensors(self) -> Iterator[tuple[str, np.ndarray]]:
         for l in range(self.meta.n_layers):
             yield f"k_{l}", self.k[l]
             yield f"v_{l}", self.v[l]
             yield f"q_{l}", self.q[l]
+            if self.qp is not None:
+                yield f"qp_{l}", self.qp[l]
 
     @property
     def nbytes_fp16(self) -> int:
@@ -148,6 +155,13 @@ class KVCache:
                 _check_tensor(name, arr, shape, m)
             if self.k[l].shape[0] != self.v[l].shape[0]:  # pragma: no cover - shape check first
                 raise KVError(f"k_{l}/v_{l}: lengths differ")
+        if self.qp is not None:
+            if len(self.qp) != m.n_layers:
+                raise KVError(f"qp_*: {len(self.qp)} layers present, meta.n_layers is "
+                              f"{m.n_layers}; store qp_0 .. qp_{m.n_layers - 1} or none")
+            n_qp = self.qp[0].shape[0] if getattr(self.qp[0], "ndim", 0) == 3 else -1
+            for l in range(m.n_layers):
+                _check_tensor(f"qp_{l}", self.qp[l], (n_qp, m.n_q_heads, m.head_dim), m)
         if cfg is not None:
             check_capacity(m, cfg)
         return self
@@ -163,24 +177,41 @@ class KVCache:
         return replace(self, meta=replace(m, n_layers=1, n_kv_heads=1, n_q_heads=gs),
                        k=[self.k[layer][:, kv_head:kv_head + 1]],
                        v=[self.v[layer][:, kv_head:kv_head + 1]],
-                       q=[self.q[layer][:, kv_head * gs:(kv_head + 1) * gs]])
+                       q=[self.q[layer][:, kv_head * gs:(kv_head + 1) * gs]],
+                       qp=None if self.qp is None else
+                       [self.qp[layer][:, kv_head * gs:(kv_head + 1) * gs]])
 
     def to_fp16(self) -> KVCache:
         """The cache rounded to FP16 (round to nearest even, as ``astype`` does)."""
         def cv(a: np.ndarray) -> np.ndarray:
             return a if a.dtype == np.float16 else a.astype(np.float16)
         return replace(self, k=[cv(a) for a in self.k], v=[cv(a) for a in self.v],
-                       q=[cv(a) for a in self.q])
+                       q=[cv(a) for a in self.q],
+                       qp=None if self.qp is None else [cv(a) for a in self.qp])
 
     def content_hash(self) -> str:
-        """SHA-256 over the FP16 image of every tensor and the meta (the compiler's input hash)."""
+        """SHA-256 over the FP16 image of every K, V and q tensor and the meta (the compiler's
+        input hash; the prefill queries ``qp`` are calibration data, see :meth:`qp_hash`)."""
         h = hashlib.sha256()
         h.update(json.dumps(self.meta.to_json(), sort_keys=True).encode())
         for name, a in self.tensors():
+            if name.startswith("qp_"):
+                continue
             a16 = a if a.dtype == np.float16 else a.astype(np.float16)
             h.update(name.encode())
             h.update(np.ascontiguousarray(a16).tobytes())
         return h.hexdigest()
+
+
+def qp_hash(cache: KVCache) -> str | None:
+    """SHA-256 of the FP16 prefill queries (``None`` without them)."""
+    if cache.qp is None:
+        return None
+    h = hashlib.sha256()
+    for l, a in enumerate(cache.qp):
+        h.update(f"qp_{l}".encode())
+        h.update(np.ascontiguousarray(a.astype(np.float16, copy=False)).tobytes())
+    return h.hexdigest()
 
 
 def _check_tensor(name: str, arr: Any, shape: tuple[int, ...], m: KVMeta) -> None:
@@ -200,7 +231,9 @@ def _check_tensor(name: str, arr: Any, shape: tuple[int, ...], m: KVMeta) -> Non
             what.append(f"length {arr.shape[0]} but prefill_len + decode_steps = {shape[0]} "
                         f"({m.prefill_len} + {m.decode_steps}); K and V must hold every position "
                         f"(check {other}_{name[2:]} too)")
-        if kind == "q" and arr.shape[0] != shape[0]:
+        if name.startswith("qp_") and arr.shape[0] != shape[0]:
+            what.append(f"{arr.shape[0]} prefill queries but qp_0 has {shape[0]}")
+        elif kind == "q" and arr.shape[0] != shape[0]:
             what.append(f"{arr.shape[0]} decode steps but meta.decode_steps = {shape[0]}")
         if arr.shape[1] != shape[1]:
             heads = "n_q_heads" if kind == "q" else "n_kv_heads"
@@ -227,6 +260,8 @@ def _check_tensor(name: str, arr: Any, shape: tuple[int, ...], m: KVMeta) -> Non
 
 
 def _shape_doc(name: str) -> str:
+    if name.startswith("qp_"):
+        return "[prefill queries, n_q_heads, head_dim]"
     return "[S, n_q_heads, head_dim]" if name[0] == "q" else "[T, n_kv_heads, head_dim]"
 
 
@@ -308,14 +343,22 @@ def load_kv(path: str | os.PathLike[str], cfg: Config | None = None) -> KVCache:
     except json.JSONDecodeError as e:
         raise KVError(f"{p}: meta is not valid JSON ({e})") from None
     meta = KVMeta.from_json(meta_json, str(p))
-    ks, vs, qs = [], [], []
+    ks, vs, qs, qps = [], [], [], []
     for l in range(meta.n_layers):
         for name, lst in ((f"k_{l}", ks), (f"v_{l}", vs), (f"q_{l}", qs)):
             if name not in arrays:
                 raise KVError(f"{name}: missing from {p} (meta.n_layers = {meta.n_layers}); "
                               f"store it or lower n_layers")
             lst.append(arrays[name])
-    cache = KVCache(meta=meta, k=ks, v=vs, q=qs)
+    qps = None
+    if "qp_0" in arrays:
+        qps = []
+        for l in range(meta.n_layers):
+            if f"qp_{l}" not in arrays:
+                raise KVError(f"qp_{l}: missing from {p} while qp_0 is present; store the "
+                              f"prefill queries of every layer or of none")
+            qps.append(arrays[f"qp_{l}"])
+    cache = KVCache(meta=meta, k=ks, v=vs, q=qs, qp=qps)
     return cache.validate(cfg)
 
 
@@ -391,7 +434,8 @@ def _rope(x: np.ndarray, pos: np.ndarray, base: float) -> np.ndarray:
 def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
                  head_dim: int = 64, prefill_len: int = 4096, decode_steps: int = 8,
                  seed: int = 0, rope_base: float = 100000.0, n_topics: int = 48,
-                 mean_segment: float = 24.0, dtype: Any = np.float16) -> KVCache:
+                 mean_segment: float = 24.0, dtype: Any = np.float16,
+                 prefill_queries: int = 0) -> KVCache:
     """A seeded synthetic cache with the structure real post-RoPE caches show.
 
     Per layer and KV head: a few dominant directions shared by all keys, a handful of outlier
@@ -402,6 +446,8 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
     position-only component in the fast pairs (a recency bias). Queries look for 1-3 topics each,
     shared in part by the query heads of a GQA group, so attention is peaked but not one-hot.
     The same arguments give the same cache on every machine (NumPy's PCG64 stream).
+    ``prefill_queries > 0`` adds that many calibration queries (``qp``) per layer, drawn the same
+    way at random prefill positions from a separate stream (K, V and q do not change).
     """
     for name, v in (("n_layers", n_layers), ("n_q_heads", n_q_heads), ("n_kv_heads", n_kv_heads),
                     ("head_dim", head_dim), ("prefill_len", prefill_len)):
@@ -409,6 +455,9 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
             raise KVError(f"synthetic: {name} must be a positive integer, not {v!r}")
     if decode_steps < 0:
         raise KVError(f"synthetic: decode_steps must be >= 0, not {decode_steps}")
+    if not 0 <= prefill_queries <= prefill_len:
+        raise KVError(f"synthetic: prefill_queries must be in 0 .. prefill_len ({prefill_len}), "
+                      f"not {prefill_queries}")
     if n_q_heads % n_kv_heads:
         raise KVError(f"synthetic: n_q_heads ({n_q_heads}) must be a multiple of n_kv_heads "
                       f"({n_kv_heads})")
@@ -423,7 +472,7 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
     high_dims = np.setdiff1d(np.arange(d), low_dims)
     pos = np.arange(T)
     qpos = prefill_len + np.arange(S)
-    ks, vs, qs = [], [], []
+    ks, vs, qs, qps = [], [], [], []
     for l in range(n_layers):
         rng = np.random.default_rng([seed, l])
         # segments: topic runs of geometric length; topics follow a Zipf-like popularity
@@ -437,6 +486,7 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
         k = np.zeros((T, H, d), np.float32)
         v = np.zeros((T, H, d), np.float32)
         q = np.zeros((S, H * g, d), np.float32)
+        qp = np.zeros((prefill_queries, H * g, d), np.float32)
         for h in range(H):
             hr = np.random.default_rng([seed, l, h])
             def unit(n: int, dims: np.ndarray, _hr: np.random.Generator = hr) -> np.ndarray:
@@ -460,28 +510,40 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
             v[:, h] = 0.8 * tv[topic_of] + 0.6 * hr.standard_normal((T, d)).astype(np.float32)
             v[0, h] *= 0.1                                                # sinks carry little
             # queries: 1-3 topics seen in the context, shared in part across the GQA group
-            for s in range(S):
-                seen = topic_of[: qpos[s] + 1]
-                shared = hr.choice(seen, size=hr.integers(1, 3))
+            def query(p: int, r: np.random.Generator, topic_of: np.ndarray = topic_of,
+                      dom: np.ndarray = dom, topics: np.ndarray = topics,
+                      posvec: np.ndarray = posvec) -> np.ndarray:
+                seen = topic_of[: p + 1]
+                shared = r.choice(seen, size=r.integers(1, 3))
+                out = np.empty((g, d), np.float32)
                 for j in range(g):
-                    own = hr.choice(seen, size=hr.integers(0, 2))
+                    own = r.choice(seen, size=r.integers(0, 2))
                     tsel = np.concatenate([shared, own])
                     qv = 0.6 * dom[0] + topics[tsel].sum(0) * (2.2 / np.sqrt(len(tsel)))
-                    qv = qv + 0.35 * hr.standard_normal(d).astype(np.float32)
+                    qv = qv + 0.35 * r.standard_normal(d).astype(np.float32)
                     qv = qv + 0.25 * posvec
-                    qv *= 4.0
-                    q[s, h * g + j] = qv
+                    out[j] = 4.0 * qv
+                return out
+            for s in range(S):
+                q[s, h * g:(h + 1) * g] = query(int(qpos[s]), hr)
+            if prefill_queries:
+                pr = np.random.default_rng([seed, l, h, 7])
+                ppos = np.sort(pr.choice(prefill_len, prefill_queries, replace=False))
+                for i, p0 in enumerate(ppos):
+                    qp[i, h * g:(h + 1) * g] = _rope(query(int(p0), pr), np.full(g, p0),
+                                                     rope_base)
         if S:
             q = _rope(q, qpos, rope_base)
         ks.append(k.astype(dtype))
         vs.append(v.astype(dtype))
         qs.append(q.astype(dtype))
+        qps.append(qp.astype(dtype))
     meta = KVMeta(model="synthetic", n_layers=n_layers, n_q_heads=n_q_heads, n_kv_heads=n_kv_heads,
                   head_dim=head_dim, prefill_len=prefill_len, decode_steps=decode_steps,
                   extra={"generator": "starc.kv.synthetic_kv", "seed": seed,
                          "rope_base": rope_base, "n_topics": n_topics,
                          "mean_segment": mean_segment})
-    return KVCache(meta=meta, k=ks, v=vs, q=qs).validate()
+    return KVCache(meta=meta, k=ks, v=vs, q=qs, qp=qps if prefill_queries else None).validate()
 
 
 def describe(cache: KVCache) -> dict[str, Any]:

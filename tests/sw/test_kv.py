@@ -192,3 +192,25 @@ def test_one_head_is_that_head_and_its_query_group(small):
     with pytest.raises(KVError, match="layer 2 / KV head 0 out of range: the cache has 2 layers "
                                       "and 2 KV heads"):
         small.one_head(2, 0)
+
+
+@pytest.mark.parametrize("name", ["kv.npz", "kv.safetensors", "kvdir"])
+def test_prefill_queries_roundtrip_and_errors(tmp_path, small, name):
+    c = synthetic_kv(n_layers=2, n_q_heads=6, n_kv_heads=2, head_dim=64, prefill_len=100,
+                     decode_steps=3, seed=5, prefill_queries=12)
+    # the calibration queries leave K, V, q and the input hash unchanged
+    for a, b in zip(c.k + c.v + c.q, small.k + small.v + small.q, strict=True):
+        assert np.array_equal(a, b)
+    assert c.content_hash() == small.content_hash()
+    assert [x.shape for x in c.qp] == [(12, 6, 64)] * 2
+    back = load_kv(save_kv(c, tmp_path / name))
+    assert back.qp is not None and all(np.array_equal(a, b) for a, b in zip(back.qp, c.qp,
+                                                                             strict=True))
+    assert load_kv(save_kv(small, tmp_path / f"none-{name}")).qp is None
+    with pytest.raises(KVError, match=r"qp_1: shape \(5, 6, 64\), expected \(12, 6, 64\).*5 "
+                                      r"prefill queries but qp_0 has 12"):
+        replace(c, qp=[c.qp[0], c.qp[1][:5]]).validate()
+    with pytest.raises(KVError, match="qp_\\*: 1 layers present"):
+        replace(c, qp=c.qp[:1]).validate()
+    one = c.one_head(1, 1)
+    assert np.array_equal(one.qp[0], c.qp[1][:, 3:6])

@@ -459,6 +459,20 @@ def test_extraction_contents(model: L.LlamaModel, small_extraction) -> None:
                                cache.keys(5), rtol=2e-3, atol=2e-3)
 
 
+def test_extraction_records_prefill_queries(model: L.LlamaModel, tok: SmolTokenizer) -> None:
+    ids = tok.encode("The river moved slowly past the old mill.")
+    ex = extract_kv(model, ids, 1, prefill_queries=4)
+    pos = ex.meta["prefill_query_positions"]
+    assert pos == np.unique(np.linspace(0, len(ids) - 1, 4).round().astype(int)).tolist()
+    res = model.forward(ids, model.new_cache(), capture_q=True)
+    for layer in (0, 17):
+        got = ex.arrays[f"qp_{layer}"].astype(np.float32)
+        assert got.shape == (len(pos), 9, 64)
+        np.testing.assert_allclose(got, res.q[layer][pos], rtol=2e-3, atol=2e-3)
+    with pytest.raises(ValueError, match="prefill_queries"):
+        extract_kv(model, ids, 1, prefill_queries=-1)
+
+
 @pytest.mark.parametrize("name", ["kv.npz", "kv.safetensors", "kvdir"])
 def test_extraction_formats_round_trip(tmp_path: Path, small_extraction, name: str) -> None:
     _, ex = small_extraction

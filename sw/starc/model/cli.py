@@ -71,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="output: out.npz, out.safetensors or a directory")
     ex.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                     help="array dtype in the file (default float16)")
+    ex.add_argument("--prefill-queries", type=int_range(0, 1 << 16), default=256, metavar="N",
+                    help="also record the queries of N evenly spaced prefill positions, the "
+                    "calibration the compiler's query metric and placement learn from "
+                    "(default 256; 0: none)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_force_arg(ex)
     ex.set_defaults(func=cmd_kv_extract)
@@ -187,6 +191,7 @@ def cmd_kv_extract(args: argparse.Namespace) -> int:
     ids, prompt_meta = _prompt(args, model)
     t0 = time.perf_counter()
     ex = extract_kv(model, ids, args.decode_steps, dtype=args.dtype,
+                    prefill_queries=args.prefill_queries,
                     progress=not (args.no_progress or args.json),
                     extra_meta={"prompt": prompt_meta, "source": "starc kv extract"})
     write_kv(args.output, ex.arrays, ex.meta, out=out)

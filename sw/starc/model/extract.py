@@ -6,6 +6,9 @@ and records that step's post-RoPE queries of every layer. The file then holds, p
 
 - ``k_{l}``, ``v_{l}``: ``[T, n_kv_heads, head_dim]``, ``T = prefill_len + decode_steps``
 - ``q_{l}``: ``[decode_steps, n_q_heads, head_dim]`` (unscaled; scores use ``1/sqrt(head_dim)``)
+- ``qp_{l}`` (with ``prefill_queries > 0``): ``[P', n_q_heads, head_dim]``, the queries of ``P'``
+  evenly spaced prefill positions (``meta.prefill_query_positions``): calibration data the
+  compiler's query metric and placement learn from (docs/compiler.md)
 
 and ``meta`` (JSON): schema, model facts, ``prefill_len``, ``decode_steps``, ``prompt_ids``,
 ``generated_ids`` (the ``decode_steps`` tokens at positions ``prefill_len ..``),
@@ -83,8 +86,9 @@ def _progress(enabled: bool) -> Iterator[Any]:
 def extract_kv(model: LlamaModel, prompt_ids: Sequence[int], decode_steps: int, *,
                dtype: str | np.dtype[Any] = "float16", attention: AttentionFn | None = None,
                progress: bool = False, extra_meta: dict[str, Any] | None = None,
-               stop_at_eos: bool = False) -> Extraction:
-    """Prefill ``prompt_ids``, decode ``decode_steps`` greedy tokens, collect K/V/Q.
+               stop_at_eos: bool = False, prefill_queries: int = 0) -> Extraction:
+    """Prefill ``prompt_ids``, decode ``decode_steps`` greedy tokens, collect K/V/Q (and, with
+    ``prefill_queries > 0``, the queries of that many evenly spaced prefill positions).
 
     With ``stop_at_eos`` decoding ends early when the model emits its end-of-turn token; the
     recorded ``decode_steps`` is then the number actually run.
@@ -95,6 +99,8 @@ def extract_kv(model: LlamaModel, prompt_ids: Sequence[int], decode_steps: int, 
         raise ValueError("the prompt is empty: give text or token ids")
     if decode_steps < 0:
         raise ValueError(f"decode_steps must be >= 0, not {decode_steps}")
+    if prefill_queries < 0:
+        raise ValueError(f"prefill_queries must be >= 0, not {prefill_queries}")
     if len(ids) + decode_steps > cfg.context_length:
         raise ValueError(f"prompt ({len(ids)} tokens) plus {decode_steps} decode steps exceed the "
                          f"model's context of {cfg.context_length} tokens; use at most "
@@ -116,8 +122,12 @@ def extract_kv(model: LlamaModel, prompt_ids: Sequence[int], decode_steps: int, 
                 prog.advance(pre_task)
 
         t0 = time.perf_counter()
-        res = model.forward(ids, cache, attention=attention, on_layer=tick)
+        res = model.forward(ids, cache, attention=attention, on_layer=tick,
+                            capture_q=prefill_queries > 0)
         t1 = time.perf_counter()
+        qp_pos = np.unique(np.linspace(0, len(ids) - 1, min(prefill_queries, len(ids)))
+                           .round().astype(np.int64)) if prefill_queries > 0 else None
+        qp = [q[qp_pos] for q in res.q] if res.q is not None and qp_pos is not None else None
         assert res.logits is not None
         nxt = int(np.argmax(res.logits[-1]))
         for _ in range(decode_steps):
@@ -141,6 +151,8 @@ def extract_kv(model: LlamaModel, prompt_ids: Sequence[int], decode_steps: int, 
         q = (np.concatenate(q_steps[layer], axis=0) if steps else
              np.zeros((0, cfg.n_q_heads, cfg.head_dim), np.float32))
         arrays[f"q_{layer}"] = _cast(q, out_dtype, f"q_{layer}")
+        if qp is not None:
+            arrays[f"qp_{layer}"] = _cast(qp[layer], out_dtype, f"qp_{layer}")
     meta: dict[str, Any] = {
         "schema": SCHEMA,
         "model": model.source.path.name.removesuffix(".gguf"),
@@ -165,6 +177,8 @@ def extract_kv(model: LlamaModel, prompt_ids: Sequence[int], decode_steps: int, 
         "generated_text": model.tokenizer.decode(generated),
         "gguf_key": model.source.key,
     }
+    if qp_pos is not None:
+        meta["prefill_query_positions"] = qp_pos.tolist()
     if extra_meta:
         meta |= extra_meta
     return Extraction(arrays=arrays, meta=meta, prefill_seconds=t1 - t0, decode_seconds=t2 - t1)
