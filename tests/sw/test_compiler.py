@@ -15,7 +15,8 @@ from starc.address import Geometry, banks_to_blocks, blocks_to_banks
 from starc.compiler import CompileError, CompileOptions, compile_kv
 from starc.compiler.artifact import ArtifactError, decode_image, load_artifact, save_artifact
 from starc.compiler.cluster import artifact_lloyd, balanced_assign, balanced_kmeans, unit
-from starc.compiler.compile import plan_segments
+from starc.compiler.compile import plan_segments, query_metric
+from starc.compiler.placement import spread_groups
 from starc.golden.programs import dense_token_address
 from starc.kv import KVError, synthetic_kv
 
@@ -201,6 +202,87 @@ def test_compile_invariants(seed, mode, prefill, steps, d, placement):
     ck = compile_kv(c, CFG, CompileOptions(mode=mode, seed=seed, placement=placement,
                                            window=128 if mode == "row-aligned" else None))
     _check_invariants(ck, seed)
+
+
+@given(seed=st.integers(0, 10_000), prefill=st.integers(300, 1400), steps=st.integers(1, 80),
+       d=st.sampled_from([64, 128]), metric=st.sampled_from(["unit", "query"]),
+       placement=st.sampled_from(["queries", "coselect", "naive"]), n_qp=st.integers(1, 40))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_query_metric_and_placement_invariants(seed, prefill, steps, d, metric, placement, n_qp):
+    """Every token placed exactly once at every context, no over-full or shared rows, addresses
+    in range, a bijective token map and a bit-exact image, with the prefill-query metric and the
+    placement learnt from prefill queries."""
+    c = synthetic_kv(n_layers=3, n_q_heads=4, n_kv_heads=2, head_dim=d, prefill_len=prefill,
+                     decode_steps=steps, seed=seed, prefill_queries=n_qp)
+    ck = compile_kv(c, CFG, CompileOptions(mode="row-aligned", seed=seed, metric=metric,
+                                           placement=placement, window=512))
+    assert ck.options["metric"] == metric and ck.options["placement"] == placement
+    _check_invariants(ck, seed)
+    for hm in ck.iter_heads():
+        if hm.positional:
+            continue
+        # queries: group sizes of the prefill blocks are the naive round-robin's
+        npb = hm.stats["prefill_blocks"]
+        G = ck.geometry.G
+        got = np.bincount(hm.block_group[:npb], minlength=G)
+        if placement != "coselect":
+            assert np.array_equal(got, np.bincount(np.arange(npb) % G, minlength=G)), \
+                f"seed={seed}"
+        # centroids of the query metric are the mean raw keys of the members
+        if metric == "query":
+            K = ck.cache.k[hm.layer][:, hm.head].astype(np.float64)
+            for ci in (0, hm.n_clusters - 1):
+                pos = hm.slot_pos[hm.cl_start[ci]:hm.cl_start[ci] + hm.cl_size[ci]]
+                assert np.allclose(hm.centroid[ci], K[pos].mean(0), atol=1e-3), f"seed={seed}"
+
+
+def test_defaults_follow_the_prefill_queries():
+    c0 = synthetic_kv(n_layers=3, prefill_len=600, decode_steps=4, seed=1)
+    c1 = synthetic_kv(n_layers=3, prefill_len=600, decode_steps=4, seed=1, prefill_queries=32)
+    a, b = compile_kv(c0, CFG), compile_kv(c1, CFG)
+    assert (a.options["metric"], a.options["placement"]) == ("unit", "coselect")
+    assert (b.options["metric"], b.options["placement"]) == ("query", "queries")
+    assert a.input_hash == b.input_hash                  # calibration is not part of the input
+    assert b.options["calibration_hash"] and "calibration_hash" not in a.options
+    with pytest.raises(CompileError, match="prefill queries"):
+        compile_kv(c0, CFG, CompileOptions(metric="query"))
+    with pytest.raises(CompileError, match="prefill queries"):
+        compile_kv(c0, CFG, CompileOptions(placement="queries"))
+    with pytest.raises(CompileError, match="row-aligned"):
+        compile_kv(c1, CFG, CompileOptions(mode="artifact", metric="query"))
+
+
+def test_query_metric_distance_is_the_mean_score_difference():
+    """With mix 1, ||(k1 - k2) W||^2 = d / tr(M) * mean_q (q . (k1 - k2))^2 (float64 reference)."""
+    rng = np.random.default_rng(3)
+    d, g, P = 16, 3, 50
+    qp = (rng.standard_normal((P, 2 * g, d)) * np.linspace(0.2, 3.0, d)).astype(np.float32)
+    W = query_metric(qp, 2, mix=1.0)
+    for h in range(2):
+        q = qp[:, h * g:(h + 1) * g].reshape(-1, d).astype(np.float64)
+        M = q.T @ q / len(q)
+        k1, k2 = rng.standard_normal(d), rng.standard_normal(d)
+        want = d / np.trace(M) * np.mean((q @ (k1 - k2)) ** 2)
+        got = float(np.sum(((k1 - k2) @ W[h].astype(np.float64)) ** 2))
+        assert got == pytest.approx(want, rel=1e-4)
+    # mix 0 is the plain Euclidean metric
+    assert np.allclose(query_metric(qp, 2, mix=0.0), np.eye(d)[None], atol=1e-6)
+
+
+def test_spread_groups_separates_blocks_selected_together():
+    """G bundles of G blocks, each bundle selected as a whole by its queries: the placement puts
+    the blocks of every bundle in G different groups (every query opens each group once), where
+    the naive round-robin of a bundle-ordered stream would put a bundle in few groups."""
+    G = 8
+    rng = np.random.default_rng(0)
+    bundle = rng.permutation(np.repeat(np.arange(G), G))          # block -> bundle
+    sel = np.zeros((40, G * G), bool)
+    for i in range(40):
+        sel[i] = bundle == i % G
+    group = spread_groups(sel, G)
+    assert np.array_equal(np.bincount(group, minlength=G), np.full(G, G))
+    for b in range(G):
+        assert np.unique(group[bundle == b]).size == G, f"bundle {b}: {group[bundle == b]}"
 
 
 def test_more_kv_heads_than_channels_share_channels_in_disjoint_rows():

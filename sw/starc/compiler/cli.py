@@ -39,13 +39,20 @@ def add_synthetic_args(p: argparse.ArgumentParser) -> None:
                    help="decode steps (default 4)")
     g.add_argument("--data-seed", dest="syn_seed", type=int_range(0, (1 << 63) - 1), default=0,
                    help="seed of the synthetic cache (default 0)")
+    g.add_argument("--prefill-queries", dest="syn_qp", type=int_range(0, 1 << 20), default=256,
+                   help="calibration queries at prefill positions (default 256; 0: none)")
 
 
 def add_compile_args(p: argparse.ArgumentParser) -> None:
     from starc.argtypes import int_range
+    from starc.compiler.compile import METRICS
     from starc.compiler.placement import PLACEMENTS
     p.add_argument("--placement", choices=PLACEMENTS, default=None,
-                   help="block placement (default: coselect for row-aligned, naive otherwise)")
+                   help="block placement (default for row-aligned: queries when the cache has "
+                        "prefill queries, else coselect; naive otherwise)")
+    p.add_argument("--metric", choices=METRICS, default=None,
+                   help="row-aligned clustering metric (default: query when the cache has "
+                        "prefill queries, else unit)")
     p.add_argument("--seed", type=int_range(0, (1 << 63) - 1), default=0,
                    help="clustering seed (default 0)")
     p.add_argument("--window", type=int_range(1, 1 << 24), default=None,
@@ -96,7 +103,7 @@ def synthetic_cache(args: argparse.Namespace) -> Any:
     return synthetic_kv(n_layers=args.syn_layers, n_q_heads=args.syn_q_heads,
                         n_kv_heads=args.syn_kv_heads, head_dim=args.syn_head_dim,
                         prefill_len=args.syn_prefill, decode_steps=args.syn_steps,
-                        seed=args.syn_seed)
+                        seed=args.syn_seed, prefill_queries=min(args.syn_qp, args.syn_prefill))
 
 
 def resolve_dense_layers(args: argparse.Namespace) -> None:
@@ -117,7 +124,8 @@ def check_dense(args: argparse.Namespace, n_layers: int) -> None:
 
 def compile_options_from_args(args: argparse.Namespace, mode: str) -> Any:
     from starc.compiler import CompileOptions
-    return CompileOptions(mode=mode, placement=args.placement, seed=args.seed,
+    return CompileOptions(mode=mode, placement=args.placement, metric=args.metric,
+                          seed=args.seed,
                           window=args.window, buffer=args.buffer,
                           cluster_tokens=args.cluster_tokens, iters=args.iters,
                           sinks=args.sinks, dense_layers=tuple(args.dense_layers))

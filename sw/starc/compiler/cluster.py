@@ -115,29 +115,21 @@ def balanced_assign(cost: np.ndarray, caps: np.ndarray) -> np.ndarray:
     if (caps.sum(1) != N).any():
         raise ValueError("capacities must add up to the number of points in every batch")
     flat = cost.reshape(B * N, k)
-    # one float64 sort key per proposal: cluster id + cost scaled into [0, 0.5)
-    lo = float(flat.min()) if flat.size else 0.0
-    span = float(flat.max()) - lo if flat.size else 1.0
-    scale = 0.5 / (span if span > 0 else 1.0)
     room = caps.copy().reshape(-1)
     labels = np.full(B * N, -1, dtype=np.int64)
     todo = np.arange(B * N)
     batch = todo // N
-    first_round = True
+    cu = flat                      # costs of the points in ``todo`` (full clusters: +inf)
+    is_open = np.ones(B * k, dtype=bool)
     while todo.size:
         b = batch[todo]
-        if first_round:
-            cu = flat
-            choice = np.argmin(cu, axis=1)
-        else:
-            cu = flat[todo]
-            full = room.reshape(B, k)[b] <= 0
-            cu = np.where(full, np.inf, cu)
-            choice = np.argmin(cu, axis=1)
-        first_round = False
-        val = cu[np.arange(todo.size), choice]
+        choice = np.argmin(cu, axis=1)
+        val = cu[np.arange(todo.size), choice].astype(np.float64)
+        # one float64 sort key per proposal: cluster id + cost scaled into [0, 0.5)
+        lo = float(val.min())
+        span = float(val.max()) - lo
         gid = b * k + choice
-        order = np.argsort(gid + (val - lo) * scale)
+        order = np.argsort(gid + (val - lo) * (0.5 / (span if span > 0 else 1.0)))
         gs = gid[order]
         first = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
         rank = np.arange(gs.size) - np.repeat(first, np.diff(np.r_[first, gs.size]))
@@ -145,7 +137,22 @@ def balanced_assign(cost: np.ndarray, caps: np.ndarray) -> np.ndarray:
         acc = order[ok]
         labels[todo[acc]] = choice[acc]
         room -= np.bincount(gs[ok], minlength=B * k)
-        todo = todo[order[~ok]]
+        rest = np.sort(order[~ok])
+        todo = todo[rest]
+        if not todo.size:
+            break
+        cu = cu[rest]              # a copy (fancy indexing), never a view of ``cost``
+        # clusters filled in this round close for the remaining points of their batch (columns
+        # closed in earlier rounds are already +inf in ``cu``)
+        closed = np.flatnonzero(is_open & (room <= 0))
+        is_open &= room > 0
+        if closed.size:
+            bt = batch[todo]
+            cb, cc = np.divmod(closed, k)
+            for bb in np.unique(cb).tolist():
+                rows = np.flatnonzero(bt == bb)
+                if rows.size:
+                    cu[np.ix_(rows, cc[cb == bb])] = np.inf
     return labels.reshape(B, N)
 
 

@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,9 +37,9 @@ import numpy as np
 from starc.address import SLICE, Geometry, quest_meta_rows, round_robin
 from starc.compiler.cluster import artifact_lloyd, balanced_kmeans, spherical_kmeans, unit
 from starc.compiler.compiled import CompiledKV, HeadMap
-from starc.compiler.placement import PLACEMENTS, place_blocks
+from starc.compiler.placement import PLACEMENT_BUDGET, PLACEMENTS, place_blocks
 from starc.config import Config
-from starc.kv import KVCache, KVError, check_capacity
+from starc.kv import KVCache, KVError, check_capacity, qp_hash
 
 __all__ = ["MODES", "CompileOptions", "compile_kv", "plan_segments", "positional_headmap"]
 
@@ -47,6 +47,11 @@ MODES = ("artifact", "row-aligned", "global", "dense")
 #: row-aligned prefill window: the whole prefill up to this many tokens (measured: recall grows
 #: with the window, cost grows with window x clusters; docs/compiler.md)
 ROW_ALIGNED_WINDOW = 8192
+#: query metric: keys are clustered in the metric ``a Mn + (1 - a) I`` with ``Mn`` the prefill
+#: queries' second-moment matrix scaled to trace d (a = 1: pure query whitening, 0: raw keys);
+#: 0.5 measured best on synthetic and real caches (docs/compiler.md, "Better rows")
+QUERY_METRIC_MIX = 0.5
+METRICS = ("unit", "query")
 
 
 class CompileError(ValueError):
@@ -66,6 +71,8 @@ class CompileOptions:
     iters: int | None = None
     init: str | None = None               # row-aligned seeding: kmeans++ | positional
     key_norm: str | None = None           # unit (default) | mean (raw keys / mean norm)
+    metric: str | None = None             # row-aligned: unit | query (default: query when the
+                                          # cache has prefill queries, else unit)
     sinks: int | None = None              # first tokens kept unclustered, always attended
     dense_layers: tuple[int, ...] = (0, 1)
     threads: int = 0                      # 0: one per core
@@ -83,7 +90,7 @@ class CompileOptions:
                         "sinks": 0}
         elif m == "row-aligned":
             defaults = {"window": ROW_ALIGNED_WINDOW, "buffer": 64, "cluster_tokens": geo.tpgr,
-                        "iters": 10, "placement": "coselect", "init": "kmeans++",
+                        "iters": 10, "placement": None, "init": "kmeans++",
                         "key_norm": "unit", "sinks": geo.tpgr}
         elif m == "global":
             defaults = {"window": None, "buffer": 128, "cluster_tokens": 32, "iters": 15,
@@ -95,7 +102,9 @@ class CompileOptions:
         for k, v in defaults.items():
             if d[k] is None:
                 d[k] = v
-        if d["placement"] not in PLACEMENTS:
+        if d["placement"] is None and m == "row-aligned":
+            pass    # resolved by compile_kv: queries with prefill queries, else coselect
+        elif d["placement"] not in PLACEMENTS:
             raise CompileError(f"placement must be one of {', '.join(PLACEMENTS)}, not "
                                f"{d['placement']!r}")
         if not isinstance(d["sinks"], int) or d["sinks"] < 0:
@@ -104,6 +113,12 @@ class CompileOptions:
             raise CompileError(f"key_norm must be 'unit' or 'mean', not {d['key_norm']!r}")
         if m == "row-aligned" and d["init"] not in ("kmeans++", "positional"):
             raise CompileError(f"init must be 'positional' or 'kmeans++', not {d['init']!r}")
+        if d["metric"] is not None and d["metric"] not in METRICS:
+            raise CompileError(f"metric must be one of {', '.join(METRICS)}, not "
+                               f"{d['metric']!r}")
+        if d["metric"] == "query" and m != "row-aligned":
+            raise CompileError(f"metric 'query' applies to row-aligned mode, not {m!r} (the "
+                               f"artifact and global modes cluster unit keys as published)")
         d["tpgr"] = geo.tpgr
         if m == "dense":
             return d
@@ -229,12 +244,54 @@ def _seed_for(seed: int, *parts: int) -> int:
     return int.from_bytes(h[:4], "little")
 
 
+def query_metric(qp: np.ndarray, n_kv_heads: int, mix: float = QUERY_METRIC_MIX) -> np.ndarray:
+    """Per KV head, the matrix ``W`` with ``||k W||^2 = k^T (mix Mn + (1 - mix) I) k``, where
+    ``Mn`` is the second moment ``E[q q^T]`` of the prefill queries of the head's GQA group,
+    scaled to trace d. In that metric the squared distance of two keys is (for mix = 1) the mean
+    squared difference of their scores over the prefill queries. ``qp [P', Hq, d]`` ->
+    ``[n_kv_heads, d, d]`` float32."""
+    P, Hq, d = qp.shape
+    g = Hq // n_kv_heads
+    q = qp.astype(np.float64).reshape(P, n_kv_heads, g, d).transpose(1, 0, 2, 3)
+    q = q.reshape(n_kv_heads, P * g, d)
+    M = np.matmul(q.transpose(0, 2, 1), q) / max(P * g, 1)
+    tr = np.trace(M, axis1=1, axis2=2)
+    Mn = M * (d / np.where(tr > 0, tr, 1.0))[:, None, None]
+    A = mix * Mn + (1.0 - mix) * np.eye(d)[None]
+    w, U = np.linalg.eigh(A)
+    W = np.matmul(U * np.sqrt(np.maximum(w, 0.0))[:, None, :], U.transpose(0, 2, 1))
+    return W.astype(np.float32)
+
+
+def _raw_means(x: np.ndarray, order: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Mean raw key of every cluster: ``x [T, d]``, ``order`` (positions in stored order),
+    ``sizes [k]`` -> ``[k, d]`` (zero for an empty cluster)."""
+    k = sizes.size
+    out = np.zeros((k, x.shape[1]), np.float32)
+    nz = np.flatnonzero(sizes)
+    if nz.size:
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        sums = np.add.reduceat(x[order].astype(np.float64), starts[nz], axis=0)
+        out[nz] = sums / sizes[nz, None]
+    return out
+
+
 def _compile_layer(layer: int, keys16: np.ndarray, opts: dict[str, Any], segs: list[Segment],
-                   geo: Geometry, T: int) -> list[dict[str, Any]]:
-    """Cluster one layer (all KV heads); returns per head the stream and cluster table."""
+                   geo: Geometry, T: int, white: np.ndarray | None = None
+                   ) -> list[dict[str, Any]]:
+    """Cluster one layer (all KV heads); returns per head the stream and cluster table. With
+    ``white [H, d, d]`` (query metric) keys are clustered as ``k W`` over the mean norm and the
+    centroids are the mean raw keys (so ``q . c`` is the cluster's mean score)."""
     H = keys16.shape[1]
     x32 = keys16.astype(np.float32).transpose(1, 0, 2)                # [H, T, d]
-    if opts["key_norm"] == "mean":
+    if white is not None:
+        xw = np.matmul(x32, white)
+        clus = [sg for sg in segs if sg.k > 0]
+        a0, e0 = (clus[0].start, max(clus[0].end, clus[0].start + 1)) if clus else (0, T)
+        scale = np.linalg.norm(xw[:, a0:e0], axis=2).mean(1)
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        xu = xw / scale[:, None, None]
+    elif opts["key_norm"] == "mean":
         # raw keys over the head's mean prefill key norm: Euclidean k-means then minimises the
         # error of the cluster's mean logit q.mean(k); the scale only makes tolerances scale-free
         clus = [sg for sg in segs if sg.k > 0]
@@ -280,7 +337,8 @@ def _compile_layer(layer: int, keys16: np.ndarray, opts: dict[str, Any], segs: l
                 cl_start.append(starts)
                 cl_size.append(r.sizes[h])
                 cl_seg.append(np.full(len(starts), i))
-                cents.append(r.cents[h] * scale[h])
+                cents.append(_raw_means(x32[h], np.asarray(r.order[h]), r.sizes[h])
+                             if white is not None else r.cents[h] * scale[h])
                 iters.append(int(r.iters[h]))
             parts.append(np.asarray(r.order[h]))
             cursor += len(r.order[h])
@@ -305,7 +363,8 @@ def _compile_layer(layer: int, keys16: np.ndarray, opts: dict[str, Any], segs: l
             "cl_seg": np.concatenate(cl_seg).astype(np.int64) if cl_seg else np.zeros(0, np.int64),
             "centroid": cent.astype(np.float32),
             "iters": iters,
-            "xu": xu[h] if opts["key_norm"] == "unit" else unit(x32[h]),
+            "xu": xu[h] if opts["key_norm"] == "unit" and white is None else unit(x32[h]),
+            "xraw": x32[h],
         })
     return heads
 
@@ -343,10 +402,20 @@ def _headmap(layer: int, head: int, channel: int, row_base: int, lay: dict[str, 
     nb = len(slot_pos) // tp
     npb = lay["n_prefill_blocks"]
     cents = None
+    selected = None
     if opts["placement"] == "coselect" and npb > G:
         cents = _block_centroids(slot_pos, lay["xu"], npb, tp)
+    if opts["placement"] == "queries" and npb > G and "qcal" in lay:
+        bc = _block_centroids(slot_pos, lay["xraw"], npb, tp)
+        sc = lay["qcal"] @ bc.T                                        # [n_queries, npb]
+        m_sel = min(npb, max(1, -(-PLACEMENT_BUDGET // tp)))
+        top = np.argpartition(-sc, m_sel - 1, axis=1)[:, :m_sel]
+        selected = np.zeros(sc.shape, bool)
+        np.put_along_axis(selected, top, True, axis=1)
+        n_sink_blocks = -(-sum(s.end - s.start for s in segs if s.k == 0) // tp)
+        selected[:, :n_sink_blocks] = True                             # always attended
     group, row = place_blocks(npb, nb, G, cents, opts["placement"],
-                              _seed_for(opts["seed"], layer, head, 7))
+                              _seed_for(opts["seed"], layer, head, 7), selected=selected)
     stream_rows = int(row.max()) + 1 if nb else 0
     R = opts["buffer"]
     nbb = -(-R // tp)
@@ -418,6 +487,29 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
     check_capacity(m, cfg)
     geo = Geometry(cfg, m.head_dim)
     opts = opts_in.resolve(geo, m.prefill_len)
+    if opts["mode"] == "row-aligned":
+        if opts["metric"] is None:
+            opts["metric"] = "query" if cache.qp is not None else "unit"
+        if opts["metric"] == "query" and cache.qp is None:
+            raise CompileError("metric 'query' learns from prefill queries, and this cache has "
+                               "none (tensors qp_0 ..); export them (starc kv extract "
+                               "--prefill-queries N) or use metric 'unit'")
+        if opts["placement"] is None:
+            opts["placement"] = "queries" if cache.qp is not None else "coselect"
+        if opts["placement"] == "queries" and cache.qp is None:
+            raise CompileError("placement 'queries' learns from prefill queries, and this cache "
+                               "has none (tensors qp_0 ..); export them or use placement "
+                               "'coselect'")
+        if "query" in (opts["metric"],) or opts["placement"] == "queries":
+            opts["calibration_hash"] = qp_hash(cache)
+        if opts["metric"] == "query":
+            opts["key_norm"] = "mean"
+    elif opts["mode"] != "dense":
+        opts["metric"] = "unit"
+        if opts["placement"] == "queries" and cache.qp is None:
+            raise CompileError("placement 'queries' learns from prefill queries, and this cache "
+                               "has none (tensors qp_0 ..); export them or use placement "
+                               "'naive'")
     bad = [x for x in opts["dense_layers"] if not 0 <= x < m.n_layers]
     if bad and m.n_layers > max(bad, default=0):  # pragma: no cover
         raise CompileError(f"dense_layers {bad} out of range")
@@ -434,7 +526,15 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
     done = 0
 
     def work(l: int) -> tuple[int, list[dict[str, Any]]]:
-        return l, _compile_layer(l, c16.k[l], opts, segs, geo, T)
+        white = query_metric(c16.qp[l], m.n_kv_heads) \
+            if opts.get("metric") == "query" and c16.qp is not None else None
+        lay = _compile_layer(l, c16.k[l], opts, segs, geo, T, white)
+        if opts["placement"] == "queries" and c16.qp is not None:
+            g = m.group_size
+            for h, hd in enumerate(lay):
+                hd["qcal"] = c16.qp[l][:, h * g:(h + 1) * g].astype(np.float32).reshape(-1,
+                                                                                       m.head_dim)
+        return l, lay
 
     if clustered_layers:
         from threadpoolctl import threadpool_limits
@@ -497,8 +597,8 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
     }
     if stats["mean_cos_to_centroid"] is None:
         stats["mean_cos_to_centroid_undefined"] = "no clusters (dense layout or empty heads)"
-    return CompiledKV(cfg=cfg, cache=c16, mode=opts["mode"], options=opts, heads=heads,
-                      stats=stats, input_hash=input_hash)
+    return CompiledKV(cfg=cfg, cache=replace(c16, qp=None), mode=opts["mode"], options=opts,
+                      heads=heads, stats=stats, input_hash=input_hash)
 
 
 def options_summary(opts: dict[str, Any]) -> dict[str, Any]:
