@@ -1,0 +1,277 @@
+"""Row-aligned clustering ablation: which rows STARC chooses, judged by recall at equal cost.
+
+For every cache (synthetic ones generated here, real ones given as files with prefill queries,
+e.g. ``starc kv extract --passkey-length 8176 --decode-steps 8 -o pk8k.npz``) and every variant,
+all decode steps of the sparse layers (or ``--layers``) are selected under budgets B, and the
+table reports, pooled over the caches of each head size:
+
+- mass recall and top-k hit rate at B = 1024, activated slots / B;
+- golden-model cycles (DRAM tCK of the preset) of one program per query head (a sample, every
+  ``--cost-every``-th plan), planner default ``fill never``, and full rounds (all groups open);
+- recall at equal activated slots: interpolated along B at the slots artifact STARC activates at
+  B = 1024; recall at equal cycles: the same at artifact STARC's cycles at B = 1024;
+- compile time of the variant's layout.
+
+Variants (compile options of the row-aligned mode, and cluster scores of the selection):
+``artifact`` (STARC's artifact, exact), ``unit+coselect`` (unit keys, centroid bundles: the
+previous default), ``query+coselect`` (keys in the prefill-query metric), ``query+queries``
+(also the placement learnt from prefill queries: today's default), and on the default layout the
+cluster scores ``q . c`` (the planner's rule; c is the mean raw key in the query metric),
+``massvar`` (mean score + half the per-channel score variance: a log-sum-exp estimate),
+``bound`` (q . c + |q| r), ``minmax`` (Quest's bound on per-cluster channel min / max),
+``halves`` (log-sum-exp of the two 16-token halves of a 32-token row, d = 64), and
+``balanced`` (``q . c`` order, but at most ``ceil(rows / G) + 1`` rows per bank group before any
+group exceeds it: rounds fill up). The
+rules other than ``q . c`` are evaluated here only; the planner keeps ``q . c``.
+
+Usage: ``python bench/bench_rows.py [--real pk8k.npz ...] [--layers 6] [--steps 4]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import time
+from typing import Any
+
+import numpy as np
+
+SYNTHETIC = (  # (name, head_dim, q heads, kv heads, prefill, seed): GQA 3:1 and 4:1, 5K-8K
+    ("syn d64 3:1 8K", 64, 9, 3, 8192, 0),
+    ("syn d64 4:1 6K", 64, 12, 3, 6144, 1),
+    ("syn d128 4:1 6K", 128, 16, 4, 6144, 2),
+    ("syn d128 3:1 8K", 128, 9, 3, 8192, 3),
+)
+BUDGETS = (512, 768, 1024, 1536, 2048)
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True,
+                              check=False).stdout.strip()
+    except OSError:
+        return f"load average {os.getloadavg()}"
+
+
+@dataclasses.dataclass
+class Stats:
+    """Per-cluster statistics of one compiled head (raw keys)."""
+
+    hm: Any
+    K: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    rad: np.ndarray
+    kmin: np.ndarray
+    kmax: np.ndarray
+    halves: np.ndarray | None
+
+
+def head_stats(ck: Any, l: int, h: int) -> Stats:
+    hm = ck.head(l, h)
+    K = ck.cache.k[l][:, h].astype(np.float32)
+    C, d = hm.n_clusters, K.shape[1]
+    z = np.zeros((C, d), np.float32)
+    st = Stats(hm, K, z.copy(), z.copy(), np.zeros(C, np.float32), z.copy(), z.copy(), None)
+    for c in range(C):
+        if hm.cl_size[c] == 0:
+            continue
+        X = K[hm.slot_pos[hm.cl_start[c]:hm.cl_start[c] + hm.cl_size[c]]]
+        st.mean[c], st.var[c] = X.mean(0), X.var(0)
+        st.rad[c] = np.linalg.norm(X - st.mean[c], axis=1).max()
+        st.kmin[c], st.kmax[c] = X.min(0), X.max(0)
+    if C and hm.tpgr == 32 and (hm.cl_size == 32).all():
+        idx = hm.cl_start[:, None] + np.arange(32)[None]
+        st.halves = K[hm.slot_pos[idx]].reshape(C, 2, 16, d).mean(2)
+    return st
+
+
+def scores(st: Stats, q: np.ndarray, avail: np.ndarray, rule: str) -> np.ndarray:
+    s = np.float32(1.0 / np.sqrt(q.shape[1]))
+    if rule == "centroid":
+        return (q @ st.hm.centroid[avail].T) * s
+    if rule == "mean":
+        return (q @ st.mean[avail].T) * s
+    if rule == "massvar":
+        return (q @ st.mean[avail].T) * s + 0.5 * (q * q) @ st.var[avail].T * (s * s)
+    if rule == "bound":
+        return (q @ st.mean[avail].T + np.linalg.norm(q, axis=1)[:, None] * st.rad[avail]) * s
+    if rule == "minmax":
+        lo, hi = st.kmin[avail], st.kmax[avail]
+        return np.maximum(q[:, None] * lo[None], q[:, None] * hi[None]).sum(-1) * s
+    if rule == "halves":
+        a = np.einsum("gd,chd->gch", q, st.halves[avail]) * s
+        m = a.max(2)
+        return m + np.log(np.exp(a - m[..., None]).sum(2))
+    raise ValueError(rule)
+
+
+def select(st: Stats, q: np.ndarray, n: int, B: int, rule: str) -> list[np.ndarray]:
+    """STARC's rule (starc.planner.policies.select_starc) with a pluggable cluster score."""
+    hm = st.hm
+    if n <= B:
+        return [np.arange(n)] * q.shape[0]
+    e = hm.clustered_end(n)
+    always = np.concatenate([np.arange(min(hm.sink_end, e, B)), np.arange(e, n)])
+    avail = hm.clusters_at(n)
+    sizes, starts = hm.cl_size[avail], hm.cl_start[avail]
+    balanced = rule == "balanced"
+    sc = scores(st, q, avail, "centroid" if balanced else rule)
+    budget = B - always.size
+    out = []
+    for j in range(q.shape[0]):
+        order = np.argsort(-sc[j], kind="stable")
+        if balanced:   # at most ceil(rows / G) + 1 rows per group, in score order
+            G = int(hm.block_group.max()) + 1
+            grp = hm.block_group[starts[order] // hm.tpgr]
+            quota = -(-budget // (int(sizes.max()) * G)) + 1
+            rank = np.zeros_like(grp)
+            for gg in np.unique(grp).tolist():
+                at = np.flatnonzero(grp == gg)
+                rank[at] = np.arange(at.size)
+            order = order[np.argsort(rank >= quota, kind="stable")]
+        cum = np.cumsum(sizes[order])
+        whole = int(np.searchsorted(cum, budget, side="right"))
+        taken = int(cum[whole - 1]) if whole else 0
+        parts = [np.arange(a, a + z) for a, z in zip(starts[order[:whole]],
+                                                     sizes[order[:whole]], strict=True)]
+        if whole < len(order) and taken < budget:
+            c = order[whole]
+            parts.append(np.arange(starts[c], starts[c] + (budget - taken)))
+        slots = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        out.append(np.sort(np.concatenate([hm.slot_pos[slots], always])))
+    return out
+
+
+def evaluate(ck: Any, rule: str, layers: list[int], cost_every: int) -> dict[int, dict[str, Any]]:
+    from starc.metrics import dense_reference, program_cost, quality
+    from starc.planner.program import emit_program, plan_rows
+
+    cache, cfg = ck.cache, ck.cfg
+    m = cache.meta
+    g, G, geo = m.group_size, cfg.org.groups_per_channel, ck.geometry
+    acc: dict[int, dict[str, list[float]]] = {B: {} for B in BUDGETS}
+    i = 0
+    for l in layers:
+        for kh in range(m.n_kv_heads):
+            st = head_stats(ck, l, kh)
+            for s in range(m.decode_steps):
+                n = m.prefill_len + s + 1
+                qg = cache.q[l][s, kh * g:(kh + 1) * g].astype(np.float32)
+                ref = dense_reference(qg.astype(np.float64), cache.k[l][:n, kh],
+                                      cache.v[l][:n, kh])
+                for B in BUDGETS:
+                    a = acc[B]
+                    for j, pos in enumerate(select(st, qg, n, B, rule)):
+                        qual = quality(ref, j, pos, B)
+                        rp = plan_rows(st.hm.locate(pos, n), G)
+                        for k, v in (("slots", rp.n_blocks * geo.tpgr),
+                                     ("recall", qual.mass_recall), ("topk", qual.topk_recall),
+                                     ("full", sum(len(r.groups) == G for r in rp.rounds))):
+                            a.setdefault(k, []).append(v)
+                        if (i + j) % cost_every == 0:
+                            prog = emit_program(rp, geo, krow_base=st.hm.row_base,
+                                                vrow_base=st.hm.row_base + st.hm.n_krows)
+                            a.setdefault("cycles", []).append(
+                                program_cost(prog, cfg, m.head_dim, pos.size).cycles)
+                i += g
+    return {B: {k: float(np.mean(v)) for k, v in acc[B].items()} for B in BUDGETS}
+
+
+def interp(res: dict[int, dict[str, float]], x_key: str, x: float) -> float:
+    xs = np.array([res[B][x_key] for B in BUDGETS])
+    ys = np.array([res[B]["recall"] for B in BUDGETS])
+    o = np.argsort(xs)
+    if not xs[o][0] <= x <= xs[o][-1]:
+        return float("nan")
+    return float(np.interp(x, xs[o], ys[o]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real", nargs="*", default=[], help="real caches with prefill queries")
+    ap.add_argument("--layers", type=int, default=6, help="synthetic layers (2 dense)")
+    ap.add_argument("--steps", type=int, default=4, help="synthetic decode steps")
+    ap.add_argument("--real-layers", type=int, nargs="*", default=[4, 9, 14, 19, 24, 29])
+    ap.add_argument("--cost-every", type=int, default=5)
+    ap.add_argument("--no-synthetic", action="store_true")
+    args = ap.parse_args()
+
+    from starc import config
+    from starc.compiler import CompileOptions, compile_kv
+    from starc.kv import load_kv, synthetic_kv
+    from threadpoolctl import threadpool_limits
+
+    cfg = config.load()
+    print(f"start: {uptime()}")
+    caches = []
+    if not args.no_synthetic:
+        for name, d, hq, hk, P, seed in SYNTHETIC:
+            caches.append((name, synthetic_kv(n_layers=args.layers, n_q_heads=hq, n_kv_heads=hk,
+                                              head_dim=d, prefill_len=P, seed=seed,
+                                              decode_steps=args.steps, prefill_queries=256)))
+    for p in args.real:
+        caches.append((f"real {os.path.basename(p)}", load_kv(p)))
+    variants: list[tuple[str, dict[str, Any], list[str]]] = [
+        ("artifact", {"mode": "artifact"}, ["centroid"]),
+        ("unit+coselect", {"metric": "unit", "placement": "coselect"}, ["centroid"]),
+        ("query+coselect", {"metric": "query", "placement": "coselect"}, ["centroid"]),
+        ("query+queries", {"metric": "query", "placement": "queries"},
+         ["centroid", "massvar", "bound", "minmax", "halves", "balanced"]),
+    ]
+    rows: dict[tuple[str, str], list[tuple[int, dict[int, dict[str, float]], float]]] = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for cname, cache in caches:
+            m = cache.meta
+            layers = [l for l in range(2, m.n_layers)] if cname.startswith("syn") else \
+                [l for l in args.real_layers if l < m.n_layers]
+            print(f"{cname}: {m.n_layers} layers x {m.n_kv_heads} KV heads x {m.context_len} "
+                  f"tokens, d {m.head_dim}, GQA {m.group_size}:1, evaluated layers {layers}, "
+                  f"{m.decode_steps} steps", flush=True)
+            for vname, kw, rules in variants:
+                t0 = time.perf_counter()
+                ck = compile_kv(cache, cfg, CompileOptions(**kw))
+                dt = time.perf_counter() - t0
+                for rule in rules:
+                    if rule == "halves" and ck.geometry.tpgr != 32:
+                        continue
+                    res = evaluate(ck, rule, layers, args.cost_every)
+                    label = vname if rule == "centroid" else f"{vname}, score {rule}"
+                    rows.setdefault((label, cname), []).append((m.head_dim, res, dt))
+                    r = res[1024]
+                    print(f"  {label:30s} B 1024: recall {r['recall']:.4f} top-k "
+                          f"{r['topk']:.3f} slots/B {r['slots'] / 1024:.3f} cycles "
+                          f"{r['cycles']:7.0f} full rounds {r['full']:.2f} (compile {dt:.1f} s)",
+                          flush=True)
+    # pooled table per head size and kind (synthetic / real)
+    print()
+    print("| caches | variant | recall @B=1024 | top-k | slots/B | cycles | full rounds | "
+          "recall @ artifact's slots | recall @ artifact's cycles | compile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    kinds = sorted({(d, c.startswith("real")) for (_, c), v in rows.items() for d, _, _ in v})
+    for d, real in kinds:
+        group = f"{'real' if real else 'synthetic'} d {d}"
+        cn = [c for (lab, c) in rows if lab == "artifact" and c.startswith("real") == real
+              and rows[(lab, c)][0][0] == d]
+        art = {c: rows[("artifact", c)][0][1][1024] for c in cn}
+        labels = list(dict.fromkeys(lab for (lab, c) in rows if c in cn))
+        for lab in labels:
+            vals = [(c, rows[(lab, c)][0]) for c in cn if (lab, c) in rows]
+            if not vals:
+                continue
+            r1 = [v[1][1024] for _, v in vals]
+            eq_s = [interp(v[1], "slots", art[c]["slots"]) for c, v in vals]
+            eq_c = [interp(v[1], "cycles", art[c]["cycles"]) for c, v in vals]
+            print(f"| {group} ({len(vals)}) | {lab} | {np.mean([r['recall'] for r in r1]):.4f} | "
+                  f"{np.mean([r['topk'] for r in r1]):.3f} | "
+                  f"{np.mean([r['slots'] for r in r1]) / 1024:.3f} | "
+                  f"{np.mean([r['cycles'] for r in r1]):.0f} | "
+                  f"{np.mean([r['full'] for r in r1]):.2f} | {np.nanmean(eq_s):.4f} | "
+                  f"{np.nanmean(eq_c):.4f} | {np.mean([v[2] for _, v in vals]):.1f} |")
+    print(f"end: {uptime()}")
+
+
+if __name__ == "__main__":
+    main()
