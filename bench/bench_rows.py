@@ -14,8 +14,9 @@ table reports, pooled over the caches of each head size:
 
 Variants (compile options of the row-aligned mode, and cluster scores of the selection):
 ``artifact`` (STARC's artifact, exact), ``unit+coselect`` (unit keys, centroid bundles: the
-previous default), ``query+coselect`` (keys in the prefill-query metric), ``query+queries``
-(also the placement learnt from prefill queries: today's default), and on the default layout the
+previous default), ``unit+queries`` (unit keys, the placement learnt from prefill queries),
+``query+coselect`` (keys in the prefill-query metric), ``query+queries`` (both: today's
+default), and on the default layout the
 cluster scores ``q . c`` (the planner's rule; c is the mean raw key in the query metric),
 ``massvar`` (mean score + half the per-channel score variance: a log-sum-exp estimate),
 ``bound`` (q . c + |q| r), ``minmax`` (Quest's bound on per-cluster channel min / max),
@@ -217,6 +218,7 @@ def main() -> None:
     variants: list[tuple[str, dict[str, Any], list[str]]] = [
         ("artifact", {"mode": "artifact"}, ["centroid"]),
         ("unit+coselect", {"metric": "unit", "placement": "coselect"}, ["centroid"]),
+        ("unit+queries", {"metric": "unit", "placement": "queries"}, ["centroid"]),
         ("query+coselect", {"metric": "query", "placement": "coselect"}, ["centroid"]),
         ("query+queries", {"metric": "query", "placement": "queries"},
          ["centroid", "massvar", "bound", "minmax", "halves", "balanced"]),
