@@ -108,7 +108,9 @@ class Planner:
         K = None if self.spec.clustered else c.k[layer][:n, kv_head].astype(np.float32)
         hm = self.ck.head(layer, kv_head)
         norms = None
-        if self.budget.adaptive and self.spec.clustered:
+        # the query metric stores mean raw keys as centroids: q . c is already the mean logit
+        if self.budget.adaptive and self.spec.clustered and \
+                self.ck.options.get("metric") != "query":
             norms = self._norms.get((layer, kv_head))
             if norms is None:
                 norms = self._norms[(layer, kv_head)] = pol.cluster_norms(
