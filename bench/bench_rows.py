@@ -7,7 +7,9 @@ table reports, pooled over the caches of each head size:
 
 - mass recall and top-k hit rate at B = 1024, activated slots / B;
 - golden-model cycles (DRAM tCK of the preset) of one program per query head (a sample, every
-  ``--cost-every``-th plan), planner default ``fill never``, and full rounds (all groups open);
+  ``--cost-every``-th plan) without fill (rounds as the planner forms them, per-group MACs in a
+  round not every group opens: the planner's ``energy`` objective), and full rounds (all groups
+  open);
 - recall at equal activated slots: interpolated along B at the slots artifact STARC activates at
   B = 1024; recall at equal cycles: the same at artifact STARC's cycles at B = 1024;
 - compile time of the variant's layout.
@@ -148,7 +150,8 @@ def select(st: Stats, q: np.ndarray, n: int, B: int, rule: str) -> list[np.ndarr
 
 def evaluate(ck: Any, rule: str, layers: list[int], cost_every: int) -> dict[int, dict[str, Any]]:
     from starc.metrics import dense_reference, program_cost, quality
-    from starc.planner.program import emit_program, plan_rows
+    from starc.planner.program import emit_program
+    from starc.planner.rounds import plan_rows
 
     cache, cfg = ck.cache, ck.cfg
     m = cache.meta
@@ -167,7 +170,10 @@ def evaluate(ck: Any, rule: str, layers: list[int], cost_every: int) -> dict[int
                     a = acc[B]
                     for j, pos in enumerate(select(st, qg, n, B, rule)):
                         qual = quality(ref, j, pos, B)
-                        rp = plan_rows(st.hm.locate(pos, n), G)
+                        loc = st.hm.locate(pos, n)
+                        # objective energy: per-group MACs, no dummy rows ("without fill")
+                        rp = plan_rows(loc.group, loc.row, loc.lane_bit, loc.set, geo,
+                                       objective="energy")
                         for k, v in (("slots", rp.n_blocks * geo.tpgr),
                                      ("recall", qual.mass_recall), ("topk", qual.topk_recall),
                                      ("full", sum(len(r.groups) == G for r in rp.rounds))):
