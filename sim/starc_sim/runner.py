@@ -37,17 +37,21 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "BUILD_ARGS",
+    "BUILD_CONFIGS",
+    "BuildConfig",
     "RtlModel",
     "RtlTestFailure",
+    "attach_model",
     "build_design",
     "build_root",
     "setup_environment",
+    "strip_zero_init",
     "verilator_root",
 ]
 
@@ -64,6 +68,44 @@ BUILD_ARGS: tuple[str, ...] = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASE
                                "-Wno-CMPCONST", "-Wno-ASCRANGE")
 
 _REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How a design is Verilated and compiled; part of the key of its build folder, so that every
+    configuration keeps its own build (the suite, the CLI and the benches never rebuild each
+    other's).
+
+    ``opt_fast`` compiles the model's per-clock code (Verilator's ``OPT_FAST``), ``opt_slow`` its
+    run-once code (initial values, ``OPT_SLOW``), ``opt_global`` Verilator's runtime library
+    (``OPT_GLOBAL``); ``verilator`` are extra Verilator arguments."""
+
+    name: str
+    opt_fast: str
+    opt_slow: str
+    opt_global: str
+    verilator: tuple[str, ...] = ()
+
+    def key(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def makeflags(self) -> str:
+        return f"OPT_FAST={self.opt_fast} OPT_SLOW={self.opt_slow} OPT_GLOBAL={self.opt_global}"
+
+
+#: The configurations measured by bench/bench_cosim.py (docs/rtl.md has the figures). ``fast``
+#: follows Verilator's advice for speed (its manual, "Performance"): an optimised C++ model, X
+#: values assigned the fast way (Amaranth's Verilog assigns every signal in every branch) and no
+#: assertions (the generated Verilog has none); ``--x-initial`` stays at its default (zeros),
+#: which :func:`strip_zero_init` relies on. Run-once code is compiled without optimisation in
+#: every configuration but ``Os``: it runs once per simulation.
+BUILD_CONFIGS: dict[str, BuildConfig] = {
+    "Os": BuildConfig("Os", "-Os", "", "-Os"),  # verilated.mk's own defaults
+    "O0": BuildConfig("O0", "-O0", "-O0", "-O0"),
+    "O2": BuildConfig("O2", "-O2", "-O0", "-O2"),
+    "O3": BuildConfig("O3", "-O3", "-O0", "-O2"),
+    "fast": BuildConfig("fast", "-O3", "-O0", "-O2", ("--x-assign", "fast", "--noassert")),
+}
 
 
 class RtlTestFailure(AssertionError):
@@ -134,6 +176,7 @@ class RtlModel:
     verilog: Path
     waves: bool
     build_seconds: float
+    config: str = "Os"
     _runner: Any = field(repr=False, default=None)
 
     def run(self, test_module: str, testcase: str | list[str] | None = None, *,
@@ -167,6 +210,7 @@ class RtlModel:
                        if names else None)
         try:
             self._runner.test(test_module=test_module, hdl_toplevel=self.toplevel,
+                              hdl_toplevel_lang="verilog",
                               test_filter=test_filter, seed=seed, extra_env=env, waves=waves,
                               test_dir=test_dir, results_xml=str(results_file),
                               build_dir=self.build_dir,
@@ -185,11 +229,33 @@ class RtlModel:
                                                f"{failed} of {num} cocotb tests failed", quiet))
         return results_file
 
+    def detached(self) -> dict[str, Any]:
+        """What :func:`attach_model` needs to run this model from another process (a pool or
+        Dask worker) without building it again."""
+        return {"name": self.name, "toplevel": self.toplevel, "build_dir": str(self.build_dir),
+                "verilog": str(self.verilog), "waves": self.waves, "config": self.config}
+
     def _message(self, module: str, testcase: Any, test_dir: Path, what: str,
                  quiet: bool = False) -> str:
         where = f"{test_dir / 'sim.log'}" if quiet else "the captured log above"
         return (f"{module}::{testcase or '*'} on {self.name}: {what} (results and waves in "
                 f"{test_dir}; the assertion is in {where})")
+
+
+def attach_model(detached: Mapping[str, Any]) -> RtlModel:
+    """An :class:`RtlModel` of a model built elsewhere (:meth:`RtlModel.detached`): runs it
+    without calling Verilator or make again."""
+    setup_environment()
+    from cocotb_tools.runner import get_runner
+
+    build_dir = Path(detached["build_dir"])
+    exe = build_dir / detached["toplevel"]
+    if not exe.is_file():
+        raise RuntimeError(f"no built model at {exe}; build it first (build_design)")
+    return RtlModel(name=detached["name"], toplevel=detached["toplevel"], build_dir=build_dir,
+                    verilog=Path(detached["verilog"]), waves=bool(detached["waves"]),
+                    build_seconds=0.0, config=detached["config"],
+                    _runner=get_runner("verilator"))
 
 
 _SOURCE_PACKAGES = ("starc_hw", "starc")
@@ -260,71 +326,269 @@ def _ports_only(runner: Any) -> None:
     runner._build_command = build_command
 
 
+_LZ4_HEADER = """\
+/* The two LZ4 block functions Verilator's FST writer (include/fstcpp/fstcpp_writer.cpp) calls,
+   declared as in lz4.h 1.9 (the ABI of liblz4.so.1); written by starc_sim.runner. */
+#ifndef STARC_LZ4_H
+#define STARC_LZ4_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+int LZ4_compressBound(int inputSize);
+int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
+#ifdef __cplusplus
+}
+#endif
+#endif
+"""
+
+#: Used only where no liblz4.so.1 exists: a valid LZ4 block holding the input as one run of
+#: literals (no compression; any LZ4 decoder reads it).
+_LZ4_LITERALS = """\
+#include <string.h>
+#include "lz4.h"
+int LZ4_compressBound(int n) { return n + n / 255 + 16; }
+int LZ4_compress_default(const char* src, char* dst, int n, int cap) {
+    int o = 0, len = n;
+    if (n < 0 || cap < n + n / 255 + 2) return 0;
+    if (len < 15) {
+        dst[o++] = (char)(len << 4);
+    } else {
+        dst[o++] = (char)0xF0;
+        for (len -= 15; len >= 255; len -= 255) dst[o++] = (char)255;
+        dst[o++] = (char)len;
+    }
+    memcpy(dst + o, src, (size_t)n);
+    return o + n;
+}
+"""
+
+
+def fst_support() -> list[str]:
+    """Verilator arguments that build FST tracing on a machine without lz4 development files.
+
+    Verilator's FST writer includes ``<lz4.h>`` and links ``-llz4`` (Debian's liblz4-dev, which a
+    fresh machine lacks and a pip install cannot bring). The writer calls two functions of
+    liblz4's stable ABI; their declarations go into ``build/.toolbin/lz4/lz4.h``, and
+    ``liblz4.so`` there is a linker script naming the runtime library ``liblz4.so.1`` (on every
+    Debian system: apt depends on it). Where that library is missing, ``liblz4.a`` is built from
+    a literal-only LZ4 encoder instead (valid FST, uncompressed value blocks).
+    """
+    import ctypes.util
+    import subprocess
+
+    folder = build_root() / ".toolbin" / "lz4"
+    folder.mkdir(parents=True, exist_ok=True)
+    header = folder / "lz4.h"
+    if not header.is_file() or header.read_text() != _LZ4_HEADER:
+        _write_atomic(header, _LZ4_HEADER)
+    lib = folder / "liblz4.so"
+    archive = folder / "liblz4.a"
+    if not lib.is_file() and not archive.is_file():
+        if ctypes.util.find_library("lz4"):
+            _write_atomic(lib, "INPUT(-l:liblz4.so.1)\n")
+        else:
+            src = folder / "lz4_literals.c"
+            _write_atomic(src, _LZ4_LITERALS)
+            obj = folder / "lz4_literals.o"
+            cc = os.environ.get("CC", "cc")
+            subprocess.run([cc, "-O2", "-fPIC", "-c", str(src), "-o", str(obj)], check=True)
+            subprocess.run(["ar", "rcs", str(archive) + ".tmp", str(obj)], check=True)
+            os.replace(str(archive) + ".tmp", archive)
+    return ["--trace-fst", "-CFLAGS", f"-I{folder}", "-LDFLAGS", f"-L{folder}"]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+_ZERO_INIT = re.compile(r"  initial begin\n(?:    [\w$\\.]+\[\d+\] = \d+'h0+;\n)+  end\n")
+
+
+def strip_zero_init(text: str) -> str:
+    """Amaranth's Verilog with the ``initial`` blocks that set every word of a memory to zero
+    removed (Amaranth writes one per memory, also for ``init=[]``: tens of thousands of lines for
+    the bank and buffer memories, which Verilator compiles into run-once code). Verilator starts
+    every variable at zero without them (``--x-initial unique``, its default, with the default
+    runtime ``+verilator+rand+reset+0``), so the model behaves the same."""
+    return _ZERO_INIT.sub("", text)
+
+
+def _resolve_config(config: str | BuildConfig) -> BuildConfig:
+    if isinstance(config, BuildConfig):
+        return config
+    if config not in BUILD_CONFIGS:
+        raise ValueError(f"unknown build configuration {config!r}; choose one of "
+                         f"{', '.join(BUILD_CONFIGS)}")
+    return BUILD_CONFIGS[config]
+
+
 def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any] | None = None,
                  waves: bool = False, toplevel: str = "top", quiet: bool = True,
                  depends: tuple[Path, ...] = (), internals: bool = True,
-                 cxx_opt: str | None = None) -> RtlModel:
+                 config: str | BuildConfig = "Os", progress: bool = False,
+                 control: str = "", zero_init: bool = True,
+                 hier_blocks: tuple[str, ...] = ()) -> RtlModel:
     """Generate Verilog from ``make()`` (a ``wiring.Component``) and Verilate it.
 
     ``params`` identify the design's configuration; with the digest of the generator's sources
     (the modules of what ``make`` refers to, every ``starc_hw`` / ``starc`` module they import,
-    and ``depends``) they name the build folder. ``make`` is only called (and Verilog only
-    generated, which takes seconds for a large channel) when that folder has no Verilog yet;
-    otherwise the build is a no-op.
+    and ``depends``) and the build configuration they name the build folder. ``make`` is only
+    called (and Verilog only generated, which takes seconds for a large channel) when that folder
+    has no Verilog yet; otherwise the build is a no-op.
 
     ``internals=False`` gives cocotb access to the top-level ports only: the runner's
     ``--public-flat-rw`` (every signal of every module visible and writable through VPI, which
     stops Verilator from optimising any of them away) becomes ``--public-depth 1``. For a large
     design that cuts the generated C++ (and so the build time) by about 3x and speeds up the
-    simulation; testbenches that only touch ports should use it. Waves are unaffected.
+    simulation; testbenches that only touch ports should use it.
 
-    ``cxx_opt`` (e.g. ``"-O0"``) replaces the C++ optimisation of the Verilated model
-    (Verilator's ``OPT_FAST`` / ``OPT_SLOW`` / ``OPT_GLOBAL``, ``-Os`` by default). For a design
-    whose simulation time is dominated by the cocotb side (the attention channel), ``-O0``
-    builds about 3x faster for the same results.
+    ``config`` names a :data:`BUILD_CONFIGS` entry (or is a :class:`BuildConfig`): the C++
+    optimisation and Verilator options; ``"Os"`` is Verilator's default. ``waves`` builds FST
+    tracing (:func:`fst_support`); each run then writes ``dump.fst``. ``progress`` shows the
+    phases of a build that has work to do (Verilog, Verilator, C++ files compiled) on stderr.
+    ``control`` is the text of a Verilator control file (``.vlt``) added to the build, e.g. to
+    make chosen signals visible through VPI beside the ports. ``zero_init=False`` drops the
+    all-zero memory initialisations from the Verilog (:func:`strip_zero_init`).
+    ``hier_blocks`` names modules Verilator compiles once, apart (``--hierarchical``): a module
+    instantiated many times (the attention channel's bank PU) is then C++-compiled once instead of
+    once per instance, which Verilator 5 otherwise does.
     """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"design name must be a non-empty identifier, not {name!r}")
+    cfg = _resolve_config(config)
     setup_environment()
     from cocotb_tools.runner import get_runner
 
     key = _params_key({"params": dict(params or {}), "sources": _source_digest(make, depends),
                        **({} if internals else {"internals": False}),
-                       **({"cxx_opt": cxx_opt} if cxx_opt else {})})
+                       **({} if cfg == BUILD_CONFIGS["Os"] else {"build": cfg.key()}),
+                       **({"control": control} if control else {}),
+                       **({} if zero_init else {"zero_init": False}),
+                       **({"hier_blocks": list(hier_blocks)} if hier_blocks else {})})
     build_dir = build_root() / f"{name}-{key}{'-waves' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     vfile = build_dir / f"{toplevel}.v"
-    if not vfile.is_file():
-        from amaranth.back import verilog
-
-        (build_dir / "params.json").write_text(json.dumps(dict(params or {}), sort_keys=True,
-                                                          default=str, indent=1))
-        design = make()
-        text = verilog.convert(design, name=toplevel, emit_src=False)
-        # modules the design instantiates by name (e.g. the attention channel's bank PU)
-        extra = getattr(design, "extra_verilog", None)
-        if extra is not None:
-            text += extra()
-        tmp = vfile.with_suffix(".v.tmp")
-        tmp.write_text(text)
-        tmp.replace(vfile)
-    runner = get_runner("verilator")
-    if not internals:
-        _ports_only(runner)
-    log = build_dir / "build.log"
-    saved = os.environ.get("MAKEFLAGS")
-    if cxx_opt:
-        os.environ["MAKEFLAGS"] = (f"{saved or ''} OPT_FAST={cxx_opt} OPT_SLOW={cxx_opt} "
-                                   f"OPT_GLOBAL={cxx_opt}").strip()
+    exe = build_dir / toplevel
+    show = _BuildProgress(name, build_dir, enabled=progress and not exe.is_file())
     try:
-        runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir,
-                     build_args=list(BUILD_ARGS), waves=waves, always=False,
-                     log_file=log if quiet else None)
+        if not vfile.is_file():
+            from amaranth.back import verilog
+
+            show.phase("Verilog")
+            _write_atomic(build_dir / "params.json", json.dumps(
+                {**dict(params or {}), "build": cfg.key()}, sort_keys=True, default=str,
+                indent=1))
+            design = make()
+            text = verilog.convert(design, name=toplevel, emit_src=False)
+            # modules the design instantiates by name (e.g. the attention channel's bank PU)
+            extra = getattr(design, "extra_verilog", None)
+            if extra is not None:
+                text += extra()
+            if not zero_init:
+                text = strip_zero_init(text)
+            _write_atomic(vfile, text)
+        sources: list[Any] = [vfile]
+        control += "".join(f'hier_block -module "{mod}"\n' for mod in hier_blocks)
+        if control and not control.startswith("`verilator_config"):
+            control = "`verilator_config\n" + control
+        if control:
+            from cocotb_tools.runner import VerilatorControlFile
+
+            vlt = build_dir / "control.vlt"
+            if not vlt.is_file() or vlt.read_text() != control:
+                _write_atomic(vlt, control)
+            sources.append(VerilatorControlFile(vlt))
+        runner = get_runner("verilator")
+        if not internals:
+            _ports_only(runner)
+        args = [*BUILD_ARGS, *cfg.verilator, *(["--hierarchical"] if hier_blocks else []),
+                *(fst_support() if waves else [])]
+        log = build_dir / "build.log"
+        saved = os.environ.get("MAKEFLAGS")
+        os.environ["MAKEFLAGS"] = f"{saved or ''} {cfg.makeflags()}".strip()
+        try:
+            show.phase("Verilator")
+            show.run(lambda: runner.build(sources=sources, hdl_toplevel=toplevel,
+                                          build_dir=build_dir, build_args=args, waves=waves,
+                                          always=False, log_file=log if quiet else None))
+        finally:
+            if saved is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved
     finally:
-        if saved is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = saved
+        show.close()
     return RtlModel(name=name, toplevel=toplevel, build_dir=build_dir, verilog=vfile,
-                    waves=waves, build_seconds=time.perf_counter() - t0, _runner=runner)
+                    waves=waves, build_seconds=time.perf_counter() - t0, config=cfg.name,
+                    _runner=runner)
+
+
+class _BuildProgress:
+    """Phases of a Verilator build on stderr (rich): Verilog generation, Verilator, then the C++
+    files compiled out of those in the build folder's makefile."""
+
+    def __init__(self, name: str, build_dir: Path, *, enabled: bool) -> None:
+        self._dir = build_dir
+        self._p: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            what = TextColumn(f"building {name}: {{task.description}}")
+            self._p = Progress(SpinnerColumn(), what, BarColumn(), MofNCompleteColumn(),
+                               TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self._p.start()
+            self._task = self._p.add_task("", total=None)
+
+    def phase(self, what: str) -> None:
+        if self._p is not None:
+            self._p.update(self._task, description=what, total=None, completed=0)
+
+    def _cxx(self) -> tuple[int, int] | None:
+        mk = self._dir / "Vtop_classes.mk"
+        if not mk.is_file():
+            return None
+        sources = [w for w in re.findall(r"[\w.]+", mk.read_text()) if w.startswith("Vtop")
+                   and "." not in w]
+        objs = sum(1 for f in sources if (self._dir / f"{f}.o").is_file())
+        return objs, len(sources)
+
+    def run(self, build: Callable[[], None]) -> None:
+        if self._p is None:
+            build()
+            return
+        import threading
+
+        err: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                build()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                err.append(e)
+
+        th = threading.Thread(target=target, daemon=True)
+        th.start()
+        while th.is_alive():
+            th.join(0.5)
+            files = self._cxx()
+            if files is not None:
+                done, total = files
+                self._p.update(self._task, description="C++", total=total + 1, completed=done)
+        if err:
+            raise err[0]
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
