@@ -30,10 +30,14 @@ results earlier in emulated time, never later.
 
 from __future__ import annotations
 
+import dataclasses
+
 from amaranth.hdl import (
     Array,
     Cat,
+    ClockDomain,
     ClockSignal,
+    DomainRenamer,
     Instance,
     Module,
     Mux,
@@ -126,6 +130,14 @@ class AttentionChannel(wiring.Component):
         source :meth:`extra_verilog` returns) instead of elaborating each one: Verilog generation
         then costs one PU instead of one per bank (Verilator and Yosys see the same module
         definition once). Not for ``amaranth.sim``, which cannot simulate instances.
+    clock_gating : bool
+        Clock each bank PU only in the cycles it has work (ASIC-style clock gating): an input
+        beat (MAC column, query chunk, probabilities, accumulator clear), the ``mac_pipeline``
+        cycles after one, reset and ``restart``. The enable is latched on the falling edge (a
+        glitch-free gate) and the PU registers its inputs in its own clock domain, taking one of
+        its ``mac_pipeline`` stages, so every result lands in the same cycle and with the same
+        bits as without gating (the co-simulation tests check both). Idle PUs then cost a
+        simulator nothing; for FPGA builds leave it off (gated clocks).
 
     Members
     -------
@@ -153,10 +165,15 @@ class AttentionChannel(wiring.Component):
 
     def __init__(self, *, cfg: Config, head_dim: int, rows: int = 4, max_entries: int = 256,
                  max_beats: int | None = None, refresh: bool = True,
-                 cycle_width: int = 48, pu_instances: bool = False) -> None:
+                 cycle_width: int = 48, pu_instances: bool = False,
+                 clock_gating: bool = False) -> None:
         if not isinstance(cfg, Config):
             raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
         self._bpt, self._sets = check_attention_config(cfg, head_dim)
+        if clock_gating and cfg.pu.mac_pipeline < 2:
+            raise ValueError(f"clock_gating needs pu.mac_pipeline of at least 2 (the gated PU "
+                             f"registers its inputs in one stage), not {cfg.pu.mac_pipeline}")
+        self._gating = bool(clock_gating)
         self._cfg = cfg
         self._d = head_dim
         slots = cfg.tokens_per_bank_row()
@@ -244,21 +261,34 @@ class AttentionChannel(wiring.Component):
         bbit = (int(MacArg.BUF)).bit_length() - 1
         ccmd = ch.column_cmd
         pus = []
-        proto = PUShell(cfg=cfg) if self._pu_instances else None
+        gating = self._gating
+        proto = PUShell(cfg=cfg, registered=gating) if self._pu_instances else None
         if proto is not None:   # only a port template: never elaborated
             proto._MustUse__silence = True
             proto._pu._MustUse__silence = True
+        if gating:   # the enables are latched on the falling edge (glitch-free clock gates)
+            top.domains.gate_n = ClockDomain("gate_n", clk_edge="neg", reset_less=True,
+                                             local=True)
+            top.d.comb += ClockSignal("gate_n").eq(ClockSignal())
         for i in range(NB):
-            shell = proto if proto is not None else PUShell(cfg=cfg)
+            shell = proto if proto is not None else PUShell(cfg=cfg, registered=gating)
+            domain = "sync"
+            if gating:
+                domain = f"pu{i}"
+                top.domains += ClockDomain(domain, local=True)
             if self._pu_instances:
                 pu = shell.ports()
                 top.submodules[f"pu{i}"] = Instance(
-                    PU_MODULE, i_clk=ClockSignal(), i_rst=ResetSignal() | self.restart,
+                    PU_MODULE, i_clk=ClockSignal(domain),
+                    i_rst=ResetSignal() | self.restart,
                     **{f"{'o' if name in PUShell.OUTPUTS else 'i'}_{name}": sig.as_value()
                        if hasattr(sig, "as_value") else sig for name, sig in pu.items()})
             else:
-                top.submodules[f"pu{i}"] = ResetInserter(self.restart)(shell)
+                renamed = DomainRenamer(domain)(shell) if gating else shell
+                top.submodules[f"pu{i}"] = ResetInserter({domain: self.restart})(renamed)
                 pu = {name: getattr(shell, name) for name in shell.signature.members}
+            if gating:
+                self._gate(top, m, i, pu, domain)
             pus.append(pu)
             b = i % B
             sel = ch.column_valid[i]
@@ -411,13 +441,31 @@ class AttentionChannel(wiring.Component):
                                  | vm_valid | sfm.rd.valid)
         return top
 
+    def _gate(self, top: Module, m: Module, i: int, pu: dict[str, Value], domain: str) -> None:
+        """The gated clock of PU ``i``: on in every cycle with an input beat, the
+        ``mac_pipeline`` cycles after one (results still in the PU's pipeline), an accumulator
+        clear, reset and restart; the enable goes through a falling-edge register."""
+        P = self._cfg.pu.mac_pipeline
+        beat = Signal(name=f"pu_beat{i}")
+        m.d.comb += beat.eq(pu["mac_valid"] | pu["wrgb_valid"] | pu["prob_valid"])
+        recent = Signal(P, name=f"pu_recent{i}")
+        m.d.sync += recent.eq(Cat(beat, recent[:-1]))
+        en = Signal(name=f"pu_en{i}")
+        m.d.comb += en.eq(beat | recent.any() | pu["acc_clear"].any() | ResetSignal()
+                          | self.restart)
+        en_n = Signal(name=f"pu_gate{i}")
+        top.d.gate_n += en_n.eq(en)
+        top.d.comb += [ClockSignal(domain).eq(ClockSignal() & en_n),
+                       ResetSignal(domain).eq(ResetSignal())]
+
     def extra_verilog(self) -> str:
         """Verilog of the module the PU instances refer to (empty without ``pu_instances``)."""
         if not self._pu_instances:
             return ""
         from amaranth.back import verilog
 
-        return verilog.convert(PUShell(cfg=self._cfg), name=PU_MODULE, emit_src=False)
+        return verilog.convert(PUShell(cfg=self._cfg, registered=self._gating), name=PU_MODULE,
+                               emit_src=False)
 
 
 def _clear_bits(en: Value, half: Value) -> Value:
@@ -427,11 +475,21 @@ def _clear_bits(en: Value, half: Value) -> Value:
 
 class PUShell(wiring.Component):
     """:class:`~starc_hw.pu.BankPU` with plain ports (valid bits and payloads side by side), the
-    module :class:`AttentionChannel` instantiates once per bank with ``pu_instances``."""
+    module :class:`AttentionChannel` instantiates once per bank with ``pu_instances``.
+
+    ``registered``: the MAC, query and probability inputs go through a register first and the
+    PU behind it has one pipeline stage fewer (``pu.mac_pipeline - 1``), so that results land in
+    the same cycles; ``acc_clear`` and ``bank_slice`` are not registered. The shell of a
+    clock-gated PU (:class:`AttentionChannel` ``clock_gating``): its logic then depends only on
+    its own clock domain."""
 
     OUTPUTS = ("scores", "acc")
 
-    def __init__(self, *, cfg: Config) -> None:
+    def __init__(self, *, cfg: Config, registered: bool = False) -> None:
+        self._registered = bool(registered)
+        if registered:
+            cfg = cfg.replace(pu=dataclasses.replace(cfg.pu,
+                                                     mac_pipeline=cfg.pu.mac_pipeline - 1))
         self._pu = BankPU(cfg=cfg)
         pu = self._pu
         super().__init__({
@@ -450,10 +508,16 @@ class PUShell(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         m = Module()
         m.submodules.pu = pu = self._pu
+        inputs = {name: getattr(self, name) for name in
+                  ("mac_valid", "mac", "wrgb_valid", "wrgb", "prob_valid", "prob")}
+        if self._registered:
+            regs = {name: Signal.like(sig, name=f"in_{name}") for name, sig in inputs.items()}
+            m.d.sync += [regs[name].eq(sig) for name, sig in inputs.items()]
+            inputs = regs
         m.d.comb += [
-            pu.mac.valid.eq(self.mac_valid), pu.mac.payload.eq(self.mac),
-            pu.wrgb.valid.eq(self.wrgb_valid), pu.wrgb.payload.eq(self.wrgb),
-            pu.prob.valid.eq(self.prob_valid), pu.prob.payload.eq(self.prob),
+            pu.mac.valid.eq(inputs["mac_valid"]), pu.mac.payload.eq(inputs["mac"]),
+            pu.wrgb.valid.eq(inputs["wrgb_valid"]), pu.wrgb.payload.eq(inputs["wrgb"]),
+            pu.prob.valid.eq(inputs["prob_valid"]), pu.prob.payload.eq(inputs["prob"]),
             pu.bank_slice.eq(self.bank_slice), pu.acc_clear.eq(self.acc_clear),
             self.scores.eq(pu.scores), self.acc.eq(pu.acc),
         ]
