@@ -1,26 +1,37 @@
-"""Simulated cycles per second of the attention channel under cocotb + Verilator, beside the
-golden model on the same decode step.
+"""Co-simulation speed of the attention channel under cocotb + Verilator: the old way and the new
+way side by side in one run, with the golden model's time for the same step.
 
-For each policy: plans one step of the co-simulation's seeded synthetic cache
-(``starc_sim.cosim.synthetic_cache``: 3 layers, 500 tokens, d 64 on the 16-bank model), runs it
-on the RTL (image load through WR commands, then the step, every value checked) and prints the
-simulated clocks (load + step), the wall time of the simulation, clocks per second, and the
-golden model's time for the same step (timing schedule + bit-exact functional model), with the
-ratio.
+- **old**: the model built at ``-O0`` (build configuration ``O0``), a Python host on the ports
+  every clock (four coroutines: two stream drivers, the issue sink, the datapath monitor) and the
+  memory image through WR commands (``tb_attention.scenario_host``);
+- **new**: the chosen build configuration (``starc_sim.cosim.COSIM_BUILD``), the harness's
+  stimulus and capture memories with no Python on any clock, and the image by the backdoor
+  (``tb_attention.scenario``).
 
-    python bench/bench_cosim.py                       # dense, starc-row, quest
-    python bench/bench_cosim.py --full                # the default preset's 64-bank channel, d 128
-    python bench/bench_cosim.py --policies dense --idle 0 --backpressure 0
+For each policy it prints the simulated clocks, the simulation's wall time (the cocotb test
+itself, from its results file), clocks per second, the end-to-end wall time of ``run_scenario``
+(planning, bundle, simulator start, run, checks), the golden model's time for the step and the
+speed-up of new over old. Also the build time of each model when it was built in this run, and
+``uptime`` before and after.
+
+    python bench/bench_cosim.py                        # 16-bank model: dense, starc-row, quest
+    python bench/bench_cosim.py --full                 # the 64-bank full channel, d 128
+    python bench/bench_cosim.py --context 1024         # a 1K-token head (the 5-second target)
+    python bench/bench_cosim.py --configs O2 O3 fast   # build configurations, new way only
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from starc.golden import functional, timing
 from starc_sim.cosim import (
+    COSIM_BUILD,
     COSIM_MODEL,
     FULL_MODEL,
     build_attention,
@@ -29,50 +40,85 @@ from starc_sim.cosim import (
     synthetic_cache,
 )
 
-CLOCK_NS = 10  # starc_sim.tb_attention.CLOCK_NS: one clock = one emulated DRAM cycle when no stall
+CLOCK_NS = 10  # starc_sim.tb_attention.CLOCK_NS
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _sim_time(run_dir: Path) -> tuple[float, float]:
+    """Simulated clocks and wall seconds of the cocotb test in ``run_dir``."""
+    tc = ET.parse(run_dir / "results.xml").getroot().find(".//testcase")
+    assert tc is not None
+    props = {p.get("name"): p.get("value") for p in tc.iter("property")}
+    return float(props["sim_time_duration"]) / CLOCK_NS, float(tc.get("time", "0"))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--policies", nargs="+", default=["dense", "starc-row", "quest"])
     ap.add_argument("--budget", type=int, default=128)
+    ap.add_argument("--context", type=int, default=None,
+                    help="tokens of the synthetic cache (default 500; 400 with --full)")
     ap.add_argument("--idle", type=float, default=0.0)
     ap.add_argument("--backpressure", type=float, default=0.0)
     ap.add_argument("--full", action="store_true",
-                    help="the default preset's full channel (64 banks, 16 lanes, d 128; the model "
-                         "of tests/test_rtl_attention.py::test_full_size_step)")
+                    help="the default preset's full channel (64 banks, 16 lanes, d 128)")
+    ap.add_argument("--configs", nargs="+", default=None,
+                    help="build configurations to measure the new way with (default: the "
+                         f"chosen one, {COSIM_BUILD}); the old way is always O0")
+    ap.add_argument("--no-old", action="store_true", help="skip the old way")
     args = ap.parse_args(argv)
-    t0 = time.perf_counter()
+    print(f"uptime before: {_uptime()}")
     spec = FULL_MODEL if args.full else COSIM_MODEL
-    cache = synthetic_cache(spec)
-    model = build_attention(spec)
+    cache = synthetic_cache(spec, prefill_len=args.context)
     org = spec.cfg.org
-    print(f"model {model.build_dir.name} ({org.banks_per_channel} banks, {spec.cfg.pu.lanes} "
-          f"lanes, d {spec.head_dim}): ready in {time.perf_counter() - t0:.0f} s (0 when cached)")
-    print("| policy | step cmds | load cmds | clocks | sim wall s | clocks/s | golden ms | "
-          "RTL / golden time |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"model: {org.banks_per_channel} banks, {spec.cfg.pu.lanes} lanes, d "
+          f"{spec.head_dim}; cache {cache.meta.prefill_len} tokens; B = {args.budget}; idle "
+          f"{args.idle}, backpressure {args.backpressure}")
+    ways = [] if args.no_old else [("old", "O0", True)]
+    ways += [("new", c, False) for c in (args.configs or [COSIM_BUILD])]
+    models = {}
+    for _, cfgname, _ in ways:
+        if cfgname in models:
+            continue
+        t0 = time.perf_counter()
+        m = build_attention(spec, config=cfgname)
+        took = time.perf_counter() - t0
+        models[cfgname] = m
+        built = "cached" if took < 30 else f"built in {took:.0f} s"
+        print(f"build {cfgname}: {m.build_dir.name} ({built})")
+    print()
+    print("| policy | way | build | step cmds | clocks | sim wall s | clocks/s | end-to-end s "
+          "| golden ms | new / old |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for pol in args.policies:
         scn = planner_scenario(cache, spec, policy=pol, budget=args.budget)
-        res = run_scenario(scn, idle=args.idle, backpressure=args.backpressure, model=model,
-                           quiet=True)
-        runs = sorted(model.build_dir.glob("runs/cosim-*/results.xml"),
-                      key=lambda p: p.stat().st_mtime)
-        tc = ET.parse(runs[-1]).getroot().find(".//testcase")
-        assert tc is not None
-        props = {p.get("name"): p.get("value") for p in tc.iter("property")}
-        sim_ns, wall = float(props["sim_time_duration"]), float(tc.get("time", "0"))
-        clocks = sim_ns / CLOCK_NS
         cfg = scn.spec.cfg
         g0 = time.perf_counter()
-        reps = 5
+        reps = 3
         for _ in range(reps):
             timing.schedule(scn.prog, cfg)
             functional.execute(scn.prog, scn.wdata, scn.image, cfg, scn.spec.head_dim)
-        golden_s = (time.perf_counter() - g0) / reps
-        ok = "" if res.bit_exact and res.cycles_equal else " (DISAGREES)"
-        print(f"| {pol}{ok} | {res.commands} | {res.load_commands} | {clocks:.0f} | {wall:.1f} | "
-              f"{clocks / wall:.0f} | {golden_s * 1e3:.1f} | {wall / golden_s:.0f}x |")
+        golden_ms = (time.perf_counter() - g0) / reps * 1e3
+        base_rate = None
+        for way, cfgname, host in ways:
+            t0 = time.perf_counter()
+            res = run_scenario(scn, idle=args.idle, backpressure=args.backpressure,
+                               model=models[cfgname], host=host, quiet=True)
+            e2e = time.perf_counter() - t0
+            clocks, wall = _sim_time(Path(res.run_dir))
+            rate = clocks / wall if wall else float("nan")
+            ok = "" if res.bit_exact and res.cycles_equal else " (DISAGREES)"
+            ratio = "" if base_rate is None else f"{rate / base_rate:.1f}x"
+            if host:
+                base_rate = rate
+            print(f"| {pol}{ok} | {way} | {cfgname} | {res.commands} | {clocks:.0f} | "
+                  f"{wall:.2f} | {rate:,.0f} | {e2e:.1f} | {golden_ms:.1f} | {ratio} |")
+    print()
+    print(f"uptime after: {_uptime()}")
+    print(f"(pid {os.getpid()}; clocks include the image load where the way has one)")
     return 0
 
 

@@ -5,10 +5,10 @@ folders, and each folder's tests carry that tier's marker (select with ``-m``):
 
 | folder | marker | what runs |
 |---|---|---|
-| ``tests/sw`` | ``sw`` | pure Python + NumPy: presets, golden model, compiler, planner, model, CLI |
+| ``tests/sw`` | ``sw`` | pure Python + NumPy: presets, golden model, compiler, planner, CLI |
 | ``tests/hw`` | ``hw`` | gateware under ``amaranth.sim`` (no build step) |
 | ``tests/rtl`` | ``rtl`` | generated Verilog under cocotb + Verilator |
-| ``tests/fpga`` | ``fpga`` | the board: host link (``amaranth.sim``), board co-simulation (also ``rtl``), synthesis |
+| ``tests/fpga`` | ``fpga`` | the board: host link, board co-simulation (also ``rtl``), synthesis |
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from starc_sim.runner import setup_environment
 
 setup_environment()

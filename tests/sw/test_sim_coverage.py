@@ -1,0 +1,129 @@
+"""The pure-Python side of the co-simulation tools: binding-constraint coverage of the golden
+schedule, the regression's scenarios and reproductions, the runner's build keys and Verilog
+transforms, and the `rtl verilog` summary."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+import numpy as np
+import pytest
+from starc.golden.programs import dense_program, stream_program
+from starc.golden.timing import schedule
+from starc.isa import Op
+from starc_sim.coverage import PAIRS, RULES, Coverage, CoverageError, binding_rules
+from starc_sim.programs import SHORT_REFRESH, SMALL, load_config, random_program
+
+CFG = load_config(None)
+
+
+def test_stream_program_binds_the_row_period() -> None:
+    """One all-bank row at peak (docs/rtl.md timing diagram): the first MACAB waits tRCD after
+    the ACTAB, the next ones tCCD_AB, the PREA tRTP_L after the last MAC, the next ACTAB tRP
+    after the PREA; each issue gap equals the binding distance of the preset."""
+    tm = CFG.timing
+    prog = stream_program(CFG, 2)
+    sched = schedule(prog, CFG, refresh=False)
+    b = binding_rules(prog, CFG, sched, refresh=False)
+    ops = [x.op for x in b]
+    first_mac = ops.index("MACAB")
+    assert b[first_mac].pairs == (("tRCD", "ACT", "MACAB"),)
+    assert sched.issue[first_mac] - sched.issue[first_mac - 1] == tm.tRCD
+    assert all(x.pairs == (("tCCD_AB", "MACAB", "MACAB"),) for x in b[first_mac + 1:first_mac + 32])
+    pre = ops.index("PREA")
+    assert b[pre].rules == ("tRTP_L",)
+    assert sched.issue[pre] - sched.issue[pre - 1] == tm.tRTP_L
+    act2 = ops.index("ACTAB", 1)
+    assert "tRP" in b[act2].rules
+    assert sched.issue[act2] - sched.issue[pre] == tm.tRP
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_replay_agrees_with_the_golden_schedule(seed: int) -> None:
+    """The replay's largest bound is the golden issue cycle of every command (it raises
+    otherwise), on random programs with refreshes, explicit REFs, RD/WR turnarounds."""
+    cfg = load_config(None, {**SMALL, **SHORT_REFRESH})
+    prog = random_program(cfg, 400, seed, explicit_ref=seed % 2 == 0)
+    sched = schedule(prog, cfg)
+    b = binding_rules(prog, cfg, sched)
+    assert len(b) == len(sched.program)
+    assert all(x.pairs for x in b)
+    assert all(set(x.pairs) <= set(PAIRS) for x in b), "a pair outside PAIRS"
+    assert sum(x.inserted for x in b) == sched.refreshes
+    assert all(("tREFI", "refresh due", "REF") in x.pairs for x in b if x.inserted)
+
+
+def test_replay_detects_a_wrong_schedule() -> None:
+    """A schedule one cycle off is refused (the self-check can fail)."""
+    prog = dense_program(CFG, 256, 64)
+    sched = schedule(prog, CFG)
+    k = int(np.flatnonzero(sched.program["op"] == int(Op.MACAB))[3])
+    sched.issue[k:] += 1
+    with pytest.raises(CoverageError, match=f"command #{k} "):
+        binding_rules(prog, CFG, sched)
+
+
+def test_coverage_accumulates_and_lists_what_never_bound() -> None:
+    cov = Coverage()
+    cov.add(binding_rules(stream_program(CFG, 2), CFG))
+    d = cov.as_dict()
+    assert d["rules_total"] == len(RULES) and d["pairs_total"] == len(PAIRS)
+    assert "tRCD" not in d["missing_rules"] and "tWTR_L" in d["missing_rules"]
+    again = Coverage()
+    again.merge(d)
+    again.merge(d)
+    assert again.commands == 2 * cov.commands
+    assert again.pairs[("tCCD_AB", "MACAB", "MACAB")] == 2 * cov.pairs[("tCCD_AB", "MACAB",
+                                                                         "MACAB")]
+
+
+def test_regress_points_and_reproductions() -> None:
+    """Every default scenario has a name and a reproduction the CLI parses."""
+    from starc.cli import build_parser
+    from starc_sim.regress import DEFAULT_GRID, grid_points, reproduce, scenario_name
+
+    pts = grid_points(DEFAULT_GRID, {"build_dir": "x"})
+    g = DEFAULT_GRID
+    steps = (len(g["policies"]) * len(g["budgets"]) * len(g["prefills"]) * len(g["steps"])
+             * len(g["seeds"]))
+    assert len(pts) == steps + g["programs"] >= 200
+    assert len({scenario_name(p) for p in pts}) == len(pts)
+    parser = build_parser()
+    for p in (pts[0], pts[-1]):
+        argv = shlex.split(reproduce(p))
+        assert argv[0] == "starc"
+        ns = parser.parse_args(argv[1:])
+        assert isinstance(ns, argparse.Namespace) and ns.waves
+        assert ns.seed == p["seed"]
+
+
+def test_strip_zero_init_keeps_nonzero_memories() -> None:
+    from starc_sim.runner import strip_zero_init
+
+    text = ("  reg [7:0] a [1:0];\n  initial begin\n    a[0] = 8'h00;\n    a[1] = 8'h00;\n"
+            "  end\n  reg [7:0] b [1:0];\n  initial begin\n    b[0] = 8'h00;\n    b[1] = 8'h2a;\n"
+            "  end\n")
+    out = strip_zero_init(text)
+    assert "a[0] =" not in out and "b[1] = 8'h2a;" in out and "b[0] = 8'h00;" in out
+
+
+def test_build_configs_differ_in_their_key() -> None:
+    from starc_sim.runner import BUILD_CONFIGS
+
+    keys = {str(c.key()) for c in BUILD_CONFIGS.values()}
+    assert len(keys) == len(BUILD_CONFIGS)
+    assert "OPT_FAST=-O0" in BUILD_CONFIGS["O0"].makeflags()
+
+
+def test_verilog_summary_reads_ports_and_modules() -> None:
+    from amaranth.back import verilog
+    from starc_hw.smoke import StreamAdder
+    from starc_sim.cli import verilog_summary
+
+    text = verilog.convert(StreamAdder(width=16), name="top", emit_src=False)
+    s = verilog_summary(text)
+    ports = {p["name"]: (p["direction"], p["width"]) for p in s["ports"]}
+    assert ports["count"] == ("output", 32)
+    assert ports["clk"] == ("input", 1)
+    assert s["modules"][0]["name"] == "top" and s["lines"] == len(text.splitlines())
