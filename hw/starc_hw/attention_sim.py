@@ -96,9 +96,11 @@ class AttentionSim(wiring.Component):
     expect_issues, expect_scores, expect_probs : In(16)
         What ``done`` waits for.
     start : In(1)
-        Pulse: stream the loaded program.
+        Pulse: stream the loaded program (until ``done``; the counts are taken as they are, so
+        set them before).
     done : Out(1)
         Every expected command issued and beat captured, and the datapath idle; or a fault.
+        The sources stop; the captures keep what they hold until the next ``start``.
     issues_seen, scores_seen, probs_seen : Out(16)
         Captured so far.
     last_cycle : Out(cycle_width)
@@ -168,9 +170,7 @@ class AttentionSim(wiring.Component):
             m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(self.ld_data),
                          wp.en.eq(self.ld_en & (self.ld_sel == sel))]
 
-        running = Signal()
-        with m.If(self.start):
-            m.d.sync += running.eq(1)
+        running = Signal()      # from start until done: the sources stream, captures count
 
         def gen(name: str) -> Signal:
             g = _xorshift(m, name)
@@ -261,7 +261,7 @@ class AttentionSim(wiring.Component):
                     & (self.scores_seen >= self.expect_scores)
                     & (self.probs_seen >= self.expect_probs))
         with m.If(self.start):
-            m.d.sync += self.done.eq(0)
+            m.d.sync += [self.done.eq(0), running.eq(1)]
         with m.Elif(running & (finished | (dut.fault.as_value() != 0))):
-            m.d.sync += self.done.eq(1)
+            m.d.sync += [self.done.eq(1), running.eq(0)]
         return m
