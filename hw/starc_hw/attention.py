@@ -131,13 +131,15 @@ class AttentionChannel(wiring.Component):
         then costs one PU instead of one per bank (Verilator and Yosys see the same module
         definition once). Not for ``amaranth.sim``, which cannot simulate instances.
     clock_gating : bool
-        Clock each bank PU only in the cycles it has work (ASIC-style clock gating): an input
-        beat (MAC column, query chunk, probabilities, accumulator clear), the ``mac_pipeline``
-        cycles after one, reset and ``restart``. The enable is latched on the falling edge (a
-        glitch-free gate) and the PU registers its inputs in its own clock domain, taking one of
-        its ``mac_pipeline`` stages, so every result lands in the same cycle and with the same
-        bits as without gating (the co-simulation tests check both). Idle PUs then cost a
-        simulator nothing; for FPGA builds leave it off (gated clocks).
+        Clock each bank PU only in the cycles it has work (ASIC-style clock gating). Every input
+        of a PU (MAC column, query chunk, probabilities, accumulator clear, and its reset:
+        reset or ``restart``) goes through a register first, and the PU behind has one of its
+        ``mac_pipeline`` stages fewer, so every result lands in the same cycle with the same
+        bits as without gating (the co-simulation tests check both). The PU's clock runs in the
+        cycles its registered inputs carry something and the ``mac_pipeline`` cycles after; the
+        enable, computed from registers only, is latched on the falling edge (a glitch-free
+        gate, immune to a testbench that drives the ports at the falling edge). Idle PUs then
+        cost a simulator nothing; FPGA builds leave it off (gated clocks).
 
     Members
     -------
@@ -272,23 +274,28 @@ class AttentionChannel(wiring.Component):
             top.d.comb += ClockSignal("gate_n").eq(ClockSignal())
         for i in range(NB):
             shell = proto if proto is not None else PUShell(cfg=cfg, registered=gating)
-            domain = "sync"
-            if gating:
+            ports = shell.ports(f"pu{i}_") if self._pu_instances else \
+                {name: getattr(shell, name) for name in shell.signature.members}
+            domain, rst = "sync", ResetSignal() | self.restart
+            pu = dict(ports)
+            if gating:   # the glue drives registers in front of the PU (see clock_gating)
                 domain = f"pu{i}"
                 top.domains += ClockDomain(domain, local=True)
+                pu.update(shell.ports(f"pu{i}_d_", PUShell.REGISTERED))
+                m.d.sync += [ports[n].eq(pu[n]) for n in PUShell.REGISTERED]
+                rst = Signal(name=f"pu{i}_rst", reset_less=True)
+                m.d.sync += rst.eq(ResetSignal() | self.restart)
+                self._gate(top, m, i, ports, rst, domain)
             if self._pu_instances:
-                pu = shell.ports()
                 top.submodules[f"pu{i}"] = Instance(
-                    PU_MODULE, i_clk=ClockSignal(domain),
-                    i_rst=ResetSignal() | self.restart,
+                    PU_MODULE, i_clk=ClockSignal(domain), i_rst=rst,
                     **{f"{'o' if name in PUShell.OUTPUTS else 'i'}_{name}": sig.as_value()
-                       if hasattr(sig, "as_value") else sig for name, sig in pu.items()})
+                       if hasattr(sig, "as_value") else sig for name, sig in ports.items()})
+            elif gating:
+                top.submodules[f"pu{i}"] = DomainRenamer(domain)(shell)
+                top.d.comb += ResetSignal(domain).eq(rst)
             else:
-                renamed = DomainRenamer(domain)(shell) if gating else shell
-                top.submodules[f"pu{i}"] = ResetInserter({domain: self.restart})(renamed)
-                pu = {name: getattr(shell, name) for name in shell.signature.members}
-            if gating:
-                self._gate(top, m, i, pu, domain)
+                top.submodules[f"pu{i}"] = ResetInserter(self.restart)(shell)
             pus.append(pu)
             b = i % B
             sel = ch.column_valid[i]
@@ -441,22 +448,21 @@ class AttentionChannel(wiring.Component):
                                  | vm_valid | sfm.rd.valid)
         return top
 
-    def _gate(self, top: Module, m: Module, i: int, pu: dict[str, Value], domain: str) -> None:
-        """The gated clock of PU ``i``: on in every cycle with an input beat, the
-        ``mac_pipeline`` cycles after one (results still in the PU's pipeline), an accumulator
-        clear, reset and restart; the enable goes through a falling-edge register."""
+    def _gate(self, top: Module, m: Module, i: int, ports: dict[str, Value], rst: Value,
+              domain: str) -> None:
+        """The gated clock of PU ``i``: on while its registered inputs (``ports``) carry a beat,
+        an accumulator clear or its reset ``rst``, and ``mac_pipeline`` cycles after a beat
+        (results still in its pipeline); the enable goes through a falling-edge register."""
         P = self._cfg.pu.mac_pipeline
-        beat = Signal(name=f"pu_beat{i}")
-        m.d.comb += beat.eq(pu["mac_valid"] | pu["wrgb_valid"] | pu["prob_valid"])
-        recent = Signal(P, name=f"pu_recent{i}")
+        beat = Signal(name=f"pu{i}_beat")
+        m.d.comb += beat.eq(ports["mac_valid"] | ports["wrgb_valid"] | ports["prob_valid"])
+        recent = Signal(P, name=f"pu{i}_recent")
         m.d.sync += recent.eq(Cat(beat, recent[:-1]))
-        en = Signal(name=f"pu_en{i}")
-        m.d.comb += en.eq(beat | recent.any() | pu["acc_clear"].any() | ResetSignal()
-                          | self.restart)
-        en_n = Signal(name=f"pu_gate{i}")
+        en = Signal(name=f"pu{i}_en")
+        m.d.comb += en.eq(beat | recent.any() | ports["acc_clear"].any() | rst)
+        en_n = Signal(name=f"pu{i}_gate")
         top.d.gate_n += en_n.eq(en)
-        top.d.comb += [ClockSignal(domain).eq(ClockSignal() & en_n),
-                       ResetSignal(domain).eq(ResetSignal())]
+        top.d.comb += ClockSignal(domain).eq(ClockSignal() & en_n)
 
     def extra_verilog(self) -> str:
         """Verilog of the module the PU instances refer to (empty without ``pu_instances``)."""
@@ -477,16 +483,15 @@ class PUShell(wiring.Component):
     """:class:`~starc_hw.pu.BankPU` with plain ports (valid bits and payloads side by side), the
     module :class:`AttentionChannel` instantiates once per bank with ``pu_instances``.
 
-    ``registered``: the MAC, query and probability inputs go through a register first and the
-    PU behind it has one pipeline stage fewer (``pu.mac_pipeline - 1``), so that results land in
-    the same cycles; ``acc_clear`` and ``bank_slice`` are not registered. The shell of a
-    clock-gated PU (:class:`AttentionChannel` ``clock_gating``): its logic then depends only on
-    its own clock domain."""
+    ``registered``: the shell of a clock-gated PU (:class:`AttentionChannel` ``clock_gating``),
+    whose inputs (:data:`REGISTERED`) reach it through a register in the channel: its PU has one
+    pipeline stage fewer (``pu.mac_pipeline - 1``), so that results land in the same cycles."""
 
     OUTPUTS = ("scores", "acc")
+    #: The inputs a clock-gated PU takes through a register.
+    REGISTERED = ("mac_valid", "mac", "wrgb_valid", "wrgb", "prob_valid", "prob", "acc_clear")
 
     def __init__(self, *, cfg: Config, registered: bool = False) -> None:
-        self._registered = bool(registered)
         if registered:
             cfg = cfg.replace(pu=dataclasses.replace(cfg.pu,
                                                      mac_pipeline=cfg.pu.mac_pipeline - 1))
@@ -500,24 +505,20 @@ class PUShell(wiring.Component):
             "scores": Out(pu.scores.shape()), "acc": Out(pu.acc.shape()),
         })
 
-    def ports(self) -> dict[str, object]:
-        """Fresh signals shaped like this shell's ports (to connect an instance)."""
-        return {name: Signal(member.shape, name=f"pu_{name}")
-                for name, member in self.signature.members.items()}
+    def ports(self, prefix: str = "pu_", names: tuple[str, ...] | None = None
+              ) -> dict[str, object]:
+        """Fresh signals shaped like this shell's ports (all, or ``names``)."""
+        members = self.signature.members
+        return {name: Signal(members[name].shape, name=f"{prefix}{name}")
+                for name in (names or tuple(members))}
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
         m.submodules.pu = pu = self._pu
-        inputs = {name: getattr(self, name) for name in
-                  ("mac_valid", "mac", "wrgb_valid", "wrgb", "prob_valid", "prob")}
-        if self._registered:
-            regs = {name: Signal.like(sig, name=f"in_{name}") for name, sig in inputs.items()}
-            m.d.sync += [regs[name].eq(sig) for name, sig in inputs.items()]
-            inputs = regs
         m.d.comb += [
-            pu.mac.valid.eq(inputs["mac_valid"]), pu.mac.payload.eq(inputs["mac"]),
-            pu.wrgb.valid.eq(inputs["wrgb_valid"]), pu.wrgb.payload.eq(inputs["wrgb"]),
-            pu.prob.valid.eq(inputs["prob_valid"]), pu.prob.payload.eq(inputs["prob"]),
+            pu.mac.valid.eq(self.mac_valid), pu.mac.payload.eq(self.mac),
+            pu.wrgb.valid.eq(self.wrgb_valid), pu.wrgb.payload.eq(self.wrgb),
+            pu.prob.valid.eq(self.prob_valid), pu.prob.payload.eq(self.prob),
             pu.bank_slice.eq(self.bank_slice), pu.acc_clear.eq(self.acc_clear),
             self.scores.eq(pu.scores), self.acc.eq(pu.acc),
         ]
