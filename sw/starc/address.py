@@ -53,6 +53,8 @@ __all__ = [
     "banks_to_blocks",
     "blocks_to_banks",
     "check_geometry",
+    "legal_banks_per_group",
+    "legal_head_dims",
     "dense_token_address",
     "group_of",
     "lane_bit",
@@ -110,8 +112,47 @@ def banks_per_token(org: Organisation, head_dim: int) -> int:
     if b > org.banks_per_group or org.banks_per_group % b:
         raise ConfigError(
             f"head_dim {head_dim} needs {b} banks per token, which must divide "
-            f"banks_per_group ({org.banks_per_group}); this preset cannot hold it")
+            f"banks_per_group ({org.banks_per_group}); this preset cannot hold it "
+            f"({_legal(org, head_dim)})")
     return b
+
+
+def _pow2_upto(n: int) -> list[int]:
+    return [1 << i for i in range(n.bit_length()) if 1 << i <= n]
+
+
+def legal_banks_per_group(org: Organisation, head_dim: int) -> list[int]:
+    """organisation.banks_per_group values (powers of two up to the command word's 8) whose
+    layout holds ``head_dim``: d / 32 banks per token divide it and a group row holds at most
+    :data:`MOVE_MASK_SLOTS` token slots (one score move's mask)."""
+    slice_elems = 2 * org.elements_per_column
+    if head_dim <= 0 or head_dim % slice_elems:
+        return []
+    b = head_dim // slice_elems
+    return [g for g in _pow2_upto(8) if g % b == 0 and g >= b
+            and tokens_per_bank_row(org) * (g // b) <= MOVE_MASK_SLOTS]
+
+
+def legal_head_dims(org: Organisation) -> list[int]:
+    """Head dimensions the layout of ``org`` holds (the score move's mask included)."""
+    slice_elems = 2 * org.elements_per_column
+    return [b * slice_elems for b in _pow2_upto(org.banks_per_group)
+            if org.banks_per_group % b == 0
+            and tokens_per_bank_row(org) * (org.banks_per_group // b) <= MOVE_MASK_SLOTS]
+
+
+def _legal(org: Organisation, head_dim: int) -> str:
+    """``legal values: ...`` for an error message about ``head_dim`` on ``org``."""
+    bpg = legal_banks_per_group(org, head_dim)
+    dims = legal_head_dims(org)
+    parts = []
+    if bpg:
+        parts.append(f"at head_dim {head_dim}, organisation.banks_per_group may be "
+                     f"{', '.join(map(str, bpg))}")
+    if dims:
+        parts.append(f"at banks_per_group {org.banks_per_group}, head_dim may be "
+                     f"{', '.join(map(str, dims))}")
+    return "; ".join(parts) or "no banks_per_group up to 8 holds it"
 
 
 def tokens_per_bank_row(org: Organisation) -> int:
@@ -203,9 +244,9 @@ def check_geometry(geo: Geometry) -> None:
     """Raise ValueError if programs cannot address this layout: a score move's mask must cover a
     group row (the compiler checks it so such a cache is refused at compile time)."""
     if geo.tpgr > MOVE_MASK_SLOTS:
-        raise ValueError(f"head_dim {geo.d} puts {geo.tpgr} tokens in a group row, but a score "
-                         f"move's valid mask covers {MOVE_MASK_SLOTS} slots; the planner needs "
-                         f"head_dim >= {geo.d * geo.tpgr // MOVE_MASK_SLOTS} on this preset")
+        raise ValueError(f"head_dim {geo.d} puts {geo.tpgr} tokens in a group row "
+                         f"(banks_per_group {geo.bpg}), but a score move's valid mask covers "
+                         f"{MOVE_MASK_SLOTS} slots; {_legal(geo.cfg.org, geo.d)}")
 
 
 # ---- selection metadata rows ---------------------------------------------------------------------

@@ -119,28 +119,45 @@ def _fmt(x: Any) -> str:
 
 # ---- config ------------------------------------------------------------------------------------
 def _config_show(args: argparse.Namespace) -> int:
-    cfg = cfgmod.load(args.target or args.preset, args.overrides or None)
+    from starc.glossary import get
+    from starc.planner.table import print_rows
+    target = args.target or args.preset
+    cfg = cfgmod.load(target, args.overrides or None)
     d = cfg.derived()
-    if args.json:
-        print_json({"name": cfg.name, "source": cfg.source, "config": cfg.as_dict(), "derived": d})
+    if args.raw:
+        fields = cfgmod.settable_fields(target, args.overrides or None)
+        if args.json:
+            print_json({"name": cfg.name, "source": cfg.source, "fields": fields})
+            return 0
+        print_rows(f"{cfg.name}: every field --set accepts (section.field=value); origin: where "
+                   f"the value comes from; source: the preset file's citation",
+                   ("key", "value", "origin", "source"),
+                   [[f["key"], str(f["value"]), f["origin"], f["source"]] for f in fields],
+                   glossary=False, left=lambda k: k != "value", wrap=("source",))
         return 0
-    rows = [
-        ("external bandwidth per stack", f"{d['external_bandwidth_GBps']:.1f} GB/s"),
-        ("internal PIM bandwidth per stack", f"{d['internal_bandwidth_TBps']:.2f} TB/s"),
-        ("all-bank row period (full row)",
-         f"{d['row_period_cycles']} cycles = {d['row_period_ns']:.1f} ns"),
-        ("streaming-efficiency ceiling", f"{100 * d['streaming_ceiling']:.1f} %"),
-        ("refresh tax tRFC / tREFI",
-         f"{100 * d['refresh_tax']:.2f} % (tRFC = {d['tRFC_cycles']} cycles)"),
-        ("tokens per bank row", str(d["tokens_per_bank_row"])),
-        ("banks per token (d = 128 / d = 64)",
-         f"{d['banks_per_token_d128']} / {d['banks_per_token_d64']}"),
-        ("banks per stack / per channel", f"{d['banks_per_stack']} / {d['banks_per_channel']}"),
-        ("groups per channel", str(d["groups_per_channel"])),
-        ("capacity per stack", f"{d['stack_GiB']:.0f} GiB"),
-        ("clock", f"tCK = {cfg.timing.tCK_ns:.4g} ns (all cycle counts are in tCK)"),
+    if args.json:
+        print_json({"name": cfg.name, "source": cfg.source, "config": cfg.as_toml_dict(),
+                    "derived": d})
+        return 0
+    shown = [
+        ("external_bandwidth_GBps", f"{d['external_bandwidth_GBps']:.1f} GB/s"),
+        ("internal_bandwidth_TBps", f"{d['internal_bandwidth_TBps']:.2f} TB/s"),
+        ("row_period_cycles", f"{d['row_period_cycles']} cycles = {d['row_period_ns']:.1f} ns"),
+        ("streaming_ceiling", f"{100 * d['streaming_ceiling']:.1f} %"),
+        ("refresh_tax", f"{100 * d['refresh_tax']:.2f} % (tRFC_cycles = {d['tRFC_cycles']})"),
+        ("tokens_per_bank_row", str(d["tokens_per_bank_row"])),
+        ("banks_per_token_d128", str(d["banks_per_token_d128"])),
+        ("banks_per_token_d64", str(d["banks_per_token_d64"])),
+        ("banks_per_stack", str(d["banks_per_stack"])),
+        ("banks_per_channel", str(d["banks_per_channel"])),
+        ("groups_per_channel", str(d["groups_per_channel"])),
+        ("stack_GiB", f"{d['stack_GiB']:.0f} GiB"),
     ]
-    print_table(f"{cfg.name}: {cfg.description}", ["field", "value"], rows)
+    print_rows(f"{cfg.name}: {cfg.description}; tCK = {cfg.timing.tCK_ns:.4g} ns (every cycle "
+               f"count is in tCK); `starc config show --raw` lists the preset's fields",
+               ("name", "value", "definition"),
+               [[k, v, get(k).short] for k, v in shown], glossary=False,
+               left=lambda k: k != "value")
     return 0
 
 
@@ -157,25 +174,33 @@ def _config_list(args: argparse.Namespace) -> int:
 # ---- timing ------------------------------------------------------------------------------------
 def dense_cost_rows(cfg: cfgmod.Config, lengths: Sequence[int], head_dim: int
                     ) -> list[dict[str, Any]]:
+    """One row per context length: the dense program's cost (names of starc.glossary)."""
     from starc.golden import energy, programs, timing
+    from starc.metrics import floor_cycles
     out = []
     for L in lengths:
         prog = programs.dense_program(cfg, L, head_dim)
         s = timing.schedule(prog, cfg)
         e = energy.account(prog, cfg, head_dim)
-        kv_bytes = 2 * L * head_dim * 2
-        # floor: the bytes needed at the channel's internal PIM bandwidth
-        ch_bw = cfg.pus_per_channel * cfg.org.column_bytes / cfg.timing.tCCD_AB  # B per cycle
-        floor = kv_bytes / ch_bw
+        floor = floor_cycles(cfg, L, head_dim)
         out.append({"L": L, "commands": len(s.program), "cycles": s.total_cycles,
                     "ns": s.total_ns, "energy_nJ": e.total_pj / 1e3,
                     "attacc_energy_nJ": e.attacc_pj / 1e3, "floor_cycles": floor,
                     "ratio_to_floor": s.total_cycles / floor, "refreshes": s.refreshes,
-                    "breakdown": s.breakdown})
+                    **{f"t_{k}": v for k, v in s.breakdown.items()},
+                    **{f"e_{k}": v / 1e3 for k, v in e.breakdown.items()}})
     return out
 
 
+_DENSE_COLUMNS = ("L", "commands", "cycles", "ns", "energy_nJ", "attacc_energy_nJ",
+                  "ratio_to_floor", "refreshes")
+_ATTACC_COLUMNS = ("L", "cycles", "ns", "command_counts.ACTAB", "command_counts.MACAB",
+                   "command_counts.WRGB", "command_counts.MVSB", "command_counts.MVGB",
+                   "refreshes", "stack_energy_nJ.total")
+
+
 def _timing_dense(args: argparse.Namespace) -> int:
+    from starc.planner.table import cells, print_rows
     cfg = preset_from_args(args)
     if args.model == "attacc":
         return _timing_dense_attacc(args, cfg)
@@ -189,16 +214,15 @@ def _timing_dense(args: argparse.Namespace) -> int:
         print_json({"model": "ours", "preset": cfg.name, "head_dim": args.head_dim,
                     "heads_per_channel": 1, "rows": rows})
         return 0
-    print_table(f"dense attention, one KV head on one channel, {cfg.name}, d = {args.head_dim}",
-                ["L", "commands", "cycles", "ns", "energy nJ", "AttAcc-style nJ",
-                 "ratio to floor", "refreshes"],
-                [(r["L"], r["commands"], r["cycles"], r["ns"], r["energy_nJ"],
-                  r["attacc_energy_nJ"], r["ratio_to_floor"], r["refreshes"]) for r in rows])
+    print_rows(f"dense attention, one KV head on one channel, {cfg.name}, d = {args.head_dim}; "
+               f"cycles in tCK", _DENSE_COLUMNS, [cells(r, _DENSE_COLUMNS) for r in rows])
     return 0
 
 
 def _timing_dense_attacc(args: argparse.Namespace, cfg: cfgmod.Config) -> int:
     from starc.golden import attacc
+    from starc.planner.table import cells, print_rows
+    from starc.report import flatten
     works = [attacc.Workload(L, args.head_dim, args.heads_per_channel) for L in args.lengths]
     attacc.check_preset(cfg)
     for w in works:
@@ -208,20 +232,21 @@ def _timing_dense_attacc(args: argparse.Namespace, cfg: cfgmod.Config) -> int:
     err = Console(stderr=True)
     todo = track(works, description="AttAcc compatibility model", transient=True,
                  console=err) if err.is_terminal else works
-    rows = [attacc.simulate(cfg, w).as_dict() for w in todo]
+    rows = []
+    for w in todo:
+        d = attacc.simulate(cfg, w).as_dict()
+        # the registry's names (starc.glossary): whole-stack figures say so
+        d["command_counts"] = d.pop("commands")
+        d["stack_energy_nJ"] = d.pop("energy_nJ")
+        rows.append(d)
     if args.json:
         print_json({"model": "attacc", "preset": cfg.name, "head_dim": args.head_dim,
                     "heads_per_channel": args.heads_per_channel, "rows": rows})
         return 0
-    print_table(f"dense attention on AttAcc's simulator (compatibility model), {cfg.name}, "
-                f"d = {args.head_dim}, {args.heads_per_channel} head(s) per channel x 16 "
-                f"channels; cycles end at the last issue",
-                ["L", "cycles", "ns", "MACAB / ch", "ACTAB / ch", "moves / ch", "REFab / ch",
-                 "AttAcc nJ / stack"],
-                [(r["L"], r["cycles"], r["ns"], r["commands"]["MACAB"] // 16,
-                  r["commands"]["ACTAB"] // 16,
-                  (r["commands"]["WRGB"] + r["commands"]["MVSB"] + r["commands"]["MVGB"]) // 16,
-                  r["refreshes"], r["energy_nJ"]["total"]) for r in rows])
+    print_rows(f"dense attention on AttAcc's simulator (compatibility model), {cfg.name}, "
+               f"d = {args.head_dim}, {args.heads_per_channel} head(s) per channel x 16 "
+               f"channels; whole stack; cycles end at the last issue",
+               _ATTACC_COLUMNS, [cells(flatten(r), _ATTACC_COLUMNS) for r in rows])
     return 0
 
 
@@ -233,6 +258,9 @@ def _add_builtin(sub: argparse._SubParsersAction, name: str) -> None:
         ps = csub.add_parser("show",
                              help="derived figures of a preset (bandwidths, row period, ...)")
         ps.add_argument("target", nargs="?", default=None, help="preset name or .toml file")
+        ps.add_argument("--raw", action="store_true",
+                        help="every field --set accepts, with its value, where it comes from "
+                             "(the preset, --set, or the default) and the preset's citation")
         add_preset_args(ps)
         add_json_arg(ps)
         ps.set_defaults(func=_config_show)

@@ -341,9 +341,21 @@ class Config:
         }
 
     def as_dict(self) -> dict[str, Any]:
+        """Every field (the Python names: ``org`` for ``[organisation]``); hashes and build keys
+        use it. Output for people uses :meth:`as_toml_dict`."""
         d = dataclasses.asdict(self)
         d["timing"].pop("tRFC")
         return d
+
+    def as_toml_dict(self) -> dict[str, Any]:
+        """The preset as its TOML file spells it (``name``, ``description`` and the sections
+        ``organisation``, ``timing``, ``pu``, ``energy`` under their TOML names): what
+        ``starc config show --json`` prints, and what :func:`from_dict` reads back."""
+        d = self.as_dict()
+        out: dict[str, Any] = {"name": d["name"], "description": d["description"]}
+        for sec, attr in _SECTION_ATTR.items():
+            out[sec] = d[attr]
+        return out
 
     def replace(self, **sections: Any) -> Config:
         return dataclasses.replace(self, **sections)
@@ -356,6 +368,8 @@ def ns_to_cycles(ns: float, tck_ns: float) -> int:
 
 _SECTIONS: dict[str, type] = {"organisation": Organisation, "timing": Timing, "pu": PU,
                               "energy": Energy}
+#: TOML section -> Config attribute
+_SECTION_ATTR = {"organisation": "org", "timing": "timing", "pu": "pu", "energy": "energy"}
 
 
 def list_presets() -> list[str]:
@@ -468,6 +482,63 @@ def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
                   description=str(data.get("description", "")),
                   org=built["organisation"], timing=built["timing"], pu=built["pu"],
                   energy=built["energy"], source=source)
+
+
+def _comments(text: str) -> dict[tuple[str, str], str]:
+    """The source comment of every ``key = value  # comment`` line of a preset file, by
+    (section, key); indented comment lines that follow continue it."""
+    import re
+
+    out: dict[tuple[str, str], str] = {}
+    sec, last = "", None
+    for line in text.splitlines():
+        m = re.match(r"\s*\[([A-Za-z_]+)\]\s*$", line)
+        if m:
+            sec, last = m.group(1), None
+            continue
+        m = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*[^#]*?(?:#\s*(.*))?$", line)
+        if m and sec:
+            last = (sec, m.group(1))
+            out[last] = (m.group(2) or "").strip()
+            continue
+        m = re.match(r"\s+#\s*(.*)$", line)
+        if m and last is not None:
+            out[last] = (out[last] + " " + m.group(1).strip()).strip()
+            continue
+        last = None
+    return out
+
+
+def settable_fields(name_or_path: str | Path | None = None,
+                    overrides: dict[str, Any] | list[str] | None = None) -> list[dict[str, Any]]:
+    """Every field ``--set`` accepts, in file order per section: ``key`` (``section.field``),
+    ``value`` (after the overrides), ``origin`` (``--set``, the preset it came from, or
+    ``default`` for a field the file leaves out) and ``source`` (the citation comment of its
+    line in the preset file, empty when it has none). Validates like :func:`load`."""
+    cfg = load(name_or_path, overrides)
+    data, src = _read_preset(name_or_path)
+    if src.startswith("preset:"):
+        text = resources.files("starc").joinpath("presets", f"{src[7:]}.toml").read_text()
+    else:
+        text = Path(src).read_text(encoding="utf-8")
+    notes = _comments(text)
+    over: dict[str, Any] = {}
+    _apply_overrides(over, overrides)
+    values = cfg.as_toml_dict()
+    rows = []
+    for sec, cls in _SECTIONS.items():
+        for f in fields(cls):
+            if not f.init:
+                continue
+            if f.name in over.get(sec, {}):
+                origin = "--set"
+            elif isinstance(data.get(sec), dict) and f.name in data[sec]:
+                origin = src
+            else:
+                origin = "default"
+            rows.append({"key": f"{sec}.{f.name}", "value": values[sec][f.name],
+                         "origin": origin, "source": notes.get((sec, f.name), "")})
+    return rows
 
 
 def load(name_or_path: str | Path | None = None,

@@ -10,7 +10,8 @@
    policy-decoding bridge is available).
 4. Co-simulate one decode step of one head on the RTL under Verilator and check bit and cycle
    agreement with the golden model (skipped with a reason when the RTL tier is unavailable).
-5. Print one table and a verdict; write a report folder (JSON, CSV, PNG, README.md).
+5. Print one table and a verdict; write a report folder (JSON, CSV, README.md, and the plots as
+   PNG, SVG and PDF: attention-mass recall against latency and energy, the cost breakdown).
 """
 
 from __future__ import annotations
@@ -95,9 +96,10 @@ def extract_demo_kv(context: int, steps: int, depth: float, seed: int) -> tuple[
 def run(args: argparse.Namespace) -> int:
     from starc import config
     from starc.cli import print_json
+    from starc.glossary import glossary_line
     from starc.kv import load_kv
     from starc.planner.registry import DEFAULT_POLICIES
-    from starc.planner.table import COLUMNS, cells, print_rows, title
+    from starc.planner.table import COLUMNS, baseline_notes, cells, print_rows, title
     from starc.report import ReportWriter, markdown_table
 
     t0 = time.perf_counter()
@@ -148,9 +150,10 @@ def run(args: argparse.Namespace) -> int:
     verdict = _verdict(rows, dense, args.budget, rtl)
     # the comparison table of `starc eval` and `starc sweep` (starc.planner.table), plus the
     # pass key
-    cols = (*COLUMNS, ("passkey_ok", "passkey"))
+    cols = (*COLUMNS, "passkey_ok")
     table_title = title(res.meta, what=f"one decode step of attention, SmolLM2-135M, "
                                         f"{meta.prefill_len} tokens, B = {args.budget}")
+    notes = baseline_notes(rows)
 
     def line(r: dict[str, Any]) -> list[str]:
         return cells(r, cols)
@@ -162,10 +165,16 @@ def run(args: argparse.Namespace) -> int:
                    "rtl": rtl, "verdict": verdict, "seconds": time.perf_counter() - t0}
         rep.json("demo.json", summary)
         rep.csv("demo.csv", rows)
-        from starc.sweep.points import plot_sweep
-        for name, fig in plot_sweep(rows, title=f"SmolLM2-135M, {meta.prefill_len} tokens, "
-                                                f"{cfg.name}, {res.meta['planner']}").items():
-            if name != "cost_vs_budget.png":  # one budget: the budget plots belong to sweeps
+        from starc import plots
+        pts = [{**r, "preset": cfg.name, "model": "SmolLM2-135M", "context": meta.prefill_len}
+               for r in rows]
+        figs = {"pareto": plots.pareto(pts, planner=res.meta["planner"],
+                                       sampling=res.meta["sampling"]),
+                "breakdown": plots.breakdown(pts, budget=args.budget,
+                                             planner=res.meta["planner"],
+                                             sampling=res.meta["sampling"])}
+        for name, fig in figs.items():
+            if fig is not None:
                 rep.figure(name, fig)
         rep.text("README.md", "\n".join([
             "# starc demo\n",
@@ -173,15 +182,18 @@ def run(args: argparse.Namespace) -> int:
             f"{meta.decode_steps} decode steps, preset `{cfg.name}`, budget B = {args.budget}, "
             f"{res.meta['planner']}, {res.meta['sampling']}. Costs are per decode step, layer "
             "and query head on one channel, selection pass included; cycles in tCK.\n",
-            markdown_table([h for _, h in cols], [line(r) for r in rows]),
-            f"\nRTL co-simulation: {rtl}\n", f"\n**Verdict.** {verdict}\n"]))
+            markdown_table(list(cols), [line(r) for r in rows]),
+            glossary_line(cols, notes=notes) + "\n",
+            "![attention-mass recall against latency and energy](pareto.png)\n",
+            "![cycle and energy breakdown](breakdown.png)\n",
+            f"RTL co-simulation: {_rtl_line(rtl)}\n", f"**Verdict.** {verdict}\n"]))
     if args.json:
         print_json(summary)
         return 0
-    print_rows(table_title, cols, [line(r) for r in rows])
+    print_rows(table_title, cols, [line(r) for r in rows], notes=notes)
     print(f"RTL co-simulation: {_rtl_line(rtl)}")
     print(f"Verdict: {verdict}")
-    print(f"Report: {args.out}/ (demo.json, demo.csv, plots, README.md); "
+    print(f"Report: {args.out}/ (demo.json, demo.csv, README.md, plots as PNG, SVG and PDF); "
           f"{time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -203,8 +215,10 @@ def _rtl_check(cfg: Any, cache: Any) -> dict[str, Any]:
         from starc_sim.cosim import cosim_step
     except ImportError as e:
         return {"ran": False, "reason": f"RTL co-simulation unavailable ({e})"}
+    import sys
+
     _status("co-simulating one decode step of one head on the RTL (Verilator) ...")
-    return cosim_step(cfg, cache)
+    return cosim_step(cfg, cache, progress=sys.stderr.isatty())
 
 
 def _rtl_line(rtl: dict[str, Any]) -> str:

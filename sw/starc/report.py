@@ -1,4 +1,5 @@
-"""Self-contained report folders: JSON, CSV, PNG plots and a Markdown summary, written atomically.
+"""Self-contained report folders: JSON, CSV, plots (PNG, SVG, PDF) and a Markdown summary, written
+atomically.
 
 A report is assembled in a temporary sibling folder and swapped into place when complete, under
 the output rules of :mod:`starc.outputs` (docs/reliability.md): a reader never sees a half-written
@@ -94,9 +95,13 @@ class ReportWriter:
         write_atomic(self.path(name), text)
 
     def figure(self, name: str, fig: Any) -> None:
-        fig.savefig(self.path(name), dpi=120, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-        plt.close(fig)
+        """``name``.png, .svg and .pdf (:func:`starc.plots.save`; ``name`` may end in .png)."""
+        from starc.plots import FORMATS, save
+
+        stem = name.removesuffix(".png")
+        for fmt in FORMATS:
+            self.path(f"{stem}.{fmt}")
+        save(fig, self.tmp / stem)
 
     def __enter__(self) -> ReportWriter:
         self._ctx = self.out.build()

@@ -217,7 +217,7 @@ def test_cli_attacc_table(capsys):
     assert cli.main(["timing", "dense", "--model", "attacc", "--preset", "attacc-hbm3-5.2-npc",
                      "--lengths", "1024"]) == 0
     out = capsys.readouterr().out
-    assert "1394" in out and "AttAcc" in out
+    assert "1,394" in out and "AttAcc" in out
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -140,7 +140,7 @@ def test_cli_compile_then_eval_artifact(tmp_path, capsys, small_cache):
                 "--cost-programs", "2", "-o", str(tmp_path / "ev")])
     assert a.func(a) == 0
     text = capsys.readouterr().out
-    assert "starc-row" in text and "mass rec." in text and "wrote" in text
+    assert "starc-row" in text and "mass_recall" in text and "wrote" in text
     with open(tmp_path / "ev" / "eval.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["policy"] for r in rows] == ["dense", "starc-row"]

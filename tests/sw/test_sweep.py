@@ -75,25 +75,49 @@ def test_reductions_are_per_point_and_pooled():
     with pytest.raises(ValueError, match="several sweep points"):
         reductions(rows)
     per = reductions_by_point(rows)
-    assert [r["context"] for r in per] == [2048, 4096]
-    assert per[0]["starc_latency_vs_tokenwise"] == pytest.approx(0.2)
-    assert per[0]["starc_energy_vs_dense"] == pytest.approx(0.6)
-    assert per[1]["starc_latency_vs_dense"] == pytest.approx(0.8)
-    assert per[0]["starc_attacc_energy_vs_tokenwise"] == pytest.approx(0.5)
+    assert [(r["context"], r["variant"], r["budget"]) for r in per] == [
+        (2048, "starc", 1024), (4096, "starc", 1024)]
+    assert per[0]["latency_vs_tokenwise"] == pytest.approx(0.2)
+    assert per[0]["energy_vs_dense"] == pytest.approx(0.6)
+    assert per[1]["latency_vs_dense"] == pytest.approx(0.8)
+    assert per[0]["attacc_energy_vs_tokenwise"] == pytest.approx(0.5)
     pooled = reductions_pooled(rows)
     assert len(pooled) == 1 and pooled[0]["context"] == "sum 2048+4096"
-    assert pooled[0]["starc_latency_vs_tokenwise"] == pytest.approx(1 - 1000 / 2000)
-    assert pooled[0]["starc_energy_vs_dense"] == pytest.approx(1 - 160 / 400)
+    assert pooled[0]["latency_vs_tokenwise"] == pytest.approx(1 - 1000 / 2000)
+    assert pooled[0]["energy_vs_dense"] == pytest.approx(1 - 160 / 400)
     # one context per model: nothing pooled
     assert reductions_pooled(rows[:3]) == []
+
+
+def test_missing_baselines_are_said_not_dropped():
+    from starc.sweep.points import reduction_notes, reductions_by_point
+    # no sparq, and B = 512 instead of 1024: the table keeps the dense reductions, the
+    # token-wise ones are empty with the reason
+    rows = [{**_row(p, 2048, c, e), "budget": 512}
+            for p, c, e in (("dense", 1000, 100), ("starc", 1200, 50))]
+    (red,) = reductions_by_point(rows)
+    assert red["budget"] == 512 and red["latency_vs_dense"] == pytest.approx(-0.2)
+    assert red["latency_vs_tokenwise"] is None
+    assert "sparq is not among the policies" in red["latency_vs_tokenwise_undefined"]
+    notes = " ".join(reduction_notes(rows, [red]))
+    assert "sparq" in notes and "negative" in notes.lower() and "B = 1024" in notes
+    # no STARC variant at all: said
+    none = [_row("dense", 2048, 1000, 100), _row("sparq", 2048, 500, 80)]
+    assert reductions_by_point(none) == []
+    assert "none of the STARC variants" in reduction_notes(none, [])[0]
 
 
 def test_plot_sweep_handles_several_points():
     from starc.sweep.points import plot_sweep
     rows = [_row(p, c, 100.0 * (i + 1), 10.0 * (i + 1)) for c in (2048, 4096)
             for i, p in enumerate(("dense", "sparq", "starc", "starc-row"))]
+    for r in rows:
+        r["mass_recall"] = 1.0 if r["policy"] == "dense" else 0.9
     figs = plot_sweep(rows)
-    assert "reductions_vs_papers.png" in figs and "breakdown.png" in figs
+    assert {"reductions_vs_papers", "breakdown", "pareto"} <= set(figs)
+    # one facet per context: the cost plots never show only the last point
+    titles = [ax.get_title() for ax in figs["pareto"].axes]
+    assert any("L = 2048" in t for t in titles) and any("L = 4096" in t for t in titles)
 
 
 def test_sweep_points_from_kv_files(tmp_path):
@@ -123,10 +147,17 @@ def test_plots_show_selection_and_take_mass_budgets():
     res = evaluate(c, config.load(), EvalOptions(policies=("dense", "starc-row"),
                                                  budgets=(256, "p0.9"), cost_programs=4))
     figs = plot_sweep([{**r, "preset": "p", "model": "m", "context": 1200} for r in res.rows],
-                      setting="planner: x")
-    for name in ("breakdown.png", "energy_breakdown.png"):
-        ax = figs[name].axes[0]
-        labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert "selection" in labels and "95 % interval" in labels, (name, labels)
+                      planner="planner: x")
+    cyc, en = figs["breakdown"].axes[:2]
+    for ax in (cyc, en):
+        labels = [c.get_label() for c in ax.containers]
+        assert "selection" in labels and "95 % interval" in labels, labels
         assert [t.get_text() for t in ax.get_xticklabels()] == ["dense", "starc-row"]
-    assert "planner: x" in figs["breakdown.png"]._suptitle.get_text()
+    assert "planner: x" in figs["breakdown"].get_suptitle()
+    # the Pareto plot takes the mass budget as one more point of starc-row
+    (ax,) = [a for a in figs["pareto"].axes if a.get_xlabel() == "cycles (tCK)"]
+    series = {c.get_label(): c for c in ax.containers}
+    xs = series["starc-row"].lines[0].get_xdata()
+    assert len(xs) == 2 and ax.get_ylabel() == "mass_recall (fraction)"
+    want = sorted(r["cycles"] for r in res.rows if r["policy"] == "starc-row")
+    assert sorted(xs) == pytest.approx(want)

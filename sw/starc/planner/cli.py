@@ -159,7 +159,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     from starc.planner.budget import parse_budget
     from starc.planner.evaluate import EvalOptions, evaluate
-    from starc.planner.table import COLUMNS, cells, print_rows, title
+    from starc.planner.table import COLUMNS, baseline_notes, cells, print_rows, title
     src = source_arg(args, "input")
     resolve_dense_layers(args)
     out_dir = outputs.OutputDir(args.out, command="eval", force=args.force,
@@ -193,6 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
-    print_rows(title(res.meta), COLUMNS, [cells(r) for r in res.rows])
+    print_rows(title(res.meta), COLUMNS, [cells(r) for r in res.rows],
+               notes=baseline_notes(res.rows))
     print(f"wrote {args.out / 'eval.json'} and {args.out / 'eval.csv'}")
     return 0

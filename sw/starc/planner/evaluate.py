@@ -27,7 +27,7 @@ from starc.planner.plan import Planner
 from starc.planner.registry import DEFAULT_POLICIES, DENSE_LAYERS, LAYOUT_OF
 from starc.planner.rounds import OBJECTIVES, setting
 from starc.planner.sampling import cost_sample, mean_ci95
-from starc.planner.table import CI_METRICS
+from starc.planner.table import CI_METRICS, add_baseline_ratios
 
 __all__ = ["DEFAULT_BUDGETS", "DEFAULT_POLICIES", "EvalOptions", "EvalResult", "evaluate"]
 
@@ -229,6 +229,7 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
         row["programs_timed"] = row["cost_n"] = len(a.v.get("cycles", []))
         row["cost_N"] = n_plans
         rows.append(row)
+    add_baseline_ratios(rows)
     meta = {"model": m.model, "n_layers": m.n_layers, "n_q_heads": m.n_q_heads,
             "n_kv_heads": m.n_kv_heads, "head_dim": m.head_dim, "prefill_len": m.prefill_len,
             "steps": steps, "layers": layers, "preset": cfg.name, "objective": o.objective,

@@ -76,6 +76,8 @@ class Policy:
     source: str
     _select: Callable[..., pol.Selection]
     adaptive: bool = False          # supports a mass budget (p0.95: starc.planner.budget)
+    colour: str = "#999999"         # plots (starc.plots): fixed per policy, Okabe-Ito palette
+    marker: str = "o"
 
     @property
     def clustered(self) -> bool:
@@ -142,27 +144,29 @@ _STARC_RULE = ("score every available cluster q . centroid / sqrt(d) (fp32), who
 
 #: every policy, in display order
 REGISTRY: dict[str, Policy] = {p.name: p for p in (
-    Policy("dense", "dense", "none", True, "all n positions", "full attention", _dense),
+    Policy("dense", "dense", "none", True, "all n positions", "full attention", _dense,
+           colour="#000000", marker="o"),
     Policy("oracle", "dense", "exact-scores", False, "the B largest exact scores q . k per query "
-           "head (quality upper bound)", "top-k attention", _oracle, adaptive=True),
+           "head (quality upper bound)", "top-k attention", _oracle, adaptive=True,
+           colour="#7f7f7f", marker="v"),
     Policy("quest", "dense", "page-bounds", False, "16-token pages, score sum_i max(q_i min_i, "
            "q_i max_i), max(3, B // 16) pages per query head, current page always in",
-           "Quest (github.com/mit-han-lab/Quest)", _quest),
+           "Quest (github.com/mit-han-lab/Quest)", _quest, colour="#E69F00", marker="s"),
     Policy("sparq", "dense", "r-channels", True, "approximate scores from the r = d/4 largest-|q| "
            "channels, probabilities of the GQA group summed, top B - 64 shared per KV head plus "
            "the last 64; output alpha o + (1 - alpha) mean(V)", "SparQ (arXiv 2312.04985)",
-           _sparq),
+           _sparq, colour="#009E73", marker="^"),
     Policy("streaming", "dense", "none", True, "4 sinks + the last B - 4 positions",
-           "StreamingLLM (arXiv 2309.17453)", _streaming),
+           "StreamingLLM (arXiv 2309.17453)", _streaming, colour="#CC79A7", marker="D"),
     Policy("starc", "artifact", "centroids", False, _STARC_RULE + " (artifact clusters: 64-token "
            "windows, 4 Lloyd clusters each)", "STARC artifact (github.com/EPIC-RPI/STARC)",
-           _starc, adaptive=True),
+           _starc, adaptive=True, colour="#0072B2", marker="P"),
     Policy("starc-row", "row-aligned", "centroids", False, _STARC_RULE + " (row-aligned "
            "clusters of one group row, sink row, co-selection placement)", "this project",
-           _starc, adaptive=True),
+           _starc, adaptive=True, colour="#D55E00", marker="X"),
     Policy("starc-global", "global", "centroids", False, _STARC_RULE + " (one k-means over the "
            "whole prefill, ~32 tokens per cluster, sink row)", "STARC v1 paper variant", _starc,
-           adaptive=True),
+           adaptive=True, colour="#56B4E9", marker="*"),
 )}
 
 POLICIES: tuple[str, ...] = tuple(REGISTRY)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from starc.glossary import glossary_line
 from starc.planner.cli import add_cost_args, add_mass_args, budget_arg
 from starc.planner.evaluate import DEFAULT_BUDGETS
 from starc.planner.registry import DEFAULT_POLICIES, POLICIES
 from starc.planner.rounds import OBJECTIVES, add_objective_arg, setting
-from starc.planner.table import COLUMNS, cells, print_rows
+from starc.planner.table import COLUMNS, baseline_notes, cells, print_rows
 from starc.report import ReportWriter, markdown_table
 from starc.sweep.engine import expand_grid, run_points
 from starc.sweep.points import (
     MODEL_SHAPES,
+    REDUCTION_METRICS,
     evaluate_point,
     plot_sweep,
+    reduction_notes,
     reductions_by_point,
     reductions_pooled,
 )
@@ -32,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the point and of the code, so nothing stale is reused.")
     p.add_argument("--presets", nargs="+", default=["attacc-hbm3-5.2"],
                    help="preset names or .toml files (default attacc-hbm3-5.2)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SEC.KEY=V[,V...]",
+                   help="override a preset field of every preset, e.g. --set timing.tCCD_AB=4; "
+                        "comma-separated values make a grid (--set timing.tCCD_AB=4,6: one point "
+                        "per value; several --set: every combination); repeatable")
     p.add_argument("--models", nargs="+", default=["smollm2-135m"], choices=sorted(MODEL_SHAPES))
     p.add_argument("--contexts", type=int_range(1), nargs="+", default=None,
                    help="context lengths (default 2048 4096; with --accuracy 1024 2048)")
@@ -98,14 +106,43 @@ def sweep_points(args: argparse.Namespace) -> list[dict]:
         extra["mass_floor"] = [args.mass_floor]
     if getattr(args, "mass_cap", DEFAULT_CAP) != DEFAULT_CAP:
         extra["mass_cap"] = [args.mass_cap]
+    grid = override_grid(getattr(args, "overrides", None) or [])
+    if grid != [[]]:
+        extra["overrides"] = grid
     if getattr(args, "kv", None):
         return [{"preset": pre, **_kv_entry(path), "seed": args.seed,
                  "policies": list(args.policies), "budgets": list(args.budgets),
-                 **{k: v[0] for k, v in extra.items()}}
-                for path in args.kv for pre in args.presets]
+                 **{k: v[0] for k, v in extra.items() if k != "overrides"},
+                 **({"overrides": ov} if ov else {})}
+                for path in args.kv for pre in args.presets for ov in grid]
     return expand_grid(preset=args.presets, model=args.models, context=args.contexts,
                        seed=[args.seed], layers=[args.layers], steps=[args.steps],
                        policies=[list(args.policies)], budgets=[list(args.budgets)], **extra)
+
+
+def override_grid(sets: list[str]) -> list[list[str]]:
+    """``--set`` options with comma-separated values -> every combination, each a list of
+    ``section.field=value`` overrides (``[[]]`` without ``--set``). Raises UserError for a
+    malformed option or a field given twice."""
+    import itertools
+
+    from starc.cli import UserError
+    axes: list[list[str]] = []
+    seen: set[str] = set()
+    for o in sets:
+        if "=" not in o:
+            raise UserError(f"--set {o!r} must look like section.field=value[,value...], e.g. "
+                            f"timing.tCCD_AB=4,6")
+        key, vals = (x.strip() for x in o.split("=", 1))
+        if key in seen:
+            raise UserError(f"--set {key} given twice; list its values in one option "
+                            f"({key}=a,b,...)")
+        seen.add(key)
+        values = [v.strip() for v in vals.split(",")]
+        if any(not v for v in values):
+            raise UserError(f"--set {o!r}: an empty value in the list")
+        axes.append([f"{key}={v}" for v in values])
+    return [list(c) for c in itertools.product(*axes)]
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -119,7 +156,14 @@ def _check(args: argparse.Namespace) -> None:
     if cache.exists() and not cache.is_dir():
         raise UserError(f"--cache-dir {cache}: a file, not a folder")
     check_not_input(args.out, [cache])
-    cfgs = [config.load(pre) for pre in args.presets]
+    cfgs = []
+    for pre in args.presets:
+        for ov in override_grid(args.overrides):
+            try:
+                cfgs.append(config.load(pre, ov or None))
+            except config.ConfigError as e:
+                raise UserError(f"{pre}{' with --set ' + ' '.join(ov) if ov else ''}: {e}") \
+                    from None
     if args.kv:
         from starc.kv import load_kv
         for f in args.kv:
@@ -131,10 +175,12 @@ def _check(args: argparse.Namespace) -> None:
                                 f"sweep needs a sparse layer")
             for cfg in cfgs:
                 check_capacity(meta, cfg)
+                _check_layout(cfg, meta.head_dim)
         return
     for cfg in cfgs:
         for model in args.models:
             shape = MODEL_SHAPES[model]
+            _check_layout(cfg, shape["head_dim"])
             for ctx in args.contexts:
                 meta = KVMeta(model=model, n_layers=args.layers, n_q_heads=shape["n_q_heads"],
                               n_kv_heads=shape["n_kv_heads"], head_dim=shape["head_dim"],
@@ -148,12 +194,23 @@ def _check(args: argparse.Namespace) -> None:
                                     f"shorter context")
 
 
+def _check_layout(cfg, head_dim: int) -> None:
+    """The planner's layout must hold the head size (raises UserError naming legal values)."""
+    from starc.address import Geometry, check_geometry
+    from starc.cli import UserError
+    from starc.config import ConfigError
+    try:
+        check_geometry(Geometry(cfg, head_dim))
+    except (ValueError, ConfigError) as e:
+        raise UserError(f"preset {cfg.name}: {e}") from None
+
+
 #: Largest synthetic cache of one point (bytes of K, V and Q in float32 while building).
 SYNTHETIC_MAX_BYTES = 8 << 30
 
 
 def _run(args: argparse.Namespace) -> int:
-    from starc.cli import print_json, print_table
+    from starc.cli import print_json
     if args.accuracy or args.perplexity:
         if any(isinstance(b, str) for b in args.budgets or ()):
             from starc.cli import UserError
@@ -173,62 +230,72 @@ def _run(args: argparse.Namespace) -> int:
     results = run_points(points, evaluate_point, workers=args.workers, scheduler=args.scheduler,
                          cache_dir=args.cache_dir)
     rows = [r for res in results for r in res["rows"]]
+    reds = reductions_by_point(rows) + reductions_pooled(rows)
+    red_notes = reduction_notes(rows, reds)
+    planner = setting(args.objective)
+    samplings = sorted({res["meta"].get("sampling", "?") for res in results})
+    title = _title(args, results)
     with rep:
-        rep.json("sweep.json", {"points": points, "rows": rows})
+        rep.json("sweep.json", {"points": points, "rows": rows, "reductions": reds,
+                                "planner": planner, "sampling": samplings})
         rep.csv("sweep.csv", rows)
-        for name, fig in plot_sweep(rows, setting=setting(args.objective)).items():
+        if reds:
+            rep.csv("reductions.csv", reds)
+        for name, fig in plot_sweep(rows, planner=planner, sampling=samplings).items():
             rep.figure(name, fig)
-        md = [f"# starc sweep\n\n{_title(args, results)}\n\n", markdown_table(
-            [h for _, h in _COLUMNS], [cells(r, _COLUMNS) for r in rows])]
-        red_head, red_rows = _reduction_table(rows)
-        if red_rows:
-            md.append("\n## Reductions at B = 1024\n\n"
-                      "Latency = cycles; energy = explicit per-activation energy; AttAcc energy = "
-                      "the AttAcc-compatible per-byte figure. Token-wise = `sparq`. L = `sum ...`: "
-                      "each policy's costs summed over those contexts first. Every cost includes "
-                      "the policy's selection pass; `sel. free` leaves it out, as the published "
-                      "tables do.\n\n")
-            md.append(markdown_table(red_head, red_rows))
+        md = [f"# starc sweep\n\n{title}\n\n",
+              markdown_table(list(_COLUMNS), [cells(r, _COLUMNS) for r in rows]),
+              "\n" + glossary_line(_COLUMNS, notes=baseline_notes(rows)) + "\n",
+              "\n![Pareto: recall against latency and energy](pareto.png)\n"]
+        md.append("\n## Reductions\n\n")
+        if reds:
+            head, red_rows = _reduction_table(reds)
+            md += [markdown_table(head, red_rows), "\n" + glossary_line(
+                head, notes=["L = `sum ...`: each policy's costs summed over those contexts "
+                             "first.", *red_notes]) + "\n"]
+        else:
+            md.append(" ".join(red_notes) + "\n")
         rep.text("README.md", "".join(md))
     if args.json:
-        print_json({"report": str(args.out), "rows": rows,
-                    "reductions": reductions_by_point(rows) + reductions_pooled(rows)})
+        print_json({"report": str(args.out), "planner": planner, "sampling": samplings,
+                    "rows": rows, "reductions": reds})
         return 0
-    print_rows(_title(args, results), _COLUMNS, [cells(r, _COLUMNS) for r in rows])
-    red_head, red_rows = _reduction_table(rows)
-    if red_rows:
-        print_table("reductions at B = 1024 (token-wise = sparq)", red_head, red_rows)
+    print_rows(title, _COLUMNS, [cells(r, _COLUMNS) for r in rows], notes=baseline_notes(rows))
+    if reds:
+        head, red_rows = _reduction_table(reds)
+        print_rows(f"reductions 1 - variant / baseline (token-wise = sparq), {planner}", head,
+                   red_rows, notes=["context `sum ...`: costs summed over those contexts first.",
+                                    *red_notes])
+    else:
+        print(" ".join(red_notes))
     print(f"report written to {args.out}/")
     return 0
 
 
-_COLUMNS = (("preset", "preset"), ("model", "model"), ("context", "L"), *COLUMNS)
+_COLUMNS = ("preset", "model", "context", *COLUMNS)
 
 
 def _title(args: argparse.Namespace, results: list[dict]) -> str:
     """The sweep's table title: the planner setting and each point's cost sampling."""
     samplings = sorted({res["meta"].get("sampling", "?") for res in results})
     return (f"sweep, {setting(args.objective)}; costs per layer and query head on one channel, "
-            f"selection included (sel.: its part); " + "; ".join(samplings))
+            f"selection included; " + "; ".join(samplings))
 
 
-_RED_COLS = [("latency_vs_tokenwise", "lat. vs tw"), ("energy_vs_tokenwise", "E vs tw"),
-             ("attacc_energy_vs_tokenwise", "AttAcc E vs tw"),
-             ("latency_vs_dense", "lat. vs dense"), ("energy_vs_dense", "E vs dense"),
-             ("attacc_energy_vs_dense", "AttAcc E vs dense"),
-             ("attention_latency_vs_tokenwise", "lat. vs tw, sel. free"),
-             ("attention_latency_vs_dense", "lat. vs dense, sel. free")]
+#: the reductions table's columns after the point and the variant
+_RED_SHOWN = ("latency_vs_tokenwise", "energy_vs_tokenwise", "attacc_energy_vs_tokenwise",
+              "latency_vs_dense", "energy_vs_dense", "attacc_energy_vs_dense",
+              "attention_latency_vs_tokenwise", "attention_latency_vs_dense")
+assert set(_RED_SHOWN) <= set(REDUCTION_METRICS)
 
 
-def _reduction_table(rows: list[dict]) -> tuple[list[str], list[list]]:
-    """One line per (point, STARC variant): reductions at B = 1024 as percentages; then, per
-    (preset, model) with several contexts, the reductions of the costs summed over them."""
-    head = ["preset", "model", "L", "variant"] + [h for _, h in _RED_COLS]
+def _reduction_table(reds: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """One line per (point, budget, STARC variant): the reductions as percentages (``-``: the
+    baseline is missing; the notes say why)."""
+    head = ["preset", "model", "context", "budget", "variant", *_RED_SHOWN]
     out = []
-    for red in reductions_by_point(rows) + reductions_pooled(rows):
-        for star in ("starc", "starc-row"):
-            vals = [red.get(f"{star}_{k}") for k, _ in _RED_COLS]
-            if any(v is not None for v in vals):
-                out.append([red["preset"], red["model"], red["context"], star] +
-                           ["-" if v is None else f"{100 * v:.1f} %" for v in vals])
+    for red in reds:
+        out.append([str(red["preset"]), str(red["model"]), str(red["context"]),
+                    str(red["budget"]), red["variant"]] +
+                   ["-" if red.get(k) is None else f"{100 * red[k]:.1f} %" for k in _RED_SHOWN])
     return head, out

@@ -13,19 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from starc.plots import PAPER_BUDGET
+
 #: Model shapes a sweep can name. SmolLM2-135M (the offline real model) and the Mistral-7B shape
 #: the STARC artifact evaluates (32 layers, 32 query heads, 8 KV heads, d 128).
 MODEL_SHAPES: dict[str, dict[str, int]] = {
     "smollm2-135m": {"n_layers": 30, "n_q_heads": 9, "n_kv_heads": 3, "head_dim": 64},
     "mistral-7b": {"n_layers": 32, "n_q_heads": 32, "n_kv_heads": 8, "head_dim": 128},
-}
-
-#: Published headline ranges (BRIEF.md section 4): reductions of STARC at B = 1024.
-PAPER_RANGES = {
-    "latency_vs_tokenwise": (0.19, 0.31),   # v1 abstract
-    "energy_vs_tokenwise": (0.19, 0.27),
-    "latency_vs_dense": (0.54, 0.74),
-    "energy_vs_dense": (0.45, 0.67),
 }
 
 
@@ -54,11 +48,22 @@ def evaluate_point(point: dict[str, Any]) -> dict[str, Any]:
                        mass_cap=int(point.get("mass_cap", DEFAULT_CAP)),
                        objective=str(point.get("objective", OBJECTIVES[0])))
     res = evaluate(cache, cfg, opts)
+    label = preset_label(cfg.name, point.get("overrides"))
     rows = []
     for r in res.rows:
-        rows.append({"preset": cfg.name, "model": point.get("model", "file"),
-                     "context": int(point["context"]), **r})
-    return {"rows": rows, "meta": res.meta}
+        rows.append({"preset": label, "model": point.get("model", "file"),
+                     "context": int(point["context"]),
+                     **({"overrides": list(point["overrides"])} if point.get("overrides")
+                        else {}), **r})
+    return {"rows": rows, "meta": {**res.meta, "preset": label}}
+
+
+def preset_label(name: str, overrides: list[str] | None) -> str:
+    """A sweep row's ``preset``: the preset's name, with its overrides when a grid set them
+    (``attacc-hbm3-5.2[timing.tCCD_AB=4]``), so every grid point is its own facet."""
+    if not overrides:
+        return name
+    return f"{name.removesuffix('+overrides')}[{','.join(overrides)}]"
 
 
 def point_of(row: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -66,42 +71,81 @@ def point_of(row: dict[str, Any]) -> tuple[Any, Any, Any]:
     return (row.get("preset"), row.get("model"), row.get("context"))
 
 
-def reductions(rows: list[dict[str, Any]], budget: int = 1024) -> dict[str, float]:
-    """Latency and energy reductions of STARC variants against token-wise (``sparq``) and dense
-    at B, for the rows of ONE point (use :func:`reductions_by_point` for a whole sweep).
+#: the baselines of a reduction: name in the metric -> policy
+_RED_BASE = {"tokenwise": "sparq", "dense": "dense"}
+#: metric stem -> (the row's cost, the selection part subtracted or None)
+_RED_COST = {"latency": ("cycles", None), "energy": ("energy_nJ", None),
+             "attacc_energy": ("attacc_energy_nJ", None),
+             "attention_latency": ("cycles", "selection_cycles"),
+             "attention_energy": ("energy_nJ", "selection_energy_nJ")}
+#: the reductions a sweep prints and plots, in order (names of the metric registry)
+REDUCTION_METRICS = tuple(f"{k}_vs_{b}" for b in _RED_BASE for k in _RED_COST)
 
-    ``energy`` uses the explicit per-activation energy (``energy_nJ``), ``attacc_energy`` the
-    AttAcc-compatible per-byte figure (``attacc_energy_nJ``), which is what the papers used.
-    Costs include each policy's selection pass; the ``attention_*`` keys leave it out (what the
-    published tables compare: selection free)."""
+
+def starc_variants() -> tuple[str, ...]:
+    """The clustered policies of the registry (the ones a reduction is about)."""
+    from starc.planner.registry import REGISTRY
+    return tuple(n for n, p in REGISTRY.items() if p.clustered)
+
+
+def _cost(row: dict[str, Any], col: str, minus: str | None) -> float | None:
+    v = row.get(col)
+    if v is None:
+        return None
+    if minus is not None:
+        m = row.get(minus)
+        if m is None:
+            return None
+        v = float(v) - float(m)
+    return float(v)
+
+
+def reductions(rows: list[dict[str, Any]], budget: Any = None) -> list[dict[str, Any]]:
+    """Reductions ``1 - variant / baseline`` of every STARC variant against token-wise
+    (``sparq``) and dense, for the rows of ONE point (:func:`reductions_by_point` for a whole
+    sweep): one entry per (budget, variant), at ``budget`` or at every budget a variant has.
+    Latency is ``cycles``, energy ``energy_nJ`` (explicit per-activation energy), attacc_energy
+    the AttAcc-convention figure the papers used; costs include each policy's selection pass,
+    the ``attention_*`` metrics leave it out (what the published tables compare). A missing
+    baseline leaves ``None`` with the reason (``<name>_undefined``); a negative value means the
+    variant costs more than the baseline."""
+    from starc.outputs import undefined
+
     if len({point_of(r) for r in rows}) > 1:
         raise ValueError("rows of several sweep points (preset, model, context); "
                          "use reductions_by_point")
     by = {(r["policy"], r["budget"]): r for r in rows}
-    out: dict[str, float] = {}
-    for star in ("starc", "starc-row"):
-        s = by.get((star, budget))
-        if s is None:
-            continue
-        for base, name in (("sparq", "tokenwise"), ("dense", "dense")):
-            b = by.get((base, budget))
-            if b is None or not b.get("cycles") or not b.get("energy_nJ"):
+    dense_any = next((r for r in rows if r["policy"] == "dense"), None)
+    variants = starc_variants()
+    budgets = [budget] if budget is not None else \
+        list(dict.fromkeys(r["budget"] for r in rows if r["policy"] in variants))
+    policies = {r["policy"] for r in rows}
+    out = []
+    for b in budgets:
+        for v in variants:
+            s = by.get((v, b))
+            if s is None:
                 continue
-            out[f"{star}_latency_vs_{name}"] = 1 - s["cycles"] / b["cycles"]
-            out[f"{star}_energy_vs_{name}"] = 1 - s["energy_nJ"] / b["energy_nJ"]
-            if s.get("selection_cycles") is not None and b.get("selection_cycles") is not None:
-                out[f"{star}_attention_latency_vs_{name}"] = 1 - (
-                    (s["cycles"] - s["selection_cycles"]) / (b["cycles"] - b["selection_cycles"]))
-                out[f"{star}_attention_energy_vs_{name}"] = 1 - (
-                    (s["energy_nJ"] - s["selection_energy_nJ"])
-                    / (b["energy_nJ"] - b["selection_energy_nJ"]))
-            if s.get("attacc_energy_nJ") and b.get("attacc_energy_nJ"):
-                out[f"{star}_attacc_energy_vs_{name}"] = \
-                    1 - s["attacc_energy_nJ"] / b["attacc_energy_nJ"]
+            red: dict[str, Any] = {"budget": b, "variant": v}
+            for base_name, base_pol in _RED_BASE.items():
+                base = by.get((base_pol, b)) or (dense_any if base_pol == "dense" else None)
+                for stem, (col, minus) in _RED_COST.items():
+                    key = f"{stem}_vs_{base_name}"
+                    sv = _cost(s, col, minus)
+                    bv = None if base is None else _cost(base, col, minus)
+                    if base is None:
+                        why = (f"{base_pol} is not among the policies" if base_pol not in policies
+                               else f"no {base_pol} row at budget {b}")
+                        undefined(red, key, why)
+                    elif sv is None or not bv:
+                        undefined(red, key, f"{col} not available")
+                    else:
+                        red[key] = 1.0 - sv / bv
+            out.append(red)
     return out
 
 
-def reductions_by_point(rows: list[dict[str, Any]], budget: int = 1024
+def reductions_by_point(rows: list[dict[str, Any]], budget: Any = None
                         ) -> list[dict[str, Any]]:
     """:func:`reductions` of every (preset, model, context) point, in the rows' order."""
     groups: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = {}
@@ -109,22 +153,21 @@ def reductions_by_point(rows: list[dict[str, Any]], budget: int = 1024
         groups.setdefault(point_of(r), []).append(r)
     out = []
     for (preset, model, context), rs in groups.items():
-        red = reductions(rs, budget)
-        if red:
+        for red in reductions(rs, budget):
             out.append({"preset": preset, "model": model, "context": context, **red})
     return out
 
 
-def reductions_pooled(rows: list[dict[str, Any]], budget: int = 1024
+def reductions_pooled(rows: list[dict[str, Any]], budget: Any = None
                       ) -> list[dict[str, Any]]:
     """Reductions per (preset, model) over all its context lengths together: each policy's
     cycles and energies are summed over the contexts first. With evenly spaced contexts this is
     the decode-averaged figure the STARC artifact reports (one run decoding from Lin to
     Lin + Lout at a fixed B). Only (preset, model) pairs with more than one context appear."""
-    groups: dict[tuple[Any, Any], dict[tuple[str, int], dict[str, Any]]] = {}
+    groups: dict[tuple[Any, Any], dict[tuple[str, Any], dict[str, Any]]] = {}
     contexts: dict[tuple[Any, Any], set[Any]] = {}
     for r in rows:
-        if r["budget"] != budget:
+        if budget is not None and r["budget"] != budget:
             continue
         key = (r.get("preset"), r.get("model"))
         contexts.setdefault(key, set()).add(r.get("context"))
@@ -138,131 +181,57 @@ def reductions_pooled(rows: list[dict[str, Any]], budget: int = 1024
     for (preset, model), by in groups.items():
         if len(contexts[(preset, model)]) < 2:
             continue
-        red = reductions(list(by.values()), budget)
-        if red:
-            out.append({"preset": preset, "model": model,
-                        "context": "sum " + "+".join(str(c) for c in
-                                                     sorted(contexts[(preset, model)])),
-                        **red})
+        ctx = "sum " + "+".join(str(c) for c in sorted(contexts[(preset, model)]))
+        for red in reductions(list(by.values()), budget):
+            out.append({"preset": preset, "model": model, "context": ctx, **red})
     return out
 
 
-def plot_sweep(rows: list[dict[str, Any]], title: str = "", setting: str = "") -> dict[str, Any]:
-    """Figures: latency and energy against budget per policy; recall against activated slots;
-    cycle breakdown bars; STARC's reductions next to the papers' ranges."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def reduction_notes(rows: list[dict[str, Any]], reds: list[dict[str, Any]]) -> list[str]:
+    """What a reader must know about the reductions table: why it is empty or has empty
+    columns, and what a negative value means."""
+    variants = starc_variants()
+    pols = {r["policy"] for r in rows}
+    notes = []
+    if not reds:
+        if not pols & set(variants):
+            return [f"No reductions: none of the STARC variants ({', '.join(variants)}) is among "
+                    f"the policies."]
+        return ["No reductions: no STARC variant row has a budget."]
+    for base_name, pol in _RED_BASE.items():
+        if pol not in pols:
+            notes.append(f"*_vs_{base_name} empty: the {base_name} baseline ({pol}) is not among "
+                         f"the policies (add it to --policies).")
+    if any(isinstance(v, float) and v < 0 for r in reds for v in r.values()):
+        notes.append("A negative reduction means the STARC variant costs MORE than the baseline "
+                     "there (slower, or more energy): typically a short context, where B covers "
+                     "most of it, or rounds whose rows are open in only some bank groups "
+                     "(per-group MACs, docs/compiler.md).")
+    if not any(r["budget"] == PAPER_BUDGET for r in reds):
+        notes.append(f"The published ranges are at B = {PAPER_BUDGET}, which this sweep does "
+                     f"not include: no comparison plot.")
+    return notes
 
-    figs: dict[str, Any] = {}
-    policies = sorted({r["policy"] for r in rows})
-    points = list(dict.fromkeys(point_of(r) for r in rows))
-    # budget plot: the sweep's last point, token budgets (mass budgets have no B axis)
-    last = [r for r in rows if point_of(r) == points[-1] and isinstance(r["budget"], int)]
-    if len(points) > 1 and not title:
-        title = f"cost against budget, {points[-1][1]}, L = {points[-1][2]}"
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for p in policies:
-        rs = sorted((r for r in last if r["policy"] == p), key=lambda r: r["budget"])
-        bs = [r["budget"] for r in rs]
-        # error bars: the 95 % interval of a sampled mean (0 when every plan was timed)
-        axes[0].errorbar(bs, [r.get("ns", float("nan")) for r in rs],
-                         yerr=[r.get("ns_ci95", 0.0) or 0.0 for r in rs], marker="o", capsize=3,
-                         label=p)
-        axes[1].errorbar(bs, [r.get("energy_nJ", float("nan")) for r in rs],
-                         yerr=[r.get("energy_nJ_ci95", 0.0) or 0.0 for r in rs], marker="o",
-                         capsize=3, label=p)
-    for ax, lab in zip(axes, ("attention latency per head (ns)", "energy per head (nJ)"),
-                       strict=True):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("token budget B")
-        ax.set_ylabel(lab)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    head = ", ".join(x for x in (title, setting) if x)
-    fig.suptitle(", ".join(x for x in (title or "cost against budget", setting) if x))
-    figs["cost_vs_budget.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for p in policies:
-        rs = [r for r in rows if r["policy"] == p]
-        ax.scatter([r.get("slots_per_head", float("nan")) for r in rs],
-                   [r.get("mass_recall", float("nan")) for r in rs], label=p)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("activated token slots per step and query head")
-    ax.set_ylabel("attention-mass recall")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.suptitle(head, fontsize=9)
-    figs["recall_vs_rows.png"] = fig
+def plot_sweep(rows: list[dict[str, Any]], *, planner: str | None = None,
+               sampling: Any = None) -> dict[str, Any]:
+    """The figures of a sweep or an evaluation (house style, :mod:`starc.plots`): cost against
+    budget, the recall-vs-latency and recall-vs-energy Pareto plot, the cycle and energy
+    breakdowns at B = 1024 (or the largest token budget), STARC's reductions next to the
+    papers' ranges. Keys are file stems; figures with nothing to draw are left out."""
+    from starc import plots
 
-    # breakdowns at one token budget (1024 if swept): cycles and energy, selection as its own part
-    fixed = [r for r in rows if isinstance(r["budget"], int)]
-    b0 = 1024 if any(r["budget"] == 1024 for r in fixed) else \
-        max((r["budget"] for r in fixed), default=None)
-    sel = [r for r in fixed if r["budget"] == b0]
-    several_models = len({p[1] for p in points}) > 1
-    labels = [r["policy"] if len(points) == 1 else
-              f"{r['policy']} {r.get('model') if several_models else ''} L{r.get('context')}"
-              .replace("  ", " ") for r in sel]
-    parts = {
-        "breakdown.png": (["t_selection", "t_mac_issue", "t_row_switch", "t_refresh",
-                           "t_data_movement", "t_softmax", "t_drain"], "cycles_ci95",
-                          f"cycles (tCK) per head at B = {b0}"),
-        "energy_breakdown.png": (["e_selection", "e_activation", "e_column_access", "e_mac",
-                                  "e_data_movement", "e_host_io", "e_softmax"], "energy_nJ_ci95",
-                                 f"energy (nJ, explicit activation) per head at B = {b0}"),
+    figs: dict[str, Any] = {
+        "pareto": plots.pareto(rows, planner=planner, sampling=sampling),
+        "cost_vs_budget": plots.cost_vs_budget(rows, planner=planner, sampling=sampling),
     }
-    for name, (keys, ci, ylabel) in parts.items() if sel else ():
-        fig, ax = plt.subplots(figsize=(max(8.0, 0.45 * len(sel)), 4))
-        bottom = [0.0] * len(sel)
-        for k in keys:
-            vals = [float(r.get(k, 0.0) or 0.0) for r in sel]
-            if any(vals):
-                ax.bar(labels, vals, bottom=bottom, label=k[2:])
-            bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
-        ax.errorbar(labels, bottom, yerr=[r.get(ci, 0.0) or 0.0 for r in sel], fmt="none",
-                    ecolor="k", capsize=3, label="95 % interval")
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
-        ax.tick_params(axis="x", rotation=30 if len(points) == 1 else 90)
-        fig.suptitle(head, fontsize=9)
-        fig.tight_layout()
-        figs[name] = fig
-
-    reds = reductions_by_point(rows, 1024)
-    if reds:
-        fig, ax = plt.subplots(figsize=(11, 4.5))
-        names = ["latency_vs_tokenwise", "energy_vs_tokenwise", "attacc_energy_vs_tokenwise",
-                 "latency_vs_dense", "energy_vs_dense", "attacc_energy_vs_dense"]
-        models = list(dict.fromkeys(r["model"] for r in reds))
-        n = len(reds)
-        for i, nm in enumerate(names):
-            lo, hi = PAPER_RANGES[nm.removeprefix("attacc_")]
-            ax.add_patch(plt.Rectangle((i - 0.4, lo), 0.8, hi - lo, color="0.85",
-                                       label="published range" if i == 0 else None))
-            for j, star in enumerate(("starc", "starc-row")):
-                for k, red in enumerate(reds):
-                    v = red.get(f"{star}_{nm}")
-                    if v is None:
-                        continue
-                    x = i - 0.35 + 0.7 * (j * n + k + 0.5) / (2 * n)
-                    mi = models.index(red["model"])
-                    lab = f"{star}, {red['model']}" if i == 0 and (
-                        k == 0 or reds[k - 1]["model"] != red["model"]) else None
-                    ax.plot(x, v, "os^Dv"[mi % 5], color=f"C{j}", label=lab)
-        ax.set_xticks(range(len(names)), [nm.replace("_", " ") for nm in names], rotation=15)
-        ax.set_ylabel("reduction at B = 1024")
-        ax.set_xlim(-0.6, len(names) - 0.4)
-        ax.axhline(0, color="k", lw=0.6)
-        if n > 1:
-            ax.set_title("points left to right: " + ", ".join(
-                f"{r['model']} L{r['context']}" for r in reds), fontsize=7)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3, axis="y")
-        fig.suptitle(head, fontsize=9)
-        figs["reductions_vs_papers.png"] = fig
-    return figs
+    fixed = [r["budget"] for r in rows if isinstance(r.get("budget"), int)]
+    b0 = PAPER_BUDGET if PAPER_BUDGET in fixed else max(fixed, default=None)
+    if b0 is not None:
+        figs["breakdown"] = plots.breakdown(rows, budget=b0, planner=planner, sampling=sampling)
+    figs["reductions_vs_papers"] = plots.reductions_vs_papers(
+        reductions_by_point(rows, PAPER_BUDGET), planner=planner, sampling=sampling)
+    return {k: v for k, v in figs.items() if v is not None}
 
 
 # ---------------------------------------------------------------------------------------------

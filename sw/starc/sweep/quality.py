@@ -29,18 +29,6 @@ ACC_TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "vt", "cwe")
 ACC_CONTEXTS = (1024, 2048)
 ACC_BUDGETS = (128, 256, 512)
 
-#: fixed colour and marker per policy, so every plot of this report reads the same
-POLICY_STYLE = {
-    "dense": ("black", "o"), "oracle": ("tab:gray", "v"), "quest": ("tab:orange", "s"),
-    "sparq": ("tab:green", "^"), "streaming": ("tab:purple", "D"), "starc": ("tab:blue", "P"),
-    "starc-row": ("tab:cyan", "X"), "starc-global": ("tab:brown", "*"),
-}
-
-
-def _style(p: str) -> tuple[str, str]:
-    return POLICY_STYLE.get(p, ("tab:red", "o"))
-
-
 # ---------------------------------------------------------------------------------------------
 # planning
 
@@ -154,8 +142,17 @@ def _pct(x: float | None, spec: str = ".0f") -> str:
     return "-" if x is None else f"{100 * x:{spec}}"
 
 
+ACC_NOTE = ("Cells: accuracy, the mean score in % [ci_low, ci_high: its 95 % interval] (RULER "
+            "string_match_all; Wilson interval for 0/1 scores, else percentile bootstrap over "
+            "samples). Dense does not depend on B.")
+PPL_NOTE = ("ppl = exp(mean NLL) over the scored tail of every window (teacher forced after a "
+            "dense prefill of the window's start) [ppl_ci_low, ppl_ci_high: bootstrap over "
+            "windows]; ppl_change = ppl / dense ppl - 1 on the same tokens (paired) [its 95 % "
+            "interval]; agreement = positions where the policy's argmax token equals dense's.")
+
+
 def accuracy_table(summary: list[dict], budgets: list[int]) -> tuple[list[str], list[list]]:
-    head = ["task", "L", "policy"] + [f"B={b}" for b in budgets]
+    head = ["task", "context", "policy"] + [f"B={b}" for b in budgets]
     by = {(r["task"], r["context"], r["policy"], r["budget"]): r for r in summary}
     keys = sorted({(r["task"], r["context"], r["policy"]) for r in summary},
                   key=lambda k: (ACC_TASKS.index(k[0]) if k[0] in ACC_TASKS else -1, k[0], k[1],
@@ -172,7 +169,7 @@ def accuracy_table(summary: list[dict], budgets: list[int]) -> tuple[list[str], 
 
 
 def perplexity_table(summary: list[dict]) -> tuple[list[str], list[list]]:
-    head = ["L", "policy", "B", "windows", "tokens", "PPL [95 % CI]", "change vs dense [95 % CI]",
+    head = ["context", "policy", "budget", "windows", "tokens", "ppl", "ppl_change",
             "agreement"]
     rows = []
     for r in sorted(summary, key=lambda r: (r["context"], r["budget"], _order(r["policy"]))):
@@ -190,121 +187,30 @@ def _order(p: str) -> int:
 
 
 def plot_quality(summary: dict[str, list[dict]], *, preset: str, samples_note: str,
-                 budget: int = 256) -> dict[str, Any]:
-    """Figures: accuracy per task at ``budget`` with 95 % intervals (one panel per context);
-    accuracy against budget (task x context panels); perplexity change against budget."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+                 budget: int = 256, text: str | None = None) -> dict[str, Any]:
+    """Figures (house style, :mod:`starc.plots`): accuracy per task at ``budget`` with 95 %
+    intervals (one facet per context); accuracy against budget (task x context facets);
+    perplexity change against budget. Keys are file stems."""
+    from starc import plots
 
     figs: dict[str, Any] = {}
     acc = summary["accuracy"]
     if acc:
-        ctxs = sorted({r["context"] for r in acc})
-        tasks = sorted({r["task"] for r in acc},
-                       key=lambda t: ACC_TASKS.index(t) if t in ACC_TASKS else -1)
-        pols = sorted({r["policy"] for r in acc}, key=_order)
-        by = {(r["task"], r["context"], r["policy"], r["budget"]): r for r in acc}
         bb = budget if any(r["budget"] == budget for r in acc) else min(r["budget"] for r in acc)
-        fig, axes = plt.subplots(1, len(ctxs), figsize=(6.5 * len(ctxs), 4.2), squeeze=False,
-                                 sharey=True)
-        w = 0.8 / len(pols)
-        for ax, c in zip(axes[0], ctxs, strict=True):
-            for j, p in enumerate(pols):
-                xs, ys, lo, hi = [], [], [], []
-                for i, t in enumerate(tasks):
-                    r = by.get((t, c, p, bb))
-                    if r is None:
-                        continue
-                    xs.append(i - 0.4 + w * (j + 0.5))
-                    ys.append(100 * r["accuracy"])
-                    lo.append(100 * (r["accuracy"] - r["ci_low"]))
-                    hi.append(100 * (r["ci_high"] - r["accuracy"]))
-                col, mk = _style(p)
-                ax.bar(xs, ys, w, color=col, label=p, yerr=[lo, hi], capsize=2,
-                       error_kw={"lw": 0.8}, alpha=0.85)
-                # the value as a marker too, so a 0 % bar is still visible
-                ax.plot(xs, ys, mk, color=col, ms=3.5, mec="k", mew=0.4, ls="none")
-            ax.set_xticks(range(len(tasks)), tasks, rotation=15)
-            ax.set_title(f"L = {c}, B = {bb}")
-            ax.set_ylim(0, 105)
-            ax.grid(alpha=0.3, axis="y")
-        axes[0][0].set_ylabel("accuracy (%), 95 % CI")
-        axes[0][-1].legend(fontsize=7, ncol=2)
-        fig.suptitle(f"SmolLM2-135M task accuracy per policy at B = {bb} ({preset}; "
-                     f"{samples_note})", fontsize=10)
-        fig.tight_layout()
-        figs[f"accuracy_B{bb}.png"] = fig
-
-        budgets = sorted({r["budget"] for r in acc})
-        fig, axes = plt.subplots(len(ctxs), len(tasks), figsize=(3.2 * len(tasks),
-                                                                 2.8 * len(ctxs)),
-                                 squeeze=False, sharex=True, sharey=True)
-        for ri, c in enumerate(ctxs):
-            for ci, t in enumerate(tasks):
-                ax = axes[ri][ci]
-                for p in pols:
-                    rs = [by.get((t, c, p, b)) for b in budgets]
-                    if any(r is None for r in rs):
-                        continue
-                    col, mk = _style(p)
-                    ax.plot(budgets, [100 * r["accuracy"] for r in rs], marker=mk, color=col,
-                            label=p, lw=1)
-                    ax.fill_between(budgets, [100 * r["ci_low"] for r in rs],
-                                    [100 * r["ci_high"] for r in rs], color=col, alpha=0.08)
-                ax.set_xscale("log", base=2)
-                ax.set_xticks(budgets, [str(b) for b in budgets])
-                ax.set_title(f"{t}, L = {c}", fontsize=9)
-                ax.grid(alpha=0.3)
-                if ci == 0:
-                    ax.set_ylabel("accuracy (%)")
-                if ri == len(ctxs) - 1:
-                    ax.set_xlabel("budget B (tokens)")
-        axes[0][-1].legend(fontsize=6)
-        fig.suptitle(f"accuracy against budget ({preset}; {samples_note}; bands: 95 % CI)",
-                     fontsize=10)
-        fig.tight_layout()
-        figs["accuracy_vs_budget.png"] = fig
-
-    ppl = summary["perplexity"]
-    if ppl:
-        ctxs = sorted({r["context"] for r in ppl})
-        pols = sorted({r["policy"] for r in ppl if r["policy"] != "dense"}, key=_order)
-        budgets = sorted({r["budget"] for r in ppl})
-        by2 = {(r["context"], r["policy"], r["budget"]): r for r in ppl}
-        fig, axes = plt.subplots(1, len(ctxs), figsize=(5.5 * len(ctxs), 4), squeeze=False)
-        for ax, c in zip(axes[0], ctxs, strict=True):
-            for j, p in enumerate(pols):
-                rs = [by2.get((c, p, b)) for b in budgets]
-                if any(r is None or "ppl_change" not in r for r in rs):
-                    continue
-                col, mk = _style(p)
-                xs = [b * (1 + 0.04 * (j - len(pols) / 2)) for b in budgets]
-                ys = [100 * r["ppl_change"] for r in rs]
-                ax.errorbar(xs, ys, yerr=[[100 * (r["ppl_change"] - r["ppl_change_ci_low"])
-                                           for r in rs],
-                                          [100 * (r["ppl_change_ci_high"] - r["ppl_change"])
-                                           for r in rs]],
-                            marker=mk, color=col, label=p, capsize=2, lw=1)
-            d = by2.get((c, "dense", budgets[0]))
-            ax.axhline(0, color="k", lw=0.6)
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("symlog", linthresh=10)
-            ax.set_xticks(budgets, [str(b) for b in budgets])
-            ax.set_xlabel("budget B (tokens)")
-            ax.set_title(f"L = {c}" + (f", dense PPL {d['ppl']:.2f}" if d else ""))
-            ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("perplexity change vs dense (%), 95 % CI")
-        axes[0][-1].legend(fontsize=7)
-        fig.suptitle(f"perplexity change per policy ({preset}; window bootstrap)", fontsize=10)
-        fig.tight_layout()
-        figs["perplexity_change.png"] = fig
-    return figs
+        figs[f"accuracy_B{bb}"] = plots.accuracy_by_task(acc, budget=bb, preset=preset,
+                                                         samples_note=samples_note)
+        figs["accuracy_vs_budget"] = plots.accuracy_vs_budget(acc, preset=preset,
+                                                              samples_note=samples_note)
+    if summary["perplexity"]:
+        figs["perplexity_change"] = plots.perplexity_change(summary["perplexity"], preset=preset,
+                                                            text=text)
+    return {k: v for k, v in figs.items() if v is not None}
 
 
 def write_report(rep: Any, *, points: list[dict], summary: dict[str, list[dict]],
                  meta: dict[str, Any]) -> None:
     """Fill the report folder ``rep`` (a :class:`starc.report.ReportWriter`)."""
+    from starc.glossary import glossary_line
     from starc.report import markdown_table
 
     budgets = sorted({r["budget"] for r in summary["accuracy"] + summary["perplexity"]})
@@ -318,7 +224,8 @@ def write_report(rep: Any, *, points: list[dict], summary: dict[str, list[dict]]
         if summary["perplexity"]:
             rep.csv("perplexity.csv", summary["perplexity"])
         for name, fig in plot_quality(summary, preset=meta["preset"],
-                                      samples_note=meta["samples_note"]).items():
+                                      samples_note=meta["samples_note"],
+                                      text=meta.get("text")).items():
             rep.figure(name, fig)
         md = [f"# starc {meta['command']}\n\n",
               f"Preset `{meta['preset']}`, SmolLM2-135M-Instruct (float32 masked attention, "
@@ -328,17 +235,12 @@ def write_report(rep: Any, *, points: list[dict], summary: dict[str, list[dict]]
               f"{meta['cached']} from the cache).\n\n"]
         if summary["accuracy"]:
             head, rows = accuracy_table(summary["accuracy"], budgets)
-            md += ["## Accuracy\n\n", f"{meta['samples_note']}. Cells: mean score in % "
-                   "[95 % CI] (RULER string_match_all; Wilson interval for 0/1 scores, else "
-                   "percentile bootstrap over samples). Dense does not depend on B.\n\n",
+            md += ["## Accuracy\n\n", f"{meta['samples_note']}. {ACC_NOTE}\n\n",
                    markdown_table(head, rows), "\n"]
         if summary["perplexity"]:
             head, rows = perplexity_table(summary["perplexity"])
-            md += ["\n## Perplexity\n\n", f"Text: {meta['text']}. PPL = exp(mean NLL) over "
-                   "the scored tail of every window (teacher forced after a dense prefill of "
-                   "the window's start); CI: bootstrap over windows; change = PPL / dense PPL "
-                   "- 1 on the same tokens (paired); agreement = positions where the policy's "
-                   "argmax token equals dense's.\n\n", markdown_table(head, rows), "\n"]
+            md += ["\n## Perplexity\n\n", f"Text: {meta['text']}. {PPL_NOTE}\n\n",
+                   markdown_table(head, rows), "\n", glossary_line(head) + "\n"]
         rep.text("README.md", "".join(md))
 
 
@@ -379,6 +281,7 @@ def _quality_args(g: Any, *, samples: int, windows: int = 8, score_len: int = 25
 def run_sweep(args: argparse.Namespace, *, command: str = "sweep --accuracy") -> int:
     """Handler of ``starc sweep --accuracy/--perplexity`` and ``starc eval-quality``."""
     from starc.cli import print_json, print_table
+    from starc.glossary import print_glossary
     from starc.report import ReportWriter
 
     text_input = [args.text] if args.perplexity and Path(args.text).is_file() else []
@@ -424,9 +327,12 @@ def run_sweep(args: argparse.Namespace, *, command: str = "sweep --accuracy") ->
     if summary["accuracy"]:
         head, rows = accuracy_table(summary["accuracy"], budgets)
         print_table(f"accuracy % [95 % CI], {meta['samples_note']}", head, rows)
+        print_glossary(["accuracy", "ci_low", "ci_high"],
+                       notes=[ACC_NOTE, "B=...: the token budget of the column."])
     if summary["perplexity"]:
         head, rows = perplexity_table(summary["perplexity"])
         print_table("perplexity [95 % CI, window bootstrap]", head, rows)
+        print_glossary(head, notes=[PPL_NOTE])
     print(f"report written to {args.out}/ ({wall:.0f} s)")
     return 0
 
