@@ -28,6 +28,9 @@ BAR        -                                       wait until every earlier comm
 RDSB       arg=n                                   read the n valid pending softmax-buffer scores
                                                    to the host (selection passes)
 =========  ======================================  =============================================
+
+Several heads per channel (docs/multihead.md): the commands of :data:`HEAD_OPS` name the head
+whose state they use in their ``row`` field, which they do not use otherwise (:func:`head_of`).
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ __all__ = [
     "PRE_OPS",
     "MAC_OPS",
     "DATA_OPS",
+    "HEAD_FIELD",
+    "HEAD_OPS",
+    "MAX_HEADS",
     "decode",
+    "head_of",
     "encode",
     "make_program",
 ]
@@ -115,6 +122,24 @@ PRE_OPS = frozenset({Op.PREA, Op.PREBG, Op.PREPB})
 ROW_OPS = ACT_OPS | PRE_OPS | {Op.REF}
 MAC_OPS = frozenset({Op.MACAB, Op.MACBG})
 DATA_OPS = frozenset({Op.RD, Op.WR, Op.WRGB, Op.MVSB, Op.MVGB, Op.SFM, Op.RDSB})
+
+# ---- several heads per channel (docs/multihead.md) -------------------------------------------
+#: Commands that act on one head's state (query, softmax-buffer part, value accumulators, output)
+#: and name it; every other command leaves the head field alone.
+HEAD_OPS = frozenset({Op.MACAB, Op.MACBG, Op.WRGB, Op.MVSB, Op.MVGB, Op.SFM, Op.RDSB})
+#: The field that carries the head index of a :data:`HEAD_OPS` command: ``row``, which these
+#: commands (they open no row) do not use otherwise, so the encoding is unchanged and a program
+#: of one head (head 0) is bit for bit what it was.
+HEAD_FIELD = "row"
+#: Heads one channel program may name: 0 .. MAX_HEADS - 1. AttAcc's trace generator takes 1 to 8
+#: heads per channel (gen_trace_attacc_bank.py; starc.golden.attacc checks the same range).
+MAX_HEADS = 8
+
+
+def head_of(cmd: np.void | tuple) -> int:
+    """The head a command names (0 for commands outside :data:`HEAD_OPS`)."""
+    v = _values(cmd)
+    return int(v[4]) if Op(int(v[0])) in HEAD_OPS else 0
 
 
 def make_program(commands: list[tuple] | None = None) -> np.ndarray:

@@ -11,6 +11,11 @@ accumulators ``acc[h][lane]``, per group two probability slots, the softmax buff
 appended by score moves, consumed by SFM), the FIFO of probabilities (filled by SFM, popped by
 MVGB), and the channel output accumulator.
 
+Several heads (docs/multihead.md): the commands of :data:`starc.isa.HEAD_OPS` name a head in
+their ``row`` field. Per head: the query chunks, the value accumulators, the softmax buffer's
+pending entries and its FIFO of probabilities, the output accumulator. Shared by the heads: the
+score register sets and the probability slots.
+
 Precisions of the contract that docs/commands.md leaves open (docs/numerics.md repeats them):
 
 * ``pu.banks_per_pu > 1``: a MAC's ``bank`` field selects which bank of every shared PU works:
@@ -37,7 +42,7 @@ from numpy.typing import NDArray
 from starc import numerics as nm
 from starc.config import Config
 from starc.golden.timing import ProgramError
-from starc.isa import PROGRAM_DTYPE, MacArg, Op, format_command
+from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, Op, format_command
 
 __all__ = ["Result", "execute"]
 
@@ -51,9 +56,12 @@ class Result:
     Softmax-buffer entries are listed in buffer order over the whole program (every score move,
     ``slots`` entries per token set, set-major); ``entry_sfm`` is the index of the SFM command that
     processed an entry (-1: none did, its probability is 0).
+
+    ``output_bits`` / ``output`` / ``output_acc`` are head 0's; ``outputs_bits`` and
+    ``outputs_acc`` hold every head's (``heads`` = 1 + the highest head the program names).
     """
 
-    output_bits: NDArray[np.uint16]     #: [d] FP16 bits of the channel output accumulator
+    output_bits: NDArray[np.uint16]     #: [d] FP16 bits of head 0's output accumulator
     output: NDArray[np.float32]         #: [d] the same values
     output_acc: NDArray[np.uint32]      #: [d] the accumulator (FP32 bits; fp16 mode widened)
     scores: NDArray[np.uint32]          #: FP32 bits per softmax-buffer entry
@@ -69,6 +77,13 @@ class Result:
     image: dict[RowKey, NDArray[np.uint16]] = field(repr=False)  #: image after the WRs
     #: per RDSB, in order: FP32 bits of the valid scores it read to the host (buffer order)
     host_scores: list[NDArray[np.uint32]] = field(default_factory=list)
+    heads: int = 1                      #: 1 + the highest head index the program names
+    #: [heads, d] FP16 bits of every head's output accumulator
+    outputs_bits: NDArray[np.uint16] = field(default_factory=lambda: np.zeros((0, 0), np.uint16))
+    #: [heads, d] every head's accumulator (FP32 bits)
+    outputs_acc: NDArray[np.uint32] = field(default_factory=lambda: np.zeros((0, 0), np.uint32))
+    #: head of each softmax-buffer entry (the head its score move named)
+    entry_head: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass
@@ -77,6 +92,7 @@ class _Move:
     index: int
     scores: NDArray[np.uint32]
     valid: NDArray[np.bool_]
+    head: int = 0
     probs: NDArray[np.uint16] | None = None
     sfm: int = -1
 
@@ -104,14 +120,16 @@ class _Machine:
         G, B, C, Ln, S = self.G, self.B, self.C, self.Ln, self.S
         self.open_row = np.full((G, B), -1, dtype=np.int64)
         self.rows = np.zeros((G, B, C, Ln), dtype=np.uint16)
-        self.query = np.zeros((head_dim // Ln, Ln), dtype=np.uint16)
+        H = MAX_HEADS
+        self.query = np.zeros((H, head_dim // Ln, Ln), dtype=np.uint16)
         self.score = np.zeros((G, B, 2, S), dtype=dt)
-        self.acc = np.zeros((G, B, 2, Ln), dtype=dt)
+        self.acc = np.zeros((G, B, H, 2, Ln), dtype=dt)
         self.prob = np.zeros((G, 2, self.sets * S), dtype=np.uint16)
-        self.out = np.zeros(head_dim, dtype=dt)
+        self.out = np.zeros((H, head_dim), dtype=dt)
+        self.heads = 1
         self.moves: list[_Move] = []
-        self.pending: list[_Move] = []
-        self.fifo: deque[_Move] = deque()
+        self.pending: list[list[_Move]] = [[] for _ in range(H)]
+        self.fifo: list[deque[_Move]] = [deque() for _ in range(H)]
         self.reads: list[NDArray[np.uint16]] = []
         self.host_scores: list[NDArray[np.uint32]] = []
         self.read_index: list[int] = []
@@ -142,6 +160,14 @@ class _Machine:
         if c >= self.C:
             raise self.err(i, f"column {c} out of range (0..{self.C - 1})")
 
+    def check_head(self, i: int, head: int) -> int:
+        if head >= MAX_HEADS:
+            raise self.err(i, f"head {head} out of range (0..{MAX_HEADS - 1}; the row field of "
+                              f"this command names its head, docs/multihead.md)")
+        if head >= self.heads:
+            self.heads = head + 1
+        return head
+
     def check_data(self, i: int, a: int) -> None:
         if a >= len(self.wdata):
             raise self.err(i, f"data index {a} beyond wdata ({len(self.wdata)} rows)")
@@ -171,7 +197,7 @@ class _Machine:
             for b in banks:
                 self.load_row(i, g, b, row)
 
-    def mac(self, i: int, gs: slice, bank: int, c: int, arg: int) -> None:
+    def mac(self, i: int, gs: slice, bank: int, c: int, arg: int, head: int) -> None:
         if arg & ~int(MacArg.VALUE | MacArg.BUF):
             raise self.err(i, f"MAC arg {arg:#x} has bits other than VALUE and BUF")
         if bank >= self.bppu:
@@ -191,15 +217,15 @@ class _Machine:
         if arg & MacArg.VALUE:
             p = self.prob[gs, k][:, self.prob_col[bs] + s].view(np.float16)  # [g, nb]
             prod = ar.product(p[..., None], data)
-            self.acc[gs, bs, h, :] = ar.add(self.acc[gs, bs, h, :], prod)
+            self.acc[gs, bs, head, h, :] = ar.add(self.acc[gs, bs, head, h, :], prod)
         else:
-            q = self.query[self.q_chunk[bs] + h].view(np.float16)             # [nb, Ln]
+            q = self.query[head, self.q_chunk[bs] + h].view(np.float16)       # [nb, Ln]
             dot = ar.tree(ar.product(data, q[None]), -1)                     # [g, nb]
             if h:
                 dot = ar.add(self.score[gs, bs, k, s], dot)
             self.score[gs, bs, k, s] = dot
 
-    def mvsb(self, i: int, g: int, flags: int, mask: int) -> None:
+    def mvsb(self, i: int, g: int, flags: int, mask: int, head: int) -> None:
         self.check_group(i, g)
         ar = self.ar
         if flags & 2:
@@ -210,9 +236,9 @@ class _Machine:
             for j in range(self.sets):
                 banks = slice(j * self.bpt, (j + 1) * self.bpt)
                 dims = (self.out_dim[banks] + self.Ln * h).ravel()
-                part = self.acc[g, banks, h, :].ravel()
-                self.out[dims] = ar.add(self.out[dims], part)
-            self.acc[g, :, h, :] = 0
+                part = self.acc[g, banks, head, h, :].ravel()
+                self.out[head, dims] = ar.add(self.out[head, dims], part)
+            self.acc[g, :, head, h, :] = 0
             return
         if flags & ~1:
             raise self.err(i, f"score move flags {flags:#x}: only bit0 (register set) is allowed")
@@ -225,12 +251,12 @@ class _Machine:
         sums = ar.tree(self.score[g, :, flags & 1, :].reshape(self.sets, self.bpt, self.S), 1)
         bits = nm.to_bits(sums.ravel().astype(np.float32), nm.FP32)
         valid = ((np.uint64(mask) >> self.mask_bits) & np.uint64(1)).astype(bool)
-        mv = _Move(g, i, bits, valid)
+        mv = _Move(g, i, bits, valid, head)
         self.moves.append(mv)
-        self.pending.append(mv)
+        self.pending[head].append(mv)
 
-    def sfm(self, i: int, n: int) -> None:
-        moves, self.pending = self.pending, []
+    def sfm(self, i: int, n: int, head: int) -> None:
+        moves, self.pending[head] = self.pending[head], []
         if not moves:
             if n:
                 raise self.err(i, f"SFM over {n} entries but the softmax buffer is empty")
@@ -245,23 +271,23 @@ class _Machine:
         for mv in moves:
             mv.probs, mv.sfm = p[at:at + len(mv.scores)], i
             at += len(mv.scores)
-            self.fifo.append(mv)
+            self.fifo[head].append(mv)
 
-    def rdsb(self, i: int, n: int) -> None:
-        moves, self.pending = self.pending, []
+    def rdsb(self, i: int, n: int, head: int) -> None:
+        moves, self.pending[head] = self.pending[head], []
         got = [mv.scores[mv.valid] for mv in moves]
         x = np.concatenate(got) if got else np.zeros(0, np.uint32)
         if x.size != n:
             raise self.err(i, f"RDSB n={n} but the softmax buffer holds {x.size} valid entries")
         self.host_scores.append(x)
 
-    def mvgb(self, i: int, g: int, slot: int) -> None:
+    def mvgb(self, i: int, g: int, slot: int, head: int) -> None:
         self.check_group(i, g)
         if slot > 1:
             raise self.err(i, f"probability slot {slot} out of range (0..1)")
-        if not self.fifo:
-            raise self.err(i, "MVGB but no softmax output is waiting")
-        mv = self.fifo.popleft()
+        if not self.fifo[head]:
+            raise self.err(i, f"MVGB but no softmax output is waiting (head {head})")
+        mv = self.fifo[head].popleft()
         if mv.group != g:
             raise self.err(i, f"MVGB to group {g} pops the probabilities of group {mv.group} "
                               f"(score move at command {mv.index})")
@@ -276,14 +302,14 @@ class _Machine:
         for i in range(len(ops)):
             op, g, b, c = ops[i], grp[i], bnk[i], col[i]
             if op == Op.MACAB:
-                self.mac(i, slice(None), b, c, arg[i])
+                self.mac(i, slice(None), b, c, arg[i], self.check_head(i, row[i]))
             elif op == Op.MACBG:
                 self.check_group(i, g)
-                self.mac(i, slice(g, g + 1), b, c, arg[i])
+                self.mac(i, slice(g, g + 1), b, c, arg[i], self.check_head(i, row[i]))
             elif op == Op.MVSB:
-                self.mvsb(i, g, c, arg[i])
+                self.mvsb(i, g, c, arg[i], self.check_head(i, row[i]))
             elif op == Op.MVGB:
-                self.mvgb(i, g, c)
+                self.mvgb(i, g, c, self.check_head(i, row[i]))
             elif op == Op.ACTAB:
                 self.act(i, range(G), range(B), row[i])
             elif op == Op.ACTBG:
@@ -314,15 +340,16 @@ class _Machine:
                     self.rows[g, b, c] = self.wdata[arg[i]]
                     self.image[(g, b, r)] = self.rows[g, b].copy()
             elif op == Op.WRGB:
-                if c >= len(self.query):
-                    raise self.err(i, f"query chunk {c} out of range (0..{len(self.query) - 1}) "
-                                      f"for head_dim {self.d}")
+                nq = self.query.shape[1]
+                if c >= nq:
+                    raise self.err(i, f"query chunk {c} out of range (0..{nq - 1}) for head_dim "
+                                      f"{self.d}")
                 self.check_data(i, arg[i])
-                self.query[c] = self.wdata[arg[i]]
+                self.query[self.check_head(i, row[i]), c] = self.wdata[arg[i]]
             elif op == Op.SFM:
-                self.sfm(i, arg[i])
+                self.sfm(i, arg[i], self.check_head(i, row[i]))
             elif op == Op.RDSB:
-                self.rdsb(i, arg[i])
+                self.rdsb(i, arg[i], self.check_head(i, row[i]))
             elif op == Op.REF:
                 if (self.open_row >= 0).any():
                     raise self.err(i, "REF needs every bank closed")
@@ -334,7 +361,9 @@ class _Machine:
                 raise ProgramError(f"command {i}: unknown opcode {op}")
 
     def result(self) -> Result:
-        out_bits = nm.to_bits(self.out, nm.FP16)
+        outs = self.out[:self.heads]
+        outs_bits = nm.to_bits(outs, nm.FP16).reshape(outs.shape)
+        out_bits = outs_bits[0]
         moves = self.moves
         entries = self.sets * self.S
 
@@ -349,7 +378,7 @@ class _Machine:
         return Result(
             output_bits=out_bits,
             output=nm.from_bits(out_bits, nm.FP16).astype(np.float32),
-            output_acc=nm.to_bits(self.out.astype(np.float32), nm.FP32),
+            output_acc=nm.to_bits(self.out[0].astype(np.float32), nm.FP32),
             scores=cat([mv.scores for mv in moves], np.uint32),
             valid=cat([mv.valid for mv in moves], np.bool_),
             probs=cat([zeros if mv.probs is None else mv.probs for mv in moves], np.uint16),
@@ -362,6 +391,10 @@ class _Machine:
             read_index=np.array(self.read_index, dtype=np.int64),
             image=self.image,
             host_scores=self.host_scores,
+            heads=self.heads,
+            outputs_bits=outs_bits,
+            outputs_acc=nm.to_bits(outs.astype(np.float32), nm.FP32).reshape(outs.shape),
+            entry_head=per_entry(lambda mv: mv.head),
         )
 
 

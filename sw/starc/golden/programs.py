@@ -12,6 +12,11 @@ The dense program of one KV head on one channel (docs/commands.md, functional se
    probability slot r % 2; PREA.
 5. Value MVSBs: every (group, half).
 
+Several heads (``heads`` > 1, docs/multihead.md): each head has its own key and value rows and
+query; the phases run in the overlapped order S_0, S_1, V_0, S_2, V_1, ..., V_{H-1}, with every
+move placed under another phase's MACs by :func:`starc.golden.multihead.emit` (``compact``
+edges). One head gives the program above, command for command.
+
 Token t of a dense cache is stored at row ``t // (G * tpgr)``, group ``(t // tpgr) % G``, set
 ``(t % tpgr) // 16``, slot ``t % 16`` (tpgr = tokens per group row):
 :func:`starc.address.dense_token_address`, re-exported here.
@@ -25,9 +30,11 @@ import numpy as np
 
 from starc.address import dense_token_address
 from starc.config import Config
-from starc.isa import PROGRAM_DTYPE, MacArg, Op
+from starc.golden.multihead import HeadWork, Pass, Round, emit, overlapped_order
+from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, Op
 
-__all__ = ["dense_program", "dense_token_address", "stream_program", "command_counts"]
+__all__ = ["command_counts", "dense_program", "dense_rounds", "dense_token_address",
+           "stream_program"]
 
 
 class _Builder:
@@ -54,14 +61,22 @@ def _masks(cfg: Config, head_dim: int, L: int, row: int) -> list[int]:
 
 
 def dense_program(cfg: Config, L: int, head_dim: int, *, value_row_base: int | None = None,
-                  query_data_index: int = 0) -> np.ndarray:
+                  query_data_index: int = 0, heads: int = 1) -> np.ndarray:
     """Dense attention over L tokens of one KV head on one channel (see module docstring).
 
     Key rows are 0 .. R-1, value rows ``value_row_base`` .. (default R). WRGB chunk c carries
     ``arg = query_data_index + c`` (the row of the caller's ``wdata`` table).
+
+    With ``heads`` = H > 1, H KV heads of L tokens each in the overlapped order: head k's key
+    rows are ``2 R k ..``, its value rows ``2 R k + R ..``, its query chunk c is ``wdata`` row
+    ``query_data_index + k d / 16 + c``, and its commands name head k (docs/multihead.md).
     """
     if L <= 0:
         raise ValueError(f"context length must be positive, not {L}")
+    if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= MAX_HEADS:
+        raise ValueError(f"heads must be an integer in 1..{MAX_HEADS}, not {heads!r}")
+    if heads > 1:
+        return _dense_heads(cfg, L, head_dim, heads, query_data_index, value_row_base)
     org = cfg.org
     G = org.groups_per_channel
     C = org.columns_per_row
@@ -142,3 +157,49 @@ def command_counts(prog: np.ndarray, cfg: Config, *, per_pseudo_channel: bool = 
         ops = ops[keep]
     c = Counter(ops.tolist())
     return {Op(k).name: int(v) for k, v in sorted(c.items())}
+
+
+def dense_rounds(cfg: Config, L: int, head_dim: int, head: int, *, key_row_base: int,
+                 value_row_base: int) -> tuple[list[Round], list[Round]]:
+    """The score and value rounds of one head's dense attention (all-bank rows, every column),
+    for :func:`starc.golden.multihead.emit`."""
+    org = cfg.org
+    G, C = org.groups_per_channel, org.columns_per_row
+    n_rows = -(-L // (G * cfg.tokens_per_group_row(head_dim)))
+    bppu = cfg.pu.banks_per_pu
+    slots = [[(int(Op.MACAB), 0, k, c, 0, 0) for k in range(bppu)] for c in range(C)]
+    dt = [bppu * cfg.timing.tCCD_AB] * C
+    groups = list(range(G))
+
+    def rnd(row: int, value: bool, masks: list[int]) -> Round:
+        return Round([(int(Op.ACTAB), 0, 0, 0, row, 0)],
+                     [Pass(head, value, slots, dt, groups, masks)],
+                     [(int(Op.PREA), 0, 0, 0, 0, 0)])
+
+    score = [rnd(key_row_base + r, False, _masks(cfg, head_dim, L, r)) for r in range(n_rows)]
+    value = [rnd(value_row_base + r, True, [0] * G) for r in range(n_rows)]
+    return score, value
+
+
+def _dense_heads(cfg: Config, L: int, head_dim: int, heads: int, query_data_index: int,
+                 value_row_base: int | None) -> np.ndarray:
+    if value_row_base is not None:
+        raise ValueError("value_row_base places one head's values; with several heads each "
+                         "head's rows follow the previous head's (leave it unset)")
+    org = cfg.org
+    G = org.groups_per_channel
+    R = -(-L // (G * cfg.tokens_per_group_row(head_dim)))
+    if 2 * R * heads > org.rows_per_bank:
+        raise ValueError(f"{heads} heads of L={L} need {2 * R * heads} rows per bank; the preset "
+                         f"has {org.rows_per_bank}")
+    chunks = head_dim // org.elements_per_column
+    phases: dict[tuple[int, bool], list[Round]] = {}
+    work: dict[int, HeadWork] = {}
+    for h in range(heads):
+        score, value = dense_rounds(cfg, L, head_dim, h, key_row_base=2 * R * h,
+                                    value_row_base=2 * R * h + R)
+        phases[(h, False)], phases[(h, True)] = score, value
+        work[h] = HeadWork(query=[query_data_index + h * chunks + c for c in range(chunks)],
+                           n_valid=L, out_groups=list(range(G)))
+    rounds = [rd for phase in overlapped_order(heads) for rd in phases[phase]]
+    return emit(rounds, work, cfg, compact=True)
