@@ -39,46 +39,59 @@ def ck():
         compile_kv(c, CFG, registry.compile_options("starc"))
 
 
-def _brute(hm, q, n, p, floor, cap, norms):
+def _brute(hm, q, n, p, floor, cap, norms, la=None):
     """STARC top-p written out: clusters by estimated logit, whole ones until the estimated
-    share reaches p and the floor is met, the fixed rule at the cap."""
+    share of the head's mass (the always-attended tokens' exact logits ``la`` included) reaches
+    p and the floor is met, the fixed rule at the cap."""
     e = hm.clustered_end(n)
     always = list(range(min(hm.sink_end, e))) + list(range(e, n))
     avail = [c for c in range(hm.n_clusters) if hm.seg_ready[hm.cl_seg[c]] <= n]
     s = {c: float(np.float32(q @ hm.centroid[c]) / np.float32(8.0)) * float(norms[c])
          for c in avail}
     order = sorted(avail, key=lambda c: (-s[c], avail.index(c)))
-    w = np.array([hm.cl_size[c] * np.exp(s[c] - s[order[0]]) for c in order])
-    share = np.cumsum(w) / w.sum()
+    la = np.zeros(0) if la is None else np.asarray(la, np.float64)
+    top = max([s[order[0]], *la.tolist()])
+    w = np.array([hm.cl_size[c] * np.exp(s[c] - top) for c in order])
+    wa = np.exp(la - top).sum()
+    share = (wa + np.cumsum(w)) / (wa + w.sum())
     out: list[int] = []
+    before = wa / (wa + w.sum())                     # the share reached before cluster i
     for i, c in enumerate(order):
+        if before >= p - 1e-12 and len(always) + len(out) >= floor:
+            break
         toks = hm.slot_pos[hm.cl_start[c]:hm.cl_start[c] + hm.cl_size[c]].tolist()
         room = cap - len(always) - len(out)
         if room <= 0:
             break
         out += toks[:room]
-        if share[i] >= p - 1e-12 and len(always) + len(out) >= floor:
-            break
+        before = share[i]
     return sorted(out + always)
 
 
 @given(p=st.floats(0.05, 1.0), floor=st.integers(1, 900), cap=st.integers(200, 2500),
-       step=st.integers(0, 2), kvh=st.integers(0, 1), artifact=st.booleans())
+       step=st.integers(0, 2), kvh=st.integers(0, 1), artifact=st.booleans(),
+       with_always=st.booleans())
 @settings(max_examples=60, deadline=None)
-def test_starc_top_p_matches_the_reference(ck, p, floor, cap, step, kvh, artifact):
+def test_starc_top_p_matches_the_reference(ck, p, floor, cap, step, kvh, artifact, with_always):
     c, comp, art = ck
     floor = min(floor, cap)
     hm = (art if artifact else comp).head(2, kvh)
     n = 2400 + step + 1
     q = c.q[2][step, 3 * kvh:3 * kvh + 3].astype(np.float32)
     norms = pol.cluster_norms(hm, c.k[2][:, kvh])
-    sel = pol.select_starc(q, hm, n, cap, mass=p, floor=floor, norms=norms)
+    la = None
+    if with_always:
+        a = pol.always_attended(hm, n, cap)
+        la = q @ c.k[2][a, kvh].astype(np.float32).T / np.float32(8.0)
+    sel = pol.select_starc(q, hm, n, cap, mass=p, floor=floor, norms=norms, always_logits=la)
     for h in range(3):
         got = sel.positions[h].tolist()
-        assert got == _brute(hm, q[h], n, p, floor, cap, norms), (p, floor, cap, h)
+        ref = _brute(hm, q[h], n, p, floor, cap, norms, None if la is None else la[h])
+        assert got == ref, (p, floor, cap, h)
         assert floor <= len(got) <= cap
     # a larger target never selects fewer tokens
-    more = pol.select_starc(q, hm, n, cap, mass=min(1.0, p + 0.05), floor=floor, norms=norms)
+    more = pol.select_starc(q, hm, n, cap, mass=min(1.0, p + 0.05), floor=floor, norms=norms,
+                            always_logits=la)
     assert all(len(a) >= len(b) for a, b in zip(more.positions, sel.positions, strict=True))
 
 
@@ -144,3 +157,36 @@ def test_evaluate_with_mass_budgets(ck):
         Planner(compile_kv(c, CFG, registry.compile_options("sparq")), "sparq", "p0.9")
     with pytest.raises(ValueError, match="mass budgets apply to oracle, starc"):
         evaluate(c, CFG, EvalOptions(policies=("dense",), budgets=("p0.9",)))
+
+
+@given(t=st.floats(1e-4, 0.5), floor=st.integers(1, 600), step=st.integers(0, 2),
+       kvh=st.integers(0, 1))
+@settings(max_examples=40, deadline=None)
+def test_starc_threshold_takes_every_row_worth_its_share(ck, t, floor, step, kvh):
+    c, comp, _ = ck
+    hm = comp.head(2, kvh)
+    n, cap = 2400 + step + 1, 2000
+    q = c.q[2][step, 3 * kvh:3 * kvh + 3].astype(np.float32)
+    norms = pol.cluster_norms(hm, c.k[2][:, kvh])
+    a = pol.always_attended(hm, n, cap)
+    la = q @ c.k[2][a, kvh].astype(np.float32).T / np.float32(8.0)
+    sel = pol.select_starc(q, hm, n, cap, threshold=t, floor=floor, norms=norms,
+                           always_logits=la)
+    avail = hm.clusters_at(n)
+    for h in range(3):
+        lg = (q[h] @ hm.centroid[avail].T / np.float32(8.0)).astype(np.float64) * norms[avail]
+        top = max(lg.max(), la[h].max())
+        total = (hm.cl_size[avail] * np.exp(lg - top)).sum() + np.exp(la[h] - top).sum()
+        worth = np.exp(lg - top) * hm.tpgr / total >= t          # rows worth their share
+        order = np.argsort(-lg, kind="stable")
+        k_floor = 0 if floor <= a.size else int(np.searchsorted(
+            np.cumsum(hm.cl_size[avail][order]), floor - a.size)) + 1
+        k = max(int(worth.sum()), k_floor)
+        assert worth[order][:int(worth.sum())].all()              # the worthy rows lead
+        want = np.zeros(avail.size, bool)
+        want[order[:k]] = True
+        pos = set(sel.positions[h].tolist())
+        taken = np.array([set(hm.cluster_positions(np.array([cl]))[0].tolist()) <= pos
+                          for cl in avail])
+        assert set(a.tolist()) <= pos and len(pos) <= cap
+        assert np.array_equal(taken, want), (t, floor, h)

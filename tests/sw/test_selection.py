@@ -89,6 +89,27 @@ def test_pass_reads_the_policys_scores_and_keeps_the_attention(setup, policy):
     assert int(res.valid[res.entry_sfm >= 0].sum()) == sp.selected.size
 
 
+def test_adaptive_pass_reads_the_always_attended_scores(setup):
+    from starc.planner import policies as pol
+    from starc.planner.selection import scan_scores
+    c, cks = setup
+    ck = cks["starc-row"]
+    pl = Planner(ck, "starc-row", "t0.002")
+    sp = pl.plan(69, 2, 1)[2]
+    sel = pl.selection(sp)
+    assert len(sel.scans) == 2
+    prog, wdata, n_sel = pl.step_program(sp)
+    assert int((prog["op"][:n_sel] == Op.WRGB).sum()) == 4        # one query, written once
+    hm = ck.head(2, 1)
+    res = functional.execute(prog, wdata, ck.channel_image(hm.channel, sp.n_ctx, [2]), CFG, 64)
+    cent, always = scan_scores(sel, res.host_scores[0])
+    a = pol.always_attended(hm, sp.n_ctx, pl.B)
+    q = c.q[2][69, sp.q_head].astype(np.float16).astype(np.float64)
+    ref = c.k[2][a, 1].astype(np.float16).astype(np.float64) @ q / 8
+    assert np.abs(always - ref).max() <= 1e-5 * (1 + np.abs(ref).max())
+    assert cent.size == hm.clusters_at(sp.n_ctx).size
+
+
 def test_no_pass_where_nothing_was_scored(setup):
     c, cks = setup
     ck = cks["starc-row"]

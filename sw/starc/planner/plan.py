@@ -107,16 +107,24 @@ class Planner:
             return pol._all(n, g)
         K = None if self.spec.clustered else c.k[layer][:n, kv_head].astype(np.float32)
         hm = self.ck.head(layer, kv_head)
-        norms = None
-        # the query metric stores mean raw keys as centroids: q . c is already the mean logit
-        if self.budget.adaptive and self.spec.clustered and \
-                self.ck.options.get("metric") != "query":
-            norms = self._norms.get((layer, kv_head))
-            if norms is None:
-                norms = self._norms[(layer, kv_head)] = pol.cluster_norms(
-                    hm, c.k[layer][:, kv_head])
+        host = None
+        if self.budget.adaptive and self.spec.clustered:
+            # what the host knows besides the centroid scores: per-cluster key norms (kept with
+            # the cluster table; the query metric stores mean raw keys as centroids, so q . c is
+            # already the mean logit) and the exact logits of the always-attended tokens (read
+            # back by the selection pass, :mod:`starc.planner.selection`)
+            norms = None
+            if self.ck.options.get("metric") != "query":
+                norms = self._norms.get((layer, kv_head))
+                if norms is None:
+                    norms = self._norms[(layer, kv_head)] = pol.cluster_norms(
+                        hm, c.k[layer][:, kv_head])
+            a = pol.always_attended(hm, n, self.B)
+            Ka = c.k[layer][a, kv_head].astype(np.float32)
+            host = {"norms": norms,
+                    "always_logits": (q @ Ka.T) / np.float32(np.sqrt(m.head_dim))}
         return self.spec.select(q, n=n, budget=self.budget, params=self.params, K=K, head=hm,
-                                norms=norms)
+                                host=host)
 
     def plan(self, step: int, layer: int, kv_head: int) -> list[StepPlan]:
         """One :class:`StepPlan` per query head of ``kv_head``."""

@@ -41,6 +41,7 @@ from starc.compiler.compiled import HeadMap
 __all__ = [
     "Selection",
     "select_dense",
+    "always_attended",
     "cluster_norms",
     "select_oracle",
     "sparq_channels",
@@ -73,15 +74,19 @@ def select_dense(q: np.ndarray, K: np.ndarray, B: int) -> Selection:
 
 
 def select_oracle(q: np.ndarray, K: np.ndarray, B: int, *, mass: float | None = None,
+                  threshold: float | None = None, tokens_per_row: int = 32,
                   floor: int = 0) -> Selection:
     """Top-B exact scores per query head; with ``mass``: the fewest top tokens whose exact
-    softmax mass reaches ``mass`` (at least ``floor``, at most ``B`` tokens)."""
+    softmax mass reaches ``mass``; with ``threshold``: every token whose exact probability is at
+    least ``threshold / tokens_per_row`` (the per-row threshold spread over a row's tokens); at
+    least ``floor``, at most ``B`` tokens."""
     n = K.shape[0]
     floor = min(floor, B)
-    if n <= (B if mass is None else floor):
+    adaptive = mass is not None or threshold is not None
+    if n <= (floor if adaptive else B):
         return _all(n, q.shape[0])
     s = q @ K.T                                                      # [g, n]
-    if mass is None:
+    if not adaptive:
         top = np.argpartition(-s, B - 1, axis=1)[:, :B]
         return Selection([np.sort(t) for t in top], scored=True)
     out = []
@@ -89,7 +94,10 @@ def select_oracle(q: np.ndarray, K: np.ndarray, B: int, *, mass: float | None = 
         lg = s[h].astype(np.float64) / np.sqrt(K.shape[1])
         order = np.argsort(-lg, kind="stable")
         p = np.exp(lg[order] - lg[order[0]])
-        k = int(np.searchsorted(np.cumsum(p) / p.sum(), mass - 1e-12)) + 1
+        if mass is not None:
+            k = int(np.searchsorted(np.cumsum(p) / p.sum(), mass - 1e-12)) + 1
+        else:
+            k = int(np.count_nonzero(p / p.sum() >= threshold / tokens_per_row))
         out.append(np.sort(order[:min(max(k, floor), B)]))
     return Selection(out, scored=True)
 
@@ -161,18 +169,31 @@ def select_streaming(q: np.ndarray, K: np.ndarray, B: int, *, sinks: int = 4) ->
     return Selection([pos] * g)
 
 
+def always_attended(hm: HeadMap, n: int, B: int) -> np.ndarray:
+    """The positions STARC attends without choosing at context ``n``: the sink block (within B)
+    and the recent buffer, in that order."""
+    e = hm.clustered_end(n)
+    return np.concatenate([np.arange(min(hm.sink_end, e, B)), np.arange(e, n)]).astype(np.int64)
+
+
 def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int, *, mass: float | None = None,
-                 floor: int = 0, norms: np.ndarray | None = None) -> Selection:
-    """STARC selection on a compiled head (see the module table). With ``mass`` (a mass budget,
-    :mod:`starc.planner.budget`): ``B`` is the cap, and each query head takes clusters in
-    descending estimated logit until their estimated share of the available clusters' mass
-    reaches ``mass``, then more until ``floor`` tokens are attended; past the cap the fixed rule
-    applies. The estimated logit of cluster c is ``score_c x norms[c]`` (``norms``: the mean key
-    norm of each cluster, held by the host; centroids are means of unit keys), its estimated mass
-    ``size_c exp(logit_c)``."""
+                 threshold: float | None = None, floor: int = 0,
+                 norms: np.ndarray | None = None,
+                 always_logits: np.ndarray | None = None) -> Selection:
+    """STARC selection on a compiled head (see the module table). With an adaptive budget
+    (:mod:`starc.planner.budget`) ``B`` is the cap and each query head takes clusters in
+    descending estimated logit: with ``mass``, until the estimated share of the head's attention
+    mass (always-attended tokens included) reaches it; with ``threshold``, every cluster whose
+    estimated share per group row (``share_c x tpgr / size_c``) is at least it; then more until
+    ``floor`` tokens are attended; past the cap the fixed rule applies. The estimated logit of
+    cluster c is ``score_c x norms[c]`` (``norms``: the mean key norm of each cluster, held by the
+    host; centroids are means of unit keys), its estimated mass ``size_c exp(logit_c)``;
+    ``always_logits [g, a]`` are the exact logits of :func:`always_attended` (the selection pass
+    reads them back with the centroid scores) and enter the estimate's total."""
     g, d = q.shape
     floor = min(floor, B)
-    if n <= (B if mass is None else floor):
+    adaptive = mass is not None or threshold is not None
+    if n <= (floor if adaptive else B):
         return _all(n, g)
     e = hm.clustered_end(n)
     recent = np.arange(e, n, dtype=np.int64)
@@ -191,17 +212,27 @@ def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int, *, mass: float | No
     out = []
     n_clusters = 0.0
     for h in range(g):
-        order = np.argsort(-(score[h] if mass is None else logit[h]), kind="stable")
+        order = np.argsort(-(logit[h] if adaptive else score[h]), kind="stable")
         cum = np.cumsum(sizes[order])
         whole = int(np.searchsorted(cum, budget, side="right"))     # clusters fully taken
-        if mass is not None and order.size:
+        if adaptive and order.size:
             lg = logit[h, order].astype(np.float64)
-            w = sizes[order] * np.exp(lg - lg.max())
-            share = np.cumsum(w) / max(w.sum(), 1e-300)
-            k = int(np.searchsorted(share, mass - 1e-12)) + 1        # reach the mass
-            k = max(k, int(np.searchsorted(cum, floor - recent.size)) + 1)   # and the floor
+            la = (np.asarray(always_logits[h], np.float64) if always_logits is not None
+                  else np.zeros(0))
+            top = max(lg.max(), la.max() if la.size else -np.inf)
+            w = sizes[order] * np.exp(lg - top)
+            w_always = float(np.exp(la - top).sum())
+            total = max(w.sum() + w_always, 1e-300)
+            if mass is not None:                                     # reach the mass
+                k = 0 if w_always / total >= mass - 1e-12 else int(np.searchsorted(
+                    (w_always + np.cumsum(w)) / total, mass - 1e-12)) + 1
+            else:                                                    # rows worth their mass
+                per_row = np.exp(lg - top) * hm.tpgr / total
+                k = int(np.count_nonzero(per_row >= threshold))
+            if floor > recent.size:                                  # and the floor
+                k = max(k, int(np.searchsorted(cum, floor - recent.size)) + 1)
             if k <= whole:                                           # within the cap
-                whole, budget = k, int(cum[k - 1])
+                whole, budget = k, int(cum[k - 1]) if k else 0
         taken = int(cum[whole - 1]) if whole else 0
         parts = [_slots(starts[order[:whole]], sizes[order[:whole]])]
         if whole < len(order) and taken < budget:

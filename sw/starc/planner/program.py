@@ -205,9 +205,12 @@ def emit_selection(sel: SelectionPass, geo: Geometry, *, banks_per_pu: int = 1,
     are :meth:`SelectionPass.wdata`."""
     em = _Emitter(geo, banks_per_pu, True)
     at = wdata_base
+    last = None
     for s in sel.scans:
-        em.wrgb(at)
+        if last is None or not np.array_equal(s.query, last):   # the buffers hold it already
+            em.wrgb(at)
         at += len(s.query)
+        last = s.query
         em.score_rounds(s.rows.rounds, s.base)
     em.flush()
     em.add((int(Op.RDSB), 0, 0, 0, 0, sel.n_read))

@@ -85,11 +85,13 @@ class Policy:
 
     def select(self, q: np.ndarray, *, n: int, budget: int | str | Budget,
                params: Params | None = None, K: np.ndarray | None = None, head: Any = None,
-               norms: np.ndarray | None = None) -> pol.Selection:
+               host: dict[str, Any] | None = None) -> pol.Selection:
         """Selections of the ``g`` query heads ``q [g, d]`` of one KV head at context ``n``.
         Positional policies read the keys ``K [n, d]`` (float32); clustered ones the compiled
-        head map ``head`` of that KV head (and, for a mass budget, the per-cluster key norms
-        ``norms``, :func:`starc.planner.policies.cluster_norms`)."""
+        head map ``head`` of that KV head, and, for an adaptive budget, what the host knows
+        besides the centroid scores (``host``: ``norms``, the per-cluster key norms,
+        :func:`starc.planner.policies.cluster_norms`; ``always_logits``, the exact logits of the
+        always-attended tokens the selection pass reads back)."""
         b = parse_budget(budget)
         if b.adaptive and not self.adaptive:
             raise ValueError(f"policy {self.name!r} has no mass-adaptive mode (budget "
@@ -100,12 +102,12 @@ class Policy:
             if head is None:
                 raise ValueError(f"policy {self.name!r} selects on a compiled {self.layout!r} "
                                  f"head map; pass head=")
-            return self._select(q, None, head, n, b, p, norms)
+            return self._select(q, None, head, n, b, p, host or {})
         if K is None:
             raise ValueError(f"policy {self.name!r} reads the keys; pass K=")
         if K.shape[0] != n:
             raise ValueError(f"K holds {K.shape[0]} positions, the context is {n}")
-        return self._select(q, K, head, n, b, p, norms)
+        return self._select(q, K, head, n, b, p, host or {})
 
 
 def _dense(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
@@ -115,7 +117,8 @@ def _dense(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
 
 def _oracle(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
             nrm: Any) -> pol.Selection:
-    return pol.select_oracle(q, K, b.limit, mass=b.mass, floor=b.floor)
+    return pol.select_oracle(q, K, b.limit, mass=b.mass, threshold=b.threshold, floor=b.floor,
+                             tokens_per_row=hm.tpgr if hm is not None else 32)
 
 
 def _quest(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
@@ -135,7 +138,8 @@ def _streaming(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
 
 def _starc(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
            nrm: Any) -> pol.Selection:
-    return pol.select_starc(q, hm, n, b.limit, mass=b.mass, floor=b.floor, norms=nrm)
+    return pol.select_starc(q, hm, n, b.limit, mass=b.mass, threshold=b.threshold, floor=b.floor,
+                            norms=nrm.get("norms"), always_logits=nrm.get("always_logits"))
 
 
 _STARC_RULE = ("score every available cluster q . centroid / sqrt(d) (fp32), whole clusters in "

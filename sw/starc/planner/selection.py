@@ -13,7 +13,8 @@ pass           scans (rows relative to the head's ``row_base``)
 =============  ==================================================================================
 centroids      STARC: the query over the metadata rows holding the centroids of the clusters
                available at context n (``2 n_krows ..``, the rows the compiler reserved);
-               reads one score per centroid
+               reads one score per centroid; with an adaptive budget also the key rows of the
+               sink block and the recent buffer (their exact scores enter the mass estimate)
 page-bounds    Quest: ``q+ = max(q, 0)`` over the page-max rows, then ``q- = min(q, 0)`` over the
                page-min rows of the complete pages (the current page is always attended); the
                host adds the two scores of a page: ``sum_i max(q_i min_i, q_i max_i) = q+ . max
@@ -39,13 +40,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from starc.address import meta_address, quest_bound_index
-from starc.planner.policies import PAGE, sparq_channels
+from starc.planner.policies import PAGE, always_attended, sparq_channels
 from starc.planner.program import Scan, SelectionPass, query_words
 
 if TYPE_CHECKING:  # pragma: no cover
     from starc.planner.plan import Planner, StepPlan
 
-__all__ = ["selection_pass", "host_scores"]
+__all__ = ["host_scores", "scan_scores", "selection_pass"]
 
 
 def _scan(pl: Planner, q: np.ndarray, group: np.ndarray, row: np.ndarray, token_set: np.ndarray,
@@ -89,7 +90,13 @@ def selection_pass(pl: Planner, sp: StepPlan) -> SelectionPass | None:
         if avail.size and not np.array_equal(avail, np.arange(avail.size)):  # pragma: no cover
             raise AssertionError("available clusters are not a prefix of the cluster table")
         g, r, j, s = meta_address(np.arange(avail.size), geo)
-        return SelectionPass(kind, [_scan(pl, q16, g, r, j, s, meta_base)], int(avail.size))
+        scans = [_scan(pl, q16, g, r, j, s, meta_base)]
+        if pl.budget.adaptive:
+            # an adaptive budget also needs the exact scores of the tokens attended anyway (the
+            # sink row and the recent buffer) for its estimate of the head's total mass
+            loc = hm.locate(always_attended(hm, n, pl.B), n)
+            scans.append(_scan(pl, q16, loc.group, loc.row, loc.set, loc.slot, hm.row_base))
+        return SelectionPass(kind, scans, int(sum(sc.order.size for sc in scans)))
     if kind == "page-bounds":
         if not hm.n_crows:
             raise ValueError(f"layer {sp.layer} has no page-bound rows; compile it with the "
@@ -119,7 +126,16 @@ def selection_pass(pl: Planner, sp: StepPlan) -> SelectionPass | None:
 
 def host_scores(sel: SelectionPass, read: np.ndarray) -> np.ndarray:
     """What the host ranks, from the FP32 bits an RDSB returned, in the order of the scanned
-    vectors (centroid, page or token index): Quest adds each page's two bound scores."""
+    vectors (centroid, page or token index): Quest adds each page's two bound scores. (An
+    adaptive STARC pass's second scan, the always-attended tokens, is ``scan_scores(...)[1]``.)"""
+    parts = scan_scores(sel, read)
+    if sel.kind == "page-bounds":
+        return parts[0] + parts[1]
+    return parts[0]
+
+
+def scan_scores(sel: SelectionPass, read: np.ndarray) -> list[np.ndarray]:
+    """The scores an RDSB returned, per scan, in the order of each scan's vectors."""
     x = np.asarray(read, np.uint32).view(np.float32).astype(np.float64)
     parts, at = [], 0
     for s in sel.scans:
@@ -127,6 +143,4 @@ def host_scores(sel: SelectionPass, read: np.ndarray) -> np.ndarray:
         v[s.order] = x[at:at + s.order.size]
         parts.append(v)
         at += s.order.size
-    if sel.kind == "page-bounds":
-        return parts[0] + parts[1]
-    return parts[0]
+    return parts
