@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "eval-quality": ("starc.sweep.quality",
                      "end-task quality of policies on SmolLM2: pass key, RULER-style tasks, "
                      "perplexity, agreement, with confidence intervals"),
+    "system": ("starc.system.cli", "a whole model's decode on HBM-PIM stacks: attention per "
+               "generated token next to a GPU-only baseline"),
     "demo": ("starc.demo", "the main job end to end on an embedded default"),
     "rtl": ("starc_sim.cli", "the Amaranth gateware: Verilog and co-simulation (docs/rtl.md)"),
     "fpga": ("starc_fpga.cli", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)"),

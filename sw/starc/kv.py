@@ -431,11 +431,32 @@ def _rope(x: np.ndarray, pos: np.ndarray, base: float) -> np.ndarray:
     return out
 
 
+def _queries_vectorised(r: np.random.Generator, qpos: np.ndarray, g: int, topic_of: np.ndarray,
+                        dom: np.ndarray, topics: np.ndarray, posvec: np.ndarray) -> np.ndarray:
+    """The decode queries of :func:`synthetic_kv` (before RoPE) for every position of ``qpos``
+    at once: per step 1-2 topics shared by the GQA group and 0-1 own topics per query head, each
+    the topic of a uniformly drawn position seen so far (the per-step draws' distribution)."""
+    S, d = len(qpos), dom.shape[1]
+    seen = qpos.astype(np.int64) + 1                                   # positions 0 .. p
+    n_shared = r.integers(1, 3, size=S)                                # 1 or 2
+    shared = topic_of[(r.random((S, 2)) * seen[:, None]).astype(np.int64)]   # [S, 2]
+    n_own = r.integers(0, 2, size=(S, g))                              # 0 or 1
+    own = topic_of[(r.random((S, g)) * seen[:, None]).astype(np.int64)]      # [S, g]
+    sh_mask = (np.arange(2)[None, :] < n_shared[:, None]).astype(np.float32)
+    sh_sum = np.einsum("sk,skd->sd", sh_mask, topics[shared])          # [S, d]
+    tsum = sh_sum[:, None, :] + n_own[..., None].astype(np.float32) * topics[own]
+    count = (n_shared[:, None] + n_own).astype(np.float32)             # [S, g]
+    qv = 0.6 * dom[0] + tsum * (2.2 / np.sqrt(count))[..., None]
+    qv += 0.35 * r.standard_normal((S, g, d)).astype(np.float32)
+    qv += 0.25 * posvec
+    return 4.0 * qv
+
+
 def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
                  head_dim: int = 64, prefill_len: int = 4096, decode_steps: int = 8,
                  seed: int = 0, rope_base: float = 100000.0, n_topics: int = 48,
                  mean_segment: float = 24.0, dtype: Any = np.float16,
-                 prefill_queries: int = 0) -> KVCache:
+                 prefill_queries: int = 0, query_draws: str = "sequential") -> KVCache:
     """A seeded synthetic cache with the structure real post-RoPE caches show.
 
     Per layer and KV head: a few dominant directions shared by all keys, a handful of outlier
@@ -448,6 +469,9 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
     The same arguments give the same cache on every machine (NumPy's PCG64 stream).
     ``prefill_queries > 0`` adds that many calibration queries (``qp``) per layer, drawn the same
     way at random prefill positions from a separate stream (K, V and q do not change).
+    ``query_draws="vectorised"`` draws the decode queries from the same distribution in one
+    vectorised pass on a separate stream (K and V do not change; q does): for long decodes (e.g.
+    24000 steps) it is about ten times faster than the default per-step draws.
     """
     for name, v in (("n_layers", n_layers), ("n_q_heads", n_q_heads), ("n_kv_heads", n_kv_heads),
                     ("head_dim", head_dim), ("prefill_len", prefill_len)):
@@ -458,6 +482,9 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
     if not 0 <= prefill_queries <= prefill_len:
         raise KVError(f"synthetic: prefill_queries must be in 0 .. prefill_len ({prefill_len}), "
                       f"not {prefill_queries}")
+    if query_draws not in ("sequential", "vectorised"):
+        raise KVError(f"synthetic: query_draws must be 'sequential' or 'vectorised', not "
+                      f"{query_draws!r}")
     if n_q_heads % n_kv_heads:
         raise KVError(f"synthetic: n_q_heads ({n_q_heads}) must be a multiple of n_kv_heads "
                       f"({n_kv_heads})")
@@ -524,8 +551,13 @@ def synthetic_kv(*, n_layers: int = 4, n_q_heads: int = 9, n_kv_heads: int = 3,
                     qv = qv + 0.25 * posvec
                     out[j] = 4.0 * qv
                 return out
-            for s in range(S):
-                q[s, h * g:(h + 1) * g] = query(int(qpos[s]), hr)
+            if query_draws == "vectorised":
+                q[:, h * g:(h + 1) * g] = _queries_vectorised(
+                    np.random.default_rng([seed, l, h, 11]), qpos, g, topic_of, dom, topics,
+                    posvec)
+            else:
+                for s in range(S):
+                    q[s, h * g:(h + 1) * g] = query(int(qpos[s]), hr)
             if prefill_queries:
                 pr = np.random.default_rng([seed, l, h, 7])
                 ppos = np.sort(pr.choice(prefill_len, prefill_queries, replace=False))

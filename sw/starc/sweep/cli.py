@@ -23,6 +23,8 @@ from starc.sweep.points import (
     reductions_pooled,
 )
 from starc.sweep.quality import add_sweep_args, run_sweep
+from starc.sweep.system import add_sweep_args as add_system_sweep_args
+from starc.sweep.system import run_system_sweep
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="report folder (JSON, CSV, PNG, Markdown)")
     add_force_arg(p)
     add_sweep_args(p)
+    add_system_sweep_args(p)
     add_json_arg(p)
     p.set_defaults(func=_run)
 
@@ -211,6 +214,8 @@ SYNTHETIC_MAX_BYTES = 8 << 30
 
 def _run(args: argparse.Namespace) -> int:
     from starc.cli import print_json
+    if args.system:
+        return run_system_sweep(args)
     if args.accuracy or args.perplexity:
         if any(isinstance(b, str) for b in args.budgets or ()):
             from starc.cli import UserError

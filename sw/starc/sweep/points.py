@@ -15,12 +15,17 @@ from typing import Any
 
 from starc.plots import PAPER_BUDGET
 
-#: Model shapes a sweep can name. SmolLM2-135M (the offline real model) and the Mistral-7B shape
-#: the STARC artifact evaluates (32 layers, 32 query heads, 8 KV heads, d 128).
-MODEL_SHAPES: dict[str, dict[str, int]] = {
-    "smollm2-135m": {"n_layers": 30, "n_q_heads": 9, "n_kv_heads": 3, "head_dim": 64},
-    "mistral-7b": {"n_layers": 32, "n_q_heads": 32, "n_kv_heads": 8, "head_dim": 128},
-}
+
+def _attention_shapes() -> dict[str, dict[str, int]]:
+    from starc.system.shapes import SHAPES
+    return {n: {"n_layers": s.n_layers, "n_q_heads": s.n_q_heads, "n_kv_heads": s.n_kv_heads,
+                "head_dim": s.head_dim} for n, s in SHAPES.items()}
+
+
+#: Model shapes a sweep can name: the attention geometry of :data:`starc.system.shapes.SHAPES`
+#: (each from its published configuration), e.g. SmolLM2-135M (the offline real model) and the
+#: Mistral-7B the STARC artifact evaluates (32 layers, 32 query heads, 8 KV heads, d 128).
+MODEL_SHAPES: dict[str, dict[str, int]] = _attention_shapes()
 
 
 def evaluate_point(point: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,264 @@
+"""The system model (docs/system.md): shapes, mapping, capacity, channel programs, per-token
+aggregation, GPU baseline. Values are checked against independent sources: published parameter
+counts, AttAcc's trace generator's assignment, the golden model run directly, analytic formulas.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starc import config
+from starc.golden import energy, programs, timing
+from starc.metrics import step_cost
+from starc.system import gpu as gpumod
+from starc.system import shapes
+from starc.system.channel import ChannelCosts, build_sequential
+from starc.system.mapping import (
+    STRATEGIES,
+    CapacityError,
+    capacity,
+    check_capacity,
+    map_instances,
+)
+from starc.system.pertoken import SystemSpec, evaluate_step
+from starc.system.workload import Streams, sampled_steps
+
+CFG = config.load("attacc-hbm3-5.2")
+
+
+# ---- shapes ------------------------------------------------------------------------------------
+#: published total parameter counts (the model cards / papers) and whether the LM head is tied
+#: to the embedding (then counted once)
+PUBLISHED = {
+    "smollm2-135m": (134_515_008, True),     # HuggingFaceTB/SmolLM2-135M, 134.5M
+    "llama-2-7b": (6_738_415_616, False),    # meta-llama/Llama-2-7b-hf safetensors, 6.74B
+    "mistral-7b": (7_248_023_552, False),    # Mistral-7B-v0.3 safetensors, 7.25B
+    "llama-3-8b": (8_030_261_248, False),    # Meta-Llama-3-8B safetensors, 8.03B
+    "opt-66b": (65.7e9, True),               # OPT paper (arXiv 2205.01068) Table 1: 66B
+    "gpt3-175b": (175.0e9, True),            # GPT-3 paper Table 2.1: 175.0B
+}
+
+
+@pytest.mark.parametrize("name", sorted(shapes.SHAPES))
+def test_shapes_reproduce_published_parameter_counts(name):
+    s = shapes.get(name)
+    total, tied = PUBLISHED[name]
+    p = s.fc_params()
+    ours = p["attention_projections"] + p["ffn"] + s.vocab * s.hidden * (1 if tied else 2)
+    # norms, biases and learned positions are not in the shape: well under 1 % of any model
+    assert abs(ours - total) / total < 0.01, (name, ours, total)
+    assert s.n_q_heads % s.n_kv_heads == 0 and s.n_q_heads * s.head_dim == s.hidden
+
+
+def test_unknown_shape_names_the_choices():
+    with pytest.raises(ValueError, match="mistral-7b"):
+        shapes.get("mistral")
+
+
+# ---- mapping -----------------------------------------------------------------------------------
+def test_attacc_mapping_is_attaccs_assignment():
+    # Mistral-7B, batch 16, 8 GPUs x 5 stacks: AttAcc's wrapper gives each stack
+    # ceil(ops_per_device / 5) ops and its trace generator puts op k on channel k mod 16
+    m = map_instances("attacc", batch=16, n_kv_heads=8, group_size=4, stacks=40, channels=16,
+                      gpus=8)
+    per_stack = math.ceil(16 / 5)                   # 16 ops per GPU (1 KV head x 16 entries)
+    for s in range(40):
+        d, j = divmod(s, 5)
+        expected = list(range(per_stack)) if j < 4 else []
+        got = [c for c in range(16) if m.items[s * 16 + c]]
+        assert got == expected, s
+        for c in got:
+            (it,) = m.items[s * 16 + c]
+            assert it.instance % 8 == d and it.q_heads == (0, 1, 2, 3)
+    # GPT-3 175B at batch 4 on AttAcc's 8 x 5 stacks: 12 heads x 4 = 48 ops per GPU,
+    # ceil(48 / 5) = 10 per stack on channels 0..9, the last stack of each GPU gets 8
+    m = map_instances("attacc", batch=4, n_kv_heads=96, group_size=1, stacks=40, channels=16,
+                      gpus=8)
+    counts = [sum(len(m.items[s * 16 + c]) for c in range(16)) for s in range(5)]
+    assert counts == [10, 10, 10, 10, 8]
+
+
+@settings(max_examples=60, deadline=None)
+@given(strategy=st.sampled_from(STRATEGIES), batch=st.integers(1, 24),
+       kv=st.sampled_from([1, 2, 3, 8]), g=st.sampled_from([1, 3, 4]),
+       gpus=st.sampled_from([1, 2, 4]), per_gpu=st.integers(1, 3))
+def test_every_query_head_runs_exactly_once(strategy, batch, kv, g, gpus, per_gpu):
+    stacks = gpus * per_gpu
+    m = map_instances(strategy, batch=batch, n_kv_heads=kv, group_size=g, stacks=stacks,
+                      channels=16, gpus=gpus)
+    seen = {}
+    for items in m.items:
+        for it in items:
+            for q in it.q_heads:
+                key = (it.instance, q)
+                assert key not in seen, f"{key} twice ({strategy})"
+                seen[key] = True
+    assert set(seen) == {(i, q) for i in range(batch * kv) for q in range(g)}
+    assert 1 <= m.replicas <= g
+    if strategy in ("balanced", "replicate"):
+        units = batch * kv * m.replicas
+        assert m.max_items() == math.ceil(units / m.total_channels)
+        per_stack = [sum(len(m.items[s * 16 + c]) for c in range(16)) for s in range(stacks)]
+        assert max(per_stack) - min(per_stack) <= 1
+
+
+def test_replicate_splits_a_gqa_group_over_copies():
+    m = map_instances("replicate", batch=16, n_kv_heads=8, group_size=4, stacks=40,
+                      channels=16, gpus=8)
+    assert m.replicas == 4 and m.used_channels() == 512 and m.max_items() == 1
+    m = map_instances("replicate", batch=16, n_kv_heads=8, group_size=4, stacks=12,
+                      channels=16, gpus=1)               # 192 channels: only one copy fits
+    assert m.replicas == 1
+
+
+def test_capacity_error_says_what_is_missing_and_the_fix_fits():
+    m = map_instances("balanced", batch=64, n_kv_heads=8, group_size=4, stacks=4, channels=16,
+                      gpus=1)
+    cap = capacity(m, CFG, head_dim=128, n_layers=32, context=26048)
+    assert not cap["fits"]
+    with pytest.raises(CapacityError) as e:
+        check_capacity(m, CFG, head_dim=128, n_layers=32, context=26048)
+    msg = str(e.value)
+    missing = cap["rows_needed_max"] - cap["rows_per_bank"]
+    assert f"{missing} rows per bank missing" in msg and "GiB missing" in msg
+    fewest = int(msg.split("use at least ")[1].split(" stacks")[0])
+    assert capacity(m.with_stacks(fewest), CFG, head_dim=128, n_layers=32,
+                    context=26048)["fits"]
+    assert not capacity(m.with_stacks(fewest - 1), CFG, head_dim=128, n_layers=32,
+                        context=26048)["fits"]
+    # the K and V bytes are the model's: 2 x layers x KV heads x d x 2 B per token and entry
+    assert cap["kv_bytes"] == 64 * 8 * 32 * 2 * 26048 * 128 * 2
+
+
+# ---- channel programs --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def streams():
+    return Streams(CFG, head_dim=128, group_size=2, lin=1500, lout=40, streams=2, seed=5)
+
+
+def test_one_head_channel_equals_the_step_cost_of_its_program(streams):
+    hs = streams.head_step((-1, 1, 0), 20, "starc", 512)
+    prog, n_sel = hs.programs[0], hs.n_selection[0]
+    assert n_sel > 0
+    ref = step_cost(prog, n_sel, CFG, 128, hs.selected[0])
+    costs = ChannelCosts(CFG, 128)
+    key, c = costs.cost(build_sequential([(prog, n_sel)]))
+    split = costs.split(key)
+    assert c.cycles == ref.cycles
+    assert split["selection"] == ref.selection_cycles
+    for k, v in ref.breakdown.items():
+        assert split[k] == v, k
+    assert c.energy_pj == pytest.approx(ref.energy_pj)
+    assert c.selection_energy_pj == pytest.approx(ref.selection_energy_pj)
+
+
+def test_back_to_back_heads_are_scheduled_as_one_program(streams):
+    hs = streams.head_step((-1, 0, 0), 30, "quest", 256)
+    parts = [(p, n) for p, n in zip(hs.programs, hs.n_selection, strict=True)]
+    costs = ChannelCosts(CFG, 128)
+    cp = build_sequential(parts)
+    key, c = costs.cost(cp)
+    whole = timing.schedule(np.concatenate([p for p, _ in parts]), CFG)
+    assert c.cycles == whole.total_cycles
+    alone = [timing.schedule(p, CFG).total_cycles for p, _ in parts]
+    assert c.cycles <= sum(alone) + whole.refreshes * CFG.timing.tRFC
+    split = costs.split(key)
+    assert sum(split.values()) == c.cycles
+    assert split["selection"] > 0
+    # energy is additive over commands: the channel's is the heads' sum
+    e = sum(energy.account(p, CFG, 128).total_pj for p, _ in parts)
+    assert c.energy_pj == pytest.approx(e)
+    sel_e = sum(energy.account(p[:n], CFG, 128).total_pj for p, n in parts)
+    assert c.selection_energy_pj == pytest.approx(sel_e)
+    # the same program is scheduled once
+    n = costs.scheduled
+    costs.cost(build_sequential(parts))
+    assert costs.scheduled == n
+
+
+# ---- per token ---------------------------------------------------------------------------------
+def _spec(**kw):
+    base = dict(model=shapes.get("smollm2-135m"), batch=2, lin=700, lout=20, stacks=1, gpus=1,
+                gpu="h100-sxm", policies=("dense", "starc"), budget=256,
+                mappings=("balanced",), streams=2, seed=1)
+    base.update(kw)
+    return SystemSpec(**base)
+
+
+def test_dense_token_latency_is_layers_times_one_channel():
+    spec = _spec(policies=("dense",))
+    m = spec.model
+    st_ = Streams(CFG, head_dim=m.head_dim, group_size=m.group_size, lin=spec.lin,
+                  lout=spec.lout, streams=2, seed=1)
+    res = evaluate_step(spec, CFG, 7, st_, ChannelCosts(CFG, m.head_dim))
+    (row,) = res["rows"]
+    n = spec.lin + 7 + 1
+    # 2 x 3 = 6 instances on 16 channels: one per channel, its 3 query heads back to back
+    one = programs.dense_program(CFG, n, m.head_dim)
+    per_layer = timing.schedule(np.concatenate([one] * m.group_size), CFG).total_cycles
+    assert row["latency_cycles"] == m.n_layers * per_layer
+    e = energy.account(one, CFG, m.head_dim).total_pj
+    assert row["energy_uJ"] == pytest.approx(m.n_layers * 6 * m.group_size * e * 1e-6)
+    assert row["channel_util"] == pytest.approx(6 / 16)
+    assert row["stack_util"] == pytest.approx(1.0)
+    assert row["time_breakdown"]["selection"] == 0
+    assert sum(row["time_breakdown"].values()) == row["latency_cycles"]
+    assert row["mass_recall"] == 1.0
+
+
+def test_sparse_token_costs_add_up_and_beat_dense():
+    # at 2K tokens B = 256 is an eighth of the context (at 700 the selection pass and the
+    # row-aligned layout's sink row make STARC slower than dense on SmolLM2's d = 64)
+    spec = _spec(mappings=("balanced", "replicate"), lin=2000)
+    m = spec.model
+    st_ = Streams(CFG, head_dim=m.head_dim, group_size=m.group_size, lin=spec.lin,
+                  lout=spec.lout, streams=2, seed=1)
+    res = evaluate_step(spec, CFG, 15, st_, ChannelCosts(CFG, m.head_dim))
+    rows = {(r["policy"], r["mapping"]): r for r in res["rows"]}
+    for r in res["rows"]:
+        assert sum(r["time_breakdown"].values()) == r["latency_cycles"]
+        assert sum(r["energy_breakdown_uJ"].values()) == pytest.approx(r["energy_uJ"])
+        assert r["latency_us"] == pytest.approx(r["latency_cycles"] * CFG.timing.tCK_ns / 1e3)
+        assert 0 < r["channel_util"] <= r["stack_util"] <= 1
+    for mp in ("balanced", "replicate"):
+        d, s = rows[("dense", mp)], rows[("starc", mp)]
+        assert s["latency_cycles"] < d["latency_cycles"]
+        assert s["energy_uJ"] < d["energy_uJ"]
+        assert s["time_breakdown"]["selection"] > 0
+        assert 0 < s["mass_recall"] < 1
+        assert s["tokens_attended"] <= spec.budget
+    # replicas only split the GQA group over copies: same energy, no more latency
+    for p in ("dense", "starc"):
+        a, b = rows[(p, "balanced")], rows[(p, "replicate")]
+        assert b["energy_uJ"] == pytest.approx(a["energy_uJ"])
+        assert b["latency_cycles"] <= a["latency_cycles"]
+
+
+def test_gpu_baseline_is_bandwidth_over_bytes():
+    m = shapes.get("mistral-7b")
+    g = gpumod.get("h100-sxm")
+    n = 10_000
+    r = gpumod.attention(g, 8, n_layers=32, batch=16, n_kv_heads=8, n_q_heads=32,
+                         head_dim=128, context=n)
+    kv = 32 * 16 * 8 * n * 2 * 128 * 2
+    qo = 32 * 16 * 32 * 128 * 2 * 2
+    assert r["bytes"] == kv + qo
+    assert r["seconds"] == pytest.approx((kv + qo) / (8 * 3352e9 * 0.85))
+    assert r["bound"] == "memory"
+    assert r["energy_pj"] == pytest.approx((kv + qo) * 28.72 + 32 * 16 * 32 * n * 256 * 0.32)
+    fc = gpumod.fc_layers(g, 8, params=sum(m.fc_params().values()), batch=16)
+    assert fc["bound"] == "memory"
+    assert fc["seconds"] == pytest.approx(2 * sum(m.fc_params().values()) /
+                                          (8 * 3352e9 * 0.85))
+
+
+def test_sampled_steps_are_bin_midpoints():
+    assert sampled_steps(24000, 4) == [3000, 9000, 15000, 21000]
+    assert sampled_steps(10, 10) == list(range(10))
+    assert sampled_steps(7, 1) == [3]
+    with pytest.raises(ValueError):
+        sampled_steps(5, 6)
