@@ -81,6 +81,12 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
      "`heads_per_channel` KV heads on each of its 16 channels."),
     ("preset", "Preset figures (`starc config show`)",
      "Derived from the preset alone (docs/presets.md)."),
+    ("system", "System model (`starc system`, `starc sweep --system`)",
+     "One generated token of a whole model on HBM-PIM stacks (docs/system.md): every layer's "
+     "attention for every batch entry, each channel's program timed and charged on the golden "
+     "model. Per-step rows are one sampled decode step; summary rows average the sampled steps "
+     "(trajectory means). `token_*` is the attention on the PIM; the GPU figures are the same "
+     "token on GPUs bound by their HBM bandwidth (docs/system.md, GPU baseline)."),
 )
 
 _M: list[Metric] = []
@@ -300,6 +306,69 @@ _m("preset", "refresh_tax", "fraction", None, "tRFC / tREFI")
 _m("preset", "tokens_per_bank_row", "tokens", None, "columns_per_row / 2")
 _m("preset", "banks_per_token_d128", "banks", None, "banks one d = 128 token spans (d / 32)")
 _m("preset", "banks_per_token_d64", "banks", None, "banks one d = 64 token spans (d / 32)")
+
+# ---- system model -------------------------------------------------------------------------------
+_m("system", "mapping", "", None, "KV heads x batch onto stacks and channels (attacc, balanced, "
+   "replicate)", "How the instances (KV head x batch entry) are placed on stacks and channels: "
+   "`attacc` (AttAcc's assignment), `balanced` (round-robin over every channel), `replicate` "
+   "(balanced, with a KV head's cache copied so its GQA query heads run in parallel).")
+_m("system", "step", "", None, "decode step (0-based) along the trajectory")
+_m("system", "n_ctx", "tokens", None, "tokens the step attends over: Lin + step + 1")
+_m("system", "sampled_steps", "steps", None, "decode steps averaged in a summary row")
+_m("system", "token_cycles", "tCK", LOWER, "attention latency per generated token",
+   "Attention latency of one generated token: the sum over layers of the slowest channel's "
+   "program (a layer ends when its last channel does), selection passes included.")
+_m("system", "token_us", "us", LOWER, "token_cycles x tCK")
+_m("system", "token_energy_mJ", "mJ", LOWER, "attention energy per generated token (every "
+   "channel, explicit activation energy)", "Attention energy of one generated token: every "
+   "channel's program of every layer, explicit per-activation convention, selection passes "
+   "included; idle channels cost nothing (no background or refresh energy is modelled).")
+_m("system", "token_attacc_energy_mJ", "mJ", LOWER, "token_energy_mJ in AttAcc's per-byte "
+   "convention")
+_m("system", "token_t", "tCK", None, "token_cycles by part (selection, mac_issue, row_switch, "
+   "refresh, data_movement, softmax, drain)", "`token_cycles` split by part: per layer the "
+   "slowest channel's breakdown (the `t_<part>` categories) with its selection passes split off "
+   "exactly; the parts sum to `token_cycles`.")
+_m("system", "token_e", "mJ", None, "token_energy_mJ by part (the e_<part> categories)")
+_m("system", "token_t_share", "fraction", None, "token_t / token_cycles, per part")
+_m("system", "token_e_share", "fraction", None, "token_e / token_energy_mJ, per part")
+_m("system", "selection_share", "fraction", LOWER, "token_t.selection / token_cycles")
+_m("system", "channel_util", "fraction", HIGHER, "busy channel-cycles / (channels x latency)",
+   "Channel utilisation: the channels' busy cycles over channels x `token_cycles` (idle "
+   "channels and channels waiting for a layer's slowest one count as idle).")
+_m("system", "stack_util", "fraction", HIGHER, "per layer each stack's busiest channel / "
+   "(stacks x latency)")
+_m("system", "channels_used", "channels", None, "channels holding an instance")
+_m("system", "channels", "channels", None, "channels of all stacks")
+_m("system", "stacks_used", "stacks", None, "stacks holding an instance")
+_m("system", "stacks", "stacks", None, "HBM-PIM stacks of the system")
+_m("system", "replicas", "copies", None, "copies of each KV head's cache (mapping replicate)")
+_m("system", "bank_activations", "activations", LOWER, "bank rows opened per generated token")
+_m("system", "gpu_dense_us", "us", LOWER, "dense attention on the GPUs (HBM-bound)",
+   "The same token's dense attention on the GPUs: every K and V byte (and the queries and "
+   "outputs) over the GPUs' HBM bandwidth at AttAcc's 85 % efficiency, or the compute time at "
+   "80 % of the FP16 peak if larger.")
+_m("system", "gpu_dense_energy_mJ", "mJ", LOWER, "gpu_dense_us's DRAM + ALU energy (AttAcc's "
+   "constants)")
+_m("system", "gpu_sparse_us", "us", LOWER, "GPU reading only the attended K and V (a bound)",
+   "The GPUs reading only the K and V of the tokens the policy attends (the union over a GQA "
+   "group) and nothing for the selection: a lower bound for the policy on a GPU.")
+_m("system", "gpu_sparse_energy_mJ", "mJ", LOWER, "gpu_sparse_us's DRAM + ALU energy")
+_m("system", "gpu_over_pim", "ratio", HIGHER, "gpu_dense_us / token_us (above 1: the PIM is "
+   "faster)")
+_m("system", "fc_gpu_us", "us", LOWER, "fully connected layers on the GPUs per token",
+   "QKV and output projections, FFN and LM head on the GPUs: every weight read once per token "
+   "for the whole batch (weight-streaming bound, or compute if larger).")
+_m("system", "fc_gpu_energy_mJ", "mJ", LOWER, "fc_gpu_us's DRAM + ALU energy")
+_m("system", "model_us", "us", LOWER, "fc_gpu_us + token_us: the whole model per token (no "
+   "overlap, no communication)")
+_m("system", "gpu_model_us", "us", LOWER, "fc_gpu_us + gpu_dense_us: the GPU-only system per "
+   "token")
+_m("system", "pim_gain", "ratio", HIGHER, "GPU-only dense / PIM dense attention (PIM's gain)")
+_m("system", "policy_speedup", "ratio", HIGHER, "PIM dense / the variant's token_us (the "
+   "policy's gain on the PIM)")
+_m("system", "channel_programs", "programs", None, "distinct channel programs of a step "
+   "(identical ones are timed once)")
 
 METRICS: dict[str, Metric] = {}
 for _x in _M:

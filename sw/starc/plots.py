@@ -29,7 +29,8 @@ from typing import Any
 
 __all__ = ["FORMATS", "accuracy_by_task", "accuracy_vs_budget", "breakdown", "cost_vs_budget",
            "facet_title", "label", "pareto", "pareto_front", "perplexity_change",
-           "policy_style", "reductions_vs_papers", "save", "suptitle"]
+           "policy_style", "reductions_vs_papers", "save", "suptitle", "system_breakdown",
+           "system_trajectory"]
 
 #: files :func:`save` writes per figure: a raster for reading, vectors for papers
 FORMATS = ("png", "svg", "pdf")
@@ -326,6 +327,81 @@ def breakdown(rows: Sequence[dict[str, Any]], *, budget: Any, planner: str | Non
     _suptitle(fig, suptitle("cycle and energy breakdown per decode step and query head",
                           preset=[p[0] for p in pts], budget=budget, planner=planner,
                           sampling=sampling))
+    return fig
+
+
+# ---- system model: per generated token along the decode trajectory ------------------------------
+_MAPPING_DASH = {"attacc": "-", "balanced": ":", "replicate": "--"}
+
+
+def system_trajectory(rows: Sequence[dict[str, Any]], *, setting: str) -> Any:
+    """Attention latency (token_us) and energy (token_energy_mJ) per generated token against the
+    context (n_ctx), one line per policy (dash per mapping), the GPU-only dense attention
+    beside them (gpu_dense_us, gpu_dense_energy_mJ): latency left, energy right."""
+    if not rows:
+        return None
+    plt = _plt()
+    fig, axes = _subplots(plt, 1, 2, figsize=(11, 4.6))
+    mappings = sorted({r["mapping"] for r in rows})
+    for mapping in mappings:
+        for p in policy_order({r["policy"] for r in rows}):
+            rs = sorted((r for r in rows if r["policy"] == p and r["mapping"] == mapping),
+                        key=lambda r: r["n_ctx"])
+            if not rs:
+                continue
+            col, mk = policy_style(p)
+            lab = p if len(mappings) == 1 else f"{p} ({mapping})"
+            for ax, name in zip(axes, ("token_us", "token_energy_mJ"), strict=True):
+                ax.plot([r["n_ctx"] for r in rs], [_num(r.get(name)) for r in rs],
+                        _MAPPING_DASH.get(mapping, "-."), color=col, marker=mk, ms=4, lw=1.2,
+                        label=lab)
+    gpu = sorted({(r["n_ctx"], r["gpu_dense_us"], r["gpu_dense_energy_mJ"]) for r in rows})
+    for ax, i in ((axes[0], 1), (axes[1], 2)):
+        ax.plot([g[0] for g in gpu], [g[i] for g in gpu], color="#999999", lw=2.2, alpha=0.7,
+                label="GPU-only dense")
+        ax.set_xlabel(label("n_ctx", "context"))
+        ax.set_yscale("log")
+    axes[0].set_ylabel(label("token_us"))
+    axes[1].set_ylabel(label("token_energy_mJ"))
+    _legend(fig, list(axes))
+    _suptitle(fig, suptitle("attention latency and energy per generated token along the decode "
+                            "trajectory", point=setting))
+    return fig
+
+
+def system_breakdown(summary: Sequence[dict[str, Any]], *, setting: str) -> Any:
+    """Stacked breakdowns of the per-token attention (trajectory means): latency parts
+    (token_t, drawn in us) left, energy parts (token_e) right, one bar per policy and mapping;
+    parts that are zero everywhere are not drawn."""
+    if not summary:
+        return None
+    plt = _plt()
+    order = policy_order({r["policy"] for r in summary})
+    rows = sorted(summary, key=lambda r: (r["mapping"], order.index(r["policy"])))
+    several = len({r["mapping"] for r in rows}) > 1
+    names = [f"{r['policy']}\n{r['mapping']}" if several else r["policy"] for r in rows]
+    fig, axes = _subplots(plt, 1, 2, figsize=(max(8.0, 1.1 * len(rows) + 3), 4.8))
+    for ax, key, parts, total in ((axes[0], "token_t", T_PARTS, "token_us"),
+                                  (axes[1], "token_e", E_PARTS, "token_energy_mJ")):
+        bottom = [0.0] * len(rows)
+        for part in parts:
+            if key == "token_t":     # cycles of the part, drawn as its share of token_us
+                vals = [r[key].get(part, 0) / r["token_cycles"] * r["token_us"]
+                        if r["token_cycles"] else 0.0 for r in rows]
+            else:
+                vals = [r[key].get(part, 0.0) for r in rows]
+            if not any(vals):
+                continue
+            ax.bar(names, vals, bottom=bottom, color=PART_COLOURS[part], label=part, width=0.7)
+            bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
+        ax.set_ylabel(label(total))
+        ax.tick_params(axis="x", rotation=30)
+        ax.grid(axis="x", visible=False)
+        ax.legend(loc="upper right", fontsize=7)
+    axes[0].set_title("latency parts (the slowest channel of each layer)")
+    axes[1].set_title("energy parts (every channel)")
+    _suptitle(fig, suptitle("attention per generated token by part (means over the sampled "
+                            "steps)", point=setting))
     return fig
 
 

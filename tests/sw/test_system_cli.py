@@ -23,10 +23,10 @@ def test_system_json_and_cache(tmp_path, capsys):
         {("dense", "attacc"), ("starc", "attacc")}
     for r in a["summary"]:
         steps = [x for s in a["steps"] for x in s["rows"] if x["policy"] == r["policy"]]
-        assert r["latency_us"] == pytest.approx(sum(x["latency_us"] for x in steps) / 2)
+        assert r["token_us"] == pytest.approx(sum(x["token_us"] for x in steps) / 2)
     (red,) = a["reductions"]
     d, s = ({r["policy"]: r for r in a["summary"]}[p] for p in ("dense", "starc"))
-    assert red["latency_vs_dense"] == pytest.approx(1 - s["latency_us"] / d["latency_us"])
+    assert red["latency_vs_dense"] == pytest.approx(1 - s["token_us"] / d["token_us"])
     # the second run is served from the cache: the same figures
     assert main(args) == 0
     b = json.loads(capsys.readouterr().out)
@@ -38,13 +38,27 @@ def test_system_table_and_report(tmp_path, capsys):
     assert main(["system", *SMALL, "--mappings", "attacc", "replicate", "--cache-dir",
                  str(tmp_path / "c"), "-o", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "per generated token" in text and "GPU/PIM" in text and "KV capacity" in text
+    assert "per generated token" in text and "gpu_over_pim" in text and "KV capacity" in text
+    assert text.count("Columns (") == 3                  # a glossary line under every table
     for f in ("README.md", "system.json", "steps.csv", "summary.csv", "trajectory.png",
-              "breakdown.png"):
+              "trajectory.svg", "breakdown.png", "breakdown.pdf"):
         assert (out / f).is_file(), f
-    rows = list(csv.DictReader(open(out / "steps.csv")))
+    rows = list(csv.DictReader((out / "steps.csv").read_text().splitlines()))
     assert len(rows) == 2 * 2 * 2          # steps x policies x mappings
     assert "replicate" in (out / "README.md").read_text()
+
+
+def test_every_output_column_is_a_registered_metric(tmp_path, capsys):
+    from starc.glossary import get
+    from starc.report import flatten
+    from starc.system.cli import table_rows
+    assert main(["system", *SMALL, "--cache-dir", str(tmp_path / "c"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    rows = [r for s in res["steps"] for r in s["rows"]] + res["summary"] + res["reductions"]
+    rows += [r for t in table_rows(res).values() for r in t]
+    for r in rows:
+        for k in flatten(r):
+            get(k)                                   # raises UnknownMetric
 
 
 def test_kv_that_does_not_fit_is_one_error_with_the_missing_amount(capsys):
@@ -74,7 +88,7 @@ def test_sweep_system_grid(tmp_path, capsys):
                  "--budgets", "256", "--workers", "1", "--cache-dir", str(tmp_path / "c"),
                  "-o", str(out)]) == 0
     capsys.readouterr()
-    rows = list(csv.DictReader(open(out / "summary.csv")))
+    rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
     assert sorted({r["batch"] for r in rows}) == ["1", "2"]
     assert (out / "trajectory_2.png").is_file()
 

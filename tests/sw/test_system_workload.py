@@ -102,7 +102,7 @@ def test_real_kv_files_batch_entries_cycle_over_files(tmp_path):
         "smollm2-3layers", 3, 576, 9, 3, 64, 1536, True, 49152, "test")})
     res = evaluate_step(small, CFG, 1, st, ChannelCosts(CFG, 64))
     rows = {r["policy"]: r for r in res["rows"]}
-    assert res["context"] == 702
+    assert res["n_ctx"] == 702
     # layers 0 and 1 are dense under every policy: quest differs from dense in layer 2 only
-    assert 0 < rows["quest"]["tokens_attended"] <= 128
-    assert rows["quest"]["latency_cycles"] != rows["dense"]["latency_cycles"]
+    assert 0 < rows["quest"]["selected"] <= 128
+    assert rows["quest"]["token_cycles"] != rows["dense"]["token_cycles"]

@@ -88,11 +88,11 @@ def system_point(point: dict[str, Any]) -> dict[str, Any]:
 
 
 #: per-token metrics averaged over the sampled steps
-_MEAN_KEYS = ("latency_cycles", "latency_us", "energy_uJ", "attacc_energy_uJ", "channel_util",
-              "stack_util", "bank_activations", "tokens_attended", "group_union", "mass_recall",
-              "gpu_dense_us", "gpu_dense_energy_uJ", "gpu_sparse_bound_us",
-              "gpu_sparse_bound_energy_uJ", "fc_gpu_us", "fc_gpu_energy_uJ", "whole_model_us",
-              "gpu_only_whole_model_us")
+_MEAN_KEYS = ("token_cycles", "token_us", "token_energy_mJ", "token_attacc_energy_mJ",
+              "channel_util", "stack_util", "bank_activations", "selected", "union_tokens",
+              "mass_recall", "gpu_dense_us", "gpu_dense_energy_mJ", "gpu_sparse_us",
+              "gpu_sparse_energy_mJ", "fc_gpu_us", "fc_gpu_energy_mJ", "model_us",
+              "gpu_model_us")
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -105,28 +105,28 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             groups.setdefault((r["policy"], r["mapping"]), []).append(r)
     out = []
     for (policy, mapping), rs in groups.items():
-        row: dict[str, Any] = {"policy": policy, "mapping": mapping, "steps": len(rs),
-                               "contexts": [r["context"] for r in rs]}
+        row: dict[str, Any] = {"policy": policy, "mapping": mapping, "sampled_steps": len(rs),
+                               "n_ctx": [r["n_ctx"] for r in rs]}
         for k in _MEAN_KEYS:
             xs = [r[k] for r in rs if r.get(k) is not None]
             row[k] = float(np.mean(xs)) if xs else None
-        for k in ("time_breakdown", "energy_breakdown_uJ"):
-            keys = sorted({kk for r in rs for kk in r[k]})
+        for k in ("token_t", "token_e"):
+            keys = list(dict.fromkeys(kk for r in rs for kk in r[k]))
             row[k] = {kk: float(np.mean([r[k].get(kk, 0) for r in rs])) for kk in keys}
         for k in ("channels_used", "channels", "stacks_used", "stacks", "replicas"):
             row[k] = rs[0][k]
-        lat = row["latency_us"]
-        row["pim_speedup_vs_gpu_dense"] = row["gpu_dense_us"] / lat if lat else None
-        tb = row["time_breakdown"]
-        row["selection_share"] = tb.get("selection", 0) / row["latency_cycles"] \
-            if row["latency_cycles"] else 0.0
+        lat = row["token_us"]
+        row["gpu_over_pim"] = row["gpu_dense_us"] / lat if lat else None
+        row["selection_share"] = row["token_t"].get("selection", 0) / row["token_cycles"] \
+            if row["token_cycles"] else 0.0
         out.append(row)
     return out
 
 
 def reductions(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per mapping and STARC variant: latency and energy reductions of the trajectory means
-    against dense and against token-wise selection (``sparq``), selection included."""
+    against dense and against token-wise selection (``sparq``), selection included; PIM's gain
+    (GPU-only dense over PIM dense) and the policy's (PIM dense over the variant)."""
     by = {(r["mapping"], r["policy"]): r for r in summary}
     out = []
     for mapping in sorted({r["mapping"] for r in summary}):
@@ -135,18 +135,18 @@ def reductions(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if s is None:
                 continue
             row: dict[str, Any] = {"mapping": mapping, "variant": star}
-            for base, name in (("dense", "dense"), ("sparq", "tokenwise")):
+            for base, name in (("sparq", "tokenwise"), ("dense", "dense")):
                 b = by.get((mapping, base))
                 if b is None:
                     continue
-                row[f"latency_vs_{name}"] = 1 - s["latency_us"] / b["latency_us"]
-                row[f"energy_vs_{name}"] = 1 - s["energy_uJ"] / b["energy_uJ"]
-                row[f"attacc_energy_vs_{name}"] = 1 - s["attacc_energy_uJ"] / \
-                    b["attacc_energy_uJ"]
+                row[f"latency_vs_{name}"] = 1 - s["token_us"] / b["token_us"]
+                row[f"energy_vs_{name}"] = 1 - s["token_energy_mJ"] / b["token_energy_mJ"]
+                row[f"attacc_energy_vs_{name}"] = 1 - s["token_attacc_energy_mJ"] / \
+                    b["token_attacc_energy_mJ"]
             d = by.get((mapping, "dense"))
             if d is not None:
-                row["pim_gain_dense_vs_gpu"] = d["gpu_dense_us"] / d["latency_us"]
-                row["policy_gain_vs_pim_dense"] = d["latency_us"] / s["latency_us"]
+                row["pim_gain"] = d["gpu_dense_us"] / d["token_us"]
+                row["policy_speedup"] = d["token_us"] / s["token_us"]
             out.append(row)
     return out
 

@@ -202,9 +202,9 @@ def run_system(confs: list[dict[str, Any]], n_steps: int, *, workers: int | None
             "config": conf, "model": m.as_dict(), "preset": cfg.name,
             "tck_ns": cfg.timing.tCK_ns, "steps": res, "summary": summary,
             "reductions": reductions(summary), "capacity": capacity,
-            "gpu_memory": {"weights_GB": weights / 1e9, "kv_GiB_at_end": kv_gib,
+            "gpu_memory": {"weights_GB": weights / 1e9, "kv_GiB": kv_gib,
                            "gpu_GiB": conf["gpus"] * g.memory_bytes / 2**30,
-                           "fits": weights + kv_gib * 2**30 <= conf["gpus"] * g.memory_bytes},
+                           "gpu_fits": weights + kv_gib * 2**30 <= conf["gpus"] * g.memory_bytes},
             "wall_s": wall, "point_seconds": [r["seconds"] for r in res]})
     return out
 
@@ -213,83 +213,88 @@ def _title(res: dict[str, Any]) -> str:
     c = res["config"]
     src = f"{len(c['kv'])} KV file(s)" if c["kv"] else f"{c['streams']} synthetic head streams"
     return (f"{c['model']}, batch {c['batch']}, context {c['lin']} -> {c['lin'] + c['lout']} "
-            f"({len(res['steps'])} sampled steps), {c['stacks']} stacks of {res['preset']}, "
+            f"({len(res['steps'])} sampled step{'s' * (len(res['steps']) != 1)}), "
+            f"{c['stacks']} stack{'s' * (c['stacks'] != 1)} of {res['preset']}, "
             f"{c['gpus']} x {c['gpu']}; B = {c['budget']}; schedule {c['schedule']}; {src}")
 
 
-def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
-    """The per-token tables (title, columns, rows)."""
+T_SHARES = ("selection", "mac_issue", "row_switch", "refresh", "data_movement", "softmax")
+E_SHARES = ("selection", "activation", "column_access", "mac", "data_movement", "softmax",
+            "host_io")
+#: fraction columns, printed as percentages
+_PCT = {"latency_vs_dense", "energy_vs_dense", "selection_share", "channel_util", "stack_util",
+        "latency_vs_tokenwise", "energy_vs_tokenwise", "attacc_energy_vs_dense",
+        *(f"token_t_share.{k}" for k in T_SHARES), *(f"token_e_share.{k}" for k in E_SHARES)}
+COLUMNS_TOKEN = ("policy", "mapping", "token_us", "latency_vs_dense", "token_energy_mJ",
+                 "energy_vs_dense", "selection_share", "channel_util", "stack_util",
+                 "mass_recall", "selected", "gpu_dense_us", "gpu_over_pim", "model_us",
+                 "gpu_model_us")
+COLUMNS_SHARES = ("policy", "mapping", *(f"token_t_share.{k}" for k in T_SHARES),
+                  *(f"token_e_share.{k}" for k in E_SHARES))
+COLUMNS_REDUCTIONS = ("mapping", "variant", "latency_vs_tokenwise", "energy_vs_tokenwise",
+                      "latency_vs_dense", "energy_vs_dense", "attacc_energy_vs_dense",
+                      "pim_gain", "policy_speedup")
+
+
+def table_rows(res: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of the three tables, keyed by metric name (trajectory means)."""
     summ = sorted(res["summary"], key=lambda r: (r["mapping"], _order(r["policy"])))
     dense = {r["mapping"]: r for r in summ if r["policy"] == "dense"}
-    t1 = []
+    token, shares = [], []
     for r in summ:
         d = dense.get(r["mapping"])
-        t1.append([r["policy"], r["mapping"], r["latency_us"],
-                   _pct(1 - r["latency_us"] / d["latency_us"]) if d else "-",
-                   r["energy_uJ"] / 1e3,
-                   _pct(1 - r["energy_uJ"] / d["energy_uJ"]) if d else "-",
-                   _pct(r["selection_share"]), _pct(r["channel_util"]), _pct(r["stack_util"]),
-                   r["mass_recall"], r["gpu_dense_us"], r["pim_speedup_vs_gpu_dense"],
-                   r["whole_model_us"] / 1e3, r["gpu_only_whole_model_us"] / 1e3])
-    c1 = ["policy", "mapping", "attn us", "vs dense", "attn mJ", "vs dense", "selection",
-          "ch. util", "stack util", "recall", "GPU dense us", "GPU/PIM", "model ms",
-          "GPU-only model ms"]
-    t2 = []
-    for r in summ:
-        tb, eb = r["time_breakdown"], r["energy_breakdown_uJ"]
-        lat, en = r["latency_cycles"] or 1, r["energy_uJ"] or 1
-        t2.append([r["policy"], r["mapping"],
-                   *[_pct(tb.get(k, 0) / lat) for k in ("selection", "mac_issue", "row_switch",
-                                                       "refresh", "data_movement", "softmax")],
-                   *[_pct(eb.get(k, 0) / en) for k in ("selection", "activation",
-                                                      "column_access", "mac", "data_movement",
-                                                      "softmax", "host_io")]])
-    c2 = ["policy", "mapping", "t: selection", "MAC", "row switch", "refresh", "moves",
-          "softmax", "E: selection", "activation", "column", "MAC", "moves", "softmax",
-          "host I/O"]
-    t3 = [[x["mapping"], x["variant"], *[_pct(x.get(k)) for k in (
-        "latency_vs_tokenwise", "energy_vs_tokenwise", "latency_vs_dense", "energy_vs_dense",
-        "attacc_energy_vs_dense")], _times(x.get("pim_gain_dense_vs_gpu")),
-        _times(x.get("policy_gain_vs_pim_dense"))] for x in res["reductions"]]
-    c3 = ["mapping", "variant", "lat. vs sparq", "E vs sparq", "lat. vs dense", "E vs dense",
-          "AttAcc E vs dense", "PIM gain (GPU / PIM dense)", "policy gain (PIM dense / it)"]
+        token.append({**r, "latency_vs_dense": 1 - r["token_us"] / d["token_us"] if d else None,
+                      "energy_vs_dense": 1 - r["token_energy_mJ"] / d["token_energy_mJ"]
+                      if d else None})
+        lat, en = r["token_cycles"] or 1, r["token_energy_mJ"] or 1
+        shares.append({"policy": r["policy"], "mapping": r["mapping"],
+                       **{f"token_t_share.{k}": r["token_t"].get(k, 0) / lat for k in T_SHARES},
+                       **{f"token_e_share.{k}": r["token_e"].get(k, 0) / en for k in E_SHARES}})
+    return {"token": token, "shares": shares, "reductions": res["reductions"]}
+
+
+def _cells(row: dict[str, Any], columns: tuple[str, ...]) -> list[str]:
+    from starc.planner.table import cell
+    out = []
+    for k in columns:
+        v = row.get(k)
+        out.append("-" if v is None else f"{100 * v:.1f} %" if k in _PCT else cell(v))
+    return out
+
+
+def tables(res: dict[str, Any]) -> list[tuple[str, tuple[str, ...], list[list[str]]]]:
+    """The per-token tables (title, columns, formatted rows)."""
+    rows = table_rows(res)
     title = _title(res)
-    return [(f"per generated token, attention only (mean over the sampled steps): {title}",
-             c1, t1),
-            ("breakdowns: t = share of the attention latency (slowest channel of each layer), "
-             "E = share of the attention energy (every channel)", c2, t2),
-            ("reductions with selection paid for (trajectory means)", c3, t3)]
+    return [(f"per generated token, attention on the PIM (means over the sampled steps): "
+             f"{title}", COLUMNS_TOKEN, [_cells(r, COLUMNS_TOKEN) for r in rows["token"]]),
+            ("breakdown shares: of token_cycles (the slowest channel of each layer) and of "
+             "token_energy_mJ (every channel)", COLUMNS_SHARES,
+             [_cells(r, COLUMNS_SHARES) for r in rows["shares"]]),
+            ("reductions with the selection passes paid for (trajectory means)",
+             COLUMNS_REDUCTIONS, [_cells(r, COLUMNS_REDUCTIONS) for r in rows["reductions"]])]
 
 
 def _order(p: str) -> int:
-    order = ("dense", "oracle", "quest", "sparq", "streaming", "starc", "starc-row",
-             "starc-global")
-    return order.index(p) if p in order else 99
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
-
-
-def _times(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f} x"
+    from starc.planner.registry import POLICIES
+    return POLICIES.index(p) if p in POLICIES else 99
 
 
 def _footer(res: dict[str, Any]) -> list[str]:
-    gib = 2**30
     lines = []
     for mapping, cap in res["capacity"].items():
-        lines.append(f"KV capacity ({mapping}): {cap['kv_bytes'] / gib:.1f} GiB of K and V at "
-                     f"{res['config']['lin'] + res['config']['lout']} tokens in "
-                     f"{cap['capacity_bytes'] / gib:.0f} GiB of stacks; busiest channel "
+        lines.append(f"KV capacity ({mapping}): {cap['kv_GiB']:.1f} GiB of K and V at "
+                     f"{res['config']['lin'] + res['config']['lout']} tokens "
+                     f"({cap['replicas']} cop{'y' if cap['replicas'] == 1 else 'ies'}) in "
+                     f"{cap['stacks_GiB']:.0f} GiB of stacks; busiest channel "
                      f"{cap['rows_needed_max']} of {cap['rows_per_bank']} rows per bank")
     gm = res["gpu_memory"]
     lines.append(f"GPU-only baseline memory: {gm['weights_GB']:.1f} GB of weights + "
-                 f"{gm['kv_GiB_at_end']:.1f} GiB of KV at the end in {gm['gpu_GiB']:.0f} GiB: "
-                 f"{'fits' if gm['fits'] else 'does NOT fit (its figures are bounds only)'}")
-    lines.append("Scope: attention on the PIM (every layer, every batch entry); 'model ms' adds "
-                 "the fully connected layers on the GPUs (weight-streaming bound, no "
-                 "communication, norms or overlap). Cycles in tCK of the preset "
+                 f"{gm['kv_GiB']:.1f} GiB of KV at the end in {gm['gpu_GiB']:.0f} GiB: "
+                 f"{'fits' if gm['gpu_fits'] else 'does NOT fit (its figures are bounds only)'}")
+    lines.append("Scope: token_* is the attention on the PIM (every layer, every batch entry); "
+                 "model_us adds the fully connected layers on the GPUs (weight-streaming bound; "
+                 "no communication, norms or overlap). Cycles in tCK of the preset "
                  f"({res['tck_ns']:.4g} ns).")
     return lines
 
@@ -297,8 +302,9 @@ def _footer(res: dict[str, Any]) -> list[str]:
 def write_report(rep: Any, results: list[dict[str, Any]], *, command: str = "system") -> None:
     """The report folder of one or more configurations: JSON, CSV (every sampled step, and the
     trajectory means), PNG (trajectory and breakdown per configuration) and a README."""
+    from starc.glossary import glossary_line
+    from starc.plots import system_breakdown, system_trajectory
     from starc.report import markdown_table
-    from starc.system.plots import plot_breakdown, plot_trajectory
     many = len(results) > 1
     with rep:
         rep.json("system.json", results if many else results[0])
@@ -311,19 +317,30 @@ def write_report(rep: Any, results: list[dict[str, Any]], *, command: str = "sys
         for i, res in enumerate(results, 1):
             title = _title(res)
             sfx = f"_{i}" if many else ""
-            rep.figure(f"trajectory{sfx}.png", plot_trajectory(res["steps"], title=title))
-            rep.figure(f"breakdown{sfx}.png", plot_breakdown(res["summary"], title=title))
+            rep.figure(f"trajectory{sfx}.png", system_trajectory(
+                [r for s in res["steps"] for r in s["rows"]], setting=title))
+            rep.figure(f"breakdown{sfx}.png", system_breakdown(res["summary"], setting=title))
             md += [f"## {title}\n\n" if many else f"{title}\n\n"]
             for t, c, rows in tables(res):
-                md += [f"### {t.split(':')[0]}\n\n", markdown_table(c, rows), "\n"]
+                md += [f"### {t.split(':')[0]}\n\n", markdown_table(c, rows), "\n",
+                       glossary_line(c), "\n\n"]
             md += ["\n".join(f"- {x}" for x in _footer(res)), "\n\n",
                    f"![trajectory](trajectory{sfx}.png)\n\n![breakdown](breakdown{sfx}.png)"
                    f"\n\n"]
         rep.text("README.md", "".join(md))
 
 
+def print_tables(res: dict[str, Any]) -> None:
+    """The three tables with their glossary lines, then the capacity and scope lines."""
+    from starc.planner.table import print_rows
+    for t, cols, rows in tables(res):
+        print_rows(t, cols, rows, left=lambda k: k in ("policy", "mapping", "variant"))
+    for line in _footer(res):
+        print(line)
+
+
 def _run(args: argparse.Namespace) -> int:
-    from starc.cli import print_json, print_table
+    from starc.cli import print_json
     from starc.report import ReportWriter
     conf = config_from_args(args)
     rep = None
@@ -341,10 +358,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(res)
         return 0
-    for t, cols, rows in tables(res):
-        print_table(t, cols, rows)
-    for line in _footer(res):
-        print(line)
+    print_tables(res)
     if rep is not None:
         print(f"report written to {args.out}/")
     return 0

@@ -160,13 +160,13 @@ def capacity(m: Mapping, cfg: Config, *, head_dim: int, n_layers: int, context: 
     row_bytes_channel = cfg.org.row_bytes * cfg.org.banks_per_channel   # one row in every bank
     short_rows = sum(max(0, x - have) for x in need)
     kv_bytes = m.instances * m.replicas * n_layers * 2 * context * head_dim * 2
+    gib = 2 ** 30
     return {"rows_per_region": per_region, "rows_needed_max": need[busiest],
             "rows_per_bank": have, "busiest_channel": list(m.channel_of(busiest)),
-            "busiest_instances": len(m.items[busiest]),
-            "fits": need[busiest] <= have,
-            "short_bytes": short_rows * row_bytes_channel,
-            "kv_bytes": kv_bytes, "capacity_bytes": m.stacks * cfg.org.stack_bytes,
-            "used_bytes": sum(need) * row_bytes_channel}
+            "busiest_copies": len(m.items[busiest]), "replicas": m.replicas,
+            "fits": need[busiest] <= have, "short_GiB": short_rows * row_bytes_channel / gib,
+            "kv_GiB": kv_bytes / gib, "stacks_GiB": m.stacks * cfg.org.stack_bytes / gib,
+            "rows_GiB": sum(need) * row_bytes_channel / gib}
 
 
 def check_capacity(m: Mapping, cfg: Config, *, head_dim: int, n_layers: int, context: int,
@@ -184,16 +184,15 @@ def check_capacity(m: Mapping, cfg: Config, *, head_dim: int, n_layers: int, con
                     context=context)["fits"]:
             fewest = s
             break
-    gib = 2 ** 30
     stack, ch = cap["busiest_channel"]
     more = f"use at least {fewest} stacks (--stacks {fewest}), " if fewest else ""
     raise CapacityError(
         f"the KV cache does not fit{what}: channel {ch} of stack {stack} holds "
-        f"{cap['busiest_instances']} KV head copies x {n_layers} layers at {context} tokens and "
+        f"{cap['busiest_copies']} KV head copies x {n_layers} layers at {context} tokens and "
         f"needs {cap['rows_needed_max']} rows per bank ({cap['rows_per_region']} per layer and "
         f"head, keys + values + recent buffer + selection metadata), preset {cfg.name!r} has "
         f"{cap['rows_per_bank']}: {cap['rows_needed_max'] - cap['rows_per_bank']} rows per bank "
-        f"missing there, {cap['short_bytes'] / gib:.2f} GiB missing over all overfull channels "
-        f"(the cache is {cap['kv_bytes'] / gib:.2f} GiB of K and V, {m.stacks} stacks hold "
-        f"{cap['capacity_bytes'] / gib:.0f} GiB); {more}a smaller batch, a shorter context or "
+        f"missing there, {cap['short_GiB']:.2f} GiB missing over all overfull channels "
+        f"(the cache is {cap['kv_GiB']:.2f} GiB of K and V, {m.stacks} stacks hold "
+        f"{cap['stacks_GiB']:.0f} GiB); {more}a smaller batch, a shorter context or "
         f"another --mapping")

@@ -164,44 +164,43 @@ def evaluate_step(spec: SystemSpec, cfg: Config, step: int, streams: Streams,
                 acc.tbd.update(costs.split(key))
             rows.append(_row(spec, cfg, mp, policy, step, n_ctx, acc, stats, union_tokens, gpu,
                              gpu_dense, fc))
-    return {"step": step, "context": n_ctx, "rows": rows,
-            "gpu": {"dense_attention": gpu_dense, "fc": fc},
-            "channel_programs": len(used)}
+    return {"step": step, "n_ctx": n_ctx, "rows": rows, "channel_programs": len(used)}
 
 
 def _row(spec: SystemSpec, cfg: Config, mp: Mapping, policy: str, step: int, n_ctx: int,
          acc: _Acc, stats: dict[str, list[float]], union_tokens: float, gpu: gpumod.GPU,
          gpu_dense: dict[str, float], fc: dict[str, float]) -> dict[str, Any]:
+    """One row (metric names of :mod:`starc.glossary`, group ``system``)."""
     m = spec.model
     tck = cfg.timing.tCK_ns
     lat_s = acc.latency * tck * 1e-9
     sparse_gpu = gpumod.attention(gpu, spec.gpus, n_layers=m.n_layers, batch=spec.batch,
                                   n_kv_heads=m.n_kv_heads, n_q_heads=m.n_q_heads,
                                   head_dim=m.head_dim, context=n_ctx, tokens_read=union_tokens)
-    total_ch = mp.total_channels
 
     def mean(xs: list[float]) -> float | None:
         return float(np.mean(xs)) if xs else None
 
+    t = {k: int(acc.tbd.get(k, 0)) for k in TIME_CATEGORIES}
     return {
-        "policy": policy, "mapping": mp.strategy, "step": step, "context": n_ctx,
-        "latency_cycles": acc.latency, "latency_us": lat_s * 1e6,
-        "energy_uJ": acc.energy * 1e-6, "attacc_energy_uJ": acc.attacc * 1e-6,
-        "time_breakdown": {k: int(acc.tbd.get(k, 0)) for k in TIME_CATEGORIES},
-        "energy_breakdown_uJ": {k: v * 1e-6 for k, v in sorted(acc.ebd.items())},
-        "channel_util": acc.busy / (total_ch * acc.latency) if acc.latency else 0.0,
+        "policy": policy, "mapping": mp.strategy, "step": step, "n_ctx": n_ctx,
+        "token_cycles": acc.latency, "token_us": lat_s * 1e6,
+        "token_energy_mJ": acc.energy * 1e-9, "token_attacc_energy_mJ": acc.attacc * 1e-9,
+        "token_t": t, "token_e": {k: v * 1e-9 for k, v in sorted(acc.ebd.items())},
+        "selection_share": t["selection"] / acc.latency if acc.latency else 0.0,
+        "channel_util": acc.busy / (mp.total_channels * acc.latency) if acc.latency else 0.0,
         "stack_util": acc.stack_busy / (mp.stacks * acc.latency) if acc.latency else 0.0,
-        "channels_used": mp.used_channels(), "channels": total_ch,
-        "stacks_used": mp.used_stacks(), "stacks": mp.stacks,
-        "replicas": mp.replicas, "bank_activations": acc.activations,
-        "tokens_attended": mean(stats["selected"]), "group_union": mean(stats["union"]),
+        "channels_used": mp.used_channels(), "channels": mp.total_channels,
+        "stacks_used": mp.used_stacks(), "stacks": mp.stacks, "replicas": mp.replicas,
+        "bank_activations": acc.activations,
+        "selected": mean(stats["selected"]), "union_tokens": mean(stats["union"]),
         "mass_recall": mean(stats["recall"]),
         "gpu_dense_us": gpu_dense["seconds"] * 1e6,
-        "gpu_dense_energy_uJ": gpu_dense["energy_pj"] * 1e-6,
-        "gpu_sparse_bound_us": sparse_gpu["seconds"] * 1e6,
-        "gpu_sparse_bound_energy_uJ": sparse_gpu["energy_pj"] * 1e-6,
-        "pim_speedup_vs_gpu_dense": gpu_dense["seconds"] / lat_s if lat_s else None,
-        "fc_gpu_us": fc["seconds"] * 1e6, "fc_gpu_energy_uJ": fc["energy_pj"] * 1e-6,
-        "whole_model_us": (fc["seconds"] + lat_s) * 1e6,
-        "gpu_only_whole_model_us": (fc["seconds"] + gpu_dense["seconds"]) * 1e6,
+        "gpu_dense_energy_mJ": gpu_dense["energy_pj"] * 1e-9,
+        "gpu_sparse_us": sparse_gpu["seconds"] * 1e6,
+        "gpu_sparse_energy_mJ": sparse_gpu["energy_pj"] * 1e-9,
+        "gpu_over_pim": gpu_dense["seconds"] / lat_s if lat_s else None,
+        "fc_gpu_us": fc["seconds"] * 1e6, "fc_gpu_energy_mJ": fc["energy_pj"] * 1e-9,
+        "model_us": (fc["seconds"] + lat_s) * 1e6,
+        "gpu_model_us": (fc["seconds"] + gpu_dense["seconds"]) * 1e6,
     }
