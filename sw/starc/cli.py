@@ -174,50 +174,65 @@ def _config_list(args: argparse.Namespace) -> int:
 
 
 # ---- timing ------------------------------------------------------------------------------------
-def dense_cost_rows(cfg: cfgmod.Config, lengths: Sequence[int], head_dim: int
-                    ) -> list[dict[str, Any]]:
-    """One row per context length: the dense program's cost (names of starc.glossary)."""
+def dense_cost_rows(cfg: cfgmod.Config, lengths: Sequence[int], head_dim: int,
+                    heads: int = 1) -> list[dict[str, Any]]:
+    """One row per context length: the dense program's cost (names of starc.glossary); with
+    ``heads`` > 1, that many KV heads of L tokens each on the channel in the overlapped order
+    (docs/multihead.md)."""
     from starc.golden import energy, programs, timing
+    from starc.golden.attacc import mac_stream_bound
+    from starc.isa import Op
     from starc.metrics import floor_cycles
     out = []
     for L in lengths:
-        prog = programs.dense_program(cfg, L, head_dim)
+        prog = programs.dense_program(cfg, L, head_dim, heads=heads)
         s = timing.schedule(prog, cfg)
         e = energy.account(prog, cfg, head_dim)
-        floor = floor_cycles(cfg, L, head_dim)
+        floor = floor_cycles(cfg, heads * L, head_dim)
+        stream = mac_stream_bound(cfg, int((prog["op"] == int(Op.ACTAB)).sum()))
         out.append({"L": L, "commands": len(s.program), "cycles": s.total_cycles,
                     "ns": s.total_ns, "energy_nJ": e.total_pj / 1e3,
                     "attacc_energy_nJ": e.attacc_pj / 1e3, "floor_cycles": floor,
-                    "ratio_to_floor": s.total_cycles / floor, "refreshes": s.refreshes,
+                    "ratio_to_floor": s.total_cycles / floor, "mac_stream_cycles": stream,
+                    "ratio_to_mac_stream": s.total_cycles / stream, "refreshes": s.refreshes,
                     **{f"t_{k}": v for k, v in s.breakdown.items()},
                     **{f"e_{k}": v / 1e3 for k, v in e.breakdown.items()}})
     return out
 
 
 _DENSE_COLUMNS = ("L", "commands", "cycles", "ns", "energy_nJ", "attacc_energy_nJ",
-                  "ratio_to_floor", "refreshes")
+                  "ratio_to_floor", "ratio_to_mac_stream", "refreshes")
 _ATTACC_COLUMNS = ("L", "cycles", "ns", "command_counts.ACTAB", "command_counts.MACAB",
                    "command_counts.WRGB", "command_counts.MVSB", "command_counts.MVGB",
                    "refreshes", "stack_energy_nJ.total")
 
 
 def _timing_dense(args: argparse.Namespace) -> int:
+    from starc.isa import MAX_HEADS
     from starc.planner.table import cells, print_rows
     cfg = preset_from_args(args)
     if args.model == "attacc":
         return _timing_dense_attacc(args, cfg)
-    if args.heads_per_channel != 1:
-        raise UserError(
-            f"--heads-per-channel {args.heads_per_channel}: our model (--model ours) schedules "
-            f"one KV head per channel; the overlapped multi-head schedule is not built yet. "
-            f"--model attacc runs AttAcc's overlapped schedule (docs/attacc.md)")
-    rows = dense_cost_rows(cfg, args.lengths, args.head_dim)
+    H = args.heads_per_channel
+    if H > MAX_HEADS:
+        raise UserError(f"--heads-per-channel {H}: a channel holds 1 to {MAX_HEADS} heads "
+                        f"(the head index in the command's row field, docs/multihead.md)")
+    rows_per_head = 2 * max(-(-L // (cfg.org.groups_per_channel
+                                     * cfg.tokens_per_group_row(args.head_dim)))
+                            for L in args.lengths)
+    if H * rows_per_head > cfg.org.rows_per_bank:
+        raise UserError(f"--heads-per-channel {H} at L = {max(args.lengths)}: the heads' keys "
+                        f"and values need {H * rows_per_head} rows per bank, {cfg.name} has "
+                        f"{cfg.org.rows_per_bank}; use fewer heads or shorter --lengths")
+    rows = dense_cost_rows(cfg, args.lengths, args.head_dim, H)
     if args.json:
         print_json({"model": "ours", "preset": cfg.name, "head_dim": args.head_dim,
-                    "heads_per_channel": 1, "rows": rows})
+                    "heads_per_channel": H, "rows": rows})
         return 0
-    print_rows(f"dense attention, one KV head on one channel, {cfg.name}, d = {args.head_dim}; "
-               f"cycles in tCK", _DENSE_COLUMNS, [cells(r, _DENSE_COLUMNS) for r in rows])
+    what = ("one KV head on one channel" if H == 1 else
+            f"{H} KV heads on one channel, overlapped (docs/multihead.md)")
+    print_rows(f"dense attention, {what}, {cfg.name}, d = {args.head_dim}; cycles in tCK",
+               _DENSE_COLUMNS, [cells(r, _DENSE_COLUMNS) for r in rows])
     return 0
 
 
@@ -273,7 +288,7 @@ def _add_builtin(sub: argparse._SubParsersAction, name: str) -> None:
         pt = sub.add_parser("timing", help=COMMANDS["timing"][1],
                             description=COMMANDS["timing"][1])
         tsub = pt.add_subparsers(dest="timing_command", required=True, metavar="SUBCOMMAND")
-        pd = tsub.add_parser("dense", help="dense attention cost table (one KV head, one channel)")
+        pd = tsub.add_parser("dense", help="dense attention cost table (KV heads on one channel)")
         add_preset_args(pd)
         pd.add_argument("--lengths", type=argtypes.int_range(1), nargs="+",
                         default=[1024, 2048, 4096, 8192, 16384, 32768], help="context lengths")
@@ -283,7 +298,8 @@ def _add_builtin(sub: argparse._SubParsersAction, name: str) -> None:
                         help="ours: the RTL-exact golden model (default); attacc: AttAcc's "
                         "simulator reproduced cycle for cycle (docs/attacc.md)")
         pd.add_argument("--heads-per-channel", type=argtypes.int_range(1), default=1,
-                        help="KV heads per channel (default 1; more than 1 needs --model attacc)")
+                        help="KV heads per channel (default 1); ours runs them in the "
+                        "overlapped order (docs/multihead.md), attacc in AttAcc's")
         add_json_arg(pd)
         pd.set_defaults(func=_timing_dense)
 

@@ -185,6 +185,14 @@ _m("cost", "floor_cycles", "tCK", None, "K and V bytes at the channel's internal
 _m("cost", "ratio_to_floor", "ratio", LOWER, "cycles / floor_cycles of the attended tokens",
    "`cycles` divided by the bandwidth floor of the attended tokens' K and V bytes "
    "(`floor_cycles`); at least 1 / streaming ceiling for any correct timing model.")
+_m("cost", "mac_stream_cycles", "tCK", None, "opened rows x all-bank row period, plus refresh",
+   "The MAC-stream bound of a dense program: its opened all-bank rows x the row period "
+   "(`row_period_cycles`: tRCD, a full row of MACs, tRTP_L and tRP), plus one tRFC per "
+   "tREFI - tRFC of streaming (`starc.golden.attacc.mac_stream_bound`). A schedule that hides "
+   "every query write, softmax and move under the MACs reaches it.")
+_m("cost", "ratio_to_mac_stream", "ratio", LOWER, "cycles / mac_stream_cycles",
+   "`cycles` divided by the MAC-stream bound (`mac_stream_cycles`): what the schedule loses to "
+   "work the MACs wait for (query writes, softmax, moves at the phase edges).")
 
 # ---- ratios to baselines ------------------------------------------------------------------------
 for _what, _col in (("cycles", "cycles"), ("energy", "energy_nJ")):

@@ -225,7 +225,7 @@ def test_cli_attacc_table(capsys):
     (["--model", "attacc", "--lengths", "1000"], "multiple of 256"),
     (["--model", "attacc", "--preset", "samsung-hbm2-pim"], "organisation"),
     (["--model", "attacc", "--heads-per-channel", "12"], "from 1 to 8"),
-    (["--heads-per-channel", "2"], "one KV head per channel"),
+    (["--heads-per-channel", "9"], "1 to 8 heads"),
 ])
 def test_cli_clear_errors(capsys, argv, needle):
     assert cli.main(["timing", "dense", *argv]) == 2

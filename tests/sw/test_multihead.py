@@ -158,3 +158,34 @@ def test_softmax_and_moves_are_per_head() -> None:
                         (Op.SFM, 0, 0, 0, 1, 1)])
     with pytest.raises(ProgramError, match="SFM over 1 entries but the softmax buffer is empty"):
         execute(bad, np.zeros((1, 16), np.uint16), {}, CFG, 128)
+
+
+def test_cli_runs_the_overlapped_schedule(capsys) -> None:
+    """`starc timing dense --heads-per-channel 2` times dense_program(heads=2); the MAC-stream
+    bound is the opened rows x the row period (tRCD + (C - 1) tCCD_AB + tRTP_L + tRP, at
+    least tRC) plus refresh."""
+    import json
+
+    from starc import cli
+    from starc.golden import timing
+    assert cli.main(["timing", "dense", "--heads-per-channel", "2", "--lengths", "1024", "3000",
+                     "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["model"] == "ours" and d["heads_per_channel"] == 2
+    tm, C = CFG.timing, CFG.org.columns_per_row
+    period = max(tm.tRC, tm.tRCD + (C - 1) * tm.tCCD_AB + tm.tRTP_L + tm.tRP)
+    for row in d["rows"]:
+        L = row["L"]
+        prog = programs.dense_program(CFG, L, 128, heads=2)
+        assert row["cycles"] == timing.schedule(prog, CFG).total_cycles
+        rows = 2 * 2 * -(-L // (CFG.org.groups_per_channel * CFG.tokens_per_group_row(128)))
+        stream = rows * period
+        assert row["mac_stream_cycles"] == stream + stream // (tm.tREFI - tm.tRFC) * tm.tRFC
+        assert row["ratio_to_mac_stream"] == pytest.approx(row["cycles"] / row["mac_stream_cycles"])
+
+
+def test_cli_heads_errors(capsys) -> None:
+    from starc import cli
+    assert cli.main(["timing", "dense", "--heads-per-channel", "8", "--lengths", "400000"]) == 2
+    err = capsys.readouterr().err
+    assert "rows per bank" in err and "fewer heads" in err
