@@ -12,11 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starc import config
-from starc.golden import energy, programs, timing
+from starc.address import region_rows_upper_bound
+from starc.golden import check, energy, programs, timing
+from starc.isa import Op
 from starc.metrics import step_cost
 from starc.system import gpu as gpumod
 from starc.system import shapes
-from starc.system.channel import ChannelCosts, build_sequential
+from starc.system.channel import ChannelCosts, HeadPart, build_overlapped, build_sequential
 from starc.system.mapping import (
     STRATEGIES,
     CapacityError,
@@ -180,11 +182,46 @@ def test_back_to_back_heads_are_scheduled_as_one_program(streams):
     assert costs.scheduled == n
 
 
+def _counts(prog: np.ndarray) -> dict[str, int]:
+    ops, n = np.unique(prog["op"], return_counts=True)
+    return {Op(int(o)).name: int(c) for o, c in zip(ops, n, strict=True)}
+
+
+def test_overlapped_channel_is_legal_and_does_the_sequential_work(streams):
+    # 5 instances x 2 query heads = 10 heads: two overlapped programs (8 + 2 heads)
+    parts = []
+    for k in range(5):
+        hs = streams.head_step((-1, k % 2, 0), 25 + k, "starc", 512)
+        parts += [HeadPart(p, n, r, hs.krow_base, hs.vrow_base, hs.geo, 1000 * k)
+                  for p, n, r in zip(hs.programs, hs.n_selection, hs.rows, strict=True)]
+    seq, ov = build_sequential(parts), build_overlapped(parts, CFG)
+    s_seq, s_ov = timing.schedule(seq.program, CFG), timing.schedule(ov.program, CFG)
+    check.check(s_ov.program, s_ov.issue, CFG)          # the independent checker
+    # the same selection passes, first, and the same rows and MACs (the overlapped programs
+    # write each head's query into its own slot: WRGBs and moves may differ)
+    n_sel = sum(p.n_selection for p in parts)
+    assert ov.selection[:n_sel].all() and not ov.selection[n_sel:].any()
+    a, b = _counts(seq.program), _counts(ov.program)
+    for op in ("ACTAB", "ACTBG", "PREA", "MACAB", "MACBG", "SFM"):
+        assert a.get(op, 0) == b.get(op, 0), op
+    assert b["SFM"] == 10
+    # one head's softmax and moves run under another's MACs: no slower than back to back
+    assert s_ov.total_cycles <= s_seq.total_cycles
+    costs = ChannelCosts(CFG, 128)
+    key, c = costs.cost(ov)
+    assert c.cycles == s_ov.total_cycles and sum(costs.split(key).values()) == c.cycles
+
+
+def test_overlapped_schedule_needs_row_plans():
+    with pytest.raises(ValueError, match="row plan"):
+        build_overlapped([(programs.dense_program(CFG, 64, 128), 0)], CFG)
+
+
 # ---- per token ---------------------------------------------------------------------------------
 def _spec(**kw):
     base = dict(model=shapes.get("smollm2-135m"), batch=2, lin=700, lout=20, stacks=1, gpus=1,
                 gpu="h100-sxm", policies=("dense", "starc"), budget=256,
-                mappings=("balanced",), streams=2, seed=1)
+                mappings=("balanced",), schedule="sequential", streams=2, seed=1)
     base.update(kw)
     return SystemSpec(**base)
 
@@ -236,6 +273,59 @@ def test_sparse_token_costs_add_up_and_beat_dense():
         a, b = rows[(p, "balanced")], rows[(p, "replicate")]
         assert b["token_energy_mJ"] == pytest.approx(a["token_energy_mJ"])
         assert b["token_cycles"] <= a["token_cycles"]
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "overlapped"])
+def test_token_is_the_slowest_channel_of_each_layer_recomputed_directly(schedule):
+    # 7 x 3 = 21 instances on 16 channels: five channels hold two instances, so the layers'
+    # channels differ. Recomputed here without the memo: every channel's heads concatenated
+    # (sequential) or rebuilt, scheduled and charged by the golden model directly; latency is
+    # the sum over layers of the slowest channel, energy the sum over every channel.
+    spec = _spec(batch=7, mappings=("balanced",), schedule=schedule, lin=900)
+    m = spec.model
+    st_ = Streams(CFG, head_dim=m.head_dim, group_size=m.group_size, lin=spec.lin,
+                  lout=spec.lout, streams=3, seed=1)
+    step = 11
+    res = evaluate_step(spec, CFG, step, st_, ChannelCosts(CFG, m.head_dim))
+    mp = spec.mapping("balanced", CFG)
+    assert sorted(len(it) for it in mp.items) == [1] * 11 + [2] * 5
+    region = region_rows_upper_bound(CFG, m.head_dim, spec.context_max)
+    sched: dict[bytes, tuple[int, float]] = {}
+    built: dict[tuple, np.ndarray] = {}
+    for row in res["rows"]:
+        latency, busy, e = 0, 0, 0.0
+        for layer in range(m.n_layers):
+            dense = layer in (0, 1)
+            worst = 0
+            for items in mp.items:
+                keys = tuple((None if dense else st_.key(layer, it.instance, m.n_kv_heads,
+                                                         mp.instances), it.q_heads)
+                             for it in items)
+                prog = built.get((row["policy"], keys))
+                if prog is None:
+                    parts = []
+                    for k, (key, q_heads) in enumerate(keys):
+                        hs = st_.head_step(key, step, row["policy"], spec.budget,
+                                           dense_layer=dense)
+                        parts += [HeadPart(hs.programs[j], hs.n_selection[j], hs.rows[j],
+                                           hs.krow_base, hs.vrow_base, hs.geo, k * region)
+                                  for j in q_heads]
+                    prog = built[(row["policy"], keys)] = (
+                        np.concatenate([p.program for p in parts]) if schedule == "sequential"
+                        else build_overlapped(parts, CFG).program)
+                b = prog.tobytes()
+                if b not in sched:
+                    sched[b] = (int(timing.schedule(prog, CFG).total_cycles),
+                                energy.account(prog, CFG, m.head_dim).total_pj)
+                cyc, pj = sched[b]
+                worst = max(worst, cyc)
+                busy += cyc
+                e += pj
+            latency += worst
+        assert row["token_cycles"] == latency, row["policy"]
+        assert row["token_energy_mJ"] == pytest.approx(e * 1e-9)
+        assert row["channel_util"] == pytest.approx(busy / (16 * latency))
+        assert row["token_us"] == pytest.approx(latency * CFG.timing.tCK_ns * 1e-3)
 
 
 def test_gpu_baseline_is_bandwidth_over_bytes():

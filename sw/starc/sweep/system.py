@@ -182,8 +182,9 @@ def add_sweep_args(p: Any) -> None:
                    help="--system: GPU of the baseline (default h100-sxm)")
     g.add_argument("--mappings", nargs="+", choices=STRATEGIES, default=["attacc"],
                    help="--system: mappings (default attacc)")
-    g.add_argument("--schedule", choices=sorted(SCHEDULES), default="sequential",
-                   help="--system: channel program builder (default sequential)")
+    g.add_argument("--schedule", choices=sorted(SCHEDULES), default="overlapped",
+                   help="--system: channel program builder (sequential or overlapped; default "
+                        "overlapped)")
     g.add_argument("--streams", type=int_range(1, 1 << 20), default=16,
                    help="--system: distinct synthetic head streams (default 16)")
 

@@ -11,9 +11,18 @@ Schedules (:data:`SCHEDULES`):
 ``sequential``
     One head per program, the heads of a channel back to back in program order (instance by
     instance, query head by query head): the channel's program is the concatenation of their
-    step programs. What the planner builds today; a head's first commands may issue under the
-    previous head's last moves where the timing rules allow it. The overlapped multi-head
-    schedule (docs/multihead.md) takes its place as a second builder when it lands.
+    step programs (selection pass, then attention, per head). A head's first commands may issue
+    under the previous head's last moves where the timing rules allow it.
+``overlapped``
+    The multi-head schedule of docs/multihead.md: first every head's selection pass (each ends
+    with its read-back barrier: the host needs the scores before it selects), then the heads'
+    attention in the overlapped order S_0, S_1, V_0, S_2, V_1, ..., V_{H-1}
+    (:func:`starc.planner.multihead.overlapped_program`), so one head's softmax and probability
+    moves run under another head's MACs. Every head keeps its own plan (its own selection);
+    a channel with more than :data:`~starc.isa.MAX_HEADS` heads runs them in consecutive
+    programs of at most that many. The k-th instance on a channel reads its rows at an offset of
+    k regions (``row_offset``); row addresses do not change a cost (every round opens and closes
+    its rows), only the bytes of the program.
 
 Costs are memoised by the SHA-256 of the program's bytes (and the preset), so identical
 programs (every dense layer, every instance reading the same stream) are scheduled once.
@@ -30,14 +39,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from starc.config import Config
 from starc.isa import PROGRAM_DTYPE
 
-__all__ = ["SCHEDULES", "ChannelCost", "ChannelCosts", "ChannelProgram", "build_sequential",
-           "TIME_CATEGORIES"]
+__all__ = ["SCHEDULES", "ChannelCost", "ChannelCosts", "ChannelProgram", "HeadPart",
+           "TIME_CATEGORIES", "build_overlapped", "build_sequential"]
 
 #: the time breakdown of a channel: the golden model's categories with ``selection`` first
 TIME_CATEGORIES = ("selection", "mac_issue", "row_switch", "refresh", "data_movement",
@@ -57,23 +67,67 @@ class ChannelProgram:
         return h.hexdigest()
 
 
-def build_sequential(parts: Sequence[tuple[np.ndarray, int]]) -> ChannelProgram:
-    """The ``sequential`` schedule: step programs ``(program, selection commands)`` back to
-    back."""
-    if not parts:
+@dataclass(frozen=True)
+class HeadPart:
+    """One query head's work on a channel: its step program (selection pass, then attention)
+    with the number of selection commands, and what the overlapped builder needs to re-emit
+    its attention: its row plan, row bases and geometry, and the offset of its instance's
+    region on the channel."""
+
+    program: np.ndarray
+    n_selection: int
+    rows: Any = None                  # starc.planner.rounds.RowPlan
+    krow_base: int = 0
+    vrow_base: int = 0
+    geo: Any = None                   # starc.address.Geometry
+    row_offset: int = 0
+
+
+def _part(p: HeadPart | tuple[np.ndarray, int]) -> HeadPart:
+    return p if isinstance(p, HeadPart) else HeadPart(p[0], int(p[1]))
+
+
+def _concat(chunks: Sequence[tuple[np.ndarray, bool]]) -> ChannelProgram:
+    chunks = [(c, s) for c, s in chunks if len(c)]
+    if not chunks:
         return ChannelProgram(np.zeros(0, PROGRAM_DTYPE), np.zeros(0, bool))
-    prog = np.concatenate([p for p, _ in parts])
-    sel = np.zeros(len(prog), bool)
-    at = 0
-    for p, n_sel in parts:
-        sel[at:at + n_sel] = True
-        at += len(p)
-    return ChannelProgram(prog, sel)
+    return ChannelProgram(np.concatenate([c for c, _ in chunks]),
+                          np.concatenate([np.full(len(c), s) for c, s in chunks]))
 
 
-#: name -> builder of a channel program from its heads' step programs
-SCHEDULES: dict[str, Callable[[Sequence[tuple[np.ndarray, int]]], ChannelProgram]] = {
+def build_sequential(parts: Sequence[HeadPart | tuple[np.ndarray, int]],
+                     cfg: Config | None = None) -> ChannelProgram:
+    """The ``sequential`` schedule: step programs (``HeadPart`` or ``(program, selection
+    commands)``) back to back."""
+    chunks = []
+    for p in map(_part, parts):
+        chunks += [(p.program[:p.n_selection], True), (p.program[p.n_selection:], False)]
+    return _concat(chunks)
+
+
+def build_overlapped(parts: Sequence[HeadPart], cfg: Config) -> ChannelProgram:
+    """The ``overlapped`` schedule (module docstring): selection passes, then the attention of
+    at most :data:`~starc.isa.MAX_HEADS` heads per program in the overlapped order."""
+    from starc.isa import MAX_HEADS
+    from starc.planner.multihead import HeadPlan, overlapped_program
+    parts = [_part(p) for p in parts]
+    if any(p.rows is None or p.geo is None for p in parts):
+        raise ValueError("the overlapped schedule needs each head's row plan and geometry")
+    chunks = [(p.program[:p.n_selection], True) for p in parts]
+    for at in range(0, len(parts), MAX_HEADS):
+        group = parts[at:at + MAX_HEADS]
+        geo = group[0].geo
+        heads = [HeadPlan(p.rows, krow_base=p.krow_base + p.row_offset,
+                          vrow_base=p.vrow_base + p.row_offset, query=k * (geo.d // geo.lanes))
+                 for k, p in enumerate(group)]
+        chunks.append((overlapped_program(heads, geo, cfg), False))
+    return _concat(chunks)
+
+
+#: name -> builder of a channel program from its heads' parts and the preset
+SCHEDULES: dict[str, Callable[[Sequence[HeadPart], Config], ChannelProgram]] = {
     "sequential": build_sequential,
+    "overlapped": build_overlapped,
 }
 
 

@@ -61,9 +61,10 @@ def add_system_args(p: argparse.ArgumentParser, *, many: bool = False) -> None:
                    help="GPU of the baseline (default h100-sxm)")
     g.add_argument("--mappings", nargs="+", choices=STRATEGIES, default=["attacc"],
                    help="KV heads x batch onto stacks and channels (default attacc)")
-    g.add_argument("--schedule", choices=sorted(SCHEDULES), default="sequential",
+    g.add_argument("--schedule", choices=sorted(SCHEDULES), default="overlapped",
                    help="channel program builder (sequential: one head per program, back to "
-                        "back)")
+                        "back; overlapped: selection passes, then the heads' attention in the "
+                        "overlapped multi-head order, docs/multihead.md; default overlapped)")
     g.add_argument("--streams", type=int_range(1, 1 << 20), default=16,
                    help="synthetic caches: distinct seeded head streams the instances read "
                         "(default 16)")

@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from starc.address import region_rows_upper_bound
 from starc.config import Config
 from starc.planner.registry import DENSE_LAYERS
 from starc.system import gpu as gpumod
-from starc.system.channel import SCHEDULES, TIME_CATEGORIES, ChannelCosts
+from starc.system.channel import SCHEDULES, TIME_CATEGORIES, ChannelCosts, HeadPart
 from starc.system.mapping import Mapping, check_capacity, map_instances
 from starc.system.shapes import ModelShape
 from starc.system.workload import Streams
@@ -51,7 +52,7 @@ class SystemSpec:
     policies: tuple[str, ...]
     budget: int
     mappings: tuple[str, ...] = ("attacc",)
-    schedule: str = "sequential"
+    schedule: str = "overlapped"
     objective: str = "cycles"
     streams: int = 16
     seed: int = 0
@@ -97,6 +98,9 @@ def evaluate_step(spec: SystemSpec, cfg: Config, step: int, streams: Streams,
     m = spec.model
     n_ctx = spec.lin + step + 1
     build = SCHEDULES[spec.schedule]
+    # the k-th instance of a channel has its region k regions up (the overlapped schedule
+    # re-emits its rows there; row addresses do not change a cost)
+    region = region_rows_upper_bound(cfg, m.head_dim, spec.context_max)
     dense_layers = set(DENSE_LAYERS)
     rows = []
     used: set[str] = set()
@@ -127,12 +131,14 @@ def evaluate_step(spec: SystemSpec, cfg: Config, step: int, streams: Streams,
                     hit = memo.get(skey)
                     if hit is None:
                         parts = []
-                        for it in items:
+                        for k, it in enumerate(items):
                             hs = streams.head_step(
                                 None if dense else layer_keys[it.instance], step,
                                 policy, spec.budget, dense_layer=dense)
-                            parts += [(hs.programs[j], hs.n_selection[j]) for j in it.q_heads]
-                        hit = memo[skey] = costs.cost(build(parts))
+                            parts += [HeadPart(hs.programs[j], hs.n_selection[j], hs.rows[j],
+                                               hs.krow_base, hs.vrow_base, hs.geo,
+                                               k * region) for j in it.q_heads]
+                        hit = memo[skey] = costs.cost(build(parts, cfg))
                     key, c = hit
                     used.add(key)
                     acc.energy += c.energy_pj

@@ -19,7 +19,8 @@ by every instance and policy).
 
 Per (stream, step, policy) the planner gives one step program per query head (selection pass,
 then attention: :meth:`starc.planner.plan.Planner.step_program`), with the number of commands
-of its selection part; memoised per process (:class:`Streams`), as are the compiled layouts.
+of its selection part and its row plan (which the overlapped channel schedule re-emits);
+memoised per process (:class:`Streams`), as are the compiled layouts.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class HeadStep:
     selected: list[int]               # per query head: tokens attended
     union: int                        # distinct tokens attended by the group (GQA union)
     mass_recall: list[float] = field(default_factory=list)   # per query head (sparse layers)
+    rows: list[Any] = field(default_factory=list)    # per query head: its RowPlan
+    krow_base: int = 0                # the head's key and value rows (relative row 0)
+    vrow_base: int = 0
+    geo: Any = None                   # the layout's Geometry
 
 
 @dataclass
@@ -174,7 +179,9 @@ class Streams:
             elif policy == "dense":
                 recall.append(1.0)
         union = int(np.unique(np.concatenate([sp.selected for sp in plans])).size)
-        hs = HeadStep(progs, nsel, sel, union, recall)
+        hm = ck.head(st.layer, st.kv_head)
+        hs = HeadStep(progs, nsel, sel, union, recall, [sp.rows for sp in plans],
+                      int(hm.row_base), int(hm.row_base + hm.n_krows), pl.geo)
         self._steps[mk] = hs
         return hs
 
