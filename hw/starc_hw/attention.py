@@ -49,14 +49,12 @@ from amaranth.hdl import (
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
-from starc.isa import MacArg, Op
+from starc.isa import MacArg, MoveFlag, Op, bit
 from starc.numerics import FP16
 
 from . import fp
-from .bank import VIOLATIONS
 from .channel import Channel
-from .controller import Fault
-from .layouts import COMMAND, issue_layout
+from .layouts import COMMAND, STATUS_NAMES, issue_layout, status_members
 from .pu import BankPU
 from .softmax import SoftmaxUnit
 
@@ -207,12 +205,7 @@ class AttentionChannel(wiring.Component):
             "prob_beat": Out(self.prob_layout),
             "out_acc": Out(data.ArrayLayout(self._fmt.width, head_dim)),
             "out_fp16": Out(data.ArrayLayout(16, head_dim)),
-            "cycle": Out(cycle_width),
-            "complete": Out(cycle_width),
-            "issued": Out(32),
-            "fault": Out(Fault),
-            "violations": Out(VIOLATIONS),
-            "violation_count": Out(32),
+            **status_members(cycle_width),
             "dp_error": Out(DP_ERRORS),
             "busy": Out(1),
             "restart": In(1),
@@ -248,19 +241,14 @@ class AttentionChannel(wiring.Component):
         wiring.connect(m, wiring.flipped(self.cmd), ch.cmd)
         wiring.connect(m, wiring.flipped(self.wdata), ch.wdata)
         wiring.connect(m, ch.issue, wiring.flipped(self.issue))
-        m.d.comb += [
-            self.rdata.eq(ch.rdata), self.rdata_valid.eq(ch.rdata_valid),
-            self.cycle.eq(ch.cycle), self.complete.eq(ch.complete), self.issued.eq(ch.issued),
-            self.fault.eq(ch.fault), self.violations.eq(ch.violations),
-            self.violation_count.eq(ch.violation_count),
-        ]
+        m.d.comb += [self.rdata.eq(ch.rdata), self.rdata_valid.eq(ch.rdata_valid)]
+        m.d.comb += [getattr(self, k).eq(getattr(ch, k)) for k in STATUS_NAMES]
         fire = ch.issue.valid & self.issue.ready
         cmd = ch.issue.payload.cmd
         err = self.dp_error
 
         # ---- processing units --------------------------------------------------------------------
-        vbit = (int(MacArg.VALUE)).bit_length() - 1
-        bbit = (int(MacArg.BUF)).bit_length() - 1
+        vbit, bbit = bit(MacArg.VALUE), bit(MacArg.BUF)
         ccmd = ch.column_cmd
         pus = []
         gating = self._gating
@@ -322,8 +310,9 @@ class AttentionChannel(wiring.Component):
         mv_buf = Signal()
         mv_mask = Signal(32)
         is_mvsb = fire & (cmd.op == Op.MVSB)
-        m.d.sync += [mv_valid.eq(is_mvsb & ~cmd.col[1]), mv_group.eq(cmd.group),
-                     mv_buf.eq(cmd.col[0]), mv_mask.eq(cmd.arg[:32])]
+        m.d.sync += [mv_valid.eq(is_mvsb & ~cmd.col[bit(MoveFlag.VALUE)]),
+                     mv_group.eq(cmd.group), mv_buf.eq(cmd.col[bit(MoveFlag.BUF)]),
+                     mv_mask.eq(cmd.arg[:32])]
         pend = [Signal(self._sfm.wr_layout, name=f"pend{j}") for j in range(sets)]
         pend_valid = Signal(sets)
         for j in range(sets):
@@ -388,7 +377,7 @@ class AttentionChannel(wiring.Component):
         cur_set = Signal(range(max(2, sets)))
         m.d.comb += [
             cur_group.eq(Mux(is_mvgb, cmd.group, pg_group)),
-            cur_slot.eq(Mux(is_mvgb, cmd.col[0], pg_slot)),
+            cur_slot.eq(Mux(is_mvgb, cmd.col[bit(MoveFlag.BUF)], pg_slot)),
             cur_left.eq(Mux(is_mvgb, sets, pg_left)),
             cur_set.eq(Mux(is_mvgb, 0, pg_set)),
         ]
@@ -422,8 +411,8 @@ class AttentionChannel(wiring.Component):
         vm_valid = Signal()
         vm_group = Signal(range(G))
         vm_half = Signal()
-        m.d.sync += [vm_valid.eq(is_mvsb & cmd.col[1]), vm_group.eq(cmd.group),
-                     vm_half.eq(cmd.col[2])]
+        m.d.sync += [vm_valid.eq(is_mvsb & cmd.col[bit(MoveFlag.VALUE)]),
+                     vm_group.eq(cmd.group), vm_half.eq(cmd.col[bit(MoveFlag.HALF)])]
         out = self.out_acc
         for k in range(bpt):
             for lane in range(Ln):

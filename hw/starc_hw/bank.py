@@ -17,22 +17,10 @@ from amaranth.lib.wiring import In, Out
 from starc.config import Config
 from starc.isa import Op
 
-from .layouts import COMMAND, issue_layout
+from .layouts import COMMAND, VIOLATIONS, issue_layout, read_data_layout
 
 __all__ = ["BankArray", "VIOLATIONS"]
 
-#: One sticky flag per checked rule (docs/rtl.md lists the distances).
-VIOLATIONS = data.StructLayout({
-    "tRCD": 1,   # ACT -> column command (MAC, RD, WR)
-    "tRAS": 1,   # ACT -> PRE
-    "tRP": 1,    # PRE -> ACT or REF
-    "tRC": 1,    # ACT -> ACT or REF
-    "tRTP": 1,   # MAC / RD -> PRE (tRTP_L)
-    "tWR": 1,    # WR -> PRE (tCWL + tBL + tWR)
-    "tCCD": 1,   # column -> column, same bank (tCCD_L)
-    "tRFC": 1,   # REF -> ACT or REF
-    "state": 1,  # column command to a closed bank, ACT to an open bank, REF with a bank open
-})
 
 
 def _log2(n: int) -> int:
@@ -57,8 +45,8 @@ class BankArray(wiring.Component):
         Issued commands (the controller's ``issue`` transfers).
     wdata : In(column_bits)
         Data of a WR, sampled with the command.
-    rdata : Out(stream.Signature(StructLayout({group, bank, col, data}), always_ready=True))
-        RD data, one cycle after the command.
+    rdata : Out(stream.Signature(read_data_layout(column_bits), always_ready=True))
+        RD data (the RD's group, bank, col and the column), one cycle after the command.
     column : Out(ArrayLayout(column_bits, banks))
         Processing-unit interface: the column each bank read for a MAC, one cycle after the
         command; ``column_valid`` has one bit per bank (flat index ``group * banks_per_group +
@@ -66,7 +54,7 @@ class BankArray(wiring.Component):
     column_valid : Out(banks)
     column_cmd : Out(COMMAND)
     violations : Out(VIOLATIONS)
-        Sticky flags, one per rule.
+        Sticky flags, one per rule (:data:`starc_hw.layouts.VIOLATIONS`).
     violation_count : Out(32)
         Number of issued commands that broke at least one rule.
     """
@@ -85,7 +73,7 @@ class BankArray(wiring.Component):
         org = cfg.org
         nb = org.banks_per_channel
         bits = org.column_bytes * 8
-        rd_layout = data.StructLayout({"group": 5, "bank": 3, "col": 6, "data": bits})
+        rd_layout = read_data_layout(bits)
         super().__init__({
             "cmd": In(stream.Signature(issue_layout(cycle_width), always_ready=True)),
             "wdata": In(bits),
@@ -144,7 +132,7 @@ class BankArray(wiring.Component):
             flags["tRFC"] += [too_early(last["ref"], tm.tRFC) & (is_act | is_ref)]
             flags["tRAS"] += [too_early(last["act"], tm.tRAS) & is_pre]
             flags["tRTP"] += [too_early(last["col"], tm.tRTP_L) & is_pre]
-            flags["tWR"] += [too_early(last["wr"], tm.tCWL + tm.tBL + tm.tWR) & is_pre]
+            flags["tWR"] += [too_early(last["wr"], self._cfg.distances()["wr_to_pre"]) & is_pre]
             flags["tRCD"] += [too_early(last["act"], tm.tRCD) & (is_mac | is_rd | is_wr)]
             flags["tCCD"] += [too_early(col_any, tm.tCCD_L) & (is_mac | is_rd | is_wr)]
             flags["state"] += [hit & ((is_act & opened) | ((is_mac | is_rd | is_wr) & ~opened))]

@@ -21,9 +21,9 @@ from amaranth.lib.wiring import In, Out
 from starc.config import Config
 from starc.isa import Op
 
-from .bank import VIOLATIONS, BankArray
-from .controller import Controller, Fault
-from .layouts import COMMAND, issue_layout
+from .bank import BankArray
+from .controller import Controller
+from .layouts import COMMAND, STATUS_NAMES, issue_layout, status_members
 
 __all__ = ["Channel"]
 
@@ -59,10 +59,9 @@ class Channel(wiring.Component):
         The PU interface (see :class:`BankArray`): each MAC's column per bank.
     wrgb_valid, wrgb_chunk, wrgb_data : Out
         The PU interface for the query: a WRGB's chunk index and data, in the cycle it issues.
-    cycle, complete, issued, fault : Out
-        From the controller.
-    violations, violation_count : Out
-        From the bank array's timing checker.
+    cycle, complete, issued, fault, violations, violation_count : Out
+        The status bundle (:func:`starc_hw.layouts.status_members`): the first four from the
+        controller, the last two from the bank array's timing checker.
     """
 
     def __init__(self, *, cfg: Config, rows: int = 4, refresh: bool = True,
@@ -83,12 +82,7 @@ class Channel(wiring.Component):
             "wrgb_valid": Out(1),
             "wrgb_chunk": Out(6),
             "wrgb_data": Out(bits),
-            "cycle": Out(cycle_width),
-            "complete": Out(cycle_width),
-            "issued": Out(32),
-            "fault": Out(Fault),
-            "violations": Out(VIOLATIONS),
-            "violation_count": Out(32),
+            **status_members(cycle_width),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -112,12 +106,8 @@ class Channel(wiring.Component):
             banks.cmd.valid.eq(fire),
             banks.cmd.payload.eq(ctrl.issue.payload),
             banks.wdata.eq(self.wdata.payload),
-            self.cycle.eq(ctrl.cycle),
-            self.complete.eq(ctrl.complete),
-            self.issued.eq(ctrl.issued),
-            self.fault.eq(ctrl.fault),
-            self.violations.eq(banks.violations),
-            self.violation_count.eq(banks.violation_count),
+            *(getattr(self, k).eq(getattr(ctrl, k)) for k in STATUS_NAMES[:4]),
+            *(getattr(self, k).eq(getattr(banks, k)) for k in STATUS_NAMES[4:]),
             self.column.eq(banks.column),
             self.column_valid.eq(banks.column_valid),
             self.column_cmd.eq(banks.column_cmd),

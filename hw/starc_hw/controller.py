@@ -9,25 +9,15 @@ describes the timestamp scheme and shows timing diagrams.
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
 from starc.golden.timing import mac_latency, move_spacing
-from starc.isa import MacArg, Op
+from starc.isa import MacArg, MoveFlag, Op, bit
 
-from .layouts import COMMAND, issue_layout
+from .layouts import COMMAND, Fault, issue_layout
 
 __all__ = ["Controller", "Fault"]
-
-
-class Fault(enum.Enum, shape=3):
-    """Why the controller stopped (the golden model raises ``ProgramError`` for the same)."""
-
-    NONE = 0
-    OPCODE = 1   #: NOP or an unknown opcode
-    RANGE = 2    #: group or bank index outside the organisation
-    CLOSED = 3   #: MAC / RD / WR to a bank without an open row
-    OPEN = 4     #: activation of an open bank, or REF with a bank open
 
 
 def _log2(n: int) -> int:
@@ -204,7 +194,8 @@ class Controller(wiring.Component):
         value = arg[_log2(int(MacArg.VALUE))]
         buf = arg[_log2(int(MacArg.BUF))]
         mac_set = Mux(value, 2, buf)
-        mv_set = Mux(col[1], 2, col[0])
+        mv_value, mv_buf = col[bit(MoveFlag.VALUE)], col[bit(MoveFlag.BUF)]
+        mv_set = Mux(mv_value, 2, mv_buf)
 
         t0 = prev + 1
         row_bus = last_row + ROWC
@@ -238,7 +229,7 @@ class Controller(wiring.Component):
         # data path
         d_base = vmax(t0, d_all + tCCD_L, d_pc[pc] + tBL, d_rank[r] + tCCD_S, d_grp[g] + tCCD_L)
         e[Op.MVSB] = vmax(d_base, vmax(mac_set_all[mv_set], mac_set_grp[Cat(mv_set[:2], g)])
-                           + MACLAT, Mux(col[1], t0, mvs_t + MOVE))
+                           + MACLAT, Mux(mv_value, t0, mvs_t + MOVE))
         e[Op.MVGB] = vmax(d_base, sfm_end, mvg_t + MOVE)
         rw_col = vmax(d_base, act_b + tRCD, macab_t + tCCD_AB, macbg_grp[g] + tCCD_L)
         e[Op.RD] = vmax(rw_col, wrc_grp[g] + tWTR_L, wrc_rank[r] + tWTR_S)
@@ -430,16 +421,16 @@ class Controller(wiring.Component):
         m.d.comb += sfm_done.eq(t + pu.sfm_latency + pu.sfm_passes * chunks)
         with m.If(i_mvsb):
             m.d.sync += mvsb_done.eq(t + MV)
-            with m.If(~col[1]):
+            with m.If(~mv_value):
                 m.d.sync += mvs_t.eq(t)
         with m.If(i_mvgb):
             m.d.sync += mvg_t.eq(t)
         for gi in range(G):
             for sl in range(2):
-                with m.If(i_mvgb & at_g[gi] & (col[0] == sl)):
+                with m.If(i_mvgb & at_g[gi] & (mv_buf == sl)):
                     m.d.sync += mvgb_done[2 * gi + sl].eq(t + MV)
         for sl in range(2):
-            with m.If(i_mvgb & (col[0] == sl)):
+            with m.If(i_mvgb & (mv_buf == sl)):
                 m.d.sync += mvgb_done_all[sl].eq(t + MV)
         with m.If(i_wrgb):
             m.d.sync += wrgb_done.eq(t + MV)

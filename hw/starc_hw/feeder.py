@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from starc.config import Config
 
 from .channel import Channel
-from .layouts import COMMAND
+from .layouts import COMMAND, STATUS_NAMES, status_members
 
 __all__ = ["FedChannel"]
 
@@ -34,7 +34,7 @@ class FedChannel(wiring.Component):
     done : Out(1)
         The last command of the last repetition has issued (one cycle later).
     cycle, complete, issued, fault, violations, violation_count : Out
-        From the channel.
+        The channel's status bundle (:func:`starc_hw.layouts.status_members`).
     """
 
     def __init__(self, *, cfg: Config, depth: int = 4096, rows: int = 1, refresh: bool = True,
@@ -43,14 +43,12 @@ class FedChannel(wiring.Component):
             raise ValueError(f"Program depth must be a positive integer, not {depth!r}")
         self._depth = depth
         self._chan = Channel(cfg=cfg, rows=rows, refresh=refresh, cycle_width=cycle_width)
-        members = self._chan.signature.members
         super().__init__({
             "load": In(stream.Signature(COMMAND)),
             "start": In(1),
             "repeat": In(16),
             "done": Out(1),
-            **{k: members[k] for k in ("cycle", "complete", "issued", "fault", "violations",
-                                       "violation_count")},
+            **status_members(cycle_width),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -94,6 +92,6 @@ class FedChannel(wiring.Component):
         with m.If(fed & chan.cmd.ready):
             m.d.sync += self.done.eq(1)
 
-        for name in ("cycle", "complete", "issued", "fault", "violations", "violation_count"):
+        for name in STATUS_NAMES:
             m.d.comb += getattr(self, name).eq(getattr(chan, name))
         return m

@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from starc.config import Config
 from starc.isa import Op
 
-from .layouts import COMMAND, issue_layout
+from .layouts import COMMAND, issue_layout, read_data_layout
 
 __all__ = [
     "MAGIC",
@@ -271,7 +271,7 @@ class HostLink(wiring.Component):
         entries, so a channel that answers a RD one cycle after it issued never loses data; with
         tracing on, each is sent as an ``ISSUE`` frame (the channel waits for the serial port: its
         emulated time stands still, so the schedule does not change).
-    rdata : In(StructLayout({group, bank, col, data}))
+    rdata : In(read_data_layout(column_bits))
     rdata_valid : In(1)
         RD data strobe of the channel (cannot be stalled).
     cycle, complete, issued, fault, violations, violation_count : In
@@ -322,7 +322,7 @@ class HostLink(wiring.Component):
         self._wdata_ops = wdata_ops
         self._divisor = divisor
         col = cfg.org.column_bytes * 8
-        self.rdata_layout = data.StructLayout({"group": 5, "bank": 3, "col": 6, "data": col})
+        self.rdata_layout = read_data_layout(col)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from starc import config
 from starc.config import Config
-from starc.isa import PROGRAM_DTYPE, MacArg, Op
+from starc.isa import PROGRAM_DTYPE, MacArg, MoveFlag, Op
 
 __all__ = ["SHORT_REFRESH", "SMALL", "TINY", "load_config", "random_program"]
 
@@ -86,10 +86,11 @@ def random_program(cfg: Config, length: int, seed: int, *, explicit_ref: bool = 
         for _ in range(rng.randint(0, 2)):
             x = rng.random()
             if x < 0.5:
-                add(Op.MVSB, rng.randrange(G), col=rng.randrange(8),
+                # any MoveFlag combination: the timing rule reads VALUE and BUF
+                add(Op.MVSB, rng.randrange(G), col=rng.randrange(2 * MoveFlag.HALF),
                     arg=rng.getrandbits(32))
             elif x < 0.8:
-                add(Op.MVGB, rng.randrange(G), col=rng.randrange(2))
+                add(Op.MVGB, rng.randrange(G), col=rng.choice((0, MoveFlag.BUF)))
             else:
                 add(Op.WRGB, col=rng.randrange(8), arg=rng.randrange(64))
 

@@ -155,7 +155,7 @@ def bank_violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> dict[st
         elif op in (Op.PREA, Op.PREBG, Op.PREPB):
             early(last["act"], tm.tRAS, "tRAS")
             early(last["col"], tm.tRTP_L, "tRTP")
-            early(last["wr"], tm.tCWL + tm.tBL + tm.tWR, "tWR")
+            early(last["wr"], cfg.distances()["wr_to_pre"], "tWR")
             last["pre"][bk] = t
             is_open[bk] = False
         elif op == Op.REF:

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DISTANCES",
     "Config",
     "ConfigError",
+    "Distance",
     "Energy",
     "Organisation",
     "PU",
@@ -206,6 +208,90 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class Distance:
+    """A named minimum distance between two commands (DRAM cycles), derived from preset values.
+
+    ``formula`` is an expression over the fields of :class:`Timing` and :class:`PU` (``+``, ``-``,
+    ``*``, integer constants and ``ceil(a / b)``); ``reason`` says why the distance is what it is.
+    The rules table (``starc.rules``) and the independent checker (``starc.golden.check``) refer
+    to distances by name only (:meth:`Config.distances`).
+    """
+
+    name: str
+    formula: str
+    reason: str
+
+    def evaluate(self, values: dict[str, int]) -> int:
+        return _evaluate(self.formula, values)
+
+
+#: The derived distances. The preset's own timing parameters (tRCD, tCCD_L, ...) and
+#: ``pu.mv_cycles`` are distances under their own names as well.
+DISTANCES: tuple[Distance, ...] = (
+    Distance("wr_to_pre", "tCWL + tBL + tWR",
+             "write recovery tWR counts from the end of the write burst, which is on the bus from "
+             "tCWL to tCWL + tBL after the WR"),
+    Distance("wr_to_rd_l", "tCWL + tBL + tWTR_L",
+             "write-to-read turnaround in the same bank group: tWTR_L counts from the end of the "
+             "write burst"),
+    Distance("wr_to_rd_s", "tCWL + tBL + tWTR_S",
+             "write-to-read turnaround in another bank group of the rank: tWTR_S from the end of "
+             "the write burst"),
+    Distance("rd_to_wr", "CL + tBL + 2 - tCWL",
+             "read-to-write turnaround: the read burst (CL to CL + tBL after the RD) leaves the "
+             "bus before the write burst (tCWL after the WR) arrives, plus 2 cycles for the bus "
+             "to turn around (read postamble and a 1 tCK write preamble; Ramulator2 HBM3.cpp, "
+             "'RD <-> WR, Minimum Read to Write, Assuming tWPRE = 1 tCK')"),
+    Distance("rd_done", "CL + tBL",
+             "a RD is complete when its burst has left the bus: CL + tBL after the command"),
+    Distance("wr_done", "tCWL + tBL",
+             "a WR is complete when its burst is in the bank: tCWL + tBL after the command"),
+    Distance("mac_latency", "CL + mac_pipeline",
+             "a MAC's column reaches the PU CL after the command; the PU pipeline adds "
+             "mac_pipeline cycles before the result is in its register (then a move may read it)"),
+    Distance("move_spacing", "ceil(32 / sfm_lanes)",
+             "the softmax buffer has one write and one read port of sfm_lanes entries per cycle; "
+             "a score move carries up to 32 entries (its valid mask) and an MVGB pops as many, "
+             "so each holds its port that long (the RTL found this rule: docs/rtl.md)"),
+)
+
+_ALLOWED_NODES = ("Expression", "BinOp", "Add", "Sub", "Mult", "Div", "Name", "Load", "Constant",
+                  "Call")
+
+
+def _evaluate(formula: str, values: dict[str, int]) -> int:
+    """``formula`` (see :class:`Distance`) with ``values`` substituted; ``ceil(a / b)`` exact."""
+    import ast
+
+    tree = ast.parse(formula, mode="eval")
+    for node in ast.walk(tree):
+        if type(node).__name__ not in _ALLOWED_NODES:
+            raise ConfigError(f"distance formula {formula!r}: {type(node).__name__} not allowed")
+
+    def ev(n: ast.AST) -> int:
+        if isinstance(n, ast.Expression):
+            return ev(n.body)
+        if isinstance(n, ast.Constant) and isinstance(n.value, int):
+            return n.value
+        if isinstance(n, ast.Name):
+            if n.id not in values:
+                raise ConfigError(f"distance formula {formula!r}: unknown name {n.id!r}")
+            return int(values[n.id])
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "ceil" \
+                and len(n.args) == 1 and isinstance(n.args[0], ast.BinOp) \
+                and isinstance(n.args[0].op, ast.Div):
+            return -(-ev(n.args[0].left) // ev(n.args[0].right))
+        if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub, ast.Mult)):
+            a, b = ev(n.left), ev(n.right)
+            return a + b if isinstance(n.op, ast.Add) else a - b if isinstance(n.op, ast.Sub) \
+                else a * b
+        raise ConfigError(f"distance formula {formula!r}: only +, -, *, integers and "
+                          f"ceil(a / b) are allowed")
+
+    return ev(tree)
+
+
+@dataclass(frozen=True)
 class PU:
     """The per-bank processing unit and the channel's data-movement and softmax units."""
 
@@ -317,6 +403,29 @@ class Config:
         from starc import address
         return address.tokens_per_group_row(self.org, head_dim)
 
+    def distances(self) -> dict[str, int]:
+        """Every named distance (DRAM cycles): the timing parameters in cycles, ``mv_cycles``,
+        and :data:`DISTANCES` (docs/commands.md lists them with their reasons)."""
+        cached = self.__dict__.get("_distances")
+        if cached is not None:
+            return dict(cached)
+        values = {f.name: getattr(self.timing, f.name) for f in fields(self.timing)
+                  if f.name not in ("tCK_ns", "tRFC_ns")}
+        values.update({f.name: getattr(self.pu, f.name) for f in fields(self.pu)
+                       if isinstance(getattr(self.pu, f.name), int)})
+        out = {k: v for k, v in values.items() if k in _TIMING_DISTANCES}
+        out["mv_cycles"] = self.pu.mv_cycles
+        for d in DISTANCES:
+            out[d.name] = d.evaluate(values)
+        object.__setattr__(self, "_distances", out)
+        return dict(out)
+
+    def sfm_cycles(self, n: int) -> int:
+        """Cycles the softmax unit is busy with ``n`` valid entries: ``sfm_latency + sfm_passes
+        x ceil(n / sfm_lanes)`` (docs/commands.md)."""
+        pu = self.pu
+        return pu.sfm_latency + pu.sfm_passes * -(-max(int(n), 0) // pu.sfm_lanes)
+
     def cycles_to_ns(self, cycles: float) -> float:
         return cycles * self.timing.tCK_ns
 
@@ -365,6 +474,11 @@ def ns_to_cycles(ns: float, tck_ns: float) -> int:
     """Convert a minimum time to cycles with ceil (never round below spec). Guard float noise."""
     return math.ceil(ns / tck_ns - 1e-9)
 
+
+#: Timing parameters that are distances between commands under their own name.
+_TIMING_DISTANCES = ("CL", "tRCD", "tRP", "tRAS", "tRC", "tWR", "tRTP_L", "tRTP_S", "tCWL", "tBL",
+                     "tCCD_S", "tCCD_L", "tCCD_AB", "tRRD_S", "tRRD_L", "tWTR_S", "tWTR_L", "tFAW",
+                     "tRFC", "row_cmd_cycles")
 
 _SECTIONS: dict[str, type] = {"organisation": Organisation, "timing": Timing, "pu": PU,
                               "energy": Energy}

@@ -20,8 +20,8 @@ MACBG      group, col, arg=MacArg                  MAC of column ``col`` in the 
 RD         group, bank, col                        read one column to the host
 WR         group, bank, col, arg=data index        write one column (data from the side table)
 WRGB       col=slot, arg=data index                write one column into every GEMV buffer slot
-MVSB       group=unit, col=buffer, arg=mask        accumulators of a unit -> softmax buffer
-MVGB       group=unit, col=slot                    softmax output -> GEMV buffer slot of a unit
+MVSB       group, col=MoveFlag, arg=mask           accumulators of a group -> softmax buffer
+MVGB       group, col=MoveFlag                     softmax output -> GEMV buffer slot of a group
 SFM        arg=n                                   softmax over the n valid softmax-buffer entries
 REF        -                                       all-bank refresh (normally inserted by timing)
 BAR        -                                       wait until every earlier command has completed
@@ -31,6 +31,9 @@ RDSB       arg=n                                   read the n valid pending soft
 
 Several heads per channel (docs/multihead.md): the commands of :data:`HEAD_OPS` name the head
 whose state they use in their ``row`` field, which they do not use otherwise (:func:`head_of`).
+
+Every command has a scope (:data:`SCOPE`, :class:`Scope`): the part of the channel it touches,
+which the timing rules relate (docs/commands.md, "One rules table").
 """
 
 from __future__ import annotations
@@ -43,8 +46,12 @@ __all__ = [
     "COMMAND_BITS",
     "COMMAND_FIELDS",
     "MacArg",
+    "MoveFlag",
     "Op",
+    "SCOPE",
+    "Scope",
     "PROGRAM_DTYPE",
+    "READ_ADDRESS_FIELDS",
     "ROW_OPS",
     "ACT_OPS",
     "PRE_OPS",
@@ -55,6 +62,7 @@ __all__ = [
     "MAX_HEADS",
     "decode",
     "head_of",
+    "bit",
     "encode",
     "make_program",
 ]
@@ -95,6 +103,45 @@ class MacArg(IntFlag):
     SCORE = 0
     VALUE = 1
     BUF = 2
+
+
+class MoveFlag(IntFlag):
+    """``col`` bits of MVSB and MVGB.
+
+    A score MVSB (VALUE clear) moves register set BUF of its group's score registers (the set
+    MACs with ``MacArg.BUF`` fill). A value MVSB (VALUE set) moves output half HALF of the value
+    accumulators into the channel output accumulator; BUF must be clear (one set of value
+    accumulators). An MVGB writes the probabilities into slot BUF of its group (the slot value
+    MACs with ``MacArg.BUF`` read).
+    """
+
+    SCORE = 0
+    BUF = 1
+    VALUE = 2
+    HALF = 4
+
+
+class Scope(IntEnum):
+    """What part of a channel a command touches. The first five nest (each contains the next:
+    a pseudo-channel holds ranks, a rank (pseudo-channel, SID) holds bank groups, a group holds
+    banks); UNIT is AttAcc's data-movement scope, one (SID, bank group) across both
+    pseudo-channels (docs/architecture.md), named for the compatibility model."""
+
+    CHANNEL = 0
+    PSEUDO_CHANNEL = 1
+    RANK = 2
+    GROUP = 3
+    BANK = 4
+    UNIT = 5
+
+
+def bit(flag: IntFlag) -> int:
+    """Bit position of a single-bit flag (``bit(MoveFlag.VALUE) == 1``), for gateware that
+    selects the bit of a field."""
+    v = int(flag)
+    if v <= 0 or v & (v - 1):
+        raise ValueError(f"{flag!r} is not a single-bit flag")
+    return v.bit_length() - 1
 
 
 #: Packed command word, LSB first: (name, width in bits).
@@ -140,6 +187,23 @@ def head_of(cmd: np.void | tuple) -> int:
     """The head a command names (0 for commands outside :data:`HEAD_OPS`)."""
     v = _values(cmd)
     return int(v[4]) if Op(int(v[0])) in HEAD_OPS else 0
+
+
+#: The scope of every program command: channel commands touch every bank (WRGB and SFM every
+#: group's data path), group commands the banks of ``group``, bank commands bank ``bank`` of
+#: ``group``.
+SCOPE: dict[Op, Scope] = {
+    Op.ACTAB: Scope.CHANNEL, Op.PREA: Scope.CHANNEL, Op.MACAB: Scope.CHANNEL,
+    Op.WRGB: Scope.CHANNEL, Op.SFM: Scope.CHANNEL, Op.REF: Scope.CHANNEL, Op.BAR: Scope.CHANNEL,
+    Op.ACTBG: Scope.GROUP, Op.PREBG: Scope.GROUP, Op.MACBG: Scope.GROUP, Op.MVSB: Scope.GROUP,
+    Op.MVGB: Scope.GROUP,
+    Op.ACTPB: Scope.BANK, Op.PREPB: Scope.BANK, Op.RD: Scope.BANK, Op.WR: Scope.BANK,
+}
+
+#: The address fields of a RD's data word (the bank array returns them with the column):
+#: the command's own fields, so a RD's reply names the command it answers.
+READ_ADDRESS_FIELDS: tuple[tuple[str, int], ...] = tuple(
+    (n, w) for n, w in COMMAND_FIELDS if n in ("group", "bank", "col"))
 
 
 def make_program(commands: list[tuple] | None = None) -> np.ndarray:

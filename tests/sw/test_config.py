@@ -90,3 +90,27 @@ def test_override_changes_one_field():
     cfg = config.load(overrides={"timing.tCCD_AB": 4})
     assert cfg.timing.tCCD_AB == 4
     assert cfg.row_period_cycles() == 170
+
+
+def test_named_distances_follow_their_formulas():
+    cfg = config.load()
+    t, d = cfg.timing, cfg.distances()
+    assert d["wr_to_pre"] == t.tCWL + t.tBL + t.tWR
+    assert d["rd_to_wr"] == t.CL + t.tBL + 2 - t.tCWL
+    assert d["wr_to_rd_l"] == t.tCWL + t.tBL + t.tWTR_L
+    assert d["mac_latency"] == t.CL + cfg.pu.mac_pipeline
+    assert d["move_spacing"] == 2  # 32 entries over 16 softmax lanes
+    assert d["tRFC"] == t.tRFC and d["mv_cycles"] == cfg.pu.mv_cycles
+    # every derived distance carries its reason
+    assert all(x.reason and x.formula for x in config.DISTANCES)
+    odd = config.load(overrides={"pu.sfm_lanes": 12})
+    assert odd.distances()["move_spacing"] == 3  # ceil(32 / 12)
+    assert cfg.sfm_cycles(256) == cfg.pu.sfm_latency + cfg.pu.sfm_passes * 16
+
+
+def test_distance_formula_rejects_other_syntax():
+    bad = config.Distance("x", "tRC ** 2", "no powers")
+    with pytest.raises(config.ConfigError, match=r"distance formula 'tRC \*\* 2'"):
+        bad.evaluate({"tRC": 3})
+    with pytest.raises(config.ConfigError, match="unknown name 'tXYZ'"):
+        config.Distance("y", "tXYZ + 1", "").evaluate({})

@@ -12,7 +12,7 @@ from starc import numerics as nm
 from starc.golden import programs
 from starc.golden.functional import execute
 from starc.golden.timing import ProgramError
-from starc.isa import PROGRAM_DTYPE, MacArg, Op, make_program
+from starc.isa import PROGRAM_DTYPE, MacArg, MoveFlag, Op, make_program
 from starc.numerics import FP16, FP32
 
 SEED = 7321
@@ -62,12 +62,14 @@ def dense_case(cfg: config.Config, q: np.ndarray, K: np.ndarray, V: np.ndarray, 
 
     for r in range(rows):
         macs(r, int(MacArg.BUF) if r & 1 else 0)
-        cmds.extend((Op.MVSB, g, 0, r & 1, 0, int(masks[r, g])) for g in range(G))
+        flags = MoveFlag.BUF if r & 1 else MoveFlag.SCORE
+        cmds.extend((Op.MVSB, g, 0, flags, 0, int(masks[r, g])) for g in range(G))
     cmds.append((Op.SFM, 0, 0, 0, 0, L))
     for r in range(rows):
-        cmds.extend((Op.MVGB, g, 0, r & 1) for g in range(G))
+        cmds.extend((Op.MVGB, g, 0, MoveFlag.BUF if r & 1 else 0) for g in range(G))
         macs(rows + r, int(MacArg.VALUE) | (int(MacArg.BUF) if r & 1 else 0))
-    cmds.extend((Op.MVSB, g, 0, 2 | (h << 2)) for g in range(G) for h in range(2))
+    cmds.extend((Op.MVSB, g, 0, MoveFlag.VALUE | (MoveFlag.HALF if h else 0))
+                for g in range(G) for h in range(2))
     wdata = q.view(np.uint16).reshape(-1, Ln)
     return make_program(cmds), wdata, image
 

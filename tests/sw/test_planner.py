@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from starc import config
 from starc.compiler import CompileOptions, compile_kv
 from starc.golden import check, functional, programs, timing
-from starc.isa import Op
+from starc.isa import MoveFlag, Op
 from starc.kv import synthetic_kv
 from starc.planner import Planner
 from starc.planner import policies as pol
@@ -153,12 +153,12 @@ def test_row_plans_and_command_counts(compiled, policy, mode):
         prog, wdata = pl.program(sp)
         ops = prog["op"]
         n_items = sum(len(rd.groups) for rd in sp.rows.rounds)
-        score_mv = (ops == Op.MVSB) & ((prog["col"] & 2) == 0)
+        score_mv = (ops == Op.MVSB) & ((prog["col"] & MoveFlag.VALUE) == 0)
         assert int(score_mv.sum()) == n_items
         assert int((ops == Op.MVGB).sum()) == n_items
         assert int((ops == Op.WRGB).sum()) == 4 and wdata.shape == (4, 16)
         assert prog["arg"][ops == Op.SFM].tolist() == [sp.selected.size]
-        assert int(((ops == Op.MVSB) & ((prog["col"] & 2) != 0)).sum()) == \
+        assert int(((ops == Op.MVSB) & ((prog["col"] & MoveFlag.VALUE) != 0)).sum()) == \
             2 * sp.rows.groups_touched().size
         assert int((ops == Op.ACTAB).sum()) + int((ops == Op.ACTBG).sum()) == \
             2 * sum(1 if rd.actab else len(rd.groups) for rd in sp.rows.rounds)

@@ -15,7 +15,7 @@ import numpy as np
 
 from starc.config import Config
 from starc.golden.timing import mac_latency, move_spacing, rdsb_transfer, sfm_cycles
-from starc.isa import MacArg, Op, format_command
+from starc.isa import MacArg, MoveFlag, Op, format_command
 
 __all__ = ["TimingViolation", "check", "violations"]
 
@@ -282,7 +282,7 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
             done.append(int(issue[i]) + pu.mv_cycles)
         elif op == Op.MVSB:
             fl = int(c["col"])
-            k = 2 if fl & 2 else fl & 1
+            k = 2 if fl & MoveFlag.VALUE else (1 if fl & MoveFlag.BUF else 0)
             g = int(c["group"])
             if (g, k) in last_mac:
                 need(i, last_mac[(g, k)], lat, "MAC -> MVSB (CL + mac_pipeline)")
@@ -306,7 +306,7 @@ def violations(prog: np.ndarray, issue: np.ndarray, cfg: Config) -> list[Violati
             if last_any_mvgb >= 0:
                 need(i, last_any_mvgb, move_spacing(cfg), "MVGB -> MVGB (softmax buffer read port)")
             last_any_mvgb = i
-            last_mvgb[(int(c["group"]), int(c["col"]) & 1)] = i
+            last_mvgb[(int(c["group"]), 1 if int(c["col"]) & MoveFlag.BUF else 0)] = i
             done.append(int(issue[i]) + pu.mv_cycles)
         elif op == Op.RDSB:
             for j in mvsbs[-1:]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from starc.config import Config
-from starc.isa import Op
+from starc.isa import MoveFlag, Op
 
 __all__ = ["Energy", "EventCounts", "account", "count_events"]
 
@@ -61,7 +61,7 @@ def count_events(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> EventCou
     # score move: sets x 16 FP32 scores; value move: bpg x 16 FP32 partial outputs;
     # MVGB: sets x 16 FP16 probabilities to every bank of the group; WRGB: one column to every bank.
     mvsb = prog[ops == int(Op.MVSB)]
-    value_moves = int(np.count_nonzero(mvsb["col"] & 2))
+    value_moves = int(np.count_nonzero(mvsb["col"] & int(MoveFlag.VALUE)))
     score_moves = len(mvsb) - value_moves
     moved = (score_moves * sets * 16 * 4 + value_moves * bpg * 16 * 4
              + n[Op.MVGB] * sets * 16 * 2 * bpg + n[Op.WRGB] * colb * nb_ch)

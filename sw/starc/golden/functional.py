@@ -20,9 +20,9 @@ Precisions of the contract that docs/commands.md leaves open (docs/numerics.md r
 
 * ``pu.banks_per_pu > 1``: a MAC's ``bank`` field selects which bank of every shared PU works:
   banks ``b`` with ``b % banks_per_pu == bank``; ``bank`` must be below ``banks_per_pu``.
-* Value MVSB (``col`` bit 1): ``col`` bit 2 selects the half ``h`` of the accumulators it moves
-  (lanes of dims ``32 k + 16 h + l``); the move reads and clears them. Bit 0 must be 0 (there is
-  one set of value accumulators).
+* Value MVSB (``MoveFlag.VALUE``): ``MoveFlag.HALF`` selects the half ``h`` of the accumulators it
+  moves (lanes of dims ``32 k + 16 h + l``); the move reads and clears them. ``MoveFlag.BUF``
+  must be clear (there is one set of value accumulators).
 * The score-move mask has one bit per entry, ``sets * slots <= 32``; bits beyond are an error.
 * SFM with no entries and ``n = 0`` does nothing.
 * RDSB (selection read-back): takes every pending score move off the softmax buffer (they take
@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from starc import numerics as nm
 from starc.config import Config
 from starc.golden.timing import ProgramError
-from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, Op, format_command
+from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, MoveFlag, Op, format_command
 
 __all__ = ["Result", "execute"]
 
@@ -228,11 +228,11 @@ class _Machine:
     def mvsb(self, i: int, g: int, flags: int, mask: int, head: int) -> None:
         self.check_group(i, g)
         ar = self.ar
-        if flags & 2:
-            if flags & ~6:
-                raise self.err(i, "a value move takes flags bit1 (value) and bit2 (half) only; "
-                                  "the value accumulators have one set")
-            h = (flags >> 2) & 1
+        if flags & MoveFlag.VALUE:
+            if flags & ~(MoveFlag.VALUE | MoveFlag.HALF):
+                raise self.err(i, "a value move takes flags VALUE and HALF only; the value "
+                                  "accumulators have one set")
+            h = 1 if flags & MoveFlag.HALF else 0
             for j in range(self.sets):
                 banks = slice(j * self.bpt, (j + 1) * self.bpt)
                 dims = (self.out_dim[banks] + self.Ln * h).ravel()
@@ -240,15 +240,17 @@ class _Machine:
                 self.out[head, dims] = ar.add(self.out[head, dims], part)
             self.acc[g, :, head, h, :] = 0
             return
-        if flags & ~1:
-            raise self.err(i, f"score move flags {flags:#x}: only bit0 (register set) is allowed")
+        if flags & ~MoveFlag.BUF:
+            raise self.err(i, f"score move flags {flags:#x}: only MoveFlag.BUF (register set) is "
+                              f"allowed")
         if self.mask_bits is None:
             raise self.err(i, f"a group holds {self.sets * self.S} entries per score move; the "
                               f"32-bit mask cannot describe them")
         n = self.sets * self.S
         if mask >> n:
             raise self.err(i, f"mask {mask:#x} has bits beyond the group's {n} entries")
-        sums = ar.tree(self.score[g, :, flags & 1, :].reshape(self.sets, self.bpt, self.S), 1)
+        k = 1 if flags & MoveFlag.BUF else 0
+        sums = ar.tree(self.score[g, :, k, :].reshape(self.sets, self.bpt, self.S), 1)
         bits = nm.to_bits(sums.ravel().astype(np.float32), nm.FP32)
         valid = ((np.uint64(mask) >> self.mask_bits) & np.uint64(1)).astype(bool)
         mv = _Move(g, i, bits, valid, head)

@@ -31,7 +31,7 @@ import numpy as np
 from starc.address import dense_token_address
 from starc.config import Config
 from starc.golden.multihead import HeadWork, Pass, Round, emit, overlapped_order
-from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, Op
+from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, MoveFlag, Op
 
 __all__ = ["command_counts", "dense_program", "dense_rounds", "dense_token_address",
            "stream_program"]
@@ -93,7 +93,8 @@ def dense_program(cfg: Config, L: int, head_dim: int, *, value_row_base: int | N
 
     def mvsb_score(row: int) -> list[tuple]:
         masks = _masks(cfg, head_dim, L, row)
-        return [(Op.MVSB, g, 0, row & 1, 0, masks[g]) for g in range(G)]
+        flags = int(MoveFlag.BUF) if row & 1 else 0
+        return [(Op.MVSB, g, 0, flags, 0, masks[g]) for g in range(G)]
 
     pending: list[tuple] = []
     for r in range(n_rows):
@@ -116,7 +117,8 @@ def dense_program(cfg: Config, L: int, head_dim: int, *, value_row_base: int | N
         b.add(Op.ACTAB, row=vbase + r)
         arg = int(MacArg.VALUE) | (int(MacArg.BUF) if r & 1 else 0)
         if r + 1 < n_rows:
-            pending = [(Op.MVGB, g, 0, (r + 1) & 1, 0, 0) for g in range(G)]
+            slot = int(MoveFlag.BUF) if (r + 1) & 1 else 0
+            pending = [(Op.MVGB, g, 0, slot, 0, 0) for g in range(G)]
         for c in range(C):
             for k in range(bppu):
                 b.add(Op.MACAB, bank=k, col=c, arg=arg)
@@ -128,7 +130,7 @@ def dense_program(cfg: Config, L: int, head_dim: int, *, value_row_base: int | N
         b.add(Op.PREA)
     for g in range(G):
         for h in range(2):
-            b.add(Op.MVSB, group=g, col=2 | (h << 2))
+            b.add(Op.MVSB, group=g, col=int(MoveFlag.VALUE | (MoveFlag.HALF if h else 0)))
     return b.build()
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from starc.config import Config
-from starc.isa import PROGRAM_DTYPE, MacArg, Op
+from starc.isa import PROGRAM_DTYPE, MacArg, MoveFlag, Op
 
 __all__ = ["ProgramError", "Schedule", "schedule", "sfm_cycles", "mac_latency", "rdsb_transfer",
            "CATEGORIES"]
@@ -180,6 +180,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
     REF, BAR = int(Op.REF), int(Op.BAR)
     RDSB = int(Op.RDSB)
     VALUE, BUF = int(MacArg.VALUE), int(MacArg.BUF)
+    MV_VALUE, MV_BUF = int(MoveFlag.VALUE), int(MoveFlag.BUF)
 
     def _err(i: int, msg: str) -> ProgramError:
         return ProgramError(f"command #{i} ({Op(ops[i]).name}): {msg}")
@@ -387,7 +388,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             key = "data_movement"
             if op == MVSB:
                 fl = cols[i]
-                k = 2 if fl & 2 else (fl & 1)
+                k = 2 if fl & MV_VALUE else (1 if fl & MV_BUF else 0)
                 a = max(mac_set_all[k], mac_set_grp[g][k]) + MACLAT
                 if k != 2 and mvs_t + MOVE > a:
                     a = mvs_t + MOVE
@@ -423,11 +424,11 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
             c = t + MV
             if op == MVSB:
                 mvsb_done = c
-                if not cols[i] & 2:
+                if not cols[i] & MV_VALUE:
                     mvs_t = t
             elif op == MVGB:
                 mvg_t = t
-                s = cols[i] & 1
+                s = 1 if cols[i] & MV_BUF else 0
                 mvgb_done[g][s] = c
                 if c > mvgb_done_all[s]:
                     mvgb_done_all[s] = c

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from starc.address import MOVE_MASK_SLOTS, SLICE, Geometry, check_geometry
-from starc.isa import PROGRAM_DTYPE, MacArg, Op
+from starc.isa import PROGRAM_DTYPE, MacArg, MoveFlag, Op
 from starc.planner.rounds import Round, RowPlan
 
 __all__ = ["MOVE_MASK_SLOTS", "Scan", "SelectionPass", "check_geometry", "emit_program",
@@ -42,6 +42,7 @@ Cmd = tuple[int, int, int, int, int, int]
 _ACTAB, _ACTBG, _PREA = int(Op.ACTAB), int(Op.ACTBG), int(Op.PREA)
 _MACAB, _MACBG, _MVSB, _MVGB = int(Op.MACAB), int(Op.MACBG), int(Op.MVSB), int(Op.MVGB)
 _VALUE, _BUF = int(MacArg.VALUE), int(MacArg.BUF)
+_MV_BUF, _MV_VALUE, _MV_HALF = int(MoveFlag.BUF), int(MoveFlag.VALUE), int(MoveFlag.HALF)
 
 
 def query_words(q16: np.ndarray, head_dim: int, lanes: int) -> np.ndarray:
@@ -116,11 +117,11 @@ class _Emitter:
             self.activate(rd, base)
             # moves still pending from round i - 2 read the register set round i writes: they
             # go first (only rounds with fewer MACs than moves leave any)
-            while self.pending and self.pending[0][3] == (i & 1):
+            while self.pending and self.pending[0][3] == (_MV_BUF if i & 1 else 0):
                 self.add(self.pending.pop(0))
             self.macs(rd, _BUF if i & 1 else 0, self.pending)
             self.add((_PREA, 0, 0, 0, 0, 0))
-            self.pending.extend((_MVSB, g, 0, i & 1, 0, int(m))
+            self.pending.extend((_MVSB, g, 0, _MV_BUF if i & 1 else 0, 0, int(m))
                                 for g, m in zip(rd.groups.tolist(), rd.masks.tolist(),
                                                 strict=True))
             self.round += 1
@@ -148,14 +149,14 @@ def _attention(em: _Emitter, plan: RowPlan, *, krow_base: int, vrow_base: int,
         em.activate(rd, vrow_base)
         pending: list[Cmd] = []
         if i + 1 < len(plan.rounds):
-            pending = [(_MVGB, g, 0, (i + 1) & 1, 0, 0)
+            pending = [(_MVGB, g, 0, _MV_BUF if (i + 1) & 1 else 0, 0, 0)
                        for g in plan.rounds[i + 1].groups.tolist()]
         em.macs(rd, _VALUE | (_BUF if i & 1 else 0), pending)
         em.cmds.extend(pending)
         em.add((_PREA, 0, 0, 0, 0, 0))
     for g in plan.groups_touched().tolist():
         for h in range(2):
-            em.add((_MVSB, g, 0, 2 | (h << 2), 0, 0))
+            em.add((_MVSB, g, 0, _MV_VALUE | (_MV_HALF if h else 0), 0, 0))
 
 
 def emit_program(plan: RowPlan, geo: Geometry, *, krow_base: int, vrow_base: int,
