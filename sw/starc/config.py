@@ -228,6 +228,9 @@ class Distance:
 #: The derived distances. The preset's own timing parameters (tRCD, tCCD_L, ...) and
 #: ``pu.mv_cycles`` are distances under their own names as well.
 DISTANCES: tuple[Distance, ...] = (
+    Distance("issue_spacing", "1",
+             "commands issue in program order, at most one per cycle; a BAR is complete one "
+             "cycle after it issues"),
     Distance("wr_to_pre", "tCWL + tBL + tWR",
              "write recovery tWR counts from the end of the write burst, which is on the bus from "
              "tCWL to tCWL + tBL after the WR"),
@@ -425,6 +428,14 @@ class Config:
         x ceil(n / sfm_lanes)`` (docs/commands.md)."""
         pu = self.pu
         return pu.sfm_latency + pu.sfm_passes * -(-max(int(n), 0) // pu.sfm_lanes)
+
+    def rdsb_transfer(self, n: int) -> int:
+        """Cycles the channel's data buses carry an RDSB of ``n`` FP32 scores: ``4 n`` bytes in
+        ``column_bytes`` bursts of ``tBL`` cycles, the pseudo-channels side by side
+        (docs/commands.md). The RDSB completes ``CL`` later (as a RD: ``CL + tBL`` for one
+        burst)."""
+        bursts = -(-4 * max(int(n), 0) // self.org.column_bytes)
+        return self.timing.tBL * -(-bursts // self.org.pseudo_channels)
 
     def cycles_to_ns(self, cycles: float) -> float:
         return cycles * self.timing.tCK_ns

@@ -189,12 +189,13 @@ def head_of(cmd: np.void | tuple) -> int:
     return int(v[4]) if Op(int(v[0])) in HEAD_OPS else 0
 
 
-#: The scope of every program command: channel commands touch every bank (WRGB and SFM every
-#: group's data path), group commands the banks of ``group``, bank commands bank ``bank`` of
+#: The scope of every program command: channel commands touch every bank (WRGB, SFM and RDSB
+#: every group's data path), group commands the banks of ``group``, bank commands bank ``bank`` of
 #: ``group``.
 SCOPE: dict[Op, Scope] = {
     Op.ACTAB: Scope.CHANNEL, Op.PREA: Scope.CHANNEL, Op.MACAB: Scope.CHANNEL,
     Op.WRGB: Scope.CHANNEL, Op.SFM: Scope.CHANNEL, Op.REF: Scope.CHANNEL, Op.BAR: Scope.CHANNEL,
+    Op.RDSB: Scope.CHANNEL,
     Op.ACTBG: Scope.GROUP, Op.PREBG: Scope.GROUP, Op.MACBG: Scope.GROUP, Op.MVSB: Scope.GROUP,
     Op.MVGB: Scope.GROUP,
     Op.ACTPB: Scope.BANK, Op.PREPB: Scope.BANK, Op.RD: Scope.BANK, Op.WR: Scope.BANK,

@@ -32,4 +32,4 @@ def test_move_flags_and_bit_positions():
 
 def test_read_address_fields_are_the_command_fields():
     widths = dict(COMMAND_FIELDS)
-    assert READ_ADDRESS_FIELDS == tuple((n, widths[n]) for n in ("group", "bank", "col"))
+    assert tuple((n, widths[n]) for n in ("group", "bank", "col")) == READ_ADDRESS_FIELDS
