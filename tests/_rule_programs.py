@@ -60,6 +60,10 @@ def rule_programs(overrides: dict[str, Any] | None = None
             **{"timing.tRRD_S": cfg.timing.row_cmd_cycles + 1})
     if len(acts_in_rank0) >= 5:
         add(14, acts_in_rank0[:5])
+    else:
+        # fewer than five banks in a rank: re-open the first one under a long window
+        add(14, acts_in_rank0 + [(Op.PREPB, 0, 0), (Op.ACTPB, 0, 0)],
+            **{"timing.tFAW": 4 * cfg.timing.tRC})
     add(15, [(Op.ACTAB,), score_mac, score_mac])
     add(16, [(Op.ACTAB,), (Op.MACBG, 0), score_mac])
     if G > 1:

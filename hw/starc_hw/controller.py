@@ -2,43 +2,69 @@
 
 :class:`Controller` takes the program as a stream of packed command words and issues each command
 at the earliest cycle the scheduling rule of docs/commands.md allows, inserting refreshes, exactly
-as :func:`starc.golden.timing.schedule` does (the tests compare every issue cycle). docs/rtl.md
-describes the timestamp scheme and shows timing diagrams.
+as :func:`starc.golden.timing.schedule` does, and reports the same binding rule for each (the
+tests compare every issue cycle and rule). Its constraint logic is generated from the rules table
+(:data:`starc.rules.RULES`, :data:`starc.rules.PLAN`): one *term* per row, compared with the
+cycle counter in registers, so no combinational maximum over the constraints exists
+(docs/rtl.md, "The pipelined controller").
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
-from starc.golden.timing import mac_latency, move_spacing
-from starc.isa import MacArg, MoveFlag, Op, bit
+from starc.isa import Op, Scope
+from starc.rules import COMPLETION, IN_ORDER, PLAN, RULES, Family, Key, KeyBit, KeyIf, Test
 
-from .layouts import COMMAND, Fault, issue_layout
+from .layouts import COMMAND, RULE_BITS, Fault, issue_layout
 
-__all__ = ["Controller", "Fault"]
+__all__ = ["DECISION_CLOCKS", "Controller", "Fault"]
+
+#: FPGA clocks a command spends at the head before its first comparison with the cycle counter
+#: (DECIDE: terms; COMPARE: distances to the counter). The cycle counter stands still meanwhile.
+DECISION_CLOCKS = 2
+
+_DECIDE, _COMPARE, _WAIT = 0, 1, 2
+_LEVELS = (Scope.CHANNEL, Scope.PSEUDO_CHANNEL, Scope.RANK, Scope.GROUP, Scope.BANK)
 
 
 def _log2(n: int) -> int:
     return n.bit_length() - 1
 
 
+@dataclass
+class _Slot:
+    """One term: the cycle a row (or, for a window row read above its level, one instance of it)
+    allows the head command at; ``app_head`` / ``app_ref``: whether it applies to the head
+    command / to a REF inserted before it."""
+
+    rule: int
+    value: Value
+    app_head: Value
+    app_ref: Value
+    for_act: bool
+
+
 class Controller(wiring.Component):
     """In-order PIM command issue at the earliest legal cycle (docs/commands.md, docs/rtl.md).
 
-    The controller counts DRAM cycles in :attr:`cycle`. It keeps, for every kind of event the
-    scheduling rule refers to, the cycle of the latest such event (ACT, PRE, column, write at
-    channel, group and bank level; per-rank activations and the four-activation window; the row
-    bus; the data path per pseudo-channel, rank and group; MAC, move and softmax completions). The
-    command at the head of :attr:`cmd` issues in the first cycle ``t`` with ``t >= earliest``,
-    where ``earliest`` is the maximum of those timestamps plus their minimum distances: the same
-    formula as the golden model, so the issue cycles are equal.
+    The controller counts emulated DRAM cycles in :attr:`cycle`. For every family of the rules
+    plan it keeps the cycle of the latest event per instance (channel, pseudo-channel, rank,
+    group, bank, key); an issued command writes every instance it is related to. A command at the
+    head of :attr:`cmd` is decided in :data:`DECISION_CLOCKS` clocks (DECIDE: per row, the
+    family register of the head's instance plus the row's distance; COMPARE: the distance of each
+    term to the cycle counter) and then issues in the first emulated cycle in which every term
+    it is subject to has been reached; the golden model's formula, so the issue cycles are equal.
 
-    *Emulated time.* A DRAM cycle elapses on each clock except when the controller waits for its
-    host: no command at the head of :attr:`cmd`, or an issued command not yet accepted on
-    :attr:`issue`. Host-side idles and backpressure therefore never change the schedule; with a
-    host that keeps up, every clock is one DRAM cycle.
+    *Emulated time.* The cycle counter advances by one on a clock with :attr:`step` high, except
+    while the controller waits: for its host (no command at the head, or an issued command not
+    accepted on :attr:`issue`), for a decision (the two decision clocks), or after a fault. At
+    most one command issues per emulated cycle. Host idles, backpressure and slow ``step`` never
+    change the schedule.
 
     Parameters
     ----------
@@ -54,9 +80,13 @@ class Controller(wiring.Component):
     cmd : In(stream.Signature(COMMAND))
         The program, one packed command word per transfer (``starc.isa.encode``).
     issue : Out(stream.Signature(issue_layout(cycle_width)))
-        Each issued command (program commands and inserted refreshes) with its issue cycle.
-        Issued commands take effect in the DRAM when they transfer; a bank array watches
-        ``issue.valid & issue.ready``.
+        Each issued command (program commands and inserted refreshes) with its issue cycle and
+        binding rule id (``starc.rules``; equal to ``Schedule.rule``). Issued commands take
+        effect in the DRAM when they transfer; a bank array watches ``issue.valid &
+        issue.ready``.
+    step : In(1, init=1)
+        The emulated cycle counter may advance on this clock (a folded datapath that needs
+        several FPGA clocks per emulated cycle pulses it once per emulated cycle).
     cycle : Out(cycle_width)
         The current DRAM cycle.
     complete : Out(cycle_width)
@@ -81,6 +111,7 @@ class Controller(wiring.Component):
         super().__init__({
             "cmd": In(stream.Signature(COMMAND)),
             "issue": Out(stream.Signature(issue_layout(cycle_width))),
+            "step": In(1, init=1),
             "cycle": Out(cycle_width),
             "complete": Out(cycle_width),
             "issued": Out(32),
@@ -91,390 +122,449 @@ class Controller(wiring.Component):
     def cfg(self) -> Config:
         return self._cfg
 
-    def elaborate(self, platform: object) -> Module:  # noqa: C901 - one rule, one place
-        m = Module()
-        cfg, org, tm, pu = self._cfg, self._cfg.org, self._cfg.timing, self._cfg.pu
-        W = self._w
-        S = signed(W)
-        NEG = -(1 << (W - 2))  # "never": NEG + any distance is still before cycle 0
+    def elaborate(self, platform: object) -> Module:
+        return _Builder(self).m
 
-        G = org.groups_per_channel
-        BPG = org.banks_per_group
-        NB = G * BPG
-        R = org.ranks_per_channel
-        PC = org.pseudo_channels
+
+class _Builder:
+    """Builds the controller's module from the rules plan (one instance per elaboration)."""
+
+    def __init__(self, ctrl: Controller) -> None:
+        self.c = ctrl
+        self.m = m = Module()
+        cfg, org = ctrl.cfg, ctrl.cfg.org
+        self.cfg = cfg
+        self.W = W = ctrl._w
+        self.S = S = signed(W)
+        self.NEG = -(1 << (W - 2))  # "never": NEG + any distance is still before cycle 0
+        self.dist = cfg.distances()
+        G, BPG = org.groups_per_channel, org.banks_per_group
+        self.count = {Scope.CHANNEL: 1, Scope.PSEUDO_CHANNEL: org.pseudo_channels,
+                      Scope.RANK: org.ranks_per_channel, Scope.GROUP: G, Scope.BANK: G * BPG}
+        self.G, self.BPG, self.NB = G, BPG, G * BPG
+
+        # ---- the head command and the phase of its decision --------------------------------
+        self.head = head = Signal(COMMAND)
+        self.head_valid = Signal()
+        self.phase = Signal(2, init=_DECIDE)
+        self.now = Signal(S, init=0)
+        self.t0 = Signal(S, init=0)          # previous issue + 1: the in-order bound
+        self.fault = Signal(Fault)
+        self.is_open = Signal(self.NB)
+        op, g = head.op, head.group
         lg_bpg, lg_bgs, lg_sids = _log2(BPG), _log2(org.bank_groups), _log2(org.sids)
+        lg_g = max(_log2(G), 0)
+        gi = Signal(range(max(G, 2)))
+        m.d.comb += gi.eq(g[:lg_g] if lg_g else 0)
+        r = gi >> lg_bgs
+        self.index = {Scope.CHANNEL: Const(0, 1), Scope.PSEUDO_CHANNEL: r >> lg_sids,
+                      Scope.RANK: r, Scope.GROUP: gi,
+                      Scope.BANK: Cat(head.bank[:lg_bpg], gi) if lg_bpg else gi}
+        self.is_op = {o: Signal(name=f"head_{o.name.lower()}") for o in Op if o != Op.NOP}
+        for o, s in self.is_op.items():
+            m.d.comb += s.eq(op == o)
 
-        tRCD, tRP, tRAS, tRC = tm.tRCD, tm.tRP, tm.tRAS, tm.tRC
-        tRTP, tWRP = tm.tRTP_L, tm.tCWL + tm.tBL + tm.tWR
-        tCCD_S, tCCD_L, tCCD_AB, tBL = tm.tCCD_S, tm.tCCD_L, tm.tCCD_AB, tm.tBL
-        tRRD_S, tRRD_L, tFAW = tm.tRRD_S, tm.tRRD_L, tm.tFAW
-        tREFI, tRFC, ROWC = tm.tREFI, tm.tRFC, tm.row_cmd_cycles
-        tWTR_S = tm.tCWL + tm.tBL + tm.tWTR_S
-        tWTR_L = tm.tCWL + tm.tBL + tm.tWTR_L
-        tRTW = tm.CL + tm.tBL + 2 - tm.tCWL
-        MACLAT = mac_latency(cfg)
-        MV = pu.mv_cycles
-        MOVE = move_spacing(cfg)
+        self.registers()
+        self.slots = self.make_slots()
+        self.decide()
+        self.compare_and_wait()
+        self.writes()
 
-        def named(expr: Value, name: str) -> Signal:
-            sig = Signal(S, name=name)
-            m.d.comb += sig.eq(expr)
-            return sig
+    # ---- helpers ----------------------------------------------------------------------------
+    def any_op(self, ops: object) -> Value:
+        sigs = [self.is_op[o] for o in sorted(ops)]  # type: ignore[type-var]
+        return Cat(*sigs).any() if sigs else Const(0)
 
-        counter = iter(range(1 << 30))
+    def field_test(self, t: Test | None) -> Value:
+        if t is None:
+            return Const(1)
+        f = self.head.col if t.field == "col" else self.head.arg
+        bit = f[_log2(t.flag)]
+        return bit if t.is_set else ~bit
 
-        def vmax(*values: Value) -> Signal:
-            """Maximum as a balanced comparator tree; every node is a signal so that no operand
-            expression is duplicated in the netlist."""
-            vals = [v if isinstance(v, Signal) else named(v, f"mx{next(counter)}")
-                    for v in values]
-            while len(vals) > 1:
-                nxt = [named(Mux(x > y, x, y), f"mx{next(counter)}")
-                       for x, y in zip(vals[0::2], vals[1::2], strict=False)]
-                if len(vals) % 2:
-                    nxt.append(vals[-1])
-                vals = nxt
-            return vals[0]
+    def key_value(self, key: Key, ops: object) -> Value:
+        """The head's value of ``key`` (for the opcodes in ``ops``)."""
 
-        def ts(name: str) -> Signal:
-            return Signal(S, init=NEG, name=name)
+        def expr(e: KeyBit | KeyIf) -> Value:
+            f = self.head.col if e.field == "col" else self.head.arg
+            if isinstance(e, KeyBit):
+                return f[_log2(e.flag)]
+            return Mux(f[_log2(e.flag)], e.then, expr(e.other))
 
-        def tss(name: str, n: int) -> Array:
-            return Array(Signal(S, init=NEG, name=f"{name}_{i}") for i in range(n))
+        out: Value = Const(0, range(key.size))
+        for o in sorted(ops):  # type: ignore[type-var]
+            out = Mux(self.is_op[o], expr(key.expr(o)), out)
+        return out
 
-        # ---- timestamp registers (the golden model's state, register for register) ----------
-        act_all, act_allmax = ts("act_all"), ts("act_allmax")
-        act_grp, act_grpmax, act_bank = tss("act_grp", G), tss("act_grpmax", G), tss("act_bank", NB)
-        pre_all, pre_allmax = ts("pre_all"), ts("pre_allmax")
-        pre_grp, pre_grpmax, pre_bank = tss("pre_grp", G), tss("pre_grpmax", G), tss("pre_bank", NB)
-        col_all, col_allmax = ts("col_all"), ts("col_allmax")
-        col_grp, col_grpmax, col_bank = tss("col_grp", G), tss("col_grpmax", G), tss("col_bank", NB)
-        wr_allmax, wr_grpmax, wr_bank = ts("wr_allmax"), tss("wr_grpmax", G), tss("wr_bank", NB)
-        rank_act = tss("rank_act", R)
-        faw = [[ts(f"faw_{r}_{i}") for i in range(4)] for r in range(R)]  # newest first
-        faw_oldest = Array(faw[r][3] for r in range(R))
-        last_row = ts("last_row")
-        last_ref = ts("last_ref")    # REF -> REF (tRFC)
-        ref_block = ts("ref_block")  # inserted REF -> ACT (tRFC); see docs/rtl.md on explicit REF
-        macab_t, macbg_any, macbg_grp = ts("macab_t"), ts("macbg_any"), tss("macbg_grp", G)
-        d_all, d_allmax = ts("d_all"), ts("d_allmax")
-        d_pc, d_rank, d_grp = tss("d_pc", PC), tss("d_rank", R), tss("d_grp", G)
-        rd_grp, rd_rank = tss("rd_grp", G), tss("rd_rank", R)
-        wrc_grp, wrc_rank = tss("wrc_grp", G), tss("wrc_rank", R)
-        wrgb_done = ts("wrgb_done")
-        mvgb_done = tss("mvgb_done", 2 * G)          # index 2 g + slot
-        mvgb_done_all = tss("mvgb_done_all", 2)
-        mac_set_all = tss("mac_set_all", 4)          # register set 0, 1 (score), 2 (value)
-        mac_set_grp = tss("mac_set_grp", 4 * G)      # index 4 g + set
-        mvsb_done, sfm_end = ts("mvsb_done"), ts("sfm_end")
-        mvs_t, mvg_t = ts("mvs_t"), ts("mvg_t")      # last score MVSB, last MVGB (move_spacing)
-        complete = Signal(S, init=0)
-        next_due = Signal(S, init=tREFI if self._refresh else (1 << (W - 2)) - 1)
-        refb = Signal(S, init=tREFI)  # next multiple of tREFI after the current cycle
-        is_open = Signal(NB)
+    def keys_index(self, keys: tuple[Key, ...], ops: object) -> Value:
+        idx: Value = Const(0, 1)
+        for k in keys:
+            idx = idx * k.size + self.key_value(k, ops)
+        return idx
 
-        now = Signal(S, init=0)
-        prev = Signal(S, init=-1)
-        head = Signal(COMMAND)
-        head_valid = Signal()
-        fault = Signal(Fault)
+    def reg(self, name: str) -> Signal:
+        return Signal(self.S, init=self.NEG, name=name)
 
-        # ---- decode the head command ---------------------------------------------------------
-        op, g, b, col, arg = head.op, head.group, head.bank, head.col, head.arg
-        bi = Cat(b[:lg_bpg], g)
-        r = g >> lg_bgs
-        pc = r >> lg_sids
-        grp_bits = is_open.word_select(g, BPG)
-        any_open = is_open.any()
-        all_open = is_open.all()
-        grp_all_open = grp_bits.all()
-        grp_any_open = grp_bits.any()
-        bank_open = is_open.bit_select(bi, 1)
-        value = arg[_log2(int(MacArg.VALUE))]
-        buf = arg[_log2(int(MacArg.BUF))]
-        mac_set = Mux(value, 2, buf)
-        mv_value, mv_buf = col[bit(MoveFlag.VALUE)], col[bit(MoveFlag.BUF)]
-        mv_set = Mux(mv_value, 2, mv_buf)
+    # ---- family registers -------------------------------------------------------------------
+    def levels_of(self, f: Family) -> list[Scope]:
+        """Read levels kept in registers: a level below every write level holds its ancestor's
+        value, so it is read there."""
+        top = max(f.write_levels.values())
+        return sorted({min(lv, top) for lv in f.read_levels.values()})
 
-        t0 = prev + 1
-        row_bus = last_row + ROWC
-        act_g = vmax(act_all, act_grpmax[g])
-        act_b = vmax(act_all, act_grp[g], act_bank[bi])
+    def registers(self) -> None:
+        self.fam: dict[int, dict[Scope, list[list[Signal]]]] = {}
+        self.dyn: dict[int, Signal] = {}
+        self.win: dict[int, list[list[Signal]]] = {}
+        for f in PLAN.families:
+            name = f.name
+            if f.value is not None:
+                self.dyn[f.index] = self.reg(f"f_{name}")
+                continue
+            if f.nth > 1:
+                n = self.count[f.level]
+                self.win[f.index] = [[self.reg(f"f_{name}_{q}_{k}") for k in range(f.nth)]
+                                     for q in range(n)]  # newest first
+                continue
+            self.fam[f.index] = {
+                lv: [[self.reg(f"f_{name}_{int(lv)}_{q}_{k}") for k in range(f.key_size)]
+                     for q in range(self.count[lv])]
+                for lv in self.levels_of(f)}
 
-        e = {}
-        # column (MAC) commands
-        e[Op.MACAB] = vmax(t0, act_allmax + tRCD, macab_t + tCCD_AB, macbg_any + tCCD_AB,
-                            vmax(*rd_grp, *wrc_grp) + tCCD_L,
-                            Mux(value, mvgb_done_all[buf], wrgb_done))
-        e[Op.MACBG] = vmax(t0, act_g + tRCD, macab_t + tCCD_AB, macbg_any + tCCD_S,
-                            macbg_grp[g] + tCCD_L, vmax(rd_grp[g], wrc_grp[g]) + tCCD_L,
-                            Mux(value, mvgb_done[Cat(buf, g)], wrgb_done))
-        # activations
-        e_actab = vmax(t0, row_bus, ref_block, last_ref + tRFC, pre_allmax + tRP,
-                       act_allmax + tRC, vmax(*rank_act) + tRRD_L, vmax(*faw_oldest) + tFAW)
-        act_rank = vmax(t0, row_bus, ref_block, last_ref + tRFC, rank_act[r] + tRRD_S,
-                        faw_oldest[r] + tFAW, act_g + tRRD_L)
-        e[Op.ACTAB] = e_actab
-        e[Op.ACTBG] = vmax(act_rank, vmax(pre_all, pre_grpmax[g]) + tRP, act_g + tRC)
-        e[Op.ACTPB] = vmax(act_rank, vmax(pre_all, pre_grp[g], pre_bank[bi]) + tRP,
-                            act_b + tRC)
-        # precharges
-        e[Op.PREA] = vmax(t0, row_bus, act_allmax + tRAS, col_allmax + tRTP,
-                           wr_allmax + tWRP)
-        e[Op.PREBG] = vmax(t0, row_bus, act_g + tRAS, vmax(col_all, col_grpmax[g]) + tRTP,
-                            wr_grpmax[g] + tWRP)
-        e[Op.PREPB] = vmax(t0, row_bus, act_b + tRAS,
-                            vmax(col_all, col_grp[g], col_bank[bi]) + tRTP, wr_bank[bi] + tWRP)
-        # data path
-        d_base = vmax(t0, d_all + tCCD_L, d_pc[pc] + tBL, d_rank[r] + tCCD_S, d_grp[g] + tCCD_L)
-        e[Op.MVSB] = vmax(d_base, vmax(mac_set_all[mv_set], mac_set_grp[Cat(mv_set[:2], g)])
-                           + MACLAT, Mux(mv_value, t0, mvs_t + MOVE))
-        e[Op.MVGB] = vmax(d_base, sfm_end, mvg_t + MOVE)
-        rw_col = vmax(d_base, act_b + tRCD, macab_t + tCCD_AB, macbg_grp[g] + tCCD_L)
-        e[Op.RD] = vmax(rw_col, wrc_grp[g] + tWTR_L, wrc_rank[r] + tWTR_S)
-        e[Op.WR] = vmax(rw_col, rd_grp[g] + tRTW, rd_rank[r] + tRTW)
-        e[Op.WRGB] = vmax(t0, d_allmax + tCCD_L)
-        e[Op.SFM] = vmax(t0, d_allmax + tCCD_L, mvsb_done, sfm_end)
-        # others
-        e_ref = vmax(t0, row_bus, pre_allmax + tRP, act_allmax + tRC, last_ref + tRFC)
-        e[Op.REF] = e_ref
-        e[Op.BAR] = vmax(t0, complete)
+    def read(self, f: Family, level: Scope, index: Value, key: Value) -> Value:
+        lv = min(level, max(f.write_levels.values()))
+        regs = self.fam[f.index][lv]
+        if len(regs) == 1 and len(regs[0]) == 1:
+            return regs[0][0]
+        node = Array(Array(row) for row in regs)[self.index[lv] if lv != Scope.CHANNEL else 0]
+        return node[key] if len(regs[0]) > 1 else node[0]
 
-        earliest = Signal(S)
-        is_act = Signal()
-        bad = Signal(Fault)
-        with m.Switch(op):
-            for o, expr in e.items():
-                with m.Case(o):
-                    m.d.comb += earliest.eq(expr)
-        m.d.comb += is_act.eq((op == Op.ACTAB) | (op == Op.ACTBG) | (op == Op.ACTPB))
+    # ---- terms ------------------------------------------------------------------------------
+    def make_slots(self) -> list[_Slot]:
+        slots: list[_Slot] = []
+        for rid, rule in enumerate(RULES, start=1):
+            f = PLAN.family_of[rid]
+            later = rule.later
+            app = self.any_op(later.ops) & self.field_test(later.test)
+            for_act = bool(later.ops & {Op.ACTAB, Op.ACTBG, Op.ACTPB})
+            has_ref = Op.REF in later.ops
+            if f.value is not None:
+                slots.append(_Slot(rid, self.dyn[f.index], app, Const(int(has_ref)), for_act))
+                continue
+            d = self.dist[rule.distance]
+            if f.nth > 1:
+                # the nth-latest event per instance of the window's level; a command above that
+                # level (ACTAB over ranks) is subject to every instance: one slot each
+                oldest = [ring[-1] for ring in self.win[f.index]]
+                above = [o for o in sorted(later.ops) if f.read_levels[o] < f.level]
+                if any(f.read_levels[o] != Scope.CHANNEL for o in above):
+                    raise ValueError(f"rule {rid}: a window read between two levels")
+                own = Array(oldest)[self.index[f.level]] if len(oldest) > 1 else oldest[0]
+                first = Mux(self.any_op(above), oldest[0], own) if above else own
+                slots.append(_Slot(rid, first + d, app, Const(0), for_act))
+                for q in range(1, len(oldest) if above else 1):
+                    slots.append(_Slot(rid, oldest[q] + d, self.any_op(above) & app, Const(0),
+                                       for_act))
+                continue
+            by_level: dict[Scope, list[Op]] = {}
+            for o in sorted(later.ops):
+                by_level.setdefault(f.read_levels[o], []).append(o)
+            key = self.keys_index(f.keys, later.ops)
+            value: Value | None = None
+            for lv, ops in sorted(by_level.items()):
+                v = self.read(f, lv, self.index[lv], key)
+                value = v if value is None else Mux(self.any_op(ops), v, value)
+            assert value is not None
+            shared_ref = has_ref and set(by_level) == {Scope.CHANNEL}
+            slots.append(_Slot(rid, value + d, app, Const(int(shared_ref)), for_act))
+            if has_ref and not shared_ref:
+                v = self.read(f, Scope.CHANNEL, self.index[Scope.CHANNEL], Const(0))
+                slots.append(_Slot(rid, v + d, Const(0), Const(1), False))
+        return slots
 
-        # ---- legality (the golden model's ProgramError cases) -------------------------------
-        g_bad = g >= G
-        gb_bad = g_bad | (b >= BPG)
-        with m.Switch(op):
-            with m.Case(Op.ACTAB):
-                m.d.comb += bad.eq(Mux(any_open, Fault.OPEN, Fault.NONE))
-            with m.Case(Op.ACTBG):
-                m.d.comb += bad.eq(Mux(g_bad, Fault.RANGE, Mux(grp_any_open, Fault.OPEN,
-                                                                 Fault.NONE)))
-            with m.Case(Op.ACTPB):
-                m.d.comb += bad.eq(Mux(gb_bad, Fault.RANGE, Mux(bank_open, Fault.OPEN,
-                                                                  Fault.NONE)))
-            with m.Case(Op.PREBG, Op.MVSB, Op.MVGB):
-                m.d.comb += bad.eq(Mux(g_bad, Fault.RANGE, Fault.NONE))
-            with m.Case(Op.PREPB):
-                m.d.comb += bad.eq(Mux(gb_bad, Fault.RANGE, Fault.NONE))
-            with m.Case(Op.MACAB):
-                m.d.comb += bad.eq(Mux(all_open, Fault.NONE, Fault.CLOSED))
-            with m.Case(Op.MACBG):
-                m.d.comb += bad.eq(Mux(g_bad, Fault.RANGE, Mux(grp_all_open, Fault.NONE,
-                                                                 Fault.CLOSED)))
-            with m.Case(Op.RD, Op.WR):
-                m.d.comb += bad.eq(Mux(gb_bad, Fault.RANGE, Mux(bank_open, Fault.NONE,
-                                                                  Fault.CLOSED)))
-            with m.Case(Op.REF):
-                m.d.comb += bad.eq(Mux(any_open, Fault.OPEN, Fault.NONE))
-            with m.Case(Op.PREA, Op.WRGB, Op.SFM, Op.BAR):
-                m.d.comb += bad.eq(Fault.NONE)
-            with m.Default():
-                m.d.comb += bad.eq(Fault.OPCODE)
+    # ---- DECIDE: terms, legality, what the head writes ---------------------------------------
+    def decide(self) -> None:
+        m = self.m
+        S, n = self.S, len(self.slots)
+        self.term = [Signal(S, name=f"term{k}_r{s.rule}") for k, s in enumerate(self.slots)]
+        self.app_h = Signal(n)
+        self.app_r = Signal(n)
+        self.bad = Signal(Fault)
+        self.hop = {o: Signal(name=f"hop_{o.name.lower()}") for o in self.is_op}
+        self.at: dict[Scope, list[Signal]] = {
+            lv: [Signal(name=f"at{int(lv)}_{q}") for q in range(self.count[lv])]
+            for lv in _LEVELS}
+        self.tests: dict[Test, Signal] = {}
+        self.keyw: dict[str, Signal] = {}
+        self.comp_d = Signal(self.W)
+        self.sfm_d = Signal(self.W)
+        decide = (self.phase == _DECIDE) & self.head_valid & (self.fault == Fault.NONE)
+        self.decide_en = decide
+        with m.If(decide):
+            m.d.sync += [t.eq(s.value) for t, s in zip(self.term, self.slots, strict=True)]
+            m.d.sync += [self.app_h.eq(Cat(*(s.app_head for s in self.slots))),
+                         self.app_r.eq(Cat(*(s.app_ref for s in self.slots)))]
+            m.d.sync += [self.hop[o].eq(self.is_op[o]) for o in self.hop]
+            for lv, hits in self.at.items():
+                m.d.sync += [h.eq(self.index[lv] == q) for q, h in enumerate(hits)]
+            for f in PLAN.families:
+                t = f.earlier.test
+                if t is not None and t not in self.tests:
+                    self.tests[t] = Signal(name=f"test_{t.field}_{t.flag}_{int(t.is_set)}")
+                    m.d.sync += self.tests[t].eq(self.field_test(t))
+                for k in f.keys:
+                    if k.name not in self.keyw:
+                        self.keyw[k.name] = Signal(range(k.size), name=f"key_{k.name}")
+                        ops = [o for o, _ in k.of]
+                        m.d.sync += self.keyw[k.name].eq(self.key_value(k, ops))
+            m.d.sync += [self.bad.eq(self.legality()), self.sfm_d.eq(self.sfm_cycles()),
+                         self.comp_d.eq(self.completion())]
+            m.d.sync += self.phase.eq(_COMPARE)
 
-        # ---- refresh insertion: before an activation at or after the due cycle, banks closed --
-        need_ref = Signal()
-        if self._refresh:
-            m.d.comb += need_ref.eq(is_act & (earliest >= next_due) & ~any_open)
-        when = Signal(S)
-        m.d.comb += when.eq(Mux(need_ref, e_ref, earliest))
-
-        # ---- handshakes and emulated time ---------------------------------------------------
-        ok = head_valid & (fault == Fault.NONE) & (bad == Fault.NONE)
-        fire = Signal()
-        m.d.comb += [
-            self.issue.valid.eq(ok & (now >= when)),
-            fire.eq(self.issue.valid & self.issue.ready),
-            self.cmd.ready.eq(~head_valid | (fire & ~need_ref)),
-            self.issue.payload.cmd.eq(Mux(need_ref, Const(int(Op.REF), COMMAND.size), head)),
-            self.issue.payload.cycle.eq(now),
-            self.issue.payload.inserted.eq(need_ref),
-            self.cycle.eq(now),
-            self.complete.eq(complete),
-            self.fault.eq(fault),
-        ]
-        with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [head.eq(self.cmd.payload), head_valid.eq(1)]
-        with m.Elif(fire & ~need_ref):
-            m.d.sync += head_valid.eq(0)
-        with m.If(head_valid & (fault == Fault.NONE) & (bad != Fault.NONE)):
-            m.d.sync += fault.eq(bad)
-
-        advance = ok & ~(self.issue.valid & ~self.issue.ready)
-        with m.If(advance):
-            m.d.sync += now.eq(now + 1)
-            with m.If(now + 1 == refb):
-                m.d.sync += refb.eq(refb + tREFI)
-
-        # ---- state update on issue -----------------------------------------------------------
-        # Written as one write enable per register (a one-hot decode of the command and its
-        # group/bank/rank), which keeps the generated Verilog, and the Verilator build, small.
-        t = now
-        run = Signal()
-        m.d.comb += run.eq(fire & ~need_ref)
-
-        def when_op(*ops: Op) -> Signal:
-            sig = Signal(name="is_" + "_".join(o.name.lower() for o in ops))
-            m.d.comb += sig.eq(run & Cat(*(op == o for o in ops)).any())
-            return sig
-
-        def onehot(index: Value, n: int, name: str) -> list[Signal]:
-            hits = [Signal(name=f"{name}_{i}") for i in range(n)]
-            m.d.comb += [h.eq(index == i) for i, h in enumerate(hits)]
-            return hits
-
-        at_g, at_b = onehot(g, G, "at_g"), onehot(bi, NB, "at_b")
-        at_r, at_pc = onehot(r, R, "at_r"), onehot(pc, PC, "at_pc")
-        i_macab, i_macbg = when_op(Op.MACAB), when_op(Op.MACBG)
-        i_actab, i_actbg, i_actpb = when_op(Op.ACTAB), when_op(Op.ACTBG), when_op(Op.ACTPB)
-        i_prea, i_prebg, i_prepb = when_op(Op.PREA), when_op(Op.PREBG), when_op(Op.PREPB)
-        i_mvsb, i_mvgb, i_rd, i_wr = when_op(Op.MVSB), when_op(Op.MVGB), when_op(Op.RD), \
-            when_op(Op.WR)
-        i_grpdata = when_op(Op.MVSB, Op.MVGB, Op.RD, Op.WR)
-        i_alldata = when_op(Op.WRGB, Op.SFM)
-        i_wrgb, i_sfm, i_ref = when_op(Op.WRGB), when_op(Op.SFM), when_op(Op.REF)
-        i_act_rank = when_op(Op.ACTBG, Op.ACTPB)
-        i_ref_any = Signal()
-        m.d.comb += i_ref_any.eq(i_ref | (fire & need_ref))
-
-        writes: dict[int, tuple[Signal, list[Value]]] = {}  # by id(): signals do not hash
-
-        def upd(reg: Signal, cond: Value) -> None:
-            writes.setdefault(id(reg), (reg, []))[1].append(cond)
-
-        def upd_each(regs: Array, hits: list[Signal], cond: Value) -> None:
-            for reg, hit in zip(regs, hits, strict=True):
-                upd(reg, cond & hit)
-
-        def upd_all(regs: Array, cond: Value) -> None:
-            for reg in regs:
-                upd(reg, cond)
-
-        # MAC
-        for x in (macab_t, col_all):
-            upd(x, i_macab)
-        upd(col_allmax, i_macab | i_macbg | i_rd)
-        for k in range(3):
-            upd(mac_set_all[k], i_macab & (mac_set == k))
-        upd(macbg_any, i_macbg)
-        upd_each(macbg_grp, at_g, i_macbg)
-        upd_each(col_grp, at_g, i_macbg)
-        upd_each(col_grpmax, at_g, i_macbg | i_rd)
-        for gi in range(G):
-            for k in range(3):
-                upd(mac_set_grp[4 * gi + k], i_macbg & at_g[gi] & (mac_set == k))
-        # activations
-        upd(act_all, i_actab)
-        upd(act_allmax, i_actab | i_actbg | i_actpb)
-        upd_each(act_grp, at_g, i_actbg)
-        upd_each(act_grpmax, at_g, i_actbg | i_actpb)
-        upd_each(act_bank, at_b, i_actpb)
-        upd(last_row, i_actab | i_actbg | i_actpb | i_prea | i_prebg | i_prepb | i_ref_any)
-        for rr in range(R):
-            upd(rank_act[rr], i_actab | (i_act_rank & at_r[rr]))
-            upd(faw[rr][0], i_actab | (i_act_rank & at_r[rr]))
-        # precharges
-        upd(pre_all, i_prea)
-        upd(pre_allmax, i_prea | i_prebg | i_prepb)
-        upd_each(pre_grp, at_g, i_prebg)
-        upd_each(pre_grpmax, at_g, i_prebg | i_prepb)
-        upd_each(pre_bank, at_b, i_prepb)
-        # data path
-        upd(d_all, i_alldata)
-        upd(d_allmax, i_alldata | i_grpdata)
-        upd_each(d_pc, at_pc, i_grpdata)
-        upd_each(d_rank, at_r, i_grpdata)
-        upd_each(d_grp, at_g, i_grpdata)
-        upd_all(d_pc, i_alldata)
-        upd_all(d_rank, i_alldata)
-        upd_all(d_grp, i_alldata)
-        upd_each(rd_grp, at_g, i_rd)
-        upd_each(rd_rank, at_r, i_rd)
-        upd_each(col_bank, at_b, i_rd)
-        upd_each(wrc_grp, at_g, i_wr)
-        upd_each(wrc_rank, at_r, i_wr)
-        upd_each(wr_bank, at_b, i_wr)
-        upd_each(wr_grpmax, at_g, i_wr)
-        upd(wr_allmax, i_wr)
-        upd(last_ref, i_ref_any)
-
-        for reg, conds in writes.values():
-            with m.If(Cat(*conds).any()):
-                m.d.sync += reg.eq(t)
-
-        # registers written with other values than the issue cycle
-        sfm_done = Signal(S)
-        lanes = pu.sfm_lanes
+    def sfm_cycles(self) -> Value:
+        pu = self.cfg.pu
+        arg, lanes = self.head.arg, pu.sfm_lanes
         if lanes & (lanes - 1):
             chunks = (arg + (lanes - 1)) // lanes
         else:
             chunks = (arg + (lanes - 1)) >> _log2(lanes)
-        m.d.comb += sfm_done.eq(t + pu.sfm_latency + pu.sfm_passes * chunks)
-        with m.If(i_mvsb):
-            m.d.sync += mvsb_done.eq(t + MV)
-            with m.If(~mv_value):
-                m.d.sync += mvs_t.eq(t)
-        with m.If(i_mvgb):
-            m.d.sync += mvg_t.eq(t)
-        for gi in range(G):
-            for sl in range(2):
-                with m.If(i_mvgb & at_g[gi] & (mv_buf == sl)):
-                    m.d.sync += mvgb_done[2 * gi + sl].eq(t + MV)
-        for sl in range(2):
-            with m.If(i_mvgb & (mv_buf == sl)):
-                m.d.sync += mvgb_done_all[sl].eq(t + MV)
-        with m.If(i_wrgb):
-            m.d.sync += wrgb_done.eq(t + MV)
-        with m.If(i_sfm):
-            m.d.sync += sfm_end.eq(sfm_done)
-        with m.If(fire & need_ref):
-            m.d.sync += [next_due.eq(next_due + tREFI), ref_block.eq(t + tRFC)]
-        if self._refresh:
-            with m.If(i_ref & (refb > next_due)):
-                m.d.sync += next_due.eq(refb)
+        return pu.sfm_latency + pu.sfm_passes * chunks
+
+    def completion(self) -> Value:
+        out: Value = Const(0)
+        for o, name in COMPLETION.items():
+            v = self.sfm_cycles() if name == "sfm_busy" else Const(self.dist[name])
+            out = Mux(self.is_op[o], v, out)
+        return out
+
+    def legality(self) -> Value:
+        """The golden model's ProgramError cases (``Fault``), for the head command."""
+        org, head, open_ = self.cfg.org, self.head, self.is_open
+        G, BPG = self.G, self.BPG
+        g_bad = head.group >= G
+        gb_bad = g_bad | (head.bank >= BPG)
+        grp_bits = open_.word_select(self.index[Scope.GROUP], BPG)
+        bank_open = open_.bit_select(self.index[Scope.BANK], 1)
+        any_open, all_open = open_.any(), open_.all()
+        del org
+        F = Fault
+        cases = [
+            (Op.ACTAB, Mux(any_open, F.OPEN, F.NONE)),
+            (Op.ACTBG, Mux(g_bad, F.RANGE, Mux(grp_bits.any(), F.OPEN, F.NONE))),
+            (Op.ACTPB, Mux(gb_bad, F.RANGE, Mux(bank_open, F.OPEN, F.NONE))),
+            (Op.PREA, Const(F.NONE.value, 3)),
+            (Op.PREBG, Mux(g_bad, F.RANGE, F.NONE)),
+            (Op.PREPB, Mux(gb_bad, F.RANGE, F.NONE)),
+            (Op.MACAB, Mux(all_open, F.NONE, F.CLOSED)),
+            (Op.MACBG, Mux(g_bad, F.RANGE, Mux(grp_bits.all(), F.NONE, F.CLOSED))),
+            (Op.RD, Mux(gb_bad, F.RANGE, Mux(bank_open, F.NONE, F.CLOSED))),
+            (Op.WR, Mux(gb_bad, F.RANGE, Mux(bank_open, F.NONE, F.CLOSED))),
+            (Op.WRGB, Const(F.NONE.value, 3)),
+            (Op.MVSB, Mux(g_bad, F.RANGE, F.NONE)),
+            (Op.MVGB, Mux(g_bad, F.RANGE, F.NONE)),
+            (Op.SFM, Const(F.NONE.value, 3)),
+            (Op.REF, Mux(any_open, F.OPEN, F.NONE)),
+            (Op.BAR, Const(F.NONE.value, 3)),
+        ]
+        out: Value = Const(F.OPCODE.value, 3)
+        for o, v in cases:
+            out = Mux(self.is_op[o], v, out)
+        return out
+
+    # ---- COMPARE and WAIT: distances to the counter, issue ----------------------------------
+    def compare_and_wait(self) -> None:
+        m, c, S = self.m, self.c, self.S
+        n = len(self.slots)
+        self.delta = [Signal(S, name=f"delta{k}") for k in range(n)]
+        delta_t0 = Signal(S)
+        self.sat_h, self.sat_r = Signal(), Signal()
+        self.rule_h = Signal(RULE_BITS)
+        self.rule_r = Signal(RULE_BITS)
+        self.need_ref = Signal()
+        self.spent = Signal()      # a command issued at `now`; the counter has not moved since
+        self.next_due = Signal(S, init=self.cfg.timing.tREFI if c._refresh
+                               else (1 << (self.W - 2)) - 1)
+        self.refb = Signal(S, init=self.cfg.timing.tREFI)  # next multiple of tREFI after now
+        compare = self.phase == _COMPARE
+        wait = self.phase == _WAIT
+        ok = self.fault == Fault.NONE
+        sel_sat = Mux(self.need_ref, self.sat_r, self.sat_h)
+
+        # the counter: advances on `step`, never past a cycle the head might still issue in
+        self.fire = fire = Signal()
+        adv_wait = Signal()
+        adv_cmp = Signal()
+        adv = Signal()
+        m.d.comb += [
+            adv_wait.eq(c.step & ok & wait & (self.spent | (self.head_valid & ~sel_sat))),
+            adv_cmp.eq(c.step & ok & self.spent),
+            adv.eq(c.step & ok & (self.spent | fire | (wait & self.head_valid & ~sel_sat))),
+        ]
+        now_next = Signal(S)
+        m.d.comb += now_next.eq(self.now + adv)
+        m.d.sync += self.now.eq(now_next)
+        with m.If(adv & (self.now + 1 == self.refb)):
+            m.d.sync += self.refb.eq(self.refb + self.cfg.timing.tREFI)
+        with m.If(fire & ~adv):
+            m.d.sync += self.spent.eq(1)
+        with m.Elif(adv):
+            m.d.sync += self.spent.eq(0)
+
+        # distances: set in COMPARE, counted down in WAIT; registered sat and rule
+        new = [Signal(S, name=f"dnew{k}") for k in range(n)]
+        new_t0 = Signal(S)
+        for k in range(n):
+            m.d.comb += new[k].eq(Mux(compare, self.term[k] - (self.now + adv_cmp),
+                                      self.delta[k] - adv_wait))
+        m.d.comb += new_t0.eq(Mux(compare, self.t0 - (self.now + adv_cmp), delta_t0 - adv_wait))
+        reached = Cat(*(x <= 0 for x in new))
+        hit = Cat(*(x == 0 for x in new))
+        any_open = self.is_open.any()
+        ge_due = Cat(*(t >= self.next_due for t, s in zip(self.term, self.slots, strict=True)
+                       if s.for_act))
+        act_mask = Cat(*(self.app_h[k] for k, s in enumerate(self.slots) if s.for_act))
+        is_act = Cat(self.is_op[Op.ACTAB], self.is_op[Op.ACTBG], self.is_op[Op.ACTPB]).any()
+        with m.If(compare | wait):
+            m.d.sync += [d.eq(x) for d, x in zip(self.delta, new, strict=True)]
+            m.d.sync += [
+                delta_t0.eq(new_t0),
+                self.sat_h.eq((new_t0 <= 0) & (reached | ~self.app_h).all()),
+                self.sat_r.eq((new_t0 <= 0) & (reached | ~self.app_r).all()),
+                self.rule_h.eq(self.priority(hit & self.app_h)),
+                self.rule_r.eq(self.priority(hit & self.app_r)),
+            ]
+        with m.If(compare):
+            if c._refresh:
+                m.d.sync += self.need_ref.eq(is_act & ~any_open & (
+                    (self.t0 >= self.next_due) | (ge_due & act_mask).any()))
+            else:
+                m.d.sync += self.need_ref.eq(0)
+            with m.If(self.bad != Fault.NONE):
+                m.d.sync += self.fault.eq(self.bad)
+            with m.Else():
+                m.d.sync += self.phase.eq(_WAIT)
+
+        # the issue stream and the head register
+        issue = c.issue
+        ref_word = Const(int(Op.REF), COMMAND.size)
+        m.d.comb += [
+            issue.valid.eq(wait & self.head_valid & ok & sel_sat & ~self.spent),
+            fire.eq(issue.valid & issue.ready),
+            issue.payload.cmd.eq(Mux(self.need_ref, ref_word, self.head)),
+            issue.payload.cycle.eq(self.now),
+            issue.payload.inserted.eq(self.need_ref),
+            issue.payload.rule.eq(Mux(self.need_ref, self.rule_r, self.rule_h)),
+            c.cmd.ready.eq(~self.head_valid | (fire & ~self.need_ref)),
+            c.cycle.eq(self.now),
+            c.fault.eq(self.fault),
+        ]
+        with m.If(c.cmd.valid & c.cmd.ready):
+            m.d.sync += [self.head.eq(c.cmd.payload), self.head_valid.eq(1)]
+        with m.Elif(fire & ~self.need_ref):
+            m.d.sync += self.head_valid.eq(0)
+        with m.If(fire):
+            m.d.sync += [self.phase.eq(_DECIDE), self.t0.eq(self.now + 1),
+                         c.issued.eq(c.issued + 1)]
+
+    def priority(self, bits: Value) -> Value:
+        """The rule of the first set bit (slots are in table order), else IN_ORDER: a balanced
+        tree of (any, rule) pairs, the left operand winning."""
+        nodes = [(bits[k], Const(s.rule, RULE_BITS)) for k, s in enumerate(self.slots)]
+        while len(nodes) > 1:
+            nxt = []
+            for a, b in zip(nodes[0::2], nodes[1::2], strict=False):
+                nxt.append((a[0] | b[0], Mux(a[0], a[1], b[1])))
+            if len(nodes) % 2:
+                nxt.append(nodes[-1])
+            nodes = nxt
+        v, rid = nodes[0]
+        return Mux(v, rid, IN_ORDER)
+
+    # ---- the issued command's effect --------------------------------------------------------
+    def writes(self) -> None:
+        m, c, S = self.m, self.c, self.S
+        fire, now, ref = self.fire, self.now, self.need_ref
+        fired = {o: Signal(name=f"fired_{o.name.lower()}") for o in self.hop}
+        for o, s in fired.items():
+            if o == Op.REF:
+                m.d.comb += s.eq(fire & (ref | self.hop[o]))
+            else:
+                m.d.comb += s.eq(fire & ~ref & self.hop[o])
+
+        def fired_cls(ops: object, test: Test | None) -> Value:
+            sig = Cat(*(fired[o] for o in sorted(ops))).any()  # type: ignore[type-var]
+            if test is not None:
+                sig = sig & ~ref & self.tests[test]
+            return sig
+
+        def node_hit(op: Op, lam: Scope, lv: Scope, q: int) -> Value:
+            """The event of ``op`` (written at level ``lam``) touches instance ``q`` of ``lv``."""
+            if op == Op.REF:
+                return Const(1) if lam == Scope.CHANNEL else Const(0)
+            if lv <= lam:
+                return self.at[lv][q]
+            ancestor = q // (self.count[lv] // self.count[lam])
+            return self.at[lam][ancestor]
+
+        def key_hit(keys: tuple[Key, ...], kv: int) -> Value:
+            if not keys:
+                return Const(1)
+            parts, rest = [], kv
+            for k in reversed(keys):
+                parts.append(self.keyw[k.name] == rest % k.size)
+                rest //= k.size
+            return Cat(*parts).all()
+
+        for f in PLAN.families:
+            if f.value is not None:
+                reg = self.dyn[f.index]
+                dyn = self.sfm_d if f.value == "sfm_busy" else self.comp_d
+                cand = Signal(S, name=f"cand_{f.name}")
+                m.d.comb += cand.eq(now + Mux(ref, self.dist["tRFC"], dyn)
+                                    if f.value == "completion" else now + dyn)
+                with m.If(fired_cls(f.earlier.ops, f.earlier.test) & (cand > reg)):
+                    m.d.sync += reg.eq(cand)
+                continue
+            if f.nth > 1:
+                for q, ring in enumerate(self.win[f.index]):
+                    en = Cat(*(fired[o] & node_hit(o, f.write_levels[o], f.level, q)
+                               for o in sorted(f.earlier.ops))).any()
+                    with m.If(en):
+                        m.d.sync += [ring[0].eq(now)] + [ring[k].eq(ring[k - 1])
+                                                         for k in range(1, f.nth)]
+                continue
+            for lv, nodes in self.fam[f.index].items():
+                for q, regs in enumerate(nodes):
+                    for kv, reg in enumerate(regs):
+                        terms = []
+                        for o in sorted(f.earlier.ops):
+                            sig = fired[o] & node_hit(o, f.write_levels[o], lv, q)
+                            if f.earlier.test is not None:
+                                sig = sig & self.tests[f.earlier.test]
+                            terms.append(sig)
+                        en = Cat(*terms).any() & key_hit(f.keys, kv)
+                        with m.If(en):
+                            m.d.sync += reg.eq(now)
 
         # open banks
-        for i in range(NB):
-            gi = i // BPG
-            with m.If(i_actab | (i_actbg & at_g[gi]) | (i_actpb & at_b[i])):
-                m.d.sync += is_open[i].eq(1)
-            with m.If(i_prea | (i_prebg & at_g[gi]) | (i_prepb & at_b[i])):
-                m.d.sync += is_open[i].eq(0)
-        # the four-activation window: newest first
-        for rr in range(R):
-            with m.If(i_actab | (i_act_rank & at_r[rr])):
-                m.d.sync += [faw[rr][i].eq(faw[rr][i - 1]) for i in range(1, 4)]
+        at_g, at_b = self.at[Scope.GROUP], self.at[Scope.BANK]
+        for i in range(self.NB):
+            gi = i // self.BPG
+            with m.If(fired[Op.ACTAB] | (fired[Op.ACTBG] & at_g[gi]) | (fired[Op.ACTPB] & at_b[i])):
+                m.d.sync += self.is_open[i].eq(1)
+            with m.If(fired[Op.PREA] | (fired[Op.PREBG] & at_g[gi]) | (fired[Op.PREPB] & at_b[i])):
+                m.d.sync += self.is_open[i].eq(0)
 
-        # completion of the issued command, and the counters
-        done = Signal(S)
-        with m.Switch(Mux(need_ref, Op.REF, op)):
-            with m.Case(Op.MACAB, Op.MACBG):
-                m.d.comb += done.eq(t + MACLAT)
-            with m.Case(Op.ACTAB, Op.ACTBG, Op.ACTPB, Op.PREA, Op.PREBG, Op.PREPB):
-                m.d.comb += done.eq(t + ROWC)
-            with m.Case(Op.MVSB, Op.MVGB, Op.WRGB):
-                m.d.comb += done.eq(t + MV)
-            with m.Case(Op.RD):
-                m.d.comb += done.eq(t + tm.CL + tBL)
-            with m.Case(Op.WR):
-                m.d.comb += done.eq(t + tm.tCWL + tBL)
-            with m.Case(Op.SFM):
-                m.d.comb += done.eq(sfm_done)
-            with m.Case(Op.REF):
-                m.d.comb += done.eq(t + tRFC)
-            with m.Case(Op.BAR):
-                m.d.comb += done.eq(t + 1)
-        with m.If(fire):
-            m.d.sync += [prev.eq(t), self.issued.eq(self.issued + 1)]
-            with m.If(done > complete):
-                m.d.sync += complete.eq(done)
-        return m
+        # refresh bookkeeping
+        tREFI, tRFC = self.cfg.timing.tREFI, self.dist["tRFC"]
+        del tRFC
+        with m.If(fire & ref):
+            m.d.sync += self.next_due.eq(self.next_due + tREFI)
+        if c._refresh:
+            with m.If(fired[Op.REF] & ~ref & (self.refb > self.next_due)):
+                m.d.sync += self.next_due.eq(self.refb)
+
+        # the program's cycle count: the completion family (never before cycle 0)
+        comp = next((self.dyn[f.index] for f in PLAN.families if f.value == "completion"), None)
+        assert comp is not None, "the rules table has no completion row"
+        m.d.comb += c.complete.eq(Mux(comp[-1], 0, comp))

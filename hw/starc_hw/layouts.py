@@ -18,9 +18,10 @@ from __future__ import annotations
 from amaranth.lib import data, enum
 from amaranth.lib.wiring import Out
 from starc.isa import COMMAND_BITS, COMMAND_FIELDS, READ_ADDRESS_FIELDS
+from starc.rules import RULE_BITS
 
-__all__ = ["COMMAND", "STATUS_NAMES", "VIOLATIONS", "Fault", "issue_layout", "read_data_layout",
-           "status_members"]
+__all__ = ["COMMAND", "RULE_BITS", "STATUS_NAMES", "VIOLATIONS", "Fault", "issue_layout",
+           "read_data_layout", "status_members"]
 
 #: One packed command word, LSB first (starc.isa.COMMAND_FIELDS).
 COMMAND = data.StructLayout({name: width for name, width in COMMAND_FIELDS})
@@ -58,10 +59,12 @@ def _check_width(what: str, width: object) -> int:
 
 
 def issue_layout(cycle_width: int) -> data.StructLayout:
-    """An issued command: the command word, the DRAM cycle it issued at, and whether the
-    controller inserted it (a refresh) rather than taking it from the program."""
+    """An issued command: the command word, the DRAM cycle it issued at, whether the controller
+    inserted it (a refresh) rather than taking it from the program, and its binding rule id
+    (``starc.rules``: the row that decided the cycle, 0 = in order)."""
     _check_width("Cycle width", cycle_width)
-    return data.StructLayout({"cmd": COMMAND, "cycle": cycle_width, "inserted": 1})
+    return data.StructLayout({"cmd": COMMAND, "cycle": cycle_width, "inserted": 1,
+                              "rule": RULE_BITS})
 
 
 def read_data_layout(column_bits: int) -> data.StructLayout:

@@ -256,9 +256,10 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
     pb = n_mvgb * sets
     bundle = {
         "load_prog": lprog, "load_wdata": lwd, "load_issue": lsched.issue,
-        "load_inserted": lsched.inserted, "load_full": lsched.program,
+        "load_inserted": lsched.inserted, "load_full": lsched.program, "load_rule": lsched.rule,
         "load_total": np.int64(lsched.total_cycles),
         "prog": scn.prog, "wdata": scn.wdata, "issue": sched.issue, "inserted": sched.inserted,
+        "rule": sched.rule,
         "full": sched.program, "total": np.int64(sched.total_cycles),
         "out_bits": res.output_bits, "out_acc": res.output_acc,
         "score_group": beats_group.astype(np.int64), "score_mask": mask_bits.astype(np.uint64),

@@ -222,7 +222,7 @@ def _run_program(model: Any, prog: np.ndarray, wdata: np.ndarray, p: dict[str, A
     run_dir = Path(tempfile.mkdtemp(prefix="program-", dir=base))
     bundle = run_dir / "bundle.npz"
     np.savez(bundle, prog=prog, wdata=wdata, full=sched.program, issue=sched.issue,
-             inserted=sched.inserted, total=np.int64(sched.total_cycles),
+             inserted=sched.inserted, rule=sched.rule, total=np.int64(sched.total_cycles),
              violations=np.array(json.dumps(flags)))
     env = {"STARC_TB_SPEC": json.dumps(spec.key()), "STARC_TB_BUNDLE": str(bundle),
            "STARC_TB_RESULT": str(run_dir / "result.json"), "STARC_TB_IDLE": str(p["idle"]),

@@ -13,6 +13,7 @@ import numpy as np
 from starc.config import Config
 from starc.golden.timing import Schedule, schedule
 from starc.isa import COMMAND_BITS, Op, decode, encode, format_command
+from starc.rules import RULE_BITS, rule_name
 
 __all__ = [
     "Issued",
@@ -30,11 +31,13 @@ class ScoreboardError(AssertionError):
 
 @dataclass(frozen=True)
 class Issued:
-    """One issued command: the packed command word, its issue cycle, inserted by the controller."""
+    """One issued command: the packed command word, its issue cycle, inserted by the controller,
+    and its binding rule id (``starc.rules``)."""
 
     word: int
     cycle: int
     inserted: bool
+    rule: int = 0
 
     def describe(self) -> str:
         op, g, b, col, row, arg = decode(self.word)
@@ -43,29 +46,34 @@ class Issued:
         rec["op"], rec["group"], rec["bank"], rec["col"], rec["row"], rec["arg"] = \
             op, g, b, col, row, arg
         tag = " (inserted)" if self.inserted else ""
-        return f"{format_command(rec)}{tag} @ {self.cycle}"
+        return f"{format_command(rec)}{tag} @ {self.cycle} by {rule_name(self.rule)}"
 
 
 def decode_issue(word: int, cycle_width: int) -> Issued:
-    """Unpack an ``issue_layout(cycle_width)`` payload (command, cycle, inserted; LSB first)."""
+    """Unpack an ``issue_layout(cycle_width)`` payload (command, cycle, inserted, rule; LSB
+    first)."""
     cmd = word & ((1 << COMMAND_BITS) - 1)
     cycle = (word >> COMMAND_BITS) & ((1 << cycle_width) - 1)
     inserted = bool((word >> (COMMAND_BITS + cycle_width)) & 1)
-    return Issued(cmd, cycle, inserted)
+    rule = (word >> (COMMAND_BITS + cycle_width + 1)) & ((1 << RULE_BITS) - 1)
+    return Issued(cmd, cycle, inserted, rule)
 
 
 def expected_issues(prog: np.ndarray, cfg: Config, *, refresh: bool = True
                     ) -> tuple[list[Issued], Schedule]:
     """The golden schedule of ``prog`` as a list of :class:`Issued`, and the schedule itself."""
     s = schedule(prog, cfg, refresh=refresh)
-    items = [Issued(encode(c), int(t), bool(ins))
-             for c, t, ins in zip(s.program, s.issue.tolist(), s.inserted.tolist(), strict=True)]
+    assert s.rule is not None
+    items = [Issued(encode(c), int(t), bool(ins), int(r))
+             for c, t, ins, r in zip(s.program, s.issue.tolist(), s.inserted.tolist(),
+                                     s.rule.tolist(), strict=True)]
     return items, s
 
 
 @dataclass
 class IssueScoreboard:
-    """Compares observed issues with the expected list, in order, exactly (command and cycle).
+    """Compares observed issues with the expected list, in order, exactly (command, cycle and
+    binding rule).
 
     ``perturb`` adds 1 to the expected cycle of that index: the test that proves a wrong cycle
     fails the run.
@@ -84,7 +92,7 @@ class IssueScoreboard:
                                  f"{len(self.expected)} expected issues")
             e = self.expected[self.perturb]
             self.expected = list(self.expected)
-            self.expected[self.perturb] = Issued(e.word, e.cycle + 1, e.inserted)
+            self.expected[self.perturb] = Issued(e.word, e.cycle + 1, e.inserted, e.rule)
 
     @property
     def done(self) -> bool:

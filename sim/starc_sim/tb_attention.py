@@ -75,9 +75,12 @@ def _spec() -> ModelSpec:
     return ModelSpec(**json.loads(os.environ["STARC_TB_SPEC"]))
 
 
-def _expected(full: np.ndarray, issue: np.ndarray, inserted: np.ndarray) -> list[Issued]:
-    return [Issued(encode(c), int(t), bool(ins))
-            for c, t, ins in zip(full, issue.tolist(), inserted.tolist(), strict=True)]
+def _expected(full: np.ndarray, issue: np.ndarray, inserted: np.ndarray,
+              rule: np.ndarray) -> list[Issued]:
+    """The golden issues: command, cycle, inserted, binding rule."""
+    return [Issued(encode(c), int(t), bool(ins), int(r))
+            for c, t, ins, r in zip(full, issue.tolist(), inserted.tolist(), rule.tolist(),
+                                    strict=True)]
 
 
 def _data_beats(prog: np.ndarray, wdata: np.ndarray) -> list[int]:
@@ -156,7 +159,7 @@ class Context:
 
     def step_expected(self) -> list[Issued]:
         b = self.bundle
-        return _expected(b["full"], b["issue"], b["inserted"])
+        return _expected(b["full"], b["issue"], b["inserted"], b["rule"])
 
     def timeout_clocks(self, prog: np.ndarray, total: int) -> int:
         """Generous: every DRAM cycle plus host stalls of up to ~40 clocks per command."""
@@ -305,7 +308,8 @@ async def scenario(dut: Any) -> None:
         backdoor_image(dut, ctx)
     elif mode == "wr":
         if len(b["load_prog"]):
-            want = _expected(b["load_full"], b["load_issue"], b["load_inserted"])
+            want = _expected(b["load_full"], b["load_issue"], b["load_inserted"],
+                             b["load_rule"])
             issues, _, _, _ = await run_bulk(ctx, b["load_prog"], b["load_wdata"], want, 0, 0,
                                              int(b["load_total"]), "image load", idle=0.0,
                                              bp=0.0, seed=rng.getrandbits(32))
@@ -378,7 +382,7 @@ async def scenario_host(dut: Any) -> None:
     sink = StreamSink(dut, "issue", dut.clk, backpressure=0.0, rng=random.Random(ctx.seed + 3),
                       on_item=on_issue)
     holder["sb"] = IssueScoreboard(_expected(b["load_full"], b["load_issue"],
-                                             b["load_inserted"]), seed=label)
+                                             b["load_inserted"], b["load_rule"]), seed=label)
     await _run_program(dut, cmd, wdata, b["load_prog"],
                        _data_beats(b["load_prog"], b["load_wdata"]), holder["sb"], done,
                        ctx.timeout_clocks(b["load_prog"], int(b["load_total"])), "image load")
@@ -519,7 +523,7 @@ async def program(dut: Any) -> None:
     ctx = Context(dut)
     b = ctx.bundle
     await _reset(dut, host=False)
-    want = _expected(b["full"], b["issue"], b["inserted"])
+    want = _expected(b["full"], b["issue"], b["inserted"], b["rule"])
     issues, _, _, _ = await run_bulk(ctx, b["prog"], b["wdata"], want, 0, 0, ctx.total,
                                      "program", idle=ctx.idle, bp=ctx.bp,
                                      seed=random.Random(ctx.seed).getrandbits(32))

@@ -39,6 +39,7 @@ __all__ = [
     "IN_ORDER",
     "PLAN",
     "RULES",
+    "RULE_BITS",
     "Cls",
     "Family",
     "Key",
@@ -294,6 +295,8 @@ RULES: tuple[Rule, ...] = (
 #: Binding rule id of a command no row reached: it issued one cycle after its predecessor (the
 #: first command: at cycle 0). Row ``k`` of :data:`RULES` has id ``k + 1``.
 IN_ORDER = 0
+#: Bits of a binding rule id (the RTL issue stream's ``rule`` field).
+RULE_BITS = len(RULES).bit_length()
 
 
 def rule_name(rule_id: int) -> str:
