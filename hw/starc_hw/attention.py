@@ -23,9 +23,10 @@ order is kept for every read-after-write and write-after-read pair that the gold
 spaces; the latencies meet that rule's contract (``mac_latency``, ``mv_cycles``,
 ``sfm_cycles``, ``move_spacing``), which the sticky :data:`DP_ERRORS` flags watch at run time.
 
-Clock: one clock is one DRAM cycle (tCK) while the host keeps up; the datapath runs on real
-clocks, the controller on emulated time (docs/rtl.md), so a host stall only makes datapath
-results earlier in emulated time, never later.
+Clock: an emulated DRAM cycle (tCK) lasts at least one clock (the controller's decisions and a
+slow host stand the cycle counter still: docs/rtl.md); the datapath runs on real clocks, the
+controller on emulated time, so a stall only makes datapath results earlier in emulated time,
+never later.
 """
 
 from __future__ import annotations

@@ -378,8 +378,7 @@ class _Builder:
         self.delta = [Signal(S, name=f"delta{k}") for k in range(n)]
         delta_t0 = Signal(S)
         self.sat_h, self.sat_r = Signal(), Signal()
-        self.rule_h = Signal(RULE_BITS)
-        self.rule_r = Signal(RULE_BITS)
+        hit_reg = Signal(n)        # the term's distance to the counter is 0 (registered)
         self.need_ref = Signal()
         self.spent = Signal()      # a command issued at `now`; the counter has not moved since
         self.next_due = Signal(S, init=self.cfg.timing.tREFI if c._refresh
@@ -400,10 +399,10 @@ class _Builder:
             adv_cmp.eq(c.step & ok & self.spent),
             adv.eq(c.step & ok & (self.spent | fire | (wait & self.head_valid & ~sel_sat))),
         ]
-        now_next = Signal(S)
-        m.d.comb += now_next.eq(self.now + adv)
-        m.d.sync += self.now.eq(now_next)
-        with m.If(adv & (self.now + 1 == self.refb)):
+        now_p1 = Signal(S, init=1)   # now + 1, kept beside the counter (no adder in COMPARE)
+        with m.If(adv):
+            m.d.sync += [self.now.eq(now_p1), now_p1.eq(now_p1 + 1)]
+        with m.If(adv & (now_p1 == self.refb)):
             m.d.sync += self.refb.eq(self.refb + self.cfg.timing.tREFI)
         with m.If(fire & ~adv):
             m.d.sync += self.spent.eq(1)
@@ -413,10 +412,11 @@ class _Builder:
         # distances: set in COMPARE, counted down in WAIT; registered sat and rule
         new = [Signal(S, name=f"dnew{k}") for k in range(n)]
         new_t0 = Signal(S)
+        now_sel = Signal(S)
+        m.d.comb += now_sel.eq(Mux(adv_cmp, now_p1, self.now))
         for k in range(n):
-            m.d.comb += new[k].eq(Mux(compare, self.term[k] - (self.now + adv_cmp),
-                                      self.delta[k] - adv_wait))
-        m.d.comb += new_t0.eq(Mux(compare, self.t0 - (self.now + adv_cmp), delta_t0 - adv_wait))
+            m.d.comb += new[k].eq(Mux(compare, self.term[k] - now_sel, self.delta[k] - adv_wait))
+        m.d.comb += new_t0.eq(Mux(compare, self.t0 - now_sel, delta_t0 - adv_wait))
         reached = Cat(*(x <= 0 for x in new))
         hit = Cat(*(x == 0 for x in new))
         any_open = self.is_open.any()
@@ -430,8 +430,7 @@ class _Builder:
                 delta_t0.eq(new_t0),
                 self.sat_h.eq((new_t0 <= 0) & (reached | ~self.app_h).all()),
                 self.sat_r.eq((new_t0 <= 0) & (reached | ~self.app_r).all()),
-                self.rule_h.eq(self.priority(hit & self.app_h)),
-                self.rule_r.eq(self.priority(hit & self.app_r)),
+                hit_reg.eq(hit),
             ]
         with m.If(compare):
             if c._refresh:
@@ -453,7 +452,8 @@ class _Builder:
             issue.payload.cmd.eq(Mux(self.need_ref, ref_word, self.head)),
             issue.payload.cycle.eq(self.now),
             issue.payload.inserted.eq(self.need_ref),
-            issue.payload.rule.eq(Mux(self.need_ref, self.rule_r, self.rule_h)),
+            issue.payload.rule.eq(self.priority(hit_reg & Mux(self.need_ref, self.app_r,
+                                                              self.app_h))),
             c.cmd.ready.eq(~self.head_valid | (fire & ~self.need_ref)),
             c.cycle.eq(self.now),
             c.fault.eq(self.fault),
@@ -463,7 +463,7 @@ class _Builder:
         with m.Elif(fire & ~self.need_ref):
             m.d.sync += self.head_valid.eq(0)
         with m.If(fire):
-            m.d.sync += [self.phase.eq(_DECIDE), self.t0.eq(self.now + 1),
+            m.d.sync += [self.phase.eq(_DECIDE), self.t0.eq(now_p1),
                          c.issued.eq(c.issued + 1)]
 
     def priority(self, bits: Value) -> Value:
