@@ -41,6 +41,9 @@ class Channel(wiring.Component):
         Refresh insertion in the controller.
     cycle_width : int
         Width of cycle counters and timestamps.
+    stepped : bool
+        Add the :attr:`step` input (the controller's emulated-time enable); without it the
+        counter may advance on every clock.
 
     Members
     -------
@@ -59,13 +62,19 @@ class Channel(wiring.Component):
         The PU interface (see :class:`BankArray`): each MAC's column per bank.
     wrgb_valid, wrgb_chunk, wrgb_data : Out
         The PU interface for the query: a WRGB's chunk index and data, in the cycle it issues.
+    step : In(1)
+        Only with ``stepped``: the emulated cycle counter may advance on this clock
+        (:class:`Controller`, docs/rtl.md "The pipelined controller").
     cycle, complete, issued, fault, violations, violation_count : Out
         The status bundle (:func:`starc_hw.layouts.status_members`): the first four from the
         controller, the last two from the bank array's timing checker.
     """
 
     def __init__(self, *, cfg: Config, rows: int = 4, refresh: bool = True,
-                 cycle_width: int = 48) -> None:
+                 cycle_width: int = 48, stepped: bool = False) -> None:
+        if not isinstance(stepped, bool):
+            raise TypeError(f"Stepped must be a bool, not {stepped!r}")
+        self._stepped = stepped
         self._ctrl = Controller(cfg=cfg, refresh=refresh, cycle_width=cycle_width)
         self._banks = BankArray(cfg=cfg, rows=rows, cycle_width=cycle_width)
         bits = cfg.org.column_bytes * 8
@@ -83,6 +92,7 @@ class Channel(wiring.Component):
             "wrgb_chunk": Out(6),
             "wrgb_data": Out(bits),
             **status_members(cycle_width),
+            **({"step": In(1, init=1)} if stepped else {}),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -90,6 +100,8 @@ class Channel(wiring.Component):
         m.submodules.ctrl = ctrl = self._ctrl
         m.submodules.banks = banks = self._banks
         wiring.connect(m, wiring.flipped(self.cmd), ctrl.cmd)
+        if self._stepped:
+            m.d.comb += ctrl.step.eq(self.step)
         op = ctrl.issue.payload.cmd.op
         is_wr = op == Op.WR
         needs_data = is_wr | (op == Op.WRGB)

@@ -18,7 +18,7 @@ from starc.isa import Op, encode, make_program
 from starc.rules import RULES
 from starc_hw.bank import VIOLATIONS, BankArray
 from starc_hw.channel import Channel
-from starc_hw.controller import Controller, Fault
+from starc_hw.controller import DECISION_CLOCKS, Controller, Fault
 from starc_hw.feeder import FedChannel
 from starc_sim.programs import SHORT_REFRESH, SMALL, TINY, load_config, random_program
 from starc_sim.scoreboard import (
@@ -257,3 +257,49 @@ def test_every_rule_binds_in_the_rtl() -> None:
         sim.run()
         for rid, _ in runs:
             assert seen[rid][-1].rule == rid, rules.rule_name(rid)
+
+
+@pytest.mark.parametrize("fold", [1, 3])
+def test_clocks_per_decision_and_step(fold: int) -> None:
+    """The controller's clock contract (docs/rtl.md): with ``step`` high on every clock a
+    command costs DECISION_CLOCKS clocks beyond its emulated cycles; with ``step`` once every
+    ``fold >= 3`` clocks the decisions hide inside the emulated cycles. Cycles and rules stay the
+    golden model's either way."""
+    prog = dense_program(CFG, 64, 64)
+    expected, sched = expected_issues(prog, CFG)
+    sb = IssueScoreboard(expected)
+    dut = Channel(cfg=CFG, cycle_width=W, stepped=True)
+    words = [encode(c) for c in prog]
+    clocks = {"n": 0}
+
+    async def tb(ctx) -> None:
+        ctx.set(dut.issue.ready, 1)
+        ctx.set(dut.wdata.valid, 1)
+        k = 0
+        for clk in range(10 * fold * (sched.total_cycles + 10 * len(words))):
+            ctx.set(dut.step, clk % fold == 0)
+            ctx.set(dut.cmd.valid, k < len(words))
+            if k < len(words):
+                ctx.set(dut.cmd.payload.as_value(), words[k])
+            _, _, ready, valid, payload = await ctx.tick().sample(
+                dut.cmd.ready, dut.issue.valid, dut.issue.payload.as_value())
+            if ready and k < len(words):
+                k += 1
+            if valid:
+                sb.observe(decode_issue(payload, W))
+                if sb.done:
+                    clocks["n"] = clk + 1
+                    break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    sb.check()
+    last = int(sched.issue[-1])
+    n = len(sched.issue)
+    if fold == 1:
+        assert clocks["n"] <= last + 1 + DECISION_CLOCKS * n + 2
+        assert clocks["n"] >= last + DECISION_CLOCKS * n  # the counter stood still meanwhile
+    else:
+        assert fold * last <= clocks["n"] <= fold * (last + 1) + DECISION_CLOCKS + 2
