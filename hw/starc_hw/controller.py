@@ -36,6 +36,16 @@ def _log2(n: int) -> int:
     return n.bit_length() - 1
 
 
+def _pick(values: list[Value], index: Value) -> Value:
+    """``values[index]``; the list is padded to every value the index can take (with its last
+    element, never selected in a legal program) so that the multiplexer is complete."""
+    if len(values) == 1:
+        return values[0]
+    n = 1 << len(index)
+    assert n >= len(values), (n, len(values))
+    return Array(values + [values[-1]] * (n - len(values)))[index]
+
+
 @dataclass
 class _Slot:
     """One term: the cycle a row (or, for a window row read above its level, one instance of it)
@@ -153,13 +163,12 @@ class _Builder:
         self.is_open = Signal(self.NB)
         op, g = head.op, head.group
         lg_bpg, lg_bgs, lg_sids = _log2(BPG), _log2(org.bank_groups), _log2(org.sids)
-        lg_g = max(_log2(G), 0)
-        gi = Signal(range(max(G, 2)))
-        m.d.comb += gi.eq(g[:lg_g] if lg_g else 0)
-        r = gi >> lg_bgs
-        self.index = {Scope.CHANNEL: Const(0, 1), Scope.PSEUDO_CHANNEL: r >> lg_sids,
-                      Scope.RANK: r, Scope.GROUP: gi,
-                      Scope.BANK: Cat(head.bank[:lg_bpg], gi) if lg_bpg else gi}
+        lg_g = _log2(G)
+        # the head's instance at each level, exactly log2(instances) bits wide (0 for one)
+        self.index = {Scope.CHANNEL: Const(0, 0),
+                      Scope.PSEUDO_CHANNEL: g[lg_bgs + lg_sids:lg_g],
+                      Scope.RANK: g[lg_bgs:lg_g], Scope.GROUP: g[:lg_g],
+                      Scope.BANK: Cat(head.bank[:lg_bpg], g[:lg_g])}
         self.is_op = {o: Signal(name=f"head_{o.name.lower()}") for o in Op if o != Op.NOP}
         for o, s in self.is_op.items():
             m.d.comb += s.eq(op == o)
@@ -197,9 +206,18 @@ class _Builder:
         return out
 
     def keys_index(self, keys: tuple[Key, ...], ops: object) -> Value:
-        idx: Value = Const(0, 1)
+        """The head's combined key index (mixed radix, first key most significant), exactly as
+        wide as the number of key combinations needs."""
+        if not keys:
+            return Const(0, 0)
+        total = 1
         for k in keys:
-            idx = idx * k.size + self.key_value(k, ops)
+            total *= k.size
+        idx = Signal(range(total), name="key_" + "_".join(k.name for k in keys))
+        expr: Value = Const(0)
+        for k in keys:
+            expr = expr * k.size + self.key_value(k, ops)
+        self.m.d.comb += idx.eq(expr)
         return idx
 
     def reg(self, name: str) -> Signal:
@@ -231,13 +249,10 @@ class _Builder:
                      for q in range(self.count[lv])]
                 for lv in self.levels_of(f)}
 
-    def read(self, f: Family, level: Scope, index: Value, key: Value) -> Value:
+    def read(self, f: Family, level: Scope, key: Value) -> Value:
         lv = min(level, max(f.write_levels.values()))
         regs = self.fam[f.index][lv]
-        if len(regs) == 1 and len(regs[0]) == 1:
-            return regs[0][0]
-        node = Array(Array(row) for row in regs)[self.index[lv] if lv != Scope.CHANNEL else 0]
-        return node[key] if len(regs[0]) > 1 else node[0]
+        return _pick([_pick(row, key) for row in regs], self.index[lv])
 
     # ---- terms ------------------------------------------------------------------------------
     def make_slots(self) -> list[_Slot]:
@@ -259,7 +274,7 @@ class _Builder:
                 above = [o for o in sorted(later.ops) if f.read_levels[o] < f.level]
                 if any(f.read_levels[o] != Scope.CHANNEL for o in above):
                     raise ValueError(f"rule {rid}: a window read between two levels")
-                own = Array(oldest)[self.index[f.level]] if len(oldest) > 1 else oldest[0]
+                own = _pick(oldest, self.index[f.level])
                 first = Mux(self.any_op(above), oldest[0], own) if above else own
                 slots.append(_Slot(rid, first + d, app, Const(0), for_act))
                 for q in range(1, len(oldest) if above else 1):
@@ -272,13 +287,13 @@ class _Builder:
             key = self.keys_index(f.keys, later.ops)
             value: Value | None = None
             for lv, ops in sorted(by_level.items()):
-                v = self.read(f, lv, self.index[lv], key)
+                v = self.read(f, lv, key)
                 value = v if value is None else Mux(self.any_op(ops), v, value)
             assert value is not None
             shared_ref = has_ref and set(by_level) == {Scope.CHANNEL}
             slots.append(_Slot(rid, value + d, app, Const(int(shared_ref)), for_act))
             if has_ref and not shared_ref:
-                v = self.read(f, Scope.CHANNEL, self.index[Scope.CHANNEL], Const(0))
+                v = self.read(f, Scope.CHANNEL, Const(0, 0))
                 slots.append(_Slot(rid, v + d, Const(0), Const(1), False))
         return slots
 
@@ -290,12 +305,6 @@ class _Builder:
         self.app_h = Signal(n)
         self.app_r = Signal(n)
         self.bad = Signal(Fault)
-        self.hop = {o: Signal(name=f"hop_{o.name.lower()}") for o in self.is_op}
-        self.at: dict[Scope, list[Signal]] = {
-            lv: [Signal(name=f"at{int(lv)}_{q}") for q in range(self.count[lv])]
-            for lv in _LEVELS}
-        self.tests: dict[Test, Signal] = {}
-        self.keyw: dict[str, Signal] = {}
         self.comp_d = Signal(self.W)
         self.sfm_d = Signal(self.W)
         decide = (self.phase == _DECIDE) & self.head_valid & (self.fault == Fault.NONE)
@@ -304,19 +313,6 @@ class _Builder:
             m.d.sync += [t.eq(s.value) for t, s in zip(self.term, self.slots, strict=True)]
             m.d.sync += [self.app_h.eq(Cat(*(s.app_head for s in self.slots))),
                          self.app_r.eq(Cat(*(s.app_ref for s in self.slots)))]
-            m.d.sync += [self.hop[o].eq(self.is_op[o]) for o in self.hop]
-            for lv, hits in self.at.items():
-                m.d.sync += [h.eq(self.index[lv] == q) for q, h in enumerate(hits)]
-            for f in PLAN.families:
-                t = f.earlier.test
-                if t is not None and t not in self.tests:
-                    self.tests[t] = Signal(name=f"test_{t.field}_{t.flag}_{int(t.is_set)}")
-                    m.d.sync += self.tests[t].eq(self.field_test(t))
-                for k in f.keys:
-                    if k.name not in self.keyw:
-                        self.keyw[k.name] = Signal(range(k.size), name=f"key_{k.name}")
-                        ops = [o for o, _ in k.of]
-                        m.d.sync += self.keyw[k.name].eq(self.key_value(k, ops))
             m.d.sync += [self.bad.eq(self.legality()), self.sfm_d.eq(self.sfm_cycles()),
                          self.comp_d.eq(self.completion())]
             m.d.sync += self.phase.eq(_COMPARE)
@@ -339,14 +335,13 @@ class _Builder:
 
     def legality(self) -> Value:
         """The golden model's ProgramError cases (``Fault``), for the head command."""
-        org, head, open_ = self.cfg.org, self.head, self.is_open
+        head, open_ = self.head, self.is_open
         G, BPG = self.G, self.BPG
         g_bad = head.group >= G
         gb_bad = g_bad | (head.bank >= BPG)
         grp_bits = open_.word_select(self.index[Scope.GROUP], BPG)
         bank_open = open_.bit_select(self.index[Scope.BANK], 1)
         any_open, all_open = open_.any(), open_.all()
-        del org
         F = Fault
         cases = [
             (Op.ACTAB, Mux(any_open, F.OPEN, F.NONE)),
@@ -481,90 +476,88 @@ class _Builder:
         return Mux(v, rid, IN_ORDER)
 
     # ---- the issued command's effect --------------------------------------------------------
+    def enable(self, head_cond: Value, on_ref: bool, name: str) -> Value:
+        """Write enable of a register: the command that fires writes it. Whether the head command
+        does is decided in DECIDE (registered), whether an inserted REF does is known (``on_ref``),
+        so `fire` is one gate away from every enable."""
+        bit = Signal(name=f"we_{name}")
+        with self.m.If(self.decide_en):
+            self.m.d.sync += bit.eq(head_cond)
+        if on_ref:
+            return self.fire & (self.need_ref | bit)
+        return self.fire & ~self.need_ref & bit
+
+    def node_hit(self, op: Op, lam: Scope, lv: Scope, q: int) -> Value:
+        """The head command (an ``op`` event written at level ``lam``) touches instance ``q`` of
+        level ``lv``."""
+        if lv <= lam:
+            return self.index[lv] == q
+        ancestor = q // (self.count[lv] // self.count[lam])
+        return self.index[lam] == ancestor
+
     def writes(self) -> None:
-        m, c, S = self.m, self.c, self.S
-        fire, now, ref = self.fire, self.now, self.need_ref
-        fired = {o: Signal(name=f"fired_{o.name.lower()}") for o in self.hop}
-        for o, s in fired.items():
-            if o == Op.REF:
-                m.d.comb += s.eq(fire & (ref | self.hop[o]))
-            else:
-                m.d.comb += s.eq(fire & ~ref & self.hop[o])
+        m, S = self.m, self.S
+        now, ref = self.now, self.need_ref
 
-        def fired_cls(ops: object, test: Test | None) -> Value:
-            sig = Cat(*(fired[o] for o in sorted(ops))).any()  # type: ignore[type-var]
-            if test is not None:
-                sig = sig & ~ref & self.tests[test]
-            return sig
-
-        def node_hit(op: Op, lam: Scope, lv: Scope, q: int) -> Value:
-            """The event of ``op`` (written at level ``lam``) touches instance ``q`` of ``lv``."""
-            if op == Op.REF:
-                return Const(1) if lam == Scope.CHANNEL else Const(0)
-            if lv <= lam:
-                return self.at[lv][q]
-            ancestor = q // (self.count[lv] // self.count[lam])
-            return self.at[lam][ancestor]
-
-        def key_hit(keys: tuple[Key, ...], kv: int) -> Value:
-            if not keys:
-                return Const(1)
-            parts, rest = [], kv
-            for k in reversed(keys):
-                parts.append(self.keyw[k.name] == rest % k.size)
-                rest //= k.size
-            return Cat(*parts).all()
+        def head_in(f: Family, cond: object) -> Value:
+            terms = [self.is_op[o] & cond(o) for o in sorted(f.earlier.ops)]  # type: ignore
+            return Cat(*terms).any() & self.field_test(f.earlier.test)
 
         for f in PLAN.families:
+            on_ref = Op.REF in f.earlier.ops
             if f.value is not None:
                 reg = self.dyn[f.index]
                 dyn = self.sfm_d if f.value == "sfm_busy" else self.comp_d
                 cand = Signal(S, name=f"cand_{f.name}")
                 m.d.comb += cand.eq(now + Mux(ref, self.dist["tRFC"], dyn)
                                     if f.value == "completion" else now + dyn)
-                with m.If(fired_cls(f.earlier.ops, f.earlier.test) & (cand > reg)):
+                en = self.enable(head_in(f, lambda o: Const(1)), on_ref, f.name)
+                with m.If(en & (cand > reg)):
                     m.d.sync += reg.eq(cand)
                 continue
             if f.nth > 1:
                 for q, ring in enumerate(self.win[f.index]):
-                    en = Cat(*(fired[o] & node_hit(o, f.write_levels[o], f.level, q)
-                               for o in sorted(f.earlier.ops))).any()
+                    en = self.enable(head_in(f, lambda o, q=q, f=f: self.node_hit(
+                        o, f.write_levels[o], f.level, q)), on_ref, f"{f.name}_{q}")
                     with m.If(en):
                         m.d.sync += [ring[0].eq(now)] + [ring[k].eq(ring[k - 1])
                                                          for k in range(1, f.nth)]
                 continue
+            ops = [o for o in sorted(f.earlier.ops) if o != Op.REF]
+            key = self.keys_index(f.keys, ops) if ops else Const(0, 0)
             for lv, nodes in self.fam[f.index].items():
                 for q, regs in enumerate(nodes):
                     for kv, reg in enumerate(regs):
-                        terms = []
-                        for o in sorted(f.earlier.ops):
-                            sig = fired[o] & node_hit(o, f.write_levels[o], lv, q)
-                            if f.earlier.test is not None:
-                                sig = sig & self.tests[f.earlier.test]
-                            terms.append(sig)
-                        en = Cat(*terms).any() & key_hit(f.keys, kv)
-                        with m.If(en):
+                        cond = head_in(f, lambda o, lv=lv, q=q, f=f: self.node_hit(
+                            o, f.write_levels[o], lv, q))
+                        if f.keys:
+                            cond = cond & (key == kv)
+                        with m.If(self.enable(cond, on_ref, f"{f.name}_{int(lv)}_{q}_{kv}")):
                             m.d.sync += reg.eq(now)
 
         # open banks
-        at_g, at_b = self.at[Scope.GROUP], self.at[Scope.BANK]
+        at_g, at_b = self.index[Scope.GROUP], self.index[Scope.BANK]
         for i in range(self.NB):
             gi = i // self.BPG
-            with m.If(fired[Op.ACTAB] | (fired[Op.ACTBG] & at_g[gi]) | (fired[Op.ACTPB] & at_b[i])):
+            opens = self.is_op[Op.ACTAB] | (self.is_op[Op.ACTBG] & (at_g == gi)) \
+                | (self.is_op[Op.ACTPB] & (at_b == i))
+            closes = self.is_op[Op.PREA] | (self.is_op[Op.PREBG] & (at_g == gi)) \
+                | (self.is_op[Op.PREPB] & (at_b == i))
+            with m.If(self.enable(opens, False, f"open_{i}")):
                 m.d.sync += self.is_open[i].eq(1)
-            with m.If(fired[Op.PREA] | (fired[Op.PREBG] & at_g[gi]) | (fired[Op.PREPB] & at_b[i])):
+            with m.If(self.enable(closes, False, f"close_{i}")):
                 m.d.sync += self.is_open[i].eq(0)
 
         # refresh bookkeeping
-        tREFI, tRFC = self.cfg.timing.tREFI, self.dist["tRFC"]
-        del tRFC
-        with m.If(fire & ref):
+        tREFI = self.cfg.timing.tREFI
+        with m.If(self.fire & ref):
             m.d.sync += self.next_due.eq(self.next_due + tREFI)
-        if c._refresh:
-            with m.If(fired[Op.REF] & ~ref & (self.refb > self.next_due)):
+        if self.c._refresh:
+            explicit_ref = self.enable(self.is_op[Op.REF], False, "explicit_ref")
+            with m.If(explicit_ref & (self.refb > self.next_due)):
                 m.d.sync += self.next_due.eq(self.refb)
 
         # the program's cycle count: the completion family (never before cycle 0)
         comp = next((self.dyn[f.index] for f in PLAN.families if f.value == "completion"), None)
         assert comp is not None, "the rules table has no completion row"
-        m.d.comb += c.complete.eq(Mux(comp[-1], 0, comp))
+        m.d.comb += self.c.complete.eq(Mux(comp[-1], 0, comp))

@@ -19,6 +19,12 @@ class E related at level X (with keys)"; several rows share one (``ACT -> ACT`` 
 ``ACT -> column`` tRCD read the same per-bank activation times). Both generators build their
 registers from the families and their terms from the rows.
 
+Extending the table: a row is a new entry of :data:`RULES` (its id is its position; the tie-break
+is table order). State per head, for an overlapped multi-head schedule, is a :class:`Key` (say
+``head``, read from a command field of every opcode involved) added to the relation of the
+dependency rows: both generators keep one register per key value, so the MAC -> MVSB and MVGB ->
+MAC dependencies of different heads stop constraining each other without any other change.
+
 Pure Python; no NumPy, no Amaranth.
 """
 
