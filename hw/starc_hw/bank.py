@@ -115,17 +115,22 @@ class BankArray(wiring.Component):
         rd_sel = Signal(range(NB))
         for i in range(NB):
             gi, bi = divmod(i, BPG)
+            # sel: the command touches this bank; hit: and it is issued. The flags are computed
+            # from sel and gated by `valid` only at the end, which keeps the issue handshake off
+            # the checker's comparators and OR trees.
+            sel = Signal(name=f"sel_{i}")
             hit = Signal(name=f"hit_{i}")
-            m.d.comb += hit.eq(valid & (scope_all | (scope_grp & (c.group == gi))
-                                        | (scope_bank & (c.group == gi) & (c.bank == bi))))
+            m.d.comb += [sel.eq(scope_all | (scope_grp & (c.group == gi))
+                                | (scope_bank & (c.group == gi) & (c.bank == bi))),
+                         hit.eq(valid & sel)]
             last = {k: Signal(S, init=NEG, name=f"{k}_{i}") for k in
                     ("act", "pre", "col", "wr", "ref")}
             col_any = Signal(S, init=NEG, name=f"colany_{i}")
             row = Signal(max(lg_rows, 1), name=f"row_{i}")  # no zero-width vectors in Verilog
             opened = is_open[i]
 
-            def too_early(since: Signal, dist: int, hit: Signal = hit) -> Signal:
-                return hit & (t < since + dist)
+            def too_early(since: Signal, dist: int, sel: Signal = sel) -> Signal:
+                return sel & (t < since + dist)
 
             flags["tRC"] += [too_early(last["act"], tm.tRC) & (is_act | is_ref)]
             flags["tRP"] += [too_early(last["pre"], tm.tRP) & (is_act | is_ref)]
@@ -135,7 +140,7 @@ class BankArray(wiring.Component):
             flags["tWR"] += [too_early(last["wr"], self._cfg.distances()["wr_to_pre"]) & is_pre]
             flags["tRCD"] += [too_early(last["act"], tm.tRCD) & (is_mac | is_rd | is_wr)]
             flags["tCCD"] += [too_early(col_any, tm.tCCD_L) & (is_mac | is_rd | is_wr)]
-            flags["state"] += [hit & ((is_act & opened) | ((is_mac | is_rd | is_wr) & ~opened))]
+            flags["state"] += [sel & ((is_act & opened) | ((is_mac | is_rd | is_wr) & ~opened))]
 
             with m.If(hit):
                 with m.If(is_act):
@@ -163,11 +168,11 @@ class BankArray(wiring.Component):
                 m.d.sync += rd_sel.eq(i)
 
         # REF needs every bank closed; it touches all banks, so flag it once here.
-        flags["state"] += [valid & is_ref & any_open]
+        flags["state"] += [is_ref & any_open]
 
         fired = Signal(VIOLATIONS)
         for name, _ in VIOLATIONS:
-            m.d.comb += getattr(fired, name).eq(Cat(*flags[name]).any())
+            m.d.comb += getattr(fired, name).eq(valid & Cat(*flags[name]).any())
         with m.If(fired.as_value().any()):
             m.d.sync += [self.violations.eq(self.violations.as_value() | fired.as_value()),
                          self.violation_count.eq(self.violation_count + 1)]
