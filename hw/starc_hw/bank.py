@@ -54,9 +54,10 @@ class BankArray(wiring.Component):
     column_valid : Out(banks)
     column_cmd : Out(COMMAND)
     violations : Out(VIOLATIONS)
-        Sticky flags, one per rule (:data:`starc_hw.layouts.VIOLATIONS`).
+        Sticky flags, one per rule (:data:`starc_hw.layouts.VIOLATIONS`); set two clocks after
+        the offending command issued.
     violation_count : Out(32)
-        Number of issued commands that broke at least one rule.
+        Number of issued commands that broke at least one rule (also two clocks late).
     """
 
     def __init__(self, *, cfg: Config, rows: int = 4, cycle_width: int = 48) -> None:
@@ -173,8 +174,12 @@ class BankArray(wiring.Component):
         fired = Signal(VIOLATIONS)
         for name, _ in VIOLATIONS:
             m.d.comb += getattr(fired, name).eq(valid & Cat(*flags[name]).any())
-        with m.If(fired.as_value().any()):
-            m.d.sync += [self.violations.eq(self.violations.as_value() | fired.as_value()),
+        # registered before the sticky flags and the counter: the issue handshake reaches one
+        # flip-flop per rule, not the counter's carry chain (flags and count lag one clock)
+        fired_q = Signal(VIOLATIONS)
+        m.d.sync += fired_q.eq(fired)
+        with m.If(fired_q.as_value().any()):
+            m.d.sync += [self.violations.eq(self.violations.as_value() | fired_q.as_value()),
                          self.violation_count.eq(self.violation_count + 1)]
 
         # outputs one cycle after the command (synchronous memory read)
