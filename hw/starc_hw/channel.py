@@ -15,7 +15,7 @@ commands (WRGB, MVSB, MVGB, SFM) are visible on the issued-command stream.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
@@ -103,8 +103,13 @@ class Channel(wiring.Component):
         if self._stepped:
             m.d.comb += ctrl.step.eq(self.step)
         op = ctrl.issue.payload.cmd.op
-        is_wr = op == Op.WR
-        needs_data = is_wr | (op == Op.WRGB)
+        # whether the controller's head command takes a data beat, decoded as it enters the head
+        # (the controller loads its head on exactly this transfer); an inserted REF takes none
+        head_data = Signal()
+        with m.If(self.cmd.valid & ctrl.cmd.ready):
+            m.d.sync += head_data.eq((self.cmd.payload.op == Op.WR)
+                                     | (self.cmd.payload.op == Op.WRGB))
+        needs_data = head_data & ~ctrl.issue.payload.inserted
         data_ok = ~needs_data | self.wdata.valid
         fire = ctrl.issue.valid & ctrl.issue.ready
         m.d.comb += [
