@@ -258,7 +258,10 @@ def attach_model(detached: Mapping[str, Any]) -> RtlModel:
                     _runner=get_runner("verilator"))
 
 
-_SOURCE_PACKAGES = ("starc_hw", "starc")
+#: Packages whose imports the source digest follows. The board tops (``starc_fpga``) are
+#: followed too: a design made there (``ChannelSystem``) depends on every ``starc_hw`` module it
+#: imports, and without them its build folder would not change when the controller does.
+_SOURCE_PACKAGES = ("starc_hw", "starc", "starc_fpga")
 
 
 def _module_file(name: str) -> Path | None:

@@ -303,3 +303,12 @@ def test_clocks_per_decision_and_step(fold: int) -> None:
         assert clocks["n"] >= last + DECISION_CLOCKS * n  # the counter stood still meanwhile
     else:
         assert fold * last <= clocks["n"] <= fold * (last + 1) + DECISION_CLOCKS + 2
+
+
+def test_board_build_key_covers_the_controller() -> None:
+    """The Verilator build folder of a board top (starc_fpga.top) is keyed by the digest of every
+    gateware source it imports, so a changed controller is rebuilt, never reused stale."""
+    from starc_sim.runner import _import_closure
+
+    names = {p.name for p in _import_closure(["starc_fpga.top"])}
+    assert {"controller.py", "bank.py", "channel.py", "layouts.py", "rules.py"} <= names
