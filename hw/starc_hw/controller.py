@@ -404,29 +404,41 @@ class _Builder:
         with m.Elif(adv):
             m.d.sync += self.spent.eq(0)
 
-        # distances: set in COMPARE, counted down in WAIT; registered sat and rule
-        new = [Signal(S, name=f"dnew{k}") for k in range(n)]
-        new_t0 = Signal(S)
+        # distances: set in COMPARE, counted down in WAIT; sat and the hit bits are registered.
+        # In WAIT both outcomes of this clock (the counter advances or not) are evaluated from
+        # the registered distances against constants, and `adv_wait` (late) only selects.
         now_sel = Signal(S)
         m.d.comb += now_sel.eq(Mux(adv_cmp, now_p1, self.now))
-        for k in range(n):
-            m.d.comb += new[k].eq(Mux(compare, self.term[k] - now_sel, self.delta[k] - adv_wait))
-        m.d.comb += new_t0.eq(Mux(compare, self.t0 - now_sel, delta_t0 - adv_wait))
-        reached = Cat(*(x <= 0 for x in new))
-        hit = Cat(*(x == 0 for x in new))
+        terms = [*self.term, self.t0]
+        deltas = [*self.delta, delta_t0]
+        new = [Signal(S, name=f"dnew{k}") for k in range(n + 1)]
+        for k in range(n + 1):
+            m.d.comb += new[k].eq(Mux(compare, terms[k] - now_sel, deltas[k] - adv_wait))
+        reached_cmp = Cat(*(t <= now_sel for t in terms))
+        hit_cmp = Cat(*(t == now_sel for t in terms))
+        reached_stay = Cat(*(d <= 0 for d in deltas))
+        reached_adv = Cat(*(d <= 1 for d in deltas))
+        hit_stay = Cat(*(d == 0 for d in deltas))
+        hit_adv = Cat(*(d == 1 for d in deltas))
+
+        def sat_of(reached: Value, app: Value) -> Value:
+            return reached[n] & (reached[:n] | ~app).all()
+
+        sat_h_new = Mux(compare, sat_of(reached_cmp, self.app_h),
+                        Mux(adv_wait, sat_of(reached_adv, self.app_h),
+                            sat_of(reached_stay, self.app_h)))
+        sat_r_new = Mux(compare, sat_of(reached_cmp, self.app_r),
+                        Mux(adv_wait, sat_of(reached_adv, self.app_r),
+                            sat_of(reached_stay, self.app_r)))
+        hit = Mux(compare, hit_cmp[:n], Mux(adv_wait, hit_adv[:n], hit_stay[:n]))
         any_open = self.is_open.any()
         ge_due = Cat(*(t >= self.next_due for t, s in zip(self.term, self.slots, strict=True)
                        if s.for_act))
         act_mask = Cat(*(self.app_h[k] for k, s in enumerate(self.slots) if s.for_act))
         is_act = Cat(self.is_op[Op.ACTAB], self.is_op[Op.ACTBG], self.is_op[Op.ACTPB]).any()
         with m.If(compare | wait):
-            m.d.sync += [d.eq(x) for d, x in zip(self.delta, new, strict=True)]
-            m.d.sync += [
-                delta_t0.eq(new_t0),
-                self.sat_h.eq((new_t0 <= 0) & (reached | ~self.app_h).all()),
-                self.sat_r.eq((new_t0 <= 0) & (reached | ~self.app_r).all()),
-                hit_reg.eq(hit),
-            ]
+            m.d.sync += [d.eq(x) for d, x in zip(deltas, new, strict=True)]
+            m.d.sync += [self.sat_h.eq(sat_h_new), self.sat_r.eq(sat_r_new), hit_reg.eq(hit)]
         with m.If(compare):
             if c._refresh:
                 m.d.sync += self.need_ref.eq(is_act & ~any_open & (
