@@ -18,7 +18,18 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
 from starc.isa import Op, Scope
-from starc.rules import COMPLETION, IN_ORDER, PLAN, RULES, Family, Key, KeyBit, KeyIf, Test
+from starc.rules import (
+    COMPLETION,
+    DYNAMIC_DISTANCES,
+    IN_ORDER,
+    PLAN,
+    RULES,
+    Family,
+    Key,
+    KeyBit,
+    KeyIf,
+    Test,
+)
 
 from .layouts import COMMAND, RULE_BITS, Fault, issue_layout
 
@@ -305,16 +316,16 @@ class _Builder:
         self.app_h = Signal(n)
         self.app_r = Signal(n)
         self.bad = Signal(Fault)
-        self.comp_d = Signal(self.W)
-        self.sfm_d = Signal(self.W)
+        # the head's dynamic distances (starc.rules.DYNAMIC_DISTANCES), registered in DECIDE
+        self.dyn_d = {name: Signal(self.W, name=f"dist_{name}") for name in DYNAMIC_DISTANCES}
         decide = (self.phase == _DECIDE) & self.head_valid & (self.fault == Fault.NONE)
         self.decide_en = decide
         with m.If(decide):
             m.d.sync += [t.eq(s.value) for t, s in zip(self.term, self.slots, strict=True)]
             m.d.sync += [self.app_h.eq(Cat(*(s.app_head for s in self.slots))),
                          self.app_r.eq(Cat(*(s.app_ref for s in self.slots)))]
-            m.d.sync += [self.bad.eq(self.legality()), self.sfm_d.eq(self.sfm_cycles()),
-                         self.comp_d.eq(self.completion())]
+            m.d.sync += self.bad.eq(self.legality())
+            m.d.sync += [reg.eq(self.dynamic(name)) for name, reg in self.dyn_d.items()]
             m.d.sync += self.phase.eq(_COMPARE)
 
     def sfm_cycles(self) -> Value:
@@ -326,11 +337,31 @@ class _Builder:
             chunks = (arg + (lanes - 1)) >> _log2(lanes)
         return pu.sfm_latency + pu.sfm_passes * chunks
 
-    def completion(self) -> Value:
+    def rdsb_transfer(self) -> Value:
+        """``Config.rdsb_transfer(arg)``: tBL x ceil(ceil(4 n / column_bytes) / PCs)."""
+        org, n = self.cfg.org, self.head.arg
+
+        def ceil_div(x: Value, d: int) -> Value:
+            return (x + (d - 1)) >> _log2(d) if d & (d - 1) == 0 else (x + (d - 1)) // d
+
+        bursts = ceil_div(n * 4, org.column_bytes)
+        return self.dist["tBL"] * ceil_div(bursts, org.pseudo_channels)
+
+    def dynamic(self, name: str, op: Op | None = None) -> Value:
+        """The head command's value of a dynamic distance (``op``: as that opcode)."""
+        if op is not None:
+            if name == "completion":
+                return self.dynamic(COMPLETION[op], op)
+            if name == "buffer_busy":
+                if op == Op.SFM:
+                    return self.sfm_cycles()
+                return self.dist["CL"] + self.rdsb_transfer() if op == Op.RDSB else Const(0)
+            if name == "rdsb_transfer":
+                return self.rdsb_transfer() if op == Op.RDSB else Const(0)
+            return Const(self.dist[name])
         out: Value = Const(0)
-        for o, name in COMPLETION.items():
-            v = self.sfm_cycles() if name == "sfm_busy" else Const(self.dist[name])
-            out = Mux(self.is_op[o], v, out)
+        for o in COMPLETION:
+            out = Mux(self.is_op[o], self.dynamic(name, o), out)
         return out
 
     def legality(self) -> Value:
@@ -360,6 +391,7 @@ class _Builder:
             (Op.SFM, Const(F.NONE.value, 3)),
             (Op.REF, Mux(any_open, F.OPEN, F.NONE)),
             (Op.BAR, Const(F.NONE.value, 3)),
+            (Op.RDSB, Const(F.NONE.value, 3)),
         ]
         out: Value = Const(F.OPCODE.value, 3)
         for o, v in cases:
@@ -519,7 +551,7 @@ class _Builder:
             on_ref = Op.REF in f.earlier.ops
             if f.value is not None:
                 reg = self.dyn[f.index]
-                dyn = self.sfm_d if f.value == "sfm_busy" else self.comp_d
+                dyn = self.dyn_d[f.value]
                 cand = Signal(S, name=f"cand_{f.name}")
                 m.d.comb += cand.eq(now + Mux(ref, self.dist["tRFC"], dyn)
                                     if f.value == "completion" else now + dyn)
