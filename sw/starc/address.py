@@ -39,9 +39,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
-
+# NumPy is imported inside the functions that use it: the preset's scalar rules (config delegates
+# here) then load without it, which keeps `starc config show` fast (issue 13 item 6).
 if TYPE_CHECKING:  # pragma: no cover - typing only (config imports this module lazily)
+    import numpy as np
+
     from starc.config import Config, Organisation
 
 __all__ = [
@@ -192,24 +194,32 @@ class Geometry:
 
 def slot_fields(slot_in_block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(token set, slot within the slice) of a slot index within its block."""
+    import numpy as np
+
     s = np.asarray(slot_in_block)
     return s // SLICE, s % SLICE
 
 
 def lane_bit(token_set: np.ndarray, slot: np.ndarray) -> np.ndarray:
     """Bit of a score move's valid-slot mask for ``(token set, slot)``: ``16 set + slot``."""
+    import numpy as np
+
     return SLICE * np.asarray(token_set) + np.asarray(slot)
 
 
 def round_robin(blocks: np.ndarray | int, G: int) -> tuple[np.ndarray, np.ndarray]:
     """(group, row) of blocks dealt round-robin: block ``b`` -> group ``b mod G``, row
     ``b // G``. ``blocks``: a count (blocks 0 .. blocks - 1) or an array of block indices."""
+    import numpy as np
+
     b = np.arange(blocks) if isinstance(blocks, (int, np.integer)) else np.asarray(blocks)
     return b % G, b // G
 
 
 def dense_token_address(cfg: Config, head_dim: int, tokens: np.ndarray) -> dict[str, np.ndarray]:
     """Row, group, set and slot of each token index of the dense (positional) layout."""
+    import numpy as np
+
     G = cfg.org.groups_per_channel
     tpgr = tokens_per_group_row(cfg.org, head_dim)
     t = np.asarray(tokens, dtype=np.int64)
@@ -221,6 +231,8 @@ def dense_token_address(cfg: Config, head_dim: int, tokens: np.ndarray) -> dict[
 def blocks_to_banks(x: np.ndarray, geo: Geometry) -> np.ndarray:
     """Tokens ``[n_blocks, tpgr, d]`` (uint16 FP16 bits) -> bank rows
     ``[n_blocks, banks_per_group, columns, lanes]``."""
+    import numpy as np
+
     nb = x.shape[0]
     L = geo.lanes
     # [nb, sets, 16 slots, bpt, 2 halves, lanes] -> [nb, sets, bpt, 16, 2, lanes]
@@ -230,6 +242,8 @@ def blocks_to_banks(x: np.ndarray, geo: Geometry) -> np.ndarray:
 
 def banks_to_blocks(rows: np.ndarray, geo: Geometry) -> np.ndarray:
     """Inverse of :func:`blocks_to_banks`."""
+    import numpy as np
+
     nb = rows.shape[0]
     L = geo.lanes
     y = rows.reshape(nb, geo.sets, geo.bpt, SLICE, 2, L).transpose(0, 1, 3, 2, 4, 5)
@@ -260,6 +274,8 @@ def meta_address(index: np.ndarray, geo: Geometry) -> tuple[np.ndarray, np.ndarr
                                                             np.ndarray]:
     """(group, metadata row, token set, slot) of metadata vector ``index`` (rows relative to the
     first metadata row of the region)."""
+    import numpy as np
+
     i = np.asarray(index, np.int64)
     g, r = round_robin(i // geo.tpgr, geo.G)
     j, s = slot_fields(i % geo.tpgr)
@@ -277,6 +293,8 @@ def quest_bound_index(pages: np.ndarray, T: int, geo: Geometry, *, upper: bool) 
     """Metadata vector index of the max (``upper``) or min bound of ``pages`` of a ``T``-token
     head. The min vectors start on a row boundary after the max vectors, so the two scans open
     disjoint rows."""
+    import numpy as np
+
     p = np.asarray(pages, np.int64)
     if upper:
         return p

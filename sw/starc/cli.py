@@ -55,6 +55,13 @@ class UserError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``starc: error: MESSAGE (see `PROG --help`)``."""
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse drops a "--" given as an option's value (`--depth=--`) and then stores an
+        # empty list instead of refusing it: refuse it
+        if action.option_strings and "--" in arg_strings:
+            raise argparse.ArgumentError(action, "expected a value, not '--'")
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str) -> NoReturn:
         msg = re.sub(r"\s*\n\s*", " ", message).strip()
         self.exit(EXIT_USAGE, f"starc: error: {msg} (see `{self.prog} --help`)\n")
@@ -183,6 +190,14 @@ def dense_cost_rows(cfg: cfgmod.Config, lengths: Sequence[int], head_dim: int,
     from starc.golden.attacc import mac_stream_bound
     from starc.isa import Op
     from starc.metrics import floor_cycles
+    from starc.isa import COMMAND_FIELDS
+    mask_bits = dict(COMMAND_FIELDS)["arg"]
+    tpgr = cfg.tokens_per_group_row(head_dim)      # raises for a head size the preset cannot hold
+    if tpgr > mask_bits:
+        raise UserError(f"--head-dim {head_dim} puts {tpgr} tokens in a group row of preset "
+                        f"{cfg.name!r}, but a score move's valid mask (the {mask_bits}-bit arg "
+                        f"field) covers {mask_bits}; use a head size of at least "
+                        f"{head_dim * tpgr // mask_bits}")
     out = []
     for L in lengths:
         prog = programs.dense_program(cfg, L, head_dim, heads=heads)
@@ -375,7 +390,8 @@ def describe_error(e: BaseException) -> str:
 
 
 def _expected() -> tuple[type[BaseException], ...]:
-    return (UserError, ValueError, OSError, OverflowError, MemoryError)
+    # OverflowError is not here: inputs are range-checked first, so an overflow is a bug
+    return (UserError, ValueError, OSError, MemoryError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

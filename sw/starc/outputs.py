@@ -288,6 +288,25 @@ def _parent_ok(dest: Path) -> Path:
     return parent
 
 
+def _make_parents(parent: Path) -> list[Path]:
+    """Create ``parent`` and missing ancestors; return the folders created (deepest last)."""
+    made: list[Path] = []
+    p = parent
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return made[::-1]
+
+
+def _remove_made(made: list[Path]) -> None:
+    for p in reversed(made):
+        try:
+            os.rmdir(p)
+        except OSError:
+            break
+
+
 def _describe(names: list[str]) -> str:
     shown = ", ".join(sorted(names)[:4])
     return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -354,7 +373,7 @@ class OutputDir:
     def build(self) -> Iterator[Path]:
         """Yield a temporary sibling folder; on success make it ``dest`` atomically."""
         parent = _parent_ok(self.dest)
-        parent.mkdir(parents=True, exist_ok=True)
+        made = _make_parents(parent)
         clean_stale(parent)
         tmp = parent / _temp_name(TMP_PREFIX, self.dest.name)
         tmp.mkdir()
@@ -365,6 +384,7 @@ class OutputDir:
         except BaseException:
             _LIVE.discard(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
+            _remove_made(made)
             raise
         _LIVE.discard(tmp)
 
@@ -424,7 +444,7 @@ class OutputFile:
     @contextlib.contextmanager
     def build(self) -> Iterator[Path]:
         parent = _parent_ok(self.dest)
-        parent.mkdir(parents=True, exist_ok=True)
+        made = _make_parents(parent)
         clean_stale(parent)
         tmp = parent / _temp_name(TMP_PREFIX, self.dest.name)
         _LIVE.add(tmp)
@@ -441,6 +461,7 @@ class OutputFile:
                     shutil.rmtree(tmp)
                 else:
                     tmp.unlink()
+            _remove_made(made)
             raise
         _LIVE.discard(tmp)
 

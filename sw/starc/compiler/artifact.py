@@ -358,6 +358,24 @@ def _check_tables(p: Path, a: dict[str, np.ndarray], meta: KVMeta, geo: Geometry
                         or (cl["start"] + cl["size"]).max() > nb * geo.tpgr
                         or cl["segment"].min() < 0 or cl["segment"].max() >= int(h["n_segs"])):
             raise bad(f"head entry {i}: a cluster's slot range or segment is out of range")
+        sg = a["segments"][int(h["seg_off"]):int(h["seg_off"]) + int(h["n_segs"])]
+        # segments tile the clustered positions in order: [0, e1), [e1, e2), ...
+        if sg.size and (sg["start"][0] != 0 or (sg["end"] <= sg["start"]).any()
+                        or (sg["start"][1:] != sg["end"][:-1]).any()
+                        or (sg["ready"] < sg["end"]).any() or sg["end"][-1] > T):
+            raise bad(f"head entry {i}: the segments do not tile the positions in order")
+        if cl.size:
+            # every cluster's tokens lie in its segment
+            pos = np.repeat(np.arange(cl.size), cl["size"])
+            idx = np.concatenate([np.arange(st, st + z) for st, z in
+                                  zip(cl["start"].tolist(), cl["size"].tolist(), strict=True)]) \
+                if cl["size"].sum() else np.zeros(0, np.int64)
+            p_ = sl[idx]
+            seg = cl["segment"][pos]
+            lo, hi = sg["start"][seg], sg["end"][seg]
+            live = p_ >= 0
+            if ((p_[live] < lo[live]) | (p_[live] >= hi[live])).any():
+                raise bad(f"head entry {i}: a cluster holds tokens outside its segment")
 
 
 def _check_meaning(p: Path, ck: CompiledKV, a: dict[str, np.ndarray]) -> None:

@@ -31,8 +31,17 @@ from typing import Any
 __all__ = ["code_fingerprint", "expand_grid", "point_key", "run_points", "default_cache_dir",
            "probe_scheduler", "SchedulerError"]
 
-#: Seconds to wait for a Dask scheduler to accept and answer (connect, handshake, workers).
-DASK_TIMEOUT_S = 5.0
+#: Seconds to wait for a Dask scheduler to accept and answer (connect, handshake, workers);
+#: ``STARC_DASK_TIMEOUT`` overrides it.
+def _dask_timeout() -> float:
+    try:
+        t = float(os.environ.get("STARC_DASK_TIMEOUT", "5"))
+    except ValueError:
+        return 5.0
+    return t if 0.1 <= t <= 600 else 5.0
+
+
+DASK_TIMEOUT_S = _dask_timeout()
 
 
 class SchedulerError(OSError):
@@ -149,10 +158,11 @@ def _stop_pool(ex: ProcessPoolExecutor) -> None:
         p.join(timeout=5)
 
 
-def probe_scheduler(address: str, timeout: float = DASK_TIMEOUT_S) -> None:
+def probe_scheduler(address: str, timeout: float | None = None) -> None:
     """Connect to a ``tcp://HOST:PORT`` Dask scheduler and read its handshake (the first message
     a Dask TCP peer sends: an 8-byte length, then frames whose first is a msgpack map with
     ``pickle-protocol``). Raises :class:`SchedulerError` within about ``timeout`` seconds."""
+    timeout = DASK_TIMEOUT_S if timeout is None else timeout
     if not address.startswith("tcp://"):
         return              # other transports: distributed's own timeout applies
     hostport = address[len("tcp://"):].rstrip("/")
