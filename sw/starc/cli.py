@@ -48,7 +48,7 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
 EXIT_OK, EXIT_NEGATIVE, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """An error the user can act on; printed as one line without a traceback."""
 
 
@@ -435,4 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m starc.cli`: run the imported module, not this __main__ copy, so the error
+    # classes that sub-command modules import from `starc.cli` are the ones `main` catches
+    from starc.cli import main as _main
+    sys.exit(_main())

@@ -445,12 +445,23 @@ def _preset_text(base: Path) -> str:
 def bad_preset_files(text: str) -> list[tuple[str, bytes]]:
     """Variants of a valid preset file that must be refused."""
     lines = text.splitlines()
+
+    def without(sec: str) -> list[str]:
+        i = next(k for k, ln in enumerate(lines) if ln.strip() == f"[{sec}]")
+        j = next((k for k in range(i + 1, len(lines)) if lines[k].startswith("[")), len(lines))
+        return lines[:i] + lines[j:]
+
+    def top(extra: str, body: list[str]) -> bytes:
+        first = next(k for k, ln in enumerate(body) if ln.startswith("["))
+        return "\n".join(body[:first] + [extra] + body[first:]).encode()
     out: list[tuple[str, bytes]] = [
         ("empty", b""), ("not toml", b"this is [not toml\n"), ("binary", bytes(range(256))),
         ("latin-1", "name = 'caf\xe9'\n".encode("latin-1")),
-        ("section is a number", b"timing = 5\n" + text.encode()),
-        ("section is a string", text.replace("[energy]", "energy = 'x'\n[energy2]").encode()),
-        ("name not a string", ("name = 5\n" + text).encode()),
+        ("section is a number", top("timing = 5", without("timing"))),
+        ("section is a string", top("energy = 'x'", without("energy"))),
+        ("section is an array", top("pu = [1, 2]", without("pu"))),
+        ("name not a string", "\n".join("name = 5" if ln.startswith("name ") else ln
+                                         for ln in lines).encode()),
         ("unknown top key", ("bogus = 1\n" + text).encode()),
         ("tCK_ns inf", text.replace("tCK_ns", "tCK_ns = inf\n#", 1).encode()),
         ("tCK_ns nan", text.replace("tCK_ns", "tCK_ns = nan\n#", 1).encode()),
@@ -460,10 +471,8 @@ def bad_preset_files(text: str) -> list[tuple[str, bytes]]:
         ("table value", text.replace("tRCD", "tRCD = {a = 1}\n#", 1).encode()),
         ("date value", text.replace("tRCD", "tRCD = 1979-05-27\n#", 1).encode()),
     ]
-    for sec in ("[organisation]", "[timing]", "[pu]", "[energy]"):
-        i = next(k for k, ln in enumerate(lines) if ln.strip() == sec)
-        j = next((k for k in range(i + 1, len(lines)) if lines[k].startswith("[")), len(lines))
-        out.append((f"missing {sec}", "\n".join(lines[:i] + lines[j:]).encode()))
+    for sec in ("organisation", "timing", "pu", "energy"):
+        out.append((f"missing [{sec}]", "\n".join(without(sec)).encode()))
     for key in ("tRCD", "tCK_ns", "lanes", "channels", "mac_pj"):
         kept = [ln for ln in lines if not ln.strip().startswith(f"{key} ")]
         out.append((f"missing {key}", "\n".join(kept).encode()))
@@ -1128,6 +1137,10 @@ def test_real_process_edge_cases(box: Path, request: pytest.FixtureRequest) -> N
              "capacity before generation"),
             (["rtl", "cosim", "--idle", "2.0"], "cosim --idle 2.0 before any build"),
             (["rtl", "cosim", "--policy", "foo"], "cosim --policy foo"),
+            # errors raised as starc.cli.UserError by sub-command modules (python -m starc.cli)
+            (["sweep", "--cache-dir", "kv.npz", "-o", "s"], "sweep --cache-dir FILE"),
+            (["eval", "kv.npz", "--eval-layers", "0", "--out", "e"], "eval a dense layer"),
+            (["compile", "kv.npz", "--synthetic", "--out", "o"], "compile a file and --synthetic"),
     ):
         r = run_proc(box, argv, bad=True, category="real process", key=key, timeout=30)
         results.append((argv, r))
