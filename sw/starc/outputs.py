@@ -402,8 +402,13 @@ class OutputDir:
             if _exchange(tmp, d):
                 os.rename(tmp, old)        # tmp now holds the previous output
             else:
-                os.rename(d, old)
-                os.rename(tmp, d)
+                os.rename(d, old)          # two renames: put the old one back if interrupted
+                try:
+                    os.rename(tmp, d)
+                except BaseException:
+                    if not d.exists():
+                        os.rename(old, d)
+                    raise
             _LIVE.add(old)
             _remove_owned(old)
             _LIVE.discard(old)

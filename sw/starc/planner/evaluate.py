@@ -10,6 +10,7 @@ timing and energy models. Means over the plans are reported per (policy, budget)
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from starc.compiler import CompiledKV, CompileOptions, compile_kv
 from starc.config import Config
 from starc.kv import KVCache
 from starc.metrics import dense_reference, quality, step_cost
+from starc.outputs import undefined
 from starc.planner import registry
 from starc.planner.budget import DEFAULT_CAP, DEFAULT_FLOOR, Budget, parse_budget
 from starc.planner.plan import Planner
@@ -225,7 +227,11 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
             row[k] = a.mean(k)
         for k in CI_METRICS:
             if k in a.v:
-                row[k], row[f"{k}_ci95"] = mean_ci95(a.v[k], n_plans)
+                row[k], half = mean_ci95(a.v[k], n_plans)
+                if math.isnan(half):     # strict JSON (docs/reliability.md): null with a reason
+                    undefined(row, f"{k}_ci95", "one sampled program: no interval")
+                else:
+                    row[f"{k}_ci95"] = half
         row["programs_timed"] = row["cost_n"] = len(a.v.get("cycles", []))
         row["cost_N"] = n_plans
         rows.append(row)
