@@ -188,9 +188,8 @@ def dense_cost_rows(cfg: cfgmod.Config, lengths: Sequence[int], head_dim: int,
     (docs/multihead.md)."""
     from starc.golden import energy, programs, timing
     from starc.golden.attacc import mac_stream_bound
-    from starc.isa import Op
+    from starc.isa import COMMAND_FIELDS, Op
     from starc.metrics import floor_cycles
-    from starc.isa import COMMAND_FIELDS
     mask_bits = dict(COMMAND_FIELDS)["arg"]
     tpgr = cfg.tokens_per_group_row(head_dim)      # raises for a head size the preset cannot hold
     if tpgr > mask_bits:

@@ -376,14 +376,14 @@ class OutputDir:
         made = _make_parents(parent)
         clean_stale(parent)
         tmp = parent / _temp_name(TMP_PREFIX, self.dest.name)
-        tmp.mkdir()
-        _LIVE.add(tmp)
-        try:
+        _LIVE.add(tmp)                     # registered before it exists: a signal between the
+        try:                               # two steps cannot leave it behind
+            tmp.mkdir()
             yield tmp
             self._commit(tmp)
         except BaseException:
-            _LIVE.discard(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
+            _LIVE.discard(tmp)
             _remove_made(made)
             raise
         _LIVE.discard(tmp)
@@ -398,17 +398,33 @@ class OutputDir:
         self.check()                       # the folder may have changed while we worked
         d = self.dest
         if d.exists() and any(os.scandir(d)):
+            # The complete new output first takes an old-output name, then trades places with
+            # dest. Whenever a SIGKILL lands, dest holds a complete output and the stale
+            # .starc-old-* holds one too (the next run deletes only the files its manifest
+            # lists, or renames it back when dest is missing); SIGTERM / SIGINT / SIGHUP wait
+            # until the swap is done.
             old = d.with_name(_temp_name(OLD_PREFIX, d.name))
-            if _exchange(tmp, d):
-                os.rename(tmp, old)        # tmp now holds the previous output
-            else:
-                os.rename(d, old)          # two renames: put the old one back if interrupted
+            with _signals_deferred():
+                os.rename(tmp, old)
+                _LIVE.discard(tmp)
                 try:
-                    os.rename(tmp, d)
-                except BaseException:
-                    if not d.exists():
-                        os.rename(old, d)
+                    exchanged = _exchange(old, d)
+                except OSError:
+                    os.rename(old, tmp)
+                    _LIVE.add(tmp)
                     raise
+                if not exchanged:          # two renames: put the old one back if one fails
+                    prev = d.with_name(_temp_name(OLD_PREFIX, d.name))
+                    os.rename(d, prev)
+                    try:
+                        os.rename(old, d)
+                    except BaseException:
+                        if not d.exists():
+                            os.rename(prev, d)
+                        os.rename(old, tmp)
+                        _LIVE.add(tmp)
+                        raise
+                    old = prev
             _LIVE.add(old)
             _remove_owned(old)
             _LIVE.discard(old)
@@ -460,12 +476,12 @@ class OutputFile:
             self.check()
             os.replace(tmp, self.dest)
         except BaseException:
-            _LIVE.discard(tmp)
             with contextlib.suppress(FileNotFoundError):
                 if tmp.is_dir():
                     shutil.rmtree(tmp)
                 else:
                     tmp.unlink()
+            _LIVE.discard(tmp)
             _remove_made(made)
             raise
         _LIVE.discard(tmp)
@@ -543,6 +559,27 @@ def _rename_noreplace(src: Path, dst: Path) -> None:
 
 
 # ---- signals -----------------------------------------------------------------------------------
+_DEFERRED = (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP")
+                                               else ()))
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM / SIGHUP until the block is done (a few renames), so an interrupt
+    cannot land between two steps that must happen together. A no-op off the main thread or
+    where the OS has no signal masks."""
+    import threading
+    if not hasattr(signal, "pthread_sigmask") or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _cleanup_live() -> None:
     for p in list(_LIVE):
         with contextlib.suppress(OSError):
