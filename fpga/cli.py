@@ -9,7 +9,6 @@ the design does not meet the requested clock, 2 on a bad argument or a missing o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -112,7 +111,8 @@ def cmd_fpga_build(args: argparse.Namespace) -> int:
         print(f"starc: error: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(res.as_dict(), indent=2))
+        from starc.cli import print_json
+        print_json(res.as_dict())
     else:
         print(_text(res))
     if res.timing_met is False:
@@ -148,10 +148,11 @@ def cmd_fpga_run(args: argparse.Namespace) -> int:
     except (ValueError, KVError, OSError, KeyError) as e:
         print(f"starc: error: {e}", file=sys.stderr)
         return 2
-    log(f"{scn.label}: {len(scn.prog)} commands, {len(scn.image)} bank rows of the image")
     transport = None
     try:
         transport = SerialTransport(args.port, baud=args.baud, timeout_s=args.timeout)
+        # progress after the port opened: a port that cannot be opened is one error line
+        log(f"{scn.label}: {len(scn.prog)} commands, {len(scn.image)} bank rows of the image")
         drv = HostDriver(transport, cfg=cfg)
         info = drv.connect()
         log(f"board on {args.port}: size {size.name}, d {info.head_dim}, divisor {info.divisor}")
@@ -169,7 +170,8 @@ def cmd_fpga_run(args: argparse.Namespace) -> int:
     summary.update(size=size.name, port=args.port, scenario=scn.info,
                    emulated_cycles_per_second=summary["step_cycles"] / summary["step_seconds"])
     if args.json:
-        print(json.dumps(summary, indent=2))
+        from starc.cli import print_json
+        print_json(summary)
     else:
         print(f"{scn.label} on the board: {summary['step_issues']} issues and "
               f"{summary['step_cycles']} cycles equal to the golden schedule; output "

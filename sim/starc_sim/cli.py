@@ -32,7 +32,7 @@ def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from starc.argtypes import int_range, power_of_two, probability
+    from starc.argtypes import dask_address, int_range, power_of_two, probability
     from starc.cli import add_force_arg, add_preset_args
     from starc.planner.registry import POLICIES
     from starc_hw.sizes import SIZES
@@ -127,42 +127,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "for each failure a command that reproduces it and its FST "
                                    "waveform.")
     p.add_argument("--quick", action="store_true", help="a small regression (5 scenarios)")
-    p.add_argument("--policies", nargs="+", default=None,
+    p.add_argument("--policies", nargs="+", default=None, choices=POLICIES, metavar="POLICY",
                    help=f"default {' '.join(g['policies'])}")
-    p.add_argument("--budgets", type=int, nargs="+", default=None,
+    p.add_argument("--budgets", type=int_range(1), nargs="+", default=None,
                    help=f"default {' '.join(map(str, g['budgets']))}")
-    p.add_argument("--prefills", type=int, nargs="+", default=None,
+    p.add_argument("--prefills", type=int_range(1), nargs="+", default=None,
                    help=f"synthetic cache lengths (default {' '.join(map(str, g['prefills']))})")
     p.add_argument("--steps", type=int, nargs="+", default=None, choices=[0, 1],
                    help="decode steps (default 0 1)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None,
+    p.add_argument("--seeds", type=int_range(0, (1 << 32) - 1), nargs="+", default=None,
                    help="testbench seeds; odd seeds run with idle cycles and backpressure "
                         "(default 1 2)")
-    p.add_argument("--programs", type=int, default=None,
+    p.add_argument("--programs", type=int_range(0, 1 << 20), default=None,
                    help=f"random programs (default {g['programs']})")
-    p.add_argument("--program-length", type=int, default=None,
+    p.add_argument("--program-length", type=int_range(1, 1 << 24), default=None,
                    help=f"commands per random program (default {g['program_length']})")
-    p.add_argument("--program", type=int, default=None, metavar="SEED",
+    p.add_argument("--program", type=int_range(0, (1 << 32) - 1), default=None, metavar="SEED",
                    help="run only the random program of this seed (with --seed, --idle, "
                         "--backpressure, --explicit-ref): a failure's reproduction")
-    p.add_argument("--seed", type=int, default=1, help="testbench seed for --program")
+    p.add_argument("--seed", type=int_range(0, (1 << 32) - 1), default=1,
+                   help="testbench seed for --program")
     p.add_argument("--idle", type=probability(), default=0.0,
                    help="idle probability for --program")
     p.add_argument("--backpressure", type=probability(), default=0.0,
                    help="backpressure probability for --program")
     p.add_argument("--explicit-ref", action="store_true", help="explicit REFs for --program")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=int_range(1, 1024), default=None,
                    help="local processes (default: CPU count)")
-    p.add_argument("--scheduler", default=None,
+    p.add_argument("--scheduler", type=dask_address, default=None,
                    help="Dask scheduler address (tcp://host:8786) to run on a cluster")
     p.add_argument("--no-cache", action="store_true",
                    help="rerun scenarios whose results are cached (same model, same code)")
     p.add_argument("--waves", action=argparse.BooleanOptionalAction, default=True,
                    help="rerun each failure on the waves build and keep its FST (default on)")
-    p.add_argument("--numerics", type=int, default=10_000, metavar="N",
+    p.add_argument("--numerics", type=int_range(0, 1 << 24), default=10_000, metavar="N",
                    help="random vectors per FP unit, after every pairing of the special classes "
                         "(default 10000; 0 skips the FP units)")
     p.add_argument("-o", "--output", type=Path, default=None, help="write the JSON report here")
+    add_force_arg(p)
     p.add_argument("--json", action="store_true", help="print the JSON report")
     p.set_defaults(func=cmd_regress)
 
@@ -372,6 +374,15 @@ def cmd_regress(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if not 0.0 <= v < 1.0:
             return _err(f"--{name} must be in [0, 1), not {v}")
+    # checked before the build: the report file (never over a file starc did not write), the
+    # cluster
+    out_file = None
+    if args.output is not None:
+        from starc import outputs
+        out_file = outputs.OutputFile(args.output, command="rtl regress", force=args.force)
+    if args.scheduler:
+        from starc.sweep.engine import probe_scheduler
+        probe_scheduler(args.scheduler)
     t0 = time.perf_counter()
     print("building (or finding) the co-simulation model ...", file=sys.stderr, flush=True)
     model = build_attention(COSIM_MODEL, progress=sys.stderr.isatty())
@@ -414,12 +425,13 @@ def cmd_regress(args: argparse.Namespace) -> int:
     summary["wall_seconds"] = time.perf_counter() - t0
     summary["model"] = model.build_dir.name
     summary["results"] = results
-    if args.output:
-        tmp = args.output.with_name(args.output.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=1))
-        tmp.replace(args.output)
+    if out_file is not None:
+        from starc.outputs import strict_json
+        with out_file.build() as tmp:
+            tmp.write_text(strict_json(summary, indent=1) + "\n")
     if args.json:
-        print(json.dumps(summary, indent=1))
+        from starc.cli import print_json
+        print_json(summary)
     else:
         _print_regress(summary)
     return 1 if summary["FAIL"] else 0

@@ -356,6 +356,49 @@ OPTIONS: list[tuple[list[str], str, list[str], str]] = [
     (["fpga", "build"], "--clock-mhz", ["0", "-5", "2000"], "float"),
     (["fpga", "build"], "--baud", ["0", "10"], "int"),
     (["fpga", "build"], "--seed", [], "int"),
+    (["timing", "dense"], "--heads-per-channel", ["0"], "int"),
+    (["system"], "--batch", ["0", "100000"], "int"),
+    (["system"], "--lin", ["0"], "int"),
+    (["system"], "--lout", ["0"], "int"),
+    (["system"], "--steps", ["0"], "int"),
+    (["system"], "--stacks", ["0"], "int"),
+    (["system"], "--gpus", ["0"], "int"),
+    (["system"], "--streams", ["0"], "int"),
+    (["system"], "--budget", ["0"], "int"),
+    (["system"], "--workers", ["0", "100000"], "int"),
+    (["sweep", "--system", "-o", "o"], "--batch", ["0"], "int"),
+    (["sweep", "--system", "-o", "o"], "--sampled-steps", ["0"], "int"),
+    (["sweep", "--system", "-o", "o"], "--stacks", ["0"], "int"),
+    (["sweep", "--accuracy", "-o", "o"], "--samples", ["0"], "int"),
+    (["sweep", "--accuracy", "-o", "o"], "--chunk", ["0"], "int"),
+    (["sweep", "--perplexity", "-o", "o"], "--ppl-windows", ["0"], "int"),
+    (["sweep", "--perplexity", "-o", "o"], "--ppl-score-len", ["0"], "int"),
+    (["eval-quality", "-o", "o"], "--contexts", ["0", "63"], "int"),
+    (["eval-quality", "-o", "o"], "--budgets", ["0"], "int"),
+    (["eval-quality", "-o", "o"], "--seed", [], "int"),
+    (["eval-quality", "-o", "o"], "--samples", ["0"], "int"),
+    (["eval-quality", "-o", "o"], "--chunk", ["0"], "int"),
+    (["eval-quality", "-o", "o"], "--ppl-windows", ["0"], "int"),
+    (["eval-quality", "-o", "o"], "--ppl-score-len", ["0"], "int"),
+    (["eval-quality", "-o", "o"], "--workers", ["0", "100000"], "int"),
+    (["rtl", "regress"], "--budgets", ["0"], "int"),
+    (["rtl", "regress"], "--prefills", ["0"], "int"),
+    (["rtl", "regress"], "--seeds", [], "int"),
+    (["rtl", "regress"], "--programs", [], "int"),
+    (["rtl", "regress"], "--program-length", ["0"], "int"),
+    (["rtl", "regress"], "--program", [], "int"),
+    (["rtl", "regress"], "--numerics", [], "int"),
+    (["rtl", "regress"], "--workers", ["0"], "int"),
+    (["rtl", "regress"], "--idle", ["1.0", "2"], "float"),
+    (["rtl", "regress"], "--backpressure", ["1.0", "-0.5"], "float"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--tokens", ["0", "100000000"], "int"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--budget", ["0"], "int"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--baud", ["0"], "int"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--layer", [], "int"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--kv-head", [], "int"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--step", [], "int"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--seed", [], "int"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--timeout", ["0", "-1"], "float"),
 ]
 
 CHOICES: list[tuple[list[str], str]] = [
@@ -372,6 +415,22 @@ CHOICES: list[tuple[list[str], str]] = [
     (["rtl", "cosim"], "--policy"),
     (["fpga", "build"], "--size"),
     (["fpga", "build"], "--router"),
+    (["timing", "dense"], "--model"),
+    (["system"], "--model"),
+    (["system"], "--policies"),
+    (["system"], "--objective"),
+    (["system"], "--gpu"),
+    (["system"], "--mappings"),
+    (["system"], "--schedule"),
+    (["sweep", "--system", "-o", "o"], "--mappings"),
+    (["sweep", "--system", "-o", "o"], "--gpu"),
+    (["sweep", "--accuracy", "-o", "o"], "--tasks"),
+    (["eval-quality", "-o", "o"], "--policies"),
+    (["eval-quality", "-o", "o"], "--tasks"),
+    (["rtl", "regress"], "--policies"),
+    (["rtl", "regress"], "--steps"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--size"),
+    (["fpga", "run", "--port", "socket://127.0.0.1:1"], "--policy"),
 ]
 
 
@@ -394,7 +453,11 @@ def parse_level_cases() -> list[tuple[list[str], str]]:
                  ["kv", "extract", "-o", "x.npz"],
                  ["kv", "extract", "--prompt", "a", "--tokens", "1", "-o", "x.npz"],
                  ["model", "generate"], ["timing", "dense", "--lengths"],
-                 ["config", "show", "--set"], ["demo", "--no-such"]):
+                 ["config", "show", "--set"], ["demo", "--no-such"],
+                 ["system", "--scheduler", "a b"], ["eval-quality", "--scheduler", "http://x:1"],
+                 ["rtl", "regress", "--scheduler", "tcp://h:0"], ["fpga", "run"],
+                 ["rtl", "nosuch"], ["fpga", "nosuch"], ["system", "--no-such"],
+                 ["eval-quality", "--no-such"], ["rtl", "regress", "--steps", "2"]):
         cases.append((argv, "missing or unknown argument"))
     return cases
 
@@ -404,6 +467,64 @@ def test_parse_level_bad_values_are_one_line(box: Path, request: pytest.FixtureR
     results = []
     for argv, cat in parse_level_cases():
         results.append((argv, run_case(box, argv, bad=True, category=cat, timeout=20)))
+    slow = [(a, r.seconds) for a, r in results if r.seconds > 2]
+    assert not slow, f"parse-level errors must come before any work: {slow}"
+    assert_clean(results)
+
+
+def _option_actions() -> list[tuple[list[str], Any]]:
+    """(sub-command path, argparse action) of every option of every sub-command."""
+    import argparse
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> Iterator[tuple[list[str], Any]]:
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    yield from walk(sp, [*path, name])
+            elif a.option_strings:
+                yield path, a
+    return list(walk(cli.build_parser(), []))
+
+
+#: bad values every converter of a kind refuses, whatever its range
+_UNIVERSAL = {"int": ["abc", "1.5", "nan", "1e400", "0x10", "99999999999999999999999", "-2"],
+              "float": ["abc", "nan", "inf", "-inf", "1e400"],
+              "budget_arg": ["0", "-1", "abc", "p0", "p1.5", "99999999999999999999999"],
+              "address": ["a b", "http://x:1", "tcp://h:0", "tcp://h:99999"]}
+
+
+def test_every_option_is_range_checked_at_parse_time(box: Path,
+                                                     request: pytest.FixtureRequest) -> None:
+    """Walk the parser of every sub-command (new ones included): no number option takes a bare
+    ``int`` / ``float`` (whose range nobody checks before the work), and every typed option
+    refuses the values bad for any range with one line naming the option."""
+    _track(request)
+    actions = _option_actions()
+    bare = sorted({f"starc {' '.join(p)} {a.option_strings[-1]}" for p, a in actions
+                   if a.type in (int, float) and a.choices is None})
+    assert not bare, f"number options without a range check: {bare}"
+    listed = {(" ".join(argv), opt) for argv, opt, _, _ in OPTIONS}
+    results = []
+    seen = set()
+    for path, a in actions:
+        kind = getattr(a.type, "__name__", None)
+        vals = list(_UNIVERSAL.get(kind, []))
+        if a.choices is not None and a.type is None:
+            vals = ["foo", "", "DENSE"]
+        elif a.choices is not None:
+            vals = [v for v in vals + ["2"] if v not in map(str, a.choices)]
+        if not vals or (" ".join(path), a.option_strings[-1]) in listed:
+            continue
+        opt = a.option_strings[-1]
+        for v in vals:
+            argv = [*path, f"{opt}={v}"]
+            if tuple(argv) in seen or (opt == "--cost-programs" and v == "-1"):
+                continue
+            seen.add(tuple(argv))
+            names = "/".join(a.option_strings)
+            results.append((argv, run_case(box, argv, bad=True, category="option range/type",
+                                           timeout=20, expect=f"argument {names}")))
+    assert len(results) >= 100, len(results)
     slow = [(a, r.seconds) for a, r in results if r.seconds > 2]
     assert not slow, f"parse-level errors must come before any work: {slow}"
     assert_clean(results)
@@ -925,8 +1046,30 @@ def test_head_dim_the_planner_cannot_evaluate_is_refused_at_compile(
                  ["kv", "extract", "--text-file", "missing.txt", "-o", "x.npz"],
                  ["kv", "extract", "--tokens", "1", "-o", "x.txt"],
                  ["model", "generate", "--text-file", "missing.txt"],
-                 ["model", "generate", "--tokens", "1", "--max-new-tokens", "9000"]):
-        results.append((argv, run_case(box, argv, bad=True, category="semantic check")))
+                 ["model", "generate", "--tokens", "1", "--max-new-tokens", "9000"],
+                 ["timing", "dense", "--heads-per-channel", "2"],
+                 ["timing", "dense", "--model", "attacc", "--lengths", "100"],
+                 ["timing", "dense", "--model", "attacc", "--heads-per-channel", "9"],
+                 ["system", "--kv", "missing.npz"], ["system", "--kv", "notes.txt"],
+                 ["system", "--lin", "100000000"], ["system", "--steps", "9", "--lout", "4"],
+                 ["system", "--batch", "4096", "--lin", "32000"],
+                 ["system", "--cache-dir", "notes.txt"],
+                 ["sweep", "--system", "--kv", "missing.npz", "-o", "o"],
+                 ["sweep", "--accuracy", "--budgets", "p0.9", "-o", "o"],
+                 ["sweep", "--accuracy", "--presets", "attacc-hbm3-5.2", "attacc-hbm3-5.2",
+                  "-o", "o"],
+                 ["eval-quality", "--cache-dir", "notes.txt", "-o", "o"],
+                 ["eval-quality", "--text", "missing.txt", "-o", "o"],
+                 ["eval-quality", "--contexts", "100000", "-o", "o"],
+                 ["eval-quality", "--contexts", "100000", "--no-perplexity", "-o", "o"],
+                 ["rtl", "regress", "--scheduler", "tcp://127.0.0.1:1"],
+                 ["fpga", "run", "--port", "nosuch-tty"],
+                 ["fpga", "run", "--port", "socket://127.0.0.1:1"],
+                 ["fpga", "run", "--port", "socket://127.0.0.1:1", "--kv", "missing.npz"],
+                 ["fpga", "run", "--port", "socket://127.0.0.1:1", "--kv", "notes.txt"],
+                 ["fpga", "run", "--port", "socket://127.0.0.1:1", "--layer", "99"]):
+        results.append((argv, run_case(box, argv, bad=True, category="semantic check",
+                                       timeout=30)))
     assert_clean(results)
 
 
@@ -1008,6 +1151,15 @@ def test_outputs_are_never_clobbered(box: Path, request: pytest.FixtureRequest) 
     case(["kv", "extract", "--tokens", "1", "-o", "kv.npz"], True, "kv extract onto a file")
     case(["kv", "extract", "--tokens", "1", "-o", "kvdir"], True, "kv extract onto a KV dir "
                                                                   "it did not write")
+    case(["rtl", "regress", "-o", "x.v"], True, "rtl regress onto an existing file")
+    case(["rtl", "regress", "-o", "userdir"], True, "rtl regress onto a folder")
+    case(["rtl", "regress", "-o", "afile/r.json"], True, "rtl regress below a file")
+    for cmd in (["system"], ["eval-quality"], ["sweep", "--system"], ["sweep", "--accuracy"]):
+        for target, label in (("userdir", "non-empty folder starc did not write"),
+                              ("afile", "a file where a folder goes"),
+                              ("afile/sub", "below a file"), ("kv.npz", "onto an input"),
+                              ("compiled", "another command's output")):
+            case([*cmd, "-o", target], True, f"{' '.join(cmd)} {label}")
     (box / "d.npz").mkdir()
     case(["kv", "extract", "--tokens", "1", "-o", "d.npz"], True, "kv extract onto a folder "
                                                                   "named .npz")

@@ -22,11 +22,15 @@ __all__ = ["add_cost_args", "add_mass_args", "budget_arg", "cmd_eval", "register
 
 def budget_arg(text: str) -> int | str:
     """A ``--budgets`` value: a token count (``1024``) or a mass target (``p0.95``)."""
+    from starc.argtypes import BIG
     from starc.planner.budget import parse_budget
     try:
-        return parse_budget(text).label
+        label = parse_budget(text).label
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if isinstance(label, int) and label > BIG:
+        raise argparse.ArgumentTypeError(f"a token budget must be <= {BIG}, not {text!r}")
+    return label
 
 
 def add_mass_args(p: argparse.ArgumentParser) -> None:

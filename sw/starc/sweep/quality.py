@@ -263,18 +263,20 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
 
 def _quality_args(g: Any, *, samples: int, windows: int = 8, score_len: int = 256,
                   tasks: tuple[str, ...] = ACC_TASKS) -> None:
+    from starc.argtypes import int_range
     from starc.model.tasks import TASKS
     g.add_argument("--tasks", nargs="+", default=list(tasks), choices=list(TASKS),
                    metavar="TASK", help=f"tasks ({', '.join(TASKS)})")
-    g.add_argument("--samples", type=int, default=samples,
+    g.add_argument("--samples", type=int_range(1, 1 << 20), default=samples,
                    help=f"samples per (task, context) (default {samples})")
-    g.add_argument("--chunk", type=int, default=5, help="samples per sweep point (default 5)")
+    g.add_argument("--chunk", type=int_range(1, 1 << 20), default=5,
+                   help="samples per sweep point (default 5)")
     g.add_argument("--text", default="frankenstein",
                    help="perplexity text: 'frankenstein' (shipped, public domain) or a UTF-8 "
                         "file")
-    g.add_argument("--ppl-windows", type=int, default=windows,
+    g.add_argument("--ppl-windows", type=int_range(1, 1 << 20), default=windows,
                    help=f"windows of the text per context (default {windows})")
-    g.add_argument("--ppl-score-len", type=int, default=score_len,
+    g.add_argument("--ppl-score-len", type=int_range(1), default=score_len,
                    help=f"scored tokens at the end of each window (default {score_len})")
 
 
@@ -292,9 +294,9 @@ def run_sweep(args: argparse.Namespace, *, command: str = "sweep --accuracy") ->
     budgets = list(args.budgets or ACC_BUDGETS)
     if hasattr(args, "presets"):
         if len(args.presets) != 1:
-            raise SystemExit("starc: error: --accuracy/--perplexity take one preset (the "
-                             "STARC layouts are compiled for it), not "
-                             f"{len(args.presets)}")
+            from starc.cli import UserError
+            raise UserError("--accuracy/--perplexity take one preset (the STARC layouts are "
+                            f"compiled for it), not {len(args.presets)}")
         preset = args.presets[0]
     else:
         preset = args.preset
@@ -306,6 +308,18 @@ def run_sweep(args: argparse.Namespace, *, command: str = "sweep --accuracy") ->
                   preset=cfg.name, overrides=getattr(args, "overrides", None) or None,
                   perplexity=args.perplexity, text=args.text, windows=args.ppl_windows,
                   score_len=args.ppl_score_len)
+    if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
+        from starc.cli import UserError
+        raise UserError(f"--cache-dir {args.cache_dir}: a file, not a folder")
+    from starc.model.gguf_loader import load_gguf
+    n_ctx = load_gguf().config.context_length
+    if max(contexts) > n_ctx:
+        from starc.cli import UserError
+        raise UserError(f"--contexts {max(contexts)}: SmolLM2-135M's context is {n_ctx} tokens; "
+                        f"use at most {n_ctx}")
+    if args.scheduler:
+        from starc.sweep.engine import probe_scheduler
+        probe_scheduler(args.scheduler)
     cached = cached_points(points, args.cache_dir)
     results, wall = run_quality(points, workers=args.workers, scheduler=args.scheduler,
                                 cache_dir=args.cache_dir, progress=not args.json)
@@ -347,7 +361,9 @@ def _uptime() -> str | None:
 def register(sub: argparse._SubParsersAction) -> None:
     """``starc eval-quality``: pass key, RULER-style tasks, perplexity and agreement per
     policy (the same machinery as ``starc sweep --accuracy``, with small defaults)."""
+    from starc.argtypes import dask_address, int_range
     from starc.cli import add_force_arg, add_json_arg, add_preset_args
+    from starc.model.policy_decode import KNOWN_POLICIES
     p = sub.add_parser(
         "eval-quality", help="end-task quality of policies on SmolLM2: pass key, RULER-style "
         "tasks, perplexity, agreement, with confidence intervals",
@@ -357,15 +373,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "agreement with dense, each with a 95 % confidence interval. Cached like "
                     "`starc sweep`; see docs/real-model-eval.md.")
     add_preset_args(p)
-    p.add_argument("--contexts", type=int, nargs="+", default=[2048])
-    p.add_argument("--budgets", type=int, nargs="+", default=[256, 1024])
-    p.add_argument("--policies", nargs="+", default=list(ACCURACY_POLICIES))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--contexts", type=int_range(64), nargs="+", default=[2048],
+                   help="context lengths (default 2048; at most the model's context)")
+    p.add_argument("--budgets", type=int_range(1), nargs="+", default=[256, 1024],
+                   help="token budgets (default 256 1024)")
+    p.add_argument("--policies", nargs="+", default=list(ACCURACY_POLICIES),
+                   choices=list(KNOWN_POLICIES), metavar="POLICY",
+                   help=f"policies (default {' '.join(ACCURACY_POLICIES)})")
+    p.add_argument("--seed", type=int_range(0, (1 << 32) - 1), default=0)
     p.add_argument("--no-perplexity", dest="perplexity", action="store_false",
                    help="skip perplexity and agreement")
     _quality_args(p, samples=5, windows=2, score_len=64, tasks=("passkey",))
-    p.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")
-    p.add_argument("--scheduler", default=None, help="Dask scheduler address")
+    p.add_argument("--workers", type=int_range(1, 1024), default=None,
+                   help="local processes (default: CPUs)")
+    p.add_argument("--scheduler", type=dask_address, default=None,
+                   help="Dask scheduler address (tcp://host:8786)")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("-o", "--out", type=Path, default=Path("results/quality"),
                    help="report folder (JSON, CSV, PNG, README)")

@@ -177,13 +177,24 @@ def check_capacity(m: Mapping, cfg: Config, *, head_dim: int, n_layers: int, con
     if cap["fits"]:
         return cap
     step = m.gpus if m.strategy == "attacc" else 1
+
+    def fits(k: int) -> bool:
+        return bool(capacity(m.with_stacks(m.stacks + k * step), cfg, head_dim=head_dim,
+                             n_layers=n_layers, context=context)["fits"])
     fewest = None
-    for k in range(1, 4097):
-        s = m.stacks + k * step
-        if capacity(m.with_stacks(s), cfg, head_dim=head_dim, n_layers=n_layers,
-                    context=context)["fits"]:
-            fewest = s
-            break
+    # no number of stacks helps when one head copy (all layers) overflows a channel; otherwise
+    # gallop, then bisect (more stacks never put more copies on the busiest channel), so a huge
+    # context or batch is refused at once instead of after thousands of trial mappings
+    if n_layers * cap["rows_per_region"] <= cap["rows_per_bank"]:
+        hi = 1
+        while hi <= 4096 and not fits(hi):
+            hi *= 2
+        if hi <= 4096 or fits(4096):
+            lo, hi = hi // 2, min(hi, 4096)        # fits(hi); not fits(lo) (lo 0: as given)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+            fewest = m.stacks + hi * step
     stack, ch = cap["busiest_channel"]
     more = f"use at least {fewest} stacks (--stacks {fewest}), " if fewest else ""
     raise CapacityError(
