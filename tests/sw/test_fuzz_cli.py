@@ -1047,7 +1047,7 @@ def test_head_dim_the_planner_cannot_evaluate_is_refused_at_compile(
                  ["kv", "extract", "--tokens", "1", "-o", "x.txt"],
                  ["model", "generate", "--text-file", "missing.txt"],
                  ["model", "generate", "--tokens", "1", "--max-new-tokens", "9000"],
-                 ["timing", "dense", "--heads-per-channel", "2"],
+                 ["timing", "dense", "--heads-per-channel", "9"],
                  ["timing", "dense", "--model", "attacc", "--lengths", "100"],
                  ["timing", "dense", "--model", "attacc", "--heads-per-channel", "9"],
                  ["system", "--kv", "missing.npz"], ["system", "--kv", "notes.txt"],
