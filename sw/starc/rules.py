@@ -20,10 +20,12 @@ class E related at level X (with keys)"; several rows share one (``ACT -> ACT`` 
 registers from the families and their terms from the rows.
 
 Extending the table: a row is a new entry of :data:`RULES` (its id is its position; the tie-break
-is table order). State per head, for an overlapped multi-head schedule, is a :class:`Key` (say
-``head``, read from a command field of every opcode involved) added to the relation of the
-dependency rows: both generators keep one register per key value, so the MAC -> MVSB and MVGB ->
-MAC dependencies of different heads stop constraining each other without any other change.
+is table order). State per head (several heads per channel, docs/multihead.md) is a :class:`Key`
+read from the head field of every opcode involved (:class:`KeyHead`): ``head`` on the score
+MACs' wait for their query and the MVGBs' wait for their softmax, and the value accumulators of
+head h as register set ``2 + h``. Both generators keep one register per key value, so these
+dependencies of different heads do not constrain each other. A key's size grows with the heads
+a build holds (:meth:`Key.size_at`); the golden model holds :data:`starc.isa.MAX_HEADS`.
 
 Pure Python; no NumPy, no Amaranth.
 """
@@ -35,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from starc.isa import SCOPE, MacArg, MoveFlag, Op, Scope
+from starc.isa import HEAD_OPS, MAX_HEADS, SCOPE, MacArg, MoveFlag, Op, Scope
 
 __all__ = [
     "CATEGORIES",
@@ -50,6 +52,7 @@ __all__ = [
     "Family",
     "Key",
     "KeyBit",
+    "KeyHead",
     "KeyIf",
     "Plan",
     "Relation",
@@ -137,16 +140,25 @@ class KeyBit:
 
 
 @dataclass(frozen=True)
+class KeyHead:
+    """Key value ``base + head``: the head index a :data:`starc.isa.HEAD_OPS` command names in
+    its ``row`` field (:data:`starc.isa.HEAD_FIELD`)."""
+
+    base: int = 0
+    field: str = "row"
+
+
+@dataclass(frozen=True)
 class KeyIf:
     """Key value ``then`` if ``field & flag``, else the value of ``other``."""
 
     field: str
     flag: int
-    then: int
+    then: int | KeyHead
     other: KeyBit
 
 
-KeyExpr = KeyBit | KeyIf
+KeyExpr = KeyBit | KeyIf | KeyHead
 
 
 @dataclass(frozen=True)
@@ -154,8 +166,13 @@ class Key:
     """A named attribute two related commands must share, with its value per opcode."""
 
     name: str
-    size: int
+    size: int                  # values with one head
     of: tuple[tuple[Op, KeyExpr], ...]
+    per_head: bool = False     # one more value per further head
+
+    def size_at(self, heads: int) -> int:
+        """Values of the key in a build holding ``heads`` heads."""
+        return self.size + (heads - 1 if self.per_head else 0)
 
     def expr(self, op: Op) -> KeyExpr:
         for o, e in self.of:
@@ -163,21 +180,29 @@ class Key:
                 return e
         raise KeyError(f"key {self.name!r} has no value for {op.name}")
 
-    def value(self, op: Op, col: int, arg: int) -> int:
-        e = self.expr(op)
-        v = col if e.field == "col" else arg
+    def value(self, op: Op, col: int, arg: int, row: int = 0) -> int:
+        e: KeyExpr = self.expr(op)
         if isinstance(e, KeyIf):
-            if v & e.flag:
-                return e.then
-            e = e.other
             v = col if e.field == "col" else arg
+            if not v & e.flag:
+                e = e.other
+            elif isinstance(e.then, KeyHead):
+                e = e.then
+            else:
+                return e.then
+        if isinstance(e, KeyHead):
+            return e.base + row
+        v = col if e.field == "col" else arg
         return 1 if v & e.flag else 0
 
 
-_MAC_SET = KeyIf("arg", int(MacArg.VALUE), 2, KeyBit("arg", int(MacArg.BUF)))
-#: The PU register set: score sets 0 / 1 (MacArg.BUF, MoveFlag.BUF), value accumulators 2.
+_MAC_SET = KeyIf("arg", int(MacArg.VALUE), KeyHead(2), KeyBit("arg", int(MacArg.BUF)))
+#: The PU register set: score sets 0 / 1 (MacArg.BUF, MoveFlag.BUF, shared by the heads), the
+#: value accumulators of head h: 2 + h.
 SET = Key("set", 3, ((Op.MACAB, _MAC_SET), (Op.MACBG, _MAC_SET), (Op.MVSB, KeyIf(
-    "col", int(MoveFlag.VALUE), 2, KeyBit("col", int(MoveFlag.BUF))))))
+    "col", int(MoveFlag.VALUE), KeyHead(2), KeyBit("col", int(MoveFlag.BUF))))), per_head=True)
+#: The head a command names (its query, softmax-buffer part, accumulators).
+HEAD = Key("head", 1, tuple((op, KeyHead()) for op in sorted(HEAD_OPS)), per_head=True)
 #: The probability slot: MacArg.BUF of a value MAC, MoveFlag.BUF of an MVGB.
 SLOT = Key("slot", 2, ((Op.MACAB, KeyBit("arg", int(MacArg.BUF))),
                        (Op.MACBG, KeyBit("arg", int(MacArg.BUF))),
@@ -289,12 +314,12 @@ RULES: tuple[Rule, ...] = (
     _r(GROUP_DATA, RDSB, _CH, "rdsb_transfer", "data path"),
     _r(MVSB_SCORE, MVSB_SCORE, _CH, "move_spacing", "softmax buffer ports"),
     _r(MVGB, MVGB, _CH, "move_spacing", "softmax buffer ports"),
-    _r(MAC_SCORE, WRGB, _CH, "mv_cycles", "dependency"),
+    _r(MAC_SCORE, WRGB, _CH, "mv_cycles", "dependency", keys=(HEAD,)),
     _r(MAC_VALUE, MVGB, _GR, "mv_cycles", "dependency", keys=(SLOT,)),
     _r(MVSB, MAC, _GR, "mac_latency", "dependency", keys=(SET,)),
     _r(SFM_RDSB, MVSB, _CH, "mv_cycles", "dependency"),
     _r(SFM_RDSB, SFM_RDSB, _CH, "buffer_busy", "dependency"),
-    _r(MVGB, SFM_RDSB, _CH, "buffer_busy", "dependency", books="softmax"),
+    _r(MVGB, SFM_RDSB, _CH, "buffer_busy", "dependency", keys=(HEAD,), books="softmax"),
     _r(BAR, ANY, _CH, "completion", "dependency"),
 )
 
@@ -345,9 +370,14 @@ class Family:
 
     @property
     def key_size(self) -> int:
+        """Key combinations with :data:`starc.isa.MAX_HEADS` heads (the golden model)."""
+        return self.key_size_at(MAX_HEADS)
+
+    def key_size_at(self, heads: int) -> int:
+        """Key combinations in a build holding ``heads`` heads."""
         n = 1
         for k in self.keys:
-            n *= k.size
+            n *= k.size_at(heads)
         return n
 
     @property
@@ -382,9 +412,9 @@ def _plan(rules: tuple[Rule, ...]) -> Plan:
             for k in rel.keys:
                 k.expr(op)  # raises if the key has no value for an opcode of the row
         dynamic = r.distance in DYNAMIC_DISTANCES
-        if dynamic and (rel.level != Scope.CHANNEL or rel.keys or r.nth != 1):
-            raise ValueError(f"{where}: a dynamic distance needs a channel relation without keys "
-                             f"or window")
+        if dynamic and (rel.level != Scope.CHANNEL or r.nth != 1):
+            raise ValueError(f"{where}: a dynamic distance needs a channel relation without "
+                             f"window")
         if r.nth != 1 and (rel.keys or r.nth < 1):
             raise ValueError(f"{where}: a window (nth > 1) takes no keys")
         if r.books is not None and r.books not in CATEGORIES:

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from starc.config import Config
-from starc.isa import MacArg, MoveFlag, Op, format_command
+from starc.isa import HEAD_OPS, MacArg, MoveFlag, Op, format_command
 
 __all__ = ["CONSTRAINTS", "Constraint", "TimingViolation", "Violation", "bounds", "check",
            "violations"]
@@ -62,6 +62,9 @@ class _Cmds:
         col = prog["col"].astype(np.int64)
         arg = prog["arg"].astype(np.int64)
         self.n = len(prog)
+        # the head a command names in its row field (docs/multihead.md); 0 for the others
+        self.head = np.where(np.isin(op, [int(o) for o in HEAD_OPS]),
+                             prog["row"].astype(np.int64), 0)
         self.op = op
 
         def isin(*ops: Op) -> NDArray[np.bool_]:
@@ -81,9 +84,11 @@ class _Cmds:
         self.score_mac = self.mac & ~value_mac
         self.value_mac = self.mac & value_mac
         self.score_move = self.mvsb & ~value_move
-        # the register set a MAC fills / a move reads: score sets 0 and 1, value accumulators 2
-        self.set = np.where(self.mac, np.where(value_mac, 2, (arg & int(MacArg.BUF)) != 0),
-                            np.where(value_move, 2, (col & int(MoveFlag.BUF)) != 0))
+        # the register set a MAC fills / a move reads: score sets 0 and 1 (shared by the heads),
+        # the value accumulators of head h: 2 + h
+        self.set = np.where(self.mac,
+                            np.where(value_mac, 2 + self.head, (arg & int(MacArg.BUF)) != 0),
+                            np.where(value_move, 2 + self.head, (col & int(MoveFlag.BUF)) != 0))
         # the probability slot an MVGB writes / a value MAC reads
         self.slot = np.where(self.mac, (arg & int(MacArg.BUF)) != 0,
                              (col & int(MoveFlag.BUF)) != 0).astype(np.int64)
@@ -211,7 +216,8 @@ CONSTRAINTS: tuple[Constraint, ...] = (
                "score_move", "score_move", _anywhere, "move_spacing"),
     Constraint("move_spacing (MVGB -> MVGB, softmax buffer read port)", "mvgb", "mvgb",
                _anywhere, "move_spacing"),
-    Constraint("mv_cycles (WRGB -> score MAC)", "score_mac", "wrgb", _anywhere, "mv_cycles"),
+    Constraint("mv_cycles (WRGB -> score MAC of its head)", "score_mac", "wrgb",
+               _and_same(_anywhere, "head"), "mv_cycles"),
     Constraint("mv_cycles (MVGB -> value MAC of its slot)", "value_mac", "mvgb",
                _and_same(SAME_GROUP, "slot"), "mv_cycles"),
     Constraint("mac_latency (MAC -> MVSB of its register set)", "mvsb", "mac",
@@ -219,8 +225,8 @@ CONSTRAINTS: tuple[Constraint, ...] = (
     Constraint("mv_cycles (MVSB -> SFM / RDSB)", "sfm/rdsb", "mvsb", _anywhere, "mv_cycles"),
     Constraint("softmax unit busy (SFM / RDSB -> SFM / RDSB)", "sfm/rdsb", "sfm/rdsb", _anywhere,
                "busy"),
-    Constraint("softmax buffer read port (SFM / RDSB -> MVGB)", "mvgb", "sfm/rdsb", _anywhere,
-               "busy"),
+    Constraint("softmax buffer read port (SFM / RDSB -> MVGB of its head)", "mvgb", "sfm/rdsb",
+               _and_same(_anywhere, "head"), "busy"),
     Constraint("completion (any -> BAR)", "bar", "any", _anywhere, "done"),
 )
 

@@ -25,7 +25,7 @@ import re
 import sys
 
 from starc.config import Config
-from starc.isa import SCOPE, Op, Scope
+from starc.isa import MAX_HEADS, SCOPE, Op, Scope
 from starc.rules import (
     CATEGORIES,
     CATEGORY,
@@ -37,6 +37,7 @@ from starc.rules import (
     Family,
     Key,
     KeyBit,
+    KeyHead,
     KeyIf,
 )
 
@@ -67,11 +68,14 @@ class _Org:
         return self.count[lower] // self.count[upper]
 
 
-def _key_expr(e: KeyBit | KeyIf) -> str:
+def _key_expr(e: KeyBit | KeyIf | KeyHead) -> str:
+    if isinstance(e, KeyHead):
+        return f"({e.base} + hd)" if e.base else "hd"
     v = "col" if e.field == "col" else "arg"
     if isinstance(e, KeyBit):
         return f"(1 if {v} & {e.flag} else 0)"
-    return f"({e.then} if {v} & {e.flag} else {_key_expr(e.other)})"
+    then = _key_expr(e.then) if isinstance(e.then, KeyHead) else e.then
+    return f"({then} if {v} & {e.flag} else {_key_expr(e.other)})"
 
 
 def _key_value(keys: tuple[Key, ...], op: Op) -> str:
@@ -151,7 +155,8 @@ class _Gen:
         for f in PLAN.families:
             if f.value is not None:
                 if f.index != self.complete_family:
-                    self.emit(1, f"D{f.index} = NEG")
+                    self.emit(1, f"D{f.index} = NEG" if f.key_size == 1 else
+                              f"D{f.index} = [NEG] * {f.key_size}")
                 continue
             if f.nth > 1:
                 n = o.count[f.level]
@@ -188,7 +193,10 @@ class _Gen:
         o = self.o
         mu = f.read_levels[op]
         if f.value is not None:
-            return ["complete" if f.index == self.complete_family else f"D{f.index}"]
+            if f.index == self.complete_family:
+                return ["complete"]
+            return [f"D{f.index}" if f.key_size == 1 else
+                    f"D{f.index}[{_key_value(f.keys, op)}]"]
         d = self.dist(distance)
         if f.nth > 1:
             if mu == f.level:
@@ -223,7 +231,8 @@ class _Gen:
                 if f.index == self.complete_family:
                     continue  # written below with every command
                 v = f"t + {self.dist(f.value, op)}"
-                self.emit(ind, f"v = {v}\nif v > D{f.index}:\n    D{f.index} = v")
+                d = f"D{f.index}" if f.key_size == 1 else f"D{f.index}[{_key_value(f.keys, op)}]"
+                self.emit(ind, f"v = {v}\nif v > {d}:\n    {d} = v")
                 continue
             if f.nth > 1:
                 ratio = o.ratio(lam, f.level)
@@ -250,7 +259,8 @@ class _Gen:
 
     # ---- per-opcode blocks ------------------------------------------------------------------
     def locals_for(self, op: Op, indent: int, body: str) -> None:
-        """g, b, r, pc, bi, col, arg where the body uses them, with the range checks."""
+        """g, b, r, pc, bi, col, arg, hd where the body uses them, with the range checks (hd:
+        the head a command names in its row field, below :data:`starc.isa.MAX_HEADS`)."""
         o = self.o
         s = SCOPE[op]
 
@@ -272,6 +282,10 @@ class _Gen:
             self.emit(indent, "col = cols[i]")
         if uses("arg"):
             self.emit(indent, "arg = args[i]")
+        if uses("hd"):
+            self.emit(indent, f"hd = rows[i]\nif hd >= {MAX_HEADS}:\n"
+                              f"    raise _err(i, f\"head {{hd}} out of range "
+                              f"(0..{MAX_HEADS - 1})\")")
 
     def category(self, op: Op, indent: int) -> None:
         default = CATEGORY[op]
@@ -364,7 +378,7 @@ class _Gen:
     def function(self) -> str:
         o = self.o
         tREFI = self.cfg.timing.tREFI
-        self.emit(0, "def run(ops, grps, banks, cols, args):")
+        self.emit(0, "def run(ops, grps, banks, cols, args, rows):")
         self.emit(1, f"n_open = 0\ngrp_open = [0] * {o.G}\nbank_open = [False] * {o.G * o.BPG}")
         self.state()
         # `complete` starts at "never" (a BAR first in a program is bound by in-order, not by the
@@ -420,7 +434,7 @@ def _compile(key: tuple, src: str):  # noqa: ANN202 - returns the generated func
 
 def compiled(cfg: Config, *, refresh: bool = True):  # noqa: ANN201
     """The schedule loop for ``cfg``, generated and compiled on first use, then cached:
-    ``run(ops, grps, banks, cols, args) -> (issue, rule, ref_at, ref_t, ref_rule, complete,
+    ``run(ops, grps, banks, cols, args, rows) -> (issue, rule, ref_at, ref_t, ref_rule, complete,
     breakdown)`` over Python lists of the program's fields."""
     key = _key(cfg, refresh)
     fn = _CACHE.get(key)

@@ -92,7 +92,7 @@ def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule
     run = compiled(cfg, refresh=refresh)
     out_t, out_r, ref_at, ref_t, ref_r, complete, cat = run(
         prog["op"].tolist(), prog["group"].tolist(), prog["bank"].tolist(),
-        prog["col"].tolist(), prog["arg"].tolist())
+        prog["col"].tolist(), prog["arg"].tolist(), prog["row"].tolist())
     issue = np.asarray(out_t, dtype=np.int64)
     rule = np.asarray(out_r, dtype=np.int16)
     if ref_at:
