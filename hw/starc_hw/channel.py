@@ -44,6 +44,8 @@ class Channel(wiring.Component):
     stepped : bool
         Add the :attr:`step` input (the controller's emulated-time enable); without it the
         counter may advance on every clock.
+    heads : int
+        Heads the controller keeps per-head dependency state for (docs/multihead.md).
 
     Members
     -------
@@ -71,11 +73,11 @@ class Channel(wiring.Component):
     """
 
     def __init__(self, *, cfg: Config, rows: int = 4, refresh: bool = True,
-                 cycle_width: int = 48, stepped: bool = False) -> None:
+                 cycle_width: int = 48, stepped: bool = False, heads: int = 1) -> None:
         if not isinstance(stepped, bool):
             raise TypeError(f"Stepped must be a bool, not {stepped!r}")
         self._stepped = stepped
-        self._ctrl = Controller(cfg=cfg, refresh=refresh, cycle_width=cycle_width)
+        self._ctrl = Controller(cfg=cfg, refresh=refresh, cycle_width=cycle_width, heads=heads)
         self._banks = BankArray(cfg=cfg, rows=rows, cycle_width=cycle_width)
         bits = cfg.org.column_bytes * 8
         nb = cfg.org.banks_per_channel

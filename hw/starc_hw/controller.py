@@ -17,7 +17,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
-from starc.isa import Op, Scope
+from starc.isa import MAX_HEADS, Op, Scope
 from starc.rules import (
     COMPLETION,
     DYNAMIC_DISTANCES,
@@ -27,6 +27,7 @@ from starc.rules import (
     Family,
     Key,
     KeyBit,
+    KeyHead,
     KeyIf,
     Test,
 )
@@ -95,6 +96,11 @@ class Controller(wiring.Component):
         Insert refreshes (``timing.schedule(..., refresh=True)``).
     cycle_width : int
         Width of the cycle counter and of every timestamp register (24 .. 64).
+    heads : int
+        Heads the channel holds state for (docs/multihead.md; default 1). The rows keyed by
+        head (``starc.rules.HEAD``, the value accumulators' register set ``2 + h``) keep one
+        register per head; a command's head is the low ``ceil(log2(heads))`` bits of its row
+        field (one head: not looked at; the datapath flags a head out of range).
 
     Members
     -------
@@ -118,7 +124,8 @@ class Controller(wiring.Component):
         Sticky; the controller stops at the first illegal command.
     """
 
-    def __init__(self, *, cfg: Config, refresh: bool = True, cycle_width: int = 48) -> None:
+    def __init__(self, *, cfg: Config, refresh: bool = True, cycle_width: int = 48,
+                 heads: int = 1) -> None:
         if not isinstance(cfg, Config):
             raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
         if not isinstance(refresh, bool):
@@ -126,7 +133,10 @@ class Controller(wiring.Component):
         if isinstance(cycle_width, bool) or not isinstance(cycle_width, int) \
                 or not 24 <= cycle_width <= 64:
             raise ValueError(f"Cycle width must be an integer from 24 to 64, not {cycle_width!r}")
+        if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= MAX_HEADS:
+            raise ValueError(f"heads must be an integer in 1..{MAX_HEADS}, not {heads!r}")
         self._cfg = cfg
+        self._heads = heads
         self._refresh = refresh
         self._w = cycle_width
         super().__init__({
@@ -204,14 +214,19 @@ class _Builder:
 
     def key_value(self, key: Key, ops: object) -> Value:
         """The head's value of ``key`` (for the opcodes in ``ops``)."""
+        H = self.c._heads
+        hb = (H - 1).bit_length()
 
-        def expr(e: KeyBit | KeyIf) -> Value:
+        def expr(e: KeyBit | KeyIf | KeyHead) -> Value:
+            if isinstance(e, KeyHead):
+                return e.base + self.head.row[:hb] if hb else Const(e.base)
             f = self.head.col if e.field == "col" else self.head.arg
             if isinstance(e, KeyBit):
                 return f[_log2(e.flag)]
-            return Mux(f[_log2(e.flag)], e.then, expr(e.other))
+            return Mux(f[_log2(e.flag)], expr(e.then) if isinstance(e.then, KeyHead) else e.then,
+                       expr(e.other))
 
-        out: Value = Const(0, range(key.size))
+        out: Value = Const(0, range(key.size_at(H)))
         for o in sorted(ops):  # type: ignore[type-var]
             out = Mux(self.is_op[o], expr(key.expr(o)), out)
         return out
@@ -221,13 +236,14 @@ class _Builder:
         wide as the number of key combinations needs."""
         if not keys:
             return Const(0, 0)
+        H = self.c._heads
         total = 1
         for k in keys:
-            total *= k.size
+            total *= k.size_at(H)
         idx = Signal(range(total), name="key_" + "_".join(k.name for k in keys))
         expr: Value = Const(0)
         for k in keys:
-            expr = expr * k.size + self.key_value(k, ops)
+            expr = expr * k.size_at(H) + self.key_value(k, ops)
         self.m.d.comb += idx.eq(expr)
         return idx
 
@@ -243,12 +259,14 @@ class _Builder:
 
     def registers(self) -> None:
         self.fam: dict[int, dict[Scope, list[list[Signal]]]] = {}
-        self.dyn: dict[int, Signal] = {}
+        self.dyn: dict[int, list[Signal]] = {}   # one register per key value
         self.win: dict[int, list[list[Signal]]] = {}
         for f in PLAN.families:
             name = f.name
+            K = f.key_size_at(self.c._heads)
             if f.value is not None:
-                self.dyn[f.index] = self.reg(f"f_{name}")
+                self.dyn[f.index] = [self.reg(f"f_{name}" + (f"_{k}" if K > 1 else ""))
+                                     for k in range(K)]
                 continue
             if f.nth > 1:
                 n = self.count[f.level]
@@ -256,7 +274,7 @@ class _Builder:
                                      for q in range(n)]  # newest first
                 continue
             self.fam[f.index] = {
-                lv: [[self.reg(f"f_{name}_{int(lv)}_{q}_{k}") for k in range(f.key_size)]
+                lv: [[self.reg(f"f_{name}_{int(lv)}_{q}_{k}") for k in range(K)]
                      for q in range(self.count[lv])]
                 for lv in self.levels_of(f)}
 
@@ -275,7 +293,8 @@ class _Builder:
             for_act = bool(later.ops & {Op.ACTAB, Op.ACTBG, Op.ACTPB})
             has_ref = Op.REF in later.ops
             if f.value is not None:
-                slots.append(_Slot(rid, self.dyn[f.index], app, Const(int(has_ref)), for_act))
+                value = _pick(self.dyn[f.index], self.keys_index(f.keys, later.ops))
+                slots.append(_Slot(rid, value, app, Const(int(has_ref)), for_act))
                 continue
             d = self.dist[rule.distance]
             if f.nth > 1:
@@ -550,14 +569,19 @@ class _Builder:
         for f in PLAN.families:
             on_ref = Op.REF in f.earlier.ops
             if f.value is not None:
-                reg = self.dyn[f.index]
                 dyn = self.dyn_d[f.value]
                 cand = Signal(S, name=f"cand_{f.name}")
                 m.d.comb += cand.eq(now + Mux(ref, self.dist["tRFC"], dyn)
                                     if f.value == "completion" else now + dyn)
-                en = self.enable(head_in(f, lambda o: Const(1)), on_ref, f.name)
-                with m.If(en & (cand > reg)):
-                    m.d.sync += reg.eq(cand)
+                regs = self.dyn[f.index]
+                key = self.keys_index(f.keys, f.earlier.ops) if len(regs) > 1 else Const(0, 0)
+                for kv, reg in enumerate(regs):
+                    cond = head_in(f, lambda o: Const(1))
+                    if len(regs) > 1:
+                        cond = cond & (key == kv)
+                    en = self.enable(cond, on_ref, f.name + (f"_{kv}" if len(regs) > 1 else ""))
+                    with m.If(en & (cand > reg)):
+                        m.d.sync += reg.eq(cand)
                 continue
             if f.nth > 1:
                 for q, ring in enumerate(self.win[f.index]):
@@ -602,6 +626,7 @@ class _Builder:
                 m.d.sync += self.next_due.eq(self.refb)
 
         # the program's cycle count: the completion family (never before cycle 0)
-        comp = next((self.dyn[f.index] for f in PLAN.families if f.value == "completion"), None)
+        comp = next((self.dyn[f.index][0] for f in PLAN.families if f.value == "completion"),
+                    None)
         assert comp is not None, "the rules table has no completion row"
         m.d.comb += self.c.complete.eq(Mux(comp[-1], 0, comp))
