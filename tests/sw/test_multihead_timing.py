@@ -107,3 +107,33 @@ def test_planner_group_step_overlaps() -> None:
     alone = [timing.schedule(pl.program(sp)[0], CFG).total_cycles for sp in plans]
     assert s.total_cycles < sum(alone)
     assert np.unique(prog["row"][prog["op"] == int(Op.SFM)]).tolist() == [0, 1, 2]
+
+
+def test_the_documented_figures_are_current() -> None:
+    """docs/multihead.md's figures table: our columns from the golden model and the bound, the
+    AttAcc columns from the simulator's figures (tests/data/attacc), the compatibility model's
+    equal to them (tests/sw/test_attacc.py checks it count for count)."""
+    import json
+    from pathlib import Path
+
+    from starc.golden.attacc import mac_stream_bound
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "multihead.md").read_text()
+    a = text.index("<!-- multihead-figures:begin -->")
+    b = text.index("<!-- multihead-figures:end -->")
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in text[a:b].splitlines()[3:] if line.startswith("| ")]
+    runs = json.loads((root / "tests" / "data" / "attacc" / "figures.json").read_text())["runs"]
+    assert len(rows) == 8
+    for preset, L, c1, r1, c2, r2, s1, s2, compat, bound in rows:
+        cfg = config.load(preset)
+        got = {}
+        for H in (1, 2):
+            prog = programs.dense_program(cfg, int(L), 128, heads=H)
+            got[H] = (timing.schedule(prog, cfg).total_cycles,
+                      mac_stream_bound(cfg, int((prog["op"] == int(Op.ACTAB)).sum())))
+        assert (int(c1), int(c2), int(bound)) == (got[1][0], got[2][0], got[2][1]), (preset, L)
+        assert (r1, r2) == (f"{got[1][0] / got[1][1]:.3f}", f"{got[2][0] / got[2][1]:.3f}")
+        sim = {r["heads_per_channel"]: r["memory_system_cycles"] for r in runs
+               if r["preset"] == preset and r["L"] == int(L) and r["head_dim"] == 128}
+        assert (int(s1), int(s2)) == (sim[1], sim[2]) and compat == f"{s1} / {s2}"
