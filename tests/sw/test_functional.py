@@ -342,7 +342,8 @@ def test_illegal_programs_name_the_command() -> None:
     _err([(Op.NOP,)], r"command 0 .*NOP is not allowed")
     _err([(Op.ACTAB,), (Op.REF,)], r"command 1 .*REF needs every bank closed")
     _err([(Op.ACTAB,), (Op.MACAB, 0, 1, 0)], r"command 1 .*bank field 1 .*banks_per_pu \(1\)")
-    _err([(Op.MVSB, 0, 0, 3)], r"command 0 .*a value move takes flags|only bit0")
+    _err([(Op.MVSB, 0, 0, int(MoveFlag.BUF | MoveFlag.VALUE))],
+         r"command 0 .*a value move takes flags VALUE and HALF only")
     _err([(Op.MVSB, 0, 0, 0, 0, 1 << 16)], r"command 0 .*mask 0x10000 has bits beyond the "
                                            r"group's 16 entries")
     _err([(Op.WRGB, 0, 0, 8)], r"command 0 .*query chunk 8 out of range \(0..7\)")

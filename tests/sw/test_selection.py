@@ -11,7 +11,7 @@ from starc import config
 from starc.compiler import compile_kv
 from starc.golden import check, energy, functional, timing
 from starc.golden.timing import ProgramError, rdsb_transfer
-from starc.isa import Op, make_program
+from starc.isa import MoveFlag, Op, make_program
 from starc.kv import synthetic_kv
 from starc.planner import Planner, registry
 from starc.planner.selection import host_scores
@@ -129,7 +129,8 @@ def test_no_pass_where_nothing_was_scored(setup):
 def test_rdsb_timing_checker_and_energy():
     tm = CFG.timing
     n = 100
-    prog = make_program([(Op.RDSB, 0, 0, 0, 0, n), (Op.BAR,), (Op.MVSB, 3, 0, 2, 0, 0)])
+    prog = make_program([(Op.RDSB, 0, 0, 0, 0, n), (Op.BAR,),
+                         (Op.MVSB, 3, 0, int(MoveFlag.VALUE), 0, 0)])
     s = timing.schedule(prog, CFG)
     xfer = rdsb_transfer(CFG, n)
     # 400 bytes = 13 bursts of 32 B over 2 pseudo-channels: 7 x tBL

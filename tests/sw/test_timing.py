@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starc import config
 from starc.golden import check, programs, timing
-from starc.isa import MacArg, Op, make_program
+from starc.isa import MacArg, MoveFlag, Op, make_program
 
 CFG = config.load()
 T = CFG.timing
@@ -129,7 +129,7 @@ def test_mvsb_waits_for_mac_latency_and_sfm_for_mvsb():
 
 
 def test_value_mac_waits_for_mvgb_of_its_slot():
-    cmds = [(Op.SFM, 0, 0, 0, 0, 0), (Op.ACTAB, 0, 0, 0, 0), (Op.MVGB, 3, 0, 1),
+    cmds = [(Op.SFM, 0, 0, 0, 0, 0), (Op.ACTAB, 0, 0, 0, 0), (Op.MVGB, 3, 0, int(MoveFlag.BUF)),
             (Op.MACAB, 0, 0, 0, 0, int(MacArg.VALUE)),
             (Op.MACAB, 0, 0, 1, 0, int(MacArg.VALUE | MacArg.BUF))]
     t = sched(cmds)

@@ -249,18 +249,23 @@ def _completion(c: _Cmds, cfg: Config) -> NDArray[np.int64]:
     return done
 
 
+def _of_arg(c: _Cmds, mask: NDArray[np.bool_], fn: Callable[[int], int]) -> NDArray[np.int64]:
+    """``fn(arg)`` for the commands of ``mask`` (0 elsewhere)."""
+    out = np.zeros(c.n, dtype=np.int64)
+    idx = np.flatnonzero(mask)
+    out[idx] = [fn(int(a)) for a in c.arg[idx]]
+    return out
+
+
 def _xfer(c: _Cmds, cfg: Config) -> NDArray[np.int64]:
-    """The RDSB's transfer: 4 n bytes in column bursts of tBL, the pseudo-channels in
-    parallel."""
-    bursts = -(-4 * np.maximum(c.arg, 0) // cfg.org.column_bytes)
-    return cfg.timing.tBL * -(-bursts // cfg.org.pseudo_channels)
+    """The RDSB's transfer on the data buses (:meth:`Config.rdsb_transfer`)."""
+    return _of_arg(c, c.rdsb, cfg.rdsb_transfer)
 
 
 def _busy(c: _Cmds, cfg: Config) -> NDArray[np.int64]:
-    """Softmax unit / buffer read port: SFM sfm_cycles(n), RDSB CL + its transfer."""
-    pu = cfg.pu
-    sfm = pu.sfm_latency + pu.sfm_passes * -(-np.maximum(c.arg, 0) // pu.sfm_lanes)
-    return np.where(c.rdsb, cfg.timing.CL + _xfer(c, cfg), sfm)
+    """Softmax unit / buffer read port: SFM :meth:`Config.sfm_cycles`, RDSB CL + its
+    transfer (it completes as a RD of that many bursts)."""
+    return np.where(c.rdsb, cfg.timing.CL + _xfer(c, cfg), _of_arg(c, c.sfm, cfg.sfm_cycles))
 
 
 @dataclass

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from starc.config import Config
-from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, Op
+from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, MoveFlag, Op
 
 __all__ = ["Cmd", "HeadWork", "Pass", "Round", "emit", "overlapped_order"]
 
@@ -82,10 +82,6 @@ class HeadWork:
     query: list[int]
     n_valid: int
     out_groups: list[int]
-
-
-#: MVSB flag bits (docs/commands.md): a value move, and its output half 1.
-_MOVE_VALUE, _MOVE_HALF = 2, 4
 
 
 @dataclass
@@ -132,11 +128,9 @@ def emit(rounds: list[Round], heads: dict[int, HeadWork], cfg: Config, *,
             raise ValueError(f"a pass names head {p.head}, which has no HeadWork")
         if len(p.dt) != len(p.slots) or not p.slots:
             raise ValueError("a pass needs at least one MAC slot and one dt per slot")
-    tm, pu = cfg.timing, cfg.pu
-    maclat = tm.CL + pu.mac_pipeline
-
-    def sfm_cycles(n: int) -> int:
-        return pu.sfm_latency + pu.sfm_passes * -(-max(int(n), 0) // pu.sfm_lanes)
+    tm = cfg.timing
+    maclat = cfg.distances()["mac_latency"]
+    sfm_cycles = cfg.sfm_cycles
 
     score_idx = [i for i, p in enumerate(passes) if not p.value]
     value_idx = [i for i, p in enumerate(passes) if p.value]
@@ -164,7 +158,7 @@ def emit(rounds: list[Round], heads: dict[int, HeadWork], cfg: Config, *,
     def enqueue(cmd: Cmd, ready: float, *, after: list[tuple[_Item, int]] | None = None,
                 deadline: int = -1, after_pass: int = -1) -> _Item:
         nonlocal seq
-        kind = (cmd[0], cmd[4], cmd[3] & _MOVE_VALUE if cmd[0] == int(Op.MVSB) else 0)
+        kind = (cmd[0], cmd[4], int(cmd[3] & MoveFlag.VALUE) if cmd[0] == int(Op.MVSB) else 0)
         it = _Item(cmd, ready, list(after or []), deadline, after_pass, kind, seq)
         seq += 1
         queue.append(it)
@@ -302,8 +296,8 @@ def emit(rounds: list[Round], heads: dict[int, HeadWork], cfg: Config, *,
                 pairs = ([(g, half) for half in range(2) for g in move_order(gs)] if compact
                          else [(g, half) for g in gs for half in range(2)])
                 for g, half in pairs:
-                    enqueue((int(Op.MVSB), g, 0, _MOVE_VALUE | (_MOVE_HALF * half), h, 0),
-                            last_mac + maclat)
+                    flags = MoveFlag.VALUE | (MoveFlag.HALF if half else MoveFlag(0))
+                    enqueue((int(Op.MVSB), g, 0, int(flags), h, 0), last_mac + maclat)
         pre_t = max(now, last_mac + tm.tRTP_L)
         for c in rd.pre:
             out.append(c)

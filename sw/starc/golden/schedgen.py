@@ -20,7 +20,6 @@ latest event at or below an instance of level ``l``; a later command at level ``
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 
@@ -124,15 +123,12 @@ class _Gen:
             return self.dist(COMPLETION[op], op)
         if name == "buffer_busy":
             if op == Op.SFM:
-                pu = self.cfg.pu
-                return f"({pu.sfm_latency} + {pu.sfm_passes} * (-(-arg // {pu.sfm_lanes})))"
+                return "sfm_cycles(arg)"
             assert op == Op.RDSB, op
             return f"({self.d['CL']} + {self.dist('rdsb_transfer', op)})"
         if name == "rdsb_transfer":
             assert op == Op.RDSB, op
-            org, tBL = self.cfg.org, self.d["tBL"]
-            bursts = f"(-(-4 * arg // {org.column_bytes}))"
-            return f"({tBL} * (-(-{bursts} // {org.pseudo_channels})))"
+            return "rdsb_transfer(arg)"
         return str(self.d[name])
 
     def reg(self, f: Family, kind: str, level: Scope) -> str:
@@ -423,11 +419,13 @@ def _key(cfg: Config, refresh: bool) -> tuple:
             cfg.timing.tREFI, refresh)
 
 
-@functools.lru_cache(maxsize=64)
-def _compile(key: tuple, src: str):  # noqa: ANN202 - returns the generated function
+def _compile(key: tuple, src: str, cfg: Config):  # noqa: ANN202 - the generated function
+    """``src`` compiled; the dynamic distances (``sfm_cycles``, ``rdsb_transfer``) are ``cfg``'s
+    own methods (their one definition), which depend only on fields of ``key``."""
     from starc.golden.timing import ProgramError
 
-    namespace = {"NEG": NEG, "ProgramError": ProgramError, "Op": Op}
+    namespace = {"NEG": NEG, "ProgramError": ProgramError, "Op": Op,
+                 "sfm_cycles": cfg.sfm_cycles, "rdsb_transfer": cfg.rdsb_transfer}
     exec(compile(src, f"<starc.golden.schedgen {hash(key) & 0xFFFF:04x}>", "exec"), namespace)
     return namespace["run"]
 
@@ -439,7 +437,7 @@ def compiled(cfg: Config, *, refresh: bool = True):  # noqa: ANN201
     key = _key(cfg, refresh)
     fn = _CACHE.get(key)
     if fn is None:
-        fn = _compile(key, source(cfg, refresh=refresh))
+        fn = _compile(key, source(cfg, refresh=refresh), cfg)
         _CACHE[key] = fn
     return fn
 

@@ -263,7 +263,7 @@ class RoundCost:
         body = sum(self.cycles(r) for r in rounds)
         touched = np.unique(np.concatenate([r.groups for r in rounds])).size
         wrgb = t.tCCD_L * (self.geo.d // self.geo.lanes) + pu.mv_cycles
-        sfm = pu.sfm_latency + pu.sfm_passes * -(-n_valid // pu.sfm_lanes) + pu.mv_cycles
+        sfm = self.cfg.sfm_cycles(n_valid) + pu.mv_cycles
         # score moves interleave one per MAC of the following rounds; the rest wait for the end
         score_moves = sum(len(r.groups) for r in rounds)
         slots = sum(self._macs(r)[0] for r in rounds[1:])
