@@ -31,7 +31,7 @@ from amaranth.hdl import Cat, EnableInserter, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
-from starc.isa import MacArg, Op
+from starc.isa import MacArg, MoveFlag, Op, bit
 
 from .. import fp
 from ..attention import DP_ERRORS, check_attention_config
@@ -321,7 +321,7 @@ class FoldedAttentionChannel(wiring.Component):
             with m.Case(Op.WRGB):
                 m.d.comb += need.eq(qfree.all())
             with m.Case(Op.MVSB):
-                with m.If(head.col[1]):      # value move
+                with m.If(head.col[bit(MoveFlag.VALUE)]):
                     m.d.comb += need.eq(group_idle & vmove.start.ready)
                 with m.Else():
                     m.d.comb += need.eq(group_idle & smove.start.ready & sfm.wr.ready)
@@ -362,18 +362,18 @@ class FoldedAttentionChannel(wiring.Component):
         # ---- moves and softmax, started by their commands --------------------------------------
         is_op = {op: fire & (head.op == op) for op in (Op.MVSB, Op.SFM, Op.MVGB)}
         m.d.comb += [
-            smove.start.valid.eq(is_op[Op.MVSB] & ~head.col[1]),
+            smove.start.valid.eq(is_op[Op.MVSB] & ~head.col[bit(MoveFlag.VALUE)]),
             smove.start.payload.group.eq(grp),
-            smove.start.payload.buf.eq(head.col[0]),
+            smove.start.payload.buf.eq(head.col[bit(MoveFlag.BUF)]),
             smove.start.payload.mask.eq(head.arg[:32]),
-            vmove.start.valid.eq(is_op[Op.MVSB] & head.col[1]),
+            vmove.start.valid.eq(is_op[Op.MVSB] & head.col[bit(MoveFlag.VALUE)]),
             vmove.start.payload.group.eq(grp),
-            vmove.start.payload.half.eq(head.col[2]),
+            vmove.start.payload.half.eq(head.col[bit(MoveFlag.HALF)]),
             sfm.start.valid.eq(is_op[Op.SFM]),
             sfm.start.payload.eq(head.arg[:32]),
             pmove.start.valid.eq(is_op[Op.MVGB]),
             pmove.start.payload.group.eq(grp),
-            pmove.start.payload.slot.eq(head.col[0]),
+            pmove.start.payload.slot.eq(head.col[bit(MoveFlag.BUF)]),
             pmove.pending.eq(sfm.ready),
             vmove.out_addr.eq(self.out_addr),
             self.out_data.eq(vmove.out_data),
