@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from starc.config import Config
 from starc.golden.timing import Schedule, mac_latency, move_spacing, schedule, sfm_cycles
-from starc.isa import MacArg, Op
+from starc.isa import MacArg, MoveFlag, Op
 
 __all__ = ["PAIRS", "RULES", "Binding", "Coverage", "CoverageError", "binding_rules"]
 
@@ -105,9 +105,10 @@ def binding_rules(prog: np.ndarray, cfg: Config, sched: Schedule | None = None, 
     G, BPG, R, BGS, RPP = (org.groups_per_channel, org.banks_per_group, org.ranks_per_channel,
                            org.bank_groups, org.sids)
     NB = G * BPG
-    tRTP, tWRP = tm.tRTP_L, tm.tCWL + tm.tBL + tm.tWR
-    tWTR_S, tWTR_L = tm.tCWL + tm.tBL + tm.tWTR_S, tm.tCWL + tm.tBL + tm.tWTR_L
-    tRTW = tm.CL + tm.tBL + 2 - tm.tCWL
+    dist = cfg.distances()
+    tRTP, tWRP = tm.tRTP_L, dist["wr_to_pre"]
+    tWTR_S, tWTR_L = dist["wr_to_rd_s"], dist["wr_to_rd_l"]
+    tRTW = dist["rd_to_wr"]
     MACLAT, MV, MOVE, ROWC = mac_latency(cfg), pu.mv_cycles, move_spacing(cfg), tm.row_cmd_cycles
     VALUE, BUF = int(MacArg.VALUE), int(MacArg.BUF)
 
@@ -206,7 +207,7 @@ def binding_rules(prog: np.ndarray, cfg: Config, sched: Schedule | None = None, 
             add(d_rank[r] + tm.tCCD_S, "tCCD_S", "data", "data")
             add(d_grp[g] + tm.tCCD_L, "tCCD_L", "data", "data")
             if op == Op.MVSB:
-                k = 2 if col & 2 else (col & 1)
+                k = 2 if col & MoveFlag.VALUE else (1 if col & MoveFlag.BUF else 0)
                 add(max(mac_set_all[k], mac_set_grp[g][k]) + MACLAT, "MAC latency", "MAC")
                 if k != 2:
                     add(mvs_t + MOVE, "move spacing", "MVSB")
@@ -288,21 +289,22 @@ def binding_rules(prog: np.ndarray, cfg: Config, sched: Schedule | None = None, 
             done = t + MV
             if op == Op.MVSB:
                 mvsb_done = done
-                if not col & 2:
+                if not col & MoveFlag.VALUE:
                     mvs_t = t
             elif op == Op.MVGB:
                 mvg_t = t
-                mvgb_done[g][col & 1] = done
-                mvgb_done_all[col & 1] = max(mvgb_done_all[col & 1], done)
+                slot = 1 if col & MoveFlag.BUF else 0
+                mvgb_done[g][slot] = done
+                mvgb_done_all[slot] = max(mvgb_done_all[slot], done)
             elif op == Op.RD:
                 rd_grp[g] = rd_rank[r] = rw_any = t
                 col_bank[bi] = t
                 col_grpmax[g] = col_allmax = t
-                done = t + tm.CL + tm.tBL
+                done = t + dist["rd_done"]
             else:
                 wrc_grp[g] = wrc_rank[r] = rw_any = t
                 wr_bank[bi] = wr_grpmax[g] = wr_allmax = t
-                done = t + tm.tCWL + tm.tBL
+                done = t + dist["wr_done"]
         elif op in (Op.WRGB, Op.SFM):
             d_all = d_allmax = t
             d_pc = [t] * len(d_pc)
