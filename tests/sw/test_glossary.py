@@ -59,18 +59,48 @@ def test_comparison_rows_use_registered_names_only(eval_rows):
     assert all(glossary.get(k) for k in COLUMNS)
 
 
-def test_timing_config_and_attacc_outputs_use_registered_names(capsys):
-    assert cli.main(["timing", "dense", "--lengths", "1024", "--json"]) == 0
-    dense = json.loads(capsys.readouterr().out)["rows"]
-    assert cli.main(["timing", "dense", "--model", "attacc", "--lengths", "1024", "--json"]) == 0
-    att = json.loads(capsys.readouterr().out)["rows"]
-    assert cli.main(["config", "show", "--json"]) == 0
-    derived = json.loads(capsys.readouterr().out)["derived"]
-    assert _unregistered(dense + att + [derived]) == []
-    # the breakdowns are flat t_* / e_* columns that sum to the totals
-    r = dense[0]
+def _tables(doc):
+    """The row lists of a JSON output (lists of dicts anywhere in it), and its derived figures."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if k == "derived" and isinstance(v, dict):
+                yield [v]
+            elif k in ("meta", "eval_meta", "compile_stats", "points", "config", "options",
+                       "stats", "fields", "ports", "modules", "cells", "scenario"):
+                continue            # settings and descriptions, not metric rows
+            else:
+                yield from _tables(v)
+    elif isinstance(doc, list) and doc and all(isinstance(x, dict) for x in doc):
+        if all("config" in x for x in doc):     # whole documents (sweep --system's results)
+            for x in doc:
+                yield from _tables(x)
+        else:
+            yield doc
+
+
+def test_every_recorded_output_uses_registered_names():
+    """The recorded scenarios (tests/scenarios.py) are the outputs of every command: each row of
+    each of their tables uses names of the registry only."""
+    from scenarios import SCENARIOS
+    seen = 0
+    for scn in SCENARIOS:
+        if not scn.path.is_file() or scn.argv[0] in ("config", "rtl", "model", "kv") and \
+                scn.argv[:2] != ("config", "show"):
+            continue
+        doc = json.loads(scn.path.read_text(encoding="utf-8"))
+        for rows in _tables(doc):
+            assert _unregistered(rows) == [], scn.name
+            seen += len(rows)
+    assert seen > 100
+
+
+def test_breakdowns_are_flat_and_sum_to_the_totals():
+    from scenarios import get
+    r = json.loads(get("timing-dense").path.read_text())["rows"][0]
     assert sum(v for k, v in r.items() if k.startswith("t_")) == r["cycles"]
     assert sum(v for k, v in r.items() if k.startswith("e_")) == pytest.approx(r["energy_nJ"])
+    red = json.loads(get("sweep-small").path.read_text())["reductions"][0]
+    assert red["variant"] == "starc" and red["budget"] == 128
 
 
 def test_quality_summaries_use_registered_names():
@@ -81,18 +111,6 @@ def test_quality_summaries_use_registered_names():
     ppl = [{"context": 512, "policy": p, "budget": 64, "start": s, "nll": [1.0, 2.0 + j],
             "agree": 1, "agree_n": 2} for s in (0, 100) for j, p in enumerate(("dense", "sparq"))]
     assert _unregistered(summarize_scores(acc) + summarize_nll(ppl)) == []
-
-
-def test_sweep_rows_and_reductions_use_registered_names(tmp_path, capsys):
-    assert cli.main(["sweep", "--contexts", "300", "--layers", "3", "--steps", "1", "--budgets",
-                     "128", "--policies", "dense", "starc", "--workers", "1", "--cost-programs",
-                     "2", "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "s"),
-                     "--json"]) == 0
-    d = json.loads(capsys.readouterr().out)
-    assert _unregistered(d["rows"] + d["reductions"]) == []
-    red = d["reductions"][0]
-    assert red["variant"] == "starc" and red["latency_vs_tokenwise"] is None
-    assert "sparq" in red["latency_vs_tokenwise_undefined"]
 
 
 def test_baseline_ratios_are_the_ratios_of_the_rows(eval_rows):

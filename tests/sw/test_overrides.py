@@ -80,6 +80,7 @@ def test_config_raw_lists_every_settable_field_with_its_origin_and_source(tmp_pa
     assert "organisation.banks_per_group" in out and "nRCDRD" in out
 
 
+@pytest.mark.slow
 def test_sweep_set_makes_a_grid(tmp_path, capsys):
     assert cli.main(["sweep", "--contexts", "300", "--layers", "3", "--steps", "1", "--budgets",
                      "128", "--policies", "dense", "starc-row", "--workers", "1",
