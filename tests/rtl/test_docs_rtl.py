@@ -1,0 +1,14 @@
+"""Docs that cannot rot, tier rtl: the snippets of README.md and docs/*.md marked `runnable rtl`
+run (the convention is in tests/docsnippets.py and docs/outputs.md)."""
+
+from __future__ import annotations
+
+import pytest
+from docsnippets import run, snippets
+
+HERE = [pytest.param(s, id=s.id) for s in snippets() if s.tier == "rtl"]
+
+
+@pytest.mark.parametrize("snippet", HERE)
+def test_snippet_runs(snippet, tmp_path):
+    run(snippet, tmp_path)
