@@ -26,7 +26,8 @@ from typing import Any
 DEFAULT_CONTEXT = 2048
 DEFAULT_BUDGET = 512
 DEFAULT_STEPS = 8
-#: SmolLM2-135M's context (BRIEF.md section 5) and the shortest prompt worth a sparse policy.
+#: SmolLM2-135M's context (its config.json, max_position_embeddings) and the shortest prompt
+#: worth a sparse policy.
 MODEL_CONTEXT = 8192
 MIN_CONTEXT = 256
 
@@ -108,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
                        else [])
     cfg = config.load(args.preset, args.overrides or None)
     from starc.kv import KVMeta, check_capacity
-    # SmolLM2-135M's shape (BRIEF.md section 5): checked before the model runs; the prompt may
-    # come out a few tokens longer than asked, hence the margin
+    # SmolLM2-135M's shape (its config.json; docs/real-model.md): checked before the model runs;
+    # the prompt may come out a few tokens longer than asked, hence the margin
     check_capacity(KVMeta(model="SmolLM2-135M", n_layers=30, n_q_heads=9, n_kv_heads=3,
                           head_dim=64, prefill_len=args.context + 64,
                           decode_steps=args.steps), cfg)

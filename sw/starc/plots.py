@@ -406,7 +406,7 @@ def system_breakdown(summary: Sequence[dict[str, Any]], *, setting: str) -> Any:
 
 
 # ---- reductions next to the published ranges -----------------------------------------------------
-#: Published headline ranges (BRIEF.md section 4, the STARC v1 abstract): reductions at B = 1024.
+#: Published headline ranges (the STARC v1 abstract, arXiv 2505.05772): reductions at B = 1024.
 PAPER_RANGES = {
     "latency_vs_tokenwise": (0.19, 0.31),
     "energy_vs_tokenwise": (0.19, 0.27),

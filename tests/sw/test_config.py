@@ -20,7 +20,8 @@ def test_every_preset_loads_and_cites_sources(name):
 
 def test_default_preset_matches_brief():
     d = config.load().derived()
-    # BRIEF section 3: 665.6 GB/s external, 7.10 TB/s internal, 232-cycle row period, ~83 %
+    # docs/presets.md, derived figures: 665.6 GB/s external, 7.10 TB/s internal, 232-cycle row
+    # period, ~83 %
     assert d["external_bandwidth_GBps"] == pytest.approx(665.6, abs=0.05)
     assert d["internal_bandwidth_TBps"] == pytest.approx(7.10, abs=0.005)
     assert d["row_period_cycles"] == 232

@@ -19,7 +19,7 @@ def sched(cmds, cfg=CFG, **kw):
     return s.issue.tolist()
 
 
-# AttAcc trace generator (gen_trace_attacc_bank.py), dense, d_head 128, per channel (BRIEF sec. 3)
+# AttAcc trace generator (gen_trace_attacc_bank.py), dense, d 128, per channel (docs/presets.md)
 @pytest.mark.parametrize("L, counts", [
     (2048, {"MACAB": 512, "MVSB": 80, "MVGB": 64, "WRGB": 8, "SFM": 1}),
     (4096, {"MACAB": 1024, "MVSB": 144, "MVGB": 128, "WRGB": 8, "SFM": 1}),
@@ -34,7 +34,7 @@ def test_dense_command_counts_match_attacc(L, counts):
 def test_stream_at_peak_equals_analytic_ceiling():
     n = 64
     s = timing.schedule(programs.stream_program(CFG, n), CFG, refresh=False)
-    period = T.tRCD + 31 * T.tCCD_AB + T.tRTP_L + T.tRP  # 232, BRIEF section 3
+    period = T.tRCD + 31 * T.tCCD_AB + T.tRTP_L + T.tRP  # 232, docs/presets.md
     # the last MAC issues at (n-1) periods + tRCD + 31 tCCD_AB; its result lands CL + pipeline later
     last_mac = (n - 1) * period + T.tRCD + 31 * T.tCCD_AB
     assert s.issue[-2] == last_mac
