@@ -127,6 +127,8 @@ SCENARIOS: tuple[Scenario, ...] = (
        "--preset", "samsung-hbm2-pim", "--json"),
     _s("timing-dense-set", "an override", "timing", "dense", "--lengths", "1024", "--set",
        "timing.tRCD=25", "--json"),
+    _s("timing-dense-2heads", "two heads per channel in our overlapped order", "timing",
+       "dense", "--lengths", "1024", "--heads-per-channel", "2", "--json"),
     _s("attacc-timing", "AttAcc's simulator reproduced (one head per channel)", "timing",
        "dense", "--model", "attacc", "--lengths", "1024", "2048", "--json"),
     _s("attacc-timing-2heads", "AttAcc's overlapped schedule, 2 heads per channel", "timing",
