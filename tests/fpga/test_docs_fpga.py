@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 from docsnippets import run, snippets
 
+# Yosys synthesis, a minute or more: `make test`, not the fast tier
+pytestmark = pytest.mark.slow
+
 HERE = [pytest.param(s, id=s.id) for s in snippets() if s.tier == "fpga"]
 
 

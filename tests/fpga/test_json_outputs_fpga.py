@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 from jsoncommands import COMMANDS, run_json, strict_loads
 
+# Yosys synthesis, a minute or more: `make test`, not the fast tier
+pytestmark = pytest.mark.slow
+
 FPGA = [pytest.param(w, a, id=" ".join(w)) for w, (t, a) in COMMANDS.items() if t == "fpga"]
 
 
