@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import time
 import tracemalloc
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,13 @@ def uptime() -> str:
                               check=False).stdout.strip()
     except OSError:
         return f"load average {os.getloadavg()}"
+
+
+def cpu_time() -> float:
+    """CPU seconds of this process, its threads and its finished child processes (the
+    compiler's worker processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def select_recall(q: np.ndarray, K: np.ndarray, clusters: list[np.ndarray], cents: np.ndarray,
@@ -63,7 +71,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--tokens", type=int, default=8192)
-    ap.add_argument("--modes", nargs="+", default=["row-aligned", "artifact", "global"])
+    ap.add_argument("--modes", nargs="+", default=["row-aligned", "row-aligned-flat",
+                                                   "artifact", "global"],
+                    help="compile modes; row-aligned-flat: row-aligned with flat balanced "
+                    "k-means (tree=False), for the ablation")
     ap.add_argument("--sklearn-heads", type=int, default=0,
                     help="heads for the scikit-learn baseline (0: all clustered heads)")
     ap.add_argument("--slots", type=int, default=1024, help="activated slots for the recall "
@@ -95,20 +106,23 @@ def main() -> None:
           f"prefill queries per layer (generated in {time.perf_counter() - t0:.1f} s)")
     times: dict[str, float] = {}
     cpus: dict[str, float] = {}
-    row_ck = None
+    row_cks: dict[str, Any] = {}
     for mode in args.modes:
         tracemalloc.start()
-        t0, c0 = time.perf_counter(), time.process_time()
-        ck = compile_kv(cache, cfg, CompileOptions(mode=mode, threads=args.threads))
-        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), cpu_time()
+        opt = (CompileOptions(mode="row-aligned", tree=False, threads=args.threads)
+               if mode == "row-aligned-flat" else CompileOptions(mode=mode, threads=args.threads))
+        ck = compile_kv(cache, cfg, opt)
+        dt, cpu = time.perf_counter() - t0, cpu_time() - c0
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         times[mode] = dt
         cpus[mode] = cpu
         st = ck.stats
         target = "  (target <= 30 s idle)" if mode == "row-aligned" else ""
-        extra = (f", metric {ck.options['metric']}, placement {ck.options['placement']}"
-                 if mode == "row-aligned" else "")
+        extra = (f", metric {ck.options['metric']}, placement {ck.options['placement']}, "
+                 f"{'two-level' if ck.options['tree'] else 'flat'} balanced k-means"
+                 if mode.startswith("row-aligned") else "")
         print(f"compile {mode:11s}: {dt:6.2f} s wall{target}, {cpu:6.2f} s CPU, "
               f"{n_tok / dt:,.0f} tokens/s, clustering {st['seconds_cluster']:.2f} s, "
               f"{st['clusters']:,} clusters (size {st['cluster_size_min']}.."
@@ -119,8 +133,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 save_artifact(ck, f"{tmp}/art")
                 print(f"  artifact folder written in {time.perf_counter() - t0:.2f} s")
-        if mode == "row-aligned":
+        if mode.startswith("row-aligned"):
             row_ck = ck
+            row_cks[mode] = ck
         del ck
     if "row-aligned" not in times:
         return
@@ -133,7 +148,7 @@ def main() -> None:
     rec_layers = sorted(set(np.linspace(2, m.n_layers - 1, args.recall_layers).round()
                             .astype(int).tolist()))
     sk_models: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0 = time.perf_counter(), cpu_time()
     with threadpool_limits(limits=args.threads):
         for l, h in run:
             x = cache.k[l][:T, h].astype(np.float32)
@@ -143,18 +158,21 @@ def main() -> None:
             if l in rec_layers:
                 sk_models[(l, h)] = (km.labels_, km.cluster_centers_)
     dt = (time.perf_counter() - t0) * len(heads) / len(run)
-    cpu = (time.process_time() - c0) * len(heads) / len(run)
+    cpu = (cpu_time() - c0) * len(heads) / len(run)
     note = "" if len(run) == len(heads) else f" (measured on {len(run)} heads, scaled)"
     print(f"scikit-learn KMeans (k = {k}, k-means++, 10 Lloyd iterations, unconstrained, "
           f"{args.threads} threads) on the {len(heads)} clustered heads: {dt:.2f} s wall, "
           f"{cpu:.2f} s CPU{note}")
-    print(f"ratio sklearn / starc row-aligned compile: {dt / times['row-aligned']:.2f}x wall, "
-          f"{cpu / cpus['row-aligned']:.2f}x CPU (target >= 5x)")
+    for mode in row_cks:
+        target = " (target >= 5x)" if mode == "row-aligned" else ""
+        print(f"ratio sklearn / starc {mode} compile: {dt / times[mode]:.2f}x wall, "
+              f"{cpu / cpus[mode]:.2f}x CPU{target}")
     # recall at equal activated slots
     assert row_ck is not None
     tp = row_ck.geometry.tpgr
     g = m.group_size
-    res: dict[str, list[tuple[float, float]]] = {"starc row-aligned": [], "scikit-learn": []}
+    res: dict[str, list[tuple[float, float]]] = {f"starc {mode}": [] for mode in row_cks}
+    res["scikit-learn"] = []
     for (l, h), (lab, _centers) in sorted(sk_models.items()):
         hm = row_ck.head(l, h)
         for s in range(m.decode_steps):
@@ -162,10 +180,14 @@ def main() -> None:
             K = cache.k[l][:n, h].astype(np.float32)
             e = hm.clustered_end(n)
             always = np.concatenate([np.arange(hm.sink_end), np.arange(e, n)])
-            avail = hm.clusters_at(n)
-            cl_row = [hm.slot_pos[a:a + z] for a, z in zip(hm.cl_start[avail],
-                                                            hm.cl_size[avail], strict=True)]
-            cen_row = hm.centroid[avail]
+            rows = {}
+            for mode, rck in row_cks.items():
+                hr = rck.head(l, h)
+                avail = hr.clusters_at(n)
+                rows[mode] = ([hr.slot_pos[a:a + z] for a, z in zip(hr.cl_start[avail],
+                                                                     hr.cl_size[avail],
+                                                                     strict=True)],
+                              hr.centroid[avail])
             # scikit-learn's clusters over the same positions (the sink row and recent tokens
             # are attended by both)
             pos = np.arange(T)
@@ -174,7 +196,8 @@ def main() -> None:
             cen_sk = np.stack([K[c].mean(0) for c in cl_sk])
             for j in range(g):
                 q = cache.q[l][s, h * g + j].astype(np.float32)
-                res["starc row-aligned"].append(select_recall(q, K, cl_row, cen_row, always,
+                for mode, (cl_row, cen_row) in rows.items():
+                    res[f"starc {mode}"].append(select_recall(q, K, cl_row, cen_row, always,
                                                               args.slots, tp))
                 res["scikit-learn"].append(select_recall(q, K, cl_sk, cen_sk, always,
                                                          args.slots, tp))

@@ -32,6 +32,8 @@ __all__ = [
 #: k-means++ seeding of balanced k-means runs on KPP_SAMPLE x k sampled points (speed; measured
 #: on the SmolLM2 cache: no loss in attention-mass recall, docs/compiler.md)
 KPP_SAMPLE = 8
+#: cluster means by a one-hot matrix product up to this many clusters (faster than sorting)
+ONEHOT_MAX_K = 64
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -59,6 +61,12 @@ def _means(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     B, N, d = x.shape
     flat = (labels + (np.arange(B) * k)[:, None]).reshape(-1)
     counts = np.bincount(flat, minlength=B * k)
+    if k <= ONEHOT_MAX_K:
+        # few clusters: one matrix product with the one-hot labels beats sorting
+        onehot = (labels[:, :, None] == np.arange(k)[None, None, :]).astype(np.float32)
+        sums32 = np.matmul(onehot.transpose(0, 2, 1), x)
+        c32 = sums32 / np.maximum(counts.reshape(B, k), 1)[..., None]
+        return c32.astype(np.float32), counts.reshape(B, k)
     order = np.argsort(flat, kind="stable")
     xs = x.reshape(B * N, d).take(order, axis=0)
     nz = np.flatnonzero(counts)
@@ -144,15 +152,16 @@ def balanced_assign(cost: np.ndarray, caps: np.ndarray) -> np.ndarray:
         cu = cu[rest]              # a copy (fancy indexing), never a view of ``cost``
         # clusters filled in this round close for the remaining points of their batch (columns
         # closed in earlier rounds are already +inf in ``cu``)
-        closed = np.flatnonzero(is_open & (room <= 0))
+        newly = is_open & (room <= 0)
         is_open &= room > 0
-        if closed.size:
+        if newly.any():
             bt = batch[todo]
-            cb, cc = np.divmod(closed, k)
-            for bb in np.unique(cb).tolist():
-                rows = np.flatnonzero(bt == bb)
-                if rows.size:
-                    cu[np.ix_(rows, cc[cb == bb])] = np.inf
+            hit = newly.reshape(B, k)
+            rows = np.flatnonzero(hit.any(1)[bt])
+            if rows.size:
+                sub = cu[rows]
+                sub[hit[bt[rows]]] = np.inf
+                cu[rows] = sub
     return labels.reshape(B, N)
 
 
@@ -231,6 +240,81 @@ def balanced_kmeans(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, seed: 
         if same or shift < tol:
             break
     return labels, c, np.full(B, n_it, dtype=np.int64)
+
+
+def _split_caps(caps_b: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deal the ``k`` capacities of one batch into ``k1`` consecutive runs of ``k // k1`` or
+    ``k // k1 + 1`` clusters (the larger runs first); returns the run lengths and their sums."""
+    k = caps_b.size
+    runs = np.full(k1, k // k1, dtype=np.int64)
+    runs[: k % k1] += 1
+    ends = np.cumsum(runs)
+    sums = np.add.reduceat(caps_b, ends - runs)
+    return runs, sums
+
+
+def balanced_kmeans_tree(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, seed: int = 0,
+                         fanout: int | None = None, refine: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two-level size-constrained k-means, the same contract as :func:`balanced_kmeans` with
+    k-means++ seeding: first ``fanout`` (default ``round(sqrt(k))``) super-clusters, each sized to
+    hold a run of ``k // fanout`` or one more of the final clusters, then every super-cluster is
+    split into its run, batched over all super-clusters of equal shape. Each level costs
+    ``N x fanout`` distances per iteration instead of ``N x k``. ``refine`` flat iterations over
+    all ``k`` centroids follow. Every batch must have the same capacities."""
+    B, N, d = xu.shape
+    caps = np.asarray(caps, dtype=np.int64)
+    k = caps.shape[1]
+    if not (caps == caps[0]).all():
+        raise ValueError("balanced_kmeans_tree needs the same capacities in every batch")
+    k1 = fanout if fanout is not None else max(2, int(round(np.sqrt(k))))
+    if k1 >= k or k < 4:
+        return balanced_kmeans(xu, caps, iters=iters, seed=seed, init="kmeans++")
+    runs, sums = _split_caps(caps[0], k1)
+    rng = np.random.default_rng(seed)
+    lab1, _, _ = balanced_kmeans(xu, np.broadcast_to(sums, (B, k1)), iters=iters,
+                                 seed=int(rng.integers(2**31)), init="kmeans++")
+    first = np.concatenate([[0], np.cumsum(runs)[:-1]])
+    labels = np.empty((B, N), dtype=np.int64)
+    cents = np.empty((B, k, d), np.float32)
+    order = np.argsort(lab1, axis=1, kind="stable")                 # points by super-cluster
+    starts = np.concatenate([[0], np.cumsum(sums)[:-1]])
+    if not (caps[0] == caps[0, 0]).all():          # unequal capacities: one split at a time
+        for j in range(k1):
+            _split_one(xu, order, labels, cents, j, starts, sums, caps, first, runs, iters, rng)
+    for r in (np.unique(runs).tolist() if (caps[0] == caps[0, 0]).all() else []):
+        js = np.flatnonzero(runs == r)                 # runs of r clusters: the same shape
+        n2 = int(sums[js[0]])
+        idx = order[:, starts[js][:, None] + np.arange(n2)[None, :]]  # [B, len(js), n2]
+        sub = np.take_along_axis(xu, idx.reshape(B, -1)[..., None], axis=1)
+        sub = sub.reshape(B * js.size, n2, d)
+        c2 = np.broadcast_to(caps[0][first[js[0]]:first[js[0]] + r], (B * js.size, r))
+        l2, cc, _ = balanced_kmeans(sub, c2, iters=iters, seed=int(rng.integers(2**31)),
+                                    init="kmeans++")
+        gl = (l2.reshape(B, js.size, n2) + first[js][None, :, None]).reshape(B, -1)
+        np.put_along_axis(labels, idx.reshape(B, -1), gl, axis=1)
+        cents[:, (first[js][:, None] + np.arange(r)[None, :]).reshape(-1)] = cc.reshape(
+            B, js.size * r, d)
+    n_it = iters
+    if refine:
+        equal = bool((caps == N // k).all())
+        xa = _augment(xu)
+        for _ in range(refine):
+            labels = balanced_assign(_sqdist(xa, cents), caps)
+            cents = _means_equal(xu, labels, k) if equal else _means(xu, labels, k)[0]
+        n_it += refine
+    return labels, cents, np.full(B, n_it, dtype=np.int64)
+
+
+def _split_one(xu, order, labels, cents, j, starts, sums, caps, first, runs, iters, rng):
+    B, _, d = xu.shape
+    idx = order[:, starts[j]:starts[j] + sums[j]]
+    sub = np.take_along_axis(xu, idx[..., None], axis=1)
+    c2 = np.broadcast_to(caps[0][first[j]:first[j] + runs[j]], (B, runs[j]))
+    l2, cc, _ = balanced_kmeans(sub, c2, iters=iters, seed=int(rng.integers(2**31)),
+                                init="kmeans++")
+    np.put_along_axis(labels, idx, l2 + first[j], axis=1)
+    cents[:, first[j]:first[j] + runs[j]] = cc
 
 
 def spherical_kmeans(xu: np.ndarray, k: int, *, iters: int = 15, seed: int = 0

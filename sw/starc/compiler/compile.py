@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from starc.address import SLICE, Geometry, quest_meta_rows, round_robin
-from starc.compiler.cluster import artifact_lloyd, balanced_kmeans, spherical_kmeans, unit
+from starc.compiler.cluster import (
+    artifact_lloyd,
+    balanced_kmeans,
+    balanced_kmeans_tree,
+    spherical_kmeans,
+    unit,
+)
 from starc.compiler.compiled import CompiledKV, HeadMap
 from starc.compiler.placement import PLACEMENT_BUDGET, PLACEMENTS, place_blocks
 from starc.config import Config
@@ -52,6 +58,18 @@ ROW_ALIGNED_WINDOW = 8192
 #: 0.5 measured best on synthetic and real caches (docs/compiler.md, "Better rows")
 QUERY_METRIC_MIX = 0.5
 METRICS = ("unit", "query")
+#: row-aligned windows of at least this many clusters use the two-level balanced k-means
+#: (``cluster.balanced_kmeans_tree``: sqrt(k) super-clusters, then each split; measured: the same
+#: recall as flat k-means at 0.5-0.6 x its time, docs/compiler.md "Speed")
+TREE_MIN_K = 64
+#: flat balanced iterations over all clusters after the two levels, which run half the
+#: iterations each (measured on synthetic d 64 / d 128 caches, mass recall at B = 1024: 10 per
+#: level and no refinement -1.6 points at d 64; 10 + 1: -0.5 at d 128; 5 + 2: within 0.15 of
+#: flat k-means at both, docs/compiler.md "Speed")
+TREE_REFINE = 2
+#: clustering runs in worker processes from this many clustered layers on (below: threads; a
+#: process pool costs ~0.5 s to start)
+PROCESS_MIN_LAYERS = 8
 
 
 class CompileError(ValueError):
@@ -70,6 +88,8 @@ class CompileOptions:
     cluster_tokens: int | None = None     # tokens per cluster (mean for unconstrained modes)
     iters: int | None = None
     init: str | None = None               # row-aligned seeding: kmeans++ | positional
+    tree: bool | None = None              # row-aligned: two-level balanced k-means for large
+                                          # windows (default True; False: flat)
     key_norm: str | None = None           # unit (default) | mean (raw keys / mean norm)
     metric: str | None = None             # row-aligned: unit | query (default: query when the
                                           # cache has prefill queries, else unit)
@@ -91,7 +111,7 @@ class CompileOptions:
         elif m == "row-aligned":
             defaults = {"window": ROW_ALIGNED_WINDOW, "buffer": 64, "cluster_tokens": geo.tpgr,
                         "iters": 10, "placement": None, "init": "kmeans++",
-                        "key_norm": "unit", "sinks": geo.tpgr}
+                        "key_norm": "unit", "sinks": geo.tpgr, "tree": True}
         elif m == "global":
             defaults = {"window": None, "buffer": 128, "cluster_tokens": 32, "iters": 15,
                         "placement": "naive", "init": "kmeans++", "key_norm": "unit",
@@ -102,6 +122,8 @@ class CompileOptions:
         for k, v in defaults.items():
             if d[k] is None:
                 d[k] = v
+        if m != "row-aligned":
+            d["tree"] = False
         if d["placement"] is None and m == "row-aligned":
             pass    # resolved by compile_kv: queries with prefill queries, else coselect
         elif d["placement"] not in PLACEMENTS:
@@ -201,8 +223,12 @@ def _cluster_group(xu: np.ndarray, segs: list[Segment], opts: dict[str, Any], se
     elif m == "row-aligned":
         cs = opts["cluster_tokens"]
         caps = np.full((X.shape[0], k), cs, dtype=np.int64)
-        labels, cents, iters = balanced_kmeans(X, caps, iters=opts["iters"], seed=seed,
-                                               init=opts["init"])
+        if opts.get("tree") and opts["init"] == "kmeans++" and k >= TREE_MIN_K:
+            labels, cents, iters = balanced_kmeans_tree(X, caps, iters=-(-opts["iters"] // 2),
+                                                        seed=seed, refine=TREE_REFINE)
+        else:
+            labels, cents, iters = balanced_kmeans(X, caps, iters=opts["iters"], seed=seed,
+                                                   init=opts["init"])
         per_row = opts["tpgr"] // cs
         if per_row > 1 and k % per_row == 0 and k > per_row:
             labels, cents = _pair_clusters(labels, cents, per_row, seed)
@@ -477,6 +503,28 @@ def _ranges(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return rep + np.arange(total)
 
 
+def _layer_job(args: tuple) -> tuple[int, list[HeadMap]]:
+    """Cluster and place one layer (every KV head); row bases are set by the caller (they
+    depend on the layers before)."""
+    l, keys16, qp, opts, segs, geo, T, channels = args
+    n_kv = keys16.shape[1]
+    white = query_metric(qp, n_kv) if opts.get("metric") == "query" and qp is not None else None
+    lay = _compile_layer(l, keys16, opts, segs, geo, T, white)
+    if opts["placement"] == "queries" and qp is not None:
+        g = qp.shape[1] // n_kv
+        for h, hd in enumerate(lay):
+            hd["qcal"] = qp[:, h * g:(h + 1) * g].astype(np.float32).reshape(-1, geo.d)
+    return l, [_headmap(l, h, h % channels, 0, hd, segs, opts, geo)
+               for h, hd in enumerate(lay)]
+
+
+def _worker_init() -> None:
+    """Worker processes run single-threaded BLAS (the parallelism is over layers)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = None, *,
                progress: Callable[[int, int], None] | None = None) -> CompiledKV:
     """Compile ``cache`` for ``cfg``; see the module docstring. Deterministic for a given input,
@@ -521,34 +569,44 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
     clustered_layers = [l for l in range(m.n_layers)
                         if opts["mode"] != "dense" and l not in opts["dense_layers"]]
     t_cluster0 = time.perf_counter()
-    layouts: dict[int, list[dict[str, Any]]] = {}
+    layouts: dict[int, list[HeadMap]] = {}
     threads = opts["threads"] or min(2, os.cpu_count() or 1)
     done = 0
+    workers = "serial"
 
-    def work(l: int) -> tuple[int, list[dict[str, Any]]]:
-        white = query_metric(c16.qp[l], m.n_kv_heads) \
-            if opts.get("metric") == "query" and c16.qp is not None else None
-        lay = _compile_layer(l, c16.k[l], opts, segs, geo, T, white)
-        if opts["placement"] == "queries" and c16.qp is not None:
-            g = m.group_size
-            for h, hd in enumerate(lay):
-                hd["qcal"] = c16.qp[l][:, h * g:(h + 1) * g].astype(np.float32).reshape(-1,
-                                                                                       m.head_dim)
-        return l, lay
+    def job(l: int) -> tuple:
+        qp = c16.qp[l] if c16.qp is not None and (opts.get("metric") == "query" or
+                                                  opts["placement"] == "queries") else None
+        return (l, c16.k[l], qp, opts, segs, geo, T, cfg.org.channels)
 
     if clustered_layers:
-        from threadpoolctl import threadpool_limits
-        with threadpool_limits(limits=1, user_api="blas"):
-            if threads > 1 and len(clustered_layers) > 1:
-                with ThreadPoolExecutor(max_workers=threads) as ex:
-                    for l, lay in ex.map(work, clustered_layers):
-                        layouts[l] = lay
-                        done += 1
-                        if progress:
-                            progress(done, len(clustered_layers))
-            else:
-                for l in clustered_layers:
-                    layouts[l] = work(l)[1]
+        n_work = min(threads, len(clustered_layers))
+        import multiprocessing
+        import threading
+        if (n_work > 1 and len(clustered_layers) >= PROCESS_MIN_LAYERS
+                and threading.active_count() == 1
+                and "fork" in multiprocessing.get_all_start_methods()):
+            # worker processes (no interpreter lock between the many small NumPy steps), each
+            # single-threaded BLAS. Forked (no re-import of the caller's main module), and only
+            # from a process without other threads (a fork copies no lock another thread holds)
+            from concurrent.futures import ProcessPoolExecutor
+            ctx = multiprocessing.get_context("fork")
+            workers = "processes"
+            with ProcessPoolExecutor(max_workers=n_work, mp_context=ctx,
+                                     initializer=_worker_init) as ex:
+                for l, lay in ex.map(_layer_job, (job(l) for l in clustered_layers)):
+                    layouts[l] = lay
+                    done += 1
+                    if progress:
+                        progress(done, len(clustered_layers))
+        else:
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(limits=1, user_api="blas"), \
+                    ThreadPoolExecutor(max_workers=n_work) as ex:
+                mapper = ex.map if n_work > 1 else map
+                workers = "threads" if n_work > 1 else "serial"
+                for l, lay in mapper(_layer_job, (job(l) for l in clustered_layers)):
+                    layouts[l] = lay
                     done += 1
                     if progress:
                         progress(done, len(clustered_layers))
@@ -562,7 +620,8 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
         for h in range(m.n_kv_heads):
             ch = h % cfg.org.channels
             if l in layouts:
-                hm = _headmap(l, h, ch, next_row[ch], layouts[l][h], segs, opts, geo)
+                hm = layouts[l][h]
+                hm.row_base = next_row[ch]
             else:
                 # sparse layers of the positional layout carry Quest's page bounds
                 meta = quest_meta_rows(T, geo) if (opts["mode"] == "dense" and l not in
@@ -582,6 +641,7 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
     sizes = np.concatenate([hm.cl_size for hm in all_maps]) if all_maps else np.zeros(0)
     stats = {
         "mode": opts["mode"], "seconds_total": total, "seconds_cluster": t_cluster,
+        "workers": workers,
         "seconds_place": t_place, "tokens": T * m.n_layers * m.n_kv_heads,
         "tokens_per_s": T * m.n_layers * m.n_kv_heads / max(total, 1e-9),
         "clusters": int(sizes.size), "cluster_size_mean": float(sizes.mean()) if sizes.size else 0,
