@@ -126,8 +126,9 @@ def main() -> None:
         print(f"compile {mode:11s}: {dt:6.2f} s wall{target}, {cpu:6.2f} s CPU, "
               f"{n_tok / dt:,.0f} tokens/s, clustering {st['seconds_cluster']:.2f} s, "
               f"{st['clusters']:,} clusters (size {st['cluster_size_min']}.."
-              f"{st['cluster_size_max']}){extra}, peak traced memory {peak:.0f} MiB = "
-              f"{peak / kv_mib:.2f} x KV")
+              f"{st['cluster_size_max']}){extra}, layers in {st['workers']}, peak traced "
+              f"memory {peak:.0f} MiB = {peak / kv_mib:.2f} x KV"
+              + (" (this process only)" if st["workers"] == "processes" else ""))
         if mode == args.modes[0] and not args.no_save:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
