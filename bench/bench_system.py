@@ -11,8 +11,10 @@ policies dense, quest, sparq, starc and starc-row, 16 synthetic head streams.
    <= 60 s on 2 cores.
 2. **Trajectory**: ``--steps`` sampled steps (default 10, the target's) through the sweep engine
    with ``--workers`` processes and an empty cache, as ``starc system --steps 10`` runs it.
-   Target: <= 15 min on 2 cores. Beside it, the serial estimate from part 1 (cold + (steps - 1)
-   x warm) and the ratio of the two (the workers' speed-up, less each worker's own cold start).
+   Target: <= 15 min on 2 cores. Beside it, the points' own evaluation seconds (measured in
+   the workers, without generating and compiling the streams) summed, and their ratio to the
+   wall time: what the workers overlap. A point's cost grows with its context (longer dense
+   programs), so the warm point of part 1 (the second sampled step) is not a mean.
 
 Prints the figures, the ratios and ``uptime`` before and after (the machine is shared).
 
@@ -98,9 +100,8 @@ def main() -> int:
     out["uptime_after_point"] = _uptime()
     if not args.point_only:
         out["trajectory"] = t = measure_trajectory(conf, args.steps, args.workers)
-        serial = p["cold_s"] + (args.steps - 1) * p["warm_s"]
-        t["serial_estimate_s"] = serial
-        t["speedup_vs_serial_estimate"] = serial / t["wall_s"]
+        t["points_s"] = sum(t["point_seconds"])
+        t["points_over_wall"] = t["points_s"] / t["wall_s"]
     out["uptime_after"] = _uptime()
     if args.json:
         print(json.dumps(out, indent=1))
@@ -121,8 +122,9 @@ def main() -> int:
               f"{t['wall_s']:.1f} s = {t['wall_s'] / 60:.1f} min  (target <= 15 min: "
               f"{'met' if t['wall_s'] <= 900 else 'MISSED'}); per point "
               + " ".join(f"{x:.0f}" for x in t["point_seconds"]) + " s")
-        print(f"  serial estimate (cold + {t['steps'] - 1} x warm) {t['serial_estimate_s']:.1f} s;"
-              f" speed-up of the run over it {t['speedup_vs_serial_estimate']:.2f} x")
+        print(f"  the points' evaluation seconds summed {t['points_s']:.1f} s; over the wall "
+              f"time {t['points_over_wall']:.2f} x (each worker also generates and compiles "
+              f"the streams once)")
     print(f"uptime after: {out['uptime_after']}")
     return 0
 
