@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from starc import config
 from starc.address import region_rows_upper_bound
@@ -85,6 +85,7 @@ def test_attacc_mapping_is_attaccs_assignment():
 
 
 @settings(max_examples=60, deadline=None)
+@example(strategy="replicate", batch=17, kv=3, g=4, gpus=4, per_gpu=3)   # 3 copies of 4 heads
 @given(strategy=st.sampled_from(STRATEGIES), batch=st.integers(1, 24),
        kv=st.sampled_from([1, 2, 3, 8]), g=st.sampled_from([1, 3, 4]),
        gpus=st.sampled_from([1, 2, 4]), per_gpu=st.integers(1, 3))

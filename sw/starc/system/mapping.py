@@ -22,8 +22,9 @@ Strategies (:data:`STRATEGIES`):
     stacks``), so no stack or channel holds more than one instance above another.
 ``replicate``
     ``balanced`` over replicas: when channels outnumber instances, each KV head's cache is stored
-    on ``r = min(g, channels // instances)`` channels and its ``g`` query heads are split over
-    the copies (``ceil(g / r)`` each), so a GQA group runs in parallel. It costs ``r`` times the
+    on up to ``min(g, channels // instances)`` channels and its ``g`` query heads are split over
+    the copies (``ceil(g / r)`` each; ``r`` then shrinks to the copies that get a head), so a
+    GQA group runs in parallel. It costs ``r`` times the
     KV capacity (AttAcc's own Mistral-7B accounting, one KV head per query head, implies the
     same storage) and the write of every new K and V to ``r`` channels (not modelled).
 """
@@ -136,8 +137,9 @@ def map_instances(strategy: str, *, batch: int, n_kv_heads: int, group_size: int
     r = 1
     if strategy == "replicate":
         r = max(1, min(group_size, total // n))
-    m.replicas = r
     chunk = math.ceil(group_size / r)
+    r = math.ceil(group_size / chunk)          # no copy without query heads (g 4 over 3: 2 x 2)
+    m.replicas = r
     units = [(i, k) for i in range(n) for k in range(r)]
     for u, (inst, k) in enumerate(units):
         slot = u % total
