@@ -268,7 +268,8 @@ def _run(args: argparse.Namespace) -> int:
     print_rows(title, _COLUMNS, [cells(r, _COLUMNS) for r in rows], notes=baseline_notes(rows))
     if reds:
         head, red_rows = _reduction_table(reds)
-        print_rows(f"reductions 1 - variant / baseline (token-wise = sparq), {planner}", head,
+        print_rows(f"reductions 1 - variant / baseline (token-wise = sparq), {planner}; "
+                   f"from the costs above ({'; '.join(samplings)})", head,
                    red_rows, notes=["context `sum ...`: costs summed over those contexts first.",
                                     *red_notes])
     else:
