@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from amaranth.hdl import Cat, Module, ResetInserter, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -231,10 +231,12 @@ class HostLink(wiring.Component):
     * ``RESET`` waits until the previous command has been taken by the channel, then pulses
       :attr:`channel_reset` for one cycle (which also empties the write-data FIFO and clears the
       link's error counters and sticky flags).
-    * ``SYNC`` / ``STATUS`` / ``INFO`` queue a reply (one at a time; the parser waits).
+    * ``SYNC`` / ``STATUS`` / ``INFO`` / ``OUTPUT`` queue a reply (one at a time; the parser
+      waits).
 
     The transmitter sends, with this priority: a queued reply (a ``STATUS_REPLY`` is a snapshot of
-    the status inputs taken when its first byte goes out), ``RDATA``, ``ISSUE``.
+    the status inputs taken when its first byte goes out; an ``OUTPUT_REPLY`` reads :attr:`out`
+    a byte at a time), ``RDATA``, ``ISSUE``.
 
     Parameters
     ----------
@@ -280,8 +282,9 @@ class HostLink(wiring.Component):
         Emulated cycles a command waited for the datapath (``STATUS_REPLY.stalls``; 0 on a
         channel without one).
     out : In(16 * max(head_dim, 1))
-        The attention output (FP16 per dimension), sent in ``OUTPUT_REPLY`` (a snapshot taken as
-        its first byte goes out).
+        The attention output (FP16 per dimension), sent in ``OUTPUT_REPLY`` a byte at a time, each
+        read as it goes out (no buffer as wide as the output): settled once the channel is idle
+        (``STATUS_REPLY`` ``IDLE``), which is when a host asks for it.
     dp_error : In(8)
         The datapath's sticky flags, sent in ``OUTPUT_REPLY``.
     busy : In(1)
@@ -372,7 +375,10 @@ class HostLink(wiring.Component):
         L = fmt.layouts
         col_bits = self._cfg.org.column_bytes * 8
         max_rx = fmt.max_payload(to_device=True)
-        max_tx = fmt.max_payload(to_device=False)
+        # OUTPUT_REPLY is sent a byte at a time from its inputs (no buffer as wide as d x 16 bits:
+        # Yosys 0.70's opt passes assert on a 1029-bit load multiplexer of a shared buffer)
+        max_tx = max(fmt.payload_bytes(o) for o in fmt.layouts
+                     if o >= 0x80 and o != Opcode.OUTPUT_REPLY)
 
         reset_pulse = Signal()
         m.d.comb += [self.channel_reset.eq(reset_pulse), self.rx_clear.eq(reset_pulse)]
@@ -531,6 +537,12 @@ class HostLink(wiring.Component):
         tx_buf = Signal(8 * max_tx)
         tx_left = Signal(16)
         tx_sum = Signal(8)
+        tx_out = Signal()                   # the frame is OUTPUT_REPLY: bytes from out_bytes
+        out_bytes = [self.dp_error]
+        if self._head_dim:
+            out_bytes = [self.out[8 * i:8 * i + 8] for i in range(2 * self._head_dim)] + out_bytes
+        out_idx = Signal(range(len(out_bytes)))
+        out_byte = Array(out_bytes)[out_idx]
         tx_fire = self.tx.valid & self.tx.ready
         with m.If(tx_fire):
             m.d.sync += tx_sum.eq(tx_sum + self.tx.payload)
@@ -551,10 +563,6 @@ class HostLink(wiring.Component):
             status.stalls.eq(self.stalls),
         ]
         info = L[Opcode.INFO_REPLY].const(self.info())
-        output = Signal(L[Opcode.OUTPUT_REPLY])
-        m.d.comb += output.dp_error.eq(self.dp_error)
-        if self._head_dim:
-            m.d.comb += output.out.eq(self.out)
         sync_reply = Signal(L[Opcode.SYNC_REPLY])
         m.d.comb += sync_reply.seq.eq(reply_seq)
         issue = Signal(L[Opcode.ISSUE])
@@ -574,7 +582,10 @@ class HostLink(wiring.Component):
 
         def load(o: Opcode, value: Any) -> None:
             n = fmt.payload_bytes(o)
-            m.d.sync += [tx_op.eq(o), tx_len.eq(n), tx_left.eq(n), tx_buf.eq(value), tx_sum.eq(0)]
+            m.d.sync += [tx_op.eq(o), tx_len.eq(n), tx_left.eq(n), tx_sum.eq(0),
+                         tx_out.eq(o == Opcode.OUTPUT_REPLY), out_idx.eq(0)]
+            if value is not None:
+                m.d.sync += tx_buf.eq(value)
 
         with m.FSM(name="tx_fsm"):
             with m.State("IDLE"):
@@ -587,7 +598,7 @@ class HostLink(wiring.Component):
                         with m.Case(Opcode.INFO_REPLY):
                             load(Opcode.INFO_REPLY, info.as_value())
                         with m.Case(Opcode.OUTPUT_REPLY):
-                            load(Opcode.OUTPUT_REPLY, output.as_value())
+                            load(Opcode.OUTPUT_REPLY, None)
                         with m.Default():
                             load(Opcode.SYNC_REPLY, sync_reply.as_value())
                     m.next = "OP"
@@ -614,9 +625,11 @@ class HostLink(wiring.Component):
                     with m.Else():
                         m.next = "BODY"
             with m.State("BODY"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(tx_buf[:8])]
+                m.d.comb += [self.tx.valid.eq(1),
+                             self.tx.payload.eq(Mux(tx_out, out_byte, tx_buf[:8]))]
                 with m.If(self.tx.ready):
-                    m.d.sync += [tx_buf.eq(tx_buf >> 8), tx_left.eq(tx_left - 1)]
+                    m.d.sync += [tx_buf.eq(tx_buf >> 8), tx_left.eq(tx_left - 1),
+                                 out_idx.eq(out_idx + 1)]
                     with m.If(tx_left == 1):
                         m.next = "SUM"
             with m.State("SUM"):

@@ -291,14 +291,18 @@ def test_hostlink_replies_and_results() -> None:
     assert StatusFlag(st.flags) == StatusFlag.IDLE | StatusFlag.TRACE
 
 
-def test_hostlink_output_and_busy() -> None:
-    """OUTPUT is answered with the datapath's output (dimension i in bytes 2i, 2i + 1) and its
-    flags; a busy datapath keeps STATUS from reporting IDLE."""
-    d = 4
+@pytest.mark.parametrize("d", [4, 64])
+def test_hostlink_output_and_busy(d: int) -> None:
+    """OUTPUT is answered with the datapath's output (dimension i in bytes 2i, 2i + 1), sent a
+    byte at a time, and its flags; a busy datapath keeps STATUS from reporting IDLE. d 64 is the
+    pim-smol width (a 1032-bit payload)."""
     bench = LinkBench(head_dim=d)
     dut = bench.dut
     fmt = LinkFormat(column_bytes=CFG.org.column_bytes, cycle_width=32, head_dim=d)
     values = [0x3C00, 0x8001, 0x7BFF, 0xFC00]     # 1.0, -subnormal, max, -inf
+    seed = 1200 + d
+    rng = np.random.default_rng(seed)
+    values += [int(v) for v in rng.integers(0, 1 << 16, d - len(values))]
 
     async def drive(ctx: Any) -> None:
         ctx.set(dut.cmd.ready, 1)
@@ -307,11 +311,11 @@ def test_hostlink_output_and_busy() -> None:
         ctx.set(dut.busy, 1)
 
     data = frame(Opcode.OUTPUT) + frame(Opcode.STATUS)
-    bench.run(data, 600, drive)
+    bench.run(data, 600 + 2 * 2 * d, drive)
     frames = bench.frames()
     assert [op for op, _ in frames] == [Opcode.OUTPUT_REPLY, Opcode.STATUS_REPLY]
     assert len(frames[0][1]) == 2 * d + 1
-    assert list(np.frombuffer(frames[0][1][:2 * d], "<u2")) == values
+    assert list(np.frombuffer(frames[0][1][:2 * d], "<u2")) == values, f"seed {seed}"
     out = fmt.unpack(Opcode.OUTPUT_REPLY, frames[0][1])
     assert out.dp_error == 0x5
     st = fmt.unpack(Opcode.STATUS_REPLY, frames[1][1])
