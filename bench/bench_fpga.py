@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--units", nargs="+", choices=UNITS, default=None,
                    help="build datapath blocks alone (resources, Fmax) instead of sizes")
     p.add_argument("--clock-mhz", type=float, default=50.0,
-                   help="the clock nextpnr times --units against (default 50)")
+                   help="the PLL clock of the sizes and the clock nextpnr times them and --units "
+                        "against (default 50)")
     p.add_argument("--table", action="store_true",
                    help="build nothing: print the table of the last builds (result.json)")
     args = p.parse_args(argv)
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         pnr = BOARD_SIZES[size].place and not args.no_pnr
         res = build(size, pnr=pnr, router=args.router, seed=args.seed,
+                    clock_hz=args.clock_mhz * 1e6,
                     log=lambda m: print(m, file=sys.stderr, flush=True))
         print(f"{size}: {res.description}: {time.perf_counter() - t0:.0f} s", file=sys.stderr,
               flush=True)
