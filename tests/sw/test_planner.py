@@ -164,15 +164,18 @@ def test_row_plans_and_command_counts(compiled, policy, mode):
             2 * sum(1 if rd.actab else len(rd.groups) for rd in sp.rows.rounds)
 
 
-def test_dense_policy_program_equals_reference_dense_program():
+@pytest.mark.parametrize("preset", ["attacc-hbm3-5.2", "samsung-hbm2-pim"])
+def test_dense_policy_program_equals_reference_dense_program(preset):
+    # samsung-hbm2-pim has two banks per PU: each MAC names its bank of the pair (bank field)
+    cfg = config.load(preset)
     c = synthetic_kv(n_layers=3, n_q_heads=3, n_kv_heads=1, prefill_len=2047, decode_steps=1)
-    ck = compile_kv(c, CFG, CompileOptions(mode="dense"))
+    ck = compile_kv(c, cfg, CompileOptions(mode="dense"))
     pl = Planner(ck, "dense", 4096)
     sp = pl.plan(0, 2, 0)[0]
     prog, _ = pl.program(sp)
     hm = ck.head(2, 0)
     prog["row"][np.isin(prog["op"], [int(Op.ACTAB), int(Op.ACTBG)])] -= hm.row_base
-    assert np.array_equal(prog, programs.dense_program(CFG, 2048, 64,
+    assert np.array_equal(prog, programs.dense_program(cfg, 2048, 64,
                                                        value_row_base=hm.n_krows))
 
 

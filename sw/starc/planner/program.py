@@ -93,8 +93,8 @@ class _Emitter:
         geo, all_cols = self.geo, range(self.geo.cols)
         if rd.actab or len(rd.groups) == geo.G:
             for c in (_columns(rd.masks, geo.sets) if self.skip else all_cols):
-                for _ in range(self.bppu):
-                    self.add((_MACAB, 0, 0, c, 0, arg))
+                for k in range(self.bppu):              # every bank of each PU (bank field)
+                    self.add((_MACAB, 0, k, c, 0, arg))
                 if pending:
                     self.add(pending.pop(0))
             return
@@ -105,8 +105,8 @@ class _Emitter:
             for g, cs in zip(gl, cols, strict=True):
                 if c not in cs:
                     continue
-                for _ in range(self.bppu):
-                    self.add((_MACBG, g, 0, c, 0, arg))
+                for k in range(self.bppu):
+                    self.add((_MACBG, g, k, c, 0, arg))
                 if pending:
                     self.add(pending.pop(0))
 
