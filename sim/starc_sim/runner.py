@@ -28,6 +28,7 @@ folder below it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -36,7 +37,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,8 +198,14 @@ class RtlModel:
             raise ValueError(f"model {self.name!r} was built without waves; build it with "
                              f"waves=True to dump them")
         if test_dir is None:
+            # a folder of its own: parallel test workers may run the same test on one model
+            import tempfile
+
             label = testcase if isinstance(testcase, str) else "all"
-            test_dir = self.build_dir / "runs" / f"{test_module.rsplit('.', 1)[-1]}-{label}"
+            runs = self.build_dir / "runs"
+            runs.mkdir(parents=True, exist_ok=True)
+            test_dir = Path(tempfile.mkdtemp(
+                prefix=f"{test_module.rsplit('.', 1)[-1]}-{label}-", dir=runs))
         test_dir.mkdir(parents=True, exist_ok=True)
         env = {"PYTHONWARNINGS": "error::DeprecationWarning,error::PendingDeprecationWarning"}
         env.update(extra_env or {})
@@ -463,7 +470,6 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
         raise ValueError(f"design name must be a non-empty identifier, not {name!r}")
     cfg = _resolve_config(config)
     setup_environment()
-    from cocotb_tools.runner import get_runner
 
     key = _params_key({"params": dict(params or {}), "sources": _source_digest(make, depends),
                        **({} if internals else {"internals": False}),
@@ -474,6 +480,37 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
     build_dir = build_root() / f"{name}-{key}{'-waves' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    # One builder per folder: test workers, the CLI and other users of a shared build root may
+    # ask for the same model at once; the others wait and then find it built.
+    with _folder_lock(build_dir):
+        runner = _build_locked(name, make, build_dir, cfg, params=params, waves=waves,
+                               toplevel=toplevel, quiet=quiet, internals=internals,
+                               progress=progress, control=control, zero_init=zero_init,
+                               hier_blocks=hier_blocks)
+    return RtlModel(name=name, toplevel=toplevel, build_dir=build_dir,
+                    verilog=build_dir / f"{toplevel}.v", waves=waves,
+                    build_seconds=time.perf_counter() - t0, config=cfg.name, _runner=runner)
+
+
+@contextlib.contextmanager
+def _folder_lock(build_dir: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``build_dir/.lock`` for the duration of a build."""
+    import fcntl
+
+    with open(build_dir / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: BuildConfig, *,
+                  params: Mapping[str, Any] | None, waves: bool, toplevel: str, quiet: bool,
+                  internals: bool, progress: bool, control: str, zero_init: bool,
+                  hier_blocks: tuple[str, ...]) -> Any:
+    from cocotb_tools.runner import get_runner
+
     vfile = build_dir / f"{toplevel}.v"
     exe = build_dir / toplevel
     show = _BuildProgress(name, build_dir, enabled=progress and not exe.is_file())
@@ -525,9 +562,7 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
                 os.environ["MAKEFLAGS"] = saved
     finally:
         show.close()
-    return RtlModel(name=name, toplevel=toplevel, build_dir=build_dir, verilog=vfile,
-                    waves=waves, build_seconds=time.perf_counter() - t0, config=cfg.name,
-                    _runner=runner)
+    return runner
 
 
 class _BuildProgress:
