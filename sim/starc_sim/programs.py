@@ -16,7 +16,8 @@ from starc import config
 from starc.config import Config
 from starc.isa import PROGRAM_DTYPE, MacArg, MoveFlag, Op
 
-__all__ = ["SHORT_REFRESH", "SMALL", "TINY", "load_config", "random_program"]
+__all__ = ["SHORT_REFRESH", "SMALL", "TINY", "directed_programs", "load_config",
+           "random_program"]
 
 #: Two groups of two banks in one rank: the smallest organisation with every scope distinct.
 TINY: dict[str, Any] = {
@@ -147,3 +148,31 @@ def random_program(cfg: Config, length: int, seed: int, *, explicit_ref: bool = 
             close_all()
             add(Op.REF)
     return np.array(out, dtype=PROGRAM_DTYPE)
+
+
+def directed_programs(cfg: Config) -> dict[str, np.ndarray]:
+    """Short programs whose last command is decided by a constraint that random programs and
+    decode steps (almost) never make bind, keyed by that constraint (``starc_sim.coverage``
+    names). Only what ``cfg`` can express is returned: the others are in
+    :func:`starc_sim.coverage.unreachable` with the reason.
+
+    ``tRRD_L``: two per-bank activations in one bank group; ``tWTR_S``: a WR, then a RD in the
+    other bank group of the same rank; ``tFAW``: five per-bank activations in one rank (ranks of
+    at least five banks); ``tRC``: ACT, PRE, ACT of one bank (only when tRC >= tRAS + tRP)."""
+    org, tm = cfg.org, cfg.timing
+    BG, BPG = org.bank_groups, org.banks_per_group
+    out: dict[str, list[tuple[int, ...]]] = {}
+    if BPG > 1:
+        out["tRRD_L"] = [(Op.ACTPB, 0, 0), (Op.ACTPB, 0, 1)]
+    if BG > 1:   # groups 0 and 1 are bank groups of rank 0 (starc.address.group_of)
+        out["tWTR_S"] = [(Op.ACTBG, 0), (Op.ACTBG, 1), (Op.WR, 0, 0), (Op.RD, 1, 0)]
+    rank0 = [(g, b) for g in range(BG) for b in range(BPG)]
+    if len(rank0) >= 5:
+        out["tFAW"] = [(Op.ACTPB, g, b) for g, b in rank0[:5]]
+    if tm.tRC >= tm.tRAS + tm.tRP:
+        out["tRC"] = [(Op.ACTPB, 0, 0), (Op.PREPB, 0, 0), (Op.ACTPB, 0, 0)]
+    progs = {}
+    for name, cmds in out.items():
+        rows = [(int(c[0]), *(list(c[1:]) + [0] * (5 - len(c[1:])))) for c in cmds]
+        progs[name] = np.array([tuple(r) for r in rows], dtype=PROGRAM_DTYPE)
+    return progs

@@ -7,6 +7,10 @@ A scenario is a point (a JSON dict) of one of two kinds:
     ``policy``, ``budget``, decode ``step``, testbench ``seed``, host ``idle`` and
     ``backpressure`` probabilities. Checked bit for bit and cycle for cycle against the golden
     model (``tb_attention.scenario``, image by the backdoor).
+``directed``
+    A short program whose last command a rarely binding constraint decides
+    (:func:`starc_sim.programs.directed_programs`: tRRD_L, tWTR_S, and on organisations that
+    allow them tFAW and tRC), checked like a random program.
 ``program``
     A seeded random legal program of about ``length`` commands (``starc_sim.programs``, its
     data-movement commands left out: their datapath effects are checked by the steps): every
@@ -39,7 +43,7 @@ __all__ = ["DEFAULT_GRID", "QUICK_GRID", "grid_points", "reproduce", "run_point"
 
 #: The default regression (200 scenarios): 7 policies x 3 budgets x 2 contexts x 2 steps x 2
 #: seeds (idle and backpressure with the odd seed, none with the even one), plus 32 random
-#: programs.
+#: programs; plus the directed programs of the constraints the others do not make bind.
 DEFAULT_GRID: dict[str, Any] = {
     "policies": ["dense", "oracle", "quest", "sparq", "streaming", "starc", "starc-row"],
     "budgets": [64, 160, 512],
@@ -49,6 +53,7 @@ DEFAULT_GRID: dict[str, Any] = {
     "traffic": {1: (0.3, 0.3), 2: (0.0, 0.0)},
     "programs": 32,
     "program_length": 400,
+    "directed": True,
 }
 #: A quick regression for the test suite and a first look.
 QUICK_GRID: dict[str, Any] = {
@@ -89,13 +94,26 @@ def grid_points(grid: dict[str, Any], model: dict[str, Any]) -> list[dict[str, A
         pts.append({"kind": "program", "length": int(grid.get("program_length", 400)),
                     "program_seed": 1000 + k, "explicit_ref": k % 2 == 1, "seed": 1 + k,
                     "idle": 0.2 * (k % 3), "bp": 0.2 * ((k + 1) % 3), **common})
+    if grid.get("directed"):
+        for name in _directed_names():
+            pts.append({"kind": "directed", "name": name, "seed": 1, "idle": 0.0, "bp": 0.0,
+                        **common})
     return pts
+
+
+def _directed_names() -> list[str]:
+    from starc_sim.cosim import COSIM_MODEL
+    from starc_sim.programs import directed_programs
+
+    return sorted(directed_programs(COSIM_MODEL.cfg))
 
 
 def scenario_name(p: dict[str, Any]) -> str:
     if p["kind"] == "step":
         return (f"{p['policy']} B={p['budget']} L={p['prefill']} step {p['step']} "
                 f"seed {p['seed']} idle {p['idle']:g} bp {p['bp']:g}")
+    if p["kind"] == "directed":
+        return f"directed {p['name']} seed {p['seed']}"
     ref = ", REF" if p["explicit_ref"] else ""
     return (f"program #{p['program_seed']} ({p['length']} cmds{ref}) seed {p['seed']} "
             f"idle {p['idle']:g} bp {p['bp']:g}")
@@ -108,6 +126,9 @@ def reproduce(p: dict[str, Any]) -> str:
                 "--prefill", str(p["prefill"]), "--cache-seed", str(p["cache_seed"]),
                 "--step", str(p["step"]), "--seed", str(p["seed"]), "--idle", f"{p['idle']:g}",
                 "--backpressure", f"{p['bp']:g}", "--waves"]
+    elif p["kind"] == "directed":
+        args = ["starc", "rtl", "regress", "--directed", p["name"], "--seed", str(p["seed"]),
+                "--waves"]
     else:
         args = ["starc", "rtl", "regress", "--program", str(p["program_seed"]),
                 "--program-length", str(p["length"]), "--seed", str(p["seed"]),
@@ -127,18 +148,28 @@ def synthetic_step_cache(prefill: int, seed: int) -> Any:
 
 
 def program_scenario(p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The random program of ``p`` (no data-movement commands) and its data beats."""
+    """The program of ``p`` (a random one without data-movement commands, or a directed one)
+    and its data beats."""
     from starc.isa import Op
 
     from starc_sim.cosim import COSIM_MODEL
     from starc_sim.programs import random_program
 
     cfg = COSIM_MODEL.cfg
-    prog = random_program(cfg, int(p["length"]), int(p["program_seed"]),
-                          explicit_ref=bool(p["explicit_ref"]), rows=COSIM_MODEL.rows)
-    keep = ~np.isin(prog["op"], [int(Op.MVSB), int(Op.MVGB), int(Op.SFM), int(Op.WRGB)])
-    prog = prog[keep]
-    rng = np.random.default_rng(int(p["program_seed"]))
+    if p["kind"] == "directed":
+        from starc_sim.programs import directed_programs
+
+        progs = directed_programs(cfg)
+        if p["name"] not in progs:
+            raise ValueError(f"no directed program {p['name']!r} on this model (it has "
+                             f"{', '.join(sorted(progs))})")
+        prog, seed = progs[p["name"]], 0
+    else:
+        prog = random_program(cfg, int(p["length"]), int(p["program_seed"]),
+                              explicit_ref=bool(p["explicit_ref"]), rows=COSIM_MODEL.rows)
+        keep = ~np.isin(prog["op"], [int(Op.MVSB), int(Op.MVGB), int(Op.SFM), int(Op.WRGB)])
+        prog, seed = prog[keep], int(p["program_seed"])
+    rng = np.random.default_rng(seed)
     n_wr = int((prog["op"] == int(Op.WR)).sum())
     for k, i in enumerate(np.flatnonzero(prog["op"] == int(Op.WR))):
         prog["arg"][i] = k
@@ -238,10 +269,11 @@ def _run_program(model: Any, prog: np.ndarray, wdata: np.ndarray, p: dict[str, A
 
 def summarise(results: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Totals, coverage over the passing scenarios, failures with their reproduction."""
-    from starc_sim.coverage import Coverage
+    from starc_sim.cosim import COSIM_MODEL
+    from starc_sim.coverage import Coverage, unreachable
 
     results = list(results)
-    cov = Coverage()
+    cov = Coverage(unreachable=unreachable(COSIM_MODEL.cfg))
     for r in results:
         if r.get("coverage"):
             cov.merge(r["coverage"])

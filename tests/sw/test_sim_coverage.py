@@ -87,15 +87,77 @@ def test_regress_points_and_reproductions() -> None:
     g = DEFAULT_GRID
     steps = (len(g["policies"]) * len(g["budgets"]) * len(g["prefills"]) * len(g["steps"])
              * len(g["seeds"]))
-    assert len(pts) == steps + g["programs"] >= 200
+    directed = [p for p in pts if p["kind"] == "directed"]
+    assert len(pts) == steps + g["programs"] + len(directed) >= 200
+    assert {p["name"] for p in directed} == {"tRRD_L", "tWTR_S"}
     assert len({scenario_name(p) for p in pts}) == len(pts)
     parser = build_parser()
-    for p in (pts[0], pts[-1]):
+    for p in (pts[0], pts[-1], next(p for p in pts if p["kind"] == "program")):
         argv = shlex.split(reproduce(p))
         assert argv[0] == "starc"
         ns = parser.parse_args(argv[1:])
         assert isinstance(ns, argparse.Namespace) and ns.waves
         assert ns.seed == p["seed"]
+
+
+def _binds(prog: np.ndarray, cfg) -> set[str]:  # noqa: ANN001
+    """The constraints that decided the last command of ``prog``."""
+    return set(binding_rules(prog, cfg, refresh=False)[-1].rules)
+
+
+@pytest.mark.parametrize("overrides", [SMALL, {}], ids=["16 banks", "64 banks"])
+def test_directed_programs_bind_their_constraint(overrides) -> None:  # noqa: ANN001
+    """Each directed program's last command is decided by the constraint it is named after
+    (golden schedule, replayed); what a configuration cannot express is explained instead."""
+    from starc_sim.coverage import unreachable
+    from starc_sim.programs import directed_programs
+
+    cfg = load_config(None, overrides)
+    progs = directed_programs(cfg)
+    for name, prog in progs.items():
+        assert name in _binds(prog, cfg), name
+    assert set(progs) | set(unreachable(cfg)) >= {"tRRD_L", "tWTR_S", "tFAW", "tRC"}
+    assert not set(progs) & set(unreachable(cfg))
+
+
+def test_unreachable_constraints_and_their_reasons() -> None:
+    """On the co-simulation model tRC and tFAW cannot bind (the reasons name the distances);
+    without the reason they can: a rank of 16 banks lets tFAW bind (64-bank preset), tRC raised
+    to tRAS + tRP lets tRC bind; the directed programs show it."""
+    from starc_sim.cosim import COSIM_MODEL
+    from starc_sim.coverage import unreachable
+    from starc_sim.programs import directed_programs
+
+    cfg = COSIM_MODEL.cfg
+    why = unreachable(cfg)
+    tm = cfg.timing
+    assert set(why) == {"tRC", "tFAW"}
+    assert f"tRC ({tm.tRC}) < tRAS + tRP ({tm.tRAS} + {tm.tRP})" in why["tRC"]
+    assert "a rank has 4 banks" in why["tFAW"]
+    full = load_config(None)
+    assert "tFAW" not in unreachable(full) and "tFAW" in _binds(directed_programs(full)["tFAW"],
+                                                                  full)
+    slow = load_config(None, {**SMALL, "timing.tRC": tm.tRAS + tm.tRP})
+    assert "tRC" not in unreachable(slow)
+    assert "tRC" in _binds(directed_programs(slow)["tRC"], slow)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unreachable_constraints_never_bind(seed: int) -> None:
+    """The reasons hold on random programs of the co-simulation model (refreshes, explicit REFs,
+    per-bank and per-group rounds): tRC and tFAW decide no command; the coverage reports them
+    apart, not as missing."""
+    from starc_sim.cosim import COSIM_MODEL
+    from starc_sim.coverage import unreachable
+
+    cfg = COSIM_MODEL.cfg
+    prog = random_program(cfg, 600, 100 + seed, explicit_ref=seed % 2 == 1)
+    cov = Coverage(unreachable=unreachable(cfg))
+    cov.add(binding_rules(prog, cfg))
+    d = cov.as_dict()
+    assert d["unreachable_bound"] == []
+    assert not {"tRC", "tFAW"} & set(d["missing_rules"])
+    assert d["rules_reachable"] == len(RULES) - 2
 
 
 def test_strip_zero_init_keeps_nonzero_memories() -> None:
