@@ -90,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         built = "cached" if took < 30 else f"built in {took:.0f} s"
         print(f"build {cfgname}: {m.build_dir.name} ({built})")
     print()
-    print("| policy | way | build | step cmds | clocks | sim wall s | clocks/s | end-to-end s "
-          "| golden ms | new / old |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("test: the whole cocotb test (image, stimulus load, run, capture read-back); run: from "
+          "start to done (the old way: the step's stream), simulator clocks")
+    print("| policy | way | build | step cmds | test clocks | test s | test clocks/s | run clocks "
+          "| run s | run clocks/s | end-to-end s | golden ms | run new / old |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    breakdown: list[tuple[str, str, str, dict]] = []
     for pol in args.policies:
         scn = planner_scenario(cache, spec, policy=pol, budget=args.budget)
         cfg = scn.spec.cfg
@@ -110,12 +113,28 @@ def main(argv: list[str] | None = None) -> int:
             e2e = time.perf_counter() - t0
             clocks, wall = _sim_time(Path(res.run_dir))
             rate = clocks / wall if wall else float("nan")
+            run = next((v for k, v in res.phases.items() if k.startswith("step: run")),
+                       {"clocks": float("nan"), "seconds": float("nan")})
+            run_rate = run["clocks"] / run["seconds"] if run["seconds"] else float("nan")
             ok = "" if res.bit_exact and res.cycles_equal else " (DISAGREES)"
-            ratio = "" if base_rate is None else f"{rate / base_rate:.1f}x"
+            ratio = "" if base_rate is None else f"{run_rate / base_rate:.1f}x"
             if host:
-                base_rate = rate
+                base_rate = run_rate
             print(f"| {pol}{ok} | {way} | {cfgname} | {res.commands} | {clocks:.0f} | "
-                  f"{wall:.2f} | {rate:,.0f} | {e2e:.1f} | {golden_ms:.1f} | {ratio} |")
+                  f"{wall:.2f} | {rate:,.0f} | {run['clocks']:.0f} | {run['seconds']:.3f} | "
+                  f"{run_rate:,.0f} | {e2e:.1f} | {golden_ms:.1f} | {ratio} |")
+            breakdown.append((pol, way, cfgname, {**res.phases, "_e2e": e2e, "_test": wall}))
+    print()
+    print("where the end-to-end time goes (seconds; outside the test: planning, bundle, "
+          "simulator start and exit)")
+    names = sorted({k for *_, ph in breakdown for k in ph if not k.startswith("_")})
+    print("| policy | way | " + " | ".join(names) + " | rest of the test | outside the test |")
+    print("|---|---|" + "---|" * (len(names) + 2))
+    for pol, way, cfgname, ph in breakdown:
+        secs = [ph[n]["seconds"] if n in ph else 0.0 for n in names]
+        cells = " | ".join(f"{x:.3f}" for x in secs)
+        print(f"| {pol} | {way} {cfgname} | {cells} | {ph['_test'] - sum(secs):.3f} | "
+              f"{ph['_e2e'] - ph['_test']:.2f} |")
     print()
     print(f"uptime after: {_uptime()}")
     print(f"(pid {os.getpid()}; clocks include the image load where the way has one)")

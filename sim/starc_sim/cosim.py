@@ -45,7 +45,7 @@ class ModelSpec:
     overrides: dict[str, Any] = field(default_factory=lambda: dict(SMALL))
     head_dim: int = 64
     rows: int = 64
-    max_entries: int = 1024
+    max_entries: int = 2048
     max_beats: int = 256
     refresh: bool = True
     cycle_width: int = 48
@@ -78,7 +78,8 @@ class ModelSpec:
 
 #: The model the tests, ``starc rtl cosim`` and the demo share: 2 pseudo-channels x 2 SIDs x
 #: 2 bank groups x 2 banks (16 banks, every scope distinct) of the default preset's timing, d 64
-#: (SmolLM2-135M's head dimension).
+#: (SmolLM2-135M's head dimension); a softmax buffer of 2048 entries, so that a dense step over a
+#: 2k-token head fits.
 COSIM_MODEL = ModelSpec()
 #: The default preset's full channel: 64 banks (2 PC x 2 SID x 4 BG x 4), 16 lanes, d 128 (two
 #: banks per token), 16 stored rows per bank (a step may open 16 distinct rows).
@@ -134,6 +135,8 @@ class CosimResult:
     reason: str = ""
     run_dir: str = ""
     waves: str = ""
+    #: Where the cocotb test's time went: phase -> {"seconds", "clocks"} (simulator clocks).
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +234,32 @@ def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str =
                     info=info)
 
 
+def _check_capacity(scn: Scenario, valid: np.ndarray, beat_sfm: np.ndarray) -> None:
+    """The step must fit the model it runs on: per SFM, the softmax buffer's entries and beats
+    (``max_entries``, ``max_beats``, rounded up to powers of two as the RTL does); per step, the
+    harness's capture memories (``2 * max_beats`` beats of each kind). Otherwise the RTL would
+    drop beats and the run time out; this says so before the simulator starts."""
+    from starc_hw.attention import _pow2_at_least
+
+    spec = scn.spec
+    entries = _pow2_at_least(max(spec.max_entries, spec.cfg.pu.sfm_lanes))
+    beats = _pow2_at_least(spec.max_beats)
+    popped = beat_sfm >= 0
+    if popped.any():
+        per_sfm = np.bincount(beat_sfm[popped])
+        ent = np.bincount(beat_sfm[popped], weights=valid[popped].sum(1))
+        worst = int(ent.argmax())
+        if ent[worst] > entries or per_sfm.max() > beats:
+            raise ValueError(
+                f"{scn.label}: SFM #{worst} normalises {int(ent[worst])} entries in "
+                f"{int(per_sfm[worst])} beats; the model's softmax buffer holds {entries} entries "
+                f"and {beats} beats (ModelSpec max_entries, max_beats): use a smaller budget or "
+                f"context, or a model built with a larger buffer")
+    if len(valid) > 2 * spec.max_beats:
+        raise ValueError(f"{scn.label}: {len(valid)} score beats; the harness captures "
+                         f"{2 * spec.max_beats} (2 x max_beats): use a model with more beats")
+
+
 def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
     """Everything the cocotb side needs, golden expectations included, as one ``.npz``."""
     cfg, d = scn.spec.cfg, scn.spec.head_dim
@@ -250,6 +279,8 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
     def beat_words(seq: np.ndarray) -> np.ndarray:
         return seq.reshape(nb, S).astype(np.uint64) if nb else np.zeros((0, S), np.uint64)
 
+    _check_capacity(scn, res.valid.reshape(nb, S) if nb else np.zeros((0, S), bool),
+                    res.entry_sfm.reshape(nb, S)[:, 0] if nb else np.zeros(0, np.int64))
     # probability beats in MVGB order: the golden FIFO pops moves in buffer order
     n_mvgb = int((scn.prog["op"] == int(Op.MVGB)).sum())
     sets = cfg.org.banks_per_group // cfg.banks_per_token(d)

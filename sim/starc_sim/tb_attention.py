@@ -44,6 +44,7 @@ from typing import Any
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
 from cocotb.triggers import (
     ClockCycles,
     Event,
@@ -156,6 +157,19 @@ class Context:
         self.fmt = BeatFormat(len(dut.score_beat), len(dut.prob_beat),
                               self.cfg.tokens_per_bank_row())
         self.total = int(self.bundle["total"]) + (self.perturb == "cycles")
+        #: Where the test's time goes: per phase, wall seconds and simulated clocks.
+        self.phases: dict[str, dict[str, float]] = {}
+        self._phase: tuple[str, float, float] | None = None
+
+    def phase(self, name: str | None) -> None:
+        """End the current phase (adding its wall seconds and clocks) and start ``name``."""
+        now, clk = time.perf_counter(), get_sim_time(unit="ns") / CLOCK_NS
+        if self._phase is not None:
+            what, t0, c0 = self._phase
+            rec = self.phases.setdefault(what, {"seconds": 0.0, "clocks": 0.0})
+            rec["seconds"] += now - t0
+            rec["clocks"] += clk - c0
+        self._phase = None if name is None else (name, now, clk)
 
     def step_expected(self) -> list[Issued]:
         b = self.bundle
@@ -250,6 +264,7 @@ async def run_bulk(ctx: Context, prog: np.ndarray, wdata: np.ndarray, expected: 
     score beats, probability beats and the last datapath cycle."""
     dut = ctx.dut
     beats = _data_beats(prog, wdata)
+    ctx.phase(f"{what}: stimulus load")
     await load_words(dut, "program", [encode(c) for c in prog])
     await load_words(dut, "wdata", beats)
     dut.n_cmds.value = len(prog)
@@ -260,6 +275,7 @@ async def run_bulk(ctx: Context, prog: np.ndarray, wdata: np.ndarray, expected: 
     dut.expect_issues.value = len(expected)
     dut.expect_scores.value = n_scores
     dut.expect_probs.value = n_probs
+    ctx.phase(f"{what}: run")
     dut.start.value = 1
     await FallingEdge(dut.clk)
     dut.start.value = 0
@@ -282,6 +298,7 @@ async def run_bulk(ctx: Context, prog: np.ndarray, wdata: np.ndarray, expected: 
         ctx.progress(what, cycle=dut.cycle.value.to_unsigned(), total=total,
                      seconds=time.perf_counter() - t0)
     await ReadOnly()
+    ctx.phase(f"{what}: capture read-back")
     n_issues = dut.issues_seen.value.to_unsigned()
     ns, npb = dut.scores_seen.value.to_unsigned(), dut.probs_seen.value.to_unsigned()
     last = dut.last_cycle.value.to_unsigned()
@@ -290,6 +307,7 @@ async def run_bulk(ctx: Context, prog: np.ndarray, wdata: np.ndarray, expected: 
     issues = [decode_issue(w, cw) for w in await read_captures(dut, "issue", n_issues)]
     scores = [ctx.fmt.score(w) for w in await read_captures(dut, "score", ns)]
     probs = [ctx.fmt.prob(w) for w in await read_captures(dut, "prob", npb)]
+    ctx.phase(None)
     return issues, scores, probs, last
 
 
@@ -305,7 +323,9 @@ async def scenario(dut: Any) -> None:
     rng = random.Random(ctx.seed)
     load_errors: list[str] = []
     if mode == "backdoor":
+        ctx.phase("image load: backdoor")
         backdoor_image(dut, ctx)
+        ctx.phase(None)
     elif mode == "wr":
         if len(b["load_prog"]):
             want = _expected(b["load_full"], b["load_issue"], b["load_inserted"],
@@ -383,6 +403,7 @@ async def scenario_host(dut: Any) -> None:
                       on_item=on_issue)
     holder["sb"] = IssueScoreboard(_expected(b["load_full"], b["load_issue"],
                                              b["load_inserted"], b["load_rule"]), seed=label)
+    ctx.phase("image load: WR, host")
     await _run_program(dut, cmd, wdata, b["load_prog"],
                        _data_beats(b["load_prog"], b["load_wdata"]), holder["sb"], done,
                        ctx.timeout_clocks(b["load_prog"], int(b["load_total"])), "image load")
@@ -412,6 +433,7 @@ async def scenario_host(dut: Any) -> None:
     sink = StreamSink(dut, "issue", dut.clk, backpressure=ctx.bp,
                       rng=random.Random(rng.random()), on_item=on_issue)
     mon.active = True
+    ctx.phase("step: run, host")
     await _run_program(dut, cmd, wdata, b["prog"], _data_beats(b["prog"], b["wdata"]),
                        holder["sb"], done, ctx.timeout_clocks(b["prog"], ctx.total), "step")
     # let the datapath drain: every expected beat has arrived and nothing is in flight (bounded:
@@ -422,6 +444,7 @@ async def scenario_host(dut: Any) -> None:
         await ReadOnly()
         if dut.busy.value == 0 and len(mon.scores) >= n_scores and len(mon.probs) >= n_probs:
             break
+    ctx.phase(None)
     await ClockCycles(dut.clk, 2)
     await ReadOnly()
     finish(ctx, holder["sb"], mon.scores, mon.probs, mon.last_cycle, [])
@@ -500,7 +523,7 @@ def finish(ctx: Context, sb: IssueScoreboard, scores: list[Score], probs: list[P
         "rtl_cycles": complete, "golden_cycles": total, "last_result_cycle": last_cycle,
         "output_rtl": out_bits, "output_golden": want_out,
         "score_beats": len(scores), "prob_beats": len(probs),
-        "mismatches": mismatches,
+        "mismatches": mismatches, "phases": ctx.phases,
     }
     tmp = ctx.result_path + ".tmp"
     with open(tmp, "w") as f:
