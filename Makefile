@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/starc demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # The fast tier alone (tests/sw, tests/hw, the host link): no Verilator build, no synthesis.
 test-fast: $(STAMP)

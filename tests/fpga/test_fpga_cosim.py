@@ -18,7 +18,7 @@ import pytest
 from starc_fpga.top import ChannelSystem, board_config, board_size
 from starc_sim.runner import RtlModel, build_design
 
-pytestmark = pytest.mark.rtl
+pytestmark = [pytest.mark.rtl, pytest.mark.xdist_group("fpga-board")]
 
 TB = "starc_sim.tb_fpga"
 _REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,9 @@ import pytest
 from starc.golden import functional, timing
 from starc.kv import synthetic_kv
 
-pytestmark = pytest.mark.rtl
+#: One xdist group per Verilator model: under ``pytest -n`` a model is built by one worker while
+#: the other runs what does not need it.
+pytestmark = [pytest.mark.rtl, pytest.mark.xdist_group("attention-16")]
 
 SEED = int(os.environ.get("STARC_SEED", "1"))
 
@@ -128,6 +130,7 @@ def test_cli_cosim(model, capsys) -> None:  # noqa: ANN001
     assert info["rtl_cycles"] == info["golden_cycles"] > 0
 
 
+@pytest.mark.xdist_group("attention-npc-4")
 def test_cosim_step_uses_the_preset() -> None:
     """``cosim_step`` co-simulates the preset it is given: the power-unlimited preset (tCCD_AB 4
     instead of 6) on a 4-bank model, d 32; its cycle count is that preset's golden one and
@@ -162,6 +165,7 @@ def test_cosim_step_uses_the_preset() -> None:
         not os.environ.get("STARC_RTL_FULL"),
         reason="second full-size step (dense); set STARC_RTL_FULL=1")),
 ])
+@pytest.mark.xdist_group("attention-64")
 def test_full_size_step(policy) -> None:  # noqa: ANN001
     from starc_sim.cosim import FULL_MODEL, planner_scenario, run_scenario
 

@@ -11,7 +11,7 @@ from starc_sim.channel_tb import TbConfig, tb_env
 from starc_sim.programs import SHORT_REFRESH, SMALL
 from starc_sim.runner import RtlModel, RtlTestFailure, build_design
 
-pytestmark = pytest.mark.rtl
+pytestmark = [pytest.mark.rtl, pytest.mark.xdist_group("channel")]
 
 TB = "starc_sim.tb_controller"
 #: 2 PCs x 2 SIDs x 2 bank groups x 2 banks, short refresh interval: every scope, many REFs.

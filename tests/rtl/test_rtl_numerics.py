@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.rtl
+pytestmark = [pytest.mark.rtl, pytest.mark.xdist_group("fpunits")]
 
 
 def test_fp_units_bit_exact() -> None:

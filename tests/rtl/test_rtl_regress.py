@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.rtl
+pytestmark = [pytest.mark.rtl, pytest.mark.xdist_group("attention-16")]
 
 
 def test_quick_regression(tmp_path, capsys) -> None:  # noqa: ANN001

@@ -7,7 +7,7 @@ import pytest
 from starc_hw.smoke import StreamAdder
 from starc_sim.runner import RtlModel, build_design
 
-pytestmark = pytest.mark.rtl
+pytestmark = [pytest.mark.rtl, pytest.mark.xdist_group("smoke")]
 
 
 @pytest.fixture(scope="session")
