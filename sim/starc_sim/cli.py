@@ -479,6 +479,11 @@ def _print_regress(s: dict[str, Any]) -> None:
                   f"{', '.join(c['unreachable_bound'])}")
     if c["missing_rules"]:
         con.print(f"rules that never bound: {', '.join(c['missing_rules'])}")
+    if "rule_ids_bound" in c:
+        con.print(f"binding rule ids reported (golden = RTL): {c['rule_ids_bound']} of "
+                  f"{c['rule_ids_total']}"
+                  + (f"; never: {'; '.join(c['rule_ids_missing'])}" if c["rule_ids_missing"]
+                     else ""))
     if c["missing_pairs"]:
         con.print(f"pairs that never bound (rule | earlier | command): "
                   f"{'; '.join(c['missing_pairs'])}")

@@ -356,6 +356,14 @@ class Coverage:
     #: Constraints that cannot bind on the model (:func:`unreachable`), with the reason; they
     #: are reported apart and not counted as missing.
     unreachable: dict[str, str] = field(default_factory=dict)
+    #: Binding rule ids as the golden schedule reports them (``Schedule.rule``, one per issued
+    #: command: the first row of ``starc.rules.RULES`` that decided it; the RTL controller
+    #: reports the same id on its issue stream and the scoreboard compares the two).
+    rule_ids: Counter = field(default_factory=Counter)
+
+    def add_rule_ids(self, ids: Any) -> None:
+        for i in np.asarray(ids).tolist():
+            self.rule_ids[int(i)] += 1
 
     def add(self, bindings: list[Binding]) -> None:
         self.commands += len(bindings)
@@ -368,6 +376,8 @@ class Coverage:
         self.commands += int(other.get("commands", 0))
         for key, n in other.get("pairs", {}).items():
             self.pairs[tuple(key.split(" | "))] += int(n)
+        for key, n in other.get("rule_ids", {}).items():
+            self.rule_ids[int(key)] += int(n)
 
     @property
     def rules(self) -> Counter:
@@ -399,4 +409,21 @@ class Coverage:
                 "missing_pairs": [" | ".join(p) for p in self.missing_pairs()],
                 "unreachable": dict(self.unreachable),
                 # a constraint said to be unreachable that bound: the reason is wrong
-                "unreachable_bound": [r for r in self.unreachable if self.rules[r]]}
+                "unreachable_bound": [r for r in self.unreachable if self.rules[r]],
+                **self._rule_id_report()}
+
+    def _rule_id_report(self) -> dict[str, Any]:
+        """The binding rule ids seen, by name, and the rows of the rules table never reported
+        (only when the golden schedule reports ids)."""
+        if not self.rule_ids:
+            return {}
+        try:
+            from starc.rules import RULES as TABLE
+            from starc.rules import rule_name
+        except ImportError:  # pragma: no cover - a golden model without the rules table
+            return {"rule_ids": {str(k): n for k, n in sorted(self.rule_ids.items())}}
+        ids = range(len(TABLE) + 1)
+        return {"rule_ids": {str(k): n for k, n in sorted(self.rule_ids.items())},
+                "rule_ids_total": len(ids),
+                "rule_ids_bound": sum(1 for i in ids if self.rule_ids[i]),
+                "rule_ids_missing": [rule_name(i) for i in ids if not self.rule_ids[i]]}

@@ -217,6 +217,8 @@ def run_point(p: dict[str, Any], *, waves_model: Any = None) -> dict[str, Any]:
         sched = schedule(prog, cfg)
         cov = Coverage()
         cov.add(binding_rules(prog, cfg, sched))
+        if getattr(sched, "rule", None) is not None:
+            cov.add_rule_ids(sched.rule)
         out["coverage"] = cov.as_dict()
         out["rtl_cycles"] = out["golden_cycles"] = int(sched.total_cycles)
         out["run_dir"] = getattr(detail, "run_dir", "") or ""
