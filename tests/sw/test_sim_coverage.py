@@ -189,3 +189,31 @@ def test_verilog_summary_reads_ports_and_modules() -> None:
     assert ports["count"] == ("output", 32)
     assert ports["clk"] == ("input", 1)
     assert s["modules"][0]["name"] == "top" and s["lines"] == len(text.splitlines())
+
+
+def test_rule_ids_of_the_golden_schedule_are_counted() -> None:
+    """The binding rule ids the golden schedule reports (the RTL reports the same ones) are
+    counted, merged and named; each directed program's last command has the rules-table row of
+    its constraint as its id (the replay and the table agree)."""
+    from starc.rules import RULES as TABLE
+    from starc.rules import rule_name
+    from starc_sim.cosim import COSIM_MODEL
+    from starc_sim.programs import directed_programs
+
+    prog = stream_program(CFG, 2)
+    sched = schedule(prog, CFG, refresh=False)
+    cov = Coverage()
+    cov.add_rule_ids(sched.rule)
+    d = cov.as_dict()
+    assert sum(d["rule_ids"].values()) == len(sched.program)
+    assert d["rule_ids_total"] == len(TABLE) + 1
+    assert d["rule_ids_bound"] + len(d["rule_ids_missing"]) == d["rule_ids_total"]
+    again = Coverage()
+    again.merge(d)
+    again.merge(d)
+    assert sum(again.rule_ids.values()) == 2 * len(sched.program)
+    cfg = COSIM_MODEL.cfg
+    names = {"tRRD_L": "tRRD_L", "tWTR_S": "wr_to_rd_s"}
+    for name, p in directed_programs(cfg).items():
+        last = int(schedule(p, cfg, refresh=False).rule[-1])
+        assert rule_name(last).endswith(names[name]), (name, rule_name(last))
