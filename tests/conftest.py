@@ -32,3 +32,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if tier in _TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_warning_recorded(warning_message, when, nodeid, location) -> None:  # noqa: ANN001
+    """Drop the ``source`` object of a recorded warning (Amaranth's UnusedElaboratable warnings
+    carry the elaboratable) before pytest-xdist sends the warning to the controller: execnet
+    picks its serialiser by class name and takes our ``Channel`` for one of its own."""
+    del when, nodeid, location
+    if getattr(warning_message, "source", None) is not None:
+        warning_message.source = None
