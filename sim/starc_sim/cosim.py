@@ -31,7 +31,8 @@ from starc.isa import PROGRAM_DTYPE, Op
 from starc_sim.programs import SMALL, load_config
 
 __all__ = ["COSIM_MODEL", "FULL_MODEL", "CosimResult", "ModelSpec", "Scenario", "build_attention",
-           "cosim_step", "load_program", "planner_scenario", "run_scenario", "synthetic_cache",
+           "cosim_step", "harness_constants", "load_program", "planner_scenario", "run_scenario",
+           "synthetic_cache",
            "write_bundle"]
 
 RowKey = tuple[int, int, int]
@@ -308,6 +309,22 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
             "golden_cycles": int(sched.total_cycles), "output": res.output_bits.tolist()}
 
 
+def harness_constants() -> dict[str, Any]:
+    """What the attention testbench needs to know of the gateware: the bit fields of the
+    datapath-contract and bank-violation flag words (``[name, offset, width]``) and the
+    selectors of the harness memories. Computed on the host and passed in ``STARC_TB_HW``, so
+    that the simulator's Python does not import Amaranth."""
+    from starc_hw.attention import DP_ERRORS
+    from starc_hw.attention_sim import CAPTURES, LOADS
+    from starc_hw.bank import VIOLATIONS
+
+    def fields(layout: Any) -> list[list[Any]]:
+        return [[name, f.offset, f.width] for name, f in layout]
+
+    return {"dp_errors": fields(DP_ERRORS), "violations": fields(VIOLATIONS),
+            "loads": dict(LOADS), "captures": dict(CAPTURES)}
+
+
 #: Verilator control file of the attention models: the bank memories (``BankArray``'s ``mem_<i>``)
 #: are visible and writable through VPI, for the backdoor image load of ``tb_attention``.
 ATTENTION_VLT = '`verilator_config\npublic_flat_rw -module "*" -var "mem_*"\n'
@@ -385,7 +402,8 @@ def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,
     env = {"STARC_TB_SPEC": json.dumps(scn.spec.key()), "STARC_TB_BUNDLE": str(bundle),
            "STARC_TB_RESULT": str(result_file), "STARC_TB_IDLE": str(idle),
            "STARC_TB_BACKPRESSURE": str(backpressure), "STARC_TB_PERTURB": perturb,
-           "STARC_TB_LOAD": load, "STARC_TB_PROGRESS": str(progress_file)}
+           "STARC_TB_LOAD": load, "STARC_TB_PROGRESS": str(progress_file),
+           "STARC_TB_HW": json.dumps(harness_constants())}
     failure: RtlTestFailure | None = None
     watch = _SimProgress(progress_file, meta["golden_cycles"], enabled=progress)
     try:

@@ -241,7 +241,7 @@ def _run_program(model: Any, prog: np.ndarray, wdata: np.ndarray, p: dict[str, A
 
     from starc.golden.timing import schedule
 
-    from starc_sim.cosim import COSIM_MODEL, PROG_DEPTH
+    from starc_sim.cosim import COSIM_MODEL, PROG_DEPTH, harness_constants
     from starc_sim.runner import RtlTestFailure
     from starc_sim.scoreboard import bank_violations
 
@@ -259,7 +259,7 @@ def _run_program(model: Any, prog: np.ndarray, wdata: np.ndarray, p: dict[str, A
              violations=np.array(json.dumps(flags)))
     env = {"STARC_TB_SPEC": json.dumps(spec.key()), "STARC_TB_BUNDLE": str(bundle),
            "STARC_TB_RESULT": str(run_dir / "result.json"), "STARC_TB_IDLE": str(p["idle"]),
-           "STARC_TB_BACKPRESSURE": str(p["bp"])}
+           "STARC_TB_BACKPRESSURE": str(p["bp"]), "STARC_TB_HW": json.dumps(harness_constants())}
     try:
         model.run("starc_sim.tb_attention", testcase="program", extra_env=env, seed=p["seed"],
                   waves=waves, test_dir=run_dir, quiet=True)

@@ -35,6 +35,7 @@ scoreboard must then fail (tests/rtl/test_rtl_attention.py checks that it does).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -56,11 +57,8 @@ from cocotb.triggers import (
     with_timeout,
 )
 from starc.isa import Op, encode
-from starc_hw.attention import DP_ERRORS
-from starc_hw.attention_sim import CAPTURES, LOADS
-from starc_hw.bank import VIOLATIONS
 
-from starc_sim.cosim import ModelSpec, _words
+from starc_sim.cosim import ModelSpec, _words, harness_constants
 from starc_sim.scoreboard import Issued, IssueScoreboard, decode_issue
 from starc_sim.streams import StreamSink, StreamSource
 
@@ -70,6 +68,20 @@ PROGRESS_CLOCKS = 20000
 
 Score = tuple[int, int, list[int]]   # group, valid mask, FP32 bits per slot
 Prob = tuple[int, list[int]]         # group, FP16 bits per slot
+
+
+@functools.lru_cache(maxsize=1)
+def _hw() -> dict[str, Any]:
+    """The gateware's flag fields and memory selectors, from ``STARC_TB_HW`` (set by the host,
+    so that the simulator's Python does not import Amaranth: about a second per run), else
+    computed here."""
+    text = os.environ.get("STARC_TB_HW", "")
+    return json.loads(text) if text else harness_constants()
+
+
+def _raised(value: int, fields: list[list[Any]]) -> list[str]:
+    """Names of the flag fields ``[name, offset, width]`` that are non-zero in ``value``."""
+    return [str(n) for n, off, w in fields if (value >> int(off)) & ((1 << int(w)) - 1)]
 
 
 def _spec() -> ModelSpec:
@@ -237,7 +249,7 @@ def backdoor_image(dut: Any, ctx: Context) -> int:
 
 async def load_words(dut: Any, sel: str, words: list[int]) -> None:
     """Write ``words`` into a stimulus memory of the harness, one per clock."""
-    dut.ld_sel.value = LOADS[sel]
+    dut.ld_sel.value = int(_hw()["loads"][sel])
     for i, w in enumerate(words):
         dut.ld_addr.value = i
         dut.ld_data.value = w
@@ -248,7 +260,7 @@ async def load_words(dut: Any, sel: str, words: list[int]) -> None:
 
 async def read_captures(dut: Any, sel: str, n: int) -> list[int]:
     """The first ``n`` entries of a capture memory (its read port is combinational)."""
-    dut.rd_sel.value = CAPTURES[sel]
+    dut.rd_sel.value = int(_hw()["captures"][sel])
     out = []
     for i in range(n):
         dut.rd_addr.value = i
@@ -504,14 +516,12 @@ def finish(ctx: Context, sb: IssueScoreboard, scores: list[Score], probs: list[P
     if last_cycle > total:
         mismatches.append(f"a datapath result came at emulated cycle {last_cycle}, after the "
                           f"golden completion {total}")
-    flags = DP_ERRORS.from_bits(dut.dp_error.value.to_unsigned())
-    raised = [name for name, _ in DP_ERRORS if getattr(flags, name)]
+    raised = _raised(dut.dp_error.value.to_unsigned(), _hw()["dp_errors"])
     if raised:
         mismatches.append(f"datapath contract flags: {raised}")
     if dut.fault.value.to_unsigned():
         mismatches.append(f"controller fault {dut.fault.value}")
-    vflags = VIOLATIONS.from_bits(dut.violations.value.to_unsigned())
-    vraised = [name for name, _ in VIOLATIONS if getattr(vflags, name)]
+    vraised = _raised(dut.violations.value.to_unsigned(), _hw()["violations"])
     if vraised:
         mismatches.append(f"bank timing violations: {vraised}")
 
@@ -565,8 +575,7 @@ async def program(dut: Any) -> None:
         mismatches.append(f"cycle count: RTL {complete}, golden {ctx.total}")
     if dut.fault.value.to_unsigned():
         mismatches.append(f"controller fault {dut.fault.value}")
-    vflags = VIOLATIONS.from_bits(dut.violations.value.to_unsigned())
-    got = sorted(name for name, _ in VIOLATIONS if getattr(vflags, name))
+    got = sorted(_raised(dut.violations.value.to_unsigned(), _hw()["violations"]))
     want_flags = sorted(json.loads(str(b["violations"])))
     if got != want_flags:
         mismatches.append(f"bank checker flagged {got}, its model {want_flags}")
