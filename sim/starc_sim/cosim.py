@@ -46,7 +46,7 @@ class ModelSpec:
     overrides: dict[str, Any] = field(default_factory=lambda: dict(SMALL))
     head_dim: int = 64
     rows: int = 64
-    max_entries: int = 2048
+    max_entries: int = 1024
     max_beats: int = 256
     refresh: bool = True
     cycle_width: int = 48
@@ -79,8 +79,8 @@ class ModelSpec:
 
 #: The model the tests, ``starc rtl cosim`` and the demo share: 2 pseudo-channels x 2 SIDs x
 #: 2 bank groups x 2 banks (16 banks, every scope distinct) of the default preset's timing, d 64
-#: (SmolLM2-135M's head dimension); a softmax buffer of 2048 entries, so that a dense step over a
-#: 2k-token head fits.
+#: (SmolLM2-135M's head dimension); the size table's ``pim-small``. Its softmax buffer holds 1024
+#: entries: a longer dense step is refused before the simulator starts (``_check_capacity``).
 COSIM_MODEL = ModelSpec()
 #: The default preset's full channel: 64 banks (2 PC x 2 SID x 4 BG x 4), 16 lanes, d 128 (two
 #: banks per token), 16 stored rows per bank (a step may open 16 distinct rows).
