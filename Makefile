@@ -30,9 +30,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
-# The fast tier alone (tests/sw, tests/hw, the host link): no Verilator build, no synthesis.
+# The fast tier alone (tests/sw, tests/hw, the host link): no Verilator build, no synthesis; on
+# both cores like `make test`.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not rtl and not slow"
+	$(BIN)/python -m pytest -n 2 -m "not rtl and not slow"
 
 # Re-record the recorded scenarios (tests/scenarios.py) after an intended change of a number and
 # show what moved; commit tests/data/scenarios/ with the change. NAMES="a b" for some scenarios,
