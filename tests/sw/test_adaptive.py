@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from starc import config
 from starc.compiler import compile_kv
@@ -162,6 +162,7 @@ def test_evaluate_with_mass_budgets(ck):
 @given(t=st.floats(1e-4, 0.5), floor=st.integers(1, 600), step=st.integers(0, 2),
        kvh=st.integers(0, 1))
 @settings(max_examples=40, deadline=None)
+@example(t=1e-4, floor=1, step=0, kvh=1)                          # more worthy rows than the cap
 def test_starc_threshold_takes_every_row_worth_its_share(ck, t, floor, step, kvh):
     c, comp, _ = ck
     hm = comp.head(2, kvh)
@@ -183,6 +184,11 @@ def test_starc_threshold_takes_every_row_worth_its_share(ck, t, floor, step, kvh
             np.cumsum(hm.cl_size[avail][order]), floor - a.size)) + 1
         k = max(int(worth.sum()), k_floor)
         assert worth[order][:int(worth.sum())].all()              # the worthy rows lead
+        # past the cap the fixed rule applies: the clusters that fit whole (the next one only in
+        # part, so not taken whole)
+        whole = int(np.searchsorted(np.cumsum(hm.cl_size[avail][order]), cap - a.size,
+                                    side="right"))
+        k = min(k, whole)
         want = np.zeros(avail.size, bool)
         want[order[:k]] = True
         pos = set(sel.positions[h].tolist())
