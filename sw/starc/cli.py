@@ -1,8 +1,11 @@
 """`starc` command line. Every command prints a readable table, or JSON with ``--json``.
 
 Sub-commands live next to the code they drive; each module named in :data:`COMMANDS` provides
-``register(subparsers)``. Only the module of the command being run is imported, so ``starc config
-show`` never loads Amaranth, cocotb or the FPGA flow.
+``register(subparsers)`` (``starc config``: :mod:`starc.config_cli`, ``starc timing``:
+:mod:`starc.golden.cli`). Only the module of the command being run is imported, and it imports
+its implementation in the handler, so ``starc config show`` loads neither NumPy nor the golden
+model, and no command loads Amaranth, cocotb or the FPGA flow unless it drives them
+(bench/bench_startup.py measures it, tests/sw/test_startup.py keeps it).
 
 :func:`main` is the one error boundary (docs/reliability.md): exit 0 success, 1 a negative result
 (the RTL disagrees, timing not met), 2 bad input (one ``starc: error: ...`` line), 3 a bug (one
@@ -19,15 +22,17 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from starc import argtypes, outputs
-from starc import config as cfgmod
+from starc import outputs
 
-#: command -> (module providing ``register``, or None for the commands defined here; help)
-COMMANDS: dict[str, tuple[str | None, str]] = {
-    "config": (None, "hardware presets: list them, show derived figures"),
-    "timing": (None, "golden timing/energy model of reference programs"),
+if TYPE_CHECKING:
+    from starc.config import Config
+
+#: command -> (module providing ``register``, help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("starc.config_cli", "hardware presets: list them, show derived figures"),
+    "timing": ("starc.golden.cli", "golden timing/energy model of reference programs"),
     "kv": ("starc.model.cli", "KV-cache files (schema starc-kv/1)"),
     "model": ("starc.model.cli", "the SmolLM2 reference model"),
     "compile": ("starc.compiler.cli", "cluster and place a KV cache into a PIM memory image"),
@@ -74,15 +79,17 @@ def add_force_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_preset_args(p: argparse.ArgumentParser) -> None:
+    from starc.config import DEFAULT_PRESET
     p.add_argument("--preset", default=None,
-                   help=f"preset name or .toml file (default {cfgmod.DEFAULT_PRESET}; "
+                   help=f"preset name or .toml file (default {DEFAULT_PRESET}; "
                    f"`starc config list` shows the names)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SEC.KEY=V",
                    help="override one preset field, e.g. --set timing.tCCD_AB=4 (repeatable)")
 
 
-def preset_from_args(args: argparse.Namespace) -> cfgmod.Config:
-    return cfgmod.load(args.preset, args.overrides or None)
+def preset_from_args(args: argparse.Namespace) -> Config:
+    from starc.config import load
+    return load(args.preset, args.overrides or None)
 
 
 def preset_inputs(args: argparse.Namespace) -> list[str]:
@@ -126,198 +133,6 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-# ---- config ------------------------------------------------------------------------------------
-def _config_show(args: argparse.Namespace) -> int:
-    from starc.glossary import get
-    from starc.planner.table import print_rows
-    target = args.target or args.preset
-    cfg = cfgmod.load(target, args.overrides or None)
-    d = cfg.derived()
-    if args.raw:
-        fields = cfgmod.settable_fields(target, args.overrides or None)
-        if args.json:
-            print_json({"name": cfg.name, "source": cfg.source, "fields": fields})
-            return 0
-        print_rows(f"{cfg.name}: every field --set accepts (section.field=value); origin: where "
-                   f"the value comes from; source: the preset file's citation",
-                   ("key", "value", "origin", "source"),
-                   [[f["key"], str(f["value"]), f["origin"], f["source"]] for f in fields],
-                   glossary=False, left=lambda k: k != "value", wrap=("source",))
-        return 0
-    if args.json:
-        print_json({"name": cfg.name, "source": cfg.source, "config": cfg.as_toml_dict(),
-                    "derived": d})
-        return 0
-    shown = [
-        ("external_bandwidth_GBps", f"{d['external_bandwidth_GBps']:.1f} GB/s"),
-        ("internal_bandwidth_TBps", f"{d['internal_bandwidth_TBps']:.2f} TB/s"),
-        ("row_period_cycles", f"{d['row_period_cycles']} cycles = {d['row_period_ns']:.1f} ns"),
-        ("streaming_ceiling", f"{100 * d['streaming_ceiling']:.1f} %"),
-        ("refresh_tax", f"{100 * d['refresh_tax']:.2f} % (tRFC_cycles = {d['tRFC_cycles']})"),
-        ("tokens_per_bank_row", str(d["tokens_per_bank_row"])),
-        ("banks_per_token_d128", str(d["banks_per_token_d128"])),
-        ("banks_per_token_d64", str(d["banks_per_token_d64"])),
-        ("banks_per_stack", str(d["banks_per_stack"])),
-        ("banks_per_channel", str(d["banks_per_channel"])),
-        ("groups_per_channel", str(d["groups_per_channel"])),
-        ("stack_GiB", f"{d['stack_GiB']:.0f} GiB"),
-    ]
-    print_rows(f"{cfg.name}: {cfg.description}; tCK = {cfg.timing.tCK_ns:.4g} ns (every cycle "
-               f"count is in tCK); `starc config show --raw` lists the preset's fields",
-               ("name", "value", "definition"),
-               [[k, v, get(k).short] for k, v in shown], glossary=False,
-               left=lambda k: k != "value")
-    return 0
-
-
-def _config_list(args: argparse.Namespace) -> int:
-    names = cfgmod.list_presets()
-    if args.json:
-        print_json([{"name": n, "description": cfgmod.load(n).description} for n in names])
-        return 0
-    print_table("presets", ["name", "description"],
-                [(n, cfgmod.load(n).description) for n in names])
-    return 0
-
-
-# ---- timing ------------------------------------------------------------------------------------
-def dense_cost_rows(cfg: cfgmod.Config, lengths: Sequence[int], head_dim: int,
-                    heads: int = 1) -> list[dict[str, Any]]:
-    """One row per context length: the dense program's cost (names of starc.glossary); with
-    ``heads`` > 1, that many KV heads of L tokens each on the channel in the overlapped order
-    (docs/multihead.md)."""
-    from starc.golden import energy, programs, timing
-    from starc.golden.attacc import mac_stream_bound
-    from starc.isa import COMMAND_FIELDS, Op
-    from starc.metrics import floor_cycles
-    mask_bits = dict(COMMAND_FIELDS)["arg"]
-    tpgr = cfg.tokens_per_group_row(head_dim)      # raises for a head size the preset cannot hold
-    if tpgr > mask_bits:
-        raise UserError(f"--head-dim {head_dim} puts {tpgr} tokens in a group row of preset "
-                        f"{cfg.name!r}, but a score move's valid mask (the {mask_bits}-bit arg "
-                        f"field) covers {mask_bits}; use a head size of at least "
-                        f"{head_dim * tpgr // mask_bits}")
-    out = []
-    for L in lengths:
-        prog = programs.dense_program(cfg, L, head_dim, heads=heads)
-        s = timing.schedule(prog, cfg)
-        e = energy.account(prog, cfg, head_dim)
-        floor = floor_cycles(cfg, heads * L, head_dim)
-        stream = mac_stream_bound(cfg, int((prog["op"] == int(Op.ACTAB)).sum()))
-        out.append({"L": L, "commands": len(s.program), "cycles": s.total_cycles,
-                    "ns": s.total_ns, "energy_nJ": e.total_pj / 1e3,
-                    "attacc_energy_nJ": e.attacc_pj / 1e3, "floor_cycles": floor,
-                    "ratio_to_floor": s.total_cycles / floor, "mac_stream_cycles": stream,
-                    "ratio_to_mac_stream": s.total_cycles / stream, "refreshes": s.refreshes,
-                    **{f"t_{k}": v for k, v in s.breakdown.items()},
-                    **{f"e_{k}": v / 1e3 for k, v in e.breakdown.items()}})
-    return out
-
-
-_DENSE_COLUMNS = ("L", "commands", "cycles", "ns", "energy_nJ", "attacc_energy_nJ",
-                  "ratio_to_floor", "ratio_to_mac_stream", "refreshes")
-_ATTACC_COLUMNS = ("L", "cycles", "ns", "command_counts.ACTAB", "command_counts.MACAB",
-                   "command_counts.WRGB", "command_counts.MVSB", "command_counts.MVGB",
-                   "refreshes", "stack_energy_nJ.total")
-
-
-def _timing_dense(args: argparse.Namespace) -> int:
-    from starc.isa import MAX_HEADS
-    from starc.planner.table import cells, print_rows
-    cfg = preset_from_args(args)
-    if args.model == "attacc":
-        return _timing_dense_attacc(args, cfg)
-    H = args.heads_per_channel
-    if H > MAX_HEADS:
-        raise UserError(f"--heads-per-channel {H}: a channel holds 1 to {MAX_HEADS} heads "
-                        f"(the head index in the command's row field, docs/multihead.md)")
-    rows_per_head = 2 * max(-(-L // (cfg.org.groups_per_channel
-                                     * cfg.tokens_per_group_row(args.head_dim)))
-                            for L in args.lengths)
-    if H * rows_per_head > cfg.org.rows_per_bank:
-        raise UserError(f"--heads-per-channel {H} at L = {max(args.lengths)}: the heads' keys "
-                        f"and values need {H * rows_per_head} rows per bank, {cfg.name} has "
-                        f"{cfg.org.rows_per_bank}; use fewer heads or shorter --lengths")
-    rows = dense_cost_rows(cfg, args.lengths, args.head_dim, H)
-    if args.json:
-        print_json({"model": "ours", "preset": cfg.name, "head_dim": args.head_dim,
-                    "heads_per_channel": H, "rows": rows})
-        return 0
-    what = ("one KV head on one channel" if H == 1 else
-            f"{H} KV heads on one channel, overlapped (docs/multihead.md)")
-    print_rows(f"dense attention, {what}, {cfg.name}, d = {args.head_dim}; cycles in tCK",
-               _DENSE_COLUMNS, [cells(r, _DENSE_COLUMNS) for r in rows])
-    return 0
-
-
-def _timing_dense_attacc(args: argparse.Namespace, cfg: cfgmod.Config) -> int:
-    from starc.golden import attacc
-    from starc.planner.table import cells, print_rows
-    from starc.report import flatten
-    works = [attacc.Workload(L, args.head_dim, args.heads_per_channel) for L in args.lengths]
-    attacc.check_preset(cfg)
-    for w in works:
-        attacc.trace(w)          # every option checked before the first (slower) run
-    from rich.console import Console
-    from rich.progress import track
-    err = Console(stderr=True)
-    todo = track(works, description="AttAcc compatibility model", transient=True,
-                 console=err) if err.is_terminal else works
-    rows = []
-    for w in todo:
-        d = attacc.simulate(cfg, w).as_dict()
-        # the registry's names (starc.glossary): whole-stack figures say so
-        d["command_counts"] = d.pop("commands")
-        d["stack_energy_nJ"] = d.pop("energy_nJ")
-        rows.append(d)
-    if args.json:
-        print_json({"model": "attacc", "preset": cfg.name, "head_dim": args.head_dim,
-                    "heads_per_channel": args.heads_per_channel, "rows": rows})
-        return 0
-    print_rows(f"dense attention on AttAcc's simulator (compatibility model), {cfg.name}, "
-               f"d = {args.head_dim}, {args.heads_per_channel} head(s) per channel x 16 "
-               f"channels; whole stack; cycles end at the last issue",
-               _ATTACC_COLUMNS, [cells(flatten(r), _ATTACC_COLUMNS) for r in rows])
-    return 0
-
-
-def _add_builtin(sub: argparse._SubParsersAction, name: str) -> None:
-    if name == "config":
-        pc = sub.add_parser("config", help=COMMANDS["config"][1],
-                            description=COMMANDS["config"][1])
-        csub = pc.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
-        ps = csub.add_parser("show",
-                             help="derived figures of a preset (bandwidths, row period, ...)")
-        ps.add_argument("target", nargs="?", default=None, help="preset name or .toml file")
-        ps.add_argument("--raw", action="store_true",
-                        help="every field --set accepts, with its value, where it comes from "
-                             "(the preset, --set, or the default) and the preset's citation")
-        add_preset_args(ps)
-        add_json_arg(ps)
-        ps.set_defaults(func=_config_show)
-        pl = csub.add_parser("list", help="the shipped presets")
-        add_json_arg(pl)
-        pl.set_defaults(func=_config_list)
-    elif name == "timing":
-        pt = sub.add_parser("timing", help=COMMANDS["timing"][1],
-                            description=COMMANDS["timing"][1])
-        tsub = pt.add_subparsers(dest="timing_command", required=True, metavar="SUBCOMMAND")
-        pd = tsub.add_parser("dense", help="dense attention cost table (KV heads on one channel)")
-        add_preset_args(pd)
-        pd.add_argument("--lengths", type=argtypes.int_range(1), nargs="+",
-                        default=[1024, 2048, 4096, 8192, 16384, 32768], help="context lengths")
-        pd.add_argument("--head-dim", type=argtypes.int_range(1, 4096), default=128,
-                        help="head dimension (default 128)")
-        pd.add_argument("--model", choices=("ours", "attacc"), default="ours",
-                        help="ours: the RTL-exact golden model (default); attacc: AttAcc's "
-                        "simulator reproduced cycle for cycle (docs/attacc.md)")
-        pd.add_argument("--heads-per-channel", type=argtypes.int_range(1), default=1,
-                        help="KV heads per channel (default 1); ours runs them in the "
-                        "overlapped order (docs/multihead.md), attacc in AttAcc's")
-        add_json_arg(pd)
-        pd.set_defaults(func=_timing_dense)
-
-
 def _command_word(argv: Sequence[str]) -> str | None:
     for a in argv:
         if a == "--":
@@ -354,9 +169,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     for name, (module, _help) in COMMANDS.items():
         if name not in wanted or name in sub.choices:
             continue
-        if module is None:
-            _add_builtin(sub, name)
-        elif module not in done:
+        if module not in done:
             done.add(module)
             _register(sub, module, name)
     for name, (_module, help_text) in COMMANDS.items():
@@ -395,8 +208,6 @@ def _expected() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``starc`` (see the module docstring for the exit codes)."""
-    import traceback
-
     args_in = list(sys.argv[1:] if argv is None else argv)
     cut = args_in.index("--") if "--" in args_in else len(args_in)
     debug = "--debug" in args_in[:cut] or os.environ.get("STARC_DEBUG", "") not in ("", "0")
@@ -421,11 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 141
         except _expected() as e:
             if debug:
+                import traceback
                 traceback.print_exc()
             print(f"starc: error: {describe_error(e)}", file=sys.stderr)
             return EXIT_USAGE
         except Exception as e:
             if debug:
+                import traceback
                 traceback.print_exc()
             print(f"starc: internal error (a bug): {type(e).__name__}: {_one_line(str(e))}; "
                   f"please report it with the command line and the output of the same command "

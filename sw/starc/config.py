@@ -18,7 +18,6 @@ import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +392,16 @@ class Config:
     def refresh_tax(self) -> float:
         return self.timing.tRFC / self.timing.tREFI
 
+    def mac_stream_cycles(self, rows: int) -> int:
+        """The MAC-stream bound of a program that opens ``rows`` all-bank rows (cycles of tCK):
+        the rows x the row period, plus the refreshes that fall in that time (one tRFC per
+        tREFI - tRFC of streaming), in our conventions (PRE -> REF tRP, the last row's tRTP_L +
+        tRP counted): what a schedule of these rows needs at least in our model
+        (``starc.golden.attacc.mac_stream_bound``; AttAcc's conventions can land a little
+        under it)."""
+        stream = rows * self.row_period_cycles()
+        return stream + (stream // (self.timing.tREFI - self.timing.tRFC)) * self.timing.tRFC
+
     def banks_per_token(self, head_dim: int) -> int:
         """AttAcc bank-level layout: banks one token of ``head_dim`` spans (starc.address)."""
         from starc import address
@@ -497,9 +506,14 @@ _SECTIONS: dict[str, type] = {"organisation": Organisation, "timing": Timing, "p
 _SECTION_ATTR = {"organisation": "org", "timing": "timing", "pu": "pu", "energy": "energy"}
 
 
+#: the shipped preset files (package data beside this module; a plain path, since
+#: importlib.resources costs milliseconds of start-up: bench/bench_startup.py)
+_PRESETS = Path(__file__).parent / "presets"
+
+
 def list_presets() -> list[str]:
-    files = resources.files("starc").joinpath("presets").iterdir()
-    return sorted(p.name.removesuffix(".toml") for p in files if p.name.endswith(".toml"))
+    return sorted(p.name.removesuffix(".toml") for p in _PRESETS.iterdir()
+                  if p.name.endswith(".toml"))
 
 
 def _read_preset(name_or_path: str | Path | None) -> tuple[dict[str, Any], str]:
@@ -523,7 +537,7 @@ def _read_preset(name_or_path: str | Path | None) -> tuple[dict[str, Any], str]:
         if name not in list_presets():
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(list_presets())}"
                               f" or give a path to a .toml file")
-        text = resources.files("starc").joinpath("presets", f"{name}.toml").read_text()
+        text = (_PRESETS / f"{name}.toml").read_text(encoding="utf-8")
         src = f"preset:{name}"
     try:
         return tomllib.loads(text), src
@@ -643,7 +657,7 @@ def settable_fields(name_or_path: str | Path | None = None,
     cfg = load(name_or_path, overrides)
     data, src = _read_preset(name_or_path)
     if src.startswith("preset:"):
-        text = resources.files("starc").joinpath("presets", f"{src[7:]}.toml").read_text()
+        text = (_PRESETS / f"{src[7:]}.toml").read_text(encoding="utf-8")
     else:
         text = Path(src).read_text(encoding="utf-8")
     notes = _comments(text)

@@ -1,6 +1,7 @@
 """Presets: derived figures against the brief's published numbers; validation messages."""
 
 import math
+from importlib import resources
 
 import pytest
 from starc import config
@@ -10,7 +11,7 @@ from starc.config import ConfigError
 @pytest.mark.parametrize("name", config.list_presets())
 def test_every_preset_loads_and_cites_sources(name):
     cfg = config.load(name)
-    text = (config.resources.files("starc") / "presets" / f"{name}.toml").read_text()
+    text = (resources.files("starc") / "presets" / f"{name}.toml").read_text()
     # every value line carries a source comment
     for line in text.splitlines():
         if "=" in line and not line.startswith(("#", "name", "description", "[")):
@@ -74,7 +75,7 @@ def test_head_size_the_lanes_cannot_hold():
 
 
 def test_user_preset_file_and_unknown_keys(tmp_path):
-    src = (config.resources.files("starc") / "presets" / "attacc-hbm3-5.2.toml").read_text()
+    src = (resources.files("starc") / "presets" / "attacc-hbm3-5.2.toml").read_text()
     p = tmp_path / "mine.toml"
     p.write_text(src.replace("tCCD_AB = 6 ", "tCCD_AB = 5 "))
     cfg = config.load(p)

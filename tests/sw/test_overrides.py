@@ -8,6 +8,7 @@ import argparse
 import json
 import tomllib
 from dataclasses import fields
+from importlib import resources
 
 import pytest
 from starc import cli, config
@@ -36,7 +37,7 @@ def test_every_command_with_a_preset_takes_set():
 def test_config_json_uses_the_toml_section_names_and_reads_back(capsys):
     assert cli.main(["config", "show", "--json", "--set", "timing.tCCD_AB=4"]) == 0
     doc = json.loads(capsys.readouterr().out)["config"]
-    text = (config.resources.files("starc") / "presets" / "attacc-hbm3-5.2.toml").read_text()
+    text = (resources.files("starc") / "presets" / "attacc-hbm3-5.2.toml").read_text()
     toml = tomllib.loads(text)
     assert set(doc) == set(toml) == {"name", "description", "organisation", "timing", "pu",
                                      "energy"}
@@ -68,7 +69,7 @@ def test_config_raw_lists_every_settable_field_with_its_origin_and_source(tmp_pa
     assert "docs/attacc.md" in by["pu.mac_pipeline"]["source"]
     # a file preset: its own path is the origin
     f = tmp_path / "mine.toml"
-    f.write_text(text := (config.resources.files("starc") / "presets" /
+    f.write_text(text := (resources.files("starc") / "presets" /
                           "attacc-hbm3-5.2.toml").read_text().replace("tRCD = 19", "tRCD = 20"))
     assert "tRCD = 20" in text
     assert cli.main(["config", "show", str(f), "--raw", "--json"]) == 0
@@ -93,7 +94,7 @@ def test_sweep_set_makes_a_grid(tmp_path, capsys):
     presets = {r["preset"] for r in rows}
     assert presets == {f"attacc-hbm3-5.2[timing.tCCD_AB={a},timing.tRCD=25]" for a in (4, 6)}
     # the numbers are the golden model's for that configuration
-    from starc.cli import dense_cost_rows
+    from starc.golden.cli import dense_cost_rows
     dense = {tuple(r["overrides"]): r["cycles"] for r in rows if r["policy"] == "dense"}
     assert dense[("timing.tCCD_AB=4", "timing.tRCD=25")] < dense[("timing.tCCD_AB=6",
                                                                    "timing.tRCD=25")]

@@ -796,5 +796,4 @@ def mac_stream_bound(cfg: Config, rows: int) -> int:
     (one tRFC per tREFI - tRFC of streaming), in our conventions (PRE -> REF tRP, the last row's
     tRTP_L + tRP counted): what a schedule of these rows needs at least in our model. AttAcc's
     conventions (count to the last issue, REFab right after PREA) can land a little under it."""
-    stream = rows * cfg.row_period_cycles()
-    return stream + (stream // (cfg.timing.tREFI - cfg.timing.tRFC)) * cfg.timing.tRFC
+    return cfg.mac_stream_cycles(rows)      # one definition (`starc timing dense` prints it)
