@@ -85,6 +85,47 @@ def test_refresh_wait_is_booked_as_refresh():
     assert s.breakdown["row_switch"] <= no_ref.breakdown["row_switch"]
 
 
+@pytest.mark.parametrize("preset", config.list_presets())
+def test_refresh_share_is_the_analytic_count(preset):
+    """Streaming whole rows, each inserted REF waits tRP after the PREA and the next ACT tRFC
+    after the REF, both booked as refresh: the share is refreshes x (tRP + tRFC), the total grows
+    by refreshes x tRFC and the row switches shrink by the refreshes x tRP the REFs took over.
+    The count follows from the refresh-free schedule: a REF goes in before the first activation
+    at or past the next due time (k tREFI for the k-th), each REF pushing later ones tRFC back."""
+    cfg = config.load(preset)
+    t = cfg.timing
+    prog = programs.stream_program(cfg, 200)
+    s = timing.schedule(prog, cfg)
+    free = timing.schedule(prog, cfg, refresh=False)
+    n = 0
+    for act in free.issue[prog["op"] == int(Op.ACTAB)].tolist():
+        while act + n * t.tRFC >= (n + 1) * t.tREFI:
+            n += 1
+    assert s.refreshes == n >= 5
+    assert s.breakdown["refresh"] == n * (t.tRP + t.tRFC) and free.breakdown["refresh"] == 0
+    assert s.total_cycles == free.total_cycles + n * t.tRFC
+    assert s.breakdown["row_switch"] == free.breakdown["row_switch"] - n * t.tRP
+    assert {k: v for k, v in s.breakdown.items() if k not in ("refresh", "row_switch")} == \
+        {k: v for k, v in free.breakdown.items() if k not in ("refresh", "row_switch")}
+
+
+def test_dense_refresh_share_is_the_refs_and_the_activations_behind_them():
+    """`starc timing dense` at 32K tokens: t_refresh is every inserted REF's wait plus tRFC per
+    REF (the activation behind it), each REF waiting at most tRP after its predecessor."""
+    from starc.golden.cli import dense_cost_rows
+    cfg = config.load()
+    prog = programs.dense_program(cfg, 32768, 128)
+    s = timing.schedule(prog, cfg)
+    ref = np.flatnonzero(s.inserted)
+    assert len(ref) == s.refreshes >= 10
+    ref_waits = s.issue[ref] - s.issue[ref - 1]
+    assert (s.issue[ref + 1] - s.issue[ref] == cfg.timing.tRFC).all()
+    assert (ref_waits >= 1).all() and (ref_waits <= cfg.timing.tRP).all()
+    row = dense_cost_rows(cfg, [32768], 128)[0]
+    assert row["refreshes"] == s.refreshes
+    assert row["t_refresh"] == int(ref_waits.sum()) + s.refreshes * cfg.timing.tRFC
+
+
 def test_first_command_is_in_order_and_bar_of_nothing():
     s = timing.schedule(make_program([(Op.BAR,), (Op.BAR,)]), config.load())
     bar = next(k for k, r in enumerate(rules.RULES, start=1) if Op.BAR in r.later.ops)
