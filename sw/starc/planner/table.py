@@ -11,6 +11,7 @@ the reason in the row (``<name>_undefined``) and in a note under the table.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -122,10 +123,9 @@ def print_rows(title_text: str, columns: Sequence[str], rows: Sequence[Sequence[
     """A rich table that is never truncated (the console is made as wide as it needs), headed by
     the metric names (broken after underscores where a column is narrower than its name), with
     the glossary line and ``notes`` under it. Columns in ``wrap`` (free text) wrap at 64
-    characters."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+    characters. Output that is not a terminal is laid out by :mod:`starc.plaintable` (the same
+    text, without loading rich)."""
+    from starc import plaintable
 
     is_left = left or (lambda k: k in ("policy", "preset", "model", "variant", "task"))
     widths = [min(64, max([8] + [len(r[i]) for r in rows])) if k in wrap else
@@ -133,6 +133,17 @@ def print_rows(title_text: str, columns: Sequence[str], rows: Sequence[Sequence[
     heads = [header(k, w) for k, w in zip(columns, widths, strict=True)]
     need = 4 + sum(3 + max([w] + [len(x) for x in h.split("\n")])
                    for w, h in zip(widths, heads, strict=True))
+    text = plaintable.render(title_text, heads, rows, [is_left(k) for k in columns],
+                             [64 if k in wrap else None for k in columns],
+                             max(plaintable.console_width(), need),
+                             glossary_line(columns, notes=notes) if glossary else None)
+    if text is not None:
+        sys.stdout.write(text)
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     console = Console()
     console = Console(width=max(console.width, need))
     t = Table(title=Text(title_text), title_justify="left")
