@@ -421,10 +421,8 @@ class _Builder:
     def compare_and_wait(self) -> None:
         m, c, S = self.m, self.c, self.S
         n = len(self.slots)
-        self.delta = [Signal(S, name=f"delta{k}") for k in range(n)]
-        delta_t0 = Signal(S)
         self.sat_h, self.sat_r = Signal(), Signal()
-        hit_reg = Signal(n)        # the term's distance to the counter is 0 (registered)
+        hit_reg = Signal(n)        # the term equals the counter (registered)
         self.need_ref = Signal()
         self.spent = Signal()      # a command issued at `now`; the counter has not moved since
         self.next_due = Signal(S, init=self.cfg.timing.tREFI if c._refresh
@@ -435,17 +433,17 @@ class _Builder:
         ok = self.fault == Fault.NONE
         sel_sat = Mux(self.need_ref, self.sat_r, self.sat_h)
 
-        # the counter: advances on `step`, never past a cycle the head might still issue in
+        # the counter: advances on `step`, never past a cycle the head might still issue in.
+        # `stay_off` is the advance without an issue in this clock (only registers feed it); an
+        # issue (`fire`, the late handshake) adds its own advance and reaches no comparison.
         self.fire = fire = Signal()
-        adv_wait = Signal()
-        adv_cmp = Signal()
+        stay_off = Signal()
         adv = Signal()
         m.d.comb += [
-            adv_wait.eq(c.step & ok & wait & (self.spent | (self.head_valid & ~sel_sat))),
-            adv_cmp.eq(c.step & ok & self.spent),
-            adv.eq(c.step & ok & (self.spent | fire | (wait & self.head_valid & ~sel_sat))),
+            stay_off.eq(c.step & ok & (self.spent | (wait & self.head_valid & ~sel_sat))),
+            adv.eq(stay_off | (c.step & ok & fire)),
         ]
-        now_p1 = Signal(S, init=1)   # now + 1, kept beside the counter (no adder in COMPARE)
+        now_p1 = Signal(S, init=1)   # now + 1, kept beside the counter (no adder in a compare)
         with m.If(adv):
             m.d.sync += [self.now.eq(now_p1), now_p1.eq(now_p1 + 1)]
         with m.If(adv & (now_p1 == self.refb)):
@@ -455,41 +453,30 @@ class _Builder:
         with m.Elif(adv):
             m.d.sync += self.spent.eq(0)
 
-        # distances: set in COMPARE, counted down in WAIT; sat and the hit bits are registered.
-        # In WAIT both outcomes of this clock (the counter advances or not) are evaluated from
-        # the registered distances against constants, and `adv_wait` (late) only selects.
-        now_sel = Signal(S)
-        m.d.comb += now_sel.eq(Mux(adv_cmp, now_p1, self.now))
+        # sat and the hit bits, registered, for the counter of the next clock: every term is
+        # compared with both values the counter can take (`now`, `now + 1`), register to
+        # register, and `stay_off` only selects. In WAIT the terms stand still, so this tracks
+        # the counter; in COMPARE it is the first comparison. After an issue the values are
+        # not used (the next head is decided again).
         terms = [*self.term, self.t0]
-        deltas = [*self.delta, delta_t0]
-        new = [Signal(S, name=f"dnew{k}") for k in range(n + 1)]
-        for k in range(n + 1):
-            m.d.comb += new[k].eq(Mux(compare, terms[k] - now_sel, deltas[k] - adv_wait))
-        reached_cmp = Cat(*(t <= now_sel for t in terms))
-        hit_cmp = Cat(*(t == now_sel for t in terms))
-        reached_stay = Cat(*(d <= 0 for d in deltas))
-        reached_adv = Cat(*(d <= 1 for d in deltas))
-        hit_stay = Cat(*(d == 0 for d in deltas))
-        hit_adv = Cat(*(d == 1 for d in deltas))
+        le_now = Cat(*(t <= self.now for t in terms))
+        le_p1 = Cat(*(t <= now_p1 for t in terms))
+        eq_now = Cat(*(t == self.now for t in self.term))
+        eq_p1 = le_p1[:n] & ~le_now[:n]     # t <= now + 1 and not t <= now
 
         def sat_of(reached: Value, app: Value) -> Value:
             return reached[n] & (reached[:n] | ~app).all()
 
-        sat_h_new = Mux(compare, sat_of(reached_cmp, self.app_h),
-                        Mux(adv_wait, sat_of(reached_adv, self.app_h),
-                            sat_of(reached_stay, self.app_h)))
-        sat_r_new = Mux(compare, sat_of(reached_cmp, self.app_r),
-                        Mux(adv_wait, sat_of(reached_adv, self.app_r),
-                            sat_of(reached_stay, self.app_r)))
-        hit = Mux(compare, hit_cmp[:n], Mux(adv_wait, hit_adv[:n], hit_stay[:n]))
+        m.d.sync += [
+            self.sat_h.eq(Mux(stay_off, sat_of(le_p1, self.app_h), sat_of(le_now, self.app_h))),
+            self.sat_r.eq(Mux(stay_off, sat_of(le_p1, self.app_r), sat_of(le_now, self.app_r))),
+            hit_reg.eq(Mux(stay_off, eq_p1, eq_now)),
+        ]
         any_open = self.is_open.any()
         ge_due = Cat(*(t >= self.next_due for t, s in zip(self.term, self.slots, strict=True)
                        if s.for_act))
         act_mask = Cat(*(self.app_h[k] for k, s in enumerate(self.slots) if s.for_act))
         is_act = Cat(self.is_op[Op.ACTAB], self.is_op[Op.ACTBG], self.is_op[Op.ACTPB]).any()
-        with m.If(compare | wait):
-            m.d.sync += [d.eq(x) for d, x in zip(deltas, new, strict=True)]
-            m.d.sync += [self.sat_h.eq(sat_h_new), self.sat_r.eq(sat_r_new), hit_reg.eq(hit)]
         with m.If(compare):
             if c._refresh:
                 m.d.sync += self.need_ref.eq(is_act & ~any_open & (
