@@ -27,10 +27,10 @@ from starc_fpga.top import (
     BOARD_SIZES,
     CYCLE_WIDTH,
     DEFAULT_BAUD,
-    DEFAULT_CLOCK_HZ,
     ULX3STop,
     UnitHarness,
     board_size,
+    default_clock_hz,
     pll_params,
 )
 from starc_hw.sizes import Size
@@ -278,7 +278,7 @@ def synthesize(top: Any, out: Path, *, synth_opts: str = "") -> tuple[dict[str, 
     return _synth_cells(out / "top.stat.json"), seconds
 
 
-def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
+def build(size: str, *, pnr: bool = True, clock_hz: float | None = None,
           baud: int = DEFAULT_BAUD, router: str | None = None, seed: int | None = None,
           root: Path | None = None, log: Any = None, synth_opts: str = "") -> BuildResult:
     """Build ``size`` (a key of :data:`starc_fpga.top.BOARD_SIZES`) into ``build/fpga/<size>/``.
@@ -290,6 +290,8 @@ def build(size: str, *, pnr: bool = True, clock_hz: float = DEFAULT_CLOCK_HZ,
     :attr:`BuildResult.timing_met` says whether the bitstream meets ``clock_hz``.
     """
     bs = board_size(size)
+    if clock_hz is None:
+        clock_hz = default_clock_hz(size)
     if pnr and bs.place:
         check_fits(bs)
     if router not in (None, "router1", "router2"):

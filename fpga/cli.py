@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fpga build`` to the ``starc`` sub-command parser."""
     from starc.argtypes import finite_float, int_range
     from starc.planner.registry import POLICIES
-    from starc_fpga.top import BOARD_SIZES, DEFAULT_BAUD, DEFAULT_CLOCK_HZ
+    from starc_fpga.top import BOARD_SIZES, DEFAULT_BAUD, DEFAULT_CLOCK_HZ, MEASURED_CLOCK_HZ
 
     grp = _group(subparsers, "fpga", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)")
     sizes = "; ".join(f"{k}: {v.describe()}" + ("" if v.place else " (synthesis only)")
@@ -47,9 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="channel size preset (default small)")
     p.add_argument("--no-pnr", action="store_true",
                    help="synthesis only: Yosys resource counts, no place and route, no Fmax")
-    p.add_argument("--clock-mhz", type=finite_float(1.0, 1000.0), default=DEFAULT_CLOCK_HZ / 1e6,
-                   help=f"system clock made by the PLL from the 25 MHz oscillator (default "
-                        f"{DEFAULT_CLOCK_HZ / 1e6:g}; 25 uses the oscillator directly)")
+    measured = ", ".join(f"{k} {v / 1e6:g}" for k, v in MEASURED_CLOCK_HZ.items())
+    p.add_argument("--clock-mhz", type=finite_float(1.0, 1000.0), default=None,
+                   help=f"system clock made by the PLL from the 25 MHz oscillator (default: the "
+                        f"clock the size's measured build met, {measured}; "
+                        f"{DEFAULT_CLOCK_HZ / 1e6:g} for the others; 25 uses the oscillator "
+                        f"directly)")
     p.add_argument("--baud", type=int_range(300, 100_000_000), default=DEFAULT_BAUD,
                    help=f"UART baud rate (default {DEFAULT_BAUD}; clock / baud must be an "
                         f"integer within 2 %%)")
@@ -105,7 +108,8 @@ def cmd_fpga_build(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr)
 
     try:
-        res = build(args.size, pnr=not args.no_pnr, clock_hz=args.clock_mhz * 1e6,
+        clock_hz = None if args.clock_mhz is None else args.clock_mhz * 1e6
+        res = build(args.size, pnr=not args.no_pnr, clock_hz=clock_hz,
                     baud=args.baud, router=args.router, seed=args.seed, log=log)
     except (ToolchainError, ValueError) as e:
         print(f"starc: error: {e}", file=sys.stderr)

@@ -27,14 +27,18 @@ from starc_hw.sizes import BASE_PRESET, Size, board_sizes, make_design
 from starc_hw.uart import UARTRx, UARTTx, divisor_for
 
 __all__ = ["BASE_PRESET", "BOARD_CLOCK_HZ", "BOARD_SIZES", "DEFAULT_BAUD", "DEFAULT_CLOCK_HZ",
-           "ChannelSystem", "ULX3STop", "UnitHarness", "board_config", "board_size", "pll_params",
-           "system_clock"]
+           "MEASURED_CLOCK_HZ", "ChannelSystem", "ULX3STop", "UnitHarness", "board_config",
+           "board_size", "default_clock_hz", "pll_params", "system_clock"]
 
 #: ULX3S oscillator (amaranth_boards.ulx3s: clk25).
 BOARD_CLOCK_HZ = 25_000_000
-#: System clock on the board: 25 MHz / 4 from the PLL, below the measured Fmax of every size
-#: (docs/fpga.md); the channel's controller decides a command's issue in one cycle.
+#: System clock of a size without a measured build of its own: 25 MHz / 4 from the PLL, below
+#: the Fmax measured for every size with the single-clock controller (8.6 to 10.5 MHz,
+#: docs/fpga.md "Measured resources and Fmax"), which the pipelined controller only raised.
 DEFAULT_CLOCK_HZ = 6_250_000
+#: Sizes whose place and route with the pipelined controller met a faster clock (docs/fpga.md,
+#: "Measured"): their default system clock.
+MEASURED_CLOCK_HZ = {"tiny": 50_000_000, "pim-tiny": 50_000_000}
 #: Default baud rate: 6.25 MHz / 25, exact, and exact for the FT231X on the ULX3S (3 MHz / 12).
 DEFAULT_BAUD = 250_000
 #: Cycle counter width on the FPGA: 2^30 emulated DRAM cycles before a RESET is needed.
@@ -54,6 +58,12 @@ def board_size(name: str) -> Size:
         raise ValueError(f"Unknown board size {name!r}; choose one of "
                          f"{', '.join(BOARD_SIZES)}")
     return BOARD_SIZES[name]
+
+
+def default_clock_hz(name: str) -> int:
+    """The system clock ``starc fpga build --size name`` uses unless given one: the clock its
+    measured build met (:data:`MEASURED_CLOCK_HZ`), else :data:`DEFAULT_CLOCK_HZ`."""
+    return MEASURED_CLOCK_HZ.get(name, DEFAULT_CLOCK_HZ)
 
 
 def board_config(size: Size) -> Config:

@@ -136,3 +136,28 @@ def test_estimate_before_synthesis() -> None:
         check_fits(huge)
     with pytest.raises(ValueError, match="Unknown board size 'huge'"):
         build("huge")
+
+
+def test_default_clock_is_a_measured_one() -> None:
+    """`starc fpga build` without --clock-mhz uses the clock the size's own build met, else the
+    6.25 MHz below every single-clock-controller Fmax; each is a PLL clock with an exact UART
+    divisor at the default baud rate."""
+    from starc_fpga.top import (
+        BOARD_CLOCK_HZ,
+        BOARD_SIZES,
+        DEFAULT_BAUD,
+        DEFAULT_CLOCK_HZ,
+        MEASURED_CLOCK_HZ,
+        default_clock_hz,
+        pll_params,
+    )
+    from starc_hw.uart import divisor_for
+
+    assert default_clock_hz("pim-tiny") == 50e6 and default_clock_hz("medium") == 6.25e6
+    assert DEFAULT_CLOCK_HZ == 6.25e6
+    for name in BOARD_SIZES:
+        hz = default_clock_hz(name)
+        assert hz == MEASURED_CLOCK_HZ.get(name, DEFAULT_CLOCK_HZ)
+        pll_params(BOARD_CLOCK_HZ, hz)
+        assert divisor_for(hz, DEFAULT_BAUD) * DEFAULT_BAUD == hz
+    assert set(MEASURED_CLOCK_HZ) <= {k for k, v in BOARD_SIZES.items() if v.place}
