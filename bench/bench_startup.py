@@ -19,10 +19,15 @@ by other processes) of each case, the ratios to the floors, `uptime` before and 
 time of `timing dense` goes inside the process (interpreter, NumPy, project imports, model run,
 table), and the slowest imports of each command (``python -X importtime``). Target: both commands
 <= 0.12 s on an idle machine. ``BENCH_REPS`` (default 15) sets the runs per case.
+
+``--before DIR``: also run the commands of an older source tree beside (``DIR/sw`` first on
+``PYTHONPATH``; e.g. ``git archive REV sw | tar -x -C DIR``), so a change is measured against its
+base in the same run.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import statistics
@@ -46,9 +51,7 @@ t = [time.perf_counter()]
 import numpy
 t.append(time.perf_counter())
 import starc.cli, starc.config, starc.golden.cli, starc.golden.timing, starc.golden.programs
-import starc.golden.energy, starc.metrics, starc.planner.table
-t.append(time.perf_counter())
-import rich.console, rich.table, rich.text
+import starc.golden.energy, starc.metrics, starc.planner.table, starc.plaintable, starc.glossary
 t.append(time.perf_counter())
 from starc.golden import programs, schedgen, timing, energy
 cfg = starc.config.load(None)
@@ -100,6 +103,12 @@ def importtime(cmd: list[str], env: dict[str, str], top: int = 10) -> list[tuple
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--before", type=Path, default=None,
+                    help="an older source tree (with sw/) to measure beside")
+    before = ap.parse_args().before
+    if before is not None and not (before / "sw" / "starc" / "cli.py").is_file():
+        raise SystemExit(f"--before {before}: no sw/starc/cli.py there")
     reps = int(os.environ.get("BENCH_REPS", "15"))
     if not Path(STARC).is_file():
         raise SystemExit(f"no console script {STARC}: run `make setup` first")
@@ -119,6 +128,14 @@ def main() -> None:
             cases[f"starc {' '.join(cmd)} [{cond}]"] = ([STARC, *cmd], cond)
     for cmd in COMMANDS:
         cases[f"eager starc {' '.join(cmd)} [cached]"] = ([py, "-c", EAGER, *cmd], "cached")
+    if before is not None:
+        old = str((before / "sw").resolve())
+        for cond in list(envs):
+            envs[f"before {cond}"] = {**envs[cond], "PYTHONPATH": os.pathsep.join(
+                [old, *filter(None, [envs[cond].get("PYTHONPATH")])])}
+            for cmd in COMMANDS:
+                cases[f"before starc {' '.join(cmd)} [{cond}]"] = ([STARC, *cmd],
+                                                                   f"before {cond}")
     for argv, cond in cases.values():      # warm the page cache and the bytecode cache
         run(argv, envs[cond])
     wall: dict[str, list[float]] = {k: [] for k in cases}
@@ -139,7 +156,7 @@ def main() -> None:
     numpy_s = med["python -c 'import numpy'"]
     for cmd in COMMANDS:
         name = " ".join(cmd)
-        for cond in envs:
+        for cond in ("source", "cached"):
             m = med[f"starc {name} [{cond}]"]
             line = (f"starc {name} [{cond}]: median {m:.3f} s "
                     f"{'meets' if m <= TARGET_S else 'MISSES'} the {TARGET_S} s target; "
@@ -147,21 +164,24 @@ def main() -> None:
                     f"`import numpy`")
             if cond == "cached":
                 line += (f"; eager/shipped {med[f'eager starc {name} [cached]'] / m:.2f}")
+            if before is not None:
+                line += f"; before/now {med[f'before starc {name} [{cond}]'] / m:.2f}"
             print(line)
     parts = [[float(x) for x in subprocess.run([py, "-c", SPLIT], capture_output=True, text=True,
                                                env=envs["cached"], check=True).stdout.split()]
              for _ in range(5)]
     best = [min(p[i] for p in parts) for i in range(len(parts[0]))]
-    names = ("import numpy", "project modules", "rich", "preset + schedule code generation",
-             "model run, 6 lengths", "the command in-process (model run + table)",
-             "  of the model run: dense_program", "  of the model run: schedule",
-             "  of the model run: energy")
+    best.insert(5, best[4] - best[3])
+    names = ("import numpy", "project modules", "preset + schedule code generation",
+             "model run, 6 lengths", "the command in-process again (model run + table)",
+             "  of which the table and the rest", "  of the model run: dense_program",
+             "  of the model run: schedule", "  of the model run: energy")
     print("\nwhere `starc timing dense` spends its time inside the process [cached], best of 5 "
           "(ms; interpreter start: `python -c pass` above):")
     for n, v in zip(names, best, strict=True):
-        print(f"  {n:46s} {1e3 * v:7.1f}")
+        print(f"  {n:50s} {1e3 * v:7.1f}")
     for cmd in COMMANDS:
-        for cond in envs:
+        for cond in ("source", "cached"):
             print(f"\nslowest imports of `starc {' '.join(cmd)}` [{cond}] (cumulative ms):")
             for ms, name in importtime(cmd, envs[cond]):
                 print(f"  {ms:8.1f}  {name}")
