@@ -139,6 +139,7 @@ def print_rows(title_text: str, columns: Sequence[str], rows: Sequence[Sequence[
                              glossary_line(columns, notes=notes) if glossary else None)
     if text is not None:
         sys.stdout.write(text)
+        sys.stdout.flush()      # as rich does: a later stderr line comes after the table
         return
     from rich.console import Console
     from rich.table import Table
