@@ -18,6 +18,14 @@ from pathlib import Path
 import pytest
 from starc_sim.runner import setup_environment
 
+# make test's schedule: xdist groups that hold, the longest work first (tests/suiteschedule.py)
+from suiteschedule import (  # noqa: F401 - hooks
+    group_items,
+    pytest_addoption,
+    pytest_configure,
+    pytest_xdist_make_scheduler,
+)
+
 setup_environment()
 
 _TIERS = ("sw", "hw", "rtl", "fpga")
@@ -25,6 +33,7 @@ _HERE = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    group_items(config, items)
     for item in items:
         try:
             tier = Path(item.fspath).resolve().relative_to(_HERE).parts[0]
@@ -42,3 +51,4 @@ def pytest_warning_recorded(warning_message, when, nodeid, location) -> None:  #
     del when, nodeid, location
     if getattr(warning_message, "source", None) is not None:
         warning_message.source = None
+

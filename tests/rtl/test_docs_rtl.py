@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 from docsnippets import run, snippets
+from modelgroups import group_marks
 
-HERE = [pytest.param(s, id=s.id) for s in snippets() if s.tier == "rtl"]
+# a snippet that co-simulates runs on the worker of its model's group (tests/modelgroups.py)
+HERE = [pytest.param(s, id=s.id, marks=group_marks(s.code)) for s in snippets()
+        if s.tier == "rtl"]
 
 
 @pytest.mark.parametrize("snippet", HERE)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 from jsoncommands import COMMANDS, run_json, strict_loads
+from modelgroups import group_marks
 
-RTL = [pytest.param(w, a, id=" ".join(w)) for w, (t, a) in COMMANDS.items() if t == "rtl"]
+# each on the worker of the model it co-simulates (tests/modelgroups.py)
+RTL = [pytest.param(w, a, id=" ".join(w), marks=group_marks(" ".join(("starc", *w, *a))))
+       for w, (t, a) in COMMANDS.items() if t == "rtl"]
 
 
 @pytest.mark.parametrize("words,args", RTL)

@@ -5,12 +5,15 @@ with `make record RTL=1`."""
 from __future__ import annotations
 
 import pytest
+from modelgroups import group_marks
 from scenarios import SCENARIOS, diff, record_hint, run
 
-RTL = [s for s in SCENARIOS if s.tier == "rtl"]
+# each on the worker of the model it co-simulates (tests/modelgroups.py)
+RTL = [pytest.param(s, id=s.name, marks=group_marks(" ".join(("starc", *s.argv))))
+       for s in SCENARIOS if s.tier == "rtl"]
 
 
-@pytest.mark.parametrize("scn", RTL, ids=[s.name for s in RTL])
+@pytest.mark.parametrize("scn", RTL)
 def test_recorded_cosim_summary_is_unchanged(scn, tmp_path):
     assert scn.path.is_file(), f"record it with `{record_hint(scn.name, rtl=True)}`"
     old = scn.path.read_text(encoding="utf-8")

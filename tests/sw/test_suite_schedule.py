@@ -1,0 +1,54 @@
+"""make test's schedule (tests/suiteschedule.py): under ``pytest -n 2 --dist loadgroup`` every test
+of an ``xdist_group`` runs on one worker (the group's model is built once), and the costliest
+work unit (tests/durations.json) starts first. Runs a small pytest session of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parents[1]
+
+GROUPED = """
+import pytest
+pytestmark = [pytest.mark.xdist_group("model")]
+@pytest.mark.parametrize("i", range(4))
+def test_uses_model(i):
+    pass
+"""
+SINGLE = """
+import pytest
+@pytest.mark.parametrize("i", range(6))
+def test_alone(i):
+    pass
+"""
+
+
+@pytest.mark.slow  # two worker processes: seconds; a check of make test's own machinery
+def test_groups_hold_and_the_costliest_unit_starts_first(tmp_path: Path) -> None:
+    (tmp_path / "test_grouped.py").write_text(GROUPED)
+    (tmp_path / "test_single.py").write_text(SINGLE)
+    costs = tmp_path / "durations.json"
+    costs.write_text(json.dumps({"seconds": {"test_single.py::test_alone[4]": 100.0}}))
+    env = {**os.environ, "PYTHONPATH": str(HERE), "STARC_TEST_DURATIONS": str(costs)}
+    env.pop("PYTEST_ADDOPTS", None)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "suiteschedule", "-n", "2",
+                          "--dist", "loadgroup", "-v", "-p", "no:cacheprovider", "-p",
+                          "no:randomly", str(tmp_path)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ran = re.findall(r"\[(gw\d)\] \[\s*\d+%\] PASSED (\S+)", run.stdout)
+    assert len(ran) == 10, run.stdout[-3000:]
+    workers = {w for w, n in ran if "test_uses_model" in n}
+    assert len(workers) == 1, ran                      # the group on one worker
+    assert all(n.endswith("@model") for _, n in ran if "test_uses_model" in n), ran
+    first = {}
+    for w, n in ran:
+        first.setdefault(w, n)
+    assert "test_single.py::test_alone[4]" in first.values(), ran  # costliest first
