@@ -94,18 +94,26 @@ class BuildConfig:
         return f"OPT_FAST={self.opt_fast} OPT_SLOW={self.opt_slow} OPT_GLOBAL={self.opt_global}"
 
 
+#: Verilator's advice for speed (its manual, "Performance"): X values assigned the fast way
+#: (Amaranth's Verilog assigns every signal in every branch) and no assertions (the generated
+#: Verilog has none); ``--x-initial`` stays at its default (zeros), which :func:`strip_zero_init`
+#: relies on.
+_FAST_VERILATOR = ("--x-assign", "fast", "--noassert")
+
 #: The configurations measured by bench/bench_cosim.py (docs/rtl.md has the figures). ``fast``
-#: follows Verilator's advice for speed (its manual, "Performance"): an optimised C++ model, X
-#: values assigned the fast way (Amaranth's Verilog assigns every signal in every branch) and no
-#: assertions (the generated Verilog has none); ``--x-initial`` stays at its default (zeros),
-#: which :func:`strip_zero_init` relies on. Run-once code is compiled without optimisation in
-#: every configuration but ``Os``: it runs once per simulation.
+#: is an optimised C++ model with :data:`_FAST_VERILATOR`: for models that simulate much (the
+#: 16-bank co-simulation model, thousands of scenarios). ``O1`` and ``quick`` (``-O0``) trade
+#: simulation speed for a shorter C++ compile (minutes on a large model): for a model built to
+#: run once or twice. Run-once code is compiled without optimisation in every configuration but
+#: ``Os``: it runs once per simulation.
 BUILD_CONFIGS: dict[str, BuildConfig] = {
     "Os": BuildConfig("Os", "-Os", "", "-Os"),  # verilated.mk's own defaults
     "O0": BuildConfig("O0", "-O0", "-O0", "-O0"),
     "O2": BuildConfig("O2", "-O2", "-O0", "-O2"),
     "O3": BuildConfig("O3", "-O3", "-O0", "-O2"),
-    "fast": BuildConfig("fast", "-O3", "-O0", "-O2", ("--x-assign", "fast", "--noassert")),
+    "fast": BuildConfig("fast", "-O3", "-O0", "-O2", _FAST_VERILATOR),
+    "O1": BuildConfig("O1", "-O1", "-O0", "-O2", _FAST_VERILATOR),
+    "quick": BuildConfig("quick", "-O0", "-O0", "-O2", _FAST_VERILATOR),
 }
 
 
