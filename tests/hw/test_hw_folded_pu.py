@@ -189,7 +189,13 @@ def test_timing() -> None:
     t = PUTiming(lanes=16, lanes_per_clock=1, mul_latency=4, add_latency=6)
     # 16 beats; products from clock 6; 4 upper levels: the root 6 + 15 + 4 x 6 = 45
     assert (t.beats, t.product, t.root) == (16, 6, 45)
-    assert t.ii[SCORE][SCORE] == 16 and t.ii[VALUE][VALUE] == 16
+    # two adders: upper level 1, and the accumulate adder, which also takes upper levels 2 to 4
+    # at their own clocks: level l's pair i when its second operand arrives,
+    # 6 + 2^l (i + 1) - 1 + (l - 1) x 6, then the accumulate at the root
+    assert t.adders == 2
+    assert t.shared_adds == (15, 19, 23, 27, 25, 33, 39, 45)
+    # the next score MAC's first shared add comes after this one's last: 45 - 15 + 1
+    assert t.ii[SCORE][SCORE] == 31 and t.ii[VALUE][VALUE] == 16
     # the accumulate adder is busy late in a score MAC and early in a value MAC
     assert t.ii[SCORE][VALUE] == 45 - 6 + 1
     assert t.drain == (45 + 6 + 1, 6 + 6 + 16)

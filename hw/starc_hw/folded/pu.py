@@ -5,7 +5,8 @@
 
     MAC strobe ─> column latch, q / p ─> beat j: lanes [j L, (j + 1) L) ──> L multipliers (DSP)
         score:  lane tree over the L products (pipelined adders) ─> beat sum u_j
-                upper tree over u_0 .. u_(k-1): one adder per level, a "left" register each
+                upper tree over u_0 .. u_(k-1), in pairs, a "left" register per level:
+                level 1 on an adder of its own, the levels from 2 on on the accumulate adder
                 ─> root ─> accumulate: score[buf][s] = root (h = 0) or score + root (h = 1)
         value:  acc[h][lanes of beat j] += products (the L adders of the lane tree and the
                 accumulate adder, one lane each)
@@ -13,7 +14,12 @@
 The fixed pairwise tree of docs/commands.md is kept exactly: a beat covers ``L`` adjacent lanes
 (a subtree of the 16-lane tree), and the upper levels pair beat sums ``(u_2i, u_2i+1)`` in order,
 so every add is the one of the full-width tree, in FP32 with one rounding each. The accumulate
-adder is the one FP32 accumulation path shared by all folded lanes in the value phase.
+adder is the one FP32 accumulation path shared by all folded lanes in the value phase; in the
+score phase it also does the upper levels from 2 on, whose adds come at distinct clocks
+(:attr:`PUTiming.shared_adds`: level 2 adds every 4 clocks, level 3 every 8, ...), so a PU
+has ``L + 1`` adders (2 at one lane per clock) instead of one per tree level. The price is the
+spacing of score MACs, :attr:`PUTiming.ii`: a score MAC's first shared add comes after the
+previous one's last (31 clocks at one lane per clock instead of 16).
 
 The PU never stalls: a MAC's work happens at fixed clocks after its strobe (:class:`PUTiming`),
 and :attr:`FoldedPU.accept` / :attr:`FoldedPU.idle` tell the channel when the next MAC may come
@@ -70,10 +76,15 @@ class PUTiming:
         for lv in range(1, self.lane_levels + 1):
             use[SCORE][f"tree{lv}"] = (P0 + (lv - 1) * La, P0 + (lv - 1) * La + k - 1)
             use[VALUE][f"tree{lv}"] = (P0, P0 + k - 1)
-        for lv in range(1, self.upper_levels + 1):
-            t = P0 + self.lane_levels * La + (lv - 1) * La
-            use[SCORE][f"upper{lv}"] = (t, t + k - 1)
-        use[SCORE]["acc_add"] = (root, root)
+        if self.upper_levels >= 1:
+            t = P0 + self.lane_levels * La
+            use[SCORE]["upper1"] = (t, t + k - 1)
+        # the accumulate adder also does the upper levels from 2 on, at their own clocks
+        shared = self.shared_adds
+        if len(set(shared)) != len(shared):
+            raise ValueError(f"the upper tree levels' adds collide on the shared adder at "
+                             f"{shared} (add latency {La}); use another lanes_per_clock")
+        use[SCORE]["acc_add"] = (min(shared), root)
         use[VALUE]["acc_add"] = (P0, P0 + k - 1)
         use[SCORE]["score_wr"] = (root, root + La)
         use[VALUE]["acc_rd"] = (P0 - 1, P0 + k - 2)
@@ -106,6 +117,25 @@ class PUTiming:
     def product(self) -> int:
         """Clock of beat 0's products (beat j: + j)."""
         return 2 + self.mul_latency
+
+    def add_clock(self, level: int, pair: int) -> int:
+        """Clock of upper tree level ``level``'s add of beat-sum pair ``pair`` (1-based level;
+        the add starts when the pair's second operand arrives)."""
+        base = self.product + self.lane_levels * self.add_latency
+        return base + (1 << level) * (pair + 1) - 1 + (level - 1) * self.add_latency
+
+    @property
+    def shared_adds(self) -> tuple[int, ...]:
+        """Clocks of a score MAC's adds on the accumulate adder: the upper levels from 2 on,
+        then the accumulate at the root (every one distinct: the adder takes one per clock)."""
+        adds = [self.add_clock(lv, i) for lv in range(2, self.upper_levels + 1)
+                for i in range(self.beats >> lv)]
+        return (*adds, self.root)
+
+    @property
+    def adders(self) -> int:
+        """FP adders of the PU: the lane tree's, upper level 1's, the accumulate adder."""
+        return self.lanes_per_clock - 1 + (1 if self.upper_levels else 0) + 1
 
     @property
     def root(self) -> int:
@@ -332,8 +362,15 @@ class FoldedPU(wiring.Component):
         for i in range(tm.lane_levels * La):
             sb = pipe.reg(m, sb, f"sbeat{i}")
 
-        # ---- upper tree: one adder per level over the beat sums, in pairs ---------------------
+        # ---- the accumulate adder, shared (operands selected below) --------------------------
+        sh_a, sh_b = Signal(w, name="acc_a"), Signal(w, name="acc_b")
+        acc_sum = pipe.add(m, fmt, sh_a, sh_b, "acc")
+
+        # ---- upper tree over the beat sums, in pairs: level 1 on an adder of its own, the
+        # levels from 2 on on the accumulate adder at their own clocks (PUTiming.shared_adds:
+        # distinct, so one add per clock; a level's result is the adder's output La clocks on)
         node, node_valid = beat_sum, sb
+        shared_ops: list[tuple[Value, Value, Value]] = []     # (go, left, right)
         for lv in range(1, tm.upper_levels + 1):
             left = Signal(w, name=f"left{lv}")
             odd = Signal(name=f"odd{lv}")
@@ -342,7 +379,11 @@ class FoldedPU(wiring.Component):
                 with m.If(~odd):
                     m.d.sync += left.eq(node)
             go = node_valid & odd
-            node = pipe.add(m, fmt, left, node, f"upper{lv}")
+            if lv == 1:
+                node = pipe.add(m, fmt, left, node, f"upper{lv}")
+            else:
+                shared_ops.append((go, left, node))
+                node = acc_sum
             node_valid = pipe.delay(m, go, La, f"upper{lv}_v")
         root, root_valid = node, node_valid       # clock root_t
 
@@ -373,9 +414,12 @@ class FoldedPU(wiring.Component):
         m.d.comb += self.score_data.eq(score_now)
 
         # the accumulate adder: score + root (score MACs with h = 1), acc + product (value,
-        # the last lane of the beat)
+        # the last lane of the beat), and the upper tree levels from 2 on
         va, vb = value_ops[L - 1]
-        acc_sum = pipe.add(m, fmt, Mux(vbeat, va, score_now), Mux(vbeat, vb, root), "acc")
+        op_a, op_b = Mux(vbeat, va, score_now), Mux(vbeat, vb, root)
+        for go, left, right in shared_ops:
+            op_a, op_b = Mux(go, left, op_a), Mux(go, right, op_b)
+        m.d.comb += [sh_a.eq(op_a), sh_b.eq(op_b)]
         lane_out.append(acc_sum)
         h_add = root_valid & head.h
         add_addr = pipe.delay(m, head.addr, La, "acc_addr")
