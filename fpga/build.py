@@ -127,6 +127,8 @@ class BuildResult:
     seconds: dict[str, float] = field(default_factory=dict)
     bitstream: str | None = None
     router: str | None = None
+    #: options given to Yosys's synth_ecp5 (``-noabc9``: the classic ABC mapping)
+    synth_opts: str = ""
     #: mean 1-minute load average of the machine during each stage (wall times depend on it)
     load: dict[str, float] = field(default_factory=dict)
     #: minimum FPGA clocks per emulated DRAM cycle, and lanes per clock of the datapath
@@ -314,8 +316,8 @@ def build(size: str, *, pnr: bool = True, clock_hz: float | None = None,
         nextpnr_opts += ["--seed", str(seed)]
     res = BuildResult(size=size, description=bs.describe(), build_dir=str(out), pnr=pnr,
                       clock_mhz=clock_hz / 1e6, baud=baud, divisor=top.divisor, router=router,
-                      tools=tool_versions(env), fold=bs.fold, lanes_per_clock=bs.clock_lanes,
-                      estimate=estimate(bs))
+                      synth_opts=synth_opts, tools=tool_versions(env), fold=bs.fold,
+                      lanes_per_clock=bs.clock_lanes, estimate=estimate(bs))
     t0 = time.perf_counter()
     commands = _plan(top, out, nextpnr_opts, synth_opts)
     (out / "size.json").write_text(json.dumps({"size": asdict(bs), "preset": BASE_PRESET,
