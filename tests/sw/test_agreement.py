@@ -82,16 +82,20 @@ def test_interval_covers_the_population_mean():
 
 def test_sampled_cells_agree_too(tmp_path, capsys):
     """More plans than the rule times whole: the seeded sample and its intervals are the same
-    in the demo's evaluation and `starc eval`."""
+    in the demo's evaluation, `starc eval` and `starc sweep`."""
     path = save_kv(synthetic_kv(n_layers=4, n_q_heads=9, n_kv_heads=3, prefill_len=300,
                                 decode_steps=8, seed=8), tmp_path / "kv.npz")
     demo = evaluate_demo(load_kv(path, CFG), CFG, 64)
     ev = _json(capsys, ["eval", str(path), "--budgets", "64", "--json", "-o",
                         str(tmp_path / "ev")])
+    sw = _json(capsys, ["sweep", "--kv", str(path), "--budgets", "64", "--json", "--workers",
+                        "1", "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "sw")])
     assert demo.meta["cost_N"] == 144 and demo.meta["cost_n"] == sampling.SAMPLE_N
     assert ev["meta"]["sampling"] == demo.meta["sampling"]
-    assert [cells(r) for r in demo.rows] == [cells(r) for r in ev["rows"]]
-    for a, b in zip(demo.rows, ev["rows"], strict=True):
-        assert a == {k: b[k] for k in a}
+    assert sw["sampling"] == [demo.meta["sampling"]]
+    assert [cells(r) for r in demo.rows] == [cells(r) for r in ev["rows"]] == [
+        cells(r) for r in sw["rows"]]
+    for a, b, c in zip(demo.rows, ev["rows"], sw["rows"], strict=True):
+        assert a == {k: b[k] for k in a} == {k: c[k] for k in a}
         if a["policy"] != "dense":
             assert a["cycles_ci95"] > 0 and a["cost_n"] == sampling.SAMPLE_N
