@@ -17,9 +17,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     _status(f"compiling and evaluating {len(DEFAULT_POLICIES)} policies at B = {args.budget} "
             f"over {meta.n_layers - 2} sparse layers x {meta.n_kv_heads} KV heads x "
             f"{meta.decode_steps} steps ...")
-    res = evaluate_demo(cache, cfg, args.budget, args.objective)
+    with _eval_progress() as progress:
+        res = evaluate_demo(cache, cfg, args.budget, args.objective, progress=progress)
     rows = res.rows
 
     answers: dict[str, str] = {}
@@ -199,16 +202,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_demo(cache: Any, cfg: Any, budget: int, objective: str | None = None) -> Any:
+def evaluate_demo(cache: Any, cfg: Any, budget: int, objective: str | None = None,
+                  progress: Any = None) -> Any:
     """The demo's comparison: :func:`starc.planner.evaluate.evaluate` with the defaults
     ``starc eval`` and ``starc sweep`` use (policies, planner objective, cost sampling, compile
-    options), so they reproduce the demo's table on the same cache."""
+    options), so they reproduce the demo's table on the same cache. ``progress`` receives the
+    evaluation's progress messages."""
     from starc.planner.evaluate import EvalOptions, evaluate
     from starc.planner.rounds import OBJECTIVES
 
     return evaluate(cache, cfg, EvalOptions(budgets=(budget,),
                                             objective=objective or OBJECTIVES[0]),
-                    progress=lambda m: None)
+                    progress=progress or (lambda m: None))
+
+
+@contextlib.contextmanager
+def _eval_progress() -> Iterator[Any]:
+    """A progress callback for the evaluation (about a minute at the default context): a live
+    spinner line with the step, layer and KV head on a terminal, status lines otherwise."""
+    import sys
+
+    if not sys.stderr.isatty():
+        last = [-1e9]
+
+        def line(m: str) -> None:  # at most one line per 10 s in a log
+            if time.monotonic() - last[0] >= 10:
+                last[0] = time.monotonic()
+                _status(f"  evaluating: {m}")
+
+        yield line
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("[bold cyan]demo[/] evaluating: {task.description}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        yield lambda m: bar.update(task, description=m)
 
 
 def _rtl_check(cfg: Any, cache: Any) -> dict[str, Any]:
