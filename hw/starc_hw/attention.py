@@ -50,7 +50,7 @@ from amaranth.hdl import (
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
-from starc.isa import MacArg, MoveFlag, Op, bit
+from starc.isa import HEAD_OPS, MAX_HEADS, MacArg, MoveFlag, Op, bit
 from starc.numerics import FP16
 
 from . import fp
@@ -72,6 +72,7 @@ DP_ERRORS = data.StructLayout({
     "prob_missing": 1,   # MVGB found no probabilities waiting when it needed them
     "prob_group": 1,     # MVGB popped probabilities of another group (golden ProgramError)
     "buffer_full": 1,    # the softmax buffer refused a beat (more entries than it holds)
+    "head": 1,           # a command named a head the channel holds no state for (heads)
 })
 
 
@@ -129,6 +130,15 @@ class AttentionChannel(wiring.Component):
         source :meth:`extra_verilog` returns) instead of elaborating each one: Verilog generation
         then costs one PU instead of one per bank (Verilator and Yosys see the same module
         definition once). Not for ``amaranth.sim``, which cannot simulate instances.
+    heads : int
+        Heads the datapath holds state for (docs/multihead.md; default 1): per head a query and
+        value accumulators in every PU, a softmax-buffer part, an output accumulator. The
+        commands of :data:`starc.isa.HEAD_OPS` name their head in the ``row`` field; with one
+        head the field is not looked at, with more a head out of range raises
+        ``dp_error.head``. With ``heads`` > 1 ``out_acc`` / ``out_fp16`` hold every head's
+        output, head-major (``[head * head_dim + e]``), the beat monitors carry the head, and an
+        MVGB's beats reach the PUs two cycles later than with one head (the softmax unit reads
+        the named head's buffer on demand; the value MACs wait ``mv_cycles`` = 4 in any case).
     clock_gating : bool
         Clock each bank PU only in the cycles it has work (ASIC-style clock gating). Every input
         of a PU (MAC column, query chunk, probabilities, accumulator clear, and its reset:
@@ -167,9 +177,12 @@ class AttentionChannel(wiring.Component):
     def __init__(self, *, cfg: Config, head_dim: int, rows: int = 4, max_entries: int = 256,
                  max_beats: int | None = None, refresh: bool = True,
                  cycle_width: int = 48, pu_instances: bool = False,
-                 clock_gating: bool = False) -> None:
+                 clock_gating: bool = False, heads: int = 1) -> None:
         if not isinstance(cfg, Config):
             raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
+        if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= MAX_HEADS:
+            raise ValueError(f"heads must be an integer in 1..{MAX_HEADS}, not {heads!r}")
+        self._heads = heads
         self._bpt, self._sets = check_attention_config(cfg, head_dim)
         if clock_gating and cfg.pu.mac_pipeline < 2:
             raise ValueError(f"clock_gating needs pu.mac_pipeline of at least 2 (the gated PU "
@@ -185,15 +198,17 @@ class AttentionChannel(wiring.Component):
                                      else 2 * self._entries // slots)
         self._fmt = fp.acc_format(cfg.pu.acc_format)
         self._pu_instances = bool(pu_instances)
-        self._ch = Channel(cfg=cfg, rows=rows, refresh=refresh, cycle_width=cycle_width)
-        self._sfm = SoftmaxUnit(cfg=cfg, entries=self._entries, beats=self._beats)
+        self._ch = Channel(cfg=cfg, rows=rows, refresh=refresh, cycle_width=cycle_width,
+                           heads=heads)
+        self._sfm = SoftmaxUnit(cfg=cfg, entries=self._entries, beats=self._beats, heads=heads)
         G = cfg.org.groups_per_channel
         bits = cfg.org.column_bytes * 8
+        head = {"head": range(heads)} if heads > 1 else {}
         self.score_layout = data.StructLayout({
-            "group": range(G), "mask": slots, "scores": data.ArrayLayout(32, slots)})
+            "group": range(G), "mask": slots, "scores": data.ArrayLayout(32, slots), **head})
         self.prob_layout = data.StructLayout({
             "group": range(G), "set": range(max(2, self._sets)), "slot": 1,
-            "probs": data.ArrayLayout(16, slots)})
+            "probs": data.ArrayLayout(16, slots), **head})
         super().__init__({
             "cmd": In(stream.Signature(COMMAND)),
             "wdata": In(stream.Signature(bits)),
@@ -204,8 +219,8 @@ class AttentionChannel(wiring.Component):
             "score_beat": Out(self.score_layout),
             "prob_valid": Out(1),
             "prob_beat": Out(self.prob_layout),
-            "out_acc": Out(data.ArrayLayout(self._fmt.width, head_dim)),
-            "out_fp16": Out(data.ArrayLayout(16, head_dim)),
+            "out_acc": Out(data.ArrayLayout(self._fmt.width, heads * head_dim)),
+            "out_fp16": Out(data.ArrayLayout(16, heads * head_dim)),
             **status_members(cycle_width),
             "dp_error": Out(DP_ERRORS),
             "busy": Out(1),
@@ -223,6 +238,10 @@ class AttentionChannel(wiring.Component):
     @property
     def beats(self) -> int:
         return self._beats
+
+    @property
+    def heads(self) -> int:
+        return self._heads
 
     def elaborate(self, platform: object) -> Module:  # noqa: C901 (one datapath, read in order)
         cfg, fmt, d = self._cfg, self._fmt, self._d
@@ -247,13 +266,20 @@ class AttentionChannel(wiring.Component):
         fire = ch.issue.valid & self.issue.ready
         cmd = ch.issue.payload.cmd
         err = self.dp_error
+        H = self._heads
+        hb = (H - 1).bit_length()           # bits of a head index (0 with one head)
+        cmd_head = cmd.row[:hb] if H > 1 else None
+        if H > 1:   # a command naming a head beyond the ones held
+            names_head = Cat(*[cmd.op == op for op in sorted(HEAD_OPS)]).any()
+            with m.If(fire & names_head & (cmd.row >= H)):
+                m.d.sync += err.head.eq(1)
 
         # ---- processing units --------------------------------------------------------------------
         vbit, bbit = bit(MacArg.VALUE), bit(MacArg.BUF)
         ccmd = ch.column_cmd
         pus = []
         gating = self._gating
-        proto = PUShell(cfg=cfg, registered=gating) if self._pu_instances else None
+        proto = PUShell(cfg=cfg, registered=gating, heads=H) if self._pu_instances else None
         if proto is not None:   # only a port template: never elaborated
             proto._MustUse__silence = True
             proto._pu._MustUse__silence = True
@@ -262,7 +288,7 @@ class AttentionChannel(wiring.Component):
                                              local=True)
             top.d.comb += ClockSignal("gate_n").eq(ClockSignal())
         for i in range(NB):
-            shell = proto if proto is not None else PUShell(cfg=cfg, registered=gating)
+            shell = proto if proto is not None else PUShell(cfg=cfg, registered=gating, heads=H)
             ports = shell.ports(f"pu{i}_") if self._pu_instances else \
                 {name: getattr(shell, name) for name in shell.signature.members}
             domain, rst = "sync", ResetSignal() | self.restart
@@ -301,6 +327,8 @@ class AttentionChannel(wiring.Component):
                 pu["wrgb"].chunk.eq(ch.wrgb_chunk),
                 pu["wrgb"].data.eq(ch.wrgb_data),
             ]
+            if H > 1:   # the MAC's head (its query / accumulators), the WRGB's (issued now)
+                m.d.comb += [pu["mac"].head.eq(ccmd.row[:hb]), pu["wrgb"].head.eq(cmd_head)]
 
         def to32(m: Module, x: Value) -> Value:
             return x if fmt.width == 32 else fp.widen(m, x)
@@ -310,10 +338,13 @@ class AttentionChannel(wiring.Component):
         mv_group = Signal(range(G))
         mv_buf = Signal()
         mv_mask = Signal(32)
+        mv_head = Signal(range(H))
         is_mvsb = fire & (cmd.op == Op.MVSB)
         m.d.sync += [mv_valid.eq(is_mvsb & ~cmd.col[bit(MoveFlag.VALUE)]),
                      mv_group.eq(cmd.group), mv_buf.eq(cmd.col[bit(MoveFlag.BUF)]),
                      mv_mask.eq(cmd.arg[:32])]
+        if H > 1:
+            m.d.sync += mv_head.eq(cmd_head)
         pend = [Signal(self._sfm.wr_layout, name=f"pend{j}") for j in range(sets)]
         pend_valid = Signal(sets)
         for j in range(sets):
@@ -331,6 +362,8 @@ class AttentionChannel(wiring.Component):
                 m.d.sync += [pend[j].scores[s].eq(sums[s]) for s in range(S)]
                 m.d.sync += [pend[j].mask.eq(mv_mask[j * S:(j + 1) * S]),
                              pend[j].tag.eq(mv_group)]
+                if H > 1:
+                    m.d.sync += pend[j].head.eq(mv_head)
         # the lowest pending beat goes to the softmax buffer
         head = Signal(range(max(2, sets)))
         for j in reversed(range(sets)):
@@ -355,16 +388,74 @@ class AttentionChannel(wiring.Component):
             self.score_beat.mask.eq(sfm.wr.payload.mask),
             self.score_beat.scores.eq(sfm.wr.payload.scores),
         ]
+        if H > 1:
+            m.d.comb += self.score_beat.head.eq(sfm.wr.payload.head)
 
         # ---- softmax -----------------------------------------------------------------------------
         is_sfm = fire & (cmd.op == Op.SFM)
-        m.d.comb += [sfm.start.valid.eq(is_sfm), sfm.start.payload.eq(cmd.arg[:32])]
+        m.d.comb += sfm.start.valid.eq(is_sfm)
+        if H > 1:
+            m.d.comb += [sfm.start.payload.n.eq(cmd.arg[:32]), sfm.start.payload.head.eq(cmd_head)]
+        else:
+            m.d.comb += sfm.start.payload.eq(cmd.arg[:32])
         with m.If(is_sfm & ~sfm.start.ready):
             m.d.sync += err.sfm_start.eq(1)
         with m.If(sfm.error):
             m.d.sync += err.sfm_count.eq(1)
 
         # ---- probability move: pop `sets` beats into the PUs of the group -----------------------
+        if H == 1:
+            pg_busy = self._prob_move(m, cmd, fire, sfm, pus)
+        else:
+            pg_busy = self._prob_move_heads(m, cmd, fire, sfm, pus)
+
+        # ---- value move: output accumulator ------------------------------------------------------
+        # with several heads "half" indexes 2 * head + h (the head's accumulators and output)
+        vm_valid = Signal()
+        vm_group = Signal(range(G))
+        vm_half = Signal(range(2 * H))
+        vhalf = cmd.col[bit(MoveFlag.HALF)]
+        m.d.sync += [vm_valid.eq(is_mvsb & cmd.col[bit(MoveFlag.VALUE)]), vm_group.eq(cmd.group),
+                     vm_half.eq(Cat(vhalf, cmd_head) if H > 1 else vhalf)]
+        out = self.out_acc
+
+        def dim(hh: int, e: int) -> int:      # out index of head hh // 2, half hh % 2, dim e
+            return (hh // 2) * d + e
+
+        for k in range(bpt):
+            for lane in range(Ln):
+                x = Signal(fmt.width, name=f"vmcur_{k}_{lane}")
+                m.d.comb += x.eq(Array(out[dim(hh, 32 * k + 16 * (hh % 2) + lane)]
+                                       for hh in range(2 * H))[vm_half])
+                for j in range(sets):
+                    b = j * bpt + k
+                    regs = Array(pus[g * B + b]["acc"][hh][lane] for g in range(G)
+                                 for hh in range(2 * H))
+                    part = Signal(fmt.width, name=f"vmsel_{k}_{lane}_{j}")
+                    m.d.comb += part.eq(regs[Cat(vm_half, vm_group) if H & (H - 1) == 0
+                                             else vm_group * (2 * H) + vm_half])
+                    x = fp.add(m, fmt, x, part)
+                for hh in range(2 * H):
+                    with m.If(vm_valid & (vm_half == hh)):
+                        m.d.sync += out[dim(hh, 32 * k + 16 * (hh % 2) + lane)].eq(x)
+        for i, pu in enumerate(pus):
+            m.d.comb += pu["acc_clear"].eq(
+                Mux(vm_valid & (vm_group == i // B), 1 << vm_half, 0)[:2 * H])
+        for e in range(H * d):
+            v = out[e]
+            m.d.comb += self.out_fp16[e].eq(v if fmt == FP16 else fp.narrow(m, v))
+
+        m.d.comb += self.busy.eq(mv_valid | pend_valid.any() | sfm.busy | pg_busy
+                                 | vm_valid | sfm.rd.valid)
+        return top
+
+    def _prob_move(self, m: Module, cmd: Value, fire: Value, sfm: SoftmaxUnit,
+                   pus: list[dict]) -> Value:
+        """One head: pop ``sets`` beats of the read-out stream into the PUs of the MVGB's group.
+        Returns "beats still to pop"."""
+        G, B = self._cfg.org.groups_per_channel, self._cfg.org.banks_per_group
+        sets, bpt = self._sets, self._bpt
+        err = self.dp_error
         # The first beat pops in the MVGB's own issue cycle, so that the next MVGB (move_spacing
         # later) finds the port free.
         pg_group = Signal(range(G))
@@ -408,35 +499,62 @@ class AttentionChannel(wiring.Component):
             self.prob_beat.probs.eq(sfm.rd.payload.probs),
         ]
 
-        # ---- value move: output accumulator ------------------------------------------------------
-        vm_valid = Signal()
-        vm_group = Signal(range(G))
-        vm_half = Signal()
-        m.d.sync += [vm_valid.eq(is_mvsb & cmd.col[bit(MoveFlag.VALUE)]),
-                     vm_group.eq(cmd.group), vm_half.eq(cmd.col[bit(MoveFlag.HALF)])]
-        out = self.out_acc
-        for k in range(bpt):
-            for lane in range(Ln):
-                x = Signal(fmt.width, name=f"vmcur_{k}_{lane}")
-                m.d.comb += x.eq(Array(out[32 * k + 16 * h + lane] for h in range(2))[vm_half])
-                for j in range(sets):
-                    b = j * bpt + k
-                    regs = Array(pus[g * B + b]["acc"][h][lane] for g in range(G) for h in range(2))
-                    part = Signal(fmt.width, name=f"vmsel_{k}_{lane}_{j}")
-                    m.d.comb += part.eq(regs[Cat(vm_half, vm_group)])
-                    x = fp.add(m, fmt, x, part)
-                for h in range(2):
-                    with m.If(vm_valid & (vm_half == h)):
-                        m.d.sync += out[32 * k + 16 * h + lane].eq(x)
-        for i, pu in enumerate(pus):
-            m.d.comb += pu["acc_clear"].eq(_clear_bits(vm_valid & (vm_group == i // B), vm_half))
-        for e in range(d):
-            v = out[e]
-            m.d.comb += self.out_fp16[e].eq(v if fmt == FP16 else fp.narrow(m, v))
+        return pg_left != 0
 
-        m.d.comb += self.busy.eq(mv_valid | pend_valid.any() | sfm.busy | (pg_left != 0)
-                                 | vm_valid | sfm.rd.valid)
-        return top
+    def _prob_move_heads(self, m: Module, cmd: Value, fire: Value, sfm: SoftmaxUnit,
+                         pus: list[dict]) -> Value:
+        """Several heads: an MVGB pops ``sets`` beats of its head, one per cycle from its issue
+        cycle on; each comes back from the softmax unit two cycles after its pop and goes into
+        the PUs of (group, set j), probability slot ``MoveFlag.BUF``. Returns "a beat in
+        flight"."""
+        G, B = self._cfg.org.groups_per_channel, self._cfg.org.banks_per_group
+        sets, bpt, H = self._sets, self._bpt, self._heads
+        err = self.dp_error
+        is_mvgb = fire & (cmd.op == Op.MVGB)
+        left = Signal(range(sets + 1))
+        g_r, slot_r, head_r = Signal(range(G)), Signal(), Signal(range(H))
+        set_r = Signal(range(max(2, sets)))
+        with m.If(is_mvgb & (left != 0)):
+            m.d.sync += err.move_overrun.eq(1)
+        cur = {"group": Mux(is_mvgb, cmd.group, g_r),
+               "slot": Mux(is_mvgb, cmd.col[bit(MoveFlag.BUF)], slot_r),
+               "head": Mux(is_mvgb, cmd.row[:(H - 1).bit_length()], head_r),
+               "set": Mux(is_mvgb, 0, set_r), "left": Mux(is_mvgb, sets, left)}
+        popping = cur["left"] != 0
+        m.d.comb += [sfm.pop.valid.eq(popping), sfm.pop.payload.eq(cur["head"])]
+        m.d.sync += [g_r.eq(cur["group"]), slot_r.eq(cur["slot"]), head_r.eq(cur["head"])]
+        with m.If(popping):
+            m.d.sync += [left.eq(cur["left"] - 1), set_r.eq(cur["set"] + 1)]
+        # what each pop is for, two cycles later when its beat comes back
+        tags = data.StructLayout({"valid": 1, "group": range(G), "set": range(max(2, sets)),
+                                  "slot": 1, "head": range(H)})
+        d1, d2 = Signal(tags), Signal(tags)
+        m.d.sync += [d1.valid.eq(popping), d1.group.eq(cur["group"]), d1.set.eq(cur["set"]),
+                     d1.slot.eq(cur["slot"]), d1.head.eq(cur["head"]), d2.eq(d1)]
+        beat = sfm.rd.valid & d2.valid
+        with m.If(d2.valid & ~sfm.rd.valid):
+            m.d.sync += err.prob_missing.eq(1)
+        with m.If(sfm.missing):
+            m.d.sync += err.prob_missing.eq(1)
+        with m.If(beat & (sfm.rd.payload.tag != d2.group)):
+            m.d.sync += err.prob_group.eq(1)
+        for i, pu in enumerate(pus):
+            g, b = divmod(i, B)
+            m.d.comb += [
+                pu["prob_valid"].eq(beat & (d2.group == g) & (d2.set == b // bpt)),
+                pu["prob"].slot.eq(d2.slot),
+                pu["prob"].data.eq(sfm.rd.payload.probs),
+            ]
+        m.d.comb += [
+            self.prob_valid.eq(beat),
+            self.prob_beat.group.eq(d2.group),
+            self.prob_beat.set.eq(d2.set),
+            self.prob_beat.slot.eq(d2.slot),
+            self.prob_beat.head.eq(d2.head),
+            self.prob_beat.probs.eq(sfm.rd.payload.probs),
+        ]
+        return (left != 0) | d1.valid | d2.valid
+
 
     def _gate(self, top: Module, m: Module, i: int, ports: dict[str, Value], rst: Value,
               domain: str) -> None:
@@ -464,11 +582,6 @@ class AttentionChannel(wiring.Component):
                                emit_src=False)
 
 
-def _clear_bits(en: Value, half: Value) -> Value:
-    """``acc_clear`` bits: bit ``half`` when ``en``."""
-    return Cat(en & ~half, en & half)
-
-
 class PUShell(wiring.Component):
     """:class:`~starc_hw.pu.BankPU` with plain ports (valid bits and payloads side by side), the
     module :class:`AttentionChannel` instantiates once per bank with ``pu_instances``.
@@ -481,17 +594,17 @@ class PUShell(wiring.Component):
     #: The inputs a clock-gated PU takes through a register.
     REGISTERED = ("mac_valid", "mac", "wrgb_valid", "wrgb", "prob_valid", "prob", "acc_clear")
 
-    def __init__(self, *, cfg: Config, registered: bool = False) -> None:
+    def __init__(self, *, cfg: Config, registered: bool = False, heads: int = 1) -> None:
         if registered:
             cfg = cfg.replace(pu=dataclasses.replace(cfg.pu,
                                                      mac_pipeline=cfg.pu.mac_pipeline - 1))
-        self._pu = BankPU(cfg=cfg)
+        self._pu = BankPU(cfg=cfg, heads=heads)
         pu = self._pu
         super().__init__({
             "mac_valid": In(1), "mac": In(pu.mac_layout),
             "wrgb_valid": In(1), "wrgb": In(pu.wrgb_layout),
             "prob_valid": In(1), "prob": In(pu.prob_layout),
-            "bank_slice": In(pu.bank_slice.shape()), "acc_clear": In(2),
+            "bank_slice": In(pu.bank_slice.shape()), "acc_clear": In(pu.acc_clear.shape()),
             "scores": Out(pu.scores.shape()), "acc": Out(pu.acc.shape()),
         })
 

@@ -11,6 +11,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
+from starc.isa import MAX_HEADS
 from starc.numerics import (
     EXP_FRAC_BITS,
     FP16,
@@ -98,6 +99,12 @@ class SoftmaxUnit(wiring.Component):
         Valid entries one buffer holds (power of two, multiple of ``sfm_lanes``).
     beats : int
         Beats (score moves of one token set) one buffer holds (power of two).
+    heads : int
+        Heads with a buffer of their own (docs/multihead.md). With 1 (the default) the unit
+        has two buffers that fill, run and read out in turn. With ``heads`` > 1 it has one buffer
+        per head: a beat carries its ``head``, ``start`` names the head whose buffer it runs, and
+        the read-out serves the head ``pop`` names (below), so several heads can fill while
+        another head's softmax runs and a third's probabilities are read out.
 
     Members
     -------
@@ -105,22 +112,33 @@ class SoftmaxUnit(wiring.Component):
         One beat of a score move: ``sfm_lanes`` FP32 scores, their valid mask and the group. The
         valid scores are packed densely into the filling buffer; ready while that buffer has room
         for a full beat and no softmax is starting.
-    start : In(stream.Signature(32))
-        SFM with ``arg = n`` (the number of valid entries): softmax over the filling buffer, which
-        then closes; writes go to the other buffer once it is empty.
+    start : In(stream.Signature(32)); with ``heads`` > 1 In(stream.Signature({"n", "head"}))
+        SFM with ``arg = n`` (the number of valid entries): softmax over the filling buffer (the
+        head's buffer), which then closes; writes go to the other buffer once it is empty (with
+        heads: to the head's buffer once it has been read out).
     rd : Out(stream.Signature(StructLayout({"probs", "tag"})))
         The probabilities (FP16) of the written beats, in write order and in their original lanes
         (0 where the mask was 0), with the beat's group. The first beat of an SFM started in cycle
-        t is valid from cycle ``t + sfm_latency + 3 * ceil(n / sfm_lanes)`` exactly.
+        t is valid from cycle ``t + sfm_latency + 3 * ceil(n / sfm_lanes)`` exactly. With
+        ``heads`` > 1 ``rd.ready`` is not used: ``rd.valid`` carries, two cycles after each
+        ``pop``, that head's next beat.
+    pop : In(stream.Signature(range(heads), always_ready=True)), only with ``heads`` > 1
+        Read the next beat of head ``pop.payload``'s probabilities (its softmax must be done);
+        it appears on ``rd`` two cycles later. ``missing`` flags a pop with no beat waiting.
+    missing : Out(1), only with ``heads`` > 1
+        Sticky: a pop found no probabilities of its head waiting.
     busy : Out(1)
         A softmax runs (from the cycle after ``start`` until the probabilities can be read).
     error : Out(1)
         Sticky: an SFM's ``n`` differed from the number of valid entries written.
     """
 
-    def __init__(self, *, cfg: Config, entries: int, beats: int) -> None:
+    def __init__(self, *, cfg: Config, entries: int, beats: int, heads: int = 1) -> None:
         if not isinstance(cfg, Config):
             raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
+        if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= MAX_HEADS:
+            raise ValueError(f"heads must be an integer in 1..{MAX_HEADS}, not {heads!r}")
+        self._heads = heads
         pu = cfg.pu
         if pu.sfm_passes != PASSES:
             raise ValueError(f"pu.sfm_passes must be {PASSES} (max; exp and sum; normalise) for "
@@ -137,17 +155,27 @@ class SoftmaxUnit(wiring.Component):
         self._entries = _power_of_two("Entries", entries, self._lanes)
         self._beats = _power_of_two("Beats", beats)
         ln, groups = self._lanes, cfg.org.groups_per_channel
+        head = {"head": range(heads)} if heads > 1 else {}
         self.wr_layout = data.StructLayout({"scores": data.ArrayLayout(32, ln), "mask": ln,
-                                            "tag": range(groups)})
+                                            "tag": range(groups), **head})
         self.rd_layout = data.StructLayout({"probs": data.ArrayLayout(16, ln),
                                             "tag": range(groups)})
-        super().__init__({
+        members = {
             "wr": In(stream.Signature(self.wr_layout)),
-            "start": In(stream.Signature(32)),
+            "start": In(stream.Signature(data.StructLayout({"n": 32, **head}) if heads > 1
+                                         else 32)),
             "rd": Out(stream.Signature(self.rd_layout)),
             "busy": Out(1),
             "error": Out(1),
-        })
+        }
+        if heads > 1:
+            members["pop"] = In(stream.Signature(range(heads), always_ready=True))
+            members["missing"] = Out(1)
+        super().__init__(members)
+
+    @property
+    def heads(self) -> int:
+        return self._heads
 
     @property
     def lanes(self) -> int:
@@ -165,12 +193,15 @@ class SoftmaxUnit(wiring.Component):
         row_bits = (rows - 1).bit_length()
         sum_width = EXP_FRAC_BITS + 1 + (self._entries - 1).bit_length() + 1
         FILL, RUN, READY = 0, 1, 2
+        H = self._heads
+        NBUF = 2 if H == 1 else H                   # buffers
+        nbuf2 = 1 << (NBUF - 1).bit_length()        # the address space of the buffer index
 
         # ---- storage -----------------------------------------------------------------------------
         score_rd, score_wr, prob_rd, prob_wr = [], [], [], []
         for lane in range(ln):
-            smem = Memory(shape=unsigned(32), depth=2 * rows, init=[])
-            pmem = Memory(shape=unsigned(16), depth=2 * rows, init=[])
+            smem = Memory(shape=unsigned(32), depth=nbuf2 * rows, init=[])
+            pmem = Memory(shape=unsigned(16), depth=nbuf2 * rows, init=[])
             m.submodules[f"score_mem{lane}"] = smem
             m.submodules[f"prob_mem{lane}"] = pmem
             score_rd.append(smem.read_port())
@@ -178,16 +209,18 @@ class SoftmaxUnit(wiring.Component):
             prob_rd.append(pmem.read_port())
             prob_wr.append(pmem.write_port())
         desc_layout = data.StructLayout({"mask": ln, "tag": self.wr_layout["tag"].shape})
-        dmem = Memory(shape=desc_layout, depth=2 * self._beats, init=[])
+        dmem = Memory(shape=desc_layout, depth=nbuf2 * self._beats, init=[])
         m.submodules.desc_mem = dmem
         desc_rd, desc_wr = dmem.read_port(), dmem.write_port()
 
-        state = Array(Signal(2, name=f"state{i}") for i in range(2))
-        count = Array(Signal(range(self._entries + 1), name=f"count{i}") for i in range(2))
-        nbeats = Array(Signal(range(self._beats + 1), name=f"nbeats{i}") for i in range(2))
-        fb = Signal()           # buffer being filled
-        pb = Signal()           # buffer being read out
-        rb = Signal()           # buffer of the running softmax
+        state = Array(Signal(2, name=f"state{i}") for i in range(NBUF))
+        count = Array(Signal(range(self._entries + 1), name=f"count{i}") for i in range(NBUF))
+        nbeats = Array(Signal(range(self._beats + 1), name=f"nbeats{i}") for i in range(NBUF))
+        fb = Signal(range(NBUF))    # buffer being filled (with heads: the beat's head)
+        pb = Signal()               # buffer being read out (one head)
+        rb = Signal(range(NBUF))    # buffer of the running softmax
+        if H > 1:
+            m.d.comb += fb.eq(self.wr.payload.head)
 
         # ---- writes: pack the valid scores of a beat densely -------------------------------------
         running = Signal()
@@ -229,28 +262,32 @@ class SoftmaxUnit(wiring.Component):
         R = Signal(range(rows + 1))
         n = Signal(range(self._entries + 1))
         deadline = Signal.like(t)
+        sb = self.start.payload.head if H > 1 else fb      # the buffer SFM runs
+        start_n = self.start.payload.n if H > 1 else self.start.payload
         m.d.comb += [
-            self.start.ready.eq(~running & (state[fb] == FILL) & ~self.wr.valid),
+            self.start.ready.eq(~running & (state[sb] == FILL) & ~self.wr.valid),
             self.busy.eq(running),
         ]
         with m.If(self.start.valid & self.start.ready):
-            rows_used = (count[fb] + ln - 1) >> lane_bits
+            rows_used = (count[sb] + ln - 1) >> lane_bits
             m.d.sync += [
-                running.eq(1), rb.eq(fb), state[fb].eq(RUN), t.eq(1),
-                fb.eq(Mux(state[~fb] == FILL, ~fb, fb)),
-                n.eq(count[fb]), R.eq(rows_used),
+                running.eq(1), rb.eq(sb), state[sb].eq(RUN), t.eq(1),
+                n.eq(count[sb]), R.eq(rows_used),
                 deadline.eq(self._cfg.pu.sfm_latency + 3 * rows_used),
             ]
-            with m.If(self.start.payload != count[fb]):
+            if H == 1:
+                m.d.sync += fb.eq(Mux(state[~fb] == FILL, ~fb, fb))
+            with m.If(start_n != count[sb]):
                 m.d.sync += self.error.eq(1)
         with m.Else():
             with m.If(running):
                 m.d.sync += t.eq(t + 1)
                 with m.If(t + 1 == deadline):
                     m.d.sync += [running.eq(0), state[rb].eq(READY)]
-            # the filling buffer moves on once the other one is empty
-            with m.If((state[fb] != FILL) & (state[~fb] == FILL)):
-                m.d.sync += fb.eq(~fb)
+            if H == 1:
+                # the filling buffer moves on once the other one is empty
+                with m.If((state[fb] != FILL) & (state[~fb] == FILL)):
+                    m.d.sync += fb.eq(~fb)
 
         c2 = R + _C2
         d0 = 2 * R + _C2 - 1 + _P2_DONE
@@ -348,6 +385,22 @@ class SoftmaxUnit(wiring.Component):
             ]
         written = t >= (3 * R + (c3 - 2 * R) + _P3_WRITE)
 
+        if H == 1:
+            self._readout_in_turn(m, state, count, nbeats, pb, rb, running, written, prob_rd,
+                                  desc_rd, FILL, READY)
+        else:
+            self._readout_per_head(m, state, count, nbeats, rb, running, written, prob_rd,
+                                   desc_rd, FILL, READY)
+        return m
+
+    def _readout_in_turn(self, m: Module, state: Array, count: Array, nbeats: Array, pb: Signal,
+                         rb: Signal, running: Signal, written: Value, prob_rd: list,
+                         desc_rd: object, FILL: int, READY: int) -> None:
+        """One head: the buffers are read out in the order they ran; the next beat is fetched
+        ahead (descriptor stage, probability stage), so it is on ``rd`` as soon as it may be."""
+        ln = self._lanes
+        lane_bits = (ln - 1).bit_length()
+        row_bits = (self._entries // ln - 1).bit_length()
         # ---- read-out: descriptor stage, probability stage ---------------------------------------
         fi = Signal(range(self._beats + 1))     # next descriptor to fetch
         popped = Signal(range(self._beats + 1))
@@ -397,4 +450,56 @@ class SoftmaxUnit(wiring.Component):
         with m.If(last):
             m.d.sync += [state[pb].eq(FILL), count[pb].eq(0), nbeats[pb].eq(0), pb.eq(~pb),
                          fi.eq(0), popped.eq(0), pos.eq(0)]
-        return m
+
+    def _readout_per_head(self, m: Module, state: Array, count: Array, nbeats: Array,
+                          rb: Signal, running: Signal, written: Value, prob_rd: list,
+                          desc_rd: object, FILL: int, READY: int) -> None:
+        """Several heads: ``pop`` names the head; its next descriptor is read in that cycle,
+        the probabilities in the next, the beat is on ``rd`` in the one after."""
+        ln, H = self._lanes, self._heads
+        lane_bits = (ln - 1).bit_length()
+        row_bits = (self._entries // ln - 1).bit_length()
+        beat_bits = (self._beats - 1).bit_length()
+        fi = Array(Signal(range(self._beats + 1), name=f"fi{h}") for h in range(H))
+        pos = Array(Signal(range(self._entries + 1), name=f"pos{h}") for h in range(H))
+        popped = Array(Signal(range(self._beats + 1), name=f"popped{h}") for h in range(H))
+        ph = self.pop.payload
+        ok = ((state[ph] == READY) | (running & (rb == ph) & written)) & (fi[ph] < nbeats[ph])
+        go = self.pop.valid & ok
+        with m.If(self.pop.valid & ~ok):
+            m.d.sync += self.missing.eq(1)
+        m.d.comb += [desc_rd.en.eq(1),
+                     desc_rd.addr.eq(Cat(fi[ph][:beat_bits], ph) if beat_bits else ph)]
+        with m.If(go):
+            m.d.sync += fi[ph].eq(fi[ph] + 1)
+        # stage B: the descriptor is read; address the probabilities
+        bv, bh = Signal(), Signal(range(H))
+        m.d.sync += [bv.eq(go), bh.eq(ph)]
+        d = desc_rd.data
+        poff, prow = pos[bh][:lane_bits], pos[bh] >> lane_bits
+        for lane in range(ln):
+            m.d.comb += [
+                prob_rd[lane].en.eq(1),
+                prob_rd[lane].addr.eq(Cat((prow + (lane < poff))[:row_bits], bh) if row_bits
+                                      else bh),
+            ]
+        cv, c_mask, c_tag = Signal(), Signal(ln), Signal.like(self.rd.payload.tag)
+        c_off = Signal(range(ln))
+        m.d.sync += [cv.eq(bv), c_mask.eq(d.mask), c_tag.eq(d.tag), c_off.eq(poff)]
+        with m.If(bv):
+            m.d.sync += [pos[bh].eq(pos[bh] + _popcount(d.mask)), popped[bh].eq(popped[bh] + 1)]
+            with m.If(popped[bh] + 1 == nbeats[bh]):     # the head's last beat: buffer free
+                m.d.sync += [state[bh].eq(FILL), count[bh].eq(0), nbeats[bh].eq(0),
+                             fi[bh].eq(0), pos[bh].eq(0), popped[bh].eq(0)]
+        # a softmax over no beats frees its buffer at once
+        for h in range(H):
+            with m.If((state[h] == READY) & (nbeats[h] == 0)):
+                m.d.sync += state[h].eq(FILL)
+        # stage C: the beat, back in its lanes
+        cprefix = _prefix_counts(m, c_mask, "cprefix")
+        lane_data = Array(prob_rd[k].data for k in range(ln))
+        for i in range(ln):
+            src = Signal(range(ln), name=f"csrc{i}")
+            m.d.comb += [src.eq(c_off + cprefix[i]),
+                         self.rd.payload.probs[i].eq(Mux(c_mask[i], lane_data[src], 0))]
+        m.d.comb += [self.rd.payload.tag.eq(c_tag), self.rd.valid.eq(cv)]

@@ -31,11 +31,12 @@ from starc.isa import PROGRAM_DTYPE, Op
 from starc_sim.programs import SMALL, load_config
 
 __all__ = ["COSIM_MODEL", "FULL_MODEL", "CosimResult", "ModelSpec", "Scenario", "build_attention",
-           "cosim_step", "harness_constants", "load_program", "planner_scenario", "run_scenario",
-           "synthetic_cache",
-           "write_bundle"]
+           "cosim_step", "dense_heads_scenario", "harness_constants", "load_program",
+           "planner_scenario", "run_scenario", "synthetic_cache", "write_bundle"]
 
 RowKey = tuple[int, int, int]
+#: Heads the co-simulation model holds state for (docs/multihead.md).
+COSIM_HEADS = 2
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class ModelSpec:
     max_beats: int = 256
     refresh: bool = True
     cycle_width: int = 48
+    heads: int = 1                # heads the datapath holds (docs/multihead.md)
 
     @property
     def cfg(self) -> Config:
@@ -74,14 +76,16 @@ class ModelSpec:
                 key = f"{tag}.{k}"
                 if key not in org and v != base[sec][k]:
                     over[key] = v
-        return cls(overrides={**org, **over}, head_dim=head_dim, **kw)
+        return cls(overrides={**org, **over}, head_dim=head_dim, **{"heads": COSIM_HEADS, **kw})
 
 
 #: The model the tests, ``starc rtl cosim`` and the demo share: 2 pseudo-channels x 2 SIDs x
 #: 2 bank groups x 2 banks (16 banks, every scope distinct) of the default preset's timing, d 64
 #: (SmolLM2-135M's head dimension); the size table's ``pim-small``. Its softmax buffer holds 1024
 #: entries: a longer dense step is refused before the simulator starts (``_check_capacity``).
-COSIM_MODEL = ModelSpec()
+#: State for two heads (a step of one head runs as head 0; a two-head step overlaps them,
+#: docs/multihead.md).
+COSIM_MODEL = ModelSpec(heads=COSIM_HEADS)
 #: The default preset's full channel: 64 banks (2 PC x 2 SID x 4 BG x 4), 16 lanes, d 128 (two
 #: banks per token), 16 stored rows per bank (a step may open 16 distinct rows).
 FULL_MODEL = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
@@ -131,6 +135,9 @@ class CosimResult:
     load_commands: int = 0
     output_rtl: list[int] = field(default_factory=list)
     output_golden: list[int] = field(default_factory=list)
+    #: every head's output, head-major (a model of several heads; else the output)
+    outputs_rtl: list[int] = field(default_factory=list)
+    outputs_golden: list[int] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
     seconds: float = 0.0
     reason: str = ""
@@ -265,6 +272,44 @@ def _check_capacity(scn: Scenario, valid: np.ndarray, beat_sfm: np.ndarray) -> N
                          f"{2 * spec.max_beats} (2 x max_beats): use a model with more beats")
 
 
+def dense_heads_scenario(spec: ModelSpec = COSIM_MODEL, *, length: int = 500,
+                         heads: int | None = None, seed: int = 11) -> Scenario:
+    """Dense attention of ``heads`` (default: the model's) KV heads of ``length`` tokens each
+    on the model's channel, in the overlapped order (``dense_program(heads=...)``,
+    docs/multihead.md): seeded random keys, values and queries (FP16), head k's rows after
+    head k - 1's."""
+    from starc.golden.programs import dense_program, dense_token_address
+
+    cfg, d = spec.cfg, spec.head_dim
+    H = spec.heads if heads is None else heads
+    rng = np.random.default_rng(seed)
+    C, Ln, bpt = cfg.org.columns_per_row, cfg.pu.lanes, cfg.banks_per_token(d)
+    R = -(-length // (cfg.org.groups_per_channel * cfg.tokens_per_group_row(d)))
+    if spec.rows < 2 * R * H:
+        raise ValueError(f"{H} heads of {length} tokens need {2 * R * H} rows; the model "
+                         f"holds {spec.rows}")
+    a = dense_token_address(cfg, d, np.arange(length))
+    image: dict[RowKey, np.ndarray] = {}
+    queries = []
+    for h in range(H):
+        K, V = (rng.normal(0, 1, (length, d)).astype(np.float16) for _ in range(2))
+        queries.append((rng.normal(0, 1, d) / np.sqrt(d)).astype(np.float16))
+        for t in range(length):
+            r, g, j, sl = (int(a[f][t]) for f in ("row", "group", "set", "slot"))
+            for k in range(bpt):
+                for base, X in ((2 * R * h, K), (2 * R * h + R, V)):
+                    row = image.setdefault((g, j * bpt + k, base + r),
+                                           np.zeros((C, Ln), np.uint16))
+                    row[2 * sl] = X[t, 32 * k:32 * k + 16].view(np.uint16)
+                    row[2 * sl + 1] = X[t, 32 * k + 16:32 * k + 32].view(np.uint16)
+    wdata = np.concatenate([q.view(np.uint16).reshape(-1, Ln) for q in queries])
+    prog = dense_program(cfg, length, d, heads=H)
+    return Scenario(label=f"dense, {H} heads x {length} tokens, overlapped", spec=spec,
+                    prog=prog, wdata=wdata, image=image,
+                    info={"policy": "dense", "heads": H, "length": length,
+                          "rows_opened": 2 * R * H})
+
+
 def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
     """Everything the cocotb side needs, golden expectations included, as one ``.npz``."""
     cfg, d = scn.spec.cfg, scn.spec.head_dim
@@ -286,10 +331,19 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
 
     _check_capacity(scn, res.valid.reshape(nb, S) if nb else np.zeros((0, S), bool),
                     res.entry_sfm.reshape(nb, S)[:, 0] if nb else np.zeros(0, np.int64))
-    # probability beats in MVGB order: the golden FIFO pops moves in buffer order
-    n_mvgb = int((scn.prog["op"] == int(Op.MVGB)).sum())
+    # probability beats in MVGB order: each MVGB pops its head's next move (buffer order)
     sets = cfg.org.banks_per_group // cfg.banks_per_token(d)
-    pb = n_mvgb * sets
+    move_head = res.entry_head[::S * sets] if nb else np.zeros(0, np.int64)
+    queues: dict[int, list[int]] = {}
+    for mv, h in enumerate(move_head.tolist()):
+        queues.setdefault(h, []).append(mv)
+    mvgb = scn.prog[scn.prog["op"] == int(Op.MVGB)]
+    order = [queues[int(h)].pop(0) for h in mvgb["row"].tolist()]
+    pbeats = np.array([mv * sets + j for mv in order for j in range(sets)], np.int64)
+    heads = max(scn.spec.heads, res.heads)
+    outs = np.zeros((heads, d), np.uint16)
+    accs = np.zeros((heads, d), np.uint32)
+    outs[:res.heads], accs[:res.heads] = res.outputs_bits, res.outputs_acc
     bundle = {
         "load_prog": lprog, "load_wdata": lwd, "load_issue": lsched.issue,
         "load_inserted": lsched.inserted, "load_full": lsched.program, "load_rule": lsched.rule,
@@ -297,10 +351,14 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
         "prog": scn.prog, "wdata": scn.wdata, "issue": sched.issue, "inserted": sched.inserted,
         "rule": sched.rule,
         "full": sched.program, "total": np.int64(sched.total_cycles),
-        "out_bits": res.output_bits, "out_acc": res.output_acc,
+        # every head's output, head-major (one head: the output)
+        "out_bits": outs.ravel(), "out_acc": accs.ravel(),
         "score_group": beats_group.astype(np.int64), "score_mask": mask_bits.astype(np.uint64),
-        "score_bits": beat_words(res.scores), "prob_bits": beat_words(res.probs)[:pb],
-        "prob_group": beats_group[:pb].astype(np.int64), "popped": popped,
+        "score_bits": beat_words(res.scores),
+        "score_head": (res.entry_head[::S] if nb else np.zeros(0, np.int64)).astype(np.int64),
+        "prob_bits": beat_words(res.probs)[pbeats], "prob_group": beats_group[pbeats],
+        "prob_head": (res.entry_head[::S][pbeats] if nb else np.zeros(0)).astype(np.int64),
+        "popped": popped,
         "image_addr": np.array(sorted(scn.image), np.int64).reshape(-1, 3),
         "image_data": np.array([np.asarray(scn.image[k], np.uint16) for k in sorted(scn.image)],
                                np.uint16).reshape(len(scn.image), cfg.org.columns_per_row,
@@ -310,7 +368,8 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
     np.savez(tmp, **bundle)
     tmp.replace(path)
     return {"commands": len(scn.prog), "load_commands": len(lprog),
-            "golden_cycles": int(sched.total_cycles), "output": res.output_bits.tolist()}
+            "golden_cycles": int(sched.total_cycles), "output": outs[0].tolist(),
+            "outputs": outs.ravel().tolist()}
 
 
 def harness_constants() -> dict[str, Any]:
@@ -355,7 +414,7 @@ def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False,
     cfg = spec.cfg
     kw = {"head_dim": spec.head_dim, "rows": spec.rows, "max_entries": spec.max_entries,
           "max_beats": spec.max_beats, "refresh": spec.refresh, "cycle_width": spec.cycle_width,
-          "prog_depth": PROG_DEPTH, "beat_depth": 2 * spec.max_beats,
+          "prog_depth": PROG_DEPTH, "beat_depth": 2 * spec.max_beats, "heads": spec.heads,
           "clock_gating": config != "O0" if clock_gating is None else bool(clock_gating)}
 
     def make() -> Any:
@@ -419,7 +478,7 @@ def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,
         watch.close()
     out = CosimResult(ran=True, label=scn.label, commands=meta["commands"],
                       load_commands=meta["load_commands"], golden_cycles=meta["golden_cycles"],
-                      output_golden=meta["output"])
+                      output_golden=meta["output"], outputs_golden=meta["outputs"])
     if result_file.is_file():
         r = json.loads(result_file.read_text())
         for k, v in r.items():

@@ -66,8 +66,8 @@ CLOCK_NS = 10
 #: Simulated clocks between two progress reports of ``scenario`` (one Python wake-up each).
 PROGRESS_CLOCKS = 20000
 
-Score = tuple[int, int, list[int]]   # group, valid mask, FP32 bits per slot
-Prob = tuple[int, list[int]]         # group, FP16 bits per slot
+Score = tuple  # group, valid mask, FP32 bits per slot (, head: a model of several heads)
+Prob = tuple   # group, FP16 bits per slot (, head)
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,20 +107,24 @@ def _split(v: int, width: int, n: int) -> list[int]:
 
 
 class BeatFormat:
-    """Unpacks the channel's ``score_beat`` ({group, mask, scores}) and ``prob_beat`` ({group,
-    set, slot, probs}) words, LSB first."""
+    """Unpacks the channel's ``score_beat`` ({group, mask, scores[, head]}) and ``prob_beat``
+    ({group, set, slot, probs[, head]}) words, LSB first. ``heads`` > 1: the beats end with the
+    head (docs/multihead.md), and the tuples carry it last."""
 
-    def __init__(self, score_width: int, prob_width: int, slots: int) -> None:
+    def __init__(self, score_width: int, prob_width: int, slots: int, heads: int = 1) -> None:
         self.S = slots
-        self.gbits = score_width - slots - 32 * slots
-        self.probs_at = prob_width - 16 * slots
+        self.hbits = (heads - 1).bit_length()
+        self.gbits = score_width - slots - 32 * slots - self.hbits
+        self.probs_at = prob_width - 16 * slots - self.hbits
 
     def score(self, w: int) -> Score:
         S, gb = self.S, self.gbits
-        return (w & ((1 << gb) - 1), (w >> gb) & ((1 << S) - 1), _split(w >> (gb + S), 32, S))
+        out = (w & ((1 << gb) - 1), (w >> gb) & ((1 << S) - 1), _split(w >> (gb + S), 32, S))
+        return out + ((w >> (gb + S + 32 * S),) if self.hbits else ())
 
     def prob(self, w: int) -> Prob:
-        return (w & ((1 << self.gbits) - 1), _split(w >> self.probs_at, 16, self.S))
+        out = (w & ((1 << self.gbits) - 1), _split(w >> self.probs_at, 16, self.S))
+        return out + ((w >> (self.probs_at + 16 * self.S),) if self.hbits else ())
 
 
 class Monitor:
@@ -167,7 +171,7 @@ class Context:
         self.seed = int(cocotb.RANDOM_SEED)
         self.label = f"seed {self.seed} (COCOTB_RANDOM_SEED={os.environ.get('COCOTB_RANDOM_SEED')})"
         self.fmt = BeatFormat(len(dut.score_beat), len(dut.prob_beat),
-                              self.cfg.tokens_per_bank_row())
+                              self.cfg.tokens_per_bank_row(), self.spec.heads)
         self.total = int(self.bundle["total"]) + (self.perturb == "cycles")
         #: Where the test's time goes: per phase, wall seconds and simulated clocks.
         self.phases: dict[str, dict[str, float]] = {}
@@ -468,7 +472,7 @@ def finish(ctx: Context, sb: IssueScoreboard, scores: list[Score], probs: list[P
            last_cycle: int, errors: list[str]) -> None:
     """Compare everything with the golden model, write the result file, then assert."""
     dut, b, spec = ctx.dut, ctx.bundle, ctx.spec
-    d, total = spec.head_dim, ctx.total
+    d, total = spec.head_dim * spec.heads, ctx.total      # every head's output, head-major
     out_fp16 = dut.out_fp16.value.to_unsigned()
     out_bits = _split(out_fp16, 16, d)
     accw = len(dut.out_acc) // d
@@ -486,19 +490,23 @@ def finish(ctx: Context, sb: IssueScoreboard, scores: list[Score], probs: list[P
     except AssertionError as e:
         issues_equal = False
         mismatches.append(f"issue: {e}")
-    want_scores: list[Score] = [(int(g), int(mk), [int(x) for x in row]) for g, mk, row in
+    hs = spec.heads > 1      # the beats carry their head
+    want_scores: list[Score] = [(int(g), int(mk), [int(x) for x in row]) + ((int(h),) if hs
+                                                                            else ())
+                                for g, mk, row, h in
                                 zip(b["score_group"], b["score_mask"], b["score_bits"],
-                                    strict=True)]
+                                    b["score_head"], strict=True)]
     if ctx.perturb == "score" and want_scores:
-        g, mk, row = want_scores[0]
-        want_scores[0] = (g, mk, [row[0] ^ 1, *row[1:]])
+        g, mk, row, *h = want_scores[0]
+        want_scores[0] = (g, mk, [row[0] ^ 1, *row[1:]], *h)
     if scores != want_scores:
         n = min(len(scores), len(want_scores))
         first = next((i for i in range(n) if scores[i] != want_scores[i]), n)
         mismatches.append(f"score beats: {len(scores)} from the RTL, {len(want_scores)} "
                           f"golden; first difference at beat {first}")
-    want_probs: list[Prob] = [(int(g), [int(x) for x in row]) for g, row in
-                              zip(b["prob_group"], b["prob_bits"], strict=True)]
+    want_probs: list[Prob] = [(int(g), [int(x) for x in row]) + ((int(h),) if hs else ())
+                              for g, row, h in zip(b["prob_group"], b["prob_bits"],
+                                                   b["prob_head"], strict=True)]
     if probs != want_probs:
         n = min(len(probs), len(want_probs))
         first = next((i for i in range(n) if probs[i] != want_probs[i]), n)
@@ -531,7 +539,9 @@ def finish(ctx: Context, sb: IssueScoreboard, scores: list[Score], probs: list[P
         "cycles_equal": complete == total and issues_equal,
         "issues_equal": issues_equal,
         "rtl_cycles": complete, "golden_cycles": total, "last_result_cycle": last_cycle,
-        "output_rtl": out_bits, "output_golden": want_out,
+        # head 0's output; every head's (head-major) with a model of several heads
+        "output_rtl": out_bits[:spec.head_dim], "output_golden": want_out[:spec.head_dim],
+        "outputs_rtl": out_bits, "outputs_golden": want_out,
         "score_beats": len(scores), "prob_beats": len(probs),
         "mismatches": mismatches, "phases": ctx.phases,
     }

@@ -28,13 +28,16 @@ CONFIGS = {
     "small-p1": make_cfg(**SMALL, **{"pu.mac_pipeline": 1}),
     "small-p7": make_cfg(**SMALL, **{"pu.mac_pipeline": 7}),
     "small-fp16-p2": make_cfg(**SMALL, **{"pu.mac_pipeline": 2, "pu.acc_format": "fp16"}),
+    "small-heads3": make_cfg(**SMALL, **{"pu.mac_pipeline": 3}),
 }
+#: heads per PU of a configuration (docs/multihead.md; default 1)
+HEADS = {"small-heads3": 3}
 _benches: dict[str, Bench] = {}
 
 
 def bench(name: str) -> Bench:
     if name not in _benches:
-        _benches[name] = Bench(BankPU(cfg=CONFIGS[name]))
+        _benches[name] = Bench(BankPU(cfg=CONFIGS[name], heads=HEADS.get(name, 1)))
     return _benches[name]
 
 
@@ -45,24 +48,27 @@ class Model:
 
     cfg: config.Config
     bank_slice: int
+    heads: int = 1
     pending: dict[int, tuple] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ar = nm.arith(self.cfg.pu.acc_format)  # type: ignore[arg-type]
         ln, slots = self.cfg.pu.lanes, self.cfg.tokens_per_bank_row()
-        self.q = np.zeros((2, ln), np.uint16)
+        self.q = np.zeros((2 * self.heads, ln), np.uint16)     # [2 head + h]
         self.probs = np.zeros((2, slots), np.uint16)
         self.scores = np.zeros((2, slots), self.ar.dtype)
-        self.acc = np.zeros((2, ln), self.ar.dtype)
+        self.acc = np.zeros((2 * self.heads, ln), self.ar.dtype)
 
-    def mac(self, cycle: int, data: np.ndarray, col: int, value: bool, buf: int) -> None:
+    def mac(self, cycle: int, data: np.ndarray, col: int, value: bool, buf: int,
+            head: int = 0) -> None:
         h, s, ar = col & 1, col >> 1, self.ar
         if value:
             scale = np.full(len(data), self.probs[buf, s], np.uint16).view(np.float16)
             prod = ar.product(scale, data.view(np.float16))
-            self.pending[cycle + self.cfg.pu.mac_pipeline - 1] = ("acc", h, prod)
+            self.pending[cycle + self.cfg.pu.mac_pipeline - 1] = ("acc", 2 * head + h, prod)
         else:
-            dot = ar.tree(ar.product(data.view(np.float16), self.q[h].view(np.float16)))
+            dot = ar.tree(ar.product(data.view(np.float16),
+                                     self.q[2 * head + h].view(np.float16)))
             self.pending[cycle + self.cfg.pu.mac_pipeline - 1] = ("score", h, buf, s, dot)
 
     def end_of_cycle(self, cycle: int) -> None:
@@ -102,7 +108,9 @@ def random_run(name: str, seed: int, cycles: int, *, special: float = 0.02,
     ln, slots, P = cfg.pu.lanes, cfg.tokens_per_bank_row(), cfg.pu.mac_pipeline
     w = nm.arith(cfg.pu.acc_format).fmt.width  # type: ignore[arg-type]
     bank_slice = int(rng.integers(0, cfg.org.banks_per_group))
-    model = Model(cfg, bank_slice)
+    H = HEADS.get(name, 1)
+    model = Model(cfg, bank_slice, H)
+    hf = (lambda v: {"head": v}) if H > 1 else (lambda v: {})
     value_busy_until = -1
 
     async def job(ctx: SimulatorContext) -> None:
@@ -110,7 +118,7 @@ def random_run(name: str, seed: int, cycles: int, *, special: float = 0.02,
         ctx.set(dut.bank_slice, bank_slice)
         for cycle in range(cycles + P):
             scores = unpack(ctx.get(dut.scores.as_value()), w, 2 * slots)
-            acc = unpack(ctx.get(dut.acc.as_value()), w, 2 * ln)
+            acc = unpack(ctx.get(dut.acc.as_value()), w, 2 * H * ln)
             want = model.bits()
             assert (scores, acc) == want, f"seed {seed}, {name}: cycle {cycle} registers differ"
             live = cycle < cycles
@@ -121,9 +129,10 @@ def random_run(name: str, seed: int, cycles: int, *, special: float = 0.02,
                 data = column_data(rng, ln, special)
                 col = int(rng.integers(0, cfg.org.columns_per_row))
                 value, buf = bool(rng.random() < 0.4), int(rng.integers(0, 2))
+                head = int(rng.integers(0, H))
                 ctx.set(dut.mac.payload, {"data": [int(x) for x in data], "col": col,
-                                          "value": value, "buf": buf})
-                model.mac(cycle, data, col, value, buf)
+                                          "value": value, "buf": buf, **hf(head)})
+                model.mac(cycle, data, col, value, buf, head)
                 if value:
                     value_busy_until = cycle + P - 1
             # GEMV buffer writes (seen by MACs from the next cycle on)
@@ -131,7 +140,9 @@ def random_run(name: str, seed: int, cycles: int, *, special: float = 0.02,
             ctx.set(dut.wrgb.valid, wrgb)
             chunk, qdata = int(rng.integers(0, 2 * cfg.org.banks_per_group)), column_data(
                 rng, ln, special)
-            ctx.set(dut.wrgb.payload, {"chunk": chunk, "data": [int(x) for x in qdata]})
+            qhead = int(rng.integers(0, H))
+            ctx.set(dut.wrgb.payload, {"chunk": chunk, "data": [int(x) for x in qdata],
+                                       **hf(qhead)})
             prob = live and rng.random() < 0.15
             ctx.set(dut.prob.valid, prob)
             slot = int(rng.integers(0, 2))
@@ -140,14 +151,14 @@ def random_run(name: str, seed: int, cycles: int, *, special: float = 0.02,
             # a value move clears a half, never while a value MAC is in its last stage
             clear = 0
             if live and rng.random() < 0.05 and value_busy_until < cycle:
-                clear = int(rng.integers(1, 4))
+                clear = int(rng.integers(1, 1 << (2 * H)))
             ctx.set(dut.acc_clear, clear)
             model.end_of_cycle(cycle)
-            for h in range(2):
+            for h in range(2 * H):
                 if clear >> h & 1:
                     model.acc[h] = 0
             if wrgb and chunk >> 1 == bank_slice:
-                model.q[chunk & 1] = qdata
+                model.q[2 * qhead + (chunk & 1)] = qdata
             if prob:
                 model.probs[slot] = pdata
             await ctx.tick()

@@ -67,6 +67,23 @@ def test_step_matches_golden(model, cache, policy, budget, idle, bp) -> None:  #
     assert np.all(np.isfinite(out)) and np.abs(out).max() > 0
 
 
+def test_two_heads_overlapped(model) -> None:  # noqa: ANN001
+    """Two KV heads on one channel in the overlapped order (docs/multihead.md): head 1's
+    score phase runs while head 0's softmax and probability moves do, head 0's value phase
+    while head 1's softmax does. Every issue cycle, every score and probability beat (with its
+    head), both heads' outputs: equal to the golden model."""
+    from starc_sim.cosim import dense_heads_scenario, run_scenario
+
+    scn = dense_heads_scenario(heads=2)
+    res = run_scenario(scn, idle=0.1, backpressure=0.1, seed=SEED, model=model)
+    assert res.bit_exact and res.cycles_equal and res.issues_equal, res.mismatches
+    cfg = scn.spec.cfg
+    gold = functional.execute(scn.prog, scn.wdata, scn.image, cfg, scn.spec.head_dim)
+    assert gold.heads == 2
+    assert res.outputs_rtl == gold.outputs_bits.ravel().tolist()
+    assert res.rtl_cycles == timing.schedule(scn.prog, cfg).total_cycles
+
+
 def test_write_path(model, cache) -> None:  # noqa: ANN001
     """The image through WR commands (every load issue checked), then the same step: same
     result and the same cycle count as with the backdoor (restart zeroes time)."""
