@@ -555,7 +555,6 @@ class AttentionChannel(wiring.Component):
         ]
         return (left != 0) | d1.valid | d2.valid
 
-
     def _gate(self, top: Module, m: Module, i: int, ports: dict[str, Value], rst: Value,
               domain: str) -> None:
         """The gated clock of PU ``i``: on while its registered inputs (``ports``) carry a beat,
@@ -578,8 +577,8 @@ class AttentionChannel(wiring.Component):
             return ""
         from amaranth.back import verilog
 
-        return verilog.convert(PUShell(cfg=self._cfg, registered=self._gating), name=PU_MODULE,
-                               emit_src=False)
+        return verilog.convert(PUShell(cfg=self._cfg, registered=self._gating,
+                                       heads=self._heads), name=PU_MODULE, emit_src=False)
 
 
 class PUShell(wiring.Component):
