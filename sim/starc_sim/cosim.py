@@ -201,9 +201,11 @@ def _renumber(prog: np.ndarray, image: dict[RowKey, np.ndarray], rows: int
 def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str = "starc-row",
                      budget: int = 256, layer: int | None = None, kv_head: int = 0,
                      step: int = 0, q_in_group: int = 0,
-                     compiled: Any = None) -> Scenario:
+                     compiled: Any = None, heads: int = 1) -> Scenario:
     """Compile ``cache`` for the model's organisation, plan one step of ``policy`` and keep the
-    rows it opens. ``layer`` defaults to the last layer (a sparse one)."""
+    rows it opens. ``layer`` defaults to the last layer (a sparse one). ``heads`` > 1: that many
+    query heads of the group from ``q_in_group`` on, each with its own plan, in one overlapped
+    program (``starc.planner.multihead.step_program``, docs/multihead.md)."""
     from starc.compiler.compile import CompileOptions, compile_kv
     from starc.planner.plan import LAYOUT_OF, Planner
 
@@ -227,7 +229,14 @@ def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str =
     pl = Planner(compiled, policy, budget, dense_layers=dense_layers)
     plans = pl.plan(step, at_layer, at_head)
     sp = plans[q_in_group]
-    prog, wdata = pl.program(sp)
+    if heads > spec.heads or q_in_group + heads > len(plans):
+        raise ValueError(f"{heads} heads from query {q_in_group} of a group of {len(plans)} on a "
+                         f"model holding {spec.heads}")
+    if heads > 1:
+        from starc.planner.multihead import step_program
+        prog, wdata = step_program(pl, plans[q_in_group:q_in_group + heads])
+    else:
+        prog, wdata = pl.program(sp)
     hm = compiled.head(at_layer, at_head)
     addr, data = compiled.head_image(hm, sp.n_ctx)
     image = {(int(g), int(b), int(r)): d for (_, g, b, r), d in zip(addr.tolist(), data,
@@ -235,13 +244,14 @@ def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str =
     prog2, img2, remap = _renumber(prog, image, spec.rows)
     g_orig = functional.execute(prog, wdata, image, cfg, spec.head_dim)
     g_new = functional.execute(prog2, wdata, img2, cfg, spec.head_dim)
-    if not np.array_equal(g_orig.output_bits, g_new.output_bits):  # pragma: no cover
+    if not np.array_equal(g_orig.outputs_bits, g_new.outputs_bits):  # pragma: no cover
         raise AssertionError("row renumbering changed the golden output")
     q_head = kv_head * m.group_size + sp.q_head % m.group_size
     info = {"policy": policy, "budget": budget, "layer": layer, "kv_head": kv_head,
             "q_head": q_head, "step": step, "n_ctx": sp.n_ctx,
-            "selected": int(len(sp.selected)), "rows_opened": len(remap)}
-    return Scenario(label=f"{policy} B={budget} layer {layer} q-head {q_head} step {step}",
+            "selected": int(len(sp.selected)), "rows_opened": len(remap), "heads": heads}
+    label = f"q-head {q_head}" if heads == 1 else f"q-heads {q_head}..{q_head + heads - 1}"
+    return Scenario(label=f"{policy} B={budget} layer {layer} {label} step {step}",
                     spec=spec, prog=prog2, wdata=np.asarray(wdata, np.uint16), image=img2,
                     info=info)
 

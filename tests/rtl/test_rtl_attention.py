@@ -84,6 +84,19 @@ def test_two_heads_overlapped(model) -> None:  # noqa: ANN001
     assert res.rtl_cycles == timing.schedule(scn.prog, cfg).total_cycles
 
 
+def test_two_query_heads_planned(model, cache) -> None:  # noqa: ANN001
+    """Two query heads of a GQA group, each with its own STARC selection, in one overlapped
+    program (starc.planner.multihead.step_program): bit- and cycle-exact, each head's output
+    the golden model's."""
+    from starc_sim.cosim import planner_scenario, run_scenario
+
+    scn = planner_scenario(cache, policy="starc-row", budget=64, heads=2)
+    res = run_scenario(scn, seed=SEED, model=model)
+    assert res.bit_exact and res.cycles_equal and res.issues_equal, res.mismatches
+    gold = functional.execute(scn.prog, scn.wdata, scn.image, scn.spec.cfg, scn.spec.head_dim)
+    assert gold.heads == 2 and res.outputs_rtl == gold.outputs_bits.ravel().tolist()
+
+
 def test_write_path(model, cache) -> None:  # noqa: ANN001
     """The image through WR commands (every load issue checked), then the same step: same
     result and the same cycle count as with the backdoor (restart zeroes time)."""
