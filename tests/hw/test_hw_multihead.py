@@ -175,3 +175,21 @@ def test_heads_parameter() -> None:
         SoftmaxUnit(cfg=cfg, entries=64, beats=8, heads=9)
     one = SoftmaxUnit(cfg=cfg, entries=64, beats=8)
     assert "pop" not in one.signature.members and "head" not in one.wr_layout.members
+
+
+def test_instantiated_pu_module_has_the_heads_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``pu_instances`` the channel instantiates one PU module (``extra_verilog``): it must
+    be the PU of the channel's head count (its MAC and WRGB payloads carry the head, its
+    accumulator clear has two bits per head), or Verilator would silently drop the head bit."""
+    from amaranth.back import verilog
+    from starc_hw.attention import AttentionChannel, PUShell
+
+    seen: list[PUShell] = []
+    monkeypatch.setattr(verilog, "convert", lambda top, **kw: seen.append(top) or "")
+    cfg = config.load()
+    for heads in (1, 2):
+        ch = AttentionChannel(cfg=cfg, head_dim=128, pu_instances=True, heads=heads)
+        ch.extra_verilog()
+        want = PUShell(cfg=cfg, heads=heads)
+        assert seen[-1].signature == want.signature
+        assert seen[-1].acc_clear.shape().width == 2 * heads
