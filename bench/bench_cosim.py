@@ -18,11 +18,13 @@ speed-up of new over old. Also the build time of each model when it was built in
     python bench/bench_cosim.py --full                 # the 64-bank full channel, d 128
     python bench/bench_cosim.py --context 1024         # a 1K-token head (the 5-second target)
     python bench/bench_cosim.py --configs O2 O3 fast   # build configurations, new way only
+    python bench/bench_cosim.py --no-old --heads 1 2   # the model built for 1 and for 2 heads
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import time
@@ -69,32 +71,42 @@ def main(argv: list[str] | None = None) -> int:
                     help="build configurations to measure the new way with (default: the "
                          f"chosen one, {COSIM_BUILD}); the old way is always O0")
     ap.add_argument("--no-old", action="store_true", help="skip the old way")
+    ap.add_argument("--heads", nargs="+", type=int, default=None,
+                    help="build the model for these head counts (ModelSpec.heads, "
+                         "docs/multihead.md) and run the same one-head step on each, side by "
+                         f"side (default: the model's, {COSIM_MODEL.heads})")
     args = ap.parse_args(argv)
     print(f"uptime before: {_uptime()}")
     spec = FULL_MODEL if args.full else COSIM_MODEL
+    heads = args.heads or [spec.heads]
+    if any(h < 1 for h in heads):
+        ap.error(f"--heads takes head counts >= 1, not {heads}")
+    specs = {h: dataclasses.replace(spec, heads=h) for h in heads}
     cache = synthetic_cache(spec, prefill_len=args.context)
     org = spec.cfg.org
     print(f"model: {org.banks_per_channel} banks, {spec.cfg.pu.lanes} lanes, d "
           f"{spec.head_dim}; cache {cache.meta.prefill_len} tokens; B = {args.budget}; idle "
           f"{args.idle}, backpressure {args.backpressure}")
-    ways = [] if args.no_old else [("old", "O0", True)]
-    ways += [("new", c, False) for c in (args.configs or [COSIM_BUILD])]
+    ways = [] if args.no_old else [("old", "O0", True, h) for h in heads]
+    ways += [("new", c, False, h) for c in (args.configs or [COSIM_BUILD]) for h in heads]
     models = {}
-    for _, cfgname, _ in ways:
-        if cfgname in models:
+    for _, cfgname, _, h in ways:
+        if (cfgname, h) in models:
             continue
         t0 = time.perf_counter()
-        m = build_attention(spec, config=cfgname)
+        m = build_attention(specs[h], config=cfgname)
         took = time.perf_counter() - t0
-        models[cfgname] = m
+        models[cfgname, h] = m
         built = "cached" if took < 30 else f"built in {took:.0f} s"
-        print(f"build {cfgname}: {m.build_dir.name} ({built})")
+        print(f"build {cfgname}, {h} head(s): {m.build_dir.name} ({built})")
     print()
     print("test: the whole cocotb test (image, stimulus load, run, capture read-back); run: from "
-          "start to done (the old way: the step's stream), simulator clocks")
-    print("| policy | way | build | step cmds | test clocks | test s | test clocks/s | run clocks "
-          "| run s | run clocks/s | end-to-end s | golden ms | run new / old |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "start to done (the old way: the step's stream), simulator clocks; heads: the heads "
+          "the model is built for (the step is one head's); run / base: the run's clocks/s over "
+          "the first row of the policy (the old way if measured)")
+    print("| policy | way | build | heads | step cmds | test clocks | test s | test clocks/s | "
+          "run clocks | run s | run clocks/s | end-to-end s | golden ms | run / base |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     breakdown: list[tuple[str, str, str, dict]] = []
     for pol in args.policies:
         scn = planner_scenario(cache, spec, policy=pol, budget=args.budget)
@@ -106,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             functional.execute(scn.prog, scn.wdata, scn.image, cfg, scn.spec.head_dim)
         golden_ms = (time.perf_counter() - g0) / reps * 1e3
         base_rate = None
-        for way, cfgname, host in ways:
+        for way, cfgname, host, h in ways:
             t0 = time.perf_counter()
-            res = run_scenario(scn, idle=args.idle, backpressure=args.backpressure,
-                               model=models[cfgname], host=host, quiet=True)
+            res = run_scenario(dataclasses.replace(scn, spec=specs[h]), idle=args.idle,
+                               backpressure=args.backpressure, model=models[cfgname, h],
+                               host=host, quiet=True)
             e2e = time.perf_counter() - t0
             clocks, wall = _sim_time(Path(res.run_dir))
             rate = clocks / wall if wall else float("nan")
@@ -117,13 +130,14 @@ def main(argv: list[str] | None = None) -> int:
                        {"clocks": float("nan"), "seconds": float("nan")})
             run_rate = run["clocks"] / run["seconds"] if run["seconds"] else float("nan")
             ok = "" if res.bit_exact and res.cycles_equal else " (DISAGREES)"
-            ratio = "" if base_rate is None else f"{run_rate / base_rate:.1f}x"
-            if host:
+            ratio = "" if base_rate is None else f"{run_rate / base_rate:.3f}x"
+            if base_rate is None:
                 base_rate = run_rate
-            print(f"| {pol}{ok} | {way} | {cfgname} | {res.commands} | {clocks:.0f} | "
+            print(f"| {pol}{ok} | {way} | {cfgname} | {h} | {res.commands} | {clocks:.0f} | "
                   f"{wall:.2f} | {rate:,.0f} | {run['clocks']:.0f} | {run['seconds']:.3f} | "
                   f"{run_rate:,.0f} | {e2e:.1f} | {golden_ms:.1f} | {ratio} |")
-            breakdown.append((pol, way, cfgname, {**res.phases, "_e2e": e2e, "_test": wall}))
+            breakdown.append((pol, way, f"{cfgname} {h}h",
+                              {**res.phases, "_e2e": e2e, "_test": wall}))
     print()
     print("where the end-to-end time goes (seconds; outside the test: planning, bundle, "
           "simulator start and exit)")
