@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,11 @@ from starc.isa import PROGRAM_DTYPE, Op
 
 from starc_sim.programs import SMALL, load_config
 
-__all__ = ["COSIM_MODEL", "FULL_MODEL", "CosimResult", "ModelSpec", "Scenario", "build_attention",
-           "cosim_step", "dense_heads_scenario", "harness_constants", "load_program",
-           "planner_scenario", "run_scenario", "synthetic_cache", "write_bundle"]
+__all__ = ["COSIM_MODEL", "FULL_MODEL", "MULTIHEAD_MODEL", "CosimResult", "ModelSpec", "Scenario",
+           "build_attention", "cosim_step", "dense_heads_scenario", "harness_constants",
+           "load_program", "planner_scenario", "run_scenario", "synthetic_cache", "write_bundle"]
 
 RowKey = tuple[int, int, int]
-#: Heads the co-simulation model holds state for (docs/multihead.md).
-COSIM_HEADS = 2
 
 
 @dataclass(frozen=True)
@@ -76,16 +74,19 @@ class ModelSpec:
                 key = f"{tag}.{k}"
                 if key not in org and v != base[sec][k]:
                     over[key] = v
-        return cls(overrides={**org, **over}, head_dim=head_dim, **{"heads": COSIM_HEADS, **kw})
+        return cls(overrides={**org, **over}, head_dim=head_dim, **kw)
 
 
 #: The model the tests, ``starc rtl cosim`` and the demo share: 2 pseudo-channels x 2 SIDs x
 #: 2 bank groups x 2 banks (16 banks, every scope distinct) of the default preset's timing, d 64
 #: (SmolLM2-135M's head dimension); the size table's ``pim-small``. Its softmax buffer holds 1024
 #: entries: a longer dense step is refused before the simulator starts (``_check_capacity``).
-#: State for two heads (a step of one head runs as head 0; a two-head step overlaps them,
-#: docs/multihead.md).
-COSIM_MODEL = ModelSpec(heads=COSIM_HEADS)
+COSIM_MODEL = ModelSpec()
+#: :data:`COSIM_MODEL` with the state of two heads (``heads=2``): the co-simulation of the
+#: overlapped schedule (docs/multihead.md). A build of its own, used only for steps of several
+#: heads: holding two heads makes a one-head step's co-simulation 11-31 % slower (run clocks per
+#: second, ``bench/bench_cosim.py --no-old --heads 1 2``; docs/multihead.md has the figures).
+MULTIHEAD_MODEL = replace(COSIM_MODEL, heads=2)
 #: The default preset's full channel: 64 banks (2 PC x 2 SID x 4 BG x 4), 16 lanes, d 128 (two
 #: banks per token), 16 stored rows per bank (a step may open 16 distinct rows).
 FULL_MODEL = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
@@ -256,14 +257,19 @@ def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str =
                     info=info)
 
 
-def _check_capacity(scn: Scenario, valid: np.ndarray, beat_sfm: np.ndarray) -> None:
-    """The step must fit the model it runs on: per SFM, the softmax buffer's entries and beats
-    (``max_entries``, ``max_beats``, rounded up to powers of two as the RTL does); per step, the
+def _check_capacity(scn: Scenario, valid: np.ndarray, beat_sfm: np.ndarray,
+                    heads: int = 1) -> None:
+    """The step must fit the model it runs on: its ``heads`` within the heads the model holds
+    (``ModelSpec.heads``); per SFM, the softmax buffer's entries and beats (``max_entries``,
+    ``max_beats`` per head, rounded up to powers of two as the RTL does); per step, the
     harness's capture memories (``2 * max_beats`` beats of each kind). Otherwise the RTL would
     drop beats and the run time out; this says so before the simulator starts."""
     from starc_hw.attention import _pow2_at_least
 
     spec = scn.spec
+    if heads > spec.heads:
+        raise ValueError(f"{scn.label}: the step has {heads} heads; the model holds "
+                         f"{spec.heads} (ModelSpec heads): use a model built for {heads}")
     entries = _pow2_at_least(max(spec.max_entries, spec.cfg.pu.sfm_lanes))
     beats = _pow2_at_least(spec.max_beats)
     popped = beat_sfm >= 0
@@ -282,7 +288,7 @@ def _check_capacity(scn: Scenario, valid: np.ndarray, beat_sfm: np.ndarray) -> N
                          f"{2 * spec.max_beats} (2 x max_beats): use a model with more beats")
 
 
-def dense_heads_scenario(spec: ModelSpec = COSIM_MODEL, *, length: int = 500,
+def dense_heads_scenario(spec: ModelSpec = MULTIHEAD_MODEL, *, length: int = 500,
                          heads: int | None = None, seed: int = 11) -> Scenario:
     """Dense attention of ``heads`` (default: the model's) KV heads of ``length`` tokens each
     on the model's channel, in the overlapped order (``dense_program(heads=...)``,
@@ -340,7 +346,8 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
         return seq.reshape(nb, S).astype(np.uint64) if nb else np.zeros((0, S), np.uint64)
 
     _check_capacity(scn, res.valid.reshape(nb, S) if nb else np.zeros((0, S), bool),
-                    res.entry_sfm.reshape(nb, S)[:, 0] if nb else np.zeros(0, np.int64))
+                    res.entry_sfm.reshape(nb, S)[:, 0] if nb else np.zeros(0, np.int64),
+                    res.heads)
     # probability beats in MVGB order: each MVGB pops its head's next move (buffer order)
     sets = cfg.org.banks_per_group // cfg.banks_per_token(d)
     move_head = res.entry_head[::S * sets] if nb else np.zeros(0, np.int64)
@@ -350,9 +357,8 @@ def write_bundle(scn: Scenario, path: Path) -> dict[str, Any]:
     mvgb = scn.prog[scn.prog["op"] == int(Op.MVGB)]
     order = [queues[int(h)].pop(0) for h in mvgb["row"].tolist()]
     pbeats = np.array([mv * sets + j for mv in order for j in range(sets)], np.int64)
-    heads = max(scn.spec.heads, res.heads)
-    outs = np.zeros((heads, d), np.uint16)
-    accs = np.zeros((heads, d), np.uint32)
+    outs = np.zeros((scn.spec.heads, d), np.uint16)
+    accs = np.zeros((scn.spec.heads, d), np.uint32)
     outs[:res.heads], accs[:res.heads] = res.outputs_bits, res.outputs_acc
     bundle = {
         "load_prog": lprog, "load_wdata": lwd, "load_issue": lsched.issue,

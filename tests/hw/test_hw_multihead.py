@@ -193,3 +193,25 @@ def test_instantiated_pu_module_has_the_heads_ports(monkeypatch: pytest.MonkeyPa
         want = PUShell(cfg=cfg, heads=heads)
         assert seen[-1].signature == want.signature
         assert seen[-1].acc_clear.shape().width == 2 * heads
+
+
+def test_cosim_refuses_more_heads_than_the_model_holds(tmp_path) -> None:  # noqa: ANN001
+    """A two-head step on a model built for one head is refused before the simulator starts,
+    with the reason and the fix; on a model of two heads its bundle carries both heads' outputs
+    (head-major) and every beat's head, as the golden model computes them."""
+    import dataclasses
+
+    from starc.golden import functional
+    from starc_sim.cosim import MULTIHEAD_MODEL, dense_heads_scenario, write_bundle
+
+    two = MULTIHEAD_MODEL
+    scn = dense_heads_scenario(two, length=64, heads=2)
+    one = dataclasses.replace(scn, spec=dataclasses.replace(two, heads=1))
+    with pytest.raises(ValueError, match="the step has 2 heads; the model holds 1"):
+        write_bundle(one, tmp_path / "one.npz")
+    assert not (tmp_path / "one.npz").exists()
+    meta = write_bundle(scn, tmp_path / "two.npz")
+    gold = functional.execute(scn.prog, scn.wdata, scn.image, two.cfg, two.head_dim)
+    assert meta["outputs"] == gold.outputs_bits.ravel().tolist()
+    b = np.load(tmp_path / "two.npz")
+    assert sorted(set(b["score_head"].tolist())) == [0, 1] == sorted(set(b["prob_head"].tolist()))

@@ -4,9 +4,10 @@ model; the scoreboard fails when a golden value or the cycle count is perturbed.
 
 One Verilator build (``starc_sim.cosim.COSIM_MODEL``: 16 banks, d 64, in the harness
 ``starc_hw.attention_sim.AttentionSim``) serves the tests here, the ``starc rtl cosim`` command and
-the demo. The memory image goes in by the backdoor, except in the tests that exist for the write
-path (``load="wr"`` through the harness, and the host-driven run). ``STARC_SEED`` changes the
-testbench seed.
+the demo; the steps of two heads run on the same channel built for two heads
+(``MULTIHEAD_MODEL``, docs/multihead.md). The memory image goes in by the backdoor, except in the
+tests that exist for the write path (``load="wr"`` through the harness, and the host-driven run).
+``STARC_SEED`` changes the testbench seed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ def model():  # noqa: ANN201
     from starc_sim.cosim import COSIM_MODEL, build_attention
 
     return build_attention(COSIM_MODEL)
+
+
+@pytest.fixture(scope="module")
+def model2():  # noqa: ANN201
+    from starc_sim.cosim import MULTIHEAD_MODEL, build_attention
+
+    return build_attention(MULTIHEAD_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +75,8 @@ def test_step_matches_golden(model, cache, policy, budget, idle, bp) -> None:  #
     assert np.all(np.isfinite(out)) and np.abs(out).max() > 0
 
 
-def test_two_heads_overlapped(model) -> None:  # noqa: ANN001
+@pytest.mark.xdist_group("attention-16-2h")
+def test_two_heads_overlapped(model2) -> None:  # noqa: ANN001
     """Two KV heads on one channel in the overlapped order (docs/multihead.md): head 1's
     score phase runs while head 0's softmax and probability moves do, head 0's value phase
     while head 1's softmax does. Every issue cycle, every score and probability beat (with its
@@ -75,23 +84,29 @@ def test_two_heads_overlapped(model) -> None:  # noqa: ANN001
     from starc_sim.cosim import dense_heads_scenario, run_scenario
 
     scn = dense_heads_scenario(heads=2)
-    res = run_scenario(scn, idle=0.1, backpressure=0.1, seed=SEED, model=model)
+    res = run_scenario(scn, idle=0.1, backpressure=0.1, seed=SEED, model=model2)
     assert res.bit_exact and res.cycles_equal and res.issues_equal, res.mismatches
     cfg = scn.spec.cfg
     gold = functional.execute(scn.prog, scn.wdata, scn.image, cfg, scn.spec.head_dim)
     assert gold.heads == 2
     assert res.outputs_rtl == gold.outputs_bits.ravel().tolist()
     assert res.rtl_cycles == timing.schedule(scn.prog, cfg).total_cycles
+    # the cycles `starc timing dense --heads-per-channel 2` reports for this channel and length
+    from starc.golden.cli import dense_cost_rows
+
+    (row,) = dense_cost_rows(cfg, [scn.info["length"]], scn.spec.head_dim, 2)
+    assert row["commands"] == len(scn.prog) and res.rtl_cycles == row["cycles"]
 
 
-def test_two_query_heads_planned(model, cache) -> None:  # noqa: ANN001
+@pytest.mark.xdist_group("attention-16-2h")
+def test_two_query_heads_planned(model2, cache) -> None:  # noqa: ANN001
     """Two query heads of a GQA group, each with its own STARC selection, in one overlapped
     program (starc.planner.multihead.step_program): bit- and cycle-exact, each head's output
     the golden model's."""
-    from starc_sim.cosim import planner_scenario, run_scenario
+    from starc_sim.cosim import MULTIHEAD_MODEL, planner_scenario, run_scenario
 
-    scn = planner_scenario(cache, policy="starc-row", budget=64, heads=2)
-    res = run_scenario(scn, seed=SEED, model=model)
+    scn = planner_scenario(cache, MULTIHEAD_MODEL, policy="starc-row", budget=64, heads=2)
+    res = run_scenario(scn, seed=SEED, model=model2)
     assert res.bit_exact and res.cycles_equal and res.issues_equal, res.mismatches
     gold = functional.execute(scn.prog, scn.wdata, scn.image, scn.spec.cfg, scn.spec.head_dim)
     assert gold.heads == 2 and res.outputs_rtl == gold.outputs_bits.ravel().tolist()
