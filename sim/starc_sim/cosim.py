@@ -149,9 +149,15 @@ class CosimResult:
 
     def as_dict(self) -> dict[str, Any]:
         """Everything but :attr:`phases` (wall times: bench/bench_cosim.py reads them), so the
-        document is a function of the scenario and the seeds."""
+        document is a function of the scenario and the seeds; :attr:`outputs_rtl` and
+        :attr:`outputs_golden` only from a model of several heads (with one they repeat the
+        output)."""
         d = asdict(self)
         d.pop("phases")
+        if len(self.outputs_rtl) <= len(self.output_rtl) \
+                and len(self.outputs_golden) <= len(self.output_golden):
+            d.pop("outputs_rtl")
+            d.pop("outputs_golden")
         return d
 
 
@@ -250,7 +256,8 @@ def planner_scenario(cache: Any, spec: ModelSpec = COSIM_MODEL, *, policy: str =
     q_head = kv_head * m.group_size + sp.q_head % m.group_size
     info = {"policy": policy, "budget": budget, "layer": layer, "kv_head": kv_head,
             "q_head": q_head, "step": step, "n_ctx": sp.n_ctx,
-            "selected": int(len(sp.selected)), "rows_opened": len(remap), "heads": heads}
+            "selected": int(len(sp.selected)), "rows_opened": len(remap),
+            **({"heads": heads} if heads > 1 else {})}
     label = f"q-head {q_head}" if heads == 1 else f"q-heads {q_head}..{q_head + heads - 1}"
     return Scenario(label=f"{policy} B={budget} layer {layer} {label} step {step}",
                     spec=spec, prog=prog2, wdata=np.asarray(wdata, np.uint16), image=img2,
