@@ -206,10 +206,10 @@ _DP16KD = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
 #: resources and Fmax": tiny 14852, small 17663, medium 36327 LUTs at 2, 4, 16 banks): the UART,
 #: link and controller core plus a per-bank share of the controller and bank checker.
 _LUT_BASE, _LUT_PER_BANK = 12300, 1500
-#: LUTs of the FPGA-shaped datapath: per bank PU and lane per clock (a FoldedPU alone: 6012
-#: LUTs in its measuring harness, docs/fpga.md "Datapath blocks alone"), and the softmax, moves
-#: and output accumulator of a channel (the pim-tiny build: 29101 LUTs with two PUs).
-_LUT_PER_PU_LANE, _LUT_DATAPATH = 5000, 4000
+#: LUTs of the FPGA-shaped datapath: per bank PU and lane per clock (the two-adder PU: pim-tiny's
+#: build, 24815 LUTs with two PUs, docs/fpga.md; 5000 with five adders), and the softmax, moves
+#: and output accumulator of a channel.
+_LUT_PER_PU_LANE, _LUT_DATAPATH = 2800, 4000
 #: DSP blocks of the softmax unit (five products wider than 18 x 18, four blocks each) next to
 #: one per PU lane.
 _DSP_SOFTMAX = 20
