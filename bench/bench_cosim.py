@@ -4,7 +4,9 @@ way side by side in one run, with the golden model's time for the same step.
 - **old**: the model built at ``-O0`` (build configuration ``O0``), a Python host on the ports
   every clock (four coroutines: two stream drivers, the issue sink, the datapath monitor) and the
   memory image through WR commands (``tb_attention.scenario_host``);
-- **new**: the chosen build configuration (``starc_sim.cosim.COSIM_BUILD``), the harness's
+- **new**: the optimised build configuration (``starc_sim.cosim.COSIM_BUILD``) and, where it
+  differs, the one the model's tests and the CLI use (``starc_sim.cosim.build_config``: ``quick``
+  for the full channel, with its build time), the harness's
   stimulus and capture memories with no Python on any clock, and the image by the backdoor
   (``tb_attention.scenario``).
 
@@ -37,6 +39,7 @@ from starc_sim.cosim import (
     COSIM_MODEL,
     FULL_MODEL,
     build_attention,
+    build_config,
     planner_scenario,
     run_scenario,
     synthetic_cache,
@@ -57,6 +60,11 @@ def _sim_time(run_dir: Path) -> tuple[float, float]:
     return float(props["sim_time_duration"]) / CLOCK_NS, float(tc.get("time", "0"))
 
 
+def _default_configs(spec) -> list[str]:  # noqa: ANN001
+    own = build_config(spec)
+    return [COSIM_BUILD] + ([own] if own != COSIM_BUILD else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--policies", nargs="+", default=["dense", "starc-row", "quest"])
@@ -69,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the default preset's full channel (64 banks, 16 lanes, d 128)")
     ap.add_argument("--configs", nargs="+", default=None,
                     help="build configurations to measure the new way with (default: the "
-                         f"chosen one, {COSIM_BUILD}); the old way is always O0")
+                         f"optimised one, {COSIM_BUILD}, and the model's own, build_config); "
+                         "the old way is always O0")
     ap.add_argument("--no-old", action="store_true", help="skip the old way")
     ap.add_argument("--heads", nargs="+", type=int, default=None,
                     help="build the model for these head counts (ModelSpec.heads, "
@@ -88,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{spec.head_dim}; cache {cache.meta.prefill_len} tokens; B = {args.budget}; idle "
           f"{args.idle}, backpressure {args.backpressure}")
     ways = [] if args.no_old else [("old", "O0", True, h) for h in heads]
-    ways += [("new", c, False, h) for c in (args.configs or [COSIM_BUILD]) for h in heads]
+    ways += [("new", c, False, h) for c in (args.configs or
+                                                          _default_configs(spec)) for h in heads]
     models = {}
     for _, cfgname, _, h in ways:
         if (cfgname, h) in models:

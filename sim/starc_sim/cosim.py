@@ -18,6 +18,7 @@ row address); it lets a bank model of a few rows hold any head of a large compil
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -92,9 +93,31 @@ MULTIHEAD_MODEL = replace(COSIM_MODEL, heads=2)
 FULL_MODEL = ModelSpec(overrides={}, head_dim=128, rows=16, max_entries=512, max_beats=64)
 
 
-#: The build configuration (``starc_sim.runner.BUILD_CONFIGS``) of every attention model the
-#: tests, the CLI and the demo use, so that they share one build (docs/rtl.md has the figures).
+#: The build configurations (``starc_sim.runner.BUILD_CONFIGS``) of the attention models; the
+#: tests, the CLI and the demo ask :func:`build_config`, so they share one build per model
+#: (docs/rtl.md has the figures). ``fast`` (C++ at ``-O3``) for the 16-bank model, which
+#: simulates much (regressions of hundreds of scenarios); ``quick`` (``-O0``) for the full-size
+#: channel, built for a step or two, where the optimised C++ compile (minutes) costs more than
+#: the simulation it saves (bench/bench_cosim.py --full).
 COSIM_BUILD = "fast"
+FULL_BUILD = "quick"
+#: Names one build configuration for every attention model instead (tests/conftest.py sets
+#: ``quick``: the suite checks bits and cycles, not speed, and builds three models).
+BUILD_ENV = "STARC_COSIM_BUILD"
+
+
+def build_config(spec: ModelSpec) -> str:
+    """The build configuration of ``spec``'s model: :data:`BUILD_ENV` if set, else
+    :data:`FULL_BUILD` for :data:`FULL_MODEL` and :data:`COSIM_BUILD` for the others."""
+    from starc_sim.runner import BUILD_CONFIGS
+
+    chosen = os.environ.get(BUILD_ENV, "")
+    if chosen:
+        if chosen not in BUILD_CONFIGS:
+            raise ValueError(f"{BUILD_ENV}={chosen!r} is not a build configuration; choose one "
+                             f"of {', '.join(BUILD_CONFIGS)}")
+        return chosen
+    return FULL_BUILD if spec == FULL_MODEL else COSIM_BUILD
 
 
 def synthetic_cache(spec: ModelSpec = COSIM_MODEL, *, prefill_len: int | None = None,
@@ -419,7 +442,7 @@ PROG_DEPTH = 16384
 
 
 def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False,
-                    config: str = COSIM_BUILD, progress: bool = False,
+                    config: str | None = None, progress: bool = False,
                     clock_gating: bool | None = None) -> Any:
     """The Verilated :class:`starc_hw.attention_sim.AttentionSim` (the attention channel with
     its stimulus and capture memories) of ``spec``, built once per spec, build configuration,
@@ -432,6 +455,7 @@ def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False,
 
     from starc_sim.runner import build_design
 
+    config = config or build_config(spec)
     # ``make`` refers to plain values only, so that the build's source digest covers the gateware
     # (and what it imports), not this module: editing the co-simulation does not rebuild.
     cfg = spec.cfg
@@ -454,7 +478,7 @@ def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False,
 def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,
                  seed: int = 1, waves: bool = False, perturb: str = "", load: str = "backdoor",
                  host: bool = False, workdir: Path | None = None, model: Any = None,
-                 quiet: bool = False, progress: bool = False, config: str = COSIM_BUILD
+                 quiet: bool = False, progress: bool = False, config: str | None = None
                  ) -> CosimResult:
     """Run ``scn`` on the RTL; returns what it computed and every agreement. Raises
     :class:`starc_sim.runner.RtlTestFailure` when the RTL disagrees with the golden model

@@ -178,6 +178,30 @@ def test_build_configs_differ_in_their_key() -> None:
     assert "OPT_FAST=-O0" in BUILD_CONFIGS["O0"].makeflags()
 
 
+def test_each_attention_model_has_its_build_configuration(monkeypatch) -> None:  # noqa: ANN001
+    """The full channel (built for a step or two) at -O0, the others optimised; the variable
+    overrides both, and a configuration that does not exist is named in the error."""
+    import pytest
+    from starc_sim.cosim import (
+        BUILD_ENV,
+        COSIM_MODEL,
+        FULL_MODEL,
+        MULTIHEAD_MODEL,
+        build_config,
+    )
+    from starc_sim.runner import BUILD_CONFIGS
+
+    monkeypatch.delenv(BUILD_ENV, raising=False)
+    assert build_config(FULL_MODEL) == "quick"
+    assert build_config(COSIM_MODEL) == build_config(MULTIHEAD_MODEL) == "fast"
+    assert "OPT_FAST=-O0" in BUILD_CONFIGS["quick"].makeflags()
+    monkeypatch.setenv(BUILD_ENV, "O1")
+    assert build_config(FULL_MODEL) == build_config(COSIM_MODEL) == "O1"
+    monkeypatch.setenv(BUILD_ENV, "O9")
+    with pytest.raises(ValueError, match="O9.*choose one of"):
+        build_config(COSIM_MODEL)
+
+
 def test_verilog_summary_reads_ports_and_modules() -> None:
     from amaranth.back import verilog
     from starc_hw.smoke import StreamAdder
