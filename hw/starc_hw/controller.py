@@ -354,7 +354,7 @@ class _Builder:
             chunks = (arg + (lanes - 1)) // lanes
         else:
             chunks = (arg + (lanes - 1)) >> _log2(lanes)
-        return pu.sfm_latency + pu.sfm_passes * chunks
+        return pu.sfm_duration(chunks)
 
     def rdsb_transfer(self) -> Value:
         """``Config.rdsb_transfer(arg)``: tBL x ceil(ceil(4 n / column_bytes) / PCs)."""

@@ -1,7 +1,8 @@
 """Softmax unit: the channel's softmax buffer, exp / reciprocal / normalise datapath, read-out.
 
 Bit-exact with :func:`starc.numerics.softmax` (docs/numerics.md, "Softmax"), and exact in cycles:
-``sfm_cycles(n) = pu.sfm_latency + 3 * ceil(n / pu.sfm_lanes)`` (docs/commands.md).
+``sfm_cycles(n) = pu.sfm_latency + 3 * ceil(n / pu.sfm_lanes)`` (docs/commands.md), the formula
+of :meth:`starc.config.PU.sfm_duration`, which the unit's deadline uses.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ class SoftmaxUnit(wiring.Component):
 
     def cycles(self, n: int) -> int:
         """``sfm_cycles(n)`` of docs/commands.md, which this unit meets exactly."""
-        return self._cfg.pu.sfm_latency + PASSES * -(-n // self._lanes)
+        return self._cfg.sfm_cycles(n)
 
     def elaborate(self, platform: object) -> Module:  # noqa: C901 (one datapath, read in order)
         m = Module()
@@ -258,7 +259,7 @@ class SoftmaxUnit(wiring.Component):
                          nbeats[fb].eq(nbeats[fb] + 1)]
 
         # ---- start and the schedule of one softmax -----------------------------------------------
-        t = Signal(range(self._cfg.pu.sfm_latency + 3 * rows + 64))
+        t = Signal(range(self._cfg.pu.sfm_duration(rows) + 64))
         R = Signal(range(rows + 1))
         n = Signal(range(self._entries + 1))
         deadline = Signal.like(t)
@@ -273,7 +274,7 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += [
                 running.eq(1), rb.eq(sb), state[sb].eq(RUN), t.eq(1),
                 n.eq(count[sb]), R.eq(rows_used),
-                deadline.eq(self._cfg.pu.sfm_latency + 3 * rows_used),
+                deadline.eq(self._cfg.pu.sfm_duration(rows_used)),
             ]
             if H == 1:
                 m.d.sync += fb.eq(Mux(state[~fb] == FILL, ~fb, fb))

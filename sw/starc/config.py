@@ -307,6 +307,13 @@ class PU:
     sfm_latency: int
     banks_per_pu: int = 1
 
+    def sfm_duration(self, chunks: Any) -> Any:
+        """Cycles the softmax unit is busy over ``chunks`` = ``ceil(n / sfm_lanes)`` lane-rows of
+        ``n`` valid entries: ``sfm_latency + sfm_passes x chunks`` (docs/commands.md). The one
+        formula of the golden model (:meth:`Config.sfm_cycles`), the RTL controller's SFM
+        distance and the softmax unit's deadline; ``chunks`` is an int or a gateware value."""
+        return self.sfm_latency + self.sfm_passes * chunks
+
     def _validate(self, org: Organisation) -> None:
         for name in ("lanes", "mv_cycles", "mac_pipeline", "sfm_lanes", "sfm_passes",
                      "sfm_latency", "banks_per_pu"):
@@ -435,8 +442,7 @@ class Config:
     def sfm_cycles(self, n: int) -> int:
         """Cycles the softmax unit is busy with ``n`` valid entries: ``sfm_latency + sfm_passes
         x ceil(n / sfm_lanes)`` (docs/commands.md)."""
-        pu = self.pu
-        return pu.sfm_latency + pu.sfm_passes * -(-max(int(n), 0) // pu.sfm_lanes)
+        return self.pu.sfm_duration(-(-max(int(n), 0) // self.pu.sfm_lanes))
 
     def rdsb_transfer(self, n: int) -> int:
         """Cycles the channel's data buses carry an RDSB of ``n`` FP32 scores: ``4 n`` bytes in
