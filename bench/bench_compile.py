@@ -2,7 +2,9 @@
 
 Measured in one run, side by side:
 - ``starc.compiler.compile_kv`` per mode (target for the default row-aligned mode: <= 30 s on an
-  idle 2-core machine), tokens per second, peak traced memory next to the KV size;
+  idle 2-core machine), wall and CPU time (the worker processes' included), tokens per second;
+- the peak traced memory of one more compile of the first mode, next to the KV size: serial (the
+  tracer sees one process) and untimed (tracing slows every allocation);
 - the baseline: scikit-learn ``KMeans`` (k-means++ seeding, one init, 10 Lloyd iterations, the
   same thread count) with the row-aligned clustering's job: the same keys (scaled by the head's
   mean norm), the same number of clusters (one per 32-token group row) on every clustered head;
@@ -15,8 +17,8 @@ Measured in one run, side by side:
 
 The cache carries 256 prefill queries per layer (calibration for the default query metric and
 placement, docs/compiler.md). Usage: ``python bench/bench_compile.py [--layers 30]
-[--modes row-aligned artifact global] [--sklearn-heads N] [--slots 1024]`` (N limits the baseline
-to N heads and scales its time up, for a quick run).
+[--modes row-aligned artifact global] [--sklearn-heads N] [--slots 1024] [--no-memory]``
+(N limits the baseline to N heads and scales its time up, for a quick run).
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def main() -> None:
                     help="clustered layers (evenly spread) whose heads the recall covers")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-save", action="store_true", help="skip writing the artifact folder")
+    ap.add_argument("--no-memory", dest="memory", action="store_false",
+                    help="skip the untimed serial compile traced for its peak memory")
     args = ap.parse_args()
 
     from starc import config
@@ -108,14 +112,11 @@ def main() -> None:
     cpus: dict[str, float] = {}
     row_cks: dict[str, Any] = {}
     for mode in args.modes:
-        tracemalloc.start()
         t0, c0 = time.perf_counter(), cpu_time()
         opt = (CompileOptions(mode="row-aligned", tree=False, threads=args.threads)
                if mode == "row-aligned-flat" else CompileOptions(mode=mode, threads=args.threads))
         ck = compile_kv(cache, cfg, opt)
         dt, cpu = time.perf_counter() - t0, cpu_time() - c0
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
         times[mode] = dt
         cpus[mode] = cpu
         st = ck.stats
@@ -126,9 +127,7 @@ def main() -> None:
         print(f"compile {mode:11s}: {dt:6.2f} s wall{target}, {cpu:6.2f} s CPU, "
               f"{n_tok / dt:,.0f} tokens/s, clustering {st['seconds_cluster']:.2f} s, "
               f"{st['clusters']:,} clusters (size {st['cluster_size_min']}.."
-              f"{st['cluster_size_max']}){extra}, layers in {st['workers']}, peak traced "
-              f"memory {peak:.0f} MiB = {peak / kv_mib:.2f} x KV"
-              + (" (this process only)" if st["workers"] == "processes" else ""))
+              f"{st['cluster_size_max']}){extra}, layers in {st['workers']}")
         if mode == args.modes[0] and not args.no_save:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
@@ -138,6 +137,18 @@ def main() -> None:
             row_ck = ck
             row_cks[mode] = ck
         del ck
+    if args.memory:
+        # untimed: tracemalloc slows every allocation (a timed compile under it took about 35 %
+        # more CPU), and it sees one process only, so this compile runs serially in this one
+        mode = args.modes[0]
+        opt = (CompileOptions(mode="row-aligned", tree=False, threads=1)
+               if mode == "row-aligned-flat" else CompileOptions(mode=mode, threads=1))
+        tracemalloc.start()
+        compile_kv(cache, cfg, opt)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        print(f"memory of one compile ({mode}, serial, traced, untimed): peak {peak:.0f} MiB = "
+              f"{peak / kv_mib:.2f} x KV")
     if "row-aligned" not in times:
         return
     from sklearn.cluster import KMeans

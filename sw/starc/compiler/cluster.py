@@ -191,7 +191,9 @@ def kmeanspp_batched(xu: np.ndarray, k: int, rng: np.random.Generator, *,
         cum = np.cumsum(dmin, axis=1)
         tot = cum[:, -1]
         r = rng.random(B) * tot
-        pick = np.array([np.searchsorted(cum[b], r[b], side="right") for b in range(B)])
+        # searchsorted(cum[b], r[b], side="right") for every batch at once: the number of
+        # entries <= r (cum never decreases: dmin >= 0)
+        pick = np.count_nonzero(cum <= r[:, None], axis=1)
         pick = np.minimum(pick, N - 1)
         # an all-zero distance row (duplicates) falls back to a random point
         pick = np.where(tot > 0, pick, rng.integers(0, N, size=B))
@@ -286,7 +288,7 @@ def balanced_kmeans_tree(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, s
         js = np.flatnonzero(runs == r)                 # runs of r clusters: the same shape
         n2 = int(sums[js[0]])
         idx = order[:, starts[js][:, None] + np.arange(n2)[None, :]]  # [B, len(js), n2]
-        sub = np.take_along_axis(xu, idx.reshape(B, -1)[..., None], axis=1)
+        sub = xu[np.arange(B)[:, None], idx.reshape(B, -1)]   # a gather (take_along_axis)
         sub = sub.reshape(B * js.size, n2, d)
         c2 = np.broadcast_to(caps[0][first[js[0]]:first[js[0]] + r], (B * js.size, r))
         l2, cc, _ = balanced_kmeans(sub, c2, iters=iters, seed=int(rng.integers(2**31)),
@@ -309,7 +311,7 @@ def balanced_kmeans_tree(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, s
 def _split_one(xu, order, labels, cents, j, starts, sums, caps, first, runs, iters, rng):
     B, _, d = xu.shape
     idx = order[:, starts[j]:starts[j] + sums[j]]
-    sub = np.take_along_axis(xu, idx[..., None], axis=1)
+    sub = xu[np.arange(B)[:, None], idx]
     c2 = np.broadcast_to(caps[0][first[j]:first[j] + runs[j]], (B, runs[j]))
     l2, cc, _ = balanced_kmeans(sub, c2, iters=iters, seed=int(rng.integers(2**31)),
                                 init="kmeans++")
