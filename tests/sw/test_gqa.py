@@ -59,3 +59,69 @@ def test_one_query_head_is_per_head_starc():
             a = select_starc_shared(q, hm, n, B).positions[0]
             b = select_starc(q, hm, n, B).positions[0]
             assert np.array_equal(a, b), (j, B)
+
+
+def _float64_attention(layer, step, q_head, kv_head, n, selected):
+    q = CACHE.q[layer][step, q_head].astype(np.float16).astype(np.float64)
+    K = CACHE.k[layer][:n, kv_head].astype(np.float16).astype(np.float64)[selected]
+    V = CACHE.v[layer][:n, kv_head].astype(np.float16).astype(np.float64)[selected]
+    lg = K @ q / np.sqrt(K.shape[1])
+    p = np.exp(lg - lg.max())
+    return (p / p.sum()) @ V
+
+
+def test_registry_policy_runs_one_program_per_kv_head():
+    """`starc-row-gqa`: one plan for the group; its program (each head's centroid scan and
+    read-back, then the shared attention) is legal per the independent checker, computes every
+    query head's attention over the shared selection (float64 reference, FP16 bound), reads
+    each head's centroid scores back as the scan computes them (float64 q . c), ranks clusters
+    by the group's mean mass share of those scores, opens every attention row once for the
+    group, and takes fewer cycles than the heads' one-query programs one after the other."""
+    from starc.golden import check, functional, timing
+    from starc.isa import Op
+    from starc.metrics import step_cost
+    from starc.planner import Planner, registry
+    from starc.planner.selection import host_scores
+
+    spec = registry.get("starc-row-gqa")
+    assert spec.multi_query and spec.shared and spec.layout == "row-aligned"
+    layer, step, kh, B = 2, 2, 1, 300
+    pl = Planner(CK, "starc-row-gqa", B)
+    plans = pl.plan(step, layer, kh)
+    n, g = plans[0].n_ctx, CACHE.meta.group_size
+    assert len(plans) == g and all(sp.rows is plans[0].rows for sp in plans)
+    prog, wdata, n_sel = pl.group_program(plans)
+    s = timing.schedule(prog, CFG)
+    check.check(s.program, s.issue, CFG)
+    hm = CK.head(layer, kh)
+    res = functional.execute(prog, wdata, CK.channel_image(hm.channel, n, [layer]), CFG,
+                             CACHE.meta.head_dim)
+    assert res.heads == g
+    for k, sp in enumerate(plans):
+        o = _float64_attention(layer, step, sp.q_head, kh, n, sp.selected)
+        err = np.linalg.norm(res.outputs_bits[k].view(np.float16) - o) / np.linalg.norm(o)
+        assert err < 2e-3, f"head {k}: relative error {err:.2e} against float64"
+    # the read-back scores: one RDSB per head, the group ranks by its mean mass share of them
+    avail = hm.clusters_at(n)
+    assert len(res.host_scores) == g
+    shares = []
+    for k, (sp, read) in enumerate(zip(plans, res.host_scores, strict=True)):
+        got = host_scores(pl.selection(sp), read)
+        q = CACHE.q[layer][step, sp.q_head].astype(np.float16).astype(np.float64)
+        ref = hm.centroid[avail].astype(np.float16).astype(np.float64) @ q / np.sqrt(q.size)
+        assert np.abs(got - ref).max() <= 1e-5 * (1 + np.abs(ref).max()), k
+        w = hm.cl_size[avail] * np.exp(got - got.max())
+        shares.append(w / w.sum())
+    score = np.mean(shares, axis=0)
+    clustered = plans[0].selected[plans[0].selected < hm.clustered_end(n)]
+    chosen = np.isin(hm.cl_start[avail], [hm.pos_slot[p] for p in clustered])
+    assert chosen.any() and (~chosen).any()
+    assert score[~chosen].max() <= score[chosen].min() * (1 + 1e-4)
+    # every attention row opens once for the whole group (key and value phase)
+    att = prog[n_sel:]
+    acts = int(np.isin(att["op"], [int(Op.ACTAB), int(Op.ACTBG)]).sum())
+    rounds = plans[0].rows.rounds
+    assert acts == 2 * sum(1 if rd.actab else len(rd.groups) for rd in rounds)
+    one = sum(step_cost(*pl.step_program(sp)[::2], CFG, 64, sp.selected.size).cycles
+              for sp in plans)
+    assert step_cost(prog, n_sel, CFG, 64, plans[0].selected.size).cycles < one

@@ -185,6 +185,13 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
         for key, pl in planners.items():
             a = acc[key]
             plans = pl.plan(s, l, kh)
+            group_cost = None
+            if pl.spec.multi_query and any(ti * g + j in sample for j in range(len(plans))):
+                # one program for the group (rows opened once, MACs per query head): each
+                # query head's cost is the group's divided by the heads
+                prog, _, n_sel = pl.group_program(plans)
+                group_cost = step_cost(prog, n_sel, cfg, m.head_dim, plans[0].selected.size,
+                                       o.host_cycles)
             union = pl.union_rows(plans)
             a.add(union_slots=union.n_blocks * geo.tpgr,
                   union_tokens=union.n_valid)
@@ -209,17 +216,22 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
                       mass_recall=qual.mass_recall, topk_recall=qual.topk_recall,
                       rel_error=qual.rel_error)
                 if ti * g + j in sample:
-                    prog, _, n_sel = pl.step_program(sp)
-                    c = step_cost(prog, n_sel, cfg, m.head_dim, sp.selected.size,
-                                  o.host_cycles)
-                    a.add(cycles=c.cycles, ns=cfg.cycles_to_ns(c.cycles),
-                          selection_cycles=c.selection_cycles,
-                          attention_cycles=c.cycles - c.selection_cycles,
-                          energy_nJ=c.energy_pj / 1e3, attacc_energy_nJ=c.attacc_energy_pj / 1e3,
-                          selection_energy_nJ=c.selection_energy_pj / 1e3,
-                          ratio_to_floor=c.ratio_to_floor, commands=c.commands,
-                          **{f"t_{k}": v for k, v in c.breakdown.items()},
-                          **{f"e_{k}": v / 1e3 for k, v in c.energy_breakdown.items()})
+                    if group_cost is not None:
+                        c, share = group_cost, 1.0 / len(plans)
+                    else:
+                        prog, _, n_sel = pl.step_program(sp)
+                        c = step_cost(prog, n_sel, cfg, m.head_dim, sp.selected.size,
+                                      o.host_cycles)
+                        share = 1.0
+                    a.add(cycles=share * c.cycles, ns=share * cfg.cycles_to_ns(c.cycles),
+                          selection_cycles=share * c.selection_cycles,
+                          attention_cycles=share * (c.cycles - c.selection_cycles),
+                          energy_nJ=share * c.energy_pj / 1e3,
+                          attacc_energy_nJ=share * c.attacc_energy_pj / 1e3,
+                          selection_energy_nJ=share * c.selection_energy_pj / 1e3,
+                          ratio_to_floor=c.ratio_to_floor, commands=share * c.commands,
+                          **{f"t_{k}": share * v for k, v in c.breakdown.items()},
+                          **{f"e_{k}": share * v / 1e3 for k, v in c.energy_breakdown.items()})
     rows = []
     for (p, b), a in acc.items():
         row: dict[str, Any] = {"policy": p, "budget": b}
@@ -245,7 +257,10 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
             "counting": "per query head: one program per (step, layer, query head); GQA union: "
                         "rows holding a token selected by any query head of the KV head",
             "cost_scope": "one layer, one query head, one channel (the KV head's); cycles and "
-                          "energy include the selection pass (selection_*: its part)",
+                          "energy include the selection pass (selection_*: its part); a "
+                          "multi-query policy runs one program per KV head for its query heads "
+                          "(rows opened once, MACs per query head) and each query head is "
+                          "charged that program's cost divided by the group size",
             "host_cycles": o.host_cycles, "mass_floor": o.mass_floor, "mass_cap": o.mass_cap,
             "sampling": cs.describe(), "cost_n": cs.n,
             "cost_N": cs.N, "cost_sample_seed": o.seed}

@@ -133,10 +133,16 @@ class Planner:
         hm = self.ck.head(layer, kv_head)
         g = self.meta.group_size
         out = []
+        shared = None
         for j, pos in enumerate(sel.positions):
-            loc = hm.locate(pos, n)
-            rows = self.rows_for(loc, whole=self.whole(layer, kv_head, n)
-                                 if self.objective == "cycles" else None)
+            if shared is not None and np.array_equal(pos, shared[0]):
+                loc, rows = shared[1], shared[2]        # one selection for the group: one plan
+            else:
+                loc = hm.locate(pos, n)
+                rows = self.rows_for(loc, whole=self.whole(layer, kv_head, n)
+                                     if self.objective == "cycles" else None)
+                if self.spec.multi_query:
+                    shared = (pos, loc, rows)
             out.append(StepPlan(step=step, layer=layer, q_head=kv_head * g + j, kv_head=kv_head,
                                 n_ctx=n, selected=pos, located=loc, rows=rows,
                                 alpha=None if sel.alpha is None else float(sel.alpha[j]),
@@ -195,6 +201,44 @@ class Planner:
     def selection(self, sp: StepPlan) -> SelectionPass | None:
         """The selection pass of one plan (:mod:`starc.planner.selection`), or ``None``."""
         return selection_pass(self, sp)
+
+    def group_program(self, plans: list[StepPlan]) -> tuple[np.ndarray, np.ndarray, int]:
+        """The step of a multi-query policy (registry: ``Policy.multi_query``) for the query
+        heads ``plans`` of one KV head, which share one plan: the selection passes of the heads
+        one after the other (each a one-query scan of the centroid rows with its read-back), then
+        the attention of all heads over the shared rows
+        (:func:`starc.planner.multihead.shared_program`: every round opens its rows once and
+        runs one pass of MACs per query head, head k named k). Returns ``(program, wdata,
+        commands of the selection part)``."""
+        from starc.planner.multihead import shared_program
+        from starc.planner.program import emit_selection
+
+        if not plans:
+            raise ValueError("group_program needs the plans of at least one query head")
+        sp0 = plans[0]
+        if any((sp.layer, sp.kv_head, sp.step) != (sp0.layer, sp0.kv_head, sp0.step) or
+               not np.array_equal(sp.selected, sp0.selected) for sp in plans):
+            raise ValueError("group_program runs query heads of one KV head and step that "
+                             "attend the same positions (a multi-query policy's plans)")
+        hm = self.ck.head(sp0.layer, sp0.kv_head)
+        geo, cfg = self.geo, self.ck.cfg
+        parts, words, at = [], [], 0
+        for sp in plans:
+            sel = self.selection(sp)
+            if sel is not None and sel.scans:
+                parts.append(emit_selection(sel, geo, banks_per_pu=cfg.pu.banks_per_pu,
+                                            wdata_base=at))
+                w = sel.wdata()
+                words.append(w)
+                at += len(w)
+        n_sel = int(sum(len(x) for x in parts))
+        chunks = geo.d // geo.lanes
+        queries = [at + k * chunks for k in range(len(plans))]
+        words += [query_words(self.ck.cache.q[sp.layer][sp.step, sp.q_head], geo.d, geo.lanes)
+                  for sp in plans]
+        att = shared_program(sp0.rows, queries, geo, cfg, krow_base=hm.row_base,
+                             vrow_base=hm.row_base + hm.n_krows)
+        return np.concatenate(parts + [att]), np.concatenate(words), n_sel
 
     def step_program(self, sp: StepPlan) -> tuple[np.ndarray, np.ndarray, int]:
         """The whole step: selection program (if any) then attention program. Returns

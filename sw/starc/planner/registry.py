@@ -27,6 +27,7 @@ import numpy as np
 from starc.compiler.compile import CompileOptions
 from starc.planner import policies as pol
 from starc.planner.budget import Budget, parse_budget
+from starc.planner.gqa import select_starc_shared
 
 __all__ = [
     "DEFAULT_POLICIES",
@@ -76,6 +77,8 @@ class Policy:
     source: str
     _select: Callable[..., pol.Selection]
     adaptive: bool = False          # supports a mass budget (p0.95: starc.planner.budget)
+    multi_query: bool = False       # the GEMV buffer holds the GQA group's queries: one program
+                                    # per KV head, each row opened once, MACs per query head
     colour: str = "#999999"         # plots (starc.plots): fixed per policy, Okabe-Ito palette
     marker: str = "o"
 
@@ -142,6 +145,11 @@ def _starc(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
                             norms=nrm.get("norms"), always_logits=nrm.get("always_logits"))
 
 
+def _starc_shared(q: np.ndarray, K: Any, hm: Any, n: int, b: Budget, p: Params,
+                  nrm: Any) -> pol.Selection:
+    return select_starc_shared(q, hm, n, b.limit)
+
+
 _STARC_RULE = ("score every available cluster q . centroid / sqrt(d) (fp32), whole clusters in "
                "descending order while they fit B - recent, the first overflowing one cut to fill "
                "B; recent buffer and sink block always attended")
@@ -171,6 +179,14 @@ REGISTRY: dict[str, Policy] = {p.name: p for p in (
     Policy("starc-global", "global", "centroids", False, _STARC_RULE + " (one k-means over the "
            "whole prefill, ~32 tokens per cluster, sink row)", "STARC v1 paper variant", _starc,
            adaptive=True, colour="#56B4E9", marker="*"),
+    Policy("starc-row-gqa", "row-aligned", "centroids", True, "one selection per KV head for "
+           "its GQA group: each query head's estimated mass share of every cluster, size_c "
+           "exp(q . c / sqrt(d)) normalised, averaged over the heads; whole clusters in that "
+           "order while they fit B - recent, the first overflowing one cut to fill B; sink row "
+           "and recent buffer always attended; run with a multi-query GEMV buffer: each row "
+           "opened once per KV head, MACs per query head", "this project (docs/compiler.md, "
+           "GQA-shared selection)", _starc_shared, multi_query=True, colour="#F0E442",
+           marker="h"),
 )}
 
 POLICIES: tuple[str, ...] = tuple(REGISTRY)
