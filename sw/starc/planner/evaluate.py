@@ -257,10 +257,12 @@ def _evaluate(cache: KVCache, cfg: Config, options: EvalOptions | None,
             "counting": "per query head: one program per (step, layer, query head); GQA union: "
                         "rows holding a token selected by any query head of the KV head",
             "cost_scope": "one layer, one query head, one channel (the KV head's); cycles and "
-                          "energy include the selection pass (selection_*: its part); a "
-                          "multi-query policy runs one program per KV head for its query heads "
-                          "(rows opened once, MACs per query head) and each query head is "
-                          "charged that program's cost divided by the group size",
+                          "energy include the selection pass (selection_*: its part)" + (
+                              "; a multi-query policy runs one program per KV head for its "
+                              "query heads (rows opened once, MACs per query head) and each "
+                              "query head is charged that program's cost divided by the group "
+                              "size" if any(registry.get(p).multi_query for p in o.policies)
+                              else ""),
             "host_cycles": o.host_cycles, "mass_floor": o.mass_floor, "mass_cap": o.mass_cap,
             "sampling": cs.describe(), "cost_n": cs.n,
             "cost_N": cs.N, "cost_sample_seed": o.seed}
