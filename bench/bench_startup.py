@@ -6,7 +6,8 @@ fresh process running the installed console script (``.venv/bin/starc``), output
   what the options ask for);
 - ``eager``: the same command after importing every sub-command module first (Amaranth, the FPGA
   flow, cocotb helpers, the compiler, ...), what a parser that registers everything would cost;
-- the floors: ``python -c pass`` and ``python -c "import numpy"`` (the golden model needs NumPy).
+- the floors: ``python -c pass``, and ``python -c "import numpy"`` for scale (`timing dense` runs
+  the golden model on command tuples and imports no NumPy; tests/sw/test_startup.py checks).
 
 Two bytecode conditions, side by side:
 - ``source``: the environment as `make` sets it (``PYTHONDONTWRITEBYTECODE=1``, an editable install
@@ -16,9 +17,10 @@ Two bytecode conditions, side by side:
 
 Prints the median and minimum wall time and the median CPU time (user + system, less disturbed
 by other processes) of each case, the ratios to the floors, `uptime` before and after, where the
-time of `timing dense` goes inside the process (interpreter, NumPy, project imports, model run,
-table), and the slowest imports of each command (``python -X importtime``). Target: both commands
-<= 0.12 s on an idle machine. ``BENCH_REPS`` (default 15) sets the runs per case.
+time of `timing dense` goes inside the process (interpreter, project imports, schedule code
+generation, model run, table), and the slowest imports of each command
+(``python -X importtime``). Target: both commands <= 0.12 s on an idle machine.
+``BENCH_REPS`` (default 15) sets the runs per case.
 
 ``--before DIR``: also run the commands of an older source tree beside (``DIR/sw`` first on
 ``PYTHONPATH``; e.g. ``git archive REV sw | tar -x -C DIR``), so a change is measured against its
@@ -48,8 +50,6 @@ EAGER = ("import sys, starc.cli as c; c.build_parser(); "
 SPLIT = r"""
 import io, sys, time, contextlib
 t = [time.perf_counter()]
-import numpy
-t.append(time.perf_counter())
 import starc.cli, starc.config, starc.golden.cli, starc.golden.timing, starc.golden.programs
 import starc.golden.energy, starc.metrics, starc.planner.table, starc.plaintable, starc.glossary
 t.append(time.perf_counter())
@@ -64,12 +64,14 @@ t.append(time.perf_counter())
 with contextlib.redirect_stdout(io.StringIO()):
     print_rows("dense", _DENSE_COLUMNS, [cells(r, _DENSE_COLUMNS) for r in rows])
 t.append(time.perf_counter())
-tp = ts = 0.0
+tp = ts = te = 0.0
 for L in (1024, 2048, 4096, 8192, 16384, 32768):
-    a = time.perf_counter(); p = programs.dense_program(cfg, L, 128)
-    b = time.perf_counter(); timing.schedule(p, cfg)
-    tp += b - a; ts += time.perf_counter() - b
-print(*[t[i + 1] - t[i] for i in range(len(t) - 1)], tp, ts)
+    a = time.perf_counter(); p = programs.dense_commands(cfg, L, 128)
+    b = time.perf_counter(); timing.totals(p, cfg)
+    c = time.perf_counter(); energy.account(p, cfg, 128)
+    tp += b - a; ts += c - b; te += time.perf_counter() - c
+assert "numpy" not in sys.modules, "timing dense imported NumPy"
+print(*[t[i + 1] - t[i] for i in range(len(t) - 1)], tp, ts, te)
 """
 
 
@@ -172,10 +174,11 @@ def main() -> None:
     parts = [[float(x) for x in subprocess.run([py, "-c", SPLIT], capture_output=True, text=True,
                                                env=envs["cached"], check=True).stdout.split()]
              for _ in range(7)]
-    best = min(parts, key=lambda p: sum(p[:5]))     # the fastest run, its parts consistent
-    names = ("import numpy", "project modules", "preset + schedule code generation",
+    best = min(parts, key=lambda p: sum(p[:4]))     # the fastest run, its parts consistent
+    names = ("project modules", "preset + schedule code generation",
              "model run (dense_cost_rows, 6 lengths)", "table (print_rows)",
-             "  again: dense_program, 6 lengths", "  again: schedule, 6 lengths")
+             "  again: dense_commands, 6 lengths", "  again: timing.totals, 6 lengths",
+             "  again: energy.account, 6 lengths")
     print("\nwhere `starc timing dense` spends its time inside the process [cached], the fastest "
           "of 7 (ms; interpreter start: `python -c pass` above):")
     for n, v in zip(names, best, strict=True):

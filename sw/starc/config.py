@@ -409,6 +409,13 @@ class Config:
         stream = rows * self.row_period_cycles()
         return stream + (stream // (self.timing.tREFI - self.timing.tRFC)) * self.timing.tRFC
 
+    def floor_cycles(self, n_tokens: int, head_dim: int) -> float:
+        """The bandwidth floor (cycles of tCK): streaming the K and V bytes of ``n_tokens``
+        (FP16) at the channel's internal bandwidth, every PU reading a column each tCCD_AB."""
+        bytes_needed = 2 * n_tokens * head_dim * 2
+        per_cycle = self.pus_per_channel * self.org.column_bytes / self.timing.tCCD_AB
+        return bytes_needed / per_cycle
+
     def banks_per_token(self, head_dim: int) -> int:
         """AttAcc bank-level layout: banks one token of ``head_dim`` spans (starc.address)."""
         from starc import address

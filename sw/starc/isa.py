@@ -39,8 +39,10 @@ which the timing rules relate (docs/commands.md, "One rules table").
 from __future__ import annotations
 
 from enum import IntEnum, IntFlag
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "COMMAND_BITS",
@@ -50,7 +52,10 @@ __all__ = [
     "Op",
     "SCOPE",
     "Scope",
-    "PROGRAM_DTYPE",
+    "PROGRAM_DTYPE",  # noqa: F822 - made on first use (module __getattr__)
+    "FIELD_NAMES",
+    "program_dtype",
+    "program_from_commands",
     "READ_ADDRESS_FIELDS",
     "ROW_OPS",
     "ACT_OPS",
@@ -155,14 +160,29 @@ COMMAND_FIELDS: tuple[tuple[str, int], ...] = (
 )
 COMMAND_BITS = sum(w for _, w in COMMAND_FIELDS)
 
-PROGRAM_DTYPE = np.dtype([
-    ("op", np.uint8),
-    ("group", np.uint8),
-    ("bank", np.uint8),
-    ("col", np.uint8),
-    ("row", np.uint32),
-    ("arg", np.uint32),
-])
+#: The program's fields in order: a command tuple ``(op, group, bank, col, row, arg)``.
+FIELD_NAMES: tuple[str, ...] = tuple(n for n, _ in COMMAND_FIELDS)
+#: NumPy type of each field of :data:`PROGRAM_DTYPE`.
+_FIELD_TYPES = ("u1", "u1", "u1", "u1", "u4", "u4")
+
+
+def program_dtype() -> np.dtype:
+    """:data:`PROGRAM_DTYPE`, made on first use: the commands that never build a program array
+    (``starc timing dense``, ``starc config``) start without importing NumPy
+    (bench/bench_startup.py)."""
+    dtype = globals().get("PROGRAM_DTYPE")
+    if dtype is None:
+        import numpy as np
+
+        dtype = np.dtype(list(zip(FIELD_NAMES, _FIELD_TYPES, strict=True)))
+        globals()["PROGRAM_DTYPE"] = dtype
+    return dtype
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PROGRAM_DTYPE":
+        return program_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 ACT_OPS = frozenset({Op.ACTAB, Op.ACTBG, Op.ACTPB})
 PRE_OPS = frozenset({Op.PREA, Op.PREBG, Op.PREPB})
@@ -209,12 +229,21 @@ READ_ADDRESS_FIELDS: tuple[tuple[str, int], ...] = tuple(
 
 def make_program(commands: list[tuple] | None = None) -> np.ndarray:
     """Build a program from tuples ``(op, group, bank, col, row, arg)``; trailing fields may go."""
+    import numpy as np
+
     commands = commands or []
-    prog = np.zeros(len(commands), dtype=PROGRAM_DTYPE)
+    prog = np.zeros(len(commands), dtype=program_dtype())
     for i, c in enumerate(commands):
         c = tuple(int(x) for x in c) + (0,) * (6 - len(c))
         prog[i] = c
     return prog
+
+
+def program_from_commands(commands: list[tuple]) -> np.ndarray:
+    """The program array of full command tuples ``(op, group, bank, col, row, arg)``."""
+    import numpy as np
+
+    return np.array(commands, dtype=program_dtype()).reshape(-1)
 
 
 def encode(cmd: np.void | tuple) -> int:
@@ -245,7 +274,7 @@ def encode_program(prog: np.ndarray) -> list[int]:
 
 
 def _values(cmd: np.void | tuple) -> tuple[int, ...]:
-    if isinstance(cmd, np.void):
+    if not isinstance(cmd, (tuple, list)):      # a record of a program array
         return tuple(int(cmd[n]) for n, _ in COMMAND_FIELDS)
     return tuple(cmd) + (0,) * (6 - len(cmd))
 

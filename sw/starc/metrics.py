@@ -90,10 +90,9 @@ def quality(ref: DenseRef, h: int, selected: np.ndarray, B: int,
 
 
 def floor_cycles(cfg: Config, n_tokens: int, head_dim: int) -> float:
-    """Cycles to stream the K and V bytes of ``n_tokens`` at the channel's internal bandwidth."""
-    bytes_needed = 2 * n_tokens * head_dim * 2
-    per_cycle = cfg.pus_per_channel * cfg.org.column_bytes / cfg.timing.tCCD_AB
-    return bytes_needed / per_cycle
+    """Cycles to stream the K and V bytes of ``n_tokens`` at the channel's internal bandwidth
+    (:meth:`starc.config.Config.floor_cycles`)."""
+    return cfg.floor_cycles(n_tokens, head_dim)
 
 
 @dataclass

@@ -6,7 +6,8 @@
 - ``--model attacc``: AttAcc's simulator reproduced cycle for cycle (docs/attacc.md).
 
 Start-up (bench/bench_startup.py): the parser imports nothing here but the argument types; the
-handler loads the golden model (NumPy) and, only for ``--model attacc``, the compatibility model.
+handler loads the golden model's program generator, schedule loop and energy count, which run on
+command tuples without NumPy, and only for ``--model attacc`` the compatibility model.
 Tables print through :func:`starc.planner.table.print_rows`.
 """
 
@@ -30,7 +31,6 @@ def dense_cost_rows(cfg: Config, lengths: Sequence[int], head_dim: int,
     from starc.cli import UserError
     from starc.golden import energy, programs, timing
     from starc.isa import COMMAND_FIELDS, Op
-    from starc.metrics import floor_cycles
     mask_bits = dict(COMMAND_FIELDS)["arg"]
     tpgr = cfg.tokens_per_group_row(head_dim)      # raises for a head size the preset cannot hold
     if tpgr > mask_bits:
@@ -39,13 +39,15 @@ def dense_cost_rows(cfg: Config, lengths: Sequence[int], head_dim: int,
                         f"field) covers {mask_bits}; use a head size of at least "
                         f"{head_dim * tpgr // mask_bits}")
     out = []
+    actab = int(Op.ACTAB)
     for L in lengths:
-        prog = programs.dense_program(cfg, L, head_dim, heads=heads)
-        s = timing.schedule(prog, cfg)
-        e = energy.account(prog, cfg, head_dim)
-        floor = floor_cycles(cfg, heads * L, head_dim)
-        stream = cfg.mac_stream_cycles(int((prog["op"] == int(Op.ACTAB)).sum()))
-        out.append({"L": L, "commands": len(s.program), "cycles": s.total_cycles,
+        # command tuples, no program array: the command starts without NumPy (bench_startup)
+        cmds = programs.dense_commands(cfg, L, head_dim, heads=heads)
+        s = timing.totals(cmds, cfg)
+        e = energy.account(cmds, cfg, head_dim)
+        floor = cfg.floor_cycles(heads * L, head_dim)
+        stream = cfg.mac_stream_cycles(sum(1 for c in cmds if c[0] == actab))
+        out.append({"L": L, "commands": s.commands, "cycles": s.total_cycles,
                     "ns": s.total_ns, "energy_nJ": e.total_pj / 1e3,
                     "attacc_energy_nJ": e.attacc_pj / 1e3, "floor_cycles": floor,
                     "ratio_to_floor": s.total_cycles / floor, "mac_stream_cycles": stream,

@@ -16,12 +16,16 @@ not included: no sourced per-refresh constant exists in the presets (stated in d
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from starc.config import Config
 from starc.isa import MoveFlag, Op
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Energy", "EventCounts", "account", "count_events"]
 
@@ -48,10 +52,31 @@ class Energy:
     counts: EventCounts | None = None
 
 
-def count_events(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> EventCounts:
+def _reductions(prog: np.ndarray | Sequence[tuple]) -> tuple[dict[int, int], int, int, int]:
+    """Of ``prog``: commands per opcode, value MVSBs, the SFMs' entries and the RDSBs' scores.
+    Counted with NumPy from an array (fast on long programs), in Python from command tuples (no
+    NumPy import: ``starc timing dense``); tests/sw/test_command_tuples.py checks both alike."""
+    mvsb, value, sfm, rdsb = int(Op.MVSB), int(MoveFlag.VALUE), int(Op.SFM), int(Op.RDSB)
+    if hasattr(prog, "dtype"):
+        import numpy as np
+
+        ops = prog["op"]
+        count = {int(o): int(c) for o, c in enumerate(np.bincount(ops)) if c}
+        args = prog["arg"].astype(np.int64)
+        return (count, int(np.count_nonzero((ops == mvsb) & ((prog["col"] & value) != 0))),
+                int(args[ops == sfm].sum()), int(args[ops == rdsb].sum()))
+    count = Counter(c[0] for c in prog)
+    return (count, sum(1 for c in prog if c[0] == mvsb and c[3] & value),
+            sum(c[5] for c in prog if c[0] == sfm), sum(c[5] for c in prog if c[0] == rdsb))
+
+
+def count_events(prog: np.ndarray | Sequence[tuple], cfg: Config,
+                 head_dim: int = 128) -> EventCounts:
+    """The events of ``prog`` (an array, or full command tuples ``(op, group, bank, col, row,
+    arg)``) that :func:`account` charges."""
     org, pu = cfg.org, cfg.pu
-    ops = prog["op"]
-    n = {o: int(np.count_nonzero(ops == int(o))) for o in Op}
+    count, value_moves, sfm, readback_scores = _reductions(prog)
+    n = {o: count.get(int(o), 0) for o in Op}
     nb_ch, bpg = org.banks_per_channel, org.banks_per_group
     acts = n[Op.ACTAB] * nb_ch + n[Op.ACTBG] * bpg + n[Op.ACTPB]
     mac_cols = n[Op.MACAB] * nb_ch // pu.banks_per_pu + n[Op.MACBG] * bpg // pu.banks_per_pu
@@ -60,13 +85,10 @@ def count_events(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> EventCou
     sets = org.banks_per_group // cfg.banks_per_token(head_dim)
     # score move: sets x 16 FP32 scores; value move: bpg x 16 FP32 partial outputs;
     # MVGB: sets x 16 FP16 probabilities to every bank of the group; WRGB: one column to every bank.
-    mvsb = prog[ops == int(Op.MVSB)]
-    value_moves = int(np.count_nonzero(mvsb["col"] & int(MoveFlag.VALUE)))
-    score_moves = len(mvsb) - value_moves
+    score_moves = n[Op.MVSB] - value_moves
     moved = (score_moves * sets * 16 * 4 + value_moves * bpg * 16 * 4
              + n[Op.MVGB] * sets * 16 * 2 * bpg + n[Op.WRGB] * colb * nb_ch)
-    sfm = int(prog["arg"][ops == int(Op.SFM)].astype(np.int64).sum())
-    readback = 4 * int(prog["arg"][ops == int(Op.RDSB)].astype(np.int64).sum())
+    readback = 4 * readback_scores
     return EventCounts(
         bank_activations=acts, bank_column_reads=reads, bank_column_writes=n[Op.WR],
         mac_lane_ops=mac_cols * pu.lanes, moved_bytes=moved,
@@ -74,8 +96,9 @@ def count_events(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> EventCou
         readback_bytes=readback)
 
 
-def account(prog: np.ndarray, cfg: Config, head_dim: int = 128) -> Energy:
-    """Energy (pJ) of one channel program; see the module docstring for the two conventions."""
+def account(prog: np.ndarray | Sequence[tuple], cfg: Config, head_dim: int = 128) -> Energy:
+    """Energy (pJ) of one channel program (an array or command tuples); see the module
+    docstring for the two conventions."""
     e, org = cfg.energy, cfg.org
     c = count_events(prog, cfg, head_dim)
     row_bits = org.row_bytes * 8

@@ -37,13 +37,15 @@ dense_program` and the planner's attention program).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from starc.config import Config
-from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, MoveFlag, Op
+from starc.isa import MAX_HEADS, MacArg, MoveFlag, Op, program_from_commands
 
-__all__ = ["Cmd", "HeadWork", "Pass", "Round", "emit", "overlapped_order"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["Cmd", "HeadWork", "Pass", "Round", "emit", "emit_commands", "overlapped_order"]
 
 Cmd = tuple[int, int, int, int, int, int]   # op, group, bank, col, row, arg
 
@@ -111,7 +113,15 @@ def overlapped_order(heads: int) -> list[tuple[int, bool]]:
 
 def emit(rounds: list[Round], heads: dict[int, HeadWork], cfg: Config, *,
          compact: bool = False, max_per_gap: int = 2) -> np.ndarray:
-    """The program of ``rounds`` with every head's moves placed (module docstring).
+    """The program array of :func:`emit_commands`."""
+    return program_from_commands(emit_commands(rounds, heads, cfg, compact=compact,
+                                               max_per_gap=max_per_gap))
+
+
+def emit_commands(rounds: list[Round], heads: dict[int, HeadWork], cfg: Config, *,
+                  compact: bool = False, max_per_gap: int = 2) -> list[Cmd]:
+    """The program of ``rounds`` with every head's moves placed (module docstring), as command
+    tuples.
 
     ``compact`` changes two choices at the program's edges (docs/multihead.md): moves that must
     precede a round go after its activation instead of before it (the activation depends on no
@@ -306,4 +316,4 @@ def emit(rounds: list[Round], heads: dict[int, HeadWork], cfg: Config, *,
     force(len(passes))
     for it in sorted(queue, key=lambda o: o.seq):
         out.append(it.cmd)
-    return np.array(out, dtype=PROGRAM_DTYPE).reshape(-1)
+    return out

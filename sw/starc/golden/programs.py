@@ -25,28 +25,34 @@ Token t of a dense cache is stored at row ``t // (G * tpgr)``, group ``(t // tpg
 from __future__ import annotations
 
 from collections import Counter
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from starc.address import dense_token_address
 from starc.config import Config
-from starc.golden.multihead import HeadWork, Pass, Round, emit, overlapped_order
-from starc.isa import MAX_HEADS, PROGRAM_DTYPE, MacArg, MoveFlag, Op
+from starc.isa import MAX_HEADS, MacArg, MoveFlag, Op, program_from_commands
 
-__all__ = ["command_counts", "dense_program", "dense_rounds", "dense_token_address",
-           "stream_program"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from starc.golden.multihead import HeadWork, Round
+
+#: A command tuple (op, group, bank, col, row, arg), as ``starc.golden.multihead.Cmd``.
+Cmd = tuple[int, int, int, int, int, int]
+
+__all__ = ["command_counts", "dense_commands", "dense_program", "dense_rounds",
+           "dense_token_address", "stream_program"]
 
 
 class _Builder:
     def __init__(self) -> None:
-        self.rows: list[tuple[int, int, int, int, int, int]] = []
+        self.rows: list[Cmd] = []
 
     def add(self, op: Op, group: int = 0, bank: int = 0, col: int = 0, row: int = 0,
             arg: int = 0) -> None:
         self.rows.append((int(op), group, bank, col, row, arg))
 
     def build(self) -> np.ndarray:
-        return np.array(self.rows, dtype=PROGRAM_DTYPE)
+        return program_from_commands(self.rows)
 
 
 def _masks(cfg: Config, head_dim: int, L: int, row: int) -> list[int]:
@@ -62,7 +68,16 @@ def _masks(cfg: Config, head_dim: int, L: int, row: int) -> list[int]:
 
 def dense_program(cfg: Config, L: int, head_dim: int, *, value_row_base: int | None = None,
                   query_data_index: int = 0, heads: int = 1) -> np.ndarray:
-    """Dense attention over L tokens of one KV head on one channel (see module docstring).
+    """The program array of :func:`dense_commands` (same arguments)."""
+    return program_from_commands(dense_commands(cfg, L, head_dim, value_row_base=value_row_base,
+                                                query_data_index=query_data_index, heads=heads))
+
+
+def dense_commands(cfg: Config, L: int, head_dim: int, *, value_row_base: int | None = None,
+                   query_data_index: int = 0, heads: int = 1) -> list[Cmd]:
+    """Dense attention over L tokens of one KV head on one channel (see module docstring), as
+    command tuples ``(op, group, bank, col, row, arg)`` (what :func:`starc.golden.timing.totals`
+    and :func:`starc.golden.energy.account` take without building an array).
 
     Key rows are 0 .. R-1, value rows ``value_row_base`` .. (default R). WRGB chunk c carries
     ``arg = query_data_index + c`` (the row of the caller's ``wdata`` table).
@@ -87,51 +102,58 @@ def dense_program(cfg: Config, L: int, head_dim: int, *, value_row_base: int | N
         raise ValueError(f"L={L} needs {2 * n_rows} rows per bank; the preset has "
                          f"{org.rows_per_bank}")
     bppu = cfg.pu.banks_per_pu
-    b = _Builder()
+    # command tuples of plain ints, the MAC columns of a row built once (this runs for every
+    # length `starc timing dense` reports, at start-up: bench/bench_startup.py)
+    ACTAB, MACAB, PREA, MVSB, MVGB = (int(o) for o in (Op.ACTAB, Op.MACAB, Op.PREA, Op.MVSB,
+                                                        Op.MVGB))
+    BUF, VALUE = int(MacArg.BUF), int(MacArg.VALUE)
+    rows: list[Cmd] = []
+    add = rows.append
     for c in range(head_dim // org.elements_per_column):
-        b.add(Op.WRGB, col=c, arg=query_data_index + c)
+        add((int(Op.WRGB), 0, 0, c, 0, query_data_index + c))
 
-    def mvsb_score(row: int) -> list[tuple]:
+    def mac_columns(arg: int) -> list[list[Cmd]]:
+        # per column, the MACs of the banks a PU serves (a shared PU works on the banks with
+        # b % bppu == k)
+        return [[(MACAB, 0, k, c, 0, arg) for k in range(bppu)] for c in range(C)]
+
+    def row_of_macs(columns: list[list[Cmd]], pending: list[Cmd]) -> list[Cmd]:
+        # one pending move after each column's MACs; returns the moves left over
+        moves = iter(pending)
+        for macs in columns:
+            rows.extend(macs)
+            move = next(moves, None)
+            if move is not None:
+                add(move)
+        return list(moves)
+
+    def mvsb_score(row: int) -> list[Cmd]:
         masks = _masks(cfg, head_dim, L, row)
         flags = int(MoveFlag.BUF) if row & 1 else 0
-        return [(Op.MVSB, g, 0, flags, 0, masks[g]) for g in range(G)]
+        return [(MVSB, g, 0, flags, 0, masks[g]) for g in range(G)]
 
-    pending: list[tuple] = []
+    score = [mac_columns(0), mac_columns(BUF)]
+    pending: list[Cmd] = []
     for r in range(n_rows):
-        b.add(Op.ACTAB, row=r)
-        buf = int(MacArg.BUF) if r & 1 else 0
-        for c in range(C):
-            for k in range(bppu):  # a shared PU works on the banks with b % bppu == k
-                b.add(Op.MACAB, bank=k, col=c, arg=buf)
-            if pending:
-                b.add(*pending.pop(0))
-        b.add(Op.PREA)
+        add((ACTAB, 0, 0, 0, r, 0))
+        pending = row_of_macs(score[r & 1], pending)       # left-over moves wait for the next row
+        add((PREA, 0, 0, 0, 0, 0))
         pending.extend(mvsb_score(r))
-    for cmd in pending:
-        b.add(*cmd)
-    b.add(Op.SFM, arg=L)
-    for g in range(G):
-        b.add(Op.MVGB, group=g, col=0)
-    pending = []
+    rows.extend(pending)
+    add((int(Op.SFM), 0, 0, 0, 0, L))
+    rows.extend((MVGB, g, 0, 0, 0, 0) for g in range(G))
+    value = [mac_columns(VALUE), mac_columns(VALUE | BUF)]
+    slot = int(MoveFlag.BUF)
     for r in range(n_rows):
-        b.add(Op.ACTAB, row=vbase + r)
-        arg = int(MacArg.VALUE) | (int(MacArg.BUF) if r & 1 else 0)
-        if r + 1 < n_rows:
-            slot = int(MoveFlag.BUF) if (r + 1) & 1 else 0
-            pending = [(Op.MVGB, g, 0, slot, 0, 0) for g in range(G)]
-        for c in range(C):
-            for k in range(bppu):
-                b.add(Op.MACAB, bank=k, col=c, arg=arg)
-            if pending:
-                b.add(*pending.pop(0))
-        for cmd in pending:
-            b.add(*cmd)
-        pending = []
-        b.add(Op.PREA)
+        add((ACTAB, 0, 0, 0, vbase + r, 0))
+        pending = ([(MVGB, g, 0, slot if (r + 1) & 1 else 0, 0, 0) for g in range(G)]
+                   if r + 1 < n_rows else [])
+        rows.extend(row_of_macs(value[r & 1], pending))   # left-over moves before the PREA
+        add((PREA, 0, 0, 0, 0, 0))
     for g in range(G):
         for h in range(2):
-            b.add(Op.MVSB, group=g, col=int(MoveFlag.VALUE | (MoveFlag.HALF if h else 0)))
-    return b.build()
+            add((MVSB, g, 0, int(MoveFlag.VALUE | (MoveFlag.HALF if h else 0)), 0, 0))
+    return rows
 
 
 def stream_program(cfg: Config, n_rows: int) -> np.ndarray:
@@ -150,6 +172,8 @@ def command_counts(prog: np.ndarray, cfg: Config, *, per_pseudo_channel: bool = 
                    ) -> dict[str, int]:
     """Commands by opcode name. With ``per_pseudo_channel``, the commands pseudo-channel 0 sees:
     channel-scope commands count once, group-scope ones only when their group is in PC 0."""
+    import numpy as np
+
     ops = prog["op"]
     if per_pseudo_channel:
         group_scoped = np.isin(ops, [int(o) for o in (Op.ACTBG, Op.ACTPB, Op.PREBG, Op.PREPB,
@@ -165,6 +189,8 @@ def dense_rounds(cfg: Config, L: int, head_dim: int, head: int, *, key_row_base:
                  value_row_base: int) -> tuple[list[Round], list[Round]]:
     """The score and value rounds of one head's dense attention (all-bank rows, every column),
     for :func:`starc.golden.multihead.emit`."""
+    from starc.golden.multihead import Pass, Round  # several heads only (start-up)
+
     org = cfg.org
     G, C = org.groups_per_channel, org.columns_per_row
     n_rows = -(-L // (G * cfg.tokens_per_group_row(head_dim)))
@@ -184,11 +210,13 @@ def dense_rounds(cfg: Config, L: int, head_dim: int, head: int, *, key_row_base:
 
 
 def _dense_heads(cfg: Config, L: int, head_dim: int, heads: int, query_data_index: int,
-                 value_row_base: int | None) -> np.ndarray:
+                 value_row_base: int | None) -> list[Cmd]:
     if value_row_base is not None:
         raise ValueError("value_row_base places one head's values; with several heads each "
                          "head's rows follow the previous head's (leave it unset)")
     org = cfg.org
+    from starc.golden.multihead import HeadWork, emit_commands, overlapped_order
+
     G = org.groups_per_channel
     R = -(-L // (G * cfg.tokens_per_group_row(head_dim)))
     if 2 * R * heads > org.rows_per_bank:
@@ -204,4 +232,4 @@ def _dense_heads(cfg: Config, L: int, head_dim: int, heads: int, query_data_inde
         work[h] = HeadWork(query=[query_data_index + h * chunks + c for c in range(chunks)],
                            n_valid=L, out_groups=list(range(G)))
     rounds = [rd for phase in overlapped_order(heads) for rd in phases[phase]]
-    return emit(rounds, work, cfg, compact=True)
+    return emit_commands(rounds, work, cfg, compact=True)

@@ -14,17 +14,20 @@ The loop is generated from the rules table and compiled once per configuration
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from starc.config import Config
 from starc.golden.schedgen import compiled
-from starc.isa import PROGRAM_DTYPE, Op
+from starc.isa import Op, program_dtype
 from starc.rules import CATEGORIES, rule_name
 
-__all__ = ["CATEGORIES", "ProgramError", "Schedule", "mac_latency", "move_spacing",
-           "rdsb_transfer", "schedule", "sfm_cycles"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["CATEGORIES", "ProgramError", "Schedule", "Totals", "mac_latency", "move_spacing",
+           "rdsb_transfer", "schedule", "sfm_cycles", "totals"]
 
 
 class ProgramError(ValueError):
@@ -82,10 +85,44 @@ class Schedule:
         return [rule_name(int(r)) for r in (self.rule if self.rule is not None else [])]
 
 
+@dataclass(frozen=True)
+class Totals:
+    """What :func:`totals` reports of a program's schedule: the figures of :class:`Schedule`
+    without the per-command arrays. ``commands`` counts the inserted REFs."""
+
+    commands: int
+    total_cycles: int
+    breakdown: dict[str, int]
+    refreshes: int
+    tck_ns: float
+
+    @property
+    def total_ns(self) -> float:
+        return self.total_cycles * self.tck_ns
+
+
+def totals(commands: Sequence[tuple], cfg: Config, *, refresh: bool = True) -> Totals:
+    """The cycles, breakdown and refreshes of the program ``commands`` (full command tuples
+    ``(op, group, bank, col, row, arg)``, e.g. :func:`starc.golden.programs.dense_commands`):
+    the same schedule loop as :func:`schedule`, without NumPy (``starc timing dense`` starts
+    without importing it, bench/bench_startup.py). Raises :class:`ProgramError` likewise."""
+    if commands and len(commands[0]) != 6:
+        raise ProgramError("commands must be full tuples (op, group, bank, col, row, arg), not "
+                           f"{len(commands[0])} fields")
+    ops, grps, banks, cols, rows, args = zip(*commands, strict=True) if commands else ((),) * 6
+    _, _, ref_at, _, _, complete, cat = compiled(cfg, refresh=refresh)(
+        ops, grps, banks, cols, args, rows)
+    return Totals(commands=len(commands) + len(ref_at), total_cycles=int(complete),
+                  breakdown=cat, refreshes=len(ref_at), tck_ns=cfg.timing.tCK_ns)
+
+
 def schedule(prog: np.ndarray, cfg: Config, *, refresh: bool = True) -> Schedule:
     """Issue every command of ``prog`` at its earliest legal cycle, in order (see module doc).
 
     Raises :class:`ProgramError` (naming the command) for a program that cannot run."""
+    import numpy as np
+
+    PROGRAM_DTYPE = program_dtype()
     if not isinstance(prog, np.ndarray) or prog.dtype != PROGRAM_DTYPE:
         dtype = getattr(prog, "dtype", type(prog).__name__)
         raise ProgramError(f"program must have dtype starc.isa.PROGRAM_DTYPE, not {dtype}")
