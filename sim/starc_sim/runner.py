@@ -52,6 +52,7 @@ __all__ = [
     "build_design",
     "build_root",
     "setup_environment",
+    "stale_toolchain",
     "strip_zero_init",
     "verilator_root",
 ]
@@ -112,6 +113,10 @@ BUILD_CONFIGS: dict[str, BuildConfig] = {
     "O2": BuildConfig("O2", "-O2", "-O0", "-O2"),
     "O3": BuildConfig("O3", "-O3", "-O0", "-O2"),
     "fast": BuildConfig("fast", "-O3", "-O0", "-O2", _FAST_VERILATOR),
+    # ``fast`` for this machine's processor (``-march=native``): a build folder is local, so the
+    # model may use every instruction the CPU has (bench/bench_cosim.py --configs fast native)
+    "native": BuildConfig("native", "-O3", "-O0", "-O2",
+                          (*_FAST_VERILATOR, "-CFLAGS", "-march=native")),
     "O1": BuildConfig("O1", "-O1", "-O0", "-O2", _FAST_VERILATOR),
     "quick": BuildConfig("quick", "-O0", "-O0", "-O2", _FAST_VERILATOR),
 }
@@ -425,6 +430,34 @@ def _write_atomic(path: Path, text: str) -> None:
 _ZERO_INIT = re.compile(r"  initial begin\n(?:    [\w$\\.]+\[\d+\] = \d+'h0+;\n)+  end\n")
 
 
+#: What a Verilator build leaves in its folder besides the Verilog and the generated C++: compiled
+#: objects and libraries, make's and Verilator's dependency lists, the simulator executable.
+_COMPILED = ("*.o", "*.a", "*.d", "*__verFiles.dat")
+
+
+def stale_toolchain(build_dir: Path) -> list[str]:
+    """Files the dependency lists of ``build_dir`` name that no longer exist (a build made by a
+    Verilator installation since removed or moved: a recreated virtual environment, a moved
+    checkout, a build root shared with another checkout). ``make`` would stop on them with "No
+    rule to make target"; :func:`build_design` compiles such a folder again instead."""
+    missing = []
+    for dep in sorted(build_dir.glob("*.d")):
+        for token in dep.read_text(errors="replace").split():
+            token = token.rstrip(":")
+            if token.startswith("/") and not os.path.exists(token):
+                missing.append(token)
+    return missing
+
+
+def _forget_compiled(build_dir: Path, toplevel: str) -> None:
+    """Drop the compiled part of a build (:data:`_COMPILED` and the executable), keeping the
+    Verilog and the lock: the next build verilates and compiles again."""
+    for pattern in _COMPILED:
+        for f in build_dir.glob(pattern):
+            f.unlink()
+    (build_dir / toplevel).unlink(missing_ok=True)
+
+
 def strip_zero_init(text: str) -> str:
     """Amaranth's Verilog with the ``initial`` blocks that set every word of a memory to zero
     removed (Amaranth writes one per memory, also for ``init=[]``: tens of thousands of lines for
@@ -521,6 +554,8 @@ def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: Buil
 
     vfile = build_dir / f"{toplevel}.v"
     exe = build_dir / toplevel
+    if stale_toolchain(build_dir):
+        _forget_compiled(build_dir, toplevel)
     show = _BuildProgress(name, build_dir, enabled=progress and not exe.is_file())
     try:
         if not vfile.is_file():

