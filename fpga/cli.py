@@ -60,10 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="nextpnr router (router2 is much faster on large designs)")
     p.add_argument("--seed", type=int_range(0, (1 << 31) - 1), default=None,
                    help="nextpnr placement seed")
-    p.add_argument("--noabc9", action="store_true",
-                   help="map with Yosys's classic ABC instead of ABC9 (synth_ecp5 -noabc9: Yosys "
-                        "0.70's ABC9 reintegration stops with an assertion on some designs, "
-                        "docs/fpga.md)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_fpga_build)
 
@@ -114,8 +110,7 @@ def cmd_fpga_build(args: argparse.Namespace) -> int:
     try:
         clock_hz = None if args.clock_mhz is None else args.clock_mhz * 1e6
         res = build(args.size, pnr=not args.no_pnr, clock_hz=clock_hz,
-                    baud=args.baud, router=args.router, seed=args.seed, log=log,
-                    synth_opts="-noabc9" if args.noabc9 else "")
+                    baud=args.baud, router=args.router, seed=args.seed, log=log)
     except (ToolchainError, ValueError) as e:
         print(f"starc: error: {e}", file=sys.stderr)
         return 2

@@ -89,3 +89,33 @@ def test_synth_ecp5_link(toolchain: dict[str, str], tmp_path: Path) -> None:
     assert cells.get("TRELLIS_IO", 0) >= 2, cells  # the UART pins survived
     print(f"synth_ecp5 of the UART + host link: {luts} LUT, {cells.get('TRELLIS_FF')} FF, "
           f"{cells.get('DP16KD')} DP16KD in {seconds:.1f} s")
+
+
+class _ArrayRegister(wiring.Component):
+    """A register of a ``lib.data`` array: Amaranth names its element wires ``q[0]``, ``q[1]``."""
+
+    def __init__(self) -> None:
+        from amaranth.lib import data
+
+        super().__init__({"d": wiring.In(data.ArrayLayout(16, 4)),
+                          "q": wiring.Out(data.ArrayLayout(16, 4))})
+
+    def elaborate(self, platform: Any) -> Module:
+        m = Module()
+        m.d.sync += self.q.eq(self.d)
+        return m
+
+
+def test_build_hides_bracket_wires(toolchain: dict[str, str], tmp_path: Path) -> None:
+    """Yosys 0.70's ABC9 reintegration names bit i of a port ``x`` ``x[i]``, the same name
+    Amaranth gives element i of an array signal ``x`` (docs/fpga.md, pim-smol): the build's
+    commands after reading the design leave no wire whose name ends in ``]``."""
+    from amaranth.back import rtlil
+    from starc_fpga.build import YOSYS_AFTER_READ
+
+    (tmp_path / "t.il").write_text(rtlil.convert(_ArrayRegister(), emit_src=False))
+    script = ["read_rtlil t.il", "select -assert-min 4 w:*]", *YOSYS_AFTER_READ,
+              "select -assert-none w:*]", "select -assert-min 2 w:q w:d"]
+    proc = subprocess.run([toolchain["YOSYS"], "-q", "-p", "; ".join(script)], cwd=tmp_path,
+                          env=toolchain, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
