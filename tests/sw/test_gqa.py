@@ -71,12 +71,13 @@ def _float64_attention(layer, step, q_head, kv_head, n, selected):
 
 
 def test_registry_policy_runs_one_program_per_kv_head():
-    """`starc-row-gqa`: one plan for the group; its program (each head's centroid scan and
-    read-back, then the shared attention) is legal per the independent checker, computes every
-    query head's attention over the shared selection (float64 reference, FP16 bound), reads
-    each head's centroid scores back as the scan computes them (float64 q . c), ranks clusters
-    by the group's mean mass share of those scores, opens every attention row once for the
-    group, and takes fewer cycles than the heads' one-query programs one after the other."""
+    """`starc-row-gqa`: one plan for the group; its program (the heads' centroid scans over
+    rows opened once, a read-back per head, then the shared attention) is legal per the
+    independent checker, computes every query head's attention over the shared selection
+    (float64 reference, FP16 bound), reads each head's centroid scores back as the scan
+    computes them (float64 q . c), ranks clusters by the group's mean mass share of those
+    scores, opens every centroid row and every attention row once for the group, and takes
+    fewer cycles than the heads' one-query programs one after the other."""
     from starc.golden import check, functional, timing
     from starc.isa import Op
     from starc.metrics import step_cost
@@ -106,6 +107,11 @@ def test_registry_policy_runs_one_program_per_kv_head():
     assert len(res.host_scores) == g
     shares = []
     for k, (sp, read) in enumerate(zip(plans, res.host_scores, strict=True)):
+        # bit for bit what the head's own one-query scan reads back
+        one, w1, _ = pl.step_program(sp)
+        alone = functional.execute(one, w1, CK.channel_image(hm.channel, n, [layer]), CFG,
+                                   CACHE.meta.head_dim)
+        assert np.array_equal(read, alone.host_scores[0]), k
         got = host_scores(pl.selection(sp), read)
         q = CACHE.q[layer][step, sp.q_head].astype(np.float16).astype(np.float64)
         ref = hm.centroid[avail].astype(np.float16).astype(np.float64) @ q / np.sqrt(q.size)
@@ -117,7 +123,11 @@ def test_registry_policy_runs_one_program_per_kv_head():
     chosen = np.isin(hm.cl_start[avail], [hm.pos_slot[p] for p in clustered])
     assert chosen.any() and (~chosen).any()
     assert score[~chosen].max() <= score[chosen].min() * (1 + 1e-4)
-    # every attention row opens once for the whole group (key and value phase)
+    # the centroid rows open once for the group's scans, every attention row once for the
+    # group (key and value phase)
+    scan = pl.selection(plans[0]).scans[0].rows.rounds
+    acts_sel = int(np.isin(prog[:n_sel]["op"], [int(Op.ACTAB), int(Op.ACTBG)]).sum())
+    assert acts_sel == sum(1 if rd.actab else len(rd.groups) for rd in scan)
     att = prog[n_sel:]
     acts = int(np.isin(att["op"], [int(Op.ACTAB), int(Op.ACTBG)]).sum())
     rounds = plans[0].rows.rounds

@@ -204,14 +204,15 @@ class Planner:
 
     def group_program(self, plans: list[StepPlan]) -> tuple[np.ndarray, np.ndarray, int]:
         """The step of a multi-query policy (registry: ``Policy.multi_query``) for the query
-        heads ``plans`` of one KV head, which share one plan: the selection passes of the heads
-        one after the other (each a one-query scan of the centroid rows with its read-back), then
-        the attention of all heads over the shared rows
+        heads ``plans`` of one KV head, which share one plan: the heads' selection scans of the
+        centroid rows, opened once with one pass of MACs per head and one read-back per head
+        (:func:`starc.planner.program.emit_selection_shared`; passes of several scans go one
+        head after the other), then the attention of all heads over the shared rows
         (:func:`starc.planner.multihead.shared_program`: every round opens its rows once and
         runs one pass of MACs per query head, head k named k). Returns ``(program, wdata,
         commands of the selection part)``."""
         from starc.planner.multihead import shared_program
-        from starc.planner.program import emit_selection
+        from starc.planner.program import emit_selection, emit_selection_shared
 
         if not plans:
             raise ValueError("group_program needs the plans of at least one query head")
@@ -223,14 +224,21 @@ class Planner:
         hm = self.ck.head(sp0.layer, sp0.kv_head)
         geo, cfg = self.geo, self.ck.cfg
         parts, words, at = [], [], 0
-        for sp in plans:
-            sel = self.selection(sp)
-            if sel is not None and sel.scans:
-                parts.append(emit_selection(sel, geo, banks_per_pu=cfg.pu.banks_per_pu,
-                                            wdata_base=at))
-                w = sel.wdata()
-                words.append(w)
-                at += len(w)
+        sels = [self.selection(sp) for sp in plans]
+        if all(sel is not None and len(sel.scans) == 1 for sel in sels):
+            # one scan per head over the same rows (the centroid rows): opened once, one pass
+            # of MACs per head, one read-back per head
+            parts.append(emit_selection_shared(sels, geo, banks_per_pu=cfg.pu.banks_per_pu))
+            words = [sel.wdata() for sel in sels]
+            at = int(sum(len(w) for w in words))
+        else:
+            for sel in sels:
+                if sel is not None and sel.scans:
+                    parts.append(emit_selection(sel, geo, banks_per_pu=cfg.pu.banks_per_pu,
+                                                wdata_base=at))
+                    w = sel.wdata()
+                    words.append(w)
+                    at += len(w)
         n_sel = int(sum(len(x) for x in parts))
         chunks = geo.d // geo.lanes
         queries = [at + k * chunks for k in range(len(plans))]

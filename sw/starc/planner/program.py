@@ -36,7 +36,7 @@ from starc.isa import PROGRAM_DTYPE, MacArg, MoveFlag, Op
 from starc.planner.rounds import Round, RowPlan
 
 __all__ = ["MOVE_MASK_SLOTS", "Scan", "SelectionPass", "check_geometry", "emit_program",
-           "emit_selection", "query_words", "step_program"]
+           "emit_selection", "emit_selection_shared", "query_words", "step_program"]
 
 Cmd = tuple[int, int, int, int, int, int]
 _ACTAB, _ACTBG, _PREA = int(Op.ACTAB), int(Op.ACTBG), int(Op.PREA)
@@ -78,9 +78,9 @@ class _Emitter:
     def add(self, c: Cmd) -> None:
         self.cmds.append(c)
 
-    def wrgb(self, base: int) -> None:
+    def wrgb(self, base: int, head: int = 0) -> None:
         for c in range(self.geo.d // self.geo.lanes):
-            self.add((int(Op.WRGB), 0, 0, c, 0, base + c))
+            self.add((int(Op.WRGB), 0, 0, c, head, base + c))
 
     def activate(self, rd: Round, base: int) -> None:
         if rd.actab:
@@ -89,12 +89,12 @@ class _Emitter:
             for g, r in zip(rd.groups.tolist(), rd.rows.tolist(), strict=True):
                 self.add((_ACTBG, g, 0, 0, base + r, 0))
 
-    def macs(self, rd: Round, arg: int, pending: list[Cmd]) -> None:
+    def macs(self, rd: Round, arg: int, pending: list[Cmd], head: int = 0) -> None:
         geo, all_cols = self.geo, range(self.geo.cols)
         if rd.actab or len(rd.groups) == geo.G:
             for c in (_columns(rd.masks, geo.sets) if self.skip else all_cols):
                 for k in range(self.bppu):              # every bank of each PU (bank field)
-                    self.add((_MACAB, 0, k, c, 0, arg))
+                    self.add((_MACAB, 0, k, c, head, arg))
                 if pending:
                     self.add(pending.pop(0))
             return
@@ -106,7 +106,7 @@ class _Emitter:
                 if c not in cs:
                     continue
                 for k in range(self.bppu):
-                    self.add((_MACBG, g, k, c, 0, arg))
+                    self.add((_MACBG, g, k, c, head, arg))
                 if pending:
                     self.add(pending.pop(0))
 
@@ -215,6 +215,51 @@ def emit_selection(sel: SelectionPass, geo: Geometry, *, banks_per_pu: int = 1,
         em.score_rounds(s.rows.rounds, s.base)
     em.flush()
     em.add((int(Op.RDSB), 0, 0, 0, 0, sel.n_read))
+    em.add((int(Op.BAR), 0, 0, 0, 0, 0))
+    return em.program()
+
+
+def emit_selection_shared(sels: list[SelectionPass], geo: Geometry, *, banks_per_pu: int = 1,
+                          wdata_base: int = 0) -> np.ndarray:
+    """One selection program for the query heads of a KV head whose passes scan the same rows
+    with their own queries (a multi-query GEMV buffer, docs/compiler.md "GQA-shared
+    selection"): the WRGBs of every head's query (head k named k, ``wdata`` rows ``wdata_base +
+    k d / 16 ..``, :meth:`SelectionPass.wdata` of each), then per round of the scan its rows
+    opened **once** and one pass of MACs per head, each pass into the next score register set
+    (its moves interleave with the following passes' MACs, as between rounds of one head), the
+    remaining moves, one RDSB per head (its valid scores, in the order of its one-head pass) and
+    one BAR. Each ``sels[k]`` must be a one-scan pass over the same rows as ``sels[0]``."""
+    if not sels:
+        raise ValueError("emit_selection_shared needs the passes of at least one head")
+    s0 = sels[0].scans[0] if len(sels[0].scans) == 1 else None
+    for sel in sels:
+        if (s0 is None or len(sel.scans) != 1 or sel.scans[0].base != s0.base or
+                len(sel.scans[0].rows.rounds) != len(s0.rows.rounds) or
+                any(a.actab != b.actab or not np.array_equal(a.groups, b.groups) or
+                    not np.array_equal(a.rows, b.rows) or not np.array_equal(a.masks, b.masks)
+                    for a, b in zip(sel.scans[0].rows.rounds, s0.rows.rounds, strict=True))):
+            raise ValueError("a shared selection program needs one scan per head, all over the "
+                             "same rows")
+    em = _Emitter(geo, banks_per_pu, True)
+    chunks = geo.d // geo.lanes
+    for k in range(len(sels)):
+        em.wrgb(wdata_base + k * chunks, head=k)
+    for rd in s0.rows.rounds:
+        em.activate(rd, s0.base)
+        for k in range(len(sels)):
+            i = em.round
+            # moves still pending from pass i - 2 read the register set pass i writes
+            while em.pending and em.pending[0][3] == (_MV_BUF if i & 1 else 0):
+                em.add(em.pending.pop(0))
+            em.macs(rd, _BUF if i & 1 else 0, em.pending, head=k)
+            em.pending.extend((_MVSB, g, 0, _MV_BUF if i & 1 else 0, k, int(m))
+                              for g, m in zip(rd.groups.tolist(), rd.masks.tolist(),
+                                              strict=True))
+            em.round += 1
+        em.add((_PREA, 0, 0, 0, 0, 0))
+    em.flush()
+    for k, sel in enumerate(sels):
+        em.add((int(Op.RDSB), 0, 0, 0, k, sel.n_read))
     em.add((int(Op.BAR), 0, 0, 0, 0, 0))
     return em.program()
 
