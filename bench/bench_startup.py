@@ -51,7 +51,7 @@ SPLIT = r"""
 import io, sys, time, contextlib
 t = [time.perf_counter()]
 import starc.cli, starc.config, starc.golden.cli, starc.golden.timing, starc.golden.programs
-import starc.golden.energy, starc.metrics, starc.planner.table, starc.plaintable, starc.glossary
+import starc.golden.energy, starc.planner.table, starc.plaintable, starc.glossary
 t.append(time.perf_counter())
 from starc.golden import programs, schedgen, timing, energy
 from starc.golden.cli import _DENSE_COLUMNS, dense_cost_rows
