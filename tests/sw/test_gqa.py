@@ -76,8 +76,9 @@ def test_registry_policy_runs_one_program_per_kv_head():
     independent checker, computes every query head's attention over the shared selection
     (float64 reference, FP16 bound), reads each head's centroid scores back as the scan
     computes them (float64 q . c), ranks clusters by the group's mean mass share of those
-    scores, opens every centroid row and every attention row once for the group, and takes
-    fewer cycles than the heads' one-query programs one after the other."""
+    scores, writes every query and opens every centroid row and every attention row once for
+    the group, and takes fewer cycles than the heads' one-query programs one after the
+    other."""
     from starc.golden import check, functional, timing
     from starc.isa import Op
     from starc.metrics import step_cost
@@ -129,6 +130,8 @@ def test_registry_policy_runs_one_program_per_kv_head():
     acts_sel = int(np.isin(prog[:n_sel]["op"], [int(Op.ACTAB), int(Op.ACTBG)]).sum())
     assert acts_sel == sum(1 if rd.actab else len(rd.groups) for rd in scan)
     att = prog[n_sel:]
+    # every query is written once (the scan leaves it in the head's GEMV buffer)
+    assert int((prog["op"] == int(Op.WRGB)).sum()) == g * CACHE.meta.head_dim // 16
     acts = int(np.isin(att["op"], [int(Op.ACTAB), int(Op.ACTBG)]).sum())
     rounds = plans[0].rows.rounds
     assert acts == 2 * sum(1 if rd.actab else len(rd.groups) for rd in rounds)

@@ -116,11 +116,13 @@ def overlapped_program(heads: list[HeadPlan], geo: Geometry, cfg: Config, *,
 
 
 def shared_program(plan: RowPlan, queries: list[int], geo: Geometry, cfg: Config, *,
-                   krow_base: int, vrow_base: int,
-                   skip_empty_columns: bool = True) -> np.ndarray:
+                   krow_base: int, vrow_base: int, skip_empty_columns: bool = True,
+                   write_query: bool = True) -> np.ndarray:
     """The attention of ``len(queries)`` heads over one shared plan (a GQA group with one
     selection): every round opens its rows once and runs one pass per head; head k's query
-    words are ``wdata`` rows ``queries[k]`` .., its commands name head k."""
+    words are ``wdata`` rows ``queries[k]`` .., its commands name head k. With
+    ``write_query=False`` the GEMV buffers hold every head's query already (a selection scan
+    wrote it) and no WRGB is issued."""
     if not queries:
         raise ValueError("shared_program needs at least one head")
     hp = HeadPlan(plan, krow_base=krow_base, vrow_base=vrow_base, query=0)
@@ -130,8 +132,8 @@ def shared_program(plan: RowPlan, queries: list[int], geo: Geometry, cfg: Config
             p = rd.passes[0]
             rounds.append(Round(rd.act, [Pass(k, value, p.slots, p.dt, p.groups, p.masks)
                                          for k in range(len(queries))], rd.pre))
-    work = {k: HeadWork(query=[q + c for c in range(geo.d // geo.lanes)], n_valid=plan.n_valid,
-                        out_groups=plan.groups_touched().tolist())
+    work = {k: HeadWork(query=[q + c for c in range(geo.d // geo.lanes)] if write_query else [],
+                        n_valid=plan.n_valid, out_groups=plan.groups_touched().tolist())
             for k, q in enumerate(queries)}
     return emit(rounds, work, cfg, compact=True)
 

@@ -241,11 +241,18 @@ class Planner:
                     at += len(w)
         n_sel = int(sum(len(x) for x in parts))
         chunks = geo.d // geo.lanes
-        queries = [at + k * chunks for k in range(len(plans))]
-        words += [query_words(self.ck.cache.q[sp.layer][sp.step, sp.q_head], geo.d, geo.lanes)
-                  for sp in plans]
+        qw = [query_words(self.ck.cache.q[sp.layer][sp.step, sp.q_head], geo.d, geo.lanes)
+              for sp in plans]
+        # the shared scan left every head's query in its GEMV buffer: no second WRGB
+        held = len(parts) == 1 and all(np.array_equal(sel.scans[0].query, w)
+                                       for sel, w in zip(sels, qw, strict=True))
+        if held:
+            queries = [k * chunks for k in range(len(plans))]
+        else:
+            queries = [at + k * chunks for k in range(len(plans))]
+            words += qw
         att = shared_program(sp0.rows, queries, geo, cfg, krow_base=hm.row_base,
-                             vrow_base=hm.row_base + hm.n_krows)
+                             vrow_base=hm.row_base + hm.n_krows, write_query=not held)
         return np.concatenate(parts + [att]), np.concatenate(words), n_sel
 
     def step_program(self, sp: StepPlan) -> tuple[np.ndarray, np.ndarray, int]:
