@@ -157,7 +157,7 @@ class Planner:
         if c.get("key") != key:
             loc = self.ck.head(layer, kv_head).locate(np.arange(n), n)
             c["rounds"] = whole_rounds(loc.group, loc.row, loc.lane_bit, loc.set, self.geo,
-                                       self.ck.cfg)
+                                       self.ck.cfg, exact=self._exact)
             c["key"] = key
         return c["rounds"]
 
@@ -165,18 +165,18 @@ class Planner:
                  whole: list | None = None) -> RowPlan:
         """Activation rounds of the tokens at ``loc`` (:func:`starc.planner.rounds.plan_rows`);
         the plan-level guard times both formations on the golden model when they are close."""
+        return plan_rows(loc.group, loc.row, loc.lane_bit, loc.set, self.geo,
+                         objective=objective or self.objective, cfg=self.ck.cfg,
+                         exact=self._exact, whole=whole)
+
+    def _exact(self, rp: RowPlan) -> int:
+        """Golden-model cycles of the attention program of ``rp`` (the guard's referee)."""
         from starc.golden.timing import schedule
 
-        cfg, geo = self.ck.cfg, self.geo
-
-        def exact(rp: RowPlan) -> int:
-            prog = emit_program(rp, geo, krow_base=0, vrow_base=0,
-                                banks_per_pu=cfg.pu.banks_per_pu)
-            return schedule(prog, cfg).total_cycles
-
-        return plan_rows(loc.group, loc.row, loc.lane_bit, loc.set, geo,
-                         objective=objective or self.objective, cfg=cfg, exact=exact,
-                         whole=whole)
+        cfg = self.ck.cfg
+        prog = emit_program(rp, self.geo, krow_base=0, vrow_base=0,
+                            banks_per_pu=cfg.pu.banks_per_pu)
+        return schedule(prog, cfg).total_cycles
 
     def rows_for_tokens(self, group: np.ndarray, row: np.ndarray, lane_bit: np.ndarray,
                         token_set: np.ndarray) -> RowPlan:

@@ -16,7 +16,8 @@ phase on the key rows, value phase on the value rows at the same row indices). T
    always open fewer rows and read fewer columns, so it never fills).
 3. **Plan-level guard** (:func:`plan_rows`, objective ``cycles``): the chosen rounds are compared
    with the plan for every token of the head (:func:`whole_rounds`, what attending everything on
-   this layout costs) cut to the selection (:func:`restrict`: fewer rounds, fewer columns, fewer
+   this layout costs: the per-round choice or the masked dense attention over every row index,
+   whichever is faster) cut to the selection (:func:`restrict`: fewer rounds, fewer columns, fewer
    groups); when their estimates are within :data:`GUARD_MARGIN` the golden timing model decides.
    A cut plan never costs more than the whole one, so a selection never costs more cycles than
    dense attention on the same layout (tests/sw/test_rounds.py checks it against the golden
@@ -337,11 +338,28 @@ def restrict(rounds: list[Round], it: _Items, G: int) -> list[Round]:
 
 
 def whole_rounds(group: np.ndarray, row: np.ndarray, lane_bit: np.ndarray, token_set: np.ndarray,
-                 geo: Geometry, cfg: Config) -> list[Round]:
-    """The cycles-objective rounds of every token of a head (its dense plan on this layout),
-    before the guard: the guard's reference for any selection of those tokens."""
+                 geo: Geometry, cfg: Config, *,
+                 exact: Callable[[RowPlan], int] | None = None) -> list[Round]:
+    """The cycles-objective rounds of every token of a head (its dense plan on this layout): the
+    guard's reference for any selection of those tokens. The per-round choice over
+    :func:`form_rounds`, or the masked dense attention over every row index
+    (:func:`row_index_rounds`) when that is faster: by the estimate, or, when the two estimates
+    are within :data:`GUARD_MARGIN` and ``exact`` is given, by the golden model. So the
+    reference never costs more than masked dense attention over the head's rows."""
     it = _items(group, row, lane_bit, token_set)
-    return choose_macs(form_rounds(it, geo.G), geo.G, "cycles", RoundCost(cfg, geo))[0]
+    cost = RoundCost(cfg, geo)
+    chosen = choose_macs(form_rounds(it, geo.G), geo.G, "cycles", cost)[0]
+    alt = row_index_rounds(it, geo.G)
+    if _same(alt, chosen):
+        return chosen
+    est_c, est_a = cost.plan_cycles(chosen, it.n_valid), cost.plan_cycles(alt, it.n_valid)
+    if est_c < (1 - GUARD_MARGIN) * est_a:
+        return chosen
+    if est_a < (1 - GUARD_MARGIN) * est_c or exact is None:
+        return alt if est_a < est_c else chosen
+    n = it.group.size
+    return alt if exact(RowPlan(alt, it.n_valid, n, it.n_slices)) < exact(
+        RowPlan(chosen, it.n_valid, n, it.n_slices)) else chosen
 
 
 def plan_rows(group: np.ndarray, row: np.ndarray, lane_bit: np.ndarray, token_set: np.ndarray,
