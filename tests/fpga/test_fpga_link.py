@@ -465,8 +465,8 @@ def test_cli_registers_fpga_build(capsys: Any) -> None:
     assert args.func is cmd_fpga_build
     assert (args.size, args.no_pnr, args.json, args.router, args.clock_mhz) == \
         ("medium", True, True, "router2", 10.0)
-    # an impossible baud rate is a one-line error before any tool runs
-    args = parser.parse_args(["fpga", "build", "--baud", "1000000"])
+    # an impossible baud rate is a one-line error before any tool runs (6.25 MHz / 1 Mbaud)
+    args = parser.parse_args(["fpga", "build", "--clock-mhz", "6.25", "--baud", "1000000"])
     assert cmd_fpga_build(args) == 2
     assert "starc: error: Baud rate 1e+06 is 4.2% off" in capsys.readouterr().err
 
