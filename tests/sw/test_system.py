@@ -329,6 +329,72 @@ def test_token_is_the_slowest_channel_of_each_layer_recomputed_directly(schedule
         assert row["token_us"] == pytest.approx(latency * CFG.timing.tCK_ns * 1e-3)
 
 
+def test_multi_query_policy_runs_one_program_per_kv_head(schedule="overlapped"):
+    # starc-row-gqa: every query head of a KV head attends the same rows, and the channel runs
+    # the group's heads as one program that opens each row once. Recomputed here from a fresh
+    # planner (not the Streams memo): per channel, each instance's Planner.group_program over
+    # the query heads it runs there, back to back, scheduled and charged by the golden model.
+    from starc.compiler import compile_kv
+    from starc.planner import registry
+    from starc.planner.plan import Planner
+
+    spec = _spec(batch=7, mappings=("balanced", "replicate"), policies=("starc-row-gqa",),
+                 lin=900, schedule=schedule)
+    m = spec.model
+    st_ = Streams(CFG, head_dim=m.head_dim, group_size=m.group_size, lin=spec.lin,
+                  lout=spec.lout, streams=3, seed=1)
+    step = 11
+    res = evaluate_step(spec, CFG, step, st_, ChannelCosts(CFG, m.head_dim))
+    planners: dict[tuple, tuple] = {}
+
+    def group(key, q_heads):
+        if key not in planners:
+            cache = st_._stream(key).cache
+            ck = compile_kv(cache, CFG, registry.compile_options("starc-row-gqa", seed=1,
+                                                                 dense_layers=(), threads=1))
+            pl = Planner(ck, "starc-row-gqa", spec.budget, dense_layers=())
+            planners[key] = (pl, pl.plan(step, 0, 0))
+        pl, plans = planners[key]
+        assert all(np.array_equal(p.selected, plans[0].selected) for p in plans)
+        return pl, plans, pl.group_program([plans[j] for j in q_heads])[0]
+
+    for row in res["rows"]:
+        mp = spec.mapping(row["mapping"], CFG)
+        region = region_rows_upper_bound(CFG, m.head_dim, spec.context_max)
+        latency, e = 0, 0.0
+        for layer in range(m.n_layers):
+            dense = layer in (0, 1)
+            worst = 0
+            for items in mp.items:
+                if not items:
+                    continue
+                progs, dparts = [], []
+                for k, it in enumerate(items):
+                    if dense:       # dense layers: the schedule's builder, as for any policy
+                        hs = st_.head_step(None, step, "dense", spec.budget, dense_layer=True)
+                        dparts += [HeadPart(hs.programs[j], hs.n_selection[j], hs.rows[j],
+                                            hs.krow_base, hs.vrow_base, hs.geo, k * region)
+                                   for j in it.q_heads]
+                        continue
+                    key = st_.key(layer, it.instance, m.n_kv_heads, mp.instances)
+                    pl, plans, gp = group(key, it.q_heads)
+                    # the group program opens each row once: as many activations as one
+                    # query head's own step program, whatever the number of heads
+                    one, _, _ = pl.step_program(plans[it.q_heads[0]])
+                    acts = [int(Op.ACTAB), int(Op.ACTBG), int(Op.ACTPB)]
+                    assert (np.isin(gp["op"], acts).sum() == np.isin(one["op"], acts).sum())
+                    progs.append(gp)
+                if dense:
+                    progs = [(build_overlapped(dparts, CFG).program if schedule == "overlapped"
+                              else np.concatenate([p.program for p in dparts]))]
+                prog = np.concatenate(progs)
+                worst = max(worst, int(timing.schedule(prog, CFG).total_cycles))
+                e += energy.account(prog, CFG, m.head_dim).total_pj
+            latency += worst
+        assert row["token_cycles"] == latency, row["mapping"]
+        assert row["token_energy_mJ"] == pytest.approx(e * 1e-9)
+
+
 def test_gpu_baseline_is_bandwidth_over_bytes():
     m = shapes.get("mistral-7b")
     g = gpumod.get("h100-sxm")

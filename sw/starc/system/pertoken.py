@@ -5,7 +5,11 @@ For one decode step (context ``n = Lin + step + 1``), each policy and each mappi
 1. per layer and channel: the channel's items (instances and their query heads,
    :mod:`starc.system.mapping`), the head stream each reads in this layer
    (:mod:`starc.system.workload`), their step programs, one channel program
-   (:mod:`starc.system.channel`), its exact cost (memoised by content hash);
+   (:mod:`starc.system.channel`), its exact cost (memoised by content hash). A multi-query
+   policy (``starc-row-gqa``) runs one program per instance on the channel (its query heads
+   there share every opened row, :meth:`~starc.system.workload.Streams.group_step`), the
+   instances back to back under either schedule (the overlapped builder interleaves single-query
+   heads; a group program already interleaves its query heads' MACs within each round);
 2. per layer: the **latency** is the slowest channel's cycles (the layer's attention ends when
    its last channel does; the next layer needs its output), the **energy** the sum over
    channels; idle channels cost nothing (no background or refresh energy is modelled);
@@ -30,9 +34,16 @@ import numpy as np
 
 from starc.address import region_rows_upper_bound
 from starc.config import Config
+from starc.planner import registry
 from starc.planner.registry import DENSE_LAYERS
 from starc.system import gpu as gpumod
-from starc.system.channel import SCHEDULES, TIME_CATEGORIES, ChannelCosts, HeadPart
+from starc.system.channel import (
+    SCHEDULES,
+    TIME_CATEGORIES,
+    ChannelCosts,
+    HeadPart,
+    build_sequential,
+)
 from starc.system.mapping import Mapping, check_capacity, map_instances
 from starc.system.shapes import ModelShape
 from starc.system.workload import Streams
@@ -113,6 +124,7 @@ def evaluate_step(spec: SystemSpec, cfg: Config, step: int, streams: Streams,
         mp = spec.mapping(strategy, cfg)
         n_inst = mp.instances
         for policy in spec.policies:
+            multi = registry.get(policy).multi_query
             acc = _Acc()
             memo: dict[tuple, tuple[str, Any]] = {}
             stats: dict[str, list[float]] = {"selected": [], "union": [], "recall": []}
@@ -129,7 +141,15 @@ def evaluate_step(spec: SystemSpec, cfg: Config, step: int, streams: Streams,
                     skey = tuple((("dense",) if dense else layer_keys[it.instance], it.q_heads)
                                  for it in items)
                     hit = memo.get(skey)
-                    if hit is None:
+                    if hit is None and multi and not dense:
+                        # one program per KV head on the channel (rows opened once, MACs per
+                        # query head there), the instances back to back
+                        parts = [HeadPart(*streams.group_step(layer_keys[it.instance], step,
+                                                              policy, spec.budget, it.q_heads),
+                                          row_offset=k * region)
+                                 for k, it in enumerate(items)]
+                        hit = memo[skey] = costs.cost(build_sequential(parts, cfg))
+                    elif hit is None:
                         parts = []
                         for k, it in enumerate(items):
                             hs = streams.head_step(

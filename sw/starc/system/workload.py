@@ -20,7 +20,11 @@ by every instance and policy).
 Per (stream, step, policy) the planner gives one step program per query head (selection pass,
 then attention: :meth:`starc.planner.plan.Planner.step_program`), with the number of commands
 of its selection part and its row plan (which the overlapped channel schedule re-emits);
-memoised per process (:class:`Streams`), as are the compiled layouts.
+memoised per process (:class:`Streams`), as are the compiled layouts. A multi-query policy
+(``starc-row-gqa``: one selection per KV head, a GEMV buffer holding the group's queries) runs
+the query heads of one KV head on one channel as one program instead
+(:meth:`Streams.group_step`): each selected row is opened once per KV head and MACed against
+every query head there.
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ class Streams:
         self._streams: dict[StreamKey, _Stream] = {}
         self._files: dict[int, Any] = {}
         self._steps: dict[tuple, HeadStep] = {}
+        self._plans: dict[tuple, tuple[Any, list[Any]]] = {}     # multi-query: planner, plans
+        self._groups: dict[tuple, tuple[np.ndarray, int]] = {}
 
     # ---- which stream an instance reads ----------------------------------------------------
     def key(self, layer: int, instance: int, n_kv_heads: int, instances: int) -> StreamKey:
@@ -179,12 +185,36 @@ class Streams:
             elif policy == "dense":
                 recall.append(1.0)
         union = int(np.unique(np.concatenate([sp.selected for sp in plans])).size)
+        if sparse and pl.spec.multi_query:
+            self._plans[mk] = (pl, plans)
         hm = ck.head(st.layer, st.kv_head)
         hs = HeadStep(progs, nsel, sel, union, recall, [sp.rows for sp in plans],
                       int(hm.row_base), int(hm.row_base + hm.n_krows), pl.geo)
         self._steps[mk] = hs
         return hs
 
+    def group_step(self, key: StreamKey, step: int, policy: str, budget: int,
+                   q_heads: tuple[int, ...]) -> tuple[np.ndarray, int]:
+        """The one step program of a multi-query policy (registry: ``Policy.multi_query``)
+        for the query heads ``q_heads`` of stream ``key`` that run on one channel: the shared
+        selection scans, then every selected row opened once with one pass of MACs per query
+        head (:meth:`starc.planner.plan.Planner.group_program`). Returns ``(program,
+        commands of its selection part)``."""
+        if not registry.get(policy).multi_query:
+            raise ValueError(f"{policy} is not a multi-query policy; its query heads run their "
+                             "own step programs (head_step)")
+        gk = (key, step, policy, budget, tuple(q_heads))
+        hit = self._groups.get(gk)
+        if hit is not None:
+            return hit
+        self.head_step(key, step, policy, budget)
+        pl, plans = self._plans[(key, step, policy, budget)]
+        prog, _, n_sel = pl.group_program([plans[j] for j in q_heads])
+        hit = self._groups[gk] = (prog, int(n_sel))
+        return hit
+
     def forget_steps(self) -> None:
         """Drop the memoised step programs (keep caches and layouts)."""
         self._steps.clear()
+        self._plans.clear()
+        self._groups.clear()
