@@ -559,20 +559,19 @@ def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: Buil
     show = _BuildProgress(name, build_dir, enabled=progress and not exe.is_file())
     try:
         if not vfile.is_file():
-            from amaranth.back import verilog
+            from starc_sim.convert import to_verilog
 
             show.phase("Verilog")
             _write_atomic(build_dir / "params.json", json.dumps(
                 {**dict(params or {}), "build": cfg.key()}, sort_keys=True, default=str,
                 indent=1))
             design = make()
-            text = verilog.convert(design, name=toplevel, emit_src=False)
+            # verilog.convert's text (zero_init=False: strip_zero_init of it), in less time
+            text = to_verilog(design, toplevel, zero_init=zero_init)
             # modules the design instantiates by name (e.g. the attention channel's bank PU)
             extra = getattr(design, "extra_verilog", None)
             if extra is not None:
-                text += extra()
-            if not zero_init:
-                text = strip_zero_init(text)
+                text += extra() if zero_init else strip_zero_init(extra())
             _write_atomic(vfile, text)
         sources: list[Any] = [vfile]
         control += "".join(f'hier_block -module "{mod}"\n' for mod in hier_blocks)

@@ -1,0 +1,147 @@
+"""Verilog of an Amaranth design for Verilator, the same text as ``amaranth.back.verilog.convert``
+in a fraction of the time.
+
+Where ``verilog.convert`` spends its time on the co-simulation models (docs/rtl.md, "Verilog
+generation"): its RTLIL emitter writes each memory's initial contents as one constant built net by
+net (``Net.from_const`` per bit, then a string per bit): the 16-bank model's bank, program and
+capture memories hold 16.8 M bits, all zero, and that constant is 80 % of the emitter's time and
+two thirds of the RTLIL text Yosys then parses, only for Yosys to write one ``initial`` line per
+word, which :func:`starc_sim.runner.strip_zero_init` removes again from the co-simulation builds.
+
+:func:`to_verilog` runs Amaranth's own steps (elaboration, netlist, the RTLIL emitter, the same
+Yosys script through ``amaranth.back.verilog``) and changes only how a memory's initial contents
+are written:
+
+- ``zero_init=True``: the same ``$meminit_v2`` cell, its constant formatted word by word, so the
+  RTLIL (and the Verilog) is the same text, byte for byte;
+- ``zero_init=False``: a memory whose ``initial`` block ``strip_zero_init`` would remove (all
+  words zero) gets no ``$meminit_v2`` cell, so Yosys writes none, and the Verilog is
+  ``strip_zero_init`` of ``verilog.convert``'s, byte for byte; other memories keep theirs.
+
+It uses Amaranth's internal RTLIL emitter (``amaranth.back.rtlil.ModuleEmitter``), so it is tied to
+the pinned Amaranth (pyproject.toml); :data:`AMARANTH_VERSION` names the version it was checked
+against, and any other version falls back to ``verilog.convert`` (plus ``strip_zero_init``).
+tests/rtl/test_rtl_convert.py checks both promises on designs with zero, non-zero, signed and
+empty memories, and the suite's models were compared whole (docs/rtl.md).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["AMARANTH_VERSION", "to_rtlil", "to_verilog"]
+
+#: The Amaranth release whose RTLIL emitter :func:`to_verilog` extends.
+AMARANTH_VERSION = "0.5.10"
+
+
+def _amaranth_version() -> str:
+    from importlib.metadata import version
+
+    return version("amaranth")
+
+
+def _ports(design: Any) -> dict[str, Any]:
+    """The ports ``verilog.convert`` gives a ``wiring.Component`` (its signature's members)."""
+    from amaranth.hdl import _ast, _ir
+    from amaranth.lib import wiring
+
+    ports = {}
+    for path, member, value in design.signature.flatten(design):
+        if isinstance(value, _ast.ValueCastable):
+            value = value.as_value()
+        if isinstance(value, _ast.Value):
+            flow = (_ir.PortDirection.Input if member.flow == wiring.In
+                    else _ir.PortDirection.Output)
+            ports["__".join(map(str, path))] = (value, flow)
+    return ports
+
+
+#: A memory name Yosys writes as it is (``write_verilog -norename``); others it escapes
+#: (``\\name ``), and ``strip_zero_init`` does not match those.
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+def _stripped(cell: Any) -> bool:
+    """Whether ``strip_zero_init`` removes the ``initial`` block Yosys writes for the memory
+    ``cell``: all words zero, written in hex (Yosys writes a 32-bit constant in decimal,
+    ``32'd0``, which it leaves), under a plain name."""
+    return (not any(cell.init) and cell.width != 32
+            and _PLAIN_NAME.fullmatch(cell.name) is not None)
+
+
+def _emitter_class(zero_init: bool) -> type:
+    from amaranth.back import rtlil
+
+    class Emitter(rtlil.ModuleEmitter):
+        """Amaranth's module emitter with a memory's initial contents written word by word."""
+
+        def emit_memory(self, cell_idx: int, cell: Any) -> None:
+            bits = cell.width * cell.depth
+            if bits == 0:
+                super().emit_memory(cell_idx, cell)
+                return
+            if not zero_init and _stripped(cell):
+                # no $meminit_v2 cell; its automatic name is used up all the same, so every later
+                # cell keeps the name it has in verilog.convert's output
+                self.builder._auto_name()
+                return
+            mask = (1 << cell.width) - 1
+            # ModuleEmitter.sigspec of the nets (row >> bit) & 1, row-major, LSB first: one
+            # constant chunk, written MSB first, i.e. the last word first, each word MSB first
+            data = f"{bits}'" + "".join(format(row & mask, f"0{cell.width}b")
+                                        for row in reversed(cell.init))
+            self.builder.cell("$meminit_v2", ports={
+                "ADDR": self.sigspec(),
+                "DATA": data,
+                "EN": self.sigspec(rtlil._nir.Value.ones(cell.width)),
+            }, parameters={
+                "MEMID": self.memories[cell_idx].memid,
+                "ABITS": 0,
+                "WIDTH": cell.width,
+                "WORDS": cell.depth,
+                "PRIORITY": 0,
+            }, src_loc=cell.src_loc)
+
+    return Emitter
+
+
+def to_rtlil(design: Any, name: str = "top", *, zero_init: bool = True) -> str:
+    """The RTLIL ``amaranth.back.rtlil.convert(design, name=name, emit_src=False)`` writes for a
+    ``wiring.Component`` (``zero_init=False``: without the ``$meminit_v2`` cells of the memories
+    whose ``initial`` block ``strip_zero_init`` would remove), each memory's initial contents
+    formatted word by word."""
+    from amaranth.back import rtlil
+    from amaranth.hdl import _ast, _ir
+
+    fragment = _ir.Fragment.get(design, None)
+    netlist = _ir.build_netlist(fragment, ports=_ports(design), name=name)
+    empty = rtlil.EmptyModuleChecker(netlist)
+    builder = rtlil.Design(emit_src=False)
+    name_map = _ast.SignalDict()
+    emitter = _emitter_class(zero_init)
+    for idx, module in enumerate(netlist.modules):
+        if empty.is_empty(idx):
+            continue
+        module_builder = builder.module(".".join(module.name), src_loc=module.src_loc)
+        if idx == 0:
+            module_builder.attribute("top", 1)
+        emitter(module_builder, netlist, module, name_map, empty_checker=empty).emit()
+    return str(builder)
+
+
+def to_verilog(design: Any, name: str = "top", *, zero_init: bool = True) -> str:
+    """``verilog.convert(design, name=name, emit_src=False)`` (``zero_init=False``:
+    ``strip_zero_init`` of it) for a ``wiring.Component``, without building each memory's initial
+    contents bit by bit: Amaranth's Yosys script on :func:`to_rtlil`."""
+    from amaranth.back import verilog
+    from amaranth.lib import wiring
+
+    if (_amaranth_version() != AMARANTH_VERSION
+            or not isinstance(getattr(design, "signature", None), wiring.Signature)):
+        from starc_sim.runner import strip_zero_init
+
+        text = verilog.convert(design, name=name, emit_src=False)
+        return text if zero_init else strip_zero_init(text)
+    return verilog._convert_rtlil_text(to_rtlil(design, name, zero_init=zero_init))
