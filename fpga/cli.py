@@ -15,27 +15,15 @@ from typing import Any
 __all__ = ["cmd_fpga_build", "cmd_fpga_run", "register"]
 
 
-def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
-           ) -> argparse._SubParsersAction:
-    """The sub-command action of group ``name``, created unless another module already did."""
-    parser = subparsers.choices.get(name)
-    if parser is None:
-        parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    sub = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
-    sub.required = True
-    return sub
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fpga build`` to the ``starc`` sub-command parser."""
-    from starc.argtypes import finite_float, int_range
+    from starc.argtypes import finite_float, int_range, subcommand_group
     from starc.planner.registry import POLICIES
     from starc_fpga.top import BOARD_SIZES, DEFAULT_BAUD, DEFAULT_CLOCK_HZ, MEASURED_CLOCK_HZ
 
-    grp = _group(subparsers, "fpga", "FPGA prototype of one channel on a ULX3S (docs/fpga.md)")
+    grp = subcommand_group(subparsers, "fpga",
+                           "FPGA prototype of one channel on a ULX3S (docs/fpga.md)")
     sizes = "; ".join(f"{k}: {v.describe()}" + ("" if v.place else " (synthesis only)")
                       for k, v in BOARD_SIZES.items())
     p = grp.add_parser(

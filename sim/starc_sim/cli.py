@@ -18,26 +18,20 @@ from typing import Any
 __all__ = ["register"]
 
 
-def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
-           ) -> argparse._SubParsersAction:
-    parser = subparsers.choices.get(name)
-    if parser is None:
-        parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    sub = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
-    sub.required = True
-    return sub
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from starc.argtypes import dask_address, int_range, power_of_two, probability
+    from starc.argtypes import (
+        dask_address,
+        int_range,
+        power_of_two,
+        probability,
+        subcommand_group,
+    )
     from starc.cli import add_force_arg, add_preset_args
     from starc.planner.registry import POLICIES
     from starc_hw.sizes import SIZES
 
-    grp = _group(subparsers, "rtl", "the Amaranth gateware: Verilog and co-simulation "
+    grp = subcommand_group(subparsers, "rtl", "the Amaranth gateware: Verilog and co-simulation "
                                     "(docs/rtl.md)")
     p = grp.add_parser("verilog", help="write the Verilog of the attention channel",
                        description="Generate Verilog (no source locations) of the attention "

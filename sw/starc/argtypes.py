@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["dask_address", "finite_float", "int_range", "power_of_two", "probability"]
+__all__ = ["dask_address", "finite_float", "int_range", "power_of_two", "probability",
+           "subcommand_group"]
 
 #: Upper bound of plain counts (tokens, layers, steps ...): larger values are typos, and would
 #: ask for more memory than any machine has before a later check could refuse them.
@@ -100,3 +101,19 @@ def dask_address(text: str) -> str:
 
 
 dask_address.__name__ = "address"
+
+
+def subcommand_group(subparsers: argparse._SubParsersAction, name: str, help_text: str
+                     ) -> argparse._SubParsersAction:
+    """The sub-command action of the command group ``name`` (``starc rtl ...``, ``starc kv
+    ...``), created unless another module already did: the packages that add commands to one
+    group (the simulation, FPGA and model command lines) share it."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    sub = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+    sub.required = True
+    return sub

@@ -17,19 +17,6 @@ from typing import Any
 __all__ = ["cmd_kv_extract", "cmd_model_generate", "register"]
 
 
-def _group(subparsers: argparse._SubParsersAction, name: str, help_text: str
-           ) -> argparse._SubParsersAction:
-    """The sub-command action of group ``name``, created unless another module already did."""
-    parser = subparsers.choices.get(name)
-    if parser is None:
-        parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    sub = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
-    sub.required = True
-    return sub
-
 
 def _add_prompt_args(p: argparse.ArgumentParser, *, passkey: bool) -> None:
     from starc.argtypes import finite_float, int_range
@@ -56,9 +43,9 @@ def _add_prompt_args(p: argparse.ArgumentParser, *, passkey: bool) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``kv extract`` and ``model generate`` to the ``starc`` sub-command parser."""
-    from starc.argtypes import int_range
+    from starc.argtypes import int_range, subcommand_group
     from starc.cli import add_force_arg
-    kv = _group(subparsers, "kv", "KV-cache files (schema starc-kv/1)")
+    kv = subcommand_group(subparsers, "kv", "KV-cache files (schema starc-kv/1)")
     ex = kv.add_parser(
         "extract", help="run SmolLM2 on a prompt and write its KV cache",
         description="Prefill a prompt with SmolLM2-135M-Instruct, decode greedily and write "
@@ -79,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_force_arg(ex)
     ex.set_defaults(func=cmd_kv_extract)
 
-    model = _group(subparsers, "model", "the SmolLM2 reference model")
+    model = subcommand_group(subparsers, "model", "the SmolLM2 reference model")
     gen = model.add_parser("generate", help="greedy continuation of a prompt (sanity check)",
                            description="Greedy continuation of a prompt with the NumPy "
                            "SmolLM2-135M-Instruct and dense attention.")
