@@ -101,7 +101,15 @@ def test_every_query_head_runs_exactly_once(strategy, batch, kv, g, gpus, per_gp
                 assert key not in seen, f"{key} twice ({strategy})"
                 seen[key] = True
     assert set(seen) == {(i, q) for i in range(batch * kv) for q in range(g)}
-    assert 1 <= m.replicas <= g
+    # every instance is stored m.replicas times, each copy running at least one query head;
+    # only replicate makes copies, and never more than the group has query heads
+    copies = {}
+    for items in m.items:
+        for it in items:
+            assert it.q_heads, f"a copy without query heads ({strategy})"
+            copies[it.instance] = copies.get(it.instance, 0) + 1
+    assert set(copies.values()) == {m.replicas}
+    assert m.replicas == 1 or (strategy == "replicate" and m.replicas <= g)
     if strategy in ("balanced", "replicate"):
         units = batch * kv * m.replicas
         assert m.max_items() == math.ceil(units / m.total_channels)
