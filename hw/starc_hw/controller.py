@@ -40,6 +40,13 @@ __all__ = ["DECISION_CLOCKS", "Controller", "Fault"]
 #: (DECIDE: terms; COMPARE: distances to the counter). The cycle counter stands still meanwhile.
 DECISION_CLOCKS = 2
 
+#: Terms compared with one copy of the cycle counter (``now``, ``now + 1``). A single pair of
+#: counter registers fanned out to every term's comparator: on the ECP5 its 10.7 ns net from
+#: ``now_p1`` to the comparators was more than half of `small`'s critical path (20.15 ns,
+#: docs/fpga.md "Critical paths"), so each group of this many terms compares with a copy of its
+#: own (registers with the counter's updates: equal to it in every clock).
+TERMS_PER_COUNTER = 8
+
 _DECIDE, _COMPARE, _WAIT = 0, 1, 2
 _LEVELS = (Scope.CHANNEL, Scope.PSEUDO_CHANNEL, Scope.RANK, Scope.GROUP, Scope.BANK)
 
@@ -446,6 +453,8 @@ class _Builder:
         now_p1 = Signal(S, init=1)   # now + 1, kept beside the counter (no adder in a compare)
         with m.If(adv):
             m.d.sync += [self.now.eq(now_p1), now_p1.eq(now_p1 + 1)]
+        terms = [*self.term, self.t0]
+        copies = self.counter_copies(adv, -(-len(terms) // TERMS_PER_COUNTER))
         with m.If(adv & (now_p1 == self.refb)):
             m.d.sync += self.refb.eq(self.refb + self.cfg.timing.tREFI)
         with m.If(fire & ~adv):
@@ -458,10 +467,12 @@ class _Builder:
         # register, and `stay_off` only selects. In WAIT the terms stand still, so this tracks
         # the counter; in COMPARE it is the first comparison. After an issue the values are
         # not used (the next head is decided again).
-        terms = [*self.term, self.t0]
-        le_now = Cat(*(t <= self.now for t in terms))
-        le_p1 = Cat(*(t <= now_p1 for t in terms))
-        eq_now = Cat(*(t == self.now for t in self.term))
+        def copy(k: int) -> tuple[Signal, Signal]:
+            return copies[k // TERMS_PER_COUNTER]
+
+        le_now = Cat(*(t <= copy(k)[0] for k, t in enumerate(terms)))
+        le_p1 = Cat(*(t <= copy(k)[1] for k, t in enumerate(terms)))
+        eq_now = Cat(*(t == copy(k)[0] for k, t in enumerate(self.term)))
         eq_p1 = le_p1[:n] & ~le_now[:n]     # t <= now + 1 and not t <= now
 
         def sat_of(reached: Value, app: Value) -> Value:
@@ -510,6 +521,21 @@ class _Builder:
         with m.If(fire):
             m.d.sync += [self.phase.eq(_DECIDE), self.t0.eq(now_p1),
                          c.issued.eq(c.issued + 1)]
+
+    def counter_copies(self, adv: Value, n: int) -> list[tuple[Signal, Signal]]:
+        """``n`` copies of the counter pair (``now``, ``now + 1``) for the comparisons, each
+        advanced by ``adv`` exactly like the counter (so equal to it in every clock), each from
+        its own registers: a copy's next value is computed from the copy itself, so no
+        synthesis pass sees two copies with the same inputs, and ``keep`` keeps their names in
+        the netlist (``TERMS_PER_COUNTER``)."""
+        out = []
+        for k in range(n):
+            now = Signal(self.S, init=0, name=f"now_c{k}", attrs={"keep": 1})
+            p1 = Signal(self.S, init=1, name=f"now_p1_c{k}", attrs={"keep": 1})
+            with self.m.If(adv):
+                self.m.d.sync += [now.eq(p1), p1.eq(p1 + 1)]
+            out.append((now, p1))
+        return out
 
     def priority(self, bits: Value) -> Value:
         """The rule of the first set bit (slots are in table order), else IN_ORDER: a balanced
