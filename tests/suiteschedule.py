@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,15 +115,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 class _DurationRecorder:
     """Sums each test's setup, call and teardown time (on the controller under xdist) and
-    writes :data:`DURATIONS` at the end of the session."""
+    writes :data:`DURATIONS` at the end of the session, with each worker's summed test time and
+    when (seconds after the session started) its last test ended: the critical path."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.seconds: dict[str, float] = {}
+        self.start = time.monotonic()
+        self.workers: dict[str, dict[str, float]] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         key = bare(report.nodeid)
         self.seconds[key] = self.seconds.get(key, 0.0) + report.duration
+        gateway = getattr(getattr(report, "node", None), "gateway", None)
+        w = self.workers.setdefault(getattr(gateway, "id", "main"),
+                                    {"test_seconds": 0.0, "last_end": 0.0})
+        w["test_seconds"] += report.duration
+        w["last_end"] = time.monotonic() - self.start
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.seconds:
@@ -130,7 +139,10 @@ class _DurationRecorder:
         kept = {k: round(v, 1) for k, v in sorted(self.seconds.items()) if v >= 1.0}
         doc = {"about": "seconds per test (>= 1 s) of one `pytest -n 2 --dist loadgroup "
                         "--store-durations` run on a fresh build folder: the costs make test "
-                        "schedules by (tests/suiteschedule.py)",
+                        "schedules by (tests/suiteschedule.py); per worker, its summed test "
+                        "time and when its last test ended (seconds after the start)",
+               "workers": {k: {n: round(v, 1) for n, v in w.items()}
+                           for k, w in sorted(self.workers.items())},
                "seconds": kept}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(doc, indent=1) + "\n")

@@ -40,7 +40,7 @@ def test_groups_hold_and_the_costliest_unit_starts_first(tmp_path: Path) -> None
     env.pop("PYTEST_ADDOPTS", None)
     run = subprocess.run([sys.executable, "-m", "pytest", "-p", "suiteschedule", "-n", "2",
                           "--dist", "loadgroup", "-v", "-p", "no:cacheprovider", "-p",
-                          "no:randomly", str(tmp_path)], cwd=tmp_path, env=env,
+                          "no:randomly", "--store-durations", str(tmp_path)], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     ran = re.findall(r"\[(gw\d)\] \[\s*\d+%\] PASSED (\S+)", run.stdout)
@@ -52,3 +52,7 @@ def test_groups_hold_and_the_costliest_unit_starts_first(tmp_path: Path) -> None
     for w, n in ran:
         first.setdefault(w, n)
     assert "test_single.py::test_alone[4]" in first.values(), ran  # costliest first
+    # --store-durations wrote the costs back, with each worker's share of the run
+    doc = json.loads(costs.read_text())
+    assert set(doc["workers"]) == {w for w, _ in ran} == {"gw0", "gw1"}, doc
+    assert all(w["last_end"] > 0 and w["test_seconds"] >= 0 for w in doc["workers"].values())
