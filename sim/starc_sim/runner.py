@@ -559,7 +559,7 @@ def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: Buil
     show = _BuildProgress(name, build_dir, enabled=progress and not exe.is_file())
     try:
         if not vfile.is_file():
-            from starc_sim.convert import to_verilog
+            from starc_sim.convert import fast_cycle_check, to_verilog
 
             show.phase("Verilog")
             _write_atomic(build_dir / "params.json", json.dumps(
@@ -571,7 +571,9 @@ def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: Buil
             # modules the design instantiates by name (e.g. the attention channel's bank PU)
             extra = getattr(design, "extra_verilog", None)
             if extra is not None:
-                text += extra() if zero_init else strip_zero_init(extra())
+                with fast_cycle_check():  # the bank PU: Amaranth's loop check took 50 s
+                    more = extra()
+                text += more if zero_init else strip_zero_init(more)
             _write_atomic(vfile, text)
         sources: list[Any] = [vfile]
         control += "".join(f'hier_block -module "{mod}"\n' for mod in hier_blocks)

@@ -9,6 +9,8 @@ shortcut treats apart. No Verilator build: Yosys only (a few seconds).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from amaranth.hdl import Module, Shape, signed, unsigned
 from amaranth.lib import wiring
@@ -82,3 +84,103 @@ def test_verilog_is_amaranths(zero_init: bool) -> None:
         assert theirs.count("initial begin") > strip_zero_init(theirs).count("initial begin") > 0
         theirs = strip_zero_init(theirs)
     assert ours == theirs
+
+
+class Comb(wiring.Component):
+    """Eight-bit signals, each a function of others (and maybe of itself, through other
+    signals): ``ops[i] = (kind, a, b, c)`` names the operation and its operand signals."""
+
+    KINDS = ("add", "xor", "part", "mux", "eq", "not", "slice", "shift")
+
+    def __init__(self, ops: list[tuple[str, int, int, int]]) -> None:
+        self._ops = ops
+        super().__init__({"x": In(8), "y": Out(8)})
+
+    def elaborate(self, platform):  # noqa: ANN001, ANN201
+        from amaranth.hdl import Signal
+
+        del platform
+        m = Module()
+        s = [Signal(8, name=f"s{i}") for i in range(len(self._ops))]
+        src = [self.x, *s]
+        for i, (kind, a, b, c) in enumerate(self._ops):
+            m.d.comb += s[i].eq(_op(kind, src[a], src[b], src[c]))
+        y = 0
+        for v in s:
+            y = y | v
+        m.d.comb += self.y.eq(y)
+        return m
+
+
+def _op(kind: str, a: Any, b: Any, c: Any) -> Any:
+    from amaranth.hdl import Cat, Mux
+
+    if kind == "add":
+        return a + b
+    if kind == "xor":
+        return a ^ b
+    if kind == "part":
+        return Cat(a.bit_select(b[:3], 4), c[:4])
+    if kind == "mux":
+        return Mux(a[0], b, c)
+    if kind == "eq":
+        return a == b
+    if kind == "not":
+        return ~a
+    if kind == "slice":
+        return Cat(a[4:], b[:4])
+    return a << b[:2]
+
+
+@st.composite
+def _comb(draw: st.DrawFn) -> list[tuple[str, int, int, int]]:
+    n = draw(st.integers(1, 6))
+    # operands among x and every signal: a later or the same signal can close a loop
+    return [(draw(st.sampled_from(Comb.KINDS)), draw(st.integers(0, n)),
+             draw(st.integers(0, n)), draw(st.integers(0, n))) for _ in range(n)]
+
+
+def _amaranths_check(ops: list[tuple[str, int, int, int]]) -> str | None:
+    """Amaranth's own check on the netlist of ``Comb(ops)``: its error, or None."""
+    from amaranth.hdl import _ir, _nir
+    from starc_sim.convert import _ports
+
+    design = Comb(ops)
+    fragment = _ir.Fragment.get(design, None).prepare(ports=_ports(design), hierarchy=("top",))
+    netlist = _nir.Netlist()
+    _ir._emit_netlist(netlist, fragment, all_undef_to_ff=False)
+    try:
+        netlist.check_comb_cycles()
+    except _nir.CombinationalCycle as e:
+        return str(e)
+    return None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_comb())
+def test_cycle_check_finds_what_amaranths_finds(ops) -> None:  # noqa: ANN001
+    """``fast_cycle_check``: a design converts, or fails with Amaranth's own error, exactly as
+    without it (loops through variable bit selects, adders, comparisons, muxes, slices)."""
+    from amaranth.back import rtlil
+    from amaranth.hdl._nir import CombinationalCycle
+    from starc_sim.convert import fast_cycle_check
+
+    want = _amaranths_check(ops)
+    with fast_cycle_check():
+        if want is None:
+            rtlil.convert(Comb(ops), name="top", emit_src=False)
+        else:
+            with pytest.raises(CombinationalCycle) as err:
+                rtlil.convert(Comb(ops), name="top", emit_src=False)
+            assert str(err.value) == want
+
+
+def test_cycle_check_finds_a_loop_through_a_variable_shift() -> None:
+    from amaranth.hdl._nir import CombinationalCycle
+    from starc_sim.convert import to_verilog
+
+    loop = [("part", 0, 2, 0), ("add", 1, 0, 0)]  # s0 <- s1[s0 ...]: s1 <- s0 + x
+    assert _amaranths_check(loop) is not None
+    with pytest.raises(CombinationalCycle, match="Combinational cycle detected"):
+        to_verilog(Comb(loop), "top")
+    assert _amaranths_check([("part", 0, 0, 0), ("add", 1, 0, 0)]) is None
