@@ -514,7 +514,8 @@ def accuracy_vs_budget(acc: Sequence[dict[str, Any]], *, preset: str, samples_no
     pols = policy_order({r["policy"] for r in acc})
     budgets = sorted({r["budget"] for r in acc})
     by = {(r["task"], r["context"], r["policy"], r["budget"]): r for r in acc}
-    fig, axes = _subplots(plt, len(ctxs), len(tasks), figsize=(3.2 * len(tasks) + 0.5,
+    # at least 7 in wide: the legend of the seven policies sits in one row below the facets
+    fig, axes = _subplots(plt, len(ctxs), len(tasks), figsize=(max(3.2 * len(tasks) + 0.5, 7.0),
                                                              2.9 * len(ctxs) + 0.8),
                              squeeze=False, sharex=True, sharey=True)
     for ri, c in enumerate(ctxs):

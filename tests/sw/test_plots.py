@@ -122,9 +122,15 @@ def test_quality_figures_go_through_the_house_style():
             "ppl_ci_high": 21.0, **({} if p == "dense" else {
                 "ppl_change": 0.05, "ppl_change_ci_low": 0.0, "ppl_change_ci_high": 0.1})}
            for p in ("dense", "sparq") for b in (128, 256)]
-    figs = plot_quality({"accuracy": acc, "perplexity": ppl}, preset="attacc-hbm3-5.2",
-                        samples_note="5 samples", text="frankenstein")
-    assert set(figs) == {"accuracy_B256", "accuracy_vs_budget", "perplexity_change"}
+    pooled = [{"task": "niah_single+vt", "context": "1024+2048", "policy": p, "budget": b,
+               "accuracy": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+              for p in ("dense", "starc") for b in (128, 256)]
+    figs = plot_quality({"accuracy": acc, "pooled": pooled, "perplexity": ppl},
+                        preset="attacc-hbm3-5.2", samples_note="5 samples", text="frankenstein")
+    assert set(figs) == {"accuracy_B256", "accuracy_vs_budget", "accuracy_pooled",
+                         "perplexity_change"}
+    assert [ax.get_title() for ax in figs["accuracy_pooled"].axes] == [
+        "2 tasks pooled, L = 1024+2048"]
     t = figs["accuracy_B256"]
     assert "attacc-hbm3-5.2" in t.get_suptitle() and "B = 256" in t.get_suptitle()
     assert [ax.get_title() for ax in t.axes] == ["L = 1024", "L = 2048"]

@@ -16,7 +16,7 @@ import pytest
 from starc import config
 from starc.model import gguf_loader as gl
 from starc.model import llama as L
-from starc.model.quality import summarize_nll, summarize_scores, wilson, window_starts
+from starc.model.quality import pool_scores, summarize_nll, summarize_scores, wilson, window_starts
 
 CFG = config.load(None)
 POLICIES = ["dense", "oracle", "quest", "sparq", "streaming", "starc", "starc-row"]
@@ -123,6 +123,28 @@ def test_summaries_pick_the_interval_and_pair_with_dense() -> None:
     assert s["delta_vs_dense"] == pytest.approx(np.mean(frac) - 0.8)
 
 
+def test_pooled_accuracy_weights_every_sample_once_across_tasks() -> None:
+    # two tasks x two contexts with the same sample indices: 4 x 6 distinct samples
+    rng = np.random.default_rng(11)
+    rows, dense_all, quest_all = [], [], []
+    for task in ("niah_single", "vt"):
+        for ctx in (1024, 2048):
+            d = list(rng.integers(0, 2, 6).astype(float))
+            q = list(np.round(rng.uniform(0, 1, 6) * 3) / 3)
+            dense_all += d
+            quest_all += q
+            for pol, xs in (("dense", d), ("quest", q)):
+                rows += [{**r, "task": task, "context": ctx} for r in _rows(pol, xs)]
+    out = {r["policy"]: r for r in pool_scores(rows)}
+    assert out["dense"]["n"] == out["quest"]["n"] == 24
+    assert out["dense"]["task"] == "niah_single+vt" and out["dense"]["context"] == "1024+2048"
+    assert out["dense"]["accuracy"] == pytest.approx(np.mean(dense_all))
+    assert out["quest"]["accuracy"] == pytest.approx(np.mean(quest_all))
+    assert out["quest"]["delta_vs_dense"] == pytest.approx(np.mean(quest_all) - np.mean(dense_all))
+    assert out["quest"]["delta_ci_low"] <= out["quest"]["delta_vs_dense"] <= \
+        out["quest"]["delta_ci_high"]
+
+
 def test_perplexity_summary_is_token_weighted_and_paired() -> None:
     quest = {0: [1.0, 2.0, 3.0], 1: [2.0, 2.0]}
     rows = []
@@ -201,8 +223,8 @@ def test_eval_quality_cli_end_to_end(model: L.LlamaModel, text_installed: None, 
     assert ppl["dense"]["tokens"] == 2 * 7
     assert ppl["streaming"]["ppl_change"] == pytest.approx(
         ppl["streaming"]["ppl"] / ppl["dense"]["ppl"] - 1)
-    for f in ("README.md", "quality.json", "accuracy.csv", "perplexity.csv",
-              "accuracy_B48.png", "perplexity_change.png"):
+    for f in ("README.md", "quality.json", "accuracy.csv", "accuracy_pooled.csv",
+              "perplexity.csv", "accuracy_B48.png", "perplexity_change.png"):
         assert (tmp_path / "r" / f).is_file(), f
     # the second run is served from the cache
     rc = main(["eval-quality", "--contexts", "256", "--budgets", "48", "--policies", "dense",

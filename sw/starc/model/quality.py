@@ -42,6 +42,7 @@ from .streams import StreamSpec, decode_streams
 
 __all__ = [
     "ACCURACY_POLICIES",
+    "pool_scores",
     "summarize_nll",
     "summarize_scores",
     "task_scores",
@@ -276,6 +277,19 @@ def summarize_scores(rows: Sequence[dict[str, Any]], keys: Sequence[str] = ("tas
                     "delta_ci_high": hi_d}
         out.append(row)
     return out
+
+
+def pool_scores(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """Per (policy, budget), pooled over every task and context: the mean score over all their
+    samples (each sample one equal weight), its 95 % interval and the paired difference to dense,
+    as :func:`summarize_scores` computes them. A sample is told apart by its task and context
+    too (the same index under two tasks is two samples). ``task`` and ``context`` of the output
+    say what was pooled."""
+    tasks = sorted({str(r["task"]) for r in rows})
+    contexts = sorted({int(r["context"]) for r in rows})
+    ided = [{**r, "index": (r["task"], r["context"], r.get("index"))} for r in rows]
+    return [{"task": "+".join(tasks), "context": "+".join(map(str, contexts)), **r}
+            for r in summarize_scores(ided, keys=(), seed=seed)]
 
 
 def summarize_nll(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:

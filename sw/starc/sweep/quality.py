@@ -85,11 +85,12 @@ def plan(*, tasks: list[str], contexts: list[int], samples: int, chunk: int,
 
 
 def summarize(results: list[dict]) -> dict[str, list[dict]]:
-    from starc.model.quality import summarize_nll, summarize_scores
+    from starc.model.quality import pool_scores, summarize_nll, summarize_scores
 
     acc = [r for res in results for r in res["rows"] if "score" in r]
     ppl = [r for res in results for r in res["rows"] if "nll" in r]
     return {"accuracy": summarize_scores(acc) if acc else [],
+            "pooled": pool_scores(acc) if acc else [],
             "perplexity": summarize_nll(ppl) if ppl else [],
             "samples": acc, "windows": ppl}
 
@@ -168,6 +169,33 @@ def accuracy_table(summary: list[dict], budgets: list[int]) -> tuple[list[str], 
     return head, rows
 
 
+POOLED_NOTE = ("Every task and context pooled: the mean score over all their samples (each "
+               "sample one equal weight) [its 95 % interval, percentile bootstrap over samples]; "
+               "change vs dense: the paired difference on the same samples, in points "
+               "[its 95 % interval].")
+
+
+def pooled_table(pooled: list[dict], budgets: list[int]) -> tuple[list[str], list[list]]:
+    """Policy rows: accuracy and change against dense per budget, pooled over tasks and
+    contexts (:func:`starc.model.quality.pool_scores`)."""
+    head = (["policy"] + [f"B={b}" for b in budgets]
+            + [f"vs dense B={b}" for b in budgets])
+    by = {(r["policy"], r["budget"]): r for r in pooled}
+    rows = []
+    for p in sorted({r["policy"] for r in pooled}, key=_order):
+        acc, delta = [], []
+        for b in budgets:
+            r = by.get((p, b))
+            acc.append("-" if r is None else
+                       f"{_pct(r['accuracy'], '.1f')} [{_pct(r['ci_low'], '.1f')}, "
+                       f"{_pct(r['ci_high'], '.1f')}]")
+            delta.append("-" if r is None or "delta_vs_dense" not in r else
+                         f"{100 * r['delta_vs_dense']:+.1f} [{100 * r['delta_ci_low']:+.1f}, "
+                         f"{100 * r['delta_ci_high']:+.1f}]")
+        rows.append([p, *acc, *delta])
+    return head, rows
+
+
 def perplexity_table(summary: list[dict]) -> tuple[list[str], list[list]]:
     head = ["context", "policy", "budget", "windows", "tokens", "ppl", "ppl_change",
             "agreement"]
@@ -201,6 +229,12 @@ def plot_quality(summary: dict[str, list[dict]], *, preset: str, samples_note: s
                                                          samples_note=samples_note)
         figs["accuracy_vs_budget"] = plots.accuracy_vs_budget(acc, preset=preset,
                                                               samples_note=samples_note)
+        pooled = summary.get("pooled") or []
+        if pooled:
+            n = len({r["task"] for r in acc})
+            figs["accuracy_pooled"] = plots.accuracy_vs_budget(
+                [{**r, "task": f"{n} tasks pooled"} for r in pooled], preset=preset,
+                samples_note=samples_note)
     if summary["perplexity"]:
         figs["perplexity_change"] = plots.perplexity_change(summary["perplexity"], preset=preset,
                                                             text=text)
@@ -217,10 +251,12 @@ def write_report(rep: Any, *, points: list[dict], summary: dict[str, list[dict]]
     with rep:
         rep.json("quality.json", {"meta": meta, "points": points,
                                   "accuracy": summary["accuracy"],
+                                  "accuracy_pooled": summary.get("pooled", []),
                                   "perplexity": summary["perplexity"]})
         if summary["samples"]:
             rep.csv("accuracy_samples.csv", summary["samples"])
             rep.csv("accuracy.csv", summary["accuracy"])
+            rep.csv("accuracy_pooled.csv", summary["pooled"])
         if summary["perplexity"]:
             rep.csv("perplexity.csv", summary["perplexity"])
         for name, fig in plot_quality(summary, preset=meta["preset"],
@@ -236,6 +272,9 @@ def write_report(rep: Any, *, points: list[dict], summary: dict[str, list[dict]]
         if summary["accuracy"]:
             head, rows = accuracy_table(summary["accuracy"], budgets)
             md += ["## Accuracy\n\n", f"{meta['samples_note']}. {ACC_NOTE}\n\n",
+                   markdown_table(head, rows), "\n"]
+            head, rows = pooled_table(summary["pooled"], budgets)
+            md += ["\n## Accuracy pooled over tasks and contexts\n\n", f"{POOLED_NOTE}\n\n",
                    markdown_table(head, rows), "\n"]
         if summary["perplexity"]:
             head, rows = perplexity_table(summary["perplexity"])
