@@ -6,8 +6,8 @@
                                                   v
     host cmd ──> Channel (controller + bank array, its clock enabled by tick) ──issue──> host
                      │ the issue waits for dp_ready(command): the datapath takes it
-                     │ column[i] (strobe one clock after a MAC) ─> FoldedPU[i]
-                     │ WRGB chunk ──────────────────────────────> FoldedPU[*].q
+                     │ column[i] (one clock after a MAC) ─ register ─> FoldedPU[i]
+                     │ WRGB chunk ──────────────────────── register ─> FoldedPU[*].q
                      │ score MVSB ─> ScoreMove ─ entries ─> FoldedSoftmax ─> ProbMove <─ MVGB
                      │                                              │             │
                      │ SFM ──────────────────────────────────────────┘        FoldedPU[*].p
@@ -307,9 +307,18 @@ class FoldedAttentionChannel(wiring.Component):
         grp = head.group
         in_group = [Signal(name=f"in_group{i}") for i in range(NB)]
         m.d.comb += [in_group[i].eq(grp == i // B) for i in range(NB)]
-        accept = Cat(*[Mux(phase, pu.accept[VALUE], pu.accept[SCORE]) for pu in pus])
-        idle = Cat(*[pu.idle for pu in pus])
-        qfree = Cat(*[pu.qfree for pu in pus])
+        # a MAC column in the register stage of the column bus (below) strobes its PU in the next
+        # clock: until then that PU neither accepts another MAC nor is idle or free for a WRGB
+        ccmd = ch.column_cmd
+        pending = Signal(NB)
+        for i in range(NB):
+            sel = column_valid[i]
+            if bppu > 1:
+                sel = sel & (ccmd.bank == (i % B) % bppu)
+            m.d.comb += pending[i].eq(sel)
+        accept = Cat(*[Mux(phase, pu.accept[VALUE], pu.accept[SCORE]) for pu in pus]) & ~pending
+        idle = Cat(*[pu.idle for pu in pus]) & ~pending
+        qfree = Cat(*[pu.qfree for pu in pus]) & ~pending
         g_mask = Cat(*in_group)
         group_idle = (idle | ~g_mask).all()
         moves_off = ~smove.busy & ~vmove.reading & (~phase | ~pmove.busy)
@@ -333,23 +342,29 @@ class FoldedAttentionChannel(wiring.Component):
                 m.d.comb += need.eq(1)
 
         # ---- processing units ------------------------------------------------------------------
-        ccmd = ch.column_cmd
-        strobe = column_valid
+        # A register stage on the column bus and on the query bus between the channel and the
+        # PUs (the bank array's block RAM outputs and the write data fan out to the PUs across
+        # the device; the stage lets the placer pull the PUs apart). It delays a MAC's strobe
+        # and a WRGB's write by one FPGA clock, never an emulated cycle: a pending strobe holds
+        # `accept`, `idle` and `qfree` (above), and a WRGB issues only when `qfree` held a clock
+        # earlier and nothing issued in between, so the query is still free a clock later.
+        mac_q = pipe.reg(m, Cat(pending, ccmd.col, ccmd.arg[vbit], ccmd.arg[bbit]), "mac_q")
+        strobe_q, mac_col = mac_q[:NB], mac_q[NB:NB + len(ccmd.col)]
+        mac_value, mac_buf = mac_q[NB + len(ccmd.col)], mac_q[NB + len(ccmd.col) + 1]
+        wrgb_q = pipe.reg(m, Cat(ch.wrgb_valid, ch.wrgb_chunk, ch.wrgb_data), "wrgb_q")
+        nchunk = len(ch.wrgb_chunk)
         for i, pu in enumerate(pus):
             b = i % B
-            sel = strobe[i]
-            if bppu > 1:
-                sel = sel & (ccmd.bank == b % bppu)
             m.d.comb += [
                 pu.bank_slice.eq(b % bpt),
-                pu.mac.valid.eq(sel),
-                pu.mac.payload.data.eq(ch.column[i]),
-                pu.mac.payload.col.eq(ccmd.col),
-                pu.mac.payload.value.eq(ccmd.arg[vbit]),
-                pu.mac.payload.buf.eq(ccmd.arg[bbit]),
-                pu.wrgb.valid.eq(ch.wrgb_valid),
-                pu.wrgb.payload.chunk.eq(ch.wrgb_chunk),
-                pu.wrgb.payload.data.eq(ch.wrgb_data),
+                pu.mac.valid.eq(strobe_q[i]),
+                pu.mac.payload.data.eq(pipe.reg(m, ch.column[i], f"column{i}_q")),
+                pu.mac.payload.col.eq(mac_col),
+                pu.mac.payload.value.eq(mac_value),
+                pu.mac.payload.buf.eq(mac_buf),
+                pu.wrgb.valid.eq(wrgb_q[0]),
+                pu.wrgb.payload.chunk.eq(wrgb_q[1:1 + nchunk]),
+                pu.wrgb.payload.data.eq(wrgb_q[1 + nchunk:]),
                 pu.score_addr.eq(smove.score_addr),
                 smove.score_data[i].eq(pu.score_data),
                 pu.acc_addr.eq(vmove.acc_addr),

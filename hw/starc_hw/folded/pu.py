@@ -3,13 +3,20 @@
 
 ::
 
-    MAC strobe ─> column latch, q / p ─> beat j: lanes [j L, (j + 1) L) ──> L multipliers (DSP)
+    MAC strobe ─> column latch, q / p ─> beat j: the lowest L lanes ──> L multipliers (DSP)
+                  (the column shifts down L lanes per beat, the query half rotates L lanes)
         score:  lane tree over the L products (pipelined adders) ─> beat sum u_j
                 upper tree over u_0 .. u_(k-1), in pairs, a "left" register per level:
                 level 1 on an adder of its own, the levels from 2 on on the accumulate adder
                 ─> root ─> accumulate: score[buf][s] = root (h = 0) or score + root (h = 1)
         value:  acc[h][lanes of beat j] += products (the L adders of the lane tree and the
                 accumulate adder, one lane each)
+
+No beat multiplexer selects the operands: beat j's are always the lowest ``L`` lanes of the
+latched column (shifted down by ``L`` lanes per beat) and of the query half (rotated by ``L``
+lanes per beat it feeds, so back in place after the ``k`` beats of a MAC). A wide multiplexer
+per operand (16:1 over the column, 32:1 over the query at one lane per clock) was most of the
+logic in pim-mid's congested routing region (docs/fpga.md).
 
 The fixed pairwise tree of docs/commands.md is kept exactly: a beat covers ``L`` adjacent lanes
 (a subtree of the 16-lane tree), and the upper levels pair beat sums ``(u_2i, u_2i+1)`` in order,
@@ -269,8 +276,7 @@ class FoldedPU(wiring.Component):
         # ---- operands: query, probabilities, the latched column --------------------------------
         q = Signal(data.ArrayLayout(data.ArrayLayout(16, lanes), 2))
         wq = self.wrgb.payload
-        with m.If(self.wrgb.valid & (wq.chunk >> 1 == self.bank_slice)):
-            m.d.sync += q[wq.chunk[0]].eq(wq.data)
+        q_write = self.wrgb.valid & (wq.chunk >> 1 == self.bank_slice)
 
         pmem = Memory(shape=16, depth=2 * S, init=[])
         m.submodules.prob_mem = pmem
@@ -288,7 +294,7 @@ class FoldedPU(wiring.Component):
         p_ok = Signal()
         m.d.comb += [p_rd.addr.eq(Cat(mp.col[1:], mp.buf)), p_rd.en.eq(strobe)]
         with m.If(strobe):
-            m.d.sync += [col.eq(mp.data), ctx_value.eq(mp.value), ctx_h.eq(mp.col[0]),
+            m.d.sync += [ctx_value.eq(mp.value), ctx_h.eq(mp.col[0]),
                          p_ok.eq(p_valid.bit_select(Cat(mp.col[1:], mp.buf), 1))]
         scale = Mux(p_ok, p_rd.data, 0)
 
@@ -301,14 +307,26 @@ class FoldedPU(wiring.Component):
             m.d.sync += beat.eq(beat + 1)
             with m.If(beat == k - 1):
                 m.d.sync += beating.eq(0)
-        col_beats = Array(Cat(*[col[j * L + i] for i in range(L)]) for j in range(k))
-        q_beats = Array(Cat(*[q[h][j * L + i] for i in range(L)]) for h in range(2)
-                        for j in range(k))
+        # No beat multiplexers: a beat's operands are always the lowest L lanes. The latched
+        # column shifts down by L lanes per beat; the query half a score MAC reads rotates by L
+        # lanes per beat, so after the k beats it is back in place (a WRGB writes the query only
+        # while no MAC reads it, `qfree`, and the write takes precedence over the last rotation).
+        with m.If(strobe):
+            m.d.sync += col.eq(mp.data)
+        if k > 1:
+            with m.Elif(beating):
+                m.d.sync += col.as_value().eq(col.as_value() >> (16 * L))
+            for h in range(2):
+                with m.If(beating & ~ctx_value & (ctx_h == h)):
+                    m.d.sync += q[h].as_value().eq(q[h].as_value().rotate_right(16 * L))
+        with m.If(q_write):
+            m.d.sync += q[wq.chunk[0]].eq(wq.data)
         a_word = Signal(16 * L)
         b_word = Signal(16 * L)
-        m.d.comb += [a_word.eq(col_beats[beat[:max(1, _log2(k))] if k > 1 else 0]),
+        m.d.comb += [a_word.eq(col.as_value()[:16 * L]),
                      b_word.eq(Mux(ctx_value, Cat(*[scale] * L),
-                                   q_beats[Cat(beat[:_log2(k)], ctx_h) if k > 1 else ctx_h]))]
+                                   Mux(ctx_h, q[1].as_value()[:16 * L],
+                                       q[0].as_value()[:16 * L])))]
         # operand stage (clock 2 + j): registered
         a_reg = pipe.reg(m, a_word, "op_a")
         b_reg = pipe.reg(m, b_word, "op_b")
