@@ -274,7 +274,7 @@ class FoldedPU(wiring.Component):
             m.d.sync += self.error.eq(1)
 
         # ---- operands: query, probabilities, the latched column --------------------------------
-        q = Signal(data.ArrayLayout(data.ArrayLayout(16, lanes), 2))
+        q = [Signal(data.ArrayLayout(16, lanes), name=f"q{h}") for h in range(2)]
         wq = self.wrgb.payload
         q_write = self.wrgb.valid & (wq.chunk >> 1 == self.bank_slice)
 
@@ -311,16 +311,19 @@ class FoldedPU(wiring.Component):
         # column shifts down by L lanes per beat; the query half a score MAC reads rotates by L
         # lanes per beat, so after the k beats it is back in place (a WRGB writes the query only
         # while no MAC reads it, `qfree`, and the write takes precedence over the last rotation).
+        # (one enable per register and a two-way choice under it, so that synthesis puts the
+        # hold on the flip-flops' clock enable: one LUT per bit)
         with m.If(strobe):
             m.d.sync += col.eq(mp.data)
         if k > 1:
             with m.Elif(beating):
                 m.d.sync += col.as_value().eq(col.as_value() >> (16 * L))
-            for h in range(2):
-                with m.If(beating & ~ctx_value & (ctx_h == h)):
-                    m.d.sync += q[h].as_value().eq(q[h].as_value().rotate_right(16 * L))
-        with m.If(q_write):
-            m.d.sync += q[wq.chunk[0]].eq(wq.data)
+        for h in range(2):
+            we = q_write & (wq.chunk[0] == h)
+            rotate = beating & ~ctx_value & (ctx_h == h) if k > 1 else 0
+            with m.If(we | rotate):
+                m.d.sync += q[h].eq(Mux(we, wq.data.as_value(),
+                                        q[h].as_value().rotate_right(16 * L)))
         a_word = Signal(16 * L)
         b_word = Signal(16 * L)
         m.d.comb += [a_word.eq(col.as_value()[:16 * L]),
