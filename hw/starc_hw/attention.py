@@ -577,8 +577,8 @@ class AttentionChannel(wiring.Component):
             return ""
         from amaranth.back import verilog
 
-        return verilog.convert(PUShell(cfg=self._cfg, registered=self._gating,
-                                       heads=self._heads), name=PU_MODULE, emit_src=False)
+        shell = PUShell(cfg=self._cfg, registered=self._gating, heads=self._heads)
+        return verilog.convert(shell, name=PU_MODULE, emit_src=False)
 
 
 class PUShell(wiring.Component):
