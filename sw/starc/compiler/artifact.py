@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from starc.address import SLICE, Geometry
-from starc.compiler.compiled import CompiledKV, HeadMap
+from starc.compiler.compiled import ROW_SCORES, CompiledKV, HeadMap, attach_row_scores
 from starc.config import Config
 from starc.kv import KVCache, KVMeta
 
@@ -531,6 +531,12 @@ def load_artifact(path: str | os.PathLike[str], cfg: Config | None = None, *,
     ck = CompiledKV(cfg=cfg, cache=cache, mode=man["mode"], options=dict(man["options"]),
                     heads=heads, stats=dict(man.get("stats", {})),  # type: ignore[arg-type]
                     input_hash=man["input"]["hash"])
+    if ck.mode != "dense":      # derived from the keys; the image check below covers them
+        rule = ck.options.get("row_scores") or "centroid"
+        if rule not in ROW_SCORES:
+            raise ArtifactError(f"{p}: unknown row_scores {rule!r} in the manifest; recompile "
+                                f"the artifact with this version")
+        attach_row_scores(ck, rule)
     if verify:
         _check_meaning(p, ck, arrays)
     return ck

@@ -46,6 +46,7 @@ def add_synthetic_args(p: argparse.ArgumentParser) -> None:
 def add_compile_args(p: argparse.ArgumentParser) -> None:
     from starc.argtypes import int_range
     from starc.compiler.compile import METRICS
+    from starc.compiler.compiled import ROW_SCORES
     from starc.compiler.placement import PLACEMENTS
     p.add_argument("--placement", choices=PLACEMENTS, default=None,
                    help="block placement (default for row-aligned: queries when the cache has "
@@ -53,6 +54,9 @@ def add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=METRICS, default=None,
                    help="row-aligned clustering metric (default: query when the cache has "
                         "prefill queries, else unit)")
+    p.add_argument("--row-scores", choices=tuple(ROW_SCORES), default=None,
+                   help="row-aligned: how the host scores a cluster from the metadata its "
+                        "selection pass scans (default centroid; docs/compiler.md, Row scores)")
     p.add_argument("--seed", type=int_range(0, (1 << 63) - 1), default=0,
                    help="clustering seed (default 0)")
     p.add_argument("--window", type=int_range(1, 1 << 24), default=None,
@@ -128,7 +132,8 @@ def compile_options_from_args(args: argparse.Namespace, mode: str) -> Any:
                           seed=args.seed,
                           window=args.window, buffer=args.buffer,
                           cluster_tokens=args.cluster_tokens, iters=args.iters,
-                          sinks=args.sinks, dense_layers=tuple(args.dense_layers))
+                          sinks=args.sinks, dense_layers=tuple(args.dense_layers),
+                          row_scores=getattr(args, "row_scores", None))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

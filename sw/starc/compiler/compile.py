@@ -42,7 +42,7 @@ from starc.compiler.cluster import (
     spherical_kmeans,
     unit,
 )
-from starc.compiler.compiled import CompiledKV, HeadMap
+from starc.compiler.compiled import ROW_SCORES, CompiledKV, HeadMap, attach_row_scores
 from starc.compiler.placement import PLACEMENT_BUDGET, PLACEMENTS, place_blocks
 from starc.config import Config
 from starc.kv import KVCache, KVError, check_capacity, qp_hash
@@ -94,6 +94,8 @@ class CompileOptions:
     metric: str | None = None             # row-aligned: unit | query (default: query when the
                                           # cache has prefill queries, else unit)
     sinks: int | None = None              # first tokens kept unclustered, always attended
+    row_scores: str | None = None         # row-aligned: how the host scores a cluster
+                                          # (compiled.ROW_SCORES; default centroid)
     dense_layers: tuple[int, ...] = (0, 1)
     threads: int = 0                      # 0: one per core
 
@@ -142,6 +144,16 @@ class CompileOptions:
             raise CompileError(f"metric 'query' applies to row-aligned mode, not {m!r} (the "
                                f"artifact and global modes cluster unit keys as published)")
         d["tpgr"] = geo.tpgr
+        if d["row_scores"] is None:
+            d["row_scores"] = "centroid"
+        if d["row_scores"] not in ROW_SCORES:
+            raise CompileError(f"row_scores must be one of {', '.join(ROW_SCORES)}, not "
+                               f"{d['row_scores']!r}")
+        if d["row_scores"] != "centroid" and m != "row-aligned":
+            raise CompileError(f"row_scores {d['row_scores']!r} applies to row-aligned mode (every "
+                               f"cluster one group row), not {m!r}")
+        if d["row_scores"] == "halves" and geo.tpgr % 2:  # pragma: no cover - tpgr is 16 x sets
+            raise CompileError("row_scores 'halves' needs an even number of tokens per row")
         if m == "dense":
             return d
         for k in ("buffer", "cluster_tokens", "iters"):
@@ -449,7 +461,8 @@ def _headmap(layer: int, head: int, channel: int, row_base: int, lay: dict[str, 
     buf_row = stream_rows + buf_row
     n_krows = stream_rows + (-(-nbb // G))
     C = len(lay["cl_start"])
-    n_crows = _ceil_div(_ceil_div(C, tp), G)
+    sets = 1 + ROW_SCORES[opts.get("row_scores") or "centroid"][1]
+    n_crows = _ceil_div(sets * _ceil_div(C, tp), G)
     sizes = lay["cl_size"]
     xu = lay["xu"]
     # cluster tightness: mean cosine between a key and its cluster's centroid direction
@@ -657,8 +670,11 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
     }
     if stats["mean_cos_to_centroid"] is None:
         stats["mean_cos_to_centroid_undefined"] = "no clusters (dense layout or empty heads)"
-    return CompiledKV(cfg=cfg, cache=replace(c16, qp=None), mode=opts["mode"], options=opts,
-                      heads=heads, stats=stats, input_hash=input_hash)
+    ck = CompiledKV(cfg=cfg, cache=replace(c16, qp=None), mode=opts["mode"], options=opts,
+                    heads=heads, stats=stats, input_hash=input_hash)
+    if opts["mode"] != "dense":
+        attach_row_scores(ck, opts["row_scores"])
+    return ck
 
 
 def options_summary(opts: dict[str, Any]) -> dict[str, Any]:

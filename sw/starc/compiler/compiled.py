@@ -15,7 +15,9 @@ A head map describes one (layer, KV head) region of one channel:
   ``n`` it holds positions ``clustered_end(n) .. n-1`` in arrival order;
 - *metadata rows* (``n_crows`` from row ``row_base + 2 * n_krows``): the vectors a selection pass
   scans, FP16, ``tpgr`` per block, dealt round-robin over the groups: the centroids of a clustered
-  head, or Quest's page bounds (the max vector of every complete 16-token page, then, from the
+  head (followed, with ``row_scores`` other than ``centroid``, by its row-score vectors, one set
+  of ``C`` per kind, each set starting on a block boundary: :data:`ROW_SCORES`), or Quest's page
+  bounds (the max vector of every complete 16-token page, then, from the
   next row boundary, the min vectors) on the sparse layers of the positional layout
   (:mod:`starc.address`).
 
@@ -42,7 +44,41 @@ from starc.address import (
 from starc.config import Config
 from starc.kv import KVCache
 
-__all__ = ["HeadMap", "CompiledKV", "Located"]
+__all__ = ["HeadMap", "CompiledKV", "Located", "ROW_SCORES", "attach_row_scores",
+           "row_score_vectors"]
+
+#: How the host scores a row-aligned cluster from the metadata its selection pass scans (the
+#: query written once, one RDSB; docs/compiler.md "Row scores"): name -> (vector sets scanned,
+#: extra vector sets stored after the centroids). ``centroid``: the centroid c, score q . c;
+#: ``halves``: the means a, b of the two halves of the cluster's row (its first and last
+#: ``tpgr / 2`` slots), score ``log((e^(q . a) + e^(q . b)) / 2)``; ``pc1``: the centroid and
+#: v = the top principal axis of the cluster's keys times its standard deviation, score
+#: ``q . c + (q . v)^2 / 2`` (scores of the query pre-scaled by 1 / sqrt(d)).
+ROW_SCORES: dict[str, tuple[tuple[int, ...], int]] = {
+    "centroid": ((0,), 0), "halves": ((1, 2), 2), "pc1": ((0, 1), 1)}
+
+
+def row_score_vectors(rule: str, X: np.ndarray) -> np.ndarray:
+    """The extra metadata vectors ``[sets, C, d]`` (float32) of rule ``rule`` (:data:`ROW_SCORES`)
+    for clusters whose keys are ``X [C, t, d]`` (every cluster one full row of ``t`` tokens)."""
+    C, t, d = X.shape
+    if rule == "centroid":
+        return np.zeros((0, C, d), np.float32)
+    X = np.asarray(X, np.float64)
+    if rule == "halves":
+        if t % 2:
+            raise ValueError(f"row_scores 'halves' needs an even row length, not {t}")
+        return X.reshape(C, 2, t // 2, d).mean(2).transpose(1, 0, 2).astype(np.float32)
+    if rule == "pc1":
+        Xc = X - X.mean(1, keepdims=True)
+        ev, V = np.linalg.eigh(np.einsum("cti,ctj->cij", Xc, Xc) / t)
+        v = V[:, :, -1] * np.sqrt(np.maximum(ev[:, -1:], 0.0))
+        # the sign of an eigenvector is arbitrary; fix it (largest component positive) so the
+        # image does not depend on the LAPACK build
+        big = np.take_along_axis(v, np.abs(v).argmax(1)[:, None], 1)
+        v = np.where(big < 0, -v, v)
+        return v[None].astype(np.float32)
+    raise ValueError(f"row_scores must be one of {', '.join(ROW_SCORES)}, not {rule!r}")
 
 
 @dataclass
@@ -86,6 +122,8 @@ class HeadMap:
     buffer_cap: int
     sink_end: int = 0         # positions 0 .. sink_end-1: sink block(s), always attended
     stats: dict[str, Any] = field(default_factory=dict)
+    row_scores: str = "centroid"          # ROW_SCORES: how the host scores a cluster
+    score_vecs: np.ndarray | None = None  # float32 [sets, C, d]: its extra metadata vectors
     _pos_slot: np.ndarray | None = field(default=None, repr=False)
 
     # ---- derived ---------------------------------------------------------------------------
@@ -114,6 +152,18 @@ class HeadMap:
             return n
         ok = self.seg_ready <= n
         return int(self.seg_end[ok].max()) if ok.any() else 0
+
+    @property
+    def meta_stride(self) -> int:
+        """Metadata vectors per set (the clusters rounded up to whole blocks)."""
+        return -(-self.n_clusters // self.tpgr) * self.tpgr
+
+    def score_vector_index(self, clusters: np.ndarray) -> np.ndarray:
+        """Metadata vector indices the selection pass scans for ``clusters``, set by set
+        (:data:`ROW_SCORES`): ``[sets x len(clusters)]``."""
+        c = np.asarray(clusters, np.int64)
+        sets = ROW_SCORES[self.row_scores][0]
+        return np.concatenate([k * self.meta_stride + c for k in sets]) if c.size else c
 
     def clusters_at(self, n: int) -> np.ndarray:
         """Indices of the clusters available at context length ``n``."""
@@ -230,9 +280,12 @@ class CompiledKV:
         complete pages (a page's bounds are final once its 16 tokens exist; others read 0)."""
         geo = self.geometry
         if not hm.positional:
-            C = hm.n_clusters
-            out = np.zeros((-(-C // geo.tpgr) * geo.tpgr, geo.d), np.uint16)
+            C, stride = hm.n_clusters, hm.meta_stride
+            extra = hm.score_vecs if hm.score_vecs is not None else np.zeros((0, C, geo.d))
+            out = np.zeros(((1 + len(extra)) * stride, geo.d), np.uint16)
             out[:C] = hm.centroid.astype(np.float16).view(np.uint16)
+            for k, vecs in enumerate(extra, start=1):
+                out[k * stride:k * stride + C] = vecs.astype(np.float16).view(np.uint16)
             return out
         out = np.zeros((hm.n_crows * geo.G * geo.tpgr, geo.d), np.uint16)
         if not hm.n_crows:
@@ -251,7 +304,8 @@ class CompiledKV:
     def centroid_blocks(self, hm: HeadMap) -> tuple[np.ndarray, np.ndarray]:
         """(group, region row) of each metadata block (:meth:`meta_vectors`)."""
         G = self.cfg.org.groups_per_channel
-        nb = hm.n_crows * G if hm.positional else -(-hm.n_clusters // hm.tpgr)
+        sets = 1 + (len(hm.score_vecs) if hm.score_vecs is not None else 0)
+        nb = hm.n_crows * G if hm.positional else sets * (hm.meta_stride // hm.tpgr)
         g, r = round_robin(nb, G)
         return g, 2 * hm.n_krows + r
 
@@ -274,3 +328,23 @@ class CompiledKV:
         if not parts:
             return np.zeros((0, 4), np.int64), np.zeros((0, 32, 16), np.uint16)
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def attach_row_scores(ck: CompiledKV, rule: str) -> None:
+    """Give every clustered head of ``ck`` the extra metadata vectors of ``rule`` (computed from
+    the FP16 keys in its clusters' rows; :func:`row_score_vectors`)."""
+    for hm in ck.iter_heads():
+        if hm.positional:
+            continue
+        hm.row_scores = rule
+        if rule == "centroid" or hm.n_clusters == 0:
+            hm.score_vecs = None if rule == "centroid" else np.zeros(
+                (ROW_SCORES[rule][1], 0, ck.cache.meta.head_dim), np.float32)
+            continue
+        if not (hm.cl_size == hm.tpgr).all():
+            raise ValueError(f"row_scores {rule!r} needs every cluster to fill one group row "
+                             f"(row-aligned mode); layer {hm.layer} head {hm.head} has sizes "
+                             f"{int(hm.cl_size.min())}..{int(hm.cl_size.max())}")
+        K = np.asarray(ck.cache.k[hm.layer][:, hm.head], np.float32)
+        idx = hm.cl_start[:, None] + np.arange(hm.tpgr)[None]
+        hm.score_vecs = row_score_vectors(rule, K[hm.slot_pos[idx]])

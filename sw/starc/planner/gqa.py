@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from starc.compiler.compiled import HeadMap
-from starc.planner.policies import Selection, _all, _slots
+from starc.planner.policies import Selection, _all, _slots, row_scores
 
 __all__ = ["COMBINES", "group_scores", "select_starc_shared"]
 
@@ -29,15 +29,19 @@ COMBINES = ("mean", "max")
 
 
 def group_scores(q: np.ndarray, centroids: np.ndarray, sizes: np.ndarray,
-                 norms: np.ndarray | None = None, combine: str = "mean") -> np.ndarray:
+                 norms: np.ndarray | None = None, combine: str = "mean",
+                 logits: np.ndarray | None = None) -> np.ndarray:
     """Each cluster's estimated share of a query head's attention mass, combined over the query
     heads by ``combine``: ``mean`` (sums to 1 when every size is positive) or ``max`` (a cluster
     is as important as it is to the head that needs it most). ``q [g, d]``, ``centroids
-    [C, d]``, ``sizes [C]`` -> ``[C]`` float64."""
+    [C, d]``, ``sizes [C]`` -> ``[C]`` float64. ``logits [g, C]``: each head's estimated
+    cluster logits in place of ``q . centroid / sqrt(d)`` (a head's row-score rule,
+    :func:`starc.planner.policies.row_scores`)."""
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {', '.join(COMBINES)}, not {combine!r}")
     g, d = q.shape
-    lg = (np.asarray(q, np.float64) @ np.asarray(centroids, np.float64).T) / np.sqrt(d)
+    lg = (np.asarray(q, np.float64) @ np.asarray(centroids, np.float64).T) / np.sqrt(d) \
+        if logits is None else np.asarray(logits, np.float64)
     if norms is not None:
         lg = lg * np.asarray(norms, np.float64)[None, :]
     lg = lg - lg.max(axis=1, keepdims=True)
@@ -63,7 +67,7 @@ def select_starc_shared(q: np.ndarray, hm: HeadMap, n: int, B: int, *,
     avail = hm.clusters_at(n)
     sizes, starts = hm.cl_size[avail], hm.cl_start[avail]
     sc = group_scores(q, hm.centroid[avail], sizes, None if norms is None else norms[avail],
-                      combine)
+                      combine, None if hm.row_scores == "centroid" else row_scores(q, hm, avail))
     order = np.argsort(-sc, kind="stable")
     budget = B - always.size
     cum = np.cumsum(sizes[order])

@@ -43,6 +43,8 @@ __all__ = [
     "select_dense",
     "always_attended",
     "cluster_norms",
+    "combine_row_scores",
+    "row_scores",
     "select_oracle",
     "sparq_channels",
     "select_quest",
@@ -203,10 +205,9 @@ def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int, *, mass: float | No
         return Selection([keep] * g, extra={"recent": float(B)})
     recent = np.concatenate([sinks, recent])
     avail = hm.clusters_at(n)
-    cent = hm.centroid[avail]
     sizes = hm.cl_size[avail]
     starts = hm.cl_start[avail]
-    score = (q.astype(np.float32) @ cent.T.astype(np.float32)) / np.float32(np.sqrt(d))
+    score = row_scores(q, hm, avail)
     budget = B - recent.size
     logit = score * (norms[avail] if norms is not None else np.float32(1.0))
     out = []
@@ -246,6 +247,35 @@ def select_starc(q: np.ndarray, hm: HeadMap, n: int, B: int, *, mass: float | No
         budget = B - recent.size
     return Selection(out, extra={"clusters": n_clusters / g, "recent": float(recent.size)},
                      scored=True)
+
+
+def row_scores(q: np.ndarray, hm: HeadMap, avail: np.ndarray) -> np.ndarray:
+    """Float32 scores ``[g, len(avail)]`` of clusters ``avail`` by the head's row-score rule
+    (:data:`starc.compiler.compiled.ROW_SCORES`), from the vectors its selection pass scans:
+    the raw scores ``s = q . x / sqrt(d)`` combined on the host (:func:`combine_row_scores`)."""
+    d = q.shape[1]
+    q32 = q.astype(np.float32)
+    inv = np.float32(1.0 / np.sqrt(d))
+    s0 = (q32 @ hm.centroid[avail].T.astype(np.float32)) * inv
+    if hm.row_scores == "centroid":
+        return s0
+    extra = [(q32 @ v[avail].T.astype(np.float32)) * inv for v in hm.score_vecs]
+    raw = {"halves": extra, "pc1": [s0, *extra]}[hm.row_scores]
+    return combine_row_scores(hm.row_scores, raw)
+
+
+def combine_row_scores(rule: str, parts: list[np.ndarray]) -> np.ndarray:
+    """The host's cluster score from the scanned sets' raw scores (:data:`ROW_SCORES` order):
+    ``halves``: ``log((e^a + e^b) / 2)``; ``pc1``: ``s0 + s1^2 / 2``; ``centroid``: ``s0``."""
+    if rule == "centroid":
+        return parts[0]
+    if rule == "halves":
+        a, b = parts
+        return (np.logaddexp(a, b) - np.log(2.0)).astype(a.dtype)
+    if rule == "pc1":
+        s0, s1 = parts
+        return (s0 + 0.5 * s1 * s1).astype(s0.dtype)
+    raise ValueError(f"unknown row-score rule {rule!r}")
 
 
 def cluster_norms(hm: HeadMap, K: np.ndarray) -> np.ndarray:

@@ -194,6 +194,7 @@ class SelectionPass:
     kind: str                  # key of starc.planner.registry.SELECTION_PASSES
     scans: list[Scan]
     n_read: int                # valid scores the RDSB reads back
+    row_scores: str = "centroid"   # centroids pass: how the host combines the scanned sets
 
     def wdata(self) -> np.ndarray:
         return np.concatenate([s.query for s in self.scans]) if self.scans else \

@@ -12,9 +12,12 @@ a sorting unit the PIM does not have.
 pass           scans (rows relative to the head's ``row_base``)
 =============  ==================================================================================
 centroids      STARC: the query over the metadata rows holding the centroids of the clusters
-               available at context n (``2 n_krows ..``, the rows the compiler reserved);
-               reads one score per centroid; with an adaptive budget also the key rows of the
-               sink block and the recent buffer (their exact scores enter the mass estimate)
+               available at context n (``2 n_krows ..``, the rows the compiler reserved), or
+               the vectors of the head's row-score rule (``halves``: the two half-row means,
+               ``pc1``: centroid and principal axis; starc.compiler.compiled.ROW_SCORES), set
+               by set in one scan; reads one score per vector, the host combines them; with
+               an adaptive budget also the key rows of the sink block and the recent buffer
+               (their exact scores enter the mass estimate)
 page-bounds    Quest: ``q+ = max(q, 0)`` over the page-max rows, then ``q- = min(q, 0)`` over the
                page-min rows of the complete pages (the current page is always attended); the
                host adds the two scores of a page: ``sum_i max(q_i min_i, q_i max_i) = q+ . max
@@ -40,7 +43,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from starc.address import meta_address, quest_bound_index
-from starc.planner.policies import PAGE, always_attended, sparq_channels
+from starc.compiler.compiled import ROW_SCORES
+from starc.planner.policies import PAGE, always_attended, combine_row_scores, sparq_channels
 from starc.planner.program import Scan, SelectionPass, query_words
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,14 +93,16 @@ def selection_pass(pl: Planner, sp: StepPlan) -> SelectionPass | None:
         avail = hm.clusters_at(n)
         if avail.size and not np.array_equal(avail, np.arange(avail.size)):  # pragma: no cover
             raise AssertionError("available clusters are not a prefix of the cluster table")
-        g, r, j, s = meta_address(np.arange(avail.size), geo)
+        # the vectors of the head's row-score rule (compiled.ROW_SCORES), one query, one scan
+        g, r, j, s = meta_address(hm.score_vector_index(np.arange(avail.size)), geo)
         scans = [_scan(pl, q16, g, r, j, s, meta_base)]
         if pl.budget.adaptive:
             # an adaptive budget also needs the exact scores of the tokens attended anyway (the
             # sink row and the recent buffer) for its estimate of the head's total mass
             loc = hm.locate(always_attended(hm, n, pl.B), n)
             scans.append(_scan(pl, q16, loc.group, loc.row, loc.set, loc.slot, hm.row_base))
-        return SelectionPass(kind, scans, int(sum(sc.order.size for sc in scans)))
+        return SelectionPass(kind, scans, int(sum(sc.order.size for sc in scans)),
+                             row_scores=hm.row_scores)
     if kind == "page-bounds":
         if not hm.n_crows:
             raise ValueError(f"layer {sp.layer} has no page-bound rows; compile it with the "
@@ -131,6 +137,9 @@ def host_scores(sel: SelectionPass, read: np.ndarray) -> np.ndarray:
     parts = scan_scores(sel, read)
     if sel.kind == "page-bounds":
         return parts[0] + parts[1]
+    if sel.kind == "centroids" and sel.row_scores != "centroid":
+        sets = np.split(parts[0], len(ROW_SCORES[sel.row_scores][0]))
+        return combine_row_scores(sel.row_scores, sets)
     return parts[0]
 
 
