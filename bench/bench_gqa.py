@@ -11,7 +11,19 @@ Per synthetic GQA cache (those of ``bench_rows.py``: d 64 3:1 8K and 4:1 6K, d 1
   budgets: recall and slots; interpolated, the slots at which it reaches the per-head recall.
 
 Target (issue 14): shared slots at equal recall <= 1.3 x per-query-head slots.
-Usage: ``python bench/bench_gqa.py [--layers 6] [--steps 4]``.
+
+``--heads`` asks instead how far apart the query heads of a group are, on the synthetic caches
+and on real ones (``--real FILE``, layers 4, 9, .. 29), from exact float64 attention: the mean
+pairwise cosine of the heads' queries, the pairwise Jaccard overlap and the union of their exact
+top-B token sets, and, on the row-aligned placement as compiled (cluster rows plus the sink row
+and recent buffer every plan attends), the rows the best possible selections need to reach the
+per-head ``starc-row`` recall at B: per query head (its own exact row masses, the row oracle)
+and shared by the group (rows by the group's mean exact row mass: the best a shared selection
+of whole rows can do), pooled over the plans (recall averaged at each row count, then
+interpolated). The shared oracle over the per-head oracle is what the heads' disagreement
+costs; over ``starc-row``'s own rows it says whether the 1.3 x target is reachable at all.
+
+Usage: ``python bench/bench_gqa.py [--layers 6] [--steps 4] [--heads [--real FILE ...]]``.
 """
 
 from __future__ import annotations
@@ -51,7 +63,13 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=1024, help="per-query-head budget")
     ap.add_argument("--combine", default="mean", choices=("mean", "max"),
                     help="how the shared rule combines the heads' mass shares")
+    ap.add_argument("--heads", action="store_true",
+                    help="how far apart the query heads of a group are (module docstring)")
+    ap.add_argument("--real", nargs="*", default=[], help="real caches for --heads")
     args = ap.parse_args()
+    if args.heads:
+        heads_report(args)
+        return
 
     from starc import config
     from starc.compiler import compile_kv
@@ -113,6 +131,107 @@ def main() -> None:
               f"{a[:, 1].mean():.0f}, union {a[:, 2].mean():.0f} ({(a[:, 2] / a[:, 1]).mean():.2f}"
               f" x), shared at equal recall {a[:, 3].mean():.0f} ({(a[:, 3] / a[:, 1]).mean():.2f}"
               f" x per query head)")
+    print(f"end: {uptime()}")
+
+
+def _curve(base: float, masses: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:
+    """Recall after 0 .. size - 1 rows taken in ``order`` (padded with the last value)."""
+    c = base + np.concatenate([[0.0], np.cumsum(masses[order])])
+    out = np.full(size, c[-1])
+    out[:min(size, c.size)] = c[:size]
+    return out
+
+
+def heads_report(args: argparse.Namespace) -> None:
+    from starc import config
+    from starc.compiler import compile_kv
+    from starc.kv import load_kv, synthetic_kv
+    from starc.planner.gqa import group_scores
+    from starc.planner.policies import select_starc
+
+    cfg = config.load()
+    B = args.budget
+    print(f"start: {uptime()}; B = {B}; exact float64 attention")
+    caches = [(name, (d, hq, hk, P, seed)) for name, d, hq, hk, P, seed in SYNTHETIC]
+    caches += [(f"real {os.path.basename(p)}", p) for p in args.real]
+    print("| cache | query cosine | top-B Jaccard | top-B union / B | starc-row recall | rows "
+          "| row oracle per head | shared row oracle | shared / per-head oracle | shared oracle "
+          "/ starc-row rows | shared rule / starc-row rows | shared rule on pc1 scores / "
+          "starc-row rows |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, src in caches:
+        if isinstance(src, str):
+            cache = load_kv(src)
+            layers = [l for l in (4, 9, 14, 19, 24, 29) if l < cache.meta.n_layers]
+        else:
+            d, hq, hk, P, seed = src
+            cache = synthetic_kv(n_layers=args.layers, n_q_heads=hq, n_kv_heads=hk, head_dim=d,
+                                 prefill_len=P, seed=seed, decode_steps=args.steps,
+                                 prefill_queries=256)
+            layers = list(range(2, cache.meta.n_layers))
+        ck = compile_kv(cache, cfg)
+        m = cache.meta
+        g, tp = m.group_size, ck.geometry.tpgr
+        cos, jac, uni, rec, rows, alw = [], [], [], [], [], []
+        cur: dict[str, list[np.ndarray]] = {"per head": [], "shared": [], "rule": [],
+                                            "rule pc1": []}
+        size = 512
+        for l in layers:
+            for kh in range(m.n_kv_heads):
+                hm = ck.head(l, kh)
+                for s in range(m.decode_steps):
+                    n = m.prefill_len + s + 1
+                    q = cache.q[l][s, kh * g:(kh + 1) * g].astype(np.float64)
+                    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+                    cos.append(float((qn @ qn.T)[np.triu_indices(g, 1)].mean()))
+                    lg = q @ cache.k[l][:n, kh].astype(np.float64).T / np.sqrt(m.head_dim)
+                    p = np.exp(lg - lg.max(1, keepdims=True))
+                    p /= p.sum(1, keepdims=True)
+                    tops = [set(np.argpartition(-lg[j], B - 1)[:B].tolist()) for j in range(g)]
+                    jac.append(float(np.mean([len(tops[a] & tops[b]) / len(tops[a] | tops[b])
+                                              for a in range(g) for b in range(a + 1, g)])))
+                    uni.append(len(set().union(*tops)) / B)
+                    e = hm.clustered_end(n)
+                    always = np.concatenate([np.arange(min(hm.sink_end, e, B)), np.arange(e, n)])
+                    alw.append(always.size / tp)
+                    avail = hm.clusters_at(n)
+                    members = hm.slot_pos[hm.cl_start[avail][:, None] + np.arange(tp)[None]]
+                    rm = p[:, members].sum(2)                         # [g, clusters] exact
+                    base = p[:, always].sum(1)
+                    sel = select_starc(q.astype(np.float32), hm, n, B).positions
+                    rec.append(float(np.mean([p[j, sel[j]].sum() for j in range(g)])))
+                    for pos in sel:
+                        loc = hm.locate(pos, n)
+                        rows.append(len(set(zip(loc.group.tolist(), loc.row.tolist(),
+                                                strict=True))))
+                    for j in range(g):
+                        cur["per head"].append(_curve(base[j], rm[j], np.argsort(-rm[j]), size))
+                    cur["shared"].append(_curve(base.mean(), rm.mean(0),
+                                                np.argsort(-rm.mean(0)), size))
+                    # the shared rule's own order (starc-row-gqa): every cluster one row
+                    sc = group_scores(q.astype(np.float32), hm.centroid[avail],
+                                      hm.cl_size[avail], None, "mean")
+                    cur["rule"].append(_curve(base.mean(), rm.mean(0),
+                                              np.argsort(-sc, kind="stable"), size))
+                    # the same rule on pc1 row scores (bench_rows.py: one more vector per
+                    # cluster), each head's mass shares from q . c + (q . v)^2 / (2 d)
+                    X = cache.k[l][:, kh].astype(np.float32)[members]       # [C, t, d]
+                    Xc = X - X.mean(1, keepdims=True)
+                    ev, V = np.linalg.eigh(np.einsum("cti,ctj->cij", Xc, Xc) / tp)
+                    v = V[:, :, -1] * np.sqrt(np.maximum(ev[:, -1:], 0.0))
+                    qs = q / np.sqrt(m.head_dim)
+                    lgc = qs @ X.mean(1).T.astype(np.float64) + 0.5 * (qs @ v.T) ** 2
+                    w = np.exp(lgc - lgc.max(1, keepdims=True))
+                    sh = (w / w.sum(1, keepdims=True)).mean(0)
+                    cur["rule pc1"].append(_curve(base.mean(), rm.mean(0),
+                                                  np.argsort(-sh, kind="stable"), size))
+        R, r_rows, a = float(np.mean(rec)), float(np.mean(rows)), float(np.mean(alw))
+        at = {k: float(np.interp(R, np.mean(v, 0), np.arange(size))) + a
+              for k, v in cur.items()}
+        print(f"| {name} | {np.mean(cos):.3f} | {np.mean(jac):.3f} | {np.mean(uni):.2f} | "
+              f"{R:.4f} | {r_rows:.1f} | {at['per head']:.1f} | {at['shared']:.1f} | "
+              f"{at['shared'] / at['per head']:.2f} | {at['shared'] / r_rows:.2f} | "
+              f"{at['rule'] / r_rows:.2f} | {at['rule pc1'] / r_rows:.2f} |", flush=True)
     print(f"end: {uptime()}")
 
 

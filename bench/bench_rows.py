@@ -22,10 +22,24 @@ default), and on the default layout the
 cluster scores ``q . c`` (the planner's rule; c is the mean raw key in the query metric),
 ``massvar`` (mean score + half the per-channel score variance: a log-sum-exp estimate),
 ``bound`` (q . c + |q| r), ``minmax`` (Quest's bound on per-cluster channel min / max),
-``halves`` (log-sum-exp of the two 16-token halves of a 32-token row, d = 64), and
-``balanced`` (``q . c`` order, but at most ``ceil(rows / G) + 1`` rows per bank group before any
-group exceeds it: rounds fill up). The
-rules other than ``q . c`` are evaluated here only; the planner keeps ``q . c``.
+``halves`` (log-sum-exp of the two 16-token halves of a 32-token row, d = 64), ``quarters``
+(the same over four 8-token quarters), ``pc1`` (one more vector per cluster, the top principal
+axis of its keys scaled by its standard deviation, scanned with the same query: ``q . c +
+(q . v)^2 / (2 d)``, the host squares), ``mixbound`` / ``mixvar`` (``q . c`` plus the weight
+``w`` of the bound term ``|q| r`` or of the variance term, ``w`` fit per layer and KV head on the
+prefill queries: the most exact mass in the top 32 rows), the references no selection pass can
+afford: ``fullcov`` (``q . c + q^T S q / (2 d)`` with the cluster's full key covariance S: the
+best second-order estimate) and ``rowlse`` (the exact log-sum-exp of the row's scores: perfect
+row scores), and ``balanced`` (``q . c`` order, but at most ``ceil(rows / G) + 1`` rows per bank
+group before any group exceeds it: rounds fill up). The rules other than ``q . c`` are evaluated
+here only; the planner keeps ``q . c``.
+
+Every rule's cycles include its selection pass as the golden model times it (``sel.``: the scans
+the PIM would run for it: C centroid vectors for ``q . c``, ``bound`` and ``mix*`` (the radius is a
+host number); 2C vectors with one query for ``halves`` and ``pc1``, 4C for ``quarters``; two scans
+of C vectors with two queries (``q``, ``q * q``) for ``massvar`` and ``mixvar``, (``q+``, ``q-``)
+for ``minmax``; every key row for ``rowlse`` and ``fullcov`` (the exact-scores pass, a lower
+bound for ``fullcov``), then the RDSB of the scores).
 
 Usage: ``python bench/bench_rows.py [--real pk8k.npz ...] [--layers 6] [--steps 4]``.
 """
@@ -47,7 +61,7 @@ SYNTHETIC = (  # (name, head_dim, q heads, kv heads, prefill, seed): GQA 3:1 and
     ("syn d128 4:1 6K", 128, 16, 4, 6144, 2),
     ("syn d128 3:1 8K", 128, 9, 3, 8192, 3),
 )
-BUDGETS = (512, 768, 1024, 1536, 2048)
+BUDGETS = (256, 512, 768, 1024, 1536, 2048)
 
 
 def uptime() -> str:
@@ -70,9 +84,39 @@ class Stats:
     kmin: np.ndarray
     kmax: np.ndarray
     halves: np.ndarray | None
+    quarters: np.ndarray | None = None
+    pc1: np.ndarray | None = None          # top principal axis x its standard deviation
+    members: np.ndarray | None = None      # [C, t, d] keys of every cluster (equal sizes)
+    w: dict[str, float] = dataclasses.field(default_factory=dict)   # fitted weights
 
 
-def head_stats(ck: Any, l: int, h: int) -> Stats:
+def _lse(a: np.ndarray, axis: int) -> np.ndarray:
+    m = a.max(axis, keepdims=True)
+    return (m + np.log(np.exp(a - m).sum(axis, keepdims=True))).squeeze(axis)
+
+
+def fit_weight(st: Stats, qp: np.ndarray, term: str, grid: tuple[float, ...],
+               k_rows: int = 32) -> float:
+    """Weight of ``term`` in ``q . c + w term`` that puts the most exact attention mass into the
+    ``k_rows`` best-scored clusters, over the prefill queries ``qp`` (calibration data)."""
+    s = np.float32(1.0 / np.sqrt(qp.shape[1]))
+    true = _lse(np.einsum("pd,ctd->pct", qp, st.members) * s, 2)        # log mass per cluster
+    pm = np.exp(true - true.max(1, keepdims=True))
+    pm /= pm.sum(1, keepdims=True)
+    base = (qp @ st.mean.T) * s
+    t = (np.linalg.norm(qp, axis=1)[:, None] * st.rad[None] * s if term == "bound"
+         else 0.5 * (qp * qp) @ st.var.T * (s * s))
+    k = min(k_rows, pm.shape[1] - 1)
+    best = (-1.0, 0.0)
+    for w in grid:
+        top = np.argpartition(-(base + w * t), k, axis=1)[:, :k]
+        v = float(np.take_along_axis(pm, top, 1).sum(1).mean())
+        if v > best[0]:
+            best = (v, w)
+    return best[1]
+
+
+def head_stats(ck: Any, l: int, h: int, qps: list[np.ndarray] | None = None) -> Stats:
     hm = ck.head(l, h)
     K = ck.cache.k[l][:, h].astype(np.float32)
     C, d = hm.n_clusters, K.shape[1]
@@ -85,9 +129,23 @@ def head_stats(ck: Any, l: int, h: int) -> Stats:
         st.mean[c], st.var[c] = X.mean(0), X.var(0)
         st.rad[c] = np.linalg.norm(X - st.mean[c], axis=1).max()
         st.kmin[c], st.kmax[c] = X.min(0), X.max(0)
-    if C and hm.tpgr == 32 and (hm.cl_size == 32).all():
-        idx = hm.cl_start[:, None] + np.arange(32)[None]
-        st.halves = K[hm.slot_pos[idx]].reshape(C, 2, 16, d).mean(2)
+    t = hm.tpgr
+    if C and (hm.cl_size == t).all():
+        X = K[hm.slot_pos[hm.cl_start[:, None] + np.arange(t)[None]]]       # [C, t, d]
+        st.members = X
+        if t == 32:
+            st.halves = X.reshape(C, 2, 16, d).mean(2)
+        st.quarters = X.reshape(C, 4, t // 4, d).mean(2)
+        Xc = X - X.mean(1, keepdims=True)
+        ev, V = np.linalg.eigh(np.einsum("cti,ctj->cij", Xc, Xc) / t)
+        st.pc1 = V[:, :, -1] * np.sqrt(np.maximum(ev[:, -1:], 0.0))
+        qp = qps[l] if qps is not None else None      # the compiled cache keeps no calibration
+        if qp is not None:
+            g = ck.cache.meta.group_size
+            qq = qp[:, h * g:(h + 1) * g].astype(np.float32).reshape(-1, d)
+            qq = qq[:: max(1, len(qq) // 256)]
+            st.w["bound"] = fit_weight(st, qq, "bound", (0, .01, .02, .05, .1, .2, .3, .5))
+            st.w["var"] = fit_weight(st, qq, "var", (0, .125, .25, .5, .75, 1.0, 1.5))
     return st
 
 
@@ -104,11 +162,60 @@ def scores(st: Stats, q: np.ndarray, avail: np.ndarray, rule: str) -> np.ndarray
     if rule == "minmax":
         lo, hi = st.kmin[avail], st.kmax[avail]
         return np.maximum(q[:, None] * lo[None], q[:, None] * hi[None]).sum(-1) * s
-    if rule == "halves":
-        a = np.einsum("gd,chd->gch", q, st.halves[avail]) * s
-        m = a.max(2)
-        return m + np.log(np.exp(a - m[..., None]).sum(2))
+    if rule in ("halves", "quarters"):
+        sub = st.halves if rule == "halves" else st.quarters
+        a = np.einsum("gd,chd->gch", q, sub[avail]) * s
+        return _lse(a, 2) - np.float32(np.log(sub.shape[1]))
+    if rule == "pc1":
+        a = (q @ st.pc1[avail].T) * s
+        return (q @ st.mean[avail].T) * s + 0.5 * a * a
+    if rule == "mixbound":
+        return (q @ st.mean[avail].T + st.w["bound"] * np.linalg.norm(q, axis=1)[:, None]
+                * st.rad[avail]) * s
+    if rule == "mixvar":
+        return (q @ st.mean[avail].T) * s + st.w["var"] * 0.5 * (q * q) @ st.var[avail].T * (
+            s * s)
+    if rule == "fullcov":
+        X = st.members[avail]
+        a = np.einsum("gd,ctd->gct", q, X - X.mean(1, keepdims=True)) * s
+        return (q @ st.mean[avail].T) * s + 0.5 * (a * a).mean(2)
+    if rule == "rowlse":
+        X = st.members[avail]
+        return _lse(np.einsum("gd,ctd->gct", q, X) * s, 2)
     raise ValueError(rule)
+
+
+# vector sets and queries each rule's selection pass scans (module docstring)
+SCANS = {"centroid": (1, 1), "bound": (1, 1), "mixbound": (1, 1), "balanced": (1, 1),
+         "halves": (2, 1), "pc1": (2, 1), "quarters": (4, 1), "massvar": (1, 2),
+         "mixvar": (1, 2), "minmax": (1, 2), "fullcov": (0, 1), "rowlse": (0, 1)}
+
+
+def selection_cycles(pl: Any, hm: Any, n: int, q: np.ndarray, rule: str) -> int:
+    """Golden-model cycles of the selection pass ``rule`` needs at context ``n`` (one query
+    head): its scans over the head's metadata rows (or every key row), then the RDSB and BAR."""
+    from starc.address import meta_address
+    from starc.metrics import program_cost
+    from starc.planner.program import SelectionPass, emit_selection
+    from starc.planner.selection import _scan
+
+    sets, queries = SCANS[rule]
+    geo = pl.geo
+    q16 = q.astype(np.float16)
+    if sets == 0:                                    # every key: the exact-scores pass
+        loc = hm.locate(np.arange(n), n)
+        scans = [_scan(pl, q16, loc.group, loc.row, loc.set, loc.slot, hm.row_base)]
+    else:
+        C = hm.clusters_at(n).size
+        stride = -(-hm.n_clusters // geo.tpgr) * geo.tpgr     # a vector set per row range
+        idx = np.concatenate([k * stride + np.arange(C) for k in range(sets)])
+        base = hm.row_base + 2 * hm.n_krows
+        qs = [q16, (q16.astype(np.float32) ** 2 / 8).astype(np.float16)][:queries]
+        per = idx.size // queries
+        scans = [_scan(pl, qq, *meta_address(idx[i * per:(i + 1) * per], geo), base)
+                 for i, qq in enumerate(qs)]
+    sel = SelectionPass("centroids", scans, int(sum(sc.order.size for sc in scans)))
+    return program_cost(emit_selection(sel, geo), pl.ck.cfg, geo.d, 0).cycles
 
 
 def select(st: Stats, q: np.ndarray, n: int, B: int, rule: str) -> list[np.ndarray]:
@@ -148,10 +255,14 @@ def select(st: Stats, q: np.ndarray, n: int, B: int, rule: str) -> list[np.ndarr
     return out
 
 
-def evaluate(ck: Any, rule: str, layers: list[int], cost_every: int) -> dict[int, dict[str, Any]]:
+def evaluate(ck: Any, rule: str, layers: list[int], cost_every: int,
+             qps: list[np.ndarray] | None = None) -> dict[int, dict[str, Any]]:
     from starc.metrics import dense_reference, program_cost, quality
+    from starc.planner.plan import Planner
     from starc.planner.program import emit_program
     from starc.planner.rounds import plan_rows
+
+    pl = Planner(ck, "starc" if ck.mode == "artifact" else "starc-row", 1024)
 
     cache, cfg = ck.cache, ck.cfg
     m = cache.meta
@@ -160,12 +271,13 @@ def evaluate(ck: Any, rule: str, layers: list[int], cost_every: int) -> dict[int
     i = 0
     for l in layers:
         for kh in range(m.n_kv_heads):
-            st = head_stats(ck, l, kh)
+            st = head_stats(ck, l, kh, qps)
             for s in range(m.decode_steps):
                 n = m.prefill_len + s + 1
                 qg = cache.q[l][s, kh * g:(kh + 1) * g].astype(np.float32)
                 ref = dense_reference(qg.astype(np.float64), cache.k[l][:n, kh],
                                       cache.v[l][:n, kh])
+                sel_c = selection_cycles(pl, st.hm, n, qg[0], rule)
                 for B in BUDGETS:
                     a = acc[B]
                     for j, pos in enumerate(select(st, qg, n, B, rule)):
@@ -182,7 +294,8 @@ def evaluate(ck: Any, rule: str, layers: list[int], cost_every: int) -> dict[int
                             prog = emit_program(rp, geo, krow_base=st.hm.row_base,
                                                 vrow_base=st.hm.row_base + st.hm.n_krows)
                             a.setdefault("cycles", []).append(
-                                program_cost(prog, cfg, m.head_dim, pos.size).cycles)
+                                program_cost(prog, cfg, m.head_dim, pos.size).cycles + sel_c)
+                            a.setdefault("sel", []).append(sel_c)
                 i += g
     return {B: {k: float(np.mean(v)) for k, v in acc[B].items()} for B in BUDGETS}
 
@@ -204,6 +317,12 @@ def main() -> None:
     ap.add_argument("--real-layers", type=int, nargs="*", default=[4, 9, 14, 19, 24, 29])
     ap.add_argument("--cost-every", type=int, default=5)
     ap.add_argument("--no-synthetic", action="store_true")
+    ap.add_argument("--variants", nargs="*", default=None,
+                    help="compile variants to run (default: all)")
+    ap.add_argument("--rules", nargs="*", default=None,
+                    help="cluster scores on the default layout (default: all)")
+    ap.add_argument("--budgets-table", type=int, nargs="*", default=[1024],
+                    help="budgets of the per-budget table (recall, top-k, slots, cycles)")
     args = ap.parse_args()
 
     from starc import config
@@ -227,8 +346,11 @@ def main() -> None:
         ("unit+queries", {"metric": "unit", "placement": "queries"}, ["centroid"]),
         ("query+coselect", {"metric": "query", "placement": "coselect"}, ["centroid"]),
         ("query+queries", {"metric": "query", "placement": "queries"},
-         ["centroid", "massvar", "bound", "minmax", "halves", "balanced"]),
+         args.rules or ["centroid", "massvar", "bound", "minmax", "halves", "balanced",
+                        "quarters", "pc1", "mixbound", "mixvar", "fullcov", "rowlse"]),
     ]
+    if args.variants is not None:
+        variants = [v for v in variants if v[0] in args.variants]
     rows: dict[tuple[str, str], list[tuple[int, dict[int, dict[str, float]], float]]] = {}
     with threadpool_limits(limits=1, user_api="blas"):
         for cname, cache in caches:
@@ -245,19 +367,21 @@ def main() -> None:
                 for rule in rules:
                     if rule == "halves" and ck.geometry.tpgr != 32:
                         continue
-                    res = evaluate(ck, rule, layers, args.cost_every)
+                    if rule in ("mixbound", "mixvar") and cache.qp is None:
+                        continue
+                    res = evaluate(ck, rule, layers, args.cost_every, cache.qp)
                     label = vname if rule == "centroid" else f"{vname}, score {rule}"
                     rows.setdefault((label, cname), []).append((m.head_dim, res, dt))
                     r = res[1024]
                     print(f"  {label:30s} B 1024: recall {r['recall']:.4f} top-k "
                           f"{r['topk']:.3f} slots/B {r['slots'] / 1024:.3f} cycles "
-                          f"{r['cycles']:7.0f} full rounds {r['full']:.2f} (compile {dt:.1f} s)",
-                          flush=True)
+                          f"{r['cycles']:7.0f} (sel. {r['sel']:.0f}) full rounds "
+                          f"{r['full']:.2f} (compile {dt:.1f} s)", flush=True)
     # pooled table per head size and kind (synthetic / real)
     print()
-    print("| caches | variant | recall @B=1024 | top-k | slots/B | cycles | full rounds | "
+    print("| caches | variant | recall @B=1024 | top-k | slots/B | cycles | sel. | full rounds | "
           "recall @ artifact's slots | recall @ artifact's cycles | compile s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     kinds = sorted({(d, c.startswith("real")) for (_, c), v in rows.items() for d, _, _ in v})
     for d, real in kinds:
         group = f"{'real' if real else 'synthetic'} d {d}"
@@ -276,8 +400,27 @@ def main() -> None:
                   f"{np.mean([r['topk'] for r in r1]):.3f} | "
                   f"{np.mean([r['slots'] for r in r1]) / 1024:.3f} | "
                   f"{np.mean([r['cycles'] for r in r1]):.0f} | "
+                  f"{np.mean([r['sel'] for r in r1]):.0f} | "
                   f"{np.mean([r['full'] for r in r1]):.2f} | {np.nanmean(eq_s):.4f} | "
                   f"{np.nanmean(eq_c):.4f} | {np.mean([v[2] for _, v in vals]):.1f} |")
+    # per budget: recall / top-k / slots / cycles of every variant, pooled as above
+    for B in args.budgets_table:
+        if B not in BUDGETS:
+            continue
+        print()
+        print(f"B = {B}: | caches | variant | recall | top-k | slots/B | cycles | sel. |")
+        for d, real in kinds:
+            group = f"{'real' if real else 'synthetic'} d {d}"
+            cn = [c for (lab, c) in rows if c.startswith("real") == real
+                  and rows[(lab, c)][0][0] == d]
+            for lab in dict.fromkeys(lab for (lab, c) in rows if c in cn):
+                r1 = [rows[(lab, c)][0][1][B] for c in dict.fromkeys(cn) if (lab, c) in rows]
+                print(f"| {group} ({len(r1)}) | {lab} | "
+                      f"{np.mean([r['recall'] for r in r1]):.4f} | "
+                      f"{np.mean([r['topk'] for r in r1]):.3f} | "
+                      f"{np.mean([r['slots'] for r in r1]) / B:.3f} | "
+                      f"{np.mean([r['cycles'] for r in r1]):.0f} | "
+                      f"{np.mean([r['sel'] for r in r1]):.0f} |")
     print(f"end: {uptime()}")
 
 
