@@ -116,7 +116,7 @@ def test_metadata_round_trips(tmp_path, cache, compiled):
             assert (r - 2 * hm.n_krows < hm.n_crows).all()     # inside the reserved rows
         save_artifact(ck, tmp_path / rule)
         back = load_artifact(tmp_path / rule, CFG)
-        assert back.options["row_scores"] == rule
+        assert back.options.get("row_scores", "centroid") == rule
         for hm, h2 in zip(ck.iter_heads(), back.iter_heads(), strict=True):
             assert h2.row_scores == hm.row_scores
             if hm.score_vecs is not None:

@@ -154,6 +154,9 @@ class CompileOptions:
                                f"cluster one group row), not {m!r}")
         if d["row_scores"] == "halves" and geo.tpgr % 2:  # pragma: no cover - tpgr is 16 x sets
             raise CompileError("row_scores 'halves' needs an even number of tokens per row")
+        if d["row_scores"] == "centroid":
+            # the default leaves the resolved options (manifest, JSON, hashes) as they were
+            del d["row_scores"]
         if m == "dense":
             return d
         for k in ("buffer", "cluster_tokens", "iters"):
@@ -673,7 +676,7 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
     ck = CompiledKV(cfg=cfg, cache=replace(c16, qp=None), mode=opts["mode"], options=opts,
                     heads=heads, stats=stats, input_hash=input_hash)
     if opts["mode"] != "dense":
-        attach_row_scores(ck, opts["row_scores"])
+        attach_row_scores(ck, opts.get("row_scores") or "centroid")
     return ck
 
 
