@@ -145,6 +145,7 @@ def _curve(base: float, masses: np.ndarray, order: np.ndarray, size: int) -> np.
 def heads_report(args: argparse.Namespace) -> None:
     from starc import config
     from starc.compiler import compile_kv
+    from starc.compiler.compiled import row_score_vectors
     from starc.kv import load_kv, synthetic_kv
     from starc.planner.gqa import group_scores
     from starc.planner.policies import select_starc
@@ -179,6 +180,11 @@ def heads_report(args: argparse.Namespace) -> None:
         for l in layers:
             for kh in range(m.n_kv_heads):
                 hm = ck.head(l, kh)
+                # every cluster's keys, mean and pc1 vector (bench_rows.py), once per head
+                allm = hm.slot_pos[hm.cl_start[:, None] + np.arange(tp)[None]]
+                Xall = cache.k[l][:, kh].astype(np.float32)[allm]            # [C, t, d]
+                mean_all = Xall.mean(1).astype(np.float64)
+                v_all = row_score_vectors("pc1", Xall)[0].astype(np.float64)
                 for s in range(m.decode_steps):
                     n = m.prefill_len + s + 1
                     q = cache.q[l][s, kh * g:(kh + 1) * g].astype(np.float64)
@@ -215,12 +221,8 @@ def heads_report(args: argparse.Namespace) -> None:
                                               np.argsort(-sc, kind="stable"), size))
                     # the same rule on pc1 row scores (bench_rows.py: one more vector per
                     # cluster), each head's mass shares from q . c + (q . v)^2 / (2 d)
-                    X = cache.k[l][:, kh].astype(np.float32)[members]       # [C, t, d]
-                    Xc = X - X.mean(1, keepdims=True)
-                    ev, V = np.linalg.eigh(np.einsum("cti,ctj->cij", Xc, Xc) / tp)
-                    v = V[:, :, -1] * np.sqrt(np.maximum(ev[:, -1:], 0.0))
                     qs = q / np.sqrt(m.head_dim)
-                    lgc = qs @ X.mean(1).T.astype(np.float64) + 0.5 * (qs @ v.T) ** 2
+                    lgc = qs @ mean_all[avail].T + 0.5 * (qs @ v_all[avail].T) ** 2
                     w = np.exp(lgc - lgc.max(1, keepdims=True))
                     sh = (w / w.sum(1, keepdims=True)).mean(0)
                     cur["rule pc1"].append(_curve(base.mean(), rm.mean(0),
