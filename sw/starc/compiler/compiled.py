@@ -70,9 +70,14 @@ def row_score_vectors(rule: str, X: np.ndarray) -> np.ndarray:
             raise ValueError(f"row_scores 'halves' needs an even row length, not {t}")
         return X.reshape(C, 2, t // 2, d).mean(2).transpose(1, 0, 2).astype(np.float32)
     if rule == "pc1":
+        # the top eigenpair of the keys' covariance Xc^T Xc / t from the t x t Gram matrix
+        # Xc Xc^T / t (same nonzero eigenvalues; t <= d, so a much smaller eigenproblem)
         Xc = X - X.mean(1, keepdims=True)
-        ev, V = np.linalg.eigh(np.einsum("cti,ctj->cij", Xc, Xc) / t)
-        v = V[:, :, -1] * np.sqrt(np.maximum(ev[:, -1:], 0.0))
+        ev, U = np.linalg.eigh(np.einsum("cid,cjd->cij", Xc, Xc) / t)
+        w = np.einsum("ctd,ct->cd", Xc, U[:, :, -1])
+        norm = np.linalg.norm(w, axis=1, keepdims=True)
+        v = np.where(norm > 0, w / np.maximum(norm, 1e-300), 0.0) * np.sqrt(
+            np.maximum(ev[:, -1:], 0.0))
         # the sign of an eigenvector is arbitrary; fix it (largest component positive) so the
         # image does not depend on the LAPACK build
         big = np.take_along_axis(v, np.abs(v).argmax(1)[:, None], 1)
