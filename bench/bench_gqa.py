@@ -20,8 +20,11 @@ and recent buffer every plan attends), the rows the best possible selections nee
 per-head ``starc-row`` recall at B: per query head (its own exact row masses, the row oracle)
 and shared by the group (rows by the group's mean exact row mass: the best a shared selection
 of whole rows can do), pooled over the plans (recall averaged at each row count, then
-interpolated). The shared oracle over the per-head oracle is what the heads' disagreement
-costs; over ``starc-row``'s own rows it says whether the 1.3 x target is reachable at all.
+interpolated); and shared selections by other combinations of the heads' centroid scores: the
+rule on ``pc1`` row scores (bench_rows.py), mass shares at temperature 0.5 and 2, per-head
+standardised scores summed. The shared oracle over the per-head oracle is what the heads'
+disagreement costs; over ``starc-row``'s own rows it says whether the 1.3 x target is reachable
+at all.
 
 Usage: ``python bench/bench_gqa.py [--layers 6] [--steps 4] [--heads [--real FILE ...]]``.
 """
@@ -158,8 +161,8 @@ def heads_report(args: argparse.Namespace) -> None:
     print("| cache | query cosine | top-B Jaccard | top-B union / B | starc-row recall | rows "
           "| row oracle per head | shared row oracle | shared / per-head oracle | shared oracle "
           "/ starc-row rows | shared rule / starc-row rows | shared rule on pc1 scores / "
-          "starc-row rows |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "starc-row rows | shares at tau 0.5 / 2 | standardised scores summed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, src in caches:
         if isinstance(src, str):
             cache = load_kv(src)
@@ -175,7 +178,8 @@ def heads_report(args: argparse.Namespace) -> None:
         g, tp = m.group_size, ck.geometry.tpgr
         cos, jac, uni, rec, rows, alw = [], [], [], [], [], []
         cur: dict[str, list[np.ndarray]] = {"per head": [], "shared": [], "rule": [],
-                                            "rule pc1": []}
+                                            "rule pc1": [], "tau 0.5": [], "tau 2": [],
+                                            "z-sum": []}
         size = 512
         for l in layers:
             for kh in range(m.n_kv_heads):
@@ -219,6 +223,19 @@ def heads_report(args: argparse.Namespace) -> None:
                                       hm.cl_size[avail], None, "mean")
                     cur["rule"].append(_curve(base.mean(), rm.mean(0),
                                               np.argsort(-sc, kind="stable"), size))
+                    # other ways to combine the heads' centroid scores: mass shares at a
+                    # temperature (logits x tau), and per-head standardised scores summed
+                    lg0 = q @ hm.centroid[avail].T.astype(np.float64) / np.sqrt(m.head_dim)
+                    for tau in (0.5, 2):
+                        w = np.exp(tau * (lg0 - lg0.max(1, keepdims=True)))
+                        w = w * hm.cl_size[avail][None]
+                        sh = (w / w.sum(1, keepdims=True)).mean(0)
+                        cur[f"tau {tau:g}"].append(_curve(base.mean(), rm.mean(0),
+                                                          np.argsort(-sh, kind="stable"), size))
+                    z = (lg0 - lg0.mean(1, keepdims=True)) / np.maximum(
+                        lg0.std(1, keepdims=True), 1e-12)
+                    cur["z-sum"].append(_curve(base.mean(), rm.mean(0),
+                                               np.argsort(-z.sum(0), kind="stable"), size))
                     # the same rule on pc1 row scores (bench_rows.py: one more vector per
                     # cluster), each head's mass shares from q . c + (q . v)^2 / (2 d)
                     qs = q / np.sqrt(m.head_dim)
@@ -233,7 +250,9 @@ def heads_report(args: argparse.Namespace) -> None:
         print(f"| {name} | {np.mean(cos):.3f} | {np.mean(jac):.3f} | {np.mean(uni):.2f} | "
               f"{R:.4f} | {r_rows:.1f} | {at['per head']:.1f} | {at['shared']:.1f} | "
               f"{at['shared'] / at['per head']:.2f} | {at['shared'] / r_rows:.2f} | "
-              f"{at['rule'] / r_rows:.2f} | {at['rule pc1'] / r_rows:.2f} |", flush=True)
+              f"{at['rule'] / r_rows:.2f} | {at['rule pc1'] / r_rows:.2f} | "
+              f"{at['tau 0.5'] / r_rows:.2f} / {at['tau 2'] / r_rows:.2f} | "
+              f"{at['z-sum'] / r_rows:.2f} |", flush=True)
     print(f"end: {uptime()}")
 
 
