@@ -33,25 +33,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 
 import numpy as np
+from bench_rows import SYNTHETIC, uptime  # the same caches (bench/ is the script's folder)
 
-SYNTHETIC = (  # (name, head_dim, q heads, kv heads, prefill, seed), as bench_rows.py
-    ("syn d64 3:1 8K", 64, 9, 3, 8192, 0),
-    ("syn d64 4:1 6K", 64, 12, 3, 6144, 1),
-    ("syn d128 4:1 6K", 128, 16, 4, 6144, 2),
-    ("syn d128 3:1 8K", 128, 9, 3, 8192, 3),
-)
 SHARED_BUDGETS = (1024, 1280, 1536, 2048, 2560, 3072)
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True,
-                              check=False).stdout.strip()
-    except OSError:
-        return f"load average {os.getloadavg()}"
 
 
 def rows_of(hm, pos: np.ndarray, n: int) -> set[tuple[int, int]]:
