@@ -35,9 +35,11 @@ group before any group exceeds it: rounds fill up). The rules other than ``q . c
 here only; the planner keeps ``q . c``.
 
 Every rule's cycles include its selection pass as the golden model times it (``sel.``: the scans
-the PIM would run for it: C centroid vectors for ``q . c``, ``bound`` and ``mix*`` (the radius is a
-host number); 2C vectors with one query for ``halves`` and ``pc1``, 4C for ``quarters``; two scans
-of C vectors with two queries (``q``, ``q * q``) for ``massvar`` and ``mixvar``, (``q+``, ``q-``)
+the PIM would run for it, laid out as the planner lays out its metadata (a set of C vectors per
+block range, the centroids first: ``SCANS``): the C centroids for ``q . c``, ``bound`` and
+``mixbound`` (the radius is a host number); two sets with one query for ``halves`` (the two half
+means, after the centroids) and ``pc1`` (centroids and axes), four for ``quarters``; two scans of
+one set each with two queries (``q``, ``q * q``) for ``massvar`` and ``mixvar``, (``q+``, ``q-``)
 for ``minmax``; every key row for ``rowlse`` and ``fullcov`` (the exact-scores pass, a lower
 bound for ``fullcov``), then the RDSB of the scores).
 
@@ -185,10 +187,14 @@ def scores(st: Stats, q: np.ndarray, avail: np.ndarray, rule: str) -> np.ndarray
     raise ValueError(rule)
 
 
-# vector sets and queries each rule's selection pass scans (module docstring)
-SCANS = {"centroid": (1, 1), "bound": (1, 1), "mixbound": (1, 1), "balanced": (1, 1),
-         "halves": (2, 1), "pc1": (2, 1), "quarters": (4, 1), "massvar": (1, 2),
-         "mixvar": (1, 2), "minmax": (1, 2), "fullcov": (0, 1), "rowlse": (0, 1)}
+# the metadata vector sets each rule's selection pass scans, one tuple per query written (module
+# docstring; set 0 holds the centroids, the planner's layout of starc.compiler.compiled); None:
+# every key row (the exact-scores pass)
+SCANS: dict[str, tuple[tuple[int, ...], ...] | None] = {
+    "centroid": ((0,),), "bound": ((0,),), "mixbound": ((0,),), "balanced": ((0,),),
+    "halves": ((1, 2),), "pc1": ((0, 1),), "quarters": ((1, 2, 3, 4),),
+    "massvar": ((0,), (1,)), "mixvar": ((0,), (1,)), "minmax": ((1,), (2,)),
+    "fullcov": None, "rowlse": None}
 
 
 def selection_cycles(pl: Any, hm: Any, n: int, q: np.ndarray, rule: str) -> int:
@@ -199,21 +205,20 @@ def selection_cycles(pl: Any, hm: Any, n: int, q: np.ndarray, rule: str) -> int:
     from starc.planner.program import SelectionPass, emit_selection
     from starc.planner.selection import _scan
 
-    sets, queries = SCANS[rule]
     geo = pl.geo
     q16 = q.astype(np.float16)
-    if sets == 0:                                    # every key: the exact-scores pass
+    if SCANS[rule] is None:                          # every key: the exact-scores pass
         loc = hm.locate(np.arange(n), n)
         scans = [_scan(pl, q16, loc.group, loc.row, loc.set, loc.slot, hm.row_base)]
     else:
         C = hm.clusters_at(n).size
         stride = -(-hm.n_clusters // geo.tpgr) * geo.tpgr     # a vector set per row range
-        idx = np.concatenate([k * stride + np.arange(C) for k in range(sets)])
         base = hm.row_base + 2 * hm.n_krows
-        qs = [q16, (q16.astype(np.float32) ** 2 / 8).astype(np.float16)][:queries]
-        per = idx.size // queries
-        scans = [_scan(pl, qq, *meta_address(idx[i * per:(i + 1) * per], geo), base)
-                 for i, qq in enumerate(qs)]
+        qs = [q16, (q16.astype(np.float32) ** 2 / 8).astype(np.float16)]  # a second query
+        scans = []
+        for qq, sets in zip(qs[:len(SCANS[rule])], SCANS[rule], strict=True):
+            idx = np.concatenate([k * stride + np.arange(C) for k in sets])
+            scans.append(_scan(pl, qq, *meta_address(idx, geo), base))
     sel = SelectionPass("centroids", scans, int(sum(sc.order.size for sc in scans)))
     return program_cost(emit_selection(sel, geo), pl.ck.cfg, geo.d, 0).cycles
 
