@@ -228,9 +228,10 @@ class HostLink(wiring.Component):
       WR by default) the side-table entry ``arg mod table_depth`` is copied to :attr:`wdata` at
       the same time, so later ``TABLE`` frames may reuse the entry at once.
     * ``TABLE`` writes a side-table entry; ``TRACE`` switches ``ISSUE`` frames on or off.
-    * ``RESET`` waits until the previous command has been taken by the channel, then pulses
-      :attr:`channel_reset` for one cycle (which also empties the write-data FIFO and clears the
-      link's error counters and sticky flags).
+    * ``RESET`` waits until the previous command has been taken by the channel, then clears the
+      link's error counters and sticky flags and, one clock later (from a register), pulses
+      :attr:`channel_reset` for one cycle (which also empties the write-data FIFO). No frame can
+      act in between: the next frame's command leaves at least four clocks later.
     * ``SYNC`` / ``STATUS`` / ``INFO`` / ``OUTPUT`` queue a reply (one at a time; the parser
       waits).
 
@@ -294,7 +295,7 @@ class HostLink(wiring.Component):
     rx_clear : Out(1)
         Pulses with :attr:`channel_reset`, to clear the receiver's flags.
     channel_reset : Out(1)
-        One-cycle pulse per ``RESET`` frame.
+        One-cycle pulse per ``RESET`` frame, straight from a register.
     trace : Out(1)
         ``ISSUE`` frames are on.
     link_errors : Out(16)
@@ -380,7 +381,11 @@ class HostLink(wiring.Component):
         max_tx = max(fmt.payload_bytes(o) for o in fmt.layouts
                      if o >= 0x80 and o != Opcode.OUTPUT_REPLY)
 
+        # a register: the pulse leaves in the clock after the RESET frame's EXEC, so the frame
+        # parser's decoding (opcode, checksum) is not in the same clock as the reset's fan-out
+        # (the LSR input of every channel flip-flop: about 14000 in pim-mid)
         reset_pulse = Signal()
+        m.d.sync += reset_pulse.eq(0)
         m.d.comb += [self.channel_reset.eq(reset_pulse), self.rx_clear.eq(reset_pulse)]
 
         # ---- receive FIFO -----------------------------------------------------------------
@@ -514,8 +519,7 @@ class HostLink(wiring.Component):
                     m.d.comb += t_wr.en.eq(1)
                     m.next = "OP"
                 with m.Case(Opcode.RESET), m.If(~self.cmd.valid):
-                    m.d.comb += reset_pulse.eq(1)
-                    m.d.sync += [errors.eq(0), rdata_overflow.eq(0)]
+                    m.d.sync += [reset_pulse.eq(1), errors.eq(0), rdata_overflow.eq(0)]
                     m.next = "OP"
                 with m.Case(Opcode.TRACE):
                     m.d.sync += self.trace.eq(payload(Opcode.TRACE).enable[0])

@@ -291,6 +291,48 @@ def test_hostlink_replies_and_results() -> None:
     assert StatusFlag(st.flags) == StatusFlag.IDLE | StatusFlag.TRACE
 
 
+def test_hostlink_reset_waits_for_the_command_and_pulses_once() -> None:
+    """RESET: the link's error counter is cleared, and the channel reset is one pulse that comes
+    only after the previous command was taken (here held back 60 clocks by the channel)."""
+    dut = HostLink(cfg=CFG, rows=8, cycle_width=32, table_depth=8, rx_depth=64)
+    good = FMT.pack(Opcode.CMD, {"cmd": encode((Op.PREA,))})
+    bad = bytearray(good)
+    bad[5] ^= 1
+    data = bytes(bad) + good + frame(Opcode.RESET)
+    seen: dict[str, Any] = {"pulses": [], "taken": None, "errors_before": None}
+
+    async def feed(ctx: Any) -> None:
+        for b in data:
+            ctx.set(dut.rx.payload, b)
+            ctx.set(dut.rx.valid, 1)
+            await ctx.tick().until(dut.rx.ready)
+        ctx.set(dut.rx.valid, 0)
+
+    async def watch(ctx: Any) -> None:
+        ctx.set(dut.tx.ready, 1)
+        for t in range(300):
+            ctx.set(dut.cmd.ready, int(t >= 60))
+            if t == 59:
+                seen["errors_before"] = ctx.get(dut.link_errors)
+            _, _, valid, ready, pulse, clear = await ctx.tick().sample(
+                dut.cmd.valid, dut.cmd.ready, dut.channel_reset, dut.rx_clear)
+            if valid and ready:
+                seen["taken"] = t
+            if pulse:
+                assert clear, "rx_clear pulses with channel_reset"
+                seen["pulses"].append(t)
+        seen["errors_after"] = ctx.get(dut.link_errors)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed, background=True)
+    sim.add_testbench(watch)
+    sim.run()
+    assert seen["errors_before"] == 1 and seen["errors_after"] == 0
+    assert seen["taken"] == 60
+    assert len(seen["pulses"]) == 1 and seen["pulses"][0] > seen["taken"], seen
+
+
 @pytest.mark.parametrize("d", [4, 64])
 def test_hostlink_output_and_busy(d: int) -> None:
     """OUTPUT is answered with the datapath's output (dimension i in bytes 2i, 2i + 1), sent a
