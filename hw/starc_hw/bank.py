@@ -38,6 +38,15 @@ class BankArray(wiring.Component):
         Rows stored per bank (power of two); a row address is taken modulo ``rows``.
     cycle_width : int
         Width of the issue-cycle field (as the controller's).
+    bram_stage : bool
+        No block RAM control input depends on the issue handshake (the board's folded
+        channels): a WR's address, data and enable go to the write port from registers, one
+        clock after the command issued, and the read port reads the column of the command on
+        ``cmd`` whether or not it issues (its data is only used the clock after an issue). The
+        read / written values are those without the stage whenever a WR and a later MAC or RD
+        of the same bank are at least two clocks apart: DRAM timing keeps two column commands
+        of a bank ``tCCD_L`` emulated cycles apart (the preset's tCK; 4, checked here as
+        ``tCCD``) and every emulated cycle takes at least one clock.
 
     Members
     -------
@@ -60,7 +69,11 @@ class BankArray(wiring.Component):
         Number of issued commands that broke at least one rule (also two clocks late).
     """
 
-    def __init__(self, *, cfg: Config, rows: int = 4, cycle_width: int = 48) -> None:
+    def __init__(self, *, cfg: Config, rows: int = 4, cycle_width: int = 48,
+                 bram_stage: bool = False) -> None:
+        if not isinstance(bram_stage, bool):
+            raise TypeError(f"Block RAM stage must be a bool, not {bram_stage!r}")
+        self._stage = bram_stage
         if not isinstance(cfg, Config):
             raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
         if isinstance(rows, bool) or not isinstance(rows, int) or rows <= 0 or rows & (rows - 1):
@@ -160,9 +173,14 @@ class BankArray(wiring.Component):
             rp = mem.read_port()
             wp = mem.write_port()
             addr = Cat(c.col[:lg_c], row[:lg_rows])
-            m.d.comb += [rp.addr.eq(addr), wp.addr.eq(addr), wp.data.eq(self.wdata),
-                         wp.en.eq(hit & is_wr & opened),
-                         rp.en.eq(hit & (is_mac | is_rd))]
+            if self._stage:
+                m.d.sync += [wp.addr.eq(addr), wp.data.eq(self.wdata),
+                             wp.en.eq(hit & is_wr & opened)]
+                m.d.comb += [rp.addr.eq(addr), rp.en.eq(sel & (is_mac | is_rd))]
+            else:
+                m.d.comb += [rp.addr.eq(addr), wp.addr.eq(addr), wp.data.eq(self.wdata),
+                             wp.en.eq(hit & is_wr & opened),
+                             rp.en.eq(hit & (is_mac | is_rd))]
             m.d.comb += self.column[i].eq(rp.data)
             m.d.sync += mac_valid[i].eq(hit & is_mac & opened)
             with m.If(hit & is_rd):

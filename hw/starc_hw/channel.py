@@ -46,6 +46,9 @@ class Channel(wiring.Component):
         counter may advance on every clock.
     heads : int
         Heads the controller keeps per-head dependency state for (docs/multihead.md).
+    bram_stage : bool
+        The bank array's block RAM ports from registers / off the issue handshake
+        (:class:`BankArray` ``bram_stage``; the board's folded channels).
 
     Members
     -------
@@ -73,12 +76,14 @@ class Channel(wiring.Component):
     """
 
     def __init__(self, *, cfg: Config, rows: int = 4, refresh: bool = True,
-                 cycle_width: int = 48, stepped: bool = False, heads: int = 1) -> None:
+                 cycle_width: int = 48, stepped: bool = False, heads: int = 1,
+                 bram_stage: bool = False) -> None:
         if not isinstance(stepped, bool):
             raise TypeError(f"Stepped must be a bool, not {stepped!r}")
         self._stepped = stepped
         self._ctrl = Controller(cfg=cfg, refresh=refresh, cycle_width=cycle_width, heads=heads)
-        self._banks = BankArray(cfg=cfg, rows=rows, cycle_width=cycle_width)
+        self._banks = BankArray(cfg=cfg, rows=rows, cycle_width=cycle_width,
+                                bram_stage=bram_stage)
         bits = cfg.org.column_bytes * 8
         nb = cfg.org.banks_per_channel
         super().__init__({

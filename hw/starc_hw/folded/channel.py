@@ -81,7 +81,9 @@ def _stepped() -> bool:
 
 
 def _channel(cfg: Config, rows: int, refresh: bool, cycle_width: int) -> Channel:
-    extra = {"stepped": True} if _stepped() else {}
+    # the block RAM stage: no bank block RAM control input on the issue handshake (pim-smol's
+    # critical path ran from the controller's decision into a block RAM's write enable)
+    extra = {"stepped": True, "bram_stage": True} if _stepped() else {}
     return Channel(cfg=cfg, rows=rows, refresh=refresh, cycle_width=cycle_width, **extra)
 
 
