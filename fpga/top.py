@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Instance, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, DomainRenamer, Instance, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -124,7 +124,16 @@ class ChannelSystem(wiring.Component):
         m.submodules.uart_tx = tx = self._tx
         m.submodules.link = link = self._link
         chan = self._channel
-        m.submodules.channel = ResetInserter(link.channel_reset)(chan)
+        # The channel runs in a domain of its own on the same clock whose reset is one register:
+        # the link's RESET pulse or the system reset, a clock later. Its fan-out (the LSR input
+        # of every channel flip-flop, about 14000 in pim-mid) then starts at a flip-flop the
+        # placer can put near its loads, not behind an OR of two resets from opposite corners of
+        # the device (pim-mid's critical path with the OR: 21.6 ns, 20.2 ns of it routing).
+        m.domains.chan = chan_domain = ClockDomain("chan", local=True)
+        chan_reset = Signal(init=1)
+        m.d.sync += chan_reset.eq(link.channel_reset)
+        m.d.comb += [chan_domain.clk.eq(ClockSignal("sync")), chan_domain.rst.eq(chan_reset)]
+        m.submodules.channel = DomainRenamer("chan")(chan)
 
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), rx.clear.eq(link.rx_clear),
                      link.rx_overrun.eq(rx.overrun), link.rx_frame_error.eq(rx.frame_error)]
