@@ -584,13 +584,15 @@ class _SimProgress:
 
 def cosim_step(cfg: Config, cache: Any, *, policy: str = "starc-row", budget: int = 512,
                step: int = 0, kv_head: int = 0, progress: bool = False,
-               organisation: dict[str, Any] | None = None) -> dict[str, Any]:
+               organisation: dict[str, Any] | None = None, heads: int = 1) -> dict[str, Any]:
     """The demo's RTL check: one decode step of one query head of ``cache`` (the last layer) on
     the co-simulation model of ``cfg`` (:meth:`ModelSpec.for_config`: its timing and PU on the
     scaled 16-bank organisation; the default preset's is :data:`COSIM_MODEL`). Returns ``{ran,
     bit_exact, cycles_equal, rtl_cycles, golden_cycles, ...}``; ``ran`` is False with a
     ``reason`` when the RTL cannot run here (no Verilator, or a preset the datapath cannot
-    hold). ``organisation`` replaces the 16-bank organisation (``SMALL``) of the model."""
+    hold). ``organisation`` replaces the 16-bank organisation (``SMALL``) of the model;
+    ``heads`` is the heads of state the model holds (the step is one head's either way: a model
+    built for two heads, docs/multihead.md, runs it as well)."""
     try:
         from starc_sim.runner import RtlTestFailure, setup_environment
 
@@ -599,7 +601,7 @@ def cosim_step(cfg: Config, cache: Any, *, policy: str = "starc-row", budget: in
         return {"ran": False, "reason": f"Verilator/cocotb unavailable: {e}"}
     try:
         spec = ModelSpec.for_config(cfg, head_dim=cache.meta.head_dim,
-                                    organisation=organisation)
+                                    organisation=organisation, heads=heads)
         from starc_hw.attention import check_attention_config
 
         check_attention_config(spec.cfg, spec.head_dim)

@@ -4,10 +4,12 @@ model; the scoreboard fails when a golden value or the cycle count is perturbed.
 
 One Verilator build (``starc_sim.cosim.COSIM_MODEL``: 16 banks, d 64, in the harness
 ``starc_hw.attention_sim.AttentionSim``) serves the tests here, the ``starc rtl cosim`` command and
-the demo; the steps of two heads run on the same channel built for two heads
-(``MULTIHEAD_MODEL``, docs/multihead.md). The memory image goes in by the backdoor, except in the
-tests that exist for the write path (``load="wr"`` through the harness, and the host-driven run).
-``STARC_SEED`` changes the testbench seed.
+the demo. A second, small one (:data:`PRESET_2H`: another preset's timing on 4 banks, d 32, with
+the state of two heads) serves the steps of two heads (docs/multihead.md) and the check that a
+non-default preset reaches the RTL; the 16-bank two-head channel (``MULTIHEAD_MODEL``) runs the
+same two-head tests with ``STARC_RTL_FULL=1``. The memory image goes in by the backdoor, except
+in the tests that exist for the write path (``load="wr"`` through the harness, and the
+host-driven run). ``STARC_SEED`` changes the testbench seed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,37 @@ from starc.kv import synthetic_kv
 pytestmark = [pytest.mark.rtl, pytest.mark.xdist_group("attention-16")]
 
 SEED = int(os.environ.get("STARC_SEED", "1"))
+FULL = bool(os.environ.get("STARC_RTL_FULL"))
+
+#: The power-unlimited preset: tCCD_AB 4 where the default preset has 6 (docs/presets.md).
+NPC = "attacc-hbm3-5.2-npc"
+#: Two-head models: the small one in every suite, the 16-bank one with STARC_RTL_FULL=1.
+TWO_HEAD = [
+    pytest.param("npc-4x2", marks=pytest.mark.xdist_group("attention-npc-4x2")),
+    pytest.param("16x2", marks=[pytest.mark.xdist_group("attention-16x2"), pytest.mark.skipif(
+        not FULL, reason="the 16-bank two-head channel; set STARC_RTL_FULL=1")]),
+]
+
+
+def _two_head_spec(name: str):  # noqa: ANN202
+    """``npc-4x2`` (:data:`PRESET_2H`): :data:`NPC`'s timing on the 4-bank organisation
+    ``TINY`` (one pseudo-channel, one SID, 2 bank groups x 2 banks), d 32, two heads of state;
+    ``16x2``: ``MULTIHEAD_MODEL`` (the default preset, 16 banks, d 64, two heads)."""
+    from starc_sim.cosim import MULTIHEAD_MODEL, ModelSpec
+    from starc_sim.programs import TINY, load_config
+
+    if name == "16x2":
+        return MULTIHEAD_MODEL
+    return ModelSpec.for_config(load_config(NPC), head_dim=32, organisation=TINY, heads=2)
+
+
+PRESET_2H = "npc-4x2"
+
+
+def _small_cache():  # noqa: ANN202
+    """A d 32 cache with a GQA group of two query heads (for the 4-bank model)."""
+    return synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=32, prefill_len=160,
+                        decode_steps=1, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +67,10 @@ def model():  # noqa: ANN201
     return build_attention(COSIM_MODEL)
 
 
-@pytest.fixture(scope="module")
-def model2():  # noqa: ANN201
-    from starc_sim.cosim import MULTIHEAD_MODEL, build_attention
+def _model2(name: str):  # noqa: ANN202
+    from starc_sim.cosim import build_attention
 
-    return build_attention(MULTIHEAD_MODEL)
+    return build_attention(_two_head_spec(name))
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +107,16 @@ def test_step_matches_golden(model, cache, policy, budget, idle, bp) -> None:  #
     assert np.all(np.isfinite(out)) and np.abs(out).max() > 0
 
 
-@pytest.mark.xdist_group("attention-16-2h")
-def test_two_heads_overlapped(model2) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("two", TWO_HEAD)
+def test_two_heads_overlapped(two) -> None:  # noqa: ANN001
     """Two KV heads on one channel in the overlapped order (docs/multihead.md): head 1's
     score phase runs while head 0's softmax and probability moves do, head 0's value phase
     while head 1's softmax does. Every issue cycle, every score and probability beat (with its
     head), both heads' outputs: equal to the golden model."""
     from starc_sim.cosim import dense_heads_scenario, run_scenario
 
-    scn = dense_heads_scenario(heads=2)
-    res = run_scenario(scn, idle=0.1, backpressure=0.1, seed=SEED, model=model2)
+    scn = dense_heads_scenario(_two_head_spec(two), heads=2)
+    res = run_scenario(scn, idle=0.1, backpressure=0.1, seed=SEED, model=_model2(two))
     assert res.bit_exact and res.cycles_equal and res.issues_equal, res.mismatches
     cfg = scn.spec.cfg
     gold = functional.execute(scn.prog, scn.wdata, scn.image, cfg, scn.spec.head_dim)
@@ -95,18 +127,22 @@ def test_two_heads_overlapped(model2) -> None:  # noqa: ANN001
     from starc.golden.cli import dense_cost_rows
 
     (row,) = dense_cost_rows(cfg, [scn.info["length"]], scn.spec.head_dim, 2)
-    assert row["commands"] == len(scn.prog) and res.rtl_cycles == row["cycles"]
+    # its command count includes the refreshes the schedule inserts (one on the 4-bank model)
+    assert row["commands"] == len(scn.prog) + row["refreshes"]
+    assert res.rtl_cycles == row["cycles"]
 
 
-@pytest.mark.xdist_group("attention-16-2h")
-def test_two_query_heads_planned(model2, cache) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("two", TWO_HEAD)
+def test_two_query_heads_planned(two, cache) -> None:  # noqa: ANN001
     """Two query heads of a GQA group, each with its own STARC selection, in one overlapped
     program (starc.planner.multihead.step_program): bit- and cycle-exact, each head's output
     the golden model's."""
-    from starc_sim.cosim import MULTIHEAD_MODEL, planner_scenario, run_scenario
+    from starc_sim.cosim import planner_scenario, run_scenario
 
-    scn = planner_scenario(cache, MULTIHEAD_MODEL, policy="starc-row", budget=64, heads=2)
-    res = run_scenario(scn, seed=SEED, model=model2)
+    spec = _two_head_spec(two)
+    heads_cache = cache if spec.head_dim == cache.meta.head_dim else _small_cache()
+    scn = planner_scenario(heads_cache, spec, policy="starc-row", budget=64, heads=2)
+    res = run_scenario(scn, seed=SEED, model=_model2(two))
     assert res.bit_exact and res.cycles_equal and res.issues_equal, res.mismatches
     gold = functional.execute(scn.prog, scn.wdata, scn.image, scn.spec.cfg, scn.spec.head_dim)
     assert gold.heads == 2 and res.outputs_rtl == gold.outputs_bits.ravel().tolist()
@@ -175,25 +211,26 @@ def test_cli_cosim(model, capsys) -> None:  # noqa: ANN001
     assert info["rtl_cycles"] == info["golden_cycles"] > 0
 
 
-@pytest.mark.xdist_group("attention-npc-4")
+@pytest.mark.xdist_group("attention-npc-4x2")
 def test_cosim_step_uses_the_preset() -> None:
     """``cosim_step`` co-simulates the preset it is given: the power-unlimited preset (tCCD_AB 4
-    instead of 6) on a 4-bank model, d 32; its cycle count is that preset's golden one and
-    differs from the default preset's."""
+    instead of 6) on a 4-bank model, d 32 (:data:`PRESET_2H`, the two-head tests' build: a
+    one-head step runs on it as well); its cycle count is that preset's golden one and differs
+    from the default preset's."""
     from starc_sim.cosim import cosim_step
     from starc_sim.programs import TINY, load_config
 
-    cfg = load_config("attacc-hbm3-5.2-npc")
+    cfg = load_config(NPC)
     assert cfg.timing.tCCD_AB != load_config(None).timing.tCCD_AB
-    small = synthetic_kv(n_layers=3, n_q_heads=2, n_kv_heads=1, head_dim=32, prefill_len=160,
-                         decode_steps=1, seed=7)
-    res = cosim_step(cfg, small, policy="dense", budget=512, organisation=TINY)
+    small = _small_cache()
+    res = cosim_step(cfg, small, policy="dense", budget=512, organisation=TINY, heads=2)
     assert res["ran"] and res["bit_exact"] and res["cycles_equal"], res
     assert res["preset"].startswith("attacc-hbm3-5.2")
     assert "timing.tCCD_AB" in res["spec_overrides"]
     from starc_sim.cosim import ModelSpec, planner_scenario
 
-    spec = ModelSpec.for_config(cfg, head_dim=32, organisation=TINY)
+    spec = ModelSpec.for_config(cfg, head_dim=32, organisation=TINY, heads=2)
+    assert spec == _two_head_spec(PRESET_2H)
     scn = planner_scenario(small, spec, policy="dense", budget=512)
     assert res["golden_cycles"] == timing.schedule(scn.prog, spec.cfg).total_cycles
     default = ModelSpec.for_config(load_config(None), head_dim=32, organisation=TINY)
