@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import pytest
+from starc.model.gguf_loader import default_cache_dir
 from starc_sim.runner import setup_environment
 
 # make test's schedule: xdist groups that hold, the longest work first (tests/suiteschedule.py)
@@ -33,6 +34,11 @@ setup_environment()
 # optimised builds (and checks them against the golden model the same way). The CLI commands the
 # tests run inherit the variable, so they share the tests' builds.
 os.environ.setdefault("STARC_COSIM_BUILD", "quick")
+# One model cache for the whole run (the dequantised SmolLM2 weights, 540 MB; its file name carries
+# a hash of the model file): the tests and docs snippets that isolate STARC_CACHE_DIR in a fresh
+# folder would otherwise each read and dequantise the GGUF file again (about 4.5 s and a 540 MB
+# write per command). It is the folder a user's own commands use (starc.model.gguf_loader).
+os.environ.setdefault("STARC_MODEL_CACHE_DIR", str(default_cache_dir()))
 
 _TIERS = ("sw", "hw", "rtl", "fpga")
 _HERE = Path(__file__).resolve().parent

@@ -132,7 +132,12 @@ def test_cache_key_tracks_size_mtime_and_head(tmp_path: Path) -> None:
 
 
 def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # the model's own variable first (tests/conftest.py sets it for the whole run), then the
+    # results caches' one, then the home folder
+    monkeypatch.setenv(gl.MODEL_CACHE_ENV, str(tmp_path / "m"))
     monkeypatch.setenv(gl.CACHE_ENV, str(tmp_path / "c"))
+    assert gl.default_cache_dir() == tmp_path / "m"
+    monkeypatch.delenv(gl.MODEL_CACHE_ENV)
     assert gl.default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv(gl.CACHE_ENV)
     assert gl.default_cache_dir() == Path("~/.cache/starc-pim").expanduser()

