@@ -19,6 +19,9 @@ import pytest
 COSIM_16 = "attention-16"
 #: ``starc_sim.cosim.FULL_MODEL`` (64 banks): ``starc rtl cosim --full``.
 COSIM_64 = "attention-64"
+#: ``starc fpga build``: the board build folder of a size (``build/fpga/<size>/``) is the
+#: checkout's, not the test's, so two tests building one size must not run at once.
+FPGA_BUILD = "fpga-build"
 
 _STARC = re.compile(r"(?:^|[\s;&|(])starc\s+(.*)")
 
@@ -41,6 +44,8 @@ def model_group(text: str) -> str | None:
             found = COSIM_16
         elif words[:1] == ["demo"] and "--no-rtl" not in words:
             found = COSIM_16
+        elif words[:2] == ["fpga", "build"] and found is None:
+            found = FPGA_BUILD
     return found
 
 

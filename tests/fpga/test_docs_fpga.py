@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import pytest
 from docsnippets import run, snippets
+from modelgroups import group_marks
 
 # Yosys synthesis, a minute or more: `make test`, not the fast tier
 pytestmark = pytest.mark.slow
 
-HERE = [pytest.param(s, id=s.id) for s in snippets() if s.tier == "fpga"]
+# `starc fpga build` writes the checkout's build/fpga/<size>/: one worker (tests/modelgroups.py)
+HERE = [pytest.param(s, id=s.id, marks=group_marks(s.code)) for s in snippets()
+        if s.tier == "fpga"]
 
 
 @pytest.mark.parametrize("snippet", HERE)

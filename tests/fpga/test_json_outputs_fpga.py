@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 from jsoncommands import COMMANDS, run_json, strict_loads
+from modelgroups import FPGA_BUILD
 
 # Yosys synthesis, a minute or more: `make test`, not the fast tier
 pytestmark = pytest.mark.slow
 
-FPGA = [pytest.param(w, a, id=" ".join(w)) for w, (t, a) in COMMANDS.items() if t == "fpga"]
+# `starc fpga build` writes the checkout's build/fpga/<size>/: one worker (tests/modelgroups.py)
+FPGA = [pytest.param(w, a, id=" ".join(w), marks=pytest.mark.xdist_group(FPGA_BUILD))
+        for w, (t, a) in COMMANDS.items() if t == "fpga"]
 
 
 @pytest.mark.parametrize("words,args", FPGA)

@@ -56,3 +56,21 @@ def test_groups_hold_and_the_costliest_unit_starts_first(tmp_path: Path) -> None
     doc = json.loads(costs.read_text())
     assert set(doc["workers"]) == {w for w, _ in ran} == {"gw0", "gw1"}, doc
     assert all(w["last_end"] > 0 and w["test_seconds"] >= 0 for w in doc["workers"].values())
+
+
+@pytest.mark.parametrize(("text", "group"), [
+    ("starc rtl cosim --policy starc-row --budget 256", "attention-16"),
+    ("starc rtl cosim --full", "attention-64"),
+    ("starc demo --context 256 --no-rtl", None),
+    ("starc demo", "attention-16"),
+    ("starc fpga build --size tiny --no-pnr", "fpga-build"),
+    ("starc fpga build --size tiny\nstarc rtl cosim", "attention-16"),
+    ("starc eval kv.npz  # not starc rtl cosim", None),
+])
+def test_model_group_of_commands(text: str, group: str | None) -> None:
+    """The xdist group a CLI test joins (tests/modelgroups.py): the Verilator model its commands
+    build, or the board build folder `starc fpga build` writes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from modelgroups import model_group
+
+    assert model_group(text) == group
