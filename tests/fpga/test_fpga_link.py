@@ -156,6 +156,15 @@ def test_hostlink_parameters_are_validated() -> None:
 
 
 # ---- host link under amaranth.sim ---------------------------------------------------------------
+async def feed_bytes(ctx: Any, dut: Any, data: bytes) -> None:
+    """Drive ``data`` into the link's ``rx`` stream, one byte per accepted transfer."""
+    for b in data:
+        ctx.set(dut.rx.payload, b)
+        ctx.set(dut.rx.valid, 1)
+        await ctx.tick().until(dut.rx.ready)
+    ctx.set(dut.rx.valid, 0)
+
+
 class LinkBench:
     """HostLink with a stand-in channel: takes every command, records commands, write data and the
     bytes the link sends; ``drive`` runs alongside (issue / RD data / status inputs)."""
@@ -173,11 +182,7 @@ class LinkBench:
         out: dict[str, int] = {}
 
         async def feed(ctx: Any) -> None:
-            for b in data:
-                ctx.set(dut.rx.payload, b)
-                ctx.set(dut.rx.valid, 1)
-                await ctx.tick().until(dut.rx.ready)
-            ctx.set(dut.rx.valid, 0)
+            await feed_bytes(ctx, dut, data)
 
         async def watch(ctx: Any) -> None:
             ctx.set(dut.cmd.ready, 1)
@@ -302,11 +307,7 @@ def test_hostlink_reset_waits_for_the_command_and_pulses_once() -> None:
     seen: dict[str, Any] = {"pulses": [], "taken": None, "errors_before": None}
 
     async def feed(ctx: Any) -> None:
-        for b in data:
-            ctx.set(dut.rx.payload, b)
-            ctx.set(dut.rx.valid, 1)
-            await ctx.tick().until(dut.rx.ready)
-        ctx.set(dut.rx.valid, 0)
+        await feed_bytes(ctx, dut, data)
 
     async def watch(ctx: Any) -> None:
         ctx.set(dut.tx.ready, 1)
