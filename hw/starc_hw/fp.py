@@ -343,8 +343,8 @@ def exp_fixed(m: Module, t: Value, *, cuts: Collection[int] = (),
     return out
 
 
-#: Steps of :func:`scale_round16`: product, bit length, shift, round.
-SCALE_STEPS = 4
+#: Steps of :func:`scale_round16`: product, bit length, shift amount, shift, round.
+SCALE_STEPS = 5
 
 
 def scale_round16(m: Module, e: Value, q: Value, b: Value, *, cuts: Collection[int] = (),
@@ -354,7 +354,10 @@ def scale_round16(m: Module, e: Value, q: Value, b: Value, *, cuts: Collection[i
     subnormals kept, overflow to infinity): :func:`starc.numerics.round_scaled` with the
     softmax's scale.
 
-    ``cuts``: register stages after steps 1 .. 3 of :data:`SCALE_STEPS`."""
+    ``cuts``: register stages after steps 1 .. 4 of :data:`SCALE_STEPS`. The shift amount
+    (a comparison and a subtraction on the bit length, two carry chains) and the wide shift with
+    its sticky bit are steps of their own, so a cut between them takes the carry chains out of
+    the shift's clock (pim-mid's routed critical path with both in one clock, docs/fpga.md)."""
     c = _Cuts(cuts, SCALE_STEPS, "scale", domain)
     m = c.unit(m)
     # step 1: the exact product
@@ -365,15 +368,17 @@ def scale_round16(m: Module, e: Value, q: Value, b: Value, *, cuts: Collection[i
     L = Signal(range(len(prod) + 1))
     m.d.comb += L.eq(len(prod) - leading_zeros(m, v["prod"]))
     v = c(2, prod=v["prod"], b=v["b"], L=L)
-    # step 3: shift to 11 bits and a guard bit; the subnormal quantum 2^-24 is bit b - 1
+    # step 3: the shift to 11 bits and a guard bit; the subnormal quantum 2^-24 is bit b - 1
     k_lo = v["b"] - 1
     normal = Signal()
     m.d.comb += normal.eq(k_lo <= v["L"] - 11)
     sh1 = Signal(range(len(prod) + 1))
     m.d.comb += sh1.eq(Mux(normal, v["L"] - 12, k_lo - 1))
-    qg, sticky = shift_right_sticky(m, v["prod"], sh1, 12)
-    v = c(3, qg=qg, sticky=sticky, normal=normal, ebase=v["L"] - v["b"] - 10)
-    # step 4: round; a rounding carry runs into the exponent, overflow gives infinity
+    v = c(3, prod=v["prod"], sh1=sh1, normal=normal, ebase=v["L"] - v["b"] - 10)
+    # step 4: shift, and the sticky OR of the bits shifted out
+    qg, sticky = shift_right_sticky(m, v["prod"], v["sh1"], 12)
+    v = c(4, qg=qg, sticky=sticky, normal=v["normal"], ebase=v["ebase"])
+    # step 5: round; a rounding carry runs into the exponent, overflow gives infinity
     q11 = v["qg"][1:]
     up = v["qg"][0] & (v["sticky"] | q11[0])
     packed = Signal(17)

@@ -148,7 +148,7 @@ class _Piped:
     ("add32", (1,)), ("add32", (2,)), ("add32", (3,)), ("add32", (4,)), ("add32", (5,)),
     ("add32", (1, 2, 3, 4, 5)), ("add16", (1, 3, 5)), ("narrow", (1,)), ("narrow", (1, 2)),
     ("exp", ()), ("exp", (1, 2, 3, 4, 5, 6, 7, 8)), ("exp", (2, 5, 7)),
-    ("scale", ()), ("scale", (1, 2, 3)), ("scale", (2,)),
+    ("scale", ()), ("scale", (1, 2, 3, 4)), ("scale", (2,)), ("scale", (3,)), ("scale", (4,)),
 ])
 def test_pipelined_units(op: str, cuts: tuple[int, ...]) -> None:
     """With registers between any of its steps a unit computes the same bits, ``len(cuts)``

@@ -14,7 +14,7 @@ and normalisation pipeline and one reciprocal, bit-exact with :func:`starc.numer
 The maximum is kept while the scores arrive, so the first pass of the reference unit costs
 nothing here, and ``E`` is stored, so the exponential runs once per entry. Two buffers: scores
 for the next softmax fill one while the other runs or is read out. The unit takes about
-``2 n + 58`` FPGA clocks for ``n`` entries (:meth:`FoldedSoftmax.clocks`); the channel holds
+``2 n + 59`` FPGA clocks for ``n`` entries (:meth:`FoldedSoftmax.clocks`); the channel holds
 the emulated clock while an MVGB waits for it, so the emulated cycles are the golden model's
 (``sfm_cycles``) whatever that takes.
 """
