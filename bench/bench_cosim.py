@@ -4,9 +4,10 @@ way side by side in one run, with the golden model's time for the same step.
 - **old**: the model built at ``-O0`` (build configuration ``O0``), a Python host on the ports
   every clock (four coroutines: two stream drivers, the issue sink, the datapath monitor) and the
   memory image through WR commands (``tb_attention.scenario_host``);
-- **new**: the optimised build configuration (``starc_sim.cosim.COSIM_BUILD``) and, where it
-  differs, the one the model's tests and the CLI use (``starc_sim.cosim.build_config``: ``quick``
-  for the full channel, with its build time), the harness's
+- **new**: the optimised build configuration (``starc_sim.cosim.COSIM_BUILD``), on the 16-bank
+  model also ``flat`` (the PUs inlined), and, where it differs, the one the model's tests and the
+  CLI use (``starc_sim.cosim.build_config``: ``quick`` for the full channel), each with its build
+  time when built in the run; the harness's
   stimulus and capture memories with no Python on any clock, and the image by the backdoor
   (``tb_attention.scenario``).
 
@@ -61,8 +62,12 @@ def _sim_time(run_dir: Path) -> tuple[float, float]:
 
 
 def _default_configs(spec) -> list[str]:  # noqa: ANN001
+    """``fast`` (what the CLI and the demo build), the model's own configuration where it
+    differs, and on the 16-bank model ``flat`` (the PUs inlined: the fastest simulation, the
+    longest build; on the full channel its -O3 compile takes tens of minutes)."""
     own = build_config(spec)
-    return [COSIM_BUILD] + ([own] if own != COSIM_BUILD else [])
+    return ([COSIM_BUILD] + ([own] if own != COSIM_BUILD else [])
+            + (["flat"] if spec != FULL_MODEL else []))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from starc.planner.registry import POLICIES
     from starc_hw.sizes import SIZES
 
+    from starc_sim.runner import BUILD_CONFIGS
+
     grp = subcommand_group(subparsers, "rtl", "the Amaranth gateware: Verilog and co-simulation "
                                     "(docs/rtl.md)")
     p = grp.add_parser("verilog", help="write the Verilog of the attention channel",
@@ -105,6 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="tokens of the synthetic cache (default 500; 400 with --full)")
     p.add_argument("--cache-seed", type=int_range(0), default=3,
                    help="seed of the synthetic cache")
+    p.add_argument("--build", choices=list(BUILD_CONFIGS), default=None, metavar="CONFIG",
+                   help="Verilator build configuration (default: the model's own, fast on the "
+                        "16-bank model, quick on the full channel, or $STARC_COSIM_BUILD); flat "
+                        "simulates fastest and builds longest (docs/rtl.md)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_cosim)
 
@@ -162,6 +168,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default 10000; 0 skips the FP units)")
     p.add_argument("-o", "--output", type=Path, default=None, help="write the JSON report here")
     add_force_arg(p)
+    p.add_argument("--build", choices=list(BUILD_CONFIGS), default=None, metavar="CONFIG",
+                   help="Verilator build configuration (default: the model's own, fast on the "
+                        "16-bank model, quick on the full channel, or $STARC_COSIM_BUILD); flat "
+                        "simulates fastest and builds longest (docs/rtl.md)")
     p.add_argument("--json", action="store_true", help="print the JSON report")
     p.set_defaults(func=cmd_regress)
 
@@ -317,7 +327,7 @@ def cmd_cosim(args: argparse.Namespace) -> int:
     try:
         res = run_scenario(scn, idle=args.idle, backpressure=args.backpressure, seed=args.seed,
                            waves=args.waves, load=args.load, host=args.host, quiet=True,
-                           progress=sys.stderr.isatty())
+                           progress=sys.stderr.isatty(), config=args.build)
         ok = True
         info: dict[str, Any] = res.as_dict()
     except RtlTestFailure as e:
@@ -383,7 +393,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
         probe_scheduler(args.scheduler)
     t0 = time.perf_counter()
     print("building (or finding) the co-simulation model ...", file=sys.stderr, flush=True)
-    model = build_attention(COSIM_MODEL, progress=sys.stderr.isatty())
+    model = build_attention(COSIM_MODEL, progress=sys.stderr.isatty(), config=args.build)
     if args.directed is not None:
         from starc_sim.programs import directed_programs
 

@@ -470,7 +470,7 @@ def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False,
     return build_design("attention", make, params={**spec.key(), "prog_depth": PROG_DEPTH,
                                                    "clock_gating": kw["clock_gating"]},
                         zero_init=config == "O0",
-                        hier_blocks=() if config == "O0" or waves else (PU_MODULE,),
+                        hier_blocks=() if waves else (PU_MODULE,),
                         waves=waves, internals=False, config=config, progress=progress,
                         control=ATTENTION_VLT)
 

@@ -158,10 +158,31 @@ def directed_programs(cfg: Config) -> dict[str, np.ndarray]:
 
     ``tRRD_L``: two per-bank activations in one bank group; ``tWTR_S``: a WR, then a RD in the
     other bank group of the same rank; ``tFAW``: five per-bank activations in one rank (ranks of
-    at least five banks); ``tRC``: ACT, PRE, ACT of one bank (only when tRC >= tRAS + tRP)."""
+    at least five banks); ``tRC``: ACT, PRE, ACT of one bank (only when tRC >= tRAS + tRP).
+
+    Three more that planned steps never make bind, because the planner opens a row only after
+    the data it waits for has moved: ``WRGB done``: an all-bank activation, then query chunks
+    (WRGB), the last one later than tRCD before the score MAC; ``MVGB done``: a group's
+    activation, one score MAC, its score into the softmax buffer (MVSB), a softmax (SFM) and the
+    probability into the group (MVGB), then a value MAC of that group, which waits for the
+    move; ``tREFI``: activations and precharges of one bank for longer than tREFI, so that the
+    schedule inserts a refresh (the steps and the random programs end before the first refresh
+    is due). The data-movement commands of the first two run on the datapath without a result
+    to check: the program testcase checks issues, cycles, faults and bank flags."""
     org, tm = cfg.org, cfg.timing
     BG, BPG = org.bank_groups, org.banks_per_group
     out: dict[str, list[tuple[int, ...]]] = {}
+    # (op, group, bank, col, row, arg): the WRGBs write query slot 0, data beat k
+    wrgb = 1 + (tm.tRCD + 1) // max(1, tm.tCCD_L)     # the last one issues after tRCD
+    out["WRGB done"] = [(Op.ACTAB,), *[(Op.WRGB, 0, 0, 0, 0, k) for k in range(wrgb)],
+                        (Op.MACAB, 0, 0, 0, 0, 0)]
+    # one token's score through the softmax buffer (the softmax normalises only entries a move
+    # brought in), its probability into group 0, then a value MAC of the open row
+    out["MVGB done"] = [(Op.ACTBG, 0), (Op.MACBG, 0, 0, 0, 0, 0), (Op.MVSB, 0, 0, 0, 0, 1),
+                        (Op.SFM, 0, 0, 0, 0, 1), (Op.MVGB, 0, 0, 0),
+                        (Op.MACBG, 0, 0, 0, 0, int(MacArg.VALUE))]
+    pairs = tm.tREFI // (tm.tRAS + tm.tRP) + 2
+    out["tREFI"] = [c for _ in range(pairs) for c in ((Op.ACTPB, 0, 0), (Op.PREPB, 0, 0))]
     if BPG > 1:
         out["tRRD_L"] = [(Op.ACTPB, 0, 0), (Op.ACTPB, 0, 1)]
     if BG > 1:   # groups 0 and 1 are bank groups of rank 0 (starc.address.group_of)

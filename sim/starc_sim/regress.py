@@ -170,10 +170,11 @@ def program_scenario(p: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         keep = ~np.isin(prog["op"], [int(Op.MVSB), int(Op.MVGB), int(Op.SFM), int(Op.WRGB)])
         prog, seed = prog[keep], int(p["program_seed"])
     rng = np.random.default_rng(seed)
-    n_wr = int((prog["op"] == int(Op.WR)).sum())
-    for k, i in enumerate(np.flatnonzero(prog["op"] == int(Op.WR))):
+    # one data beat per WR and per WRGB, in program order (``arg`` indexes the beats)
+    beats = np.flatnonzero(np.isin(prog["op"], [int(Op.WR), int(Op.WRGB)]))
+    for k, i in enumerate(beats):
         prog["arg"][i] = k
-    wdata = rng.integers(0, 1 << 16, (max(n_wr, 1), cfg.pu.lanes)).astype(np.uint16)
+    wdata = rng.integers(0, 1 << 16, (max(len(beats), 1), cfg.pu.lanes)).astype(np.uint16)
     return prog, wdata
 
 

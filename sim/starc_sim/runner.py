@@ -81,16 +81,24 @@ class BuildConfig:
 
     ``opt_fast`` compiles the model's per-clock code (Verilator's ``OPT_FAST``), ``opt_slow`` its
     run-once code (initial values, ``OPT_SLOW``), ``opt_global`` Verilator's runtime library
-    (``OPT_GLOBAL``); ``verilator`` are extra Verilator arguments."""
+    (``OPT_GLOBAL``); ``verilator`` are extra Verilator arguments. ``flat``: the modules a design
+    names for a separate compile (``build_design(hier_blocks=)``, e.g. the attention channel's
+    bank PU) are inlined instead, which takes longer to build and simulates faster (a separately
+    compiled block's input logic is evaluated on every evaluation of the model, a gated PU's
+    inlined logic only on its own clock; docs/rtl.md, "Where the time goes")."""
 
     name: str
     opt_fast: str
     opt_slow: str
     opt_global: str
     verilator: tuple[str, ...] = ()
+    flat: bool = False
 
     def key(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.flat:
+            del d["flat"]    # the keys (build folders) of the configurations before the field
+        return d
 
     def makeflags(self) -> str:
         return f"OPT_FAST={self.opt_fast} OPT_SLOW={self.opt_slow} OPT_GLOBAL={self.opt_global}"
@@ -100,7 +108,12 @@ class BuildConfig:
 #: (Amaranth's Verilog assigns every signal in every branch) and no assertions (the generated
 #: Verilog has none); ``--x-initial`` stays at its default (zeros), which :func:`strip_zero_init`
 #: relies on.
-_FAST_VERILATOR = ("--x-assign", "fast", "--noassert")
+_FAST_VERILATOR = ("--x-assign", "fast", "--noassert",
+                   # Verilator's code motion for merging conditionals (V3MergeCond) was 45 % of
+                   # the verilation of the 64-bank channel (perf: its ``areDisjoint`` and
+                   # ``CodeMotionOptimizeVisitor``); without it the verilation took 44 s instead
+                   # of 79 s for 2 % more C++, and the 16-bank model simulated as fast (docs/rtl.md)
+                   "-fno-merge-cond-motion")
 
 #: The configurations measured by bench/bench_cosim.py (docs/rtl.md has the figures). ``fast``
 #: is an optimised C++ model with :data:`_FAST_VERILATOR`: for models that simulate much (the
@@ -110,10 +123,13 @@ _FAST_VERILATOR = ("--x-assign", "fast", "--noassert")
 #: ``Os``: it runs once per simulation.
 BUILD_CONFIGS: dict[str, BuildConfig] = {
     "Os": BuildConfig("Os", "-Os", "", "-Os"),  # verilated.mk's own defaults
-    "O0": BuildConfig("O0", "-O0", "-O0", "-O0"),
+    "O0": BuildConfig("O0", "-O0", "-O0", "-O0", flat=True),
     "O2": BuildConfig("O2", "-O2", "-O0", "-O2"),
     "O3": BuildConfig("O3", "-O3", "-O0", "-O2"),
     "fast": BuildConfig("fast", "-O3", "-O0", "-O2", _FAST_VERILATOR),
+    # ``fast`` with the blocks inlined: the fastest simulation, the longest build (long runs:
+    # many steps or long contexts on one build; bench/bench_cosim.py measures it beside ``fast``)
+    "flat": BuildConfig("flat", "-O3", "-O0", "-O2", _FAST_VERILATOR, flat=True),
     # ``fast`` for this machine's processor (``-march=native``): a build folder is local, so the
     # model may use every instruction the CPU has (bench/bench_cosim.py --configs fast native)
     "native": BuildConfig("native", "-O3", "-O0", "-O2",
@@ -537,11 +553,13 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
     all-zero memory initialisations from the Verilog (:func:`strip_zero_init`).
     ``hier_blocks`` names modules Verilator compiles once, apart (``--hierarchical``): a module
     instantiated many times (the attention channel's bank PU) is then C++-compiled once instead of
-    once per instance, which Verilator 5 otherwise does.
+    once per instance, which Verilator 5 otherwise does. A ``flat`` configuration ignores them.
     """
     if not name or not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"design name must be a non-empty identifier, not {name!r}")
     cfg = _resolve_config(config)
+    if cfg.flat:
+        hier_blocks = ()
     setup_environment()
 
     key = _params_key({"params": dict(params or {}), "sources": _source_digest(make, depends),
