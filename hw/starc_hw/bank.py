@@ -10,7 +10,7 @@ controller (and the golden rule it implements) never violates DRAM timing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -126,7 +126,14 @@ class BankArray(wiring.Component):
         any_open = is_open.any()
         flags = {name: [] for name, _ in VIOLATIONS}
         mac_valid = Signal(NB)
-        rd_sel = Signal(range(NB))
+        # The RD data select in two levels: a bank within each group (a register per group,
+        # written only by that group's RDs, so it sits next to the group's block RAM and no
+        # synthesis pass merges the copies), then the group. One select register for all the
+        # banks drove every bank's column outputs: 2041 LUT inputs on one bit across the whole
+        # block RAM area in medium's netlist (16 banks x 128 bits), docs/fpga.md.
+        # (at least one bit each: no zero-width vectors in Verilog)
+        rd_bank = [Signal(range(max(BPG, 2)), name=f"rd_bank_{gi}") for gi in range(G)]
+        rd_grp = Signal(range(max(G, 2)))
         for i in range(NB):
             gi, bi = divmod(i, BPG)
             # sel: the command touches this bank; hit: and it is issued. The flags are computed
@@ -184,7 +191,7 @@ class BankArray(wiring.Component):
             m.d.comb += self.column[i].eq(rp.data)
             m.d.sync += mac_valid[i].eq(hit & is_mac & opened)
             with m.If(hit & is_rd):
-                m.d.sync += rd_sel.eq(i)
+                m.d.sync += [rd_bank[gi].eq(bi), rd_grp.eq(gi)]
 
         # REF needs every bank closed; it touches all banks, so flag it once here.
         flags["state"] += [is_ref & any_open]
@@ -200,6 +207,12 @@ class BankArray(wiring.Component):
             m.d.sync += [self.violations.eq(self.violations.as_value() | fired_q.as_value()),
                          self.violation_count.eq(self.violation_count + 1)]
 
+        rd_group = []
+        for gi in range(G):
+            d = Signal(len(self.column[0]), name=f"rd_data_{gi}")
+            m.d.comb += d.eq(Array(self.column[gi * BPG + bi] for bi in range(BPG))[rd_bank[gi]])
+            rd_group.append(d)
+
         # outputs one cycle after the command (synchronous memory read)
         cmd_q = Signal(COMMAND)
         rd_q = Signal()
@@ -211,6 +224,6 @@ class BankArray(wiring.Component):
             self.rdata.payload.group.eq(cmd_q.group),
             self.rdata.payload.bank.eq(cmd_q.bank),
             self.rdata.payload.col.eq(cmd_q.col),
-            self.rdata.payload.data.eq(self.column[rd_sel]),
+            self.rdata.payload.data.eq(Array(rd_group)[rd_grp]),
         ]
         return m

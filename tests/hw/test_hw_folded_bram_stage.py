@@ -16,15 +16,14 @@ from starc.isa import Op, encode
 from starc_hw.bank import BankArray
 from starc_hw.sizes import size
 
-SIZE = size("pim-tiny")
-CFG = SIZE.config()
 SEED = 4242
 
 
-def _stream(rng: random.Random, n: int) -> list[tuple[int, tuple[int, ...], int, int]]:
+def _stream(cfg: Any, rng: random.Random,
+            n: int) -> list[tuple[int, tuple[int, ...], int, int]]:
     """(idle clocks before, command tuple, write data, cycle stamp): one ACTAB, then random
     column commands; stamps 1000 cycles apart (every DRAM distance met)."""
-    org = CFG.org
+    org = cfg.org
     bits = org.column_bytes * 8
     out = [(0, (Op.ACTAB, 0, 0, 0, 3, 0), 0, 1000)]
     for k in range(n):
@@ -38,8 +37,9 @@ def _stream(rng: random.Random, n: int) -> list[tuple[int, tuple[int, ...], int,
     return out
 
 
-def _run(stage: bool, stream: list[Any]) -> tuple[list[tuple[int, ...]], int]:
-    dut = BankArray(cfg=CFG, rows=SIZE.rows, cycle_width=32, bram_stage=stage)
+def _run(name: str, stage: bool, stream: list[Any]) -> tuple[list[tuple[int, ...]], int]:
+    sz = size(name)
+    dut = BankArray(cfg=sz.config(), rows=sz.rows, cycle_width=32, bram_stage=stage)
     seen: list[tuple[int, ...]] = []
     result: dict[str, int] = {}
 
@@ -79,11 +79,16 @@ def _run(stage: bool, stream: list[Any]) -> tuple[list[tuple[int, ...]], int]:
     return seen, result["violations"]
 
 
-@pytest.mark.parametrize("seed", [SEED, SEED + 1])
-def test_bram_stage_reads_what_was_written(seed: int) -> None:
-    stream = _stream(random.Random(seed), 120)
-    plain, v0 = _run(False, stream)
-    staged, v1 = _run(True, stream)
+# pim-tiny: one group of two banks; medium: 16 banks in 8 groups (the RD data select's two
+# levels, a bank within each group and the group)
+# (medium's stream longer: its RDs spread over 8 times the banks)
+@pytest.mark.parametrize(("name", "seed", "n"), [("pim-tiny", SEED, 120),
+                                                 ("pim-tiny", SEED + 1, 120),
+                                                 ("medium", SEED, 600)])
+def test_bram_stage_reads_what_was_written(name: str, seed: int, n: int) -> None:
+    stream = _stream(size(name).config(), random.Random(seed), n)
+    plain, v0 = _run(name, False, stream)
+    staged, v1 = _run(name, True, stream)
     assert v0 == v1 == 0, f"seed {seed}"
     assert staged == plain, f"seed {seed}"
     # the dictionary model: a RD of a written column returns its last WR's data (a column
