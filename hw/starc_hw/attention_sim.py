@@ -25,14 +25,33 @@ With ``host`` high the channel's host streams are the top-level ``cmd`` / ``wdat
 ports instead (a testbench that drives every clock, as a host would); the outputs of the channel
 are passed through under their own names in both modes.
 
+**Registered inputs.** The channel runs in the domain ``core``: the ``sync`` clock, with the
+``sync`` reset one register later; ``host``, ``restart``, ``idle``, ``backpressure``, ``n_cmds``
+and ``n_wdata`` are registered before use (each takes effect one clock later, the order of a
+testbench's writes kept), and the host streams pass through two-entry FIFOs whose channel side
+is registered. The inputs left combinational feed the harness alone (``ld_*`` the stimulus
+memories' write ports, ``rd_*`` the capture read port, ``start``, ``seed`` and ``expect_*`` its
+counters). No emulated cycle depends on any of this (docs/rtl.md, "Registered inputs", has
+what it changed in Verilator's schedule: less than hoped).
+
 This is a simulation harness, not part of the modelled device; its memories are sized for one
 decode step (``prog_depth`` commands, ``beat_depth`` beats of each kind).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    DomainRenamer,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+    Value,
+)
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
@@ -61,7 +80,7 @@ def _xorshift(m: Module, name: str) -> Signal:
     t2 = Signal(32, name=f"{name}_b")
     t3 = Signal(32, name=f"{name}_c")
     m.d.comb += [t1.eq(x ^ (x << 13)[:32]), t2.eq(t1 ^ (t1 >> 17)), t3.eq(t2 ^ (t2 << 5)[:32])]
-    m.d.sync += x.eq(t3)
+    m.d.core += x.eq(t3)
     return x
 
 
@@ -158,8 +177,28 @@ class AttentionSim(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.submodules.dut = dut = self._dut
+        # Everything runs in ``core``: the ``sync`` clock, and its reset one register later, so
+        # that no logic of the channel depends combinationally on a top-level input (module
+        # doc, "Registered inputs").
+        m.domains.core = ClockDomain("core", local=True)
+        rst_q = Signal(init=1)
+        m.d.sync += rst_q.eq(0)
+        m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")), ResetSignal("core").eq(rst_q)]
+        m.submodules.dut = dut = DomainRenamer("core")(self._dut)
+        dut = self._dut
         D, B = self._prog_depth, self._beat_depth
+
+        def registered(v: Value, name: str) -> Signal:
+            r = Signal(v.shape(), name=name)
+            m.d.core += r.eq(v)
+            return r
+
+        host = registered(self.host, "host_q")
+        restart = registered(self.restart, "restart_q")
+        idle = registered(self.idle, "idle_q")
+        backpressure = registered(self.backpressure, "backpressure_q")
+        n_cmds = registered(self.n_cmds, "n_cmds_q")
+        n_wdata = registered(self.n_wdata, "n_wdata_q")
 
         # ---- stimulus memories ---------------------------------------------------------------
         prog = Memory(shape=COMMAND.size, depth=D, init=[])
@@ -167,7 +206,7 @@ class AttentionSim(wiring.Component):
         m.submodules.prog_mem = prog
         m.submodules.wdata_mem = wmem
         for sel, mem in ((LOADS["program"], prog), (LOADS["wdata"], wmem)):
-            wp = mem.write_port()
+            wp = mem.write_port(domain="core")
             m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(self.ld_data),
                          wp.en.eq(self.ld_en & (self.ld_sel == sel))]
 
@@ -177,7 +216,7 @@ class AttentionSim(wiring.Component):
             g = _xorshift(m, name)
             salt = {"gen_cmd": 0x9E3779B9, "gen_wdata": 0x85EBCA6B, "gen_issue": 0xC2B2AE35}[name]
             with m.If(self.start):
-                m.d.sync += g.eq((self.seed ^ salt) | 1)
+                m.d.core += g.eq((self.seed ^ salt) | 1)
             return g
 
         def source(mem: Memory, count: Value, name: str) -> stream.Interface:
@@ -187,37 +226,49 @@ class AttentionSim(wiring.Component):
             holding = Signal(name=f"{name}_holding")
             rp = mem.read_port(domain="comb")
             out = stream.Signature(mem.shape).create()
-            idle_now = g[:16] < self.idle
+            idle_now = g[:16] < idle
             m.d.comb += [rp.addr.eq(ptr), out.payload.eq(rp.data),
                          out.valid.eq(running & (ptr < count) & (holding | ~idle_now))]
             with m.If(self.start):
-                m.d.sync += [ptr.eq(0), holding.eq(0)]
+                m.d.core += [ptr.eq(0), holding.eq(0)]
             with m.Elif(out.valid & out.ready):
-                m.d.sync += [ptr.eq(ptr + 1), holding.eq(0)]
+                m.d.core += [ptr.eq(ptr + 1), holding.eq(0)]
             with m.Elif(out.valid):
-                m.d.sync += holding.eq(1)
+                m.d.core += holding.eq(1)
             return out
 
-        cmd_src = source(prog, self.n_cmds, "gen_cmd")
-        wdata_src = source(wmem, self.n_wdata, "gen_wdata")
+        cmd_src = source(prog, n_cmds, "gen_cmd")
+        wdata_src = source(wmem, n_wdata, "gen_wdata")
 
-        # ---- host streams: the ports, or the stimulus and the issue capture -----------------
+        # ---- host streams: the ports through two-entry FIFOs (registered on the channel's
+        # side), or the stimulus and the issue capture --------------------------------------
         g_issue = gen("gen_issue")
-        sink_ready = running & ~(g_issue[:16] < self.backpressure)
-        host = self.host
+        sink_ready = running & ~(g_issue[:16] < backpressure)
+
+        def fifo(name: str, width: int) -> SyncFIFOBuffered:
+            f = DomainRenamer("core")(SyncFIFOBuffered(width=width, depth=2))
+            m.submodules[name] = f
+            return f
+
+        for name, src in (("cmd", cmd_src), ("wdata", wdata_src)):
+            port, into = getattr(self, name), getattr(dut, name)
+            f = fifo(f"host_{name}", Value.cast(port.payload).shape().width)
+            m.d.comb += [
+                f.w_data.eq(port.payload), f.w_en.eq(host & port.valid),
+                port.ready.eq(host & f.w_rdy),
+                into.valid.eq(Mux(host, f.r_rdy, src.valid)),
+                into.payload.eq(Mux(host, f.r_data, src.payload)),
+                f.r_en.eq(host & into.ready),
+                src.ready.eq(~host & into.ready),
+            ]
+        f = fifo("host_issue", Value.cast(self.issue.payload).shape().width)
         m.d.comb += [
-            dut.cmd.valid.eq(Mux(host, self.cmd.valid, cmd_src.valid)),
-            dut.cmd.payload.eq(Mux(host, self.cmd.payload, cmd_src.payload)),
-            self.cmd.ready.eq(host & dut.cmd.ready),
-            cmd_src.ready.eq(~host & dut.cmd.ready),
-            dut.wdata.valid.eq(Mux(host, self.wdata.valid, wdata_src.valid)),
-            dut.wdata.payload.eq(Mux(host, self.wdata.payload, wdata_src.payload)),
-            self.wdata.ready.eq(host & dut.wdata.ready),
-            wdata_src.ready.eq(~host & dut.wdata.ready),
-            self.issue.valid.eq(host & dut.issue.valid),
-            self.issue.payload.eq(dut.issue.payload),
-            dut.issue.ready.eq(Mux(host, self.issue.ready, sink_ready)),
-            dut.restart.eq(self.restart),
+            f.w_data.eq(dut.issue.payload), f.w_en.eq(host & dut.issue.valid),
+            dut.issue.ready.eq(Mux(host, f.w_rdy, sink_ready)),
+            self.issue.valid.eq(host & f.r_rdy),
+            self.issue.payload.eq(f.r_data),
+            f.r_en.eq(self.issue.ready),
+            dut.restart.eq(restart),
         ]
         for name in _OUTPUTS:
             m.d.comb += getattr(self, name).eq(getattr(dut, name))
@@ -237,13 +288,13 @@ class AttentionSim(wiring.Component):
         )
         reads = []
         for mem, strobe, payload, seen, depth in captures:
-            wp = mem.write_port()
+            wp = mem.write_port(domain="core")
             m.d.comb += [wp.addr.eq(seen), wp.data.eq(payload),
                          wp.en.eq(running & strobe & (seen < depth))]
             with m.If(self.start):
-                m.d.sync += seen.eq(0)
+                m.d.core += seen.eq(0)
             with m.Elif(running & strobe):
-                m.d.sync += seen.eq(seen + 1)
+                m.d.core += seen.eq(seen + 1)
             rp = mem.read_port(domain="comb")
             m.d.comb += rp.addr.eq(self.rd_addr)
             reads.append(rp.data)
@@ -255,14 +306,14 @@ class AttentionSim(wiring.Component):
         # ---- completion ----------------------------------------------------------------------
         active = dut.busy | dut.score_valid | dut.prob_valid
         with m.If(self.start):
-            m.d.sync += self.last_cycle.eq(0)
+            m.d.core += self.last_cycle.eq(0)
         with m.Elif(running & active & (dut.cycle > self.last_cycle)):
-            m.d.sync += self.last_cycle.eq(dut.cycle)
+            m.d.core += self.last_cycle.eq(dut.cycle)
         finished = ((self.issues_seen >= self.expect_issues) & ~dut.busy
                     & (self.scores_seen >= self.expect_scores)
                     & (self.probs_seen >= self.expect_probs))
         with m.If(self.start):
-            m.d.sync += [self.done.eq(0), running.eq(1)]
+            m.d.core += [self.done.eq(0), running.eq(1)]
         with m.Elif(running & (finished | (dut.fault.as_value() != 0))):
-            m.d.sync += [self.done.eq(1), running.eq(0)]
+            m.d.core += [self.done.eq(1), running.eq(0)]
         return m

@@ -64,26 +64,38 @@ PAIRS: tuple[tuple[str, str, str], ...] = (
 )
 #: The constraints themselves.
 RULES: tuple[str, ...] = tuple(dict.fromkeys(r for r, _, _ in PAIRS))
+#: The row-bus spacing before a REF: a pair :func:`unreachable` can name (not a constraint).
+ROW_BUS_REF = ("row bus", "row", "REF")
 
 _DATA = {Op.MVSB: "data", Op.MVGB: "data", Op.RD: "data", Op.WR: "data"}
 
 
 def unreachable(cfg: Config) -> dict[str, str]:
-    """The constraints of :data:`RULES` no legal program can make bind on ``cfg``, each with the
-    reason (an argument from the preset's distances and the organisation; the tests check it
-    both ways: random programs never bind these, and a configuration without the reason does,
-    with :func:`starc_sim.programs.directed_programs`).
+    """The constraints of :data:`RULES` (and, as ``"rule | earlier | command"``, the pairs of
+    :data:`PAIRS`) no legal program can make bind on ``cfg``, each with the reason (an argument
+    from the preset's distances and the organisation; the tests check it both ways: random
+    programs never bind these, and a configuration without the reason does, with
+    :func:`starc_sim.programs.directed_programs`).
 
     ``tRC``: an ACT (or REF) after an ACT of the same bank also waits for that bank's PRE, which
     waits tRAS, and then tRP; when tRC < tRAS + tRP that path is always later.
     ``tFAW``: five activations inside one tFAW window need five banks of one rank (a bank
     re-opened inside the window waits tRAS + tRP, or tRC, from its earlier ACT, longer than
-    the window); ranks of fewer than five banks cannot."""
+    the window); ranks of fewer than five banks cannot.
+    ``row bus | row | REF``: the row command before a REF is a PRE or a REF (after an ACT a bank
+    is open), which the REF waits tRP or tRFC after, so the row bus binds only when it is not
+    shorter than both."""
     org, tm = cfg.org, cfg.timing
     out: dict[str, str] = {}
     if tm.tRC < tm.tRAS + tm.tRP:
         out["tRC"] = (f"tRC ({tm.tRC}) < tRAS + tRP ({tm.tRAS} + {tm.tRP}): the same bank's PRE "
                       f"and then tRP always decide a later cycle")
+    rowc = tm.row_cmd_cycles
+    if rowc < min(tm.tRP, tm.tRFC):
+        out[" | ".join(ROW_BUS_REF)] = (
+            f"the row command before a REF is a PRE (after an ACT a bank is open, and a REF "
+            f"needs every bank closed) or a REF, and the REF waits tRP ({tm.tRP}) or tRFC "
+            f"({tm.tRFC}) after it, longer than the row bus's {rowc} cycles")
     per_rank = org.bank_groups * org.banks_per_group
     if per_rank < 5 and tm.tFAW < min(tm.tRC, tm.tRAS + tm.tRP):
         out["tFAW"] = (f"a rank has {per_rank} banks: a fifth ACT inside tFAW ({tm.tFAW}) would "
@@ -391,13 +403,20 @@ class Coverage:
         seen = self.rules
         return [r for r in RULES if not seen[r] and r not in self.unreachable]
 
+    def _reachable(self, p: tuple[str, str, str]) -> bool:
+        return p[0] not in self.unreachable and " | ".join(p) not in self.unreachable
+
     def missing_pairs(self) -> list[tuple[str, str, str]]:
-        """Pairs of reachable constraints that never bound."""
-        return [p for p in PAIRS if not self.pairs[p] and p[0] not in self.unreachable]
+        """Reachable pairs that never bound."""
+        return [p for p in PAIRS if not self.pairs[p] and self._reachable(p)]
+
+    def _bound(self, key: str) -> int:
+        """Bindings of an :func:`unreachable` key (a constraint, or a pair)."""
+        return self.pairs[tuple(key.split(" | "))] if " | " in key else self.rules[key]
 
     def as_dict(self) -> dict[str, Any]:
         n_rules = len([r for r in RULES if r not in self.unreachable])
-        n_pairs = len([p for p in PAIRS if p[0] not in self.unreachable])
+        n_pairs = len([p for p in PAIRS if self._reachable(p)])
         return {"commands": self.commands,
                 "pairs": {" | ".join(k): n for k, n in sorted(self.pairs.items())},
                 "rules": dict(sorted(self.rules.items())),
@@ -409,7 +428,7 @@ class Coverage:
                 "missing_pairs": [" | ".join(p) for p in self.missing_pairs()],
                 "unreachable": dict(self.unreachable),
                 # a constraint said to be unreachable that bound: the reason is wrong
-                "unreachable_bound": [r for r in self.unreachable if self.rules[r]],
+                "unreachable_bound": [r for r in self.unreachable if self._bound(r)],
                 **self._rule_id_report()}
 
     def _rule_id_report(self) -> dict[str, Any]:

@@ -192,8 +192,55 @@ def directed_programs(cfg: Config) -> dict[str, np.ndarray]:
         out["tFAW"] = [(Op.ACTPB, g, b) for g, b in rank0[:5]]
     if tm.tRC >= tm.tRAS + tm.tRP:
         out["tRC"] = [(Op.ACTPB, 0, 0), (Op.PREPB, 0, 0), (Op.ACTPB, 0, 0)]
+    out.update(_pair_programs(cfg))
     progs = {}
     for name, cmds in out.items():
         rows = [(int(c[0]), *(list(c[1:]) + [0] * (5 - len(c[1:])))) for c in cmds]
         progs[name] = np.array([tuple(r) for r in rows], dtype=PROGRAM_DTYPE)
     return progs
+
+
+def pair_name(rule: str, src: str, dst: str) -> str:
+    """The name of the directed program of the pair (``rule``, ``src``, ``dst``) of
+    :data:`starc_sim.coverage.PAIRS`."""
+    return f"{rule} {src}->{dst}"
+
+
+def _pair_programs(cfg: Config) -> dict[str, list[tuple[int, ...]]]:
+    """Programs with a command that binds a (rule, earlier event, command) pair that the planned
+    steps and the random programs never bind: mixes of all-bank and per-group MACs, of MACs and
+    per-bank RD/WR, a data command right after a WRGB, a value MAC of every group after one
+    group's move, two softmaxes and two refreshes back to back (docs/rtl.md, "Full
+    coverage")."""
+    tm = cfg.timing
+    value = int(MacArg.VALUE)
+    wrgb = 1 + (tm.tRCD + 1) // max(1, tm.tCCD_L)
+    # one token's score through the softmax buffer (the softmax normalises only entries a move
+    # brought in)
+    one_score = [(Op.MACBG, 0, 0, 0), (Op.MVSB, 0, 0, 0, 0, 1), (Op.SFM, 0, 0, 0, 0, 1)]
+    return {
+        pair_name("tCCD_AB", "MACBG", "MACAB"): [(Op.ACTAB,), (Op.MACBG, 0, 0, 0),
+                                                 (Op.MACAB, 0, 0, 1)],
+        pair_name("tCCD_AB", "MACAB", "MACBG"): [(Op.ACTAB,), (Op.MACAB, 0, 0, 0),
+                                                 (Op.MACBG, 0, 0, 1)],
+        pair_name("tCCD_L", "RD/WR", "MACAB"): [(Op.ACTAB,), (Op.RD, 0, 0, 0),
+                                                (Op.MACAB, 0, 0, 1)],
+        pair_name("tCCD_L", "RD/WR", "MACBG"): [(Op.ACTBG, 0), (Op.RD, 0, 0, 0),
+                                                (Op.MACBG, 0, 0, 1)],
+        pair_name("tCCD_L", "MACBG", "RD"): [(Op.ACTBG, 0), (Op.MACBG, 0, 0, 0),
+                                             (Op.RD, 0, 0, 1)],
+        pair_name("tCCD_L", "MACBG", "WR"): [(Op.ACTBG, 0), (Op.MACBG, 0, 0, 0),
+                                             (Op.WR, 0, 0, 1, 0, 0)],
+        pair_name("tCCD_L", "WRGB/SFM", "data"): [(Op.ACTBG, 0), (Op.MACBG, 0, 0, 0),
+                                                  (Op.WRGB, 0, 0, 0, 0, 0), (Op.RD, 0, 0, 1)],
+        pair_name("WRGB done", "WRGB", "MACBG"): [
+            (Op.ACTBG, 0), *[(Op.WRGB, 0, 0, 0, 0, k) for k in range(wrgb)], (Op.MACBG, 0, 0, 0)],
+        pair_name("MVGB done", "MVGB", "MACAB"): [(Op.ACTAB,), *one_score, (Op.MVGB, 0, 0, 0),
+                                                  (Op.MACAB, 0, 0, 0, 0, value)],
+        # the second softmax needs an entry of its own (a softmax consumes what it normalised),
+        # and the datapath is idle only once its probabilities have moved (MVGB)
+        pair_name("SFM done", "SFM", "SFM"): [(Op.ACTBG, 0), *one_score,
+                                              (Op.MVSB, 0, 0, 0, 0, 1), (Op.SFM, 0, 0, 0, 0, 1),
+                                              (Op.MVGB, 0, 0, 0)],
+        pair_name("tRFC", "REF", "REF"): [(Op.REF,), (Op.REF,)],
+    }

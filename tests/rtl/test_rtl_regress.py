@@ -38,9 +38,10 @@ def _directed_names() -> list[str]:
 @pytest.mark.parametrize("name", _directed_names())
 def test_directed_program_on_the_rtl(name) -> None:  # noqa: ANN001
     """Each directed program of the default regression runs on the RTL with every issue cycle,
-    the cycle count and the bank flags of the golden model, and its constraint binds (the three
-    that planned steps never make bind run WRGB, SFM and MVGB on the datapath, and a program
-    longer than tREFI gets an inserted refresh)."""
+    the cycle count and the bank flags of the golden model, and its constraint (or pair) binds:
+    the ones that planned steps never make bind run WRGB, SFM and MVGB on the datapath, a
+    program longer than tREFI gets an inserted refresh, the pair programs mix all-bank and
+    per-group MACs with RD/WR, softmaxes and refreshes."""
     from starc_sim.cosim import COSIM_MODEL, build_attention
     from starc_sim.regress import _tb_digest, run_point
 
@@ -48,4 +49,9 @@ def test_directed_program_on_the_rtl(name) -> None:  # noqa: ANN001
     r = run_point({"kind": "directed", "name": name, "seed": 3, "idle": 0.2, "bp": 0.2,
                    "model": model.detached(), "tb": _tb_digest()})
     assert r["status"] == "pass", r.get("error")
-    assert r["coverage"]["rules"].get(name, 0) > 0, r["coverage"]["rules"]
+    if "->" in name:   # a pair program: "rule src->dst"
+        rule, rest = name.rsplit(" ", 1)
+        key = " | ".join((rule, *rest.split("->")))
+        assert r["coverage"]["pairs"].get(key, 0) > 0, r["coverage"]["pairs"]
+    else:
+        assert r["coverage"]["rules"].get(name, 0) > 0, r["coverage"]["rules"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from starc.golden.programs import dense_program, stream_program
 from starc.golden.timing import schedule
-from starc.isa import Op
+from starc.isa import PROGRAM_DTYPE, Op
 from starc_sim.coverage import PAIRS, RULES, Coverage, CoverageError, binding_rules
 from starc_sim.programs import SHORT_REFRESH, SMALL, load_config, random_program
 
@@ -81,6 +81,8 @@ def test_coverage_accumulates_and_lists_what_never_bound() -> None:
 def test_regress_points_and_reproductions() -> None:
     """Every default scenario has a name and a reproduction the CLI parses."""
     from starc.cli import build_parser
+    from starc_sim.cosim import COSIM_MODEL
+    from starc_sim.programs import directed_programs
     from starc_sim.regress import DEFAULT_GRID, grid_points, reproduce, scenario_name
 
     pts = grid_points(DEFAULT_GRID, {"build_dir": "x"})
@@ -89,8 +91,10 @@ def test_regress_points_and_reproductions() -> None:
              * len(g["seeds"]))
     directed = [p for p in pts if p["kind"] == "directed"]
     assert len(pts) == steps + g["programs"] + len(directed) >= 200
-    assert {p["name"] for p in directed} == {"tRRD_L", "tWTR_S", "WRGB done", "MVGB done",
-                                             "tREFI"}
+    names = {p["name"] for p in directed}
+    assert names >= {"tRRD_L", "tWTR_S", "WRGB done", "MVGB done", "tREFI",
+                     "tCCD_AB MACBG->MACAB", "tRFC REF->REF"}
+    assert names == set(directed_programs(COSIM_MODEL.cfg))
     assert len({scenario_name(p) for p in pts}) == len(pts)
     parser = build_parser()
     for p in (pts[0], pts[-1], next(p for p in pts if p["kind"] == "program")):
@@ -116,7 +120,12 @@ def test_directed_programs_bind_their_constraint(overrides) -> None:  # noqa: AN
     cfg = load_config(None, overrides)
     progs = directed_programs(cfg)
     for name, prog in progs.items():
-        if name == "tREFI":   # a refresh the schedule inserts, not the last command
+        if "->" in name:      # a pair: one of its commands binds that pair
+            rule, rest = name.rsplit(" ", 1)
+            pair = (rule, *rest.split("->"))
+            assert pair in PAIRS, name
+            assert any(pair in b.pairs for b in binding_rules(prog, cfg, refresh=False)), name
+        elif name == "tREFI":   # a refresh the schedule inserts, not the last command
             got = binding_rules(prog, cfg, refresh=True)
             assert any(b.inserted and "tREFI" in b.rules for b in got)
             # half the program ends before the first refresh is due
@@ -140,7 +149,8 @@ def test_unreachable_constraints_and_their_reasons() -> None:
     cfg = COSIM_MODEL.cfg
     why = unreachable(cfg)
     tm = cfg.timing
-    assert set(why) == {"tRC", "tFAW"}
+    assert set(why) == {"tRC", "tFAW", "row bus | row | REF"}
+    assert f"tRP ({tm.tRP})" in why["row bus | row | REF"]
     assert f"tRC ({tm.tRC}) < tRAS + tRP ({tm.tRAS} + {tm.tRP})" in why["tRC"]
     assert "a rank has 4 banks" in why["tFAW"]
     full = load_config(None)
@@ -149,6 +159,12 @@ def test_unreachable_constraints_and_their_reasons() -> None:
     slow = load_config(None, {**SMALL, "timing.tRC": tm.tRAS + tm.tRP})
     assert "tRC" not in unreachable(slow)
     assert "tRC" in _binds(directed_programs(slow)["tRC"], slow)
+    # a row bus as long as tRP: the REF after a PRE waits both, and both bind
+    bus = load_config(None, {**SMALL, "timing.row_cmd_cycles": tm.tRP})
+    assert "row bus | row | REF" not in unreachable(bus)
+    ref = np.array([(int(Op.ACTPB), 0, 0, 0, 0, 0), (int(Op.PREPB), 0, 0, 0, 0, 0),
+                    (int(Op.REF), 0, 0, 0, 0, 0)], dtype=PROGRAM_DTYPE)
+    assert ("row bus", "row", "REF") in binding_rules(ref, bus, refresh=False)[-1].pairs
 
 
 @pytest.mark.parametrize("seed", range(4))
