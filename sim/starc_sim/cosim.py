@@ -472,7 +472,7 @@ def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False,
                         zero_init=config == "O0",
                         hier_blocks=() if waves else (PU_MODULE,),
                         waves=waves, internals=False, config=config, progress=progress,
-                        control=ATTENTION_VLT)
+                        control=ATTENTION_VLT, public_ports=True)
 
 
 def run_scenario(scn: Scenario, *, idle: float = 0.0, backpressure: float = 0.0,

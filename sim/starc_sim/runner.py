@@ -382,19 +382,43 @@ def _source_digest(make: Callable[[], Any], extra: tuple[Path, ...]) -> str:
     return h.hexdigest()[:12]
 
 
-def _ports_only(runner: Any) -> None:
+def _ports_only(runner: Any, *, depth: bool = True) -> None:
     """Replace the Verilator runner's ``--public-flat-rw`` by ``--public-depth 1`` (see
-    :func:`build_design`). The runner has no option for it, so its command list is edited."""
+    :func:`build_design`), or with ``depth=False`` drop it (the control file then names what is
+    visible). The runner has no option for it, so its command list is edited."""
     make_commands = runner._build_command
 
     def build_command() -> list[list[str]]:
         cmds = make_commands()
         if "--public-flat-rw" not in cmds[0]:
             raise RuntimeError("cocotb's Verilator command changed: no --public-flat-rw to replace")
-        cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + ["--public-depth", "1"]
+        cmds[0] = ([a for a in cmds[0] if a != "--public-flat-rw"]
+                   + (["--public-depth", "1"] if depth else []))
         return cmds
 
     runner._build_command = build_command
+
+
+_PORT_DECL = re.compile(
+    r"^\s*(input|output|inout)\b[^;]*?([A-Za-z_][A-Za-z0-9_$]*)\s*;", re.M)
+
+
+def top_ports(verilog: str, toplevel: str = "top") -> list[tuple[str, str]]:
+    """The ports of module ``toplevel`` in Yosys's Verilog: (direction, name) of its ``input``
+    / ``output`` declarations."""
+    m = re.search(rf"^module {re.escape(toplevel)}\(.*?^endmodule", verilog, re.M | re.S)
+    if m is None:
+        raise ValueError(f"no module {toplevel!r} in the Verilog")
+    return _PORT_DECL.findall(m.group(0))
+
+
+def ports_control(verilog: str, toplevel: str = "top") -> str:
+    """Control-file lines that make the ports of ``toplevel`` visible to cocotb and nothing
+    else of it: inputs writable, outputs readable (a readable output is not an input to
+    Verilator's schedule; a writable one would be)."""
+    return "".join(
+        f'public_flat_{"rd" if d == "output" else "rw"} -module "{toplevel}" -var "{name}"\n'
+        for d, name in top_ports(verilog, toplevel))
 
 
 _LZ4_HEADER = """\
@@ -529,7 +553,7 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
                  depends: tuple[Path, ...] = (), internals: bool = True,
                  config: str | BuildConfig = "Os", progress: bool = False,
                  control: str = "", zero_init: bool = True,
-                 hier_blocks: tuple[str, ...] = ()) -> RtlModel:
+                 hier_blocks: tuple[str, ...] = (), public_ports: bool = False) -> RtlModel:
     """Generate Verilog from ``make()`` (a ``wiring.Component``) and Verilate it.
 
     ``params`` identify the design's configuration; with the digest of the generator's sources
@@ -542,7 +566,11 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
     ``--public-flat-rw`` (every signal of every module visible and writable through VPI, which
     stops Verilator from optimising any of them away) becomes ``--public-depth 1``. For a large
     design that cuts the generated C++ (and so the build time) by about 3x and speeds up the
-    simulation; testbenches that only touch ports should use it.
+    simulation; testbenches that only touch ports should use it. ``public_ports=True`` (with
+    ``internals=False``) narrows that to the top module's ports and what ``control`` names: with
+    ``--public-depth 1`` every signal of the top module is writable through VPI, and Verilator
+    re-evaluates all logic driven by a writable signal on every evaluation, as it does for
+    inputs (its ``ico`` region; docs/rtl.md, "Registered inputs").
 
     ``config`` names a :data:`BUILD_CONFIGS` entry (or is a :class:`BuildConfig`): the C++
     optimisation and Verilator options; ``"Os"`` is Verilator's default. ``waves`` builds FST
@@ -567,7 +595,8 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
                        **({} if cfg == BUILD_CONFIGS["Os"] else {"build": cfg.key()}),
                        **({"control": control} if control else {}),
                        **({} if zero_init else {"zero_init": False}),
-                       **({"hier_blocks": list(hier_blocks)} if hier_blocks else {})})
+                       **({"hier_blocks": list(hier_blocks)} if hier_blocks else {}),
+                       **({"public": "ports"} if public_ports and not internals else {})})
     build_dir = build_root() / f"{name}-{key}{'-waves' if waves else ''}"
     build_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -577,7 +606,8 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
         runner = _build_locked(name, make, build_dir, cfg, params=params, waves=waves,
                                toplevel=toplevel, quiet=quiet, internals=internals,
                                progress=progress, control=control, zero_init=zero_init,
-                               hier_blocks=hier_blocks)
+                               hier_blocks=hier_blocks,
+                               public_ports=public_ports and not internals)
     return RtlModel(name=name, toplevel=toplevel, build_dir=build_dir,
                     verilog=build_dir / f"{toplevel}.v", waves=waves,
                     build_seconds=time.perf_counter() - t0, config=cfg.name, _runner=runner)
@@ -599,7 +629,7 @@ def _folder_lock(build_dir: Path) -> Iterator[None]:
 def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: BuildConfig, *,
                   params: Mapping[str, Any] | None, waves: bool, toplevel: str, quiet: bool,
                   internals: bool, progress: bool, control: str, zero_init: bool,
-                  hier_blocks: tuple[str, ...]) -> Any:
+                  hier_blocks: tuple[str, ...], public_ports: bool = False) -> Any:
     from cocotb_tools.runner import get_runner
 
     vfile = build_dir / f"{toplevel}.v"
@@ -627,6 +657,8 @@ def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: Buil
             _write_atomic(vfile, text)
         sources: list[Any] = [vfile]
         control += "".join(f'hier_block -module "{mod}"\n' for mod in hier_blocks)
+        if public_ports:
+            control += ports_control(vfile.read_text(), toplevel)
         if control and not control.startswith("`verilator_config"):
             control = "`verilator_config\n" + control
         if control:
@@ -638,7 +670,7 @@ def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: Buil
             sources.append(VerilatorControlFile(vlt))
         runner = get_runner("verilator")
         if not internals:
-            _ports_only(runner)
+            _ports_only(runner, depth=not public_ports)
         args = [*BUILD_ARGS, *cfg.verilator, *(["--hierarchical"] if hier_blocks else []),
                 *(fst_support() if waves else [])]
         log = build_dir / "build.log"

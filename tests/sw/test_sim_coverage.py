@@ -292,3 +292,36 @@ def test_rule_ids_of_the_golden_schedule_are_counted() -> None:
         if name in names:
             last = rule_name(int(schedule(p, cfg, refresh=False).rule[-1]))
             assert names[name] in last, (name, last)
+
+
+def test_ports_control_names_the_top_ports_only() -> None:
+    """The attention builds make the top module's ports visible and nothing else of it: inputs
+    writable, outputs readable; an internal signal of the top module (a register) is left out,
+    and another module's ports too."""
+    from starc_sim.runner import ports_control, top_ports
+
+    verilog = """module sub(a, y);
+  input a;
+  wire a;
+  output y;
+endmodule
+module top(clk, rst, ld_data, busy, rd_data);
+  reg rst_q = 1'h1;
+  input clk;
+  wire clk;
+  input rst;
+  input [71:0] ld_data;
+  output busy;
+  reg busy;
+  output [127:0] rd_data;
+  always @(posedge clk) rst_q <= rst;
+endmodule
+"""
+    assert top_ports(verilog) == [("input", "clk"), ("input", "rst"), ("input", "ld_data"),
+                                  ("output", "busy"), ("output", "rd_data")]
+    lines = ports_control(verilog).splitlines()
+    assert 'public_flat_rw -module "top" -var "ld_data"' in lines
+    assert 'public_flat_rd -module "top" -var "busy"' in lines
+    assert len(lines) == 5 and not any("rst_q" in x or '"a"' in x for x in lines)
+    with pytest.raises(ValueError, match="no module 'chip'"):
+        top_ports(verilog, "chip")
