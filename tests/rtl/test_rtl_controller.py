@@ -26,7 +26,7 @@ def _build(tc: TbConfig, waves: bool = False) -> RtlModel:
         "channel", lambda: Channel(cfg=cfg, rows=tc.rows, refresh=tc.refresh,
                                    cycle_width=tc.cycle_width),
         params={"cfg": cfg.as_dict(), "rows": tc.rows, "refresh": tc.refresh,
-                "cycle_width": tc.cycle_width}, waves=waves, internals=False)
+                "cycle_width": tc.cycle_width}, waves=waves, internals=False, public_ports=True)
 
 
 @pytest.fixture(scope="session")
