@@ -31,8 +31,9 @@ and ``n_wdata`` are registered before use (each takes effect one clock later, th
 testbench's writes kept), and the host streams pass through two-entry FIFOs whose channel side
 is registered. The inputs left combinational feed the harness alone (``ld_*`` the stimulus
 memories' write ports, ``rd_*`` the capture read port, ``start``, ``seed`` and ``expect_*`` its
-counters). No emulated cycle depends on any of this (docs/rtl.md, "Registered inputs", has
-what it changed in Verilator's schedule: less than hoped).
+counters). No emulated cycle depends on any of this. (The work Verilator repeated on every
+evaluation went away with the ports-only visibility of the build, not with this: docs/rtl.md,
+"Registered inputs" and "Only the ports are visible".)
 
 This is a simulation harness, not part of the modelled device; its memories are sized for one
 decode step (``prog_depth`` commands, ``beat_depth`` beats of each kind).

@@ -570,7 +570,7 @@ def build_design(name: str, make: Callable[[], Any], *, params: Mapping[str, Any
     ``internals=False``) narrows that to the top module's ports and what ``control`` names: with
     ``--public-depth 1`` every signal of the top module is writable through VPI, and Verilator
     re-evaluates all logic driven by a writable signal on every evaluation, as it does for
-    inputs (its ``ico`` region; docs/rtl.md, "Registered inputs").
+    inputs (its ``ico`` region; docs/rtl.md, "Only the ports are visible").
 
     ``config`` names a :data:`BUILD_CONFIGS` entry (or is a :class:`BuildConfig`): the C++
     optimisation and Verilator options; ``"Os"`` is Verilator's default. ``waves`` builds FST
