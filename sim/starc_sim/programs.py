@@ -172,14 +172,10 @@ def directed_programs(cfg: Config) -> dict[str, np.ndarray]:
     org, tm = cfg.org, cfg.timing
     BG, BPG = org.bank_groups, org.banks_per_group
     out: dict[str, list[tuple[int, ...]]] = {}
-    # (op, group, bank, col, row, arg): the WRGBs write query slot 0, data beat k
-    wrgb = 1 + (tm.tRCD + 1) // max(1, tm.tCCD_L)     # the last one issues after tRCD
-    out["WRGB done"] = [(Op.ACTAB,), *[(Op.WRGB, 0, 0, 0, 0, k) for k in range(wrgb)],
-                        (Op.MACAB, 0, 0, 0, 0, 0)]
-    # one token's score through the softmax buffer (the softmax normalises only entries a move
-    # brought in), its probability into group 0, then a value MAC of the open row
-    out["MVGB done"] = [(Op.ACTBG, 0), (Op.MACBG, 0, 0, 0, 0, 0), (Op.MVSB, 0, 0, 0, 0, 1),
-                        (Op.SFM, 0, 0, 0, 0, 1), (Op.MVGB, 0, 0, 0),
+    # (op, group, bank, col, row, arg)
+    out["WRGB done"] = [(Op.ACTAB,), *_query_chunks(cfg), (Op.MACAB, 0, 0, 0, 0, 0)]
+    # one token's probability into group 0, then a value MAC of the open row
+    out["MVGB done"] = [(Op.ACTBG, 0), *_ONE_SCORE, (Op.MVGB, 0, 0, 0),
                         (Op.MACBG, 0, 0, 0, 0, int(MacArg.VALUE))]
     pairs = tm.tREFI // (tm.tRAS + tm.tRP) + 2
     out["tREFI"] = [c for _ in range(pairs) for c in ((Op.ACTPB, 0, 0), (Op.PREPB, 0, 0))]
@@ -200,6 +196,17 @@ def directed_programs(cfg: Config) -> dict[str, np.ndarray]:
     return progs
 
 
+#: One token's score through the softmax buffer: a score MAC of group 0, its move (MVSB) and a
+#: softmax of that one entry (the RTL's softmax normalises only entries a move brought in).
+_ONE_SCORE = [(Op.MACBG, 0, 0, 0), (Op.MVSB, 0, 0, 0, 0, 1), (Op.SFM, 0, 0, 0, 0, 1)]
+
+
+def _query_chunks(cfg: Config) -> list[tuple[int, ...]]:
+    """WRGBs of query slot 0 (data beat k), enough that the last one issues after tRCD."""
+    tm = cfg.timing
+    return [(Op.WRGB, 0, 0, 0, 0, k) for k in range(1 + (tm.tRCD + 1) // max(1, tm.tCCD_L))]
+
+
 def pair_name(rule: str, src: str, dst: str) -> str:
     """The name of the directed program of the pair (``rule``, ``src``, ``dst``) of
     :data:`starc_sim.coverage.PAIRS`."""
@@ -212,12 +219,8 @@ def _pair_programs(cfg: Config) -> dict[str, list[tuple[int, ...]]]:
     per-bank RD/WR, a data command right after a WRGB, a value MAC of every group after one
     group's move, two softmaxes and two refreshes back to back (docs/rtl.md, "Full
     coverage")."""
-    tm = cfg.timing
     value = int(MacArg.VALUE)
-    wrgb = 1 + (tm.tRCD + 1) // max(1, tm.tCCD_L)
-    # one token's score through the softmax buffer (the softmax normalises only entries a move
-    # brought in)
-    one_score = [(Op.MACBG, 0, 0, 0), (Op.MVSB, 0, 0, 0, 0, 1), (Op.SFM, 0, 0, 0, 0, 1)]
+    one_score = _ONE_SCORE
     return {
         pair_name("tCCD_AB", "MACBG", "MACAB"): [(Op.ACTAB,), (Op.MACBG, 0, 0, 0),
                                                  (Op.MACAB, 0, 0, 1)],
@@ -234,7 +237,7 @@ def _pair_programs(cfg: Config) -> dict[str, list[tuple[int, ...]]]:
         pair_name("tCCD_L", "WRGB/SFM", "data"): [(Op.ACTBG, 0), (Op.MACBG, 0, 0, 0),
                                                   (Op.WRGB, 0, 0, 0, 0, 0), (Op.RD, 0, 0, 1)],
         pair_name("WRGB done", "WRGB", "MACBG"): [
-            (Op.ACTBG, 0), *[(Op.WRGB, 0, 0, 0, 0, k) for k in range(wrgb)], (Op.MACBG, 0, 0, 0)],
+            (Op.ACTBG, 0), *_query_chunks(cfg), (Op.MACBG, 0, 0, 0)],
         pair_name("MVGB done", "MVGB", "MACAB"): [(Op.ACTAB,), *one_score, (Op.MVGB, 0, 0, 0),
                                                   (Op.MACAB, 0, 0, 0, 0, value)],
         # the second softmax needs an entry of its own (a softmax consumes what it normalised),
