@@ -22,6 +22,7 @@ speed-up of new over old. Also the build time of each model when it was built in
     python bench/bench_cosim.py --context 1024         # a 1K-token head (the 5-second target)
     python bench/bench_cosim.py --configs O2 O3 fast   # build configurations, new way only
     python bench/bench_cosim.py --no-old --heads 1 2   # the model built for 1 and for 2 heads
+    python bench/bench_cosim.py --no-old --configs fast --softmax-ungated  # softmax gating
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"optimised one, {COSIM_BUILD}, and the model's own, build_config); "
                          "the old way is always O0")
     ap.add_argument("--no-old", action="store_true", help="skip the old way")
+    ap.add_argument("--softmax-ungated", action="store_true",
+                    help="also measure each new configuration with the PUs gated and the "
+                         "softmax unit not (the gating of the idle softmax unit, side by side)")
     ap.add_argument("--heads", nargs="+", type=int, default=None,
                     help="build the model for these head counts (ModelSpec.heads, "
                          "docs/multihead.md) and run the same one-head step on each, side by "
@@ -102,18 +106,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{spec.head_dim}; cache {cache.meta.prefill_len} tokens; B = {args.budget}; idle "
           f"{args.idle}, backpressure {args.backpressure}")
     ways = [] if args.no_old else [("old", "O0", True, h) for h in heads]
-    ways += [("new", c, False, h) for c in (args.configs or
-                                                          _default_configs(spec)) for h in heads]
+    for c in args.configs or _default_configs(spec):
+        if args.softmax_ungated:
+            ways += [("new, softmax ungated", c, False, h) for h in heads]
+        ways += [("new", c, False, h) for h in heads]
     models = {}
-    for _, cfgname, _, h in ways:
-        if (cfgname, h) in models:
+    for way, cfgname, _, h in ways:
+        key = (way, cfgname, h)
+        if key in models:
             continue
         t0 = time.perf_counter()
-        m = build_attention(specs[h], config=cfgname)
+        m = build_attention(specs[h], config=cfgname,
+                            softmax_gating=False if "ungated" in way else None)
         took = time.perf_counter() - t0
-        models[cfgname, h] = m
+        models[key] = m
         built = "cached" if took < 30 else f"built in {took:.0f} s"
-        print(f"build {cfgname}, {h} head(s): {m.build_dir.name} ({built})")
+        print(f"build {cfgname}, {h} head(s), {way}: {m.build_dir.name} ({built})")
     print()
     print("test: the whole cocotb test (image, stimulus load, run, capture read-back); run: from "
           "start to done (the old way: the step's stream), simulator clocks; heads: the heads "
@@ -136,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         for way, cfgname, host, h in ways:
             t0 = time.perf_counter()
             res = run_scenario(dataclasses.replace(scn, spec=specs[h]), idle=args.idle,
-                               backpressure=args.backpressure, model=models[cfgname, h],
+                               backpressure=args.backpressure, model=models[way, cfgname, h],
                                host=host, quiet=True)
             e2e = time.perf_counter() - t0
             clocks, wall = _sim_time(Path(res.run_dir))

@@ -148,7 +148,13 @@ class AttentionChannel(wiring.Component):
         cycles its registered inputs carry something and the ``mac_pipeline`` cycles after; the
         enable, computed from registers only, is latched on the falling edge (a glitch-free
         gate, immune to a testbench that drives the ports at the falling edge). Idle PUs then
-        cost a simulator nothing; FPGA builds leave it off (gated clocks).
+        cost a simulator nothing; FPGA builds leave it off (gated clocks). The softmax unit
+        runs on a gated clock of its own too (``softmax_gating``, default: as
+        ``clock_gating``), on while its ``active`` says it has work (a beat or an SFM offered,
+        a softmax running or draining, a read-out that can move), in reset and on restart. Its
+        inputs are not registered (nothing moves in time), so its enable follows them in the
+        same cycle: the ports must change on the rising edge, as the co-simulation harness
+        (:class:`starc_hw.attention_sim.AttentionSim`) drives them.
 
     Members
     -------
@@ -177,7 +183,8 @@ class AttentionChannel(wiring.Component):
     def __init__(self, *, cfg: Config, head_dim: int, rows: int = 4, max_entries: int = 256,
                  max_beats: int | None = None, refresh: bool = True,
                  cycle_width: int = 48, pu_instances: bool = False,
-                 clock_gating: bool = False, heads: int = 1) -> None:
+                 clock_gating: bool = False, heads: int = 1,
+                 softmax_gating: bool | None = None) -> None:
         if not isinstance(cfg, Config):
             raise TypeError(f"Configuration must be a starc.config.Config, not {cfg!r}")
         if isinstance(heads, bool) or not isinstance(heads, int) or not 1 <= heads <= MAX_HEADS:
@@ -188,6 +195,7 @@ class AttentionChannel(wiring.Component):
             raise ValueError(f"clock_gating needs pu.mac_pipeline of at least 2 (the gated PU "
                              f"registers its inputs in one stage), not {cfg.pu.mac_pipeline}")
         self._gating = bool(clock_gating)
+        self._sfm_gating = self._gating if softmax_gating is None else bool(softmax_gating)
         self._cfg = cfg
         self._d = head_dim
         slots = cfg.tokens_per_bank_row()
@@ -254,8 +262,23 @@ class AttentionChannel(wiring.Component):
         m = Module()          # the glue logic; its registers restart with the rest
         top.submodules.glue = ResetInserter(self.restart)(m)
         top.submodules.channel = ResetInserter(self.restart)(self._ch)
-        top.submodules.softmax = ResetInserter(self.restart)(self._sfm)
         ch, sfm = self._ch, self._sfm
+        if self._gating or self._sfm_gating:   # enables latched on the falling edge (glitch-free)
+            top.domains.gate_n = ClockDomain("gate_n", clk_edge="neg", reset_less=True,
+                                             local=True)
+            top.d.comb += ClockSignal("gate_n").eq(ClockSignal())
+        if self._sfm_gating:
+            # the softmax unit on its own gated clock: on while it has work (``active``: a
+            # beat or an SFM offered, a softmax running or draining, a read-out that can move),
+            # in reset and on restart; its inputs stay as they are, so nothing moves in time
+            top.submodules.softmax = DomainRenamer("sfm")(ResetInserter(self.restart)(sfm))
+            top.domains += ClockDomain("sfm", local=True)
+            sfm_en = Signal(name="sfm_gate", init=1)   # open until the first falling edge
+            top.d.gate_n += sfm_en.eq(sfm.active | ResetSignal() | self.restart)
+            top.d.comb += [ClockSignal("sfm").eq(ClockSignal() & sfm_en),
+                           ResetSignal("sfm").eq(ResetSignal())]
+        else:
+            top.submodules.softmax = ResetInserter(self.restart)(sfm)
 
         # ---- the channel's host side passes through ----------------------------------------------
         wiring.connect(m, wiring.flipped(self.cmd), ch.cmd)
@@ -283,10 +306,6 @@ class AttentionChannel(wiring.Component):
         if proto is not None:   # only a port template: never elaborated
             proto._MustUse__silence = True
             proto._pu._MustUse__silence = True
-        if gating:   # the enables are latched on the falling edge (glitch-free clock gates)
-            top.domains.gate_n = ClockDomain("gate_n", clk_edge="neg", reset_less=True,
-                                             local=True)
-            top.d.comb += ClockSignal("gate_n").eq(ClockSignal())
         for i in range(NB):
             shell = proto if proto is not None else PUShell(cfg=cfg, registered=gating, heads=H)
             ports = shell.ports(f"pu{i}_") if self._pu_instances else \

@@ -91,7 +91,7 @@ class AttentionSim(wiring.Component):
     Parameters
     ----------
     cfg, head_dim, rows, max_entries, max_beats, refresh, cycle_width, pu_instances,
-    clock_gating, heads :
+    clock_gating, heads, softmax_gating :
         The channel's (:class:`~starc_hw.attention.AttentionChannel`).
     prog_depth : int
         Commands (and data beats) the stimulus memories hold; also the issue capture depth.
@@ -135,7 +135,8 @@ class AttentionSim(wiring.Component):
     def __init__(self, *, cfg: Config, head_dim: int, rows: int = 4, max_entries: int = 256,
                  max_beats: int | None = None, refresh: bool = True, cycle_width: int = 48,
                  pu_instances: bool = False, clock_gating: bool = False,
-                 prog_depth: int = 8192, beat_depth: int = 512, heads: int = 1) -> None:
+                 prog_depth: int = 8192, beat_depth: int = 512, heads: int = 1,
+                 softmax_gating: bool | None = None) -> None:
         for name, v in (("prog_depth", prog_depth), ("beat_depth", beat_depth)):
             if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 1 << 16:
                 raise ValueError(f"{name} must be an integer from 1 to 65536, not {v!r}")
@@ -143,7 +144,7 @@ class AttentionSim(wiring.Component):
                                      max_entries=max_entries, max_beats=max_beats,
                                      refresh=refresh, cycle_width=cycle_width,
                                      pu_instances=pu_instances, clock_gating=clock_gating,
-                                     heads=heads)
+                                     heads=heads, softmax_gating=softmax_gating)
         self._prog_depth = prog_depth
         self._beat_depth = beat_depth
         self._cw = cycle_width

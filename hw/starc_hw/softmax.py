@@ -132,6 +132,14 @@ class SoftmaxUnit(wiring.Component):
         A softmax runs (from the cycle after ``start`` until the probabilities can be read).
     error : Out(1)
         Sticky: an SFM's ``n`` differed from the number of valid entries written.
+    active : Out(1)
+        The unit has work in this cycle: a register or an output it drives may change at the next
+        clock edge (a beat or an SFM offered, a softmax running or its pipeline draining, a
+        read-out that can move). While it is low no register changes at the edge and no
+        internal value in a pipeline register or a read port is consumed later, so a clock
+        gated by it (:class:`starc_hw.attention.AttentionChannel` ``clock_gating``, latched
+        on the falling edge) gives the same outputs cycle for cycle; an idle unit then costs a
+        simulator nothing.
     """
 
     def __init__(self, *, cfg: Config, entries: int, beats: int, heads: int = 1) -> None:
@@ -168,6 +176,7 @@ class SoftmaxUnit(wiring.Component):
             "rd": Out(stream.Signature(self.rd_layout)),
             "busy": Out(1),
             "error": Out(1),
+            "active": Out(1),
         }
         if heads > 1:
             members["pop"] = In(stream.Signature(range(heads), always_ready=True))
@@ -387,18 +396,29 @@ class SoftmaxUnit(wiring.Component):
         written = t >= (3 * R + (c3 - 2 * R) + _P3_WRITE)
 
         if H == 1:
-            self._readout_in_turn(m, state, count, nbeats, pb, rb, running, written, prob_rd,
-                                  desc_rd, FILL, READY)
+            moving = self._readout_in_turn(m, state, count, nbeats, pb, rb, running, written,
+                                           prob_rd, desc_rd, FILL, READY)
+            # the filling buffer moves on (the else branch of the start above)
+            moving = moving | ((state[fb] != FILL) & (state[~fb] == FILL))
         else:
-            self._readout_per_head(m, state, count, nbeats, rb, running, written, prob_rd,
-                                   desc_rd, FILL, READY)
+            moving = self._readout_per_head(m, state, count, nbeats, rb, running, written,
+                                            prob_rd, desc_rd, FILL, READY)
+        # ---- activity: the pipeline drains for _P3_WRITE + 1 cycles after the last pass-3 read
+        # (the last probability is written before the end of ``running``; the tail is margin)
+        tail = Signal(_P3_WRITE + 2)
+        m.d.sync += tail.eq(Cat(running, tail[:-1]))
+        m.d.comb += self.active.eq(self.wr.valid | self.start.valid | running | tail.any()
+                                   | moving)
         return m
 
     def _readout_in_turn(self, m: Module, state: Array, count: Array, nbeats: Array, pb: Signal,
                          rb: Signal, running: Signal, written: Value, prob_rd: list,
-                         desc_rd: object, FILL: int, READY: int) -> None:
+                         desc_rd: object, FILL: int, READY: int) -> Value:
         """One head: the buffers are read out in the order they ran; the next beat is fetched
-        ahead (descriptor stage, probability stage), so it is on ``rd`` as soon as it may be."""
+        ahead (descriptor stage, probability stage), so it is on ``rd`` as soon as it may be.
+        Returns when the read-out's registers may change: a buffer is out of ``FILL`` and the
+        read-out is not stalled (a beat waiting on ``rd`` that is not taken, with the next one
+        fetched or none left to fetch)."""
         ln = self._lanes
         lane_bits = (ln - 1).bit_length()
         row_bits = (self._entries // ln - 1).bit_length()
@@ -451,12 +471,19 @@ class SoftmaxUnit(wiring.Component):
         with m.If(last):
             m.d.sync += [state[pb].eq(FILL), count[pb].eq(0), nbeats[pb].eq(0), pb.eq(~pb),
                          fi.eq(0), popped.eq(0), pos.eq(0)]
+        # stalled: no register above changes (adv_p = load_p = fetch = take = last = 0); the
+        # descriptor port may re-read, but what it reads is consumed only after a fetch
+        stalled = pv & ~take & (dv | ~(fi < nbeats[pb])) & (nbeats[pb] != 0)
+        return (state[pb] != FILL) & ~stalled
 
     def _readout_per_head(self, m: Module, state: Array, count: Array, nbeats: Array,
                           rb: Signal, running: Signal, written: Value, prob_rd: list,
-                          desc_rd: object, FILL: int, READY: int) -> None:
+                          desc_rd: object, FILL: int, READY: int) -> Value:
         """Several heads: ``pop`` names the head; its next descriptor is read in that cycle,
-        the probabilities in the next, the beat is on ``rd`` in the one after."""
+        the probabilities in the next, the beat is on ``rd`` in the one after. Returns when the
+        read-out's registers may change: a pop, a beat in its two stages, a buffer over no
+        beats to free (the ``c_*`` registers follow the ports every clock, but are read only
+        with ``cv``)."""
         ln, H = self._lanes, self._heads
         lane_bits = (ln - 1).bit_length()
         row_bits = (self._entries // ln - 1).bit_length()
@@ -504,3 +531,5 @@ class SoftmaxUnit(wiring.Component):
             m.d.comb += [src.eq(c_off + cprefix[i]),
                          self.rd.payload.probs[i].eq(Mux(c_mask[i], lane_data[src], 0))]
         m.d.comb += [self.rd.payload.tag.eq(c_tag), self.rd.valid.eq(cv)]
+        free = Cat(*[(state[h] == READY) & (nbeats[h] == 0) for h in range(H)]).any()
+        return self.pop.valid | bv | cv | free

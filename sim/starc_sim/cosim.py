@@ -443,13 +443,16 @@ PROG_DEPTH = 16384
 
 def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False,
                     config: str | None = None, progress: bool = False,
-                    clock_gating: bool | None = None) -> Any:
+                    clock_gating: bool | None = None,
+                    softmax_gating: bool | None = None) -> Any:
     """The Verilated :class:`starc_hw.attention_sim.AttentionSim` (the attention channel with
     its stimulus and capture memories) of ``spec``, built once per spec, build configuration,
     gating and source digest, then reused. ``clock_gating`` (default: on unless ``config`` is
     ``O0``, the old way bench/bench_cosim.py compares with) gates the clock of idle PUs: same
     cycles and bits, less to simulate; the all-zero memory initialisations are left out of the
-    Verilog likewise (``starc_sim.runner.strip_zero_init``)."""
+    Verilog likewise (``starc_sim.runner.strip_zero_init``). ``softmax_gating`` (default: as
+    ``clock_gating``) gates the idle softmax unit too (``False``: the PUs only, what
+    ``bench/bench_cosim.py --softmax-ungated`` measures beside)."""
     from starc_hw.attention import PU_MODULE
     from starc_hw.attention_sim import AttentionSim
 
@@ -463,12 +466,15 @@ def build_attention(spec: ModelSpec = COSIM_MODEL, *, waves: bool = False,
           "max_beats": spec.max_beats, "refresh": spec.refresh, "cycle_width": spec.cycle_width,
           "prog_depth": PROG_DEPTH, "beat_depth": 2 * spec.max_beats, "heads": spec.heads,
           "clock_gating": config != "O0" if clock_gating is None else bool(clock_gating)}
+    if softmax_gating is not None and bool(softmax_gating) != kw["clock_gating"]:
+        kw["softmax_gating"] = bool(softmax_gating)
 
     def make() -> Any:
         return AttentionSim(cfg=cfg, pu_instances=True, **kw)
 
+    extra = {"softmax_gating": kw["softmax_gating"]} if "softmax_gating" in kw else {}
     return build_design("attention", make, params={**spec.key(), "prog_depth": PROG_DEPTH,
-                                                   "clock_gating": kw["clock_gating"]},
+                                                   "clock_gating": kw["clock_gating"], **extra},
                         zero_init=config == "O0",
                         hier_blocks=() if waves else (PU_MODULE,),
                         waves=waves, internals=False, config=config, progress=progress,

@@ -5,11 +5,15 @@ starc.numerics.softmax, first read-out exactly sfm_cycles(n) after SFM."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 from _simbench import Bench
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 from amaranth.sim import SimulatorContext
 from starc import config
 from starc import numerics as nm
@@ -25,8 +29,57 @@ def make(lanes: int, latency: int, entries: int, beats: int) -> SoftmaxUnit:
     return SoftmaxUnit(cfg=cfg, entries=entries, beats=beats)
 
 
+class GatedTwin(wiring.Component):
+    """Two copies of a unit on the same inputs: the ports are the free-running copy's; the other
+    runs on a clock gated by its own ``active`` (latched on the falling edge, as
+    ``AttentionChannel(clock_gating=True)`` gates it). ``differ`` (sticky) flags any cycle in
+    which an output of the two differs (the probabilities only where ``rd.valid``); ``off``
+    counts the cycles the gated copy's clock was off."""
+
+    def __init__(self, unit: Callable[[], SoftmaxUnit]) -> None:
+        self.free, self.gated = unit(), unit()
+        members = dict(self.free.signature.members)
+        super().__init__({**members, "differ": Out(1), "off": Out(16)})
+
+    @property
+    def lanes(self) -> int:
+        return self.free.lanes
+
+    def cycles(self, n: int) -> int:
+        return self.free.cycles(n)
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        free, gated = self.free, self.gated
+        m.submodules.free = free
+        m.submodules.gated = DomainRenamer("g")(gated)
+        m.domains.gate_n = ClockDomain(clk_edge="neg", reset_less=True, local=True)
+        m.domains.g = ClockDomain(local=True)
+        en = Signal(init=1)     # open until the first falling edge latches the enable
+        m.d.gate_n += en.eq(gated.active | ResetSignal())
+        m.d.comb += [ClockSignal("gate_n").eq(ClockSignal()),
+                     ClockSignal("g").eq(ClockSignal() & en), ResetSignal("g").eq(ResetSignal())]
+        for unit in (free, gated):
+            m.d.comb += [unit.wr.valid.eq(self.wr.valid), unit.wr.payload.eq(self.wr.payload),
+                         unit.start.valid.eq(self.start.valid),
+                         unit.start.payload.eq(self.start.payload),
+                         unit.rd.ready.eq(self.rd.ready)]
+        m.d.comb += [self.wr.ready.eq(free.wr.ready), self.start.ready.eq(free.start.ready),
+                     self.rd.valid.eq(free.rd.valid), self.rd.payload.eq(free.rd.payload),
+                     self.busy.eq(free.busy), self.error.eq(free.error),
+                     self.active.eq(free.active)]
+        outs = [(free.wr.ready, gated.wr.ready), (free.start.ready, gated.start.ready),
+                (free.rd.valid, gated.rd.valid), (free.busy, gated.busy),
+                (free.error, gated.error)]
+        differ = Cat(*[a != b for a, b in outs]).any() | (
+            free.rd.valid & (free.rd.payload.as_value() != gated.rd.payload.as_value()))
+        m.d.sync += [self.differ.eq(self.differ | differ), self.off.eq(self.off + ~en)]
+        return m
+
+
 UNITS = {
     "l4": lambda: make(4, MIN_LATENCY, 64, 32),
+    "l4-gated": lambda: GatedTwin(lambda: make(4, MIN_LATENCY, 64, 32)),
     "l4-slow": lambda: make(4, MIN_LATENCY + 13, 64, 32),
     "l16": lambda: make(16, MIN_LATENCY, 128, 16),
 }
@@ -70,8 +123,11 @@ def random_step(rng: np.random.Generator, lanes: int, beats: int, *, scale: floa
 
 
 def run(name: str, steps: list[Step], *, seed: int = SEED, ready: float = 1.0,
-        limit: int = 3000) -> dict[str, list[int]]:
-    """Drive the steps cycle by cycle; return per-cycle busy / error traces."""
+        limit: int = 3000, after: Callable[[SimulatorContext], Awaitable[None]] | None = None,
+        offer: float = 1.0) -> dict[str, list[int]]:
+    """Drive the steps cycle by cycle; return per-cycle busy / error traces. ``offer``: the
+    share of cycles in which a waiting beat or SFM is offered (idle cycles between them);
+    ``after`` runs one cycle after the last read-out."""
     dut = bench(name).dut
     rng = np.random.default_rng(seed)
     lanes = dut.lanes
@@ -84,13 +140,14 @@ def run(name: str, steps: list[Step], *, seed: int = SEED, ready: float = 1.0,
             # the beats of a step are written once the previous step has started
             if w_step < len(steps) and w_step <= s_step and not steps[w_step].masks:
                 w_step += 1
-            writing = w_step < len(steps) and w_step <= s_step
+            now = offer >= 1.0 or bool(rng.random() < offer)
+            writing = w_step < len(steps) and w_step <= s_step and now
             if writing:
                 st = steps[w_step]
                 ctx.set(dut.wr.payload, {"scores": [int(x) for x in st.scores[w_beat]],
                                          "mask": st.masks[w_beat], "tag": st.tags[w_beat]})
             ctx.set(dut.wr.valid, writing)
-            starting = (s_step < len(steps) and w_step > s_step)
+            starting = (s_step < len(steps) and w_step > s_step) and now
             if starting:
                 st = steps[s_step]
                 ctx.set(dut.start.payload, st.count if st.n is None else st.n)
@@ -117,6 +174,9 @@ def run(name: str, steps: list[Step], *, seed: int = SEED, ready: float = 1.0,
             trace["busy"].append(ctx.get(dut.busy))
             trace["error"].append(ctx.get(dut.error))
             if r_step == len(steps) and s_step == len(steps):
+                if after is not None:
+                    await ctx.tick()
+                    await after(ctx)
                 return
             await ctx.tick()
         raise AssertionError(f"seed {seed}: timeout after {limit} cycles")
@@ -221,6 +281,31 @@ def test_empty_softmax_and_error_flag() -> None:
     wrong.n = wrong.count + 1
     trace = run("l4", [wrong])
     assert trace["error"][wrong.t0] == 0 and trace["error"][wrong.t0 + 1] == 1
+
+
+def test_a_clock_gated_by_active_changes_no_output() -> None:
+    """``active`` low means no register changes: a copy clocked only while it is high gives the
+    same outputs, cycle for cycle, through back-to-back softmaxes with backpressure, an empty
+    one, special values and a wrong ``n`` (and its clock is off for a good part of the time)."""
+    twin = bench("l4-gated").dut
+    for seed in (SEED, SEED + 1, SEED + 2):
+        rng = np.random.default_rng(seed)
+        empty = Step(np.zeros((0, 4), np.uint32), [], [])
+        steps = [random_step(rng, 4, int(rng.integers(1, 12)), scale=float(s))
+                 for s in (0.5, 8.0, 40.0)]
+        wrong = random_step(rng, 4, 2)
+        wrong.n = wrong.count + 1
+        steps = [steps[0], empty, steps[1], wrong, steps[2]]
+        seen: dict[str, int] = {}
+
+        async def probe(ctx: SimulatorContext, seen: dict[str, int] = seen) -> None:
+            seen["differ"] = ctx.get(twin.differ)
+            seen["off"] = ctx.get(twin.off)
+
+        run("l4-gated", steps, seed=seed, ready=0.5, after=probe, offer=0.1)
+        check([st for st in steps if st is not wrong and st.masks], twin, seed)
+        assert seen["differ"] == 0, f"seed {seed}: the gated copy's outputs differ"
+        assert seen["off"] > 20, f"seed {seed}: the gated clock was off {seen['off']} cycles"
 
 
 def test_parameter_messages() -> None:
