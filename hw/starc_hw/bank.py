@@ -135,10 +135,10 @@ class BankArray(wiring.Component):
         # distance) kept in a register of its own, written when the event issues: one
         # comparator per rule and bank, where `t < since + distance` was an adder and a
         # comparator (medium: 4200 of its 6700 carry cells were the checker's). The cycle
-        # field is unsigned, so a deadline of 0 ("no such event since the reset") is never
-        # later than it, just as the timestamps' initial NEG + distance was not; the sums
-        # `t + distance` are computed once for all banks. The flags are the same in every
-        # clock.
+        # field is unsigned and a deadline is only looked at once its event happened since the
+        # reset, so the flags are those of the timestamps (initially NEG: NEG + distance was
+        # never later than the cycle) in every clock; the sums `t + distance` are computed once
+        # for all banks.
         dist = {"tRC": ("act", tm.tRC), "tRAS": ("act", tm.tRAS), "tRCD": ("act", tm.tRCD),
                 "tRP": ("pre", tm.tRP), "tRFC": ("ref", tm.tRFC),
                 "tRTP": ("col", tm.tRTP_L), "tWR": ("wr", self._cfg.distances()["wr_to_pre"]),
@@ -158,12 +158,16 @@ class BankArray(wiring.Component):
             m.d.comb += [sel.eq(scope_all | (scope_grp & (c.group == gi))
                                 | (scope_bank & (c.group == gi) & (c.bank == bi))),
                          hit.eq(valid & sel)]
-            dl = {r: Signal(W + 1, name=f"{r}_{i}") for r in dist}
+            # the deadlines need no reset (4224 LSR inputs on medium): a bit per event kind
+            # says whether the bank saw one since the reset, and a deadline counts only then
+            dl = {r: Signal(W + 1, name=f"{r}_{i}", reset_less=True) for r in dist}
+            seen = {k: Signal(name=f"seen_{k}_{i}") for k, _ in dist.values()}
             row = Signal(max(lg_rows, 1), name=f"row_{i}")  # no zero-width vectors in Verilog
             opened = is_open[i]
 
-            def too_early(rule: str, sel: Signal = sel, dl: dict = dl) -> Signal:
-                return sel & (t < dl[rule])
+            def too_early(rule: str, sel: Signal = sel, dl: dict = dl,
+                          seen: dict = seen) -> Signal:
+                return sel & seen[dist[rule][0]] & (t < dl[rule])
 
             flags["tRC"] += [too_early("tRC") & (is_act | is_ref)]
             flags["tRP"] += [too_early("tRP") & (is_act | is_ref)]
@@ -175,8 +179,9 @@ class BankArray(wiring.Component):
             flags["tCCD"] += [too_early("tCCD") & (is_mac | is_rd | is_wr)]
             flags["state"] += [sel & ((is_act & opened) | ((is_mac | is_rd | is_wr) & ~opened))]
 
-            def events(*kinds: str, dl: dict = dl) -> list:
-                return [dl[r].eq(plus[d]) for r, (k, d) in dist.items() if k in kinds]
+            def events(*kinds: str, dl: dict = dl, seen: dict = seen) -> list:
+                return [*(dl[r].eq(plus[d]) for r, (k, d) in dist.items() if k in kinds),
+                        *(seen[k].eq(1) for k in kinds)]
 
             with m.If(hit):
                 with m.If(is_act):
