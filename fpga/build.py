@@ -423,6 +423,7 @@ def build(size: str, *, pnr: bool = True, clock_hz: float | None = None,
     # a diagnosis of a design that does not route; the results do not change
     heatmap = os.environ.get(HEATMAP_ENV)
     if heatmap and router == "router2":
+        (out / heatmap).parent.mkdir(parents=True, exist_ok=True)
         nextpnr_opts += ["--router2-heatmap", heatmap]
     res = BuildResult(size=size, description=bs.describe(), build_dir=str(out), pnr=pnr,
                       clock_mhz=clock_hz / 1e6, baud=baud, divisor=top.divisor, router=router,
