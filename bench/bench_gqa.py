@@ -24,7 +24,16 @@ interpolated); and shared selections by other combinations of the heads' centroi
 rule on ``pc1`` row scores (bench_rows.py), mass shares at temperature 0.5 and 2, per-head
 standardised scores summed. The shared oracle over the per-head oracle is what the heads'
 disagreement costs; over ``starc-row``'s own rows it says whether the 1.3 x target is reachable
-at all.
+at all. A second table asks where the shared rule's gap lies, by estimator: the rule with the
+sink and recent tokens' exact mass in each head's normaliser (what the adaptive budget's pass
+reads back), a greedy coverage order (the cluster maximising the sum over heads of
+``min(remaining need, share)``, the need up to the per-head recall), and the rule on better
+cluster-mass estimates: ``pc1`` and ``pc8`` (one / eight principal axes of the cluster's keys,
+``q . c + sum_r (q . v_r)^2 / 2``), the full key covariance of each cluster (``fullcov``, d^2 / 2
+numbers per cluster: a reference no image carries) and the exact log-sum-exp of each row
+(``rowlse``: perfect estimates; the shared row oracle up to its normaliser); beside each, one
+head's own recall at ``starc-row``'s cluster rows when it ranks by that estimate (the ranking
+gap of the per-head target, docs/compiler.md "Row scores").
 
 Usage: ``python bench/bench_gqa.py [--layers 6] [--steps 4] [--heads [--real FILE ...]]``.
 """
@@ -131,6 +140,45 @@ def _curve(base: float, masses: np.ndarray, order: np.ndarray, size: int) -> np.
     return out
 
 
+def _lse(a: np.ndarray, axis: int) -> np.ndarray:
+    mx = a.max(axis, keepdims=True)
+    return (mx + np.log(np.exp(a - mx).sum(axis, keepdims=True))).squeeze(axis)
+
+
+def _principal_axes(X: np.ndarray, r: int) -> np.ndarray:
+    """The top ``r`` principal axes of each cluster's keys ``X [C, t, d]``, each times its
+    standard deviation: ``[C, r, d]`` (from the t x t Gram matrix, as ``row_score_vectors``)."""
+    t = X.shape[1]
+    Xc = X - X.mean(1, keepdims=True)
+    ev, U = np.linalg.eigh(np.einsum("cid,cjd->cij", Xc, Xc) / t)
+    ev, U = ev[:, ::-1][:, :r], U[:, :, ::-1][:, :, :r]
+    w = np.einsum("ctd,ctr->crd", Xc, U)
+    norm = np.linalg.norm(w, axis=2, keepdims=True)
+    return np.where(norm > 0, w / np.maximum(norm, 1e-300), 0.0) * np.sqrt(
+        np.maximum(ev, 0.0))[:, :, None]
+
+
+def _coverage_order(share: np.ndarray, got: np.ndarray, target: float) -> np.ndarray:
+    """Greedy coverage: clusters in the order that each time takes the one maximising the sum
+    over heads of ``min(need_h, share_hc)``, ``need_h = target - got_h - taken share`` (ties,
+    and once every need is met, by the mean share)."""
+    g, C = share.shape
+    need = np.maximum(target - got, 0.0)
+    left = np.ones(C, bool)
+    order = np.empty(C, np.int64)
+    tie = 1e-9 * share.mean(0)
+    for i in range(C):
+        gain = np.minimum(need[:, None], share).sum(0) + tie
+        gain[~left] = -np.inf
+        c = int(np.argmax(gain))
+        order[i], left[c] = c, False
+        need = np.maximum(need - share[:, c], 0.0)
+    return order
+
+
+ESTIMATES = ("centroid", "pc1", "pc8", "fullcov", "rowlse")
+
+
 def heads_report(args: argparse.Namespace) -> None:
     from starc import config
     from starc.compiler import compile_kv
@@ -149,6 +197,8 @@ def heads_report(args: argparse.Namespace) -> None:
           "/ starc-row rows | shared rule / starc-row rows | shared rule on pc1 scores / "
           "starc-row rows | shares at tau 0.5 / 2 | standardised scores summed |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    est_rows: dict[str, tuple] = {}
+    size = 512
     for name, src in caches:
         if isinstance(src, str):
             cache = load_kv(src)
@@ -163,10 +213,10 @@ def heads_report(args: argparse.Namespace) -> None:
         m = cache.meta
         g, tp = m.group_size, ck.geometry.tpgr
         cos, jac, uni, rec, rows, alw = [], [], [], [], [], []
+        per: dict[str, list[np.ndarray]] = {}
         cur: dict[str, list[np.ndarray]] = {"per head": [], "shared": [], "rule": [],
                                             "rule pc1": [], "tau 0.5": [], "tau 2": [],
                                             "z-sum": []}
-        size = 512
         for l in layers:
             for kh in range(m.n_kv_heads):
                 hm = ck.head(l, kh)
@@ -175,6 +225,8 @@ def heads_report(args: argparse.Namespace) -> None:
                 Xall = cache.k[l][:, kh].astype(np.float32)[allm]            # [C, t, d]
                 mean_all = Xall.mean(1).astype(np.float64)
                 v_all = row_score_vectors("pc1", Xall)[0].astype(np.float64)
+                X64 = Xall.astype(np.float64)
+                v8_all = _principal_axes(X64, 8)                             # [C, 8, d]
                 for s in range(m.decode_steps):
                     n = m.prefill_len + s + 1
                     q = cache.q[l][s, kh * g:(kh + 1) * g].astype(np.float64)
@@ -230,15 +282,66 @@ def heads_report(args: argparse.Namespace) -> None:
                     sh = (w / w.sum(1, keepdims=True)).mean(0)
                     cur["rule pc1"].append(_curve(base.mean(), rm.mean(0),
                                                   np.argsort(-sh, kind="stable"), size))
+                    # where the gap lies: each head's estimated cluster logits by estimator
+                    Xa = X64[avail]
+                    a8 = np.einsum("gd,crd->gcr", qs, v8_all[avail])
+                    Xc = Xa - Xa.mean(1, keepdims=True)
+                    est = {"centroid": lg0, "pc1": lgc,
+                           "pc8": qs @ mean_all[avail].T + 0.5 * (a8 * a8).sum(2),
+                           "fullcov": qs @ mean_all[avail].T + 0.5 * (
+                               np.einsum("gd,ctd->gct", qs, Xc) ** 2).mean(2),
+                           "rowlse": _lse(np.einsum("gd,ctd->gct", qs, Xa), 2)
+                           - np.log(Xa.shape[1])}
+                    la = lg[:, always]                     # exact logits of the sink / recent
+                    for k, L in est.items():
+                        top = np.maximum(L.max(1, keepdims=True), la.max(1, keepdims=True))
+                        w = hm.cl_size[avail][None] * np.exp(L - top)
+                        wa = np.exp(la - top).sum(1)
+                        tot = w.sum(1) + wa
+                        sh_a = w / tot[:, None]
+                        cur.setdefault(f"{k} norm", []).append(
+                            _curve(base.mean(), rm.mean(0), np.argsort(-sh_a.mean(0),
+                                                                      kind="stable"), size))
+                        if k != "pc1":     # the rule on pc1 has its column above
+                            ww = hm.cl_size[avail][None] * np.exp(L - L.max(1, keepdims=True))
+                            cur.setdefault(f"{k} rule", []).append(_curve(
+                                base.mean(), rm.mean(0), np.argsort(
+                                    -(ww / ww.sum(1, keepdims=True)).mean(0), kind="stable"),
+                                size))
+                        if k in ("centroid", "fullcov"):
+                            cur.setdefault(f"{k} cover", []).append(_curve(
+                                base.mean(), rm.mean(0),
+                                _coverage_order(sh_a, wa / tot, rec[-1]), size))
+                        for j in range(g):
+                            per.setdefault(k, []).append(
+                                _curve(base[j], rm[j], np.argsort(-L[j], kind="stable"), size))
         R, r_rows, a = float(np.mean(rec)), float(np.mean(rows)), float(np.mean(alw))
         at = {k: float(np.interp(R, np.mean(v, 0), np.arange(size))) + a
               for k, v in cur.items()}
+        est_rows[name] = (R, r_rows, a, {k: v for k, v in cur.items()}, per)
         print(f"| {name} | {np.mean(cos):.3f} | {np.mean(jac):.3f} | {np.mean(uni):.2f} | "
               f"{R:.4f} | {r_rows:.1f} | {at['per head']:.1f} | {at['shared']:.1f} | "
               f"{at['shared'] / at['per head']:.2f} | {at['shared'] / r_rows:.2f} | "
               f"{at['rule'] / r_rows:.2f} | {at['rule pc1'] / r_rows:.2f} | "
               f"{at['tau 0.5'] / r_rows:.2f} / {at['tau 2'] / r_rows:.2f} | "
               f"{at['z-sum'] / r_rows:.2f} |", flush=True)
+    print()
+    print("Where the shared rule's gap lies (rows at starc-row's recall R / starc-row's rows; "
+          "norm: the sink and recent tokens' exact mass in each head's normaliser; cover: greedy "
+          "coverage up to R; per head: one head's own recall at starc-row's cluster rows when it "
+          "ranks by the estimate):")
+    print("| cache | estimate | shared rule | with exact sink/recent mass | coverage | "
+          "per-head recall at starc-row's rows |")
+    print("|---|---|---|---|---|---|")
+    for name, (R, r_rows, a, cur, per) in est_rows.items():
+        def at(v: list[np.ndarray], R: float = R, a: float = a, r_rows: float = r_rows) -> float:
+            return (float(np.interp(R, np.mean(v, 0), np.arange(size))) + a) / r_rows
+        for k in ESTIMATES:
+            rule = cur["rule pc1"] if k == "pc1" else cur[f"{k} rule"]
+            cov = f"{at(cur[f'{k} cover']):.2f}" if f"{k} cover" in cur else "-"
+            pr = float(np.interp(r_rows - a, np.arange(size), np.mean(per[k], 0)))
+            print(f"| {name} | {k} | {at(rule):.2f} | {at(cur[f'{k} norm']):.2f} | {cov} | "
+                  f"{pr:.4f} |")
     print(f"end: {uptime()}")
 
 
