@@ -35,12 +35,18 @@ numbers per cluster: a reference no image carries) and the exact log-sum-exp of 
 head's own recall at ``starc-row``'s cluster rows when it ranks by that estimate (the ranking
 gap of the per-head target, docs/compiler.md "Row scores").
 
-Usage: ``python bench/bench_gqa.py [--layers 6] [--steps 4] [--heads [--real FILE ...]]``.
+``--row-scores centroid pc1 pc4`` runs the comparison for several row-score rules side by side on
+the same clusters (per-head and shared selection both rank by the rule); the last column gives the
+shared slots at the first rule's per-head recall.
+
+Usage: ``python bench/bench_gqa.py [--layers 6] [--steps 4] [--row-scores R ...]
+[--heads [--real FILE ...]]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 
 import numpy as np
@@ -61,6 +67,9 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=1024, help="per-query-head budget")
     ap.add_argument("--combine", default="mean", choices=("mean", "max"),
                     help="how the shared rule combines the heads' mass shares")
+    ap.add_argument("--row-scores", nargs="+", default=["centroid"],
+                    help="row-score rules (compiled.ROW_SCORES) run side by side on the same "
+                         "clusters: per-head and shared selection both rank by the rule")
     ap.add_argument("--heads", action="store_true",
                     help="how far apart the query heads of a group are (module docstring)")
     ap.add_argument("--real", nargs="*", default=[], help="real caches for --heads")
@@ -71,20 +80,31 @@ def main() -> None:
 
     from starc import config
     from starc.compiler import compile_kv
+    from starc.compiler.compiled import attach_row_scores
     from starc.kv import synthetic_kv
     from starc.metrics import dense_reference, quality
     from starc.planner.gqa import select_starc_shared
     from starc.planner.policies import select_starc
 
     cfg = config.load()
-    print(f"start: {uptime()}; shared rule: {args.combine} of the heads' mass shares")
+    print(f"start: {uptime()}; shared rule: {args.combine} of the heads' mass shares; row "
+          f"scores {' '.join(args.row_scores)}")
     B = args.budget
-    pooled: dict[int, list[tuple[float, float, float, float]]] = {}
-    for name, d, hq, hk, P, seed in SYNTHETIC:
-        cache = synthetic_kv(n_layers=args.layers, n_q_heads=hq, n_kv_heads=hk, head_dim=d,
-                             prefill_len=P, seed=seed, decode_steps=args.steps,
-                             prefill_queries=256)
-        ck = compile_kv(cache, cfg)
+    pooled: dict[tuple[str, int], list[tuple[float, float, float, float, float]]] = {}
+    base_rec: dict[str, float] = {}
+    compiled: dict[str, object] = {}
+    for (name, d, hq, hk, P, seed), rule in itertools.product(SYNTHETIC, args.row_scores):
+        if rule == "halves" and d != 64:
+            continue
+        if rule == args.row_scores[0] or name not in compiled:
+            cache = synthetic_kv(n_layers=args.layers, n_q_heads=hq, n_kv_heads=hk, head_dim=d,
+                                 prefill_len=P, seed=seed, decode_steps=args.steps,
+                                 prefill_queries=256)
+            compiled.clear()
+            compiled[name] = compile_kv(cache, cfg)
+        ck = compiled[name]
+        attach_row_scores(ck, rule)          # the same clusters, the rule's metadata vectors
+        name = f"{name} [{rule}]"
         m = cache.meta
         g, tp = m.group_size, ck.geometry.tpgr
         per_rec, per_slots, uni_slots = [], [], []
@@ -116,19 +136,28 @@ def main() -> None:
         xs = np.array([np.mean([v[1] for v in sh[b]]) for b in SHARED_BUDGETS])
         ys = np.array([np.mean([v[0] for v in sh[b]]) for b in SHARED_BUDGETS])
         at = float(np.interp(rec, ys, xs)) if ys[0] <= rec <= ys[-1] else float("nan")
+        # the slots at which the rule's shared selection reaches the first rule's per-head
+        # recall (today's starc-row when the first rule is centroid)
+        r0 = base_rec.setdefault(name.split(" [")[0], rec)
+        at0 = float(np.interp(r0, ys, xs)) if ys[0] <= r0 <= ys[-1] else float("nan")
         print(f"{name}: per query head B {B}: recall {rec:.4f}, slots/qh {s1:.0f}, GQA union "
               f"{su:.0f} ({su / s1:.2f} x)", flush=True)
         print("  shared: " + ", ".join(f"B {b}: recall {y:.4f} slots {x:.0f}"
                                        for b, x, y in zip(SHARED_BUDGETS, xs, ys, strict=True)))
         print(f"  shared slots at the per-head recall: {at:.0f} = {at / s1:.2f} x per-query-head "
-              f"slots (target <= 1.3 x), {at / su:.2f} x the union", flush=True)
-        pooled.setdefault(d, []).append((rec, s1, su, at))
-    for d, v in sorted(pooled.items()):
+              f"slots (target <= 1.3 x), {at / su:.2f} x the union; at the first rule's "
+              f"per-head recall {r0:.4f}: {at0:.0f} = {at0 / s1:.2f} x", flush=True)
+        pooled.setdefault((rule, d), []).append((rec, s1, su, at, at0))
+    print("| caches | row scores | per-head recall | slots per query head | GQA union | shared, "
+          "at equal recall | shared, at the first rule's per-head recall |")
+    print("|---|---|---|---|---|---|---|")
+    for (rule, d), v in sorted(pooled.items(), key=lambda kv: (kv[0][1], kv[0][0] != "centroid",
+                                                                kv[0][0])):
         a = np.array(v)
-        print(f"pooled d {d} ({len(v)} caches): per-head recall {a[:, 0].mean():.4f}, slots/qh "
-              f"{a[:, 1].mean():.0f}, union {a[:, 2].mean():.0f} ({(a[:, 2] / a[:, 1]).mean():.2f}"
-              f" x), shared at equal recall {a[:, 3].mean():.0f} ({(a[:, 3] / a[:, 1]).mean():.2f}"
-              f" x per query head)")
+        print(f"| synthetic d {d} ({len(v)}) | {rule} | {a[:, 0].mean():.4f} | "
+              f"{a[:, 1].mean():.0f} | {a[:, 2].mean():.0f} ({(a[:, 2] / a[:, 1]).mean():.2f} x) "
+              f"| {a[:, 3].mean():.0f} ({(a[:, 3] / a[:, 1]).mean():.2f} x) | "
+              f"{a[:, 4].mean():.0f} ({(a[:, 4] / a[:, 1]).mean():.2f} x) |")
     print(f"end: {uptime()}")
 
 

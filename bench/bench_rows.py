@@ -25,7 +25,8 @@ cluster scores ``q . c`` (the planner's rule; c is the mean raw key in the query
 ``halves`` (log-sum-exp of the two 16-token halves of a 32-token row, d = 64), ``quarters``
 (the same over four 8-token quarters), ``pc1`` (one more vector per cluster, the top principal
 axis of its keys scaled by its standard deviation, scanned with the same query: ``q . c +
-(q . v)^2 / (2 d)``, the host squares), ``mixbound`` / ``mixvar`` (``q . c`` plus the weight
+(q . v)^2 / (2 d)``, the host squares), ``pc4`` (the same with the top four axes, the planner's
+``--row-scores pc4``), ``mixbound`` / ``mixvar`` (``q . c`` plus the weight
 ``w`` of the bound term ``|q| r`` or of the variance term, ``w`` fit per layer and KV head on the
 prefill queries: the most exact mass in the top 32 rows), the references no selection pass can
 afford: ``fullcov`` (``q . c + q^T S q / (2 d)`` with the cluster's full key covariance S: the
@@ -38,7 +39,8 @@ Every rule's cycles include its selection pass as the golden model times it (``s
 the PIM would run for it, laid out as the planner lays out its metadata (a set of C vectors per
 block range, the centroids first: ``SCANS``): the C centroids for ``q . c``, ``bound`` and
 ``mixbound`` (the radius is a host number); two sets with one query for ``halves`` (the two half
-means, after the centroids) and ``pc1`` (centroids and axes), four for ``quarters``; two scans of
+means, after the centroids) and ``pc1`` (centroids and axes), four for ``quarters``, five for
+``pc4`` (centroids and four axes); two scans of
 one set each with two queries (``q``, ``q * q``) for ``massvar`` and ``mixvar``, (``q+``, ``q-``)
 for ``minmax``; every key row for ``rowlse`` and ``fullcov`` (the exact-scores pass, a lower
 bound for ``fullcov``), then the RDSB of the scores).
@@ -88,6 +90,7 @@ class Stats:
     halves: np.ndarray | None
     quarters: np.ndarray | None = None
     pc1: np.ndarray | None = None          # top principal axis x its standard deviation
+    pc4: np.ndarray | None = None          # top four axes [4, C, d] (compiled.row_score_vectors)
     members: np.ndarray | None = None      # [C, t, d] keys of every cluster (equal sizes)
     w: dict[str, float] = dataclasses.field(default_factory=dict)   # fitted weights
 
@@ -141,6 +144,8 @@ def head_stats(ck: Any, l: int, h: int, qps: list[np.ndarray] | None = None) -> 
         Xc = X - X.mean(1, keepdims=True)
         ev, V = np.linalg.eigh(np.einsum("cti,ctj->cij", Xc, Xc) / t)
         st.pc1 = V[:, :, -1] * np.sqrt(np.maximum(ev[:, -1:], 0.0))
+        from starc.compiler.compiled import row_score_vectors
+        st.pc4 = row_score_vectors("pc4", X)
         qp = qps[l] if qps is not None else None      # the compiled cache keeps no calibration
         if qp is not None:
             g = ck.cache.meta.group_size
@@ -171,6 +176,9 @@ def scores(st: Stats, q: np.ndarray, avail: np.ndarray, rule: str) -> np.ndarray
     if rule == "pc1":
         a = (q @ st.pc1[avail].T) * s
         return (q @ st.mean[avail].T) * s + 0.5 * a * a
+    if rule == "pc4":
+        a = np.einsum("gd,icd->gci", q, st.pc4[:, avail]) * s
+        return (q @ st.mean[avail].T) * s + 0.5 * (a * a).sum(2)
     if rule == "mixbound":
         return (q @ st.mean[avail].T + st.w["bound"] * np.linalg.norm(q, axis=1)[:, None]
                 * st.rad[avail]) * s
@@ -192,7 +200,8 @@ def scores(st: Stats, q: np.ndarray, avail: np.ndarray, rule: str) -> np.ndarray
 # every key row (the exact-scores pass)
 SCANS: dict[str, tuple[tuple[int, ...], ...] | None] = {
     "centroid": ((0,),), "bound": ((0,),), "mixbound": ((0,),), "balanced": ((0,),),
-    "halves": ((1, 2),), "pc1": ((0, 1),), "quarters": ((1, 2, 3, 4),),
+    "halves": ((1, 2),), "pc1": ((0, 1),), "pc4": ((0, 1, 2, 3, 4),),
+    "quarters": ((1, 2, 3, 4),),
     "massvar": ((0,), (1,)), "mixvar": ((0,), (1,)), "minmax": ((1,), (2,)),
     "fullcov": None, "rowlse": None}
 

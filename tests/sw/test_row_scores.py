@@ -18,7 +18,7 @@ from starc.golden import check, functional, timing
 from starc.kv import synthetic_kv
 from starc.planner import Planner
 from starc.planner.gqa import select_starc_shared
-from starc.planner.policies import always_attended, select_starc
+from starc.planner.policies import always_attended, row_scores, select_starc
 from starc.planner.selection import host_scores
 
 CFG = config.load()
@@ -63,6 +63,31 @@ def test_vectors_against_float64(cache, compiled):
         assert v[c][np.abs(v[c]).argmax()] >= 0          # the sign rule
 
 
+def test_pc4_axes_against_float64(cache, compiled):
+    """pc4's four vectors are the top four principal axes times their standard deviations (the
+    first is pc1's vector), each with the sign rule; its host score is the Gaussian estimate."""
+    hm4, hm1 = compiled["pc4"].head(2, 1), compiled["pc1"].head(2, 1)
+    assert hm4.score_vecs.shape == (4, hm4.n_clusters, hm4.centroid.shape[1])
+    np.testing.assert_allclose(hm4.score_vecs[0], hm1.score_vecs[0], rtol=0, atol=1e-5)
+    X = _members(cache, hm4)
+    t = hm4.tpgr
+    v = hm4.score_vecs.astype(np.float64)
+    for c in range(0, hm4.n_clusters, 5):
+        _, sig, Vt = np.linalg.svd(X[c] - X[c].mean(0), full_matrices=False)
+        for i in range(4):
+            assert abs(v[i, c] @ v[i, c] - sig[i] ** 2 / t) <= 1e-4 * (1 + sig[0] ** 2 / t)
+            if sig[i] > 1.01 * sig[i + 1] and (i == 0 or sig[i - 1] > 1.01 * sig[i]):
+                u = v[i, c] / np.linalg.norm(v[i, c])
+                assert abs(abs(u @ Vt[i]) - 1) < 1e-4
+            assert v[i, c][np.abs(v[i, c]).argmax()] >= 0
+    q = np.random.default_rng(3).normal(size=(3, X.shape[2])).astype(np.float32)
+    avail = np.arange(hm4.n_clusters)
+    qs = q.astype(np.float64) / np.sqrt(X.shape[2])
+    want = qs @ hm4.centroid.T.astype(np.float64) + 0.5 * (
+        np.einsum("gd,icd->gci", qs, v) ** 2).sum(2)
+    np.testing.assert_allclose(row_scores(q, hm4, avail), want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_pass_reads_back_the_rule_scores(cache, compiled, rule):
     ck = compiled[rule]
@@ -87,8 +112,8 @@ def test_pass_reads_back_the_rule_scores(cache, compiled, rule):
         a, b = f16(hm.score_vecs[0][avail]) @ q, f16(hm.score_vecs[1][avail]) @ q
         ref = np.log((np.exp(a) + np.exp(b)) / 2)
     else:
-        s0, s1 = f16(hm.centroid[avail]) @ q, f16(hm.score_vecs[0][avail]) @ q
-        ref = s0 + 0.5 * s1 ** 2
+        s0 = f16(hm.centroid[avail]) @ q            # pc1, pc4: s0 + sum_i s_i^2 / 2
+        ref = s0 + 0.5 * sum((f16(v[avail]) @ q) ** 2 for v in hm.score_vecs)
     tol = 2e-5 * (1 + np.abs(ref).max())
     assert np.abs(got - ref).max() <= tol, (rule, np.abs(got - ref).max())
     # the choice survives the PIM's rounding: nothing left out scores clearly higher

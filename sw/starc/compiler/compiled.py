@@ -53,9 +53,12 @@ __all__ = ["HeadMap", "CompiledKV", "Located", "ROW_SCORES", "attach_row_scores"
 #: ``halves``: the means a, b of the two halves of the cluster's row (its first and last
 #: ``tpgr / 2`` slots), score ``log((e^(q . a) + e^(q . b)) / 2)``; ``pc1``: the centroid and
 #: v = the top principal axis of the cluster's keys times its standard deviation, score
-#: ``q . c + (q . v)^2 / 2`` (scores of the query pre-scaled by 1 / sqrt(d)).
+#: ``q . c + (q . v)^2 / 2`` (scores of the query pre-scaled by 1 / sqrt(d)); ``pc4``: the
+#: centroid and the top four principal axes v_1 .. v_4, each times its standard deviation, score
+#: ``q . c + sum_i (q . v_i)^2 / 2`` (the Gaussian estimate in the keys' four widest directions).
 ROW_SCORES: dict[str, tuple[tuple[int, ...], int]] = {
-    "centroid": ((0,), 0), "halves": ((1, 2), 2), "pc1": ((0, 1), 1)}
+    "centroid": ((0,), 0), "halves": ((1, 2), 2), "pc1": ((0, 1), 1),
+    "pc4": ((0, 1, 2, 3, 4), 4)}
 
 
 def row_score_vectors(rule: str, X: np.ndarray) -> np.ndarray:
@@ -83,6 +86,20 @@ def row_score_vectors(rule: str, X: np.ndarray) -> np.ndarray:
         big = np.take_along_axis(v, np.abs(v).argmax(1)[:, None], 1)
         v = np.where(big < 0, -v, v)
         return v[None].astype(np.float32)
+    if rule == "pc4":
+        r = ROW_SCORES[rule][1]
+        if t < r:
+            raise ValueError(f"row_scores {rule!r} needs rows of at least {r} tokens, not {t}")
+        Xc = X - X.mean(1, keepdims=True)
+        ev, U = np.linalg.eigh(np.einsum("cid,cjd->cij", Xc, Xc) / t)
+        ev, U = ev[:, ::-1][:, :r], U[:, :, ::-1][:, :, :r]          # the r largest, descending
+        w = np.einsum("ctd,ctr->crd", Xc, U)
+        norm = np.linalg.norm(w, axis=2, keepdims=True)
+        v = np.where(norm > 0, w / np.maximum(norm, 1e-300), 0.0) * np.sqrt(
+            np.maximum(ev, 0.0))[:, :, None]                           # [C, r, d]
+        big = np.take_along_axis(v, np.abs(v).argmax(2)[:, :, None], 2)
+        v = np.where(big < 0, -v, v)                                   # signs fixed as pc1's
+        return v.transpose(1, 0, 2).astype(np.float32)
     raise ValueError(f"row_scores must be one of {', '.join(ROW_SCORES)}, not {rule!r}")
 
 

@@ -260,13 +260,14 @@ def row_scores(q: np.ndarray, hm: HeadMap, avail: np.ndarray) -> np.ndarray:
     if hm.row_scores == "centroid":
         return s0
     extra = [(q32 @ v[avail].T.astype(np.float32)) * inv for v in hm.score_vecs]
-    raw = {"halves": extra, "pc1": [s0, *extra]}[hm.row_scores]
+    raw = extra if hm.row_scores == "halves" else [s0, *extra]
     return combine_row_scores(hm.row_scores, raw)
 
 
 def combine_row_scores(rule: str, parts: list[np.ndarray]) -> np.ndarray:
     """The host's cluster score from the scanned sets' raw scores (:data:`ROW_SCORES` order):
-    ``halves``: ``log((e^a + e^b) / 2)``; ``pc1``: ``s0 + s1^2 / 2``; ``centroid``: ``s0``."""
+    ``halves``: ``log((e^a + e^b) / 2)``; ``pc1``: ``s0 + s1^2 / 2``; ``pc4``: ``s0 + (s1^2 +
+    .. + s4^2) / 2``; ``centroid``: ``s0``."""
     if rule == "centroid":
         return parts[0]
     if rule == "halves":
@@ -275,6 +276,9 @@ def combine_row_scores(rule: str, parts: list[np.ndarray]) -> np.ndarray:
     if rule == "pc1":
         s0, s1 = parts
         return (s0 + 0.5 * s1 * s1).astype(s0.dtype)
+    if rule == "pc4":
+        s0 = parts[0]
+        return (s0 + 0.5 * sum(s * s for s in parts[1:])).astype(s0.dtype)
     raise ValueError(f"unknown row-score rule {rule!r}")
 
 
