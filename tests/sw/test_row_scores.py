@@ -188,3 +188,6 @@ def test_selection_keeps_the_budget_and_the_slot_bound(sc, budget, step):
                 # whole clusters are whole rows: at most one cut cluster beyond the budget's rows
                 assert rows <= max(0, budget - always.size) // hm.tpgr + 1 + a_rows, \
                     (rule, seed, budget, step)
+        # with one query head the shared rule is the per-head rule, for every row-score rule
+        assert np.array_equal(select_starc_shared(q[:1], hm, n, budget).positions[0],
+                              select_starc(q[:1], hm, n, budget).positions[0]), (rule, seed)
