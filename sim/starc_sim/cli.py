@@ -190,7 +190,7 @@ def cmd_verilog(args: argparse.Namespace) -> int:
     out_file = outputs.OutputFile(args.output, command="rtl verilog", force=args.force,
                                   inputs=[args.preset] if args.preset else [])
 
-    from starc_sim.convert import fast_cycle_check, to_verilog
+    from starc_sim.convert import fast_netlist, to_verilog
 
     sz = get_size(args.size)
     overrides = [*(f"{k}={v}" for k, v in sz.overrides().items()), *args.overrides]
@@ -206,7 +206,7 @@ def cmd_verilog(args: argparse.Namespace) -> int:
     text = to_verilog(top, "top")  # verilog.convert's text, in less time
     extra = getattr(top, "extra_verilog", None)
     if extra is not None:
-        with fast_cycle_check():
+        with fast_netlist():
             text += extra()
     out = Path(args.output)
     with out_file.build() as tmp:

@@ -184,3 +184,29 @@ def test_cycle_check_finds_a_loop_through_a_variable_shift() -> None:
     with pytest.raises(CombinationalCycle, match="Combinational cycle detected"):
         to_verilog(Comb(loop), "top")
     assert _amaranths_check([("part", 0, 0, 0), ("add", 1, 0, 0)]) is None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_comb())
+def test_fast_netlist_writes_the_same_rtlil(ops) -> None:  # noqa: ANN001
+    """``fast_netlist`` (netlist values without Amaranth's per-bit assertions, and the cycle
+    check above): the same RTLIL text, or the same loop error, as Amaranth alone; Amaranth's own
+    constructors are back in place afterwards."""
+    from amaranth.back import rtlil
+    from amaranth.hdl import _nir
+    from amaranth.hdl._nir import CombinationalCycle
+    from starc_sim.convert import fast_netlist
+
+    own = (_nir.Value.__new__, _nir.Net.__dict__["from_cell"])
+    want = _amaranths_check(ops)
+    with fast_netlist():
+        assert _nir.Value.__new__ is not own[0]
+        if want is None:
+            got = rtlil.convert(Comb(ops), name="top", emit_src=False)
+        else:
+            with pytest.raises(CombinationalCycle) as err:
+                rtlil.convert(Comb(ops), name="top", emit_src=False)
+            assert str(err.value) == want
+    assert (_nir.Value.__new__, _nir.Net.__dict__["from_cell"]) == own
+    if want is None:
+        assert got == rtlil.convert(Comb(ops), name="top", emit_src=False)
