@@ -131,6 +131,26 @@ def test_cache_key_tracks_size_mtime_and_head(tmp_path: Path) -> None:
     assert gl.cache_path(f, tmp_path).parent == tmp_path
 
 
+def test_cache_key_of_a_wheel_file_is_its_record_digest(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wheel's file is keyed by the sha256 its RECORD lists: the same key whatever the file's
+    modification time (each environment installs it with its own), another key for another
+    digest, and the size / mtime key again for a file the wheel does not own."""
+    f = tmp_path / "x.gguf"
+    f.write_bytes(b"a" * 4096)
+    own = gl.file_key(f)
+    digest = {"value": "B" * 43}
+    monkeypatch.setattr(gl, "_record_digest", lambda path: digest["value"])
+    k0 = gl.file_key(f)
+    assert k0 != own
+    os.utime(f, ns=(1_000_000_000, 1_000_000_000))
+    assert gl.file_key(f) == k0
+    digest["value"] = "C" * 43
+    assert gl.file_key(f) != k0
+    digest["value"] = None
+    assert gl.file_key(f) not in (k0, own)   # the size / mtime key, after the utime above
+
+
 def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # the model's own variable first (tests/conftest.py sets it for the whole run), then the
     # results caches' one, then the home folder

@@ -167,10 +167,17 @@ def find_gguf(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def file_key(path: str | os.PathLike[str]) -> str:
-    """Hash of size, modification time (ns) and first MiB of ``path``, plus the cache format."""
+    """The cache key of ``path``, plus the cache format: for the model wheel's own file, the
+    sha256 its RECORD lists, so every environment that installs the same wheel shares one cache
+    (a key from the file's modification time gave each virtual environment its own 540 MB copy);
+    for any other file, a hash of its size, modification time (ns) and first MiB."""
     p = Path(path)
     st = p.stat()
     h = hashlib.sha256()
+    recorded = _record_digest(p)
+    if recorded is not None:
+        h.update(f"starc-gguf-cache/{CACHE_FORMAT}:record:{recorded}".encode())
+        return h.hexdigest()[:20]
     h.update(f"starc-gguf-cache/{CACHE_FORMAT}:{st.st_size}:{st.st_mtime_ns}:".encode())
     with p.open("rb") as fh:
         h.update(fh.read(_HEAD_BYTES))
