@@ -34,6 +34,10 @@ setup_environment()
 # optimised builds (and checks them against the golden model the same way). The CLI commands the
 # tests run inherit the variable, so they share the tests' builds.
 os.environ.setdefault("STARC_COSIM_BUILD", "quick")
+# Figures as PNG only (starc.plots.FORMATS_ENV): SVG and PDF draw each figure twice more, 1.5 s a
+# figure, about 110 s of the sw tier's 630 s on one core; tests/sw/test_plots.py and
+# tests/sw/test_system_cli.py check all three formats.
+os.environ.setdefault("STARC_PLOT_FORMATS", "png")
 # One model cache for the whole run (the dequantised SmolLM2 weights, 540 MB; its file name carries
 # a hash of the model file): the tests and docs snippets that isolate STARC_CACHE_DIR in a fresh
 # folder would otherwise each read and dequantise the GGUF file again (about 4.5 s and a 540 MB

@@ -215,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs.set_argv(args_in)
     with outputs.signals_handled():
         try:
+            outputs.plot_formats()   # a bad STARC_PLOT_FORMATS fails before any work
             parser = build_parser(args_in)
             args = parser.parse_args(args_in)
             return int(args.func(args) or 0)

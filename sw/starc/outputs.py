@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "FORMATS",
+    "FORMATS_ENV",
     "MANIFEST",
     "SCHEMA",
     "NonFiniteError",
@@ -58,6 +60,7 @@ __all__ = [
     "Terminated",
     "check_not_input",
     "clean_stale",
+    "plot_formats",
     "signals_handled",
     "strict_json",
     "undefined",
@@ -615,3 +618,27 @@ def signals_handled() -> Iterator[None]:
         _cleanup_live()
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+#: files :func:`starc.plots.save` writes per figure: a raster for reading, vectors for papers
+FORMATS = ("png", "svg", "pdf")
+#: A comma list of :data:`FORMATS` that :func:`starc.plots.save` (and every report) writes
+#: instead of all three, e.g. ``png``: each format draws the whole figure again, so the raster
+#: alone takes about a third of the time (1.3 s against 3.5 s for a six-panel figure, docs/
+#: outputs.md). The test suite sets it (tests/conftest.py); tests/sw/test_plots.py and
+#: tests/sw/test_system_cli.py write all three.
+FORMATS_ENV = "STARC_PLOT_FORMATS"
+
+
+def plot_formats() -> tuple[str, ...]:
+    """The formats a figure is written in: :data:`FORMATS`, or those :data:`FORMATS_ENV` names
+    (in :data:`FORMATS`' order). Raises ``ValueError`` naming the variable for anything else."""
+    raw = os.environ.get(FORMATS_ENV, "")
+    if not raw.strip():
+        return FORMATS
+    chosen = {f.strip().lower() for f in raw.split(",")} - {""}
+    unknown = sorted(chosen - set(FORMATS))
+    if unknown or not chosen:
+        raise ValueError(f"{FORMATS_ENV}={raw!r} names {', '.join(unknown) or 'no format'}; "
+                         f"set it to a comma list of {', '.join(FORMATS)}, or unset it for all")
+    return tuple(f for f in FORMATS if f in chosen)

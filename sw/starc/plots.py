@@ -27,13 +27,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMATS", "accuracy_by_task", "accuracy_vs_budget", "breakdown", "cost_vs_budget",
-           "facet_title", "label", "pareto", "pareto_front", "perplexity_change",
-           "policy_style", "reductions_vs_papers", "save", "suptitle", "system_breakdown",
-           "system_trajectory"]
+# the formats a figure is written in live in starc.outputs: the CLI checks STARC_PLOT_FORMATS at
+# start-up without importing this module
+from starc.outputs import FORMATS, FORMATS_ENV, plot_formats
 
-#: files :func:`save` writes per figure: a raster for reading, vectors for papers
-FORMATS = ("png", "svg", "pdf")
+__all__ = ["FORMATS", "FORMATS_ENV", "accuracy_by_task", "accuracy_vs_budget", "breakdown",
+           "cost_vs_budget", "facet_title", "label", "pareto", "pareto_front", "perplexity_change",
+           "plot_formats", "policy_style", "reductions_vs_papers", "save", "suptitle",
+           "system_breakdown",
+           "system_trajectory"]
 
 #: colour of each breakdown part (cycles and energy), fixed like the policies'
 PART_COLOURS = {
@@ -583,9 +585,11 @@ def perplexity_change(ppl: Sequence[dict[str, Any]], *, preset: str, text: str |
 
 
 # ---- files ---------------------------------------------------------------------------------------
-def save(fig: Any, stem: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write ``fig`` as ``stem.png``, ``stem.svg`` and ``stem.pdf`` (no dates in the files, so
-    the same figure gives the same bytes) and close it. Returns the paths."""
+def save(fig: Any, stem: str | Path, formats: Sequence[str] | None = None) -> list[Path]:
+    """Write ``fig`` as ``stem.png``, ``stem.svg`` and ``stem.pdf`` (``formats``, by default
+    :func:`plot_formats`; no dates in the files, so the same figure gives the same bytes) and
+    close it. Returns the paths."""
+    formats = plot_formats() if formats is None else tuple(formats)
     plt = _plt()
     stem = Path(stem)
     out = []

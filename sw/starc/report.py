@@ -95,13 +95,15 @@ class ReportWriter:
         write_atomic(self.path(name), text)
 
     def figure(self, name: str, fig: Any) -> None:
-        """``name``.png, .svg and .pdf (:func:`starc.plots.save`; ``name`` may end in .png)."""
-        from starc.plots import FORMATS, save
+        """``name``.png, .svg and .pdf, or the formats ``STARC_PLOT_FORMATS`` names
+        (:func:`starc.plots.save`; ``name`` may end in .png)."""
+        from starc.plots import plot_formats, save
 
         stem = name.removesuffix(".png")
-        for fmt in FORMATS:
+        formats = plot_formats()
+        for fmt in formats:
             self.path(f"{stem}.{fmt}")
-        save(fig, self.tmp / stem)
+        save(fig, self.tmp / stem, formats)
 
     def __enter__(self) -> ReportWriter:
         self._ctx = self.out.build()

@@ -5,6 +5,7 @@ vector files beside PNG with the same bytes every time."""
 from __future__ import annotations
 
 import itertools
+import os
 import random
 
 import pytest
@@ -102,7 +103,8 @@ def test_zero_components_are_not_drawn():
     assert "95 % interval" in cyc
 
 
-def test_save_writes_vectors_beside_png_with_stable_bytes(tmp_path):
+def test_save_writes_vectors_beside_png_with_stable_bytes(tmp_path, monkeypatch):
+    monkeypatch.delenv(plots.FORMATS_ENV, raising=False)   # every format (the default)
     (tmp_path / "a").mkdir()
     paths = plots.save(plots.pareto(_rows()), tmp_path / "a" / "p")
     assert [p.suffix for p in paths] == [".png", ".svg", ".pdf"]
@@ -137,3 +139,25 @@ def test_quality_figures_go_through_the_house_style():
     bars = {c.get_label(): c for c in t.axes[0].containers if c.get_label() in ("dense", "starc")}
     assert to_hex(bars["starc"].patches[0].get_facecolor()) == REGISTRY["starc"].colour.lower()
     assert "frankenstein" in figs["perplexity_change"].get_suptitle()
+
+
+def test_plot_formats_env(tmp_path, monkeypatch):
+    """``STARC_PLOT_FORMATS`` narrows the formats (in FORMATS' order, case and spaces ignored);
+    anything else is a one-line error naming the variable, before the command does any work."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv(plots.FORMATS_ENV, " PDF, png ")
+    assert plots.plot_formats() == ("png", "pdf")
+    paths = plots.save(plots.pareto(_rows()), tmp_path / "p")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.pdf", "p.png"] == sorted(
+        p.name for p in paths)
+    for bad in ("jpeg", "png,gif", ","):
+        monkeypatch.setenv(plots.FORMATS_ENV, bad)
+        with pytest.raises(ValueError, match="STARC_PLOT_FORMATS"):
+            plots.plot_formats()
+    monkeypatch.setenv(plots.FORMATS_ENV, "jpeg")
+    run = subprocess.run([sys.executable, "-m", "starc.cli", "config", "list"],
+                         capture_output=True, text=True, env=os.environ.copy())
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and "STARC_PLOT_FORMATS='jpeg'" in run.stderr

@@ -33,7 +33,8 @@ def test_system_json_and_cache(tmp_path, capsys):
     assert b["summary"] == a["summary"]
 
 
-def test_system_table_and_report(tmp_path, capsys):
+def test_system_table_and_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("STARC_PLOT_FORMATS", raising=False)   # every format (the default)
     out = tmp_path / "rep"
     assert main(["system", *SMALL, "--mappings", "attacc", "replicate", "--cache-dir",
                  str(tmp_path / "c"), "-o", str(out)]) == 0
