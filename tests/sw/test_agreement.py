@@ -80,6 +80,23 @@ def test_interval_covers_the_population_mean():
     assert m == pytest.approx(pop.mean()) and h == 0.0
 
 
+@pytest.mark.parametrize("n", [2, 3, 7, 40, 129, 1000])
+def test_interval_half_width_is_scipy_stats_t(n):
+    """The half-width is the t interval of ``scipy.stats`` (``t.interval``, an independent
+    route) with the finite-population correction, to the last bit of the quantile."""
+    from scipy import stats
+
+    rng = np.random.default_rng(n)
+    x = rng.normal(3.0, 2.0, size=n)
+    N = 5 * n
+    m, h = sampling.mean_ci95(x, N)
+    se = x.std(ddof=1) / np.sqrt(n) * np.sqrt((N - n) / (N - 1))
+    lo, hi = stats.t.interval(0.95, n - 1, loc=m, scale=se)
+    assert m == x.mean() and h == pytest.approx((hi - lo) / 2, rel=1e-12)
+    assert h == float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n)
+                      * np.sqrt((N - n) / (N - 1)))
+
+
 def test_sampled_cells_agree_too(tmp_path, capsys):
     """More plans than the rule times whole: the seeded sample and its intervals are the same
     in the demo's evaluation, `starc eval` and `starc sweep`."""

@@ -78,8 +78,11 @@ def mean_ci95(xs: np.ndarray | list[float], N: int) -> tuple[float, float]:
     mean = float(x.mean())
     if n >= N or n < 2:
         return mean, 0.0 if n >= N else float("nan")
-    from scipy.stats import t
+    # Student's t quantile: scipy.special.stdtrit(df, p) is what scipy.stats.t.ppf(p, df) calls
+    # (equal for every df 1..20000 at p = 0.975, scipy 1.17.1), without importing scipy.stats
+    # (1.1 s more per process; every sampled cost figure of a command goes through here)
+    from scipy.special import stdtrit
 
-    half = float(t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n)
+    half = float(stdtrit(n - 1, 0.975) * x.std(ddof=1) / math.sqrt(n)
                  * math.sqrt((N - n) / (N - 1)))
     return mean, half
