@@ -59,7 +59,8 @@ from .layouts import COMMAND, STATUS_NAMES, issue_layout, status_members
 from .pu import BankPU
 from .softmax import SoftmaxUnit
 
-__all__ = ["DP_ERRORS", "PU_MODULE", "AttentionChannel", "PUShell", "check_attention_config"]
+__all__ = ["DP_ERRORS", "PU_MODULE", "AttentionChannel", "PUShell", "check_attention_config",
+           "falling_edge_domain", "gate_clock"]
 
 #: Verilog module name of the bank PU when the channel instantiates it (``pu_instances``).
 PU_MODULE = "starc_bank_pu"
@@ -78,6 +79,31 @@ DP_ERRORS = data.StructLayout({
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def falling_edge_domain(m: Module) -> None:
+    """Add the local domain ``gate_n`` to ``m``: the ``sync`` clock's falling edge, no reset. The
+    gates of :func:`gate_clock` are registers in it."""
+    m.domains.gate_n = ClockDomain("gate_n", clk_edge="neg", reset_less=True, local=True)
+    m.d.comb += ClockSignal("gate_n").eq(ClockSignal())
+
+
+def gate_clock(m: Module, domain: str, enable: Value, *, name: str, init: int = 0,
+               reset: bool = False) -> Signal:
+    """Drive ``domain``'s clock with the ``sync`` clock while ``enable`` is high. ``enable`` is
+    latched on the falling edge (:func:`falling_edge_domain`, added to ``m`` before), so the gate
+    opens and closes only while the clock is low: no glitch, no shortened pulse. The latch,
+    ``name``, holds ``init`` until the first falling edge; ``reset``: ``domain``'s reset is
+    ``sync``'s. A register of ``domain`` sees the same rising edges as one of ``sync`` on every
+    cycle the gate is open, so a design whose ``enable`` is high whenever one of its registers
+    would change behaves the same, cycle for cycle (the softmax unit's twin test,
+    tests/hw/test_hw_softmax.py, checks exactly this with this function). Returns the latch."""
+    gate = Signal(name=name, init=init)
+    m.d.gate_n += gate.eq(enable)
+    m.d.comb += ClockSignal(domain).eq(ClockSignal() & gate)
+    if reset:
+        m.d.comb += ResetSignal(domain).eq(ResetSignal())
+    return gate
 
 
 def check_attention_config(cfg: Config, head_dim: int) -> tuple[int, int]:
@@ -264,19 +290,15 @@ class AttentionChannel(wiring.Component):
         top.submodules.channel = ResetInserter(self.restart)(self._ch)
         ch, sfm = self._ch, self._sfm
         if self._gating or self._sfm_gating:   # enables latched on the falling edge (glitch-free)
-            top.domains.gate_n = ClockDomain("gate_n", clk_edge="neg", reset_less=True,
-                                             local=True)
-            top.d.comb += ClockSignal("gate_n").eq(ClockSignal())
+            falling_edge_domain(top)
         if self._sfm_gating:
             # the softmax unit on its own gated clock: on while it has work (``active``: a
             # beat or an SFM offered, a softmax running or draining, a read-out that can move),
             # in reset and on restart; its inputs stay as they are, so nothing moves in time
             top.submodules.softmax = DomainRenamer("sfm")(ResetInserter(self.restart)(sfm))
             top.domains += ClockDomain("sfm", local=True)
-            sfm_en = Signal(name="sfm_gate", init=1)   # open until the first falling edge
-            top.d.gate_n += sfm_en.eq(sfm.active | ResetSignal() | self.restart)
-            top.d.comb += [ClockSignal("sfm").eq(ClockSignal() & sfm_en),
-                           ResetSignal("sfm").eq(ResetSignal())]
+            gate_clock(top, "sfm", sfm.active | ResetSignal() | self.restart, name="sfm_gate",
+                       init=1, reset=True)   # open until the first falling edge
         else:
             top.submodules.softmax = ResetInserter(self.restart)(sfm)
 
@@ -586,9 +608,7 @@ class AttentionChannel(wiring.Component):
         m.d.sync += recent.eq(Cat(beat, recent[:-1]))
         en = Signal(name=f"pu{i}_en")
         m.d.comb += en.eq(beat | recent.any() | ports["acc_clear"].any() | rst)
-        en_n = Signal(name=f"pu{i}_gate")
-        top.d.gate_n += en_n.eq(en)
-        top.d.comb += ClockSignal(domain).eq(ClockSignal() & en_n)
+        gate_clock(top, domain, en, name=f"pu{i}_gate")
 
     def extra_verilog(self) -> str:
         """Verilog of the module the PU instances refer to (empty without ``pu_instances``)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from _simbench import Bench
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Signal
+from amaranth.hdl import Cat, ClockDomain, DomainRenamer, Module, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 from amaranth.sim import SimulatorContext
@@ -19,6 +19,7 @@ from starc import config
 from starc import numerics as nm
 from starc.golden.timing import sfm_cycles
 from starc.numerics import FP16, FP32
+from starc_hw.attention import falling_edge_domain, gate_clock
 from starc_hw.softmax import MIN_LATENCY, SoftmaxUnit
 
 SEED = 5150
@@ -53,12 +54,11 @@ class GatedTwin(wiring.Component):
         free, gated = self.free, self.gated
         m.submodules.free = free
         m.submodules.gated = DomainRenamer("g")(gated)
-        m.domains.gate_n = ClockDomain(clk_edge="neg", reset_less=True, local=True)
+        # the attention channel's own gate (starc_hw.attention.gate_clock), open until the
+        # first falling edge latches the enable, as the channel's softmax gate is
+        falling_edge_domain(m)
         m.domains.g = ClockDomain(local=True)
-        en = Signal(init=1)     # open until the first falling edge latches the enable
-        m.d.gate_n += en.eq(gated.active | ResetSignal())
-        m.d.comb += [ClockSignal("gate_n").eq(ClockSignal()),
-                     ClockSignal("g").eq(ClockSignal() & en), ResetSignal("g").eq(ResetSignal())]
+        en = gate_clock(m, "g", gated.active | ResetSignal(), name="en", init=1, reset=True)
         for unit in (free, gated):
             m.d.comb += [unit.wr.valid.eq(self.wr.valid), unit.wr.payload.eq(self.wr.payload),
                          unit.start.valid.eq(self.start.valid),
