@@ -197,7 +197,11 @@ def run(args: argparse.Namespace) -> int:
     print_rows(table_title, cols, [line(r) for r in rows], notes=notes)
     print(f"RTL co-simulation: {_rtl_line(rtl)}")
     print(f"Verdict: {verdict}")
-    print(f"Report: {args.out}/ (demo.json, demo.csv, README.md, plots as PNG, SVG and PDF); "
+    from starc.outputs import plot_formats
+
+    fmts = [f.upper() for f in plot_formats()]
+    fmts_text = fmts[0] if len(fmts) == 1 else f"{', '.join(fmts[:-1])} and {fmts[-1]}"
+    print(f"Report: {args.out}/ (demo.json, demo.csv, README.md, plots as {fmts_text}); "
           f"{time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -34,8 +34,7 @@ from starc.outputs import FORMATS, FORMATS_ENV, plot_formats
 __all__ = ["FORMATS", "FORMATS_ENV", "accuracy_by_task", "accuracy_vs_budget", "breakdown",
            "cost_vs_budget", "facet_title", "label", "pareto", "pareto_front", "perplexity_change",
            "plot_formats", "policy_style", "reductions_vs_papers", "save", "suptitle",
-           "system_breakdown",
-           "system_trajectory"]
+           "system_breakdown", "system_trajectory"]
 
 #: colour of each breakdown part (cycles and energy), fixed like the policies'
 PART_COLOURS = {
