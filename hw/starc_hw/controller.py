@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
 from starc.isa import MAX_HEADS, Op, Scope
@@ -76,6 +77,36 @@ class _Slot:
     app_head: Value
     app_ref: Value
     for_act: bool
+
+
+@dataclass
+class _BankTimestamps:
+    """A family's latest event per bank, without a register per bank.
+
+    The flip-flop form (one ``cycle_width`` register per bank, written with the cycle counter by
+    every event that touches the bank and read through a bank select) made each such family a
+    crossbar between the counter and the DECIDE terms, the placed design's routing congestion on
+    the ECP5 (docs/fpga.md, "Critical paths"). Here the events written at the bank level go into
+    a memory of one entry per bank, written at and read from the head command's bank (an
+    asynchronous read port: ECP5 LUT RAM, ``TRELLIS_DPR16X4``); an event that writes many banks
+    at once (ACTAB, ACTBG, ...) goes into one register per instance of its level; and per bank a
+    small tag register names the source of the bank's latest event. The tag, not a comparison,
+    picks the value, so the read is the value the flip-flop form holds in every clock, whatever
+    the values. A memory is not cleared by a reset (the channel has its own reset, and the
+    flip-flop form went back to "never"): the tags are registers and reset to ``NEVER``, which
+    reads as the flip-flop form's reset value; an entry is read only after its bank's tag
+    names it, so whatever a memory held before the reset is never used."""
+
+    NEVER = 0  # no event since the reset: the registers' reset value ("never")
+    BANK = 1   # the memory entry; 2 + k: the register of ``wide_levels[k]``
+
+    mem: Memory
+    rd: object
+    wr: object
+    wide_levels: list[Scope]
+    wide: dict[Scope, list[Signal]]
+    tags: list[Signal]
+    value: Value | None = None
 
 
 class Controller(wiring.Component):
@@ -201,6 +232,7 @@ class _Builder:
         for o, s in self.is_op.items():
             m.d.comb += s.eq(op == o)
 
+        self.ram_writers: list[int] = []
         self.registers()
         self.slots = self.make_slots()
         self.decide()
@@ -266,6 +298,7 @@ class _Builder:
 
     def registers(self) -> None:
         self.fam: dict[int, dict[Scope, list[list[Signal]]]] = {}
+        self.ram: dict[int, _BankTimestamps] = {}
         self.dyn: dict[int, list[Signal]] = {}   # one register per key value
         self.win: dict[int, list[list[Signal]]] = {}
         for f in PLAN.families:
@@ -280,13 +313,50 @@ class _Builder:
                 self.win[f.index] = [[self.reg(f"f_{name}_{q}_{k}") for k in range(f.nth)]
                                      for q in range(n)]  # newest first
                 continue
+            levels = self.levels_of(f)
+            if Scope.BANK in levels and K == 1 and self.NB > 1:
+                levels.remove(Scope.BANK)
+                self.ram[f.index] = self.bank_timestamps(f)
             self.fam[f.index] = {
                 lv: [[self.reg(f"f_{name}_{int(lv)}_{q}_{k}") for k in range(K)]
                      for q in range(self.count[lv])]
-                for lv in self.levels_of(f)}
+                for lv in levels}
+
+    def bank_timestamps(self, f: Family) -> _BankTimestamps:
+        """The bank level of a family without keys (``_BankTimestamps``): a memory of one entry
+        per bank for the events written at the bank level, one register per instance of every
+        level above that writes many banks at once, and per bank a tag naming which of them
+        holds the bank's latest event (``NEVER`` after a reset)."""
+        name, NB = f.name, self.NB
+        wide = sorted({lv for o, lv in f.write_levels.items() if lv != Scope.BANK})
+        if Op.REF in f.earlier.ops and f.write_levels[Op.REF] == Scope.BANK:
+            raise ValueError(f"family {name}: a refresh written per bank")
+        sources = ["never", "bank", *(f"level{int(lv)}" for lv in wide)]
+        bits = len(self.index[Scope.BANK])
+        mem = Memory(shape=self.S, depth=1 << bits, init=[])
+        self.m.submodules[f"f_{name}_{int(Scope.BANK)}_ram"] = mem
+        rd = mem.read_port(domain="comb")
+        # the head's bank is the read address: the value is there one clock after its write,
+        # like a register's (DECIDE follows the issue that wrote it)
+        self.m.d.comb += rd.addr.eq(self.index[Scope.BANK])
+        t = _BankTimestamps(
+            mem=mem, rd=rd, wr=mem.write_port(), wide_levels=wide,
+            wide={lv: [self.reg(f"f_{name}_{int(lv)}_all_{q}") for q in range(self.count[lv])]
+                  for lv in wide},
+            tags=[Signal(range(len(sources)), init=_BankTimestamps.NEVER,
+                         name=f"f_{name}_{int(Scope.BANK)}_{q}_src") for q in range(NB)])
+        tag = Signal(range(len(sources)), name=f"f_{name}_{int(Scope.BANK)}_src")
+        self.m.d.comb += tag.eq(_pick(t.tags, self.index[Scope.BANK]))
+        choices: list[Value] = [Const(self.NEG, self.S), rd.data]
+        choices += [_pick(t.wide[lv], self.index[lv]) for lv in wide]
+        t.value = Signal(self.S, name=f"f_{name}_{int(Scope.BANK)}_rd")
+        self.m.d.comb += t.value.eq(_pick(choices, tag))
+        return t
 
     def read(self, f: Family, level: Scope, key: Value) -> Value:
         lv = min(level, max(f.write_levels.values()))
+        if lv == Scope.BANK and f.index in self.ram:
+            return self.ram[f.index].value
         regs = self.fam[f.index][lv]
         return _pick([_pick(row, key) for row in regs], self.index[lv])
 
@@ -579,6 +649,42 @@ class _Builder:
         ancestor = q // (self.count[lv] // self.count[lam])
         return self.index[lam] == ancestor
 
+    def write_bank_timestamps(self, f: Family, t: _BankTimestamps, head_in: object,
+                              on_ref: bool) -> None:
+        """The issued command's writes into a family's bank level held as ``_BankTimestamps``:
+        an event at the bank level writes the memory at the head's bank and tags that bank
+        ``BANK``; an event at a level above writes that level's register of the head's instance
+        and tags every bank below it with the level."""
+        m, lv_bank = self.m, Scope.BANK
+        at = {lv: (lambda o, lv=lv: Const(int(f.write_levels[o] == lv)))
+              for lv in (lv_bank, *t.wide_levels)}
+        en_mem = self.enable(head_in(f, at[lv_bank]), False,  # type: ignore[operator]
+                             f"{f.name}_{int(lv_bank)}_mem")
+        # the memory's write data: one of the counter copies, the families spread over them
+        k = len(self.ram_writers)
+        self.ram_writers.append(f.index)
+        m.d.comb += [t.wr.addr.eq(self.index[lv_bank]), t.wr.en.eq(en_mem),
+                     t.wr.data.eq(self.copies[k % len(self.copies)][0])]
+        wide_en: dict[Scope, list[Value]] = {}
+        for lv in t.wide_levels:
+            ref_here = on_ref and f.write_levels.get(Op.REF) == lv
+            wide_en[lv] = []
+            for q, reg in enumerate(t.wide[lv]):
+                en = self.enable(head_in(f, lambda o, lv=lv, q=q: at[lv](o) & (  # type: ignore
+                    self.index[lv] == q)), ref_here, f"{f.name}_{int(lv)}_all_{q}")
+                wide_en[lv].append(en)
+                with m.If(en):
+                    m.d.sync += reg.eq(self.now_for(q, len(t.wide[lv])))
+        ratio = {lv: self.NB // self.count[lv] for lv in t.wide_levels}
+        for q, tag in enumerate(t.tags):
+            hit = self.enable(head_in(f, lambda o, q=q: at[lv_bank](o) & (  # type: ignore
+                self.index[lv_bank] == q)), False, f"{f.name}_{int(lv_bank)}_{q}_src")
+            with m.If(hit):
+                m.d.sync += tag.eq(_BankTimestamps.BANK)
+            for src, lv in enumerate(t.wide_levels, start=_BankTimestamps.BANK + 1):
+                with m.If(wide_en[lv][q // ratio[lv]]):
+                    m.d.sync += tag.eq(src)
+
     def writes(self) -> None:
         m, S = self.m, self.S
         now, ref = self.now, self.need_ref
@@ -614,6 +720,8 @@ class _Builder:
                 continue
             ops = [o for o in sorted(f.earlier.ops) if o != Op.REF]
             key = self.keys_index(f.keys, ops) if ops else Const(0, 0)
+            if f.index in self.ram:
+                self.write_bank_timestamps(f, self.ram[f.index], head_in, on_ref)
             for lv, nodes in self.fam[f.index].items():
                 for q, regs in enumerate(nodes):
                     for kv, reg in enumerate(regs):
