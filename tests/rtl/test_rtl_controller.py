@@ -21,12 +21,16 @@ FULL_TB = TbConfig(preset=None, overrides={}, rows=1)
 
 
 def _build(tc: TbConfig, waves: bool = False) -> RtlModel:
+    """The channel's model at C++ ``-O0`` (``quick``): the controller's large evaluation
+    functions took 50 s of ``-Os`` compile against 28 s, and these tests' time is cocotb's, not
+    the model's (docs/rtl.md, "The suite")."""
     cfg = tc.cfg
     return build_design(
         "channel", lambda: Channel(cfg=cfg, rows=tc.rows, refresh=tc.refresh,
                                    cycle_width=tc.cycle_width),
         params={"cfg": cfg.as_dict(), "rows": tc.rows, "refresh": tc.refresh,
-                "cycle_width": tc.cycle_width}, waves=waves, internals=False, public_ports=True)
+                "cycle_width": tc.cycle_width}, waves=waves, internals=False, public_ports=True,
+        config="quick")
 
 
 @pytest.fixture(scope="session")
