@@ -59,11 +59,13 @@ from .layouts import COMMAND, STATUS_NAMES, issue_layout, status_members
 from .pu import BankPU
 from .softmax import SoftmaxUnit
 
-__all__ = ["DP_ERRORS", "PU_MODULE", "AttentionChannel", "PUShell", "check_attention_config",
-           "falling_edge_domain", "gate_clock"]
+__all__ = ["DP_ERRORS", "PU_MODULE", "UNIT_PREFIX", "AttentionChannel", "PUShell",
+           "check_attention_config", "falling_edge_domain", "gate_clock"]
 
 #: Verilog module name of the bank PU when the channel instantiates it (``pu_instances``).
 PU_MODULE = "starc_bank_pu"
+#: Prefix of the Verilog modules of the glue's FP units with ``pu_instances`` (``fp.SharedUnits``).
+UNIT_PREFIX = "starc_fp"
 
 #: Sticky contract flags of the datapath (all zero in a correct run).
 DP_ERRORS = data.StructLayout({
@@ -152,10 +154,14 @@ class AttentionChannel(wiring.Component):
         Score-move beats (token sets) one SFM may hold; default ``2 * max_entries / slots``.
     refresh, cycle_width : as :class:`starc_hw.channel.Channel`.
     pu_instances : bool
-        Instantiate the bank PUs as instances of one Verilog module :data:`PU_MODULE` (whose
-        source :meth:`extra_verilog` returns) instead of elaborating each one: Verilog generation
-        then costs one PU instead of one per bank (Verilator and Yosys see the same module
-        definition once). Not for ``amaranth.sim``, which cannot simulate instances.
+        Instantiate the bank PUs as instances of one Verilog module :data:`PU_MODULE`, and the
+        glue's combinational FP units (the moves' adders, the output's rounding) as instances of
+        one module per kind (:data:`UNIT_PREFIX`; :class:`~starc_hw.fp.SharedUnits`), whose
+        sources :meth:`extra_verilog` returns, instead of elaborating each one: Verilog
+        generation then costs one PU and one unit of each kind instead of one per use (Verilator
+        and Yosys see each module definition once; the 64-bank channel's glue held 240 such
+        units, a quarter of its Verilog). Not for ``amaranth.sim``, which cannot simulate
+        instances.
     heads : int
         Heads the datapath holds state for (docs/multihead.md; default 1): per head a query and
         value accumulators in every PU, a softmax-buffer part, an output accumulator. The
@@ -371,8 +377,14 @@ class AttentionChannel(wiring.Component):
             if H > 1:   # the MAC's head (its query / accumulators), the WRGB's (issued now)
                 m.d.comb += [pu["mac"].head.eq(ccmd.row[:hb]), pu["wrgb"].head.eq(cmd_head)]
 
+        # the glue's combinational FP units: instances of one module per kind with pu_instances
+        units = self._glue_units()
+        add = units.add if units is not None else fp.add
+        widen = units.widen if units is not None else fp.widen
+        narrow = units.narrow if units is not None else fp.narrow
+
         def to32(m: Module, x: Value) -> Value:
-            return x if fmt.width == 32 else fp.widen(m, x)
+            return x if fmt.width == 32 else widen(m, x)
 
         # ---- score move: group mux, tree over the banks of each set, one beat per set ------------
         mv_valid = Signal()
@@ -398,7 +410,7 @@ class AttentionChannel(wiring.Component):
                     x = Signal(fmt.width, name=f"mvsel_{j}_{s}_{k}")
                     m.d.comb += x.eq(regs[Cat(mv_buf, mv_group)])
                     parts.append(x)
-                sums.append(to32(m, fp.tree(m, fmt, parts)))
+                sums.append(to32(m, fp.tree(m, fmt, parts, adder=add)))
             with m.If(mv_valid):
                 m.d.sync += [pend[j].scores[s].eq(sums[s]) for s in range(S)]
                 m.d.sync += [pend[j].mask.eq(mv_mask[j * S:(j + 1) * S]),
@@ -475,7 +487,7 @@ class AttentionChannel(wiring.Component):
                     part = Signal(fmt.width, name=f"vmsel_{k}_{lane}_{j}")
                     m.d.comb += part.eq(regs[Cat(vm_half, vm_group) if H & (H - 1) == 0
                                              else vm_group * (2 * H) + vm_half])
-                    x = fp.add(m, fmt, x, part)
+                    x = add(m, fmt, x, part)
                 for hh in range(2 * H):
                     with m.If(vm_valid & (vm_half == hh)):
                         m.d.sync += out[dim(hh, 32 * k + 16 * (hh % 2) + lane)].eq(x)
@@ -484,7 +496,10 @@ class AttentionChannel(wiring.Component):
                 Mux(vm_valid & (vm_group == i // B), 1 << vm_half, 0)[:2 * H])
         for e in range(H * d):
             v = out[e]
-            m.d.comb += self.out_fp16[e].eq(v if fmt == FP16 else fp.narrow(m, v))
+            m.d.comb += self.out_fp16[e].eq(v if fmt == FP16 else narrow(m, v))
+        if units is not None and units.modules != self._glue_units(declared=True).modules:
+            raise RuntimeError(f"the glue instantiates {units.modules}, but extra_verilog "
+                               f"declares {self._glue_units(declared=True).modules}")
 
         m.d.comb += self.busy.eq(mv_valid | pend_valid.any() | sfm.busy | pg_busy
                                  | vm_valid | sfm.rd.valid)
@@ -610,14 +625,29 @@ class AttentionChannel(wiring.Component):
         m.d.comb += en.eq(beat | recent.any() | ports["acc_clear"].any() | rst)
         gate_clock(top, domain, en, name=f"pu{i}_gate")
 
-    def extra_verilog(self) -> str:
-        """Verilog of the module the PU instances refer to (empty without ``pu_instances``)."""
+    def _glue_units(self, *, declared: bool = False) -> fp.SharedUnits | None:
+        """With ``pu_instances``, the glue's combinational FP units as instances
+        (:class:`~starc_hw.fp.SharedUnits`, modules ``starc_fp_*``; None without). ``declared``:
+        the units with every kind the glue instantiates already declared, without elaborating it:
+        the adders of the moves in the accumulation format, and for the output the rounding to
+        FP16 (FP32 accumulators) or the scores' widening to FP32 (FP16 accumulators)."""
         if not self._pu_instances:
+            return None
+        units = fp.SharedUnits(UNIT_PREFIX)
+        if declared:
+            units.declare(f"add{self._fmt.width}", "widen" if self._fmt == FP16 else "narrow")
+        return units
+
+    def extra_verilog(self) -> str:
+        """Verilog of the modules the instances refer to (empty without ``pu_instances``): the
+        glue's FP units (:data:`UNIT_PREFIX`) and the bank PU (:data:`PU_MODULE`, last)."""
+        units = self._glue_units(declared=True)
+        if units is None:
             return ""
         from amaranth.back import verilog
 
         shell = PUShell(cfg=self._cfg, registered=self._gating, heads=self._heads)
-        return verilog.convert(shell, name=PU_MODULE, emit_src=False)
+        return units.verilog() + verilog.convert(shell, name=PU_MODULE, emit_src=False)
 
 
 class PUShell(wiring.Component):

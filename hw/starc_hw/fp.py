@@ -7,14 +7,16 @@ function that adds combinational logic to a module and returns the result
 (:func:`mul16`, :func:`add`, :func:`narrow`, :func:`widen`); the pipelined blocks of
 ``starc_hw.pu`` and ``starc_hw.softmax`` are built from these. The components of this module wrap
 them for test and reuse: the combinational :class:`Multiplier`, :class:`Adder`, :class:`Narrow`,
-:class:`Widen`, and the pipelined :class:`ReductionTree`.
+:class:`Widen`, and the pipelined :class:`ReductionTree`. :class:`SharedUnits` places the
+combinational ones as instances of one Verilog module per kind (for Verilog outputs, where a
+design's hundred identical units would otherwise be written, and compiled, one by one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Array, Cat, Const, Instance, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from starc.numerics import FP16, FP32, FloatFormat
@@ -29,6 +31,7 @@ __all__ = [
     "Multiplier",
     "Narrow",
     "ReductionTree",
+    "SharedUnits",
     "Widen",
     "acc_format",
     "add",
@@ -409,14 +412,17 @@ def widen(m: Module, a: Value) -> Signal:
 
 
 def tree(m: Module, fmt: FloatFormat, xs: Sequence[Value], *,
-         register_after: frozenset[int] = frozenset(), domain: str = "sync") -> Value:
+         register_after: frozenset[int] = frozenset(), domain: str = "sync",
+         adder: Callable[[Module, FloatFormat, Value, Value], Value] | None = None) -> Value:
     """Fixed pairwise tree sum of ``xs`` (``starc.numerics.Arith.tree``); with an odd count the
     last value of a level passes through. A register stage follows every level whose number
-    (1 = first level of adds) is in ``register_after``."""
+    (1 = first level of adds) is in ``register_after``. ``adder``: the combinational adder
+    (default :func:`add`; :meth:`SharedUnits.add` for instances)."""
+    adder = add if adder is None else adder
     level, vals = 0, list(xs)
     while len(vals) > 1:
         level += 1
-        nxt = [add(m, fmt, vals[i], vals[i + 1]) for i in range(0, len(vals) - 1, 2)]
+        nxt = [adder(m, fmt, vals[i], vals[i + 1]) for i in range(0, len(vals) - 1, 2)]
         if len(vals) % 2:
             nxt.append(vals[-1])
         if level in register_after:
@@ -502,6 +508,73 @@ class Widen(wiring.Component):
         m = Module()
         m.d.comb += self.a.eq(widen(m, self.h))
         return m
+
+
+class SharedUnits:
+    """The combinational units :func:`add`, :func:`narrow` and :func:`widen` as instances of one
+    Verilog module per kind (``{prefix}_add32``, ``{prefix}_add16``, ``{prefix}_narrow``,
+    ``{prefix}_widen``), whose source :meth:`verilog` returns for the kinds used or declared.
+
+    The same logic as calling the functions: each module is the :class:`Adder`, :class:`Narrow`
+    or :class:`Widen` component, so a design's output bits do not change; only its Verilog
+    holds one definition per kind instead of one copy per use (each copy Amaranth would write
+    as a module of its own, named after its place). For Verilog outputs only:
+    ``amaranth.sim`` cannot simulate instances."""
+
+    #: kind -> (the component, its output port)
+    KINDS: dict[str, tuple[Callable[[], wiring.Component], str]] = {
+        "add32": (lambda: Adder(fmt=FP32), "s"),
+        "add16": (lambda: Adder(fmt=FP16), "s"),
+        "narrow": (lambda: Narrow(), "h"),
+        "widen": (lambda: Widen(), "a"),
+    }
+
+    def __init__(self, prefix: str = "starc_fp") -> None:
+        self._prefix = prefix
+        self._used: set[str] = set()
+
+    def declare(self, *kinds: str) -> SharedUnits:
+        """Count ``kinds`` (of :data:`KINDS`) as used, without an instance; returns self."""
+        bad = [k for k in kinds if k not in self.KINDS]
+        if bad:
+            raise ValueError(f"unknown unit kinds {bad}: use {sorted(self.KINDS)}")
+        self._used.update(kinds)
+        return self
+
+    def _instance(self, m: Module, kind: str, out: Signal, **ins: Value) -> Signal:
+        """An instance of the module of ``kind`` with inputs ``ins``, its output driving
+        ``out``."""
+        self.declare(kind)
+        port = self.KINDS[kind][1]
+        m.submodules += Instance(f"{self._prefix}_{kind}",
+                                 **{f"i_{k}": v for k, v in ins.items()}, **{f"o_{port}": out})
+        return out
+
+    def add(self, m: Module, fmt: FloatFormat, a: Value, b: Value) -> Signal:
+        """:func:`add` (combinational, no cuts) as an instance of ``{prefix}_add{width}``."""
+        fmt = _check_format(fmt)
+        return self._instance(m, f"add{fmt.width}", Signal(fmt.width, name="sum"), a=a, b=b)
+
+    def narrow(self, m: Module, a: Value) -> Signal:
+        """:func:`narrow` (combinational) as an instance of ``{prefix}_narrow``."""
+        return self._instance(m, "narrow", Signal(16, name="half"), a=a)
+
+    def widen(self, m: Module, a: Value) -> Signal:
+        """:func:`widen` as an instance of ``{prefix}_widen``."""
+        return self._instance(m, "widen", Signal(32, name="single"), h=a)
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """Names of the modules used or declared so far, sorted."""
+        return tuple(sorted(f"{self._prefix}_{k}" for k in self._used))
+
+    def verilog(self) -> str:
+        """Verilog of every module used or declared so far (one definition each), by name."""
+        from amaranth.back import verilog
+
+        return "".join(verilog.convert(self.KINDS[k][0](), name=f"{self._prefix}_{k}",
+                                       emit_src=False)
+                       for k in sorted(self._used))
 
 
 class ReductionTree(wiring.Component):

@@ -210,3 +210,30 @@ def test_cut_validation() -> None:
     with pytest.raises(ValueError, match=r"Cuts of add must be step numbers from 1 to 5, not "
                                          r"\[0, 6\]"):
         fp.add(Module(), FP32, Signal(32), Signal(32), cuts=(0, 6))
+
+
+def test_shared_units_are_the_components_once_each() -> None:
+    """``fp.SharedUnits``: one instance per use, one module per kind, and each module is the
+    Verilog of the component it stands for (:class:`fp.Adder`, :class:`fp.Narrow`,
+    :class:`fp.Widen`), so instancing changes no output bit."""
+    from amaranth.back import verilog
+    from amaranth.hdl import Fragment, Module, Signal
+
+    units = fp.SharedUnits("u")
+    m = Module()
+    a32, b32, a16, b16 = Signal(32), Signal(32), Signal(16), Signal(16)
+    outs = [units.add(m, FP32, a32, b32), units.add(m, FP32, b32, a32),
+            units.add(m, FP16, a16, b16), units.narrow(m, a32), units.widen(m, a16)]
+    assert [len(o) for o in outs] == [32, 32, 16, 16, 32]
+    frag = Fragment.get(m, None)
+    types = sorted(sub.type for sub, _, _ in frag.subfragments)
+    assert types == ["u_add16", "u_add32", "u_add32", "u_narrow", "u_widen"]
+    assert units.modules == ("u_add16", "u_add32", "u_narrow", "u_widen")
+    # the kinds the FP16-accumulator channel uses (the FP32 ones run in every co-simulation)
+    some = fp.SharedUnits("u").declare("widen", "add16")
+    assert some.modules == ("u_add16", "u_widen")
+    want = "".join(verilog.convert(c, name=n, emit_src=False) for n, c in [
+        ("u_add16", fp.Adder(fmt=FP16)), ("u_widen", fp.Widen())])
+    assert some.verilog() == want
+    with pytest.raises(ValueError, match=r"unknown unit kinds \['mul'\]: use \['add16', "):
+        units.declare("mul")

@@ -191,6 +191,7 @@ def test_instantiated_pu_module_has_the_heads_ports(monkeypatch: pytest.MonkeyPa
         ch = AttentionChannel(cfg=cfg, head_dim=128, pu_instances=True, heads=heads)
         ch.extra_verilog()
         want = PUShell(cfg=cfg, heads=heads)
+        assert isinstance(seen[-1], PUShell)   # the PU's module comes last (after the FP units)
         assert seen[-1].signature == want.signature
         assert seen[-1].acc_clear.shape().width == 2 * heads
 
@@ -215,3 +216,30 @@ def test_cosim_refuses_more_heads_than_the_model_holds(tmp_path) -> None:  # noq
     assert meta["outputs"] == gold.outputs_bits.ravel().tolist()
     b = np.load(tmp_path / "two.npz")
     assert sorted(set(b["score_head"].tolist())) == [0, 1] == sorted(set(b["prob_head"].tolist()))
+
+
+@pytest.mark.parametrize("acc", ["fp32", "fp16"])
+def test_instantiated_units_are_the_ones_declared(acc: str) -> None:
+    """With ``pu_instances`` the glue's FP units are instances too (``fp.SharedUnits``): every
+    module the elaborated channel instantiates is one ``extra_verilog`` defines, for both
+    accumulation formats (FP32: adders and rounding to FP16; FP16: adders and widening)."""
+    from amaranth.hdl import Fragment, Instance
+    from starc_hw.attention import PU_MODULE, UNIT_PREFIX, AttentionChannel
+    from starc_sim.programs import TINY
+
+    cfg = config.load(overrides={**TINY, "pu.acc_format": acc})
+    ch = AttentionChannel(cfg=cfg, head_dim=32, pu_instances=True)
+    types: set[str] = set()
+
+    def walk(frag: object) -> None:
+        for sub, _, _ in frag.subfragments:
+            if isinstance(sub, Instance) or type(sub).__name__ == "Instance":
+                types.add(sub.type)
+            else:
+                walk(sub)
+    walk(Fragment.get(ch, None))
+    width = 32 if acc == "fp32" else 16
+    units = {f"{UNIT_PREFIX}_add{width}", f"{UNIT_PREFIX}_{'narrow' if width == 32 else 'widen'}"}
+    assert types == units | {PU_MODULE}
+    declared = ch._glue_units(declared=True)
+    assert set(declared.modules) == units
