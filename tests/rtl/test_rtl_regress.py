@@ -10,15 +10,18 @@ import pytest
 pytestmark = [pytest.mark.rtl, pytest.mark.xdist_group("attention-16")]
 
 
-def test_quick_regression(tmp_path, capsys) -> None:  # noqa: ANN001
-    from starc.cli import main
+def test_quick_regression(tmp_path) -> None:  # noqa: ANN001
+    """The quick regression passes with the constraint coverage of what ran; its ``--json`` is
+    strict JSON alone on stdout (the test tests/jsoncommands.py names for this command), the
+    same document as its ``-o`` file."""
+    from jsoncommands import COMMANDS, run_json, strict_loads
 
-    out = tmp_path / "regress.json"
-    rc = main(["rtl", "regress", "--quick", "--numerics", "0", "--no-cache", "--workers", "2",
-               "-o", str(out), "--json"])
-    report = json.loads(capsys.readouterr().out)
-    assert rc == 0, report["failures"]
-    assert report == json.loads(out.read_text())
+    tier, args = COMMANDS[("rtl", "regress")]
+    assert tier == "regress"
+    rc, stdout, err = run_json(("rtl", "regress"), args, tmp_path)
+    report = strict_loads(stdout)
+    assert rc == 0, (report["failures"], err[-3000:])
+    assert report == json.loads((tmp_path / args[args.index("-o") + 1]).read_text())
     assert report["scenarios"] == 5 and report["pass"] == 5 and report["FAIL"] == 0
     cov = report["coverage"]
     # steps bind the datapath rules, programs the DRAM ones (RD/WR turnarounds among them)
