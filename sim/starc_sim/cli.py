@@ -190,7 +190,7 @@ def cmd_verilog(args: argparse.Namespace) -> int:
     out_file = outputs.OutputFile(args.output, command="rtl verilog", force=args.force,
                                   inputs=[args.preset] if args.preset else [])
 
-    from starc_sim.convert import fast_netlist, to_verilog
+    from starc_sim.convert import design_verilog
 
     sz = get_size(args.size)
     overrides = [*(f"{k}={v}" for k, v in sz.overrides().items()), *args.overrides]
@@ -203,11 +203,7 @@ def cmd_verilog(args: argparse.Namespace) -> int:
     kind = "channel" if type(top).__name__ == "Channel" else "attention channel"
     print(f"generating Verilog of the {kind} ({args.size}: "
           f"{cfg.org.banks_per_channel} banks) ...", file=sys.stderr, flush=True)
-    text = to_verilog(top, "top")  # verilog.convert's text, in less time
-    extra = getattr(top, "extra_verilog", None)
-    if extra is not None:
-        with fast_netlist():
-            text += extra()
+    text = design_verilog(top, "top")  # verilog.convert's text in less time, and the instances'
     out = Path(args.output)
     with out_file.build() as tmp:
         tmp.write_text(text)

@@ -32,7 +32,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["AMARANTH_VERSION", "fast_cycle_check", "fast_netlist", "to_rtlil", "to_verilog"]
+__all__ = ["AMARANTH_VERSION", "design_verilog", "fast_cycle_check", "fast_netlist", "to_rtlil",
+           "to_verilog"]
 
 #: The Amaranth release whose RTLIL emitter :func:`to_verilog` extends.
 AMARANTH_VERSION = "0.5.10"
@@ -273,3 +274,23 @@ def to_verilog(design: Any, name: str = "top", *, zero_init: bool = True) -> str
         text = verilog.convert(design, name=name, emit_src=False)
         return text if zero_init else strip_zero_init(text)
     return verilog._convert_rtlil_text(to_rtlil(design, name, zero_init=zero_init))
+
+
+def design_verilog(design: Any, name: str = "top", *, zero_init: bool = True) -> str:
+    """The whole Verilog of ``design``: :func:`to_verilog`'s text, then the modules the design
+    instantiates by name, from its ``extra_verilog()`` when it has one (the attention channel's
+    bank PU and FP units), converted under :func:`fast_netlist` (Amaranth's loop check took 50 s
+    on the PU) and, with ``zero_init=False``, without their all-zero memory initialisations
+    (``strip_zero_init``), like the design's own. What every build and ``starc rtl verilog``
+    write."""
+    text = to_verilog(design, name, zero_init=zero_init)
+    extra = getattr(design, "extra_verilog", None)
+    if extra is None:
+        return text
+    with fast_netlist():
+        more = extra()
+    if not zero_init:
+        from starc_sim.runner import strip_zero_init
+
+        more = strip_zero_init(more)
+    return text + more

@@ -646,22 +646,15 @@ def _build_locked(name: str, make: Callable[[], Any], build_dir: Path, cfg: Buil
     show = _BuildProgress(name, build_dir, enabled=progress and not exe.is_file())
     try:
         if not vfile.is_file():
-            from starc_sim.convert import fast_netlist, to_verilog
+            from starc_sim.convert import design_verilog
 
             show.phase("Verilog")
             _write_atomic(build_dir / "params.json", json.dumps(
                 {**dict(params or {}), "build": cfg.key()}, sort_keys=True, default=str,
                 indent=1))
-            design = make()
-            # verilog.convert's text (zero_init=False: strip_zero_init of it), in less time
-            text = to_verilog(design, toplevel, zero_init=zero_init)
-            # modules the design instantiates by name (e.g. the attention channel's bank PU)
-            extra = getattr(design, "extra_verilog", None)
-            if extra is not None:
-                with fast_netlist():  # the bank PU: Amaranth's loop check took 50 s
-                    more = extra()
-                text += more if zero_init else strip_zero_init(more)
-            _write_atomic(vfile, text)
+            # verilog.convert's text (zero_init=False: strip_zero_init of it), in less time, and
+            # the modules the design instantiates by name (the attention channel's PU, FP units)
+            _write_atomic(vfile, design_verilog(make(), toplevel, zero_init=zero_init))
         sources: list[Any] = [vfile]
         control += "".join(f'hier_block -module "{mod}"\n' for mod in hier_blocks)
         if public_ports:

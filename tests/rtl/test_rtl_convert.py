@@ -86,6 +86,33 @@ def test_verilog_is_amaranths(zero_init: bool) -> None:
     assert ours == theirs
 
 
+class WithExtra(Memories):
+    """:class:`Memories` that instantiates nothing but names one more module (``extra_verilog``),
+    itself with memories: the way the attention channel hands over its PU's and units' Verilog."""
+
+    def extra_verilog(self) -> str:
+        from amaranth.back import verilog
+
+        return verilog.convert(Memories(MIXED[:3]), name="extra", emit_src=False)
+
+
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_design_verilog_appends_the_extra_modules(zero_init: bool) -> None:
+    """What builds and ``starc rtl verilog`` write: the design's Verilog, then its extra
+    modules', both stripped of their all-zero initialisations with ``zero_init=False``; a design
+    without ``extra_verilog`` is its own Verilog alone."""
+    from starc_sim.convert import design_verilog, to_verilog
+    from starc_sim.runner import setup_environment, strip_zero_init
+
+    setup_environment()
+    extra = WithExtra(MIXED[:3]).extra_verilog()
+    assert "module extra" in extra and "initial begin" in extra
+    ours = design_verilog(WithExtra(MIXED[:3]), "top", zero_init=zero_init)
+    own = to_verilog(Memories(MIXED[:3]), "top", zero_init=zero_init)
+    assert ours == own + (extra if zero_init else strip_zero_init(extra))
+    assert design_verilog(Memories(MIXED[:3]), "top", zero_init=zero_init) == own
+
+
 class Comb(wiring.Component):
     """Eight-bit signals, each a function of others (and maybe of itself, through other
     signals): ``ops[i] = (kind, a, b, c)`` names the operation and its operand signals."""
