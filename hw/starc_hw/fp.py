@@ -572,9 +572,9 @@ class SharedUnits:
         """Verilog of every module used or declared so far (one definition each), by name."""
         from amaranth.back import verilog
 
-        return "".join(verilog.convert(self.KINDS[k][0](), name=f"{self._prefix}_{k}",
-                                       emit_src=False)
-                       for k in sorted(self._used))
+        names = {k: f"{self._prefix}_{k}" for k in sorted(self._used)}
+        return "".join(verilog.convert(self.KINDS[k][0](), name=n, emit_src=False)
+                       for k, n in names.items())
 
 
 class ReductionTree(wiring.Component):

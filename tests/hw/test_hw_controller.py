@@ -238,6 +238,18 @@ def test_every_rule_binds_in_the_rtl() -> None:
             assert issued[-1].rule == rid, rules.rule_name(rid)
 
 
+async def _host_clock(ctx, dut, words: list[int], k: int) -> tuple[int, Issued | None]:  # noqa: ANN001
+    """One clock of a host that offers command word ``k`` of ``words`` (none past the end):
+    the next word's index (``k + 1`` when the controller took it) and the command issued in
+    that clock, if any."""
+    ctx.set(dut.cmd.valid, k < len(words))
+    if k < len(words):
+        ctx.set(dut.cmd.payload.as_value(), words[k])
+    _, _, ready, valid, payload = await ctx.tick().sample(
+        dut.cmd.ready, dut.issue.valid, dut.issue.payload.as_value())
+    return k + int(bool(ready) and k < len(words)), decode_issue(payload, W) if valid else None
+
+
 def _run_with_resets(cfg, progs: list[np.ndarray]) -> list[list[Issued]]:
     """Each program on one Channel in amaranth.sim, the channel reset before each: the issued
     commands of every program."""
@@ -258,15 +270,9 @@ def _run_with_resets(cfg, progs: list[np.ndarray]) -> list[list[Issued]]:
             words = [encode(c) for c in prog]
             k = 0
             for _ in range(50 * len(words) + 2000):
-                ctx.set(dut.cmd.valid, k < len(words))
-                if k < len(words):
-                    ctx.set(dut.cmd.payload.as_value(), words[k])
-                _, _, ready, valid, payload = await ctx.tick().sample(
-                    dut.cmd.ready, dut.issue.valid, dut.issue.payload.as_value())
-                if ready and k < len(words):
-                    k += 1
-                if valid:
-                    got.append(decode_issue(payload, W))
+                k, issued = await _host_clock(ctx, dut, words, k)
+                if issued is not None:
+                    got.append(issued)
                 if len(got) == n:
                     break
             out.append(got)
@@ -317,15 +323,9 @@ def test_clocks_per_decision_and_step(fold: int) -> None:
         k = 0
         for clk in range(10 * fold * (sched.total_cycles + 10 * len(words))):
             ctx.set(dut.step, clk % fold == 0)
-            ctx.set(dut.cmd.valid, k < len(words))
-            if k < len(words):
-                ctx.set(dut.cmd.payload.as_value(), words[k])
-            _, _, ready, valid, payload = await ctx.tick().sample(
-                dut.cmd.ready, dut.issue.valid, dut.issue.payload.as_value())
-            if ready and k < len(words):
-                k += 1
-            if valid:
-                sb.observe(decode_issue(payload, W))
+            k, issued = await _host_clock(ctx, dut, words, k)
+            if issued is not None:
+                sb.observe(issued)
                 if sb.done:
                     clocks["n"] = clk + 1
                     break
