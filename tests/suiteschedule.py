@@ -114,11 +114,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 class _DurationRecorder:
-    """Sums each test's setup, call and teardown time (on the controller under xdist) and
-    writes :data:`DURATIONS` at the end of the session, with each worker's summed test time and
-    when (seconds after the session started) its last test ended: the critical path."""
+    """Sums each test's setup, call and teardown time (on the controller under xdist) and each
+    worker's summed test time and when (seconds after the session started) its last test ended:
+    the critical path. Every run prints the workers' figures at the end (how well the schedule
+    balanced them); with ``--store-durations`` it writes :data:`DURATIONS` too."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self.seconds: dict[str, float] = {}
         self.start = time.monotonic()
@@ -133,8 +134,17 @@ class _DurationRecorder:
         w["test_seconds"] += report.duration
         w["last_end"] = time.monotonic() - self.start
 
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if len(self.workers) < 2:
+            return
+        terminalreporter.write_sep("-", "workers (tests/suiteschedule.py)")
+        for name, w in sorted(self.workers.items()):
+            terminalreporter.write_line(
+                f"{name}: {w['test_seconds']:.1f} s of tests, its last test ended "
+                f"{w['last_end']:.1f} s after the start")
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.seconds:
+        if not self.seconds or self.path is None:
             return
         kept = {k: round(v, 1) for k, v in sorted(self.seconds.items()) if v >= 1.0}
         doc = {"about": "seconds per test (>= 1 s) of one `pytest -n 2 --dist loadgroup "
@@ -150,6 +160,9 @@ class _DurationRecorder:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("store_durations", False) and not hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        return
+    path = None
+    if config.getoption("store_durations", False):
         path = Path(os.environ.get("STARC_TEST_DURATIONS", DURATIONS))
-        config.pluginmanager.register(_DurationRecorder(path), "starc-durations")
+    config.pluginmanager.register(_DurationRecorder(path), "starc-durations")

@@ -56,6 +56,11 @@ def test_groups_hold_and_the_costliest_unit_starts_first(tmp_path: Path) -> None
     doc = json.loads(costs.read_text())
     assert set(doc["workers"]) == {w for w, _ in ran} == {"gw0", "gw1"}, doc
     assert all(w["last_end"] > 0 and w["test_seconds"] >= 0 for w in doc["workers"].values())
+    # and every run prints the same figures at the end (how the schedule balanced the workers)
+    shown = dict(re.findall(r"^(gw\d): ([\d.]+) s of tests, its last test ended", run.stdout,
+                            re.M))
+    assert shown == {w: f"{doc['workers'][w]['test_seconds']:.1f}" for w in ("gw0", "gw1")}, \
+        run.stdout[-1500:]
 
 
 @pytest.mark.parametrize(("text", "group"), [
