@@ -54,7 +54,9 @@ def _flat(classes: dict[str, list[int]]) -> list[int]:
     return [x for xs in classes.values() for x in xs]
 
 
-def _random16(rng: np.random.Generator, n: int) -> np.ndarray:
+def interesting16(rng: np.random.Generator, n: int) -> np.ndarray:
+    """FP16 patterns rich in edge cases: zeros, subnormals, extremes, infinities, NaNs (half of
+    the exponents drawn from the edges, a fifth of the fractions from their edges)."""
     sign = rng.integers(0, 2, n, dtype=np.uint16) << 15
     e = np.where(rng.random(n) < 0.5, rng.integers(0, 32, n), rng.choice([0, 1, 14, 15, 30, 31],
                                                                           n))
@@ -63,7 +65,8 @@ def _random16(rng: np.random.Generator, n: int) -> np.ndarray:
     return (sign | (e.astype(np.uint16) << 10) | f.astype(np.uint16)).astype(np.uint16)
 
 
-def _random32(rng: np.random.Generator, n: int) -> np.ndarray:
+def interesting32(rng: np.random.Generator, n: int) -> np.ndarray:
+    """FP32 patterns rich in edge cases, as :func:`interesting16`."""
     sign = rng.integers(0, 2, n, dtype=np.uint32) << 31
     exps = np.array([0, 1, 2, 24, 100, 112, 113, 126, 127, 128, 142, 143, 200, 253, 254, 255])
     e = np.where(rng.random(n) < 0.5, rng.integers(0, 256, n), rng.choice(exps, n))
@@ -84,12 +87,12 @@ def vectors(n: int, seed: int) -> dict[str, np.ndarray]:
     b16 = np.array([p16[i % len(p16)][1] for i in range(k)], np.uint16)
     a32 = np.array([p32[i % len(p32)][0] for i in range(k)], np.uint32)
     b32 = np.array([p32[i % len(p32)][1] for i in range(k)], np.uint32)
-    r32a, r32b = _random32(rng, n), _random32(rng, n)
+    r32a, r32b = interesting32(rng, n), interesting32(rng, n)
     near = rng.random(n) < 1 / 3   # a third nearly cancel (b close to -a): the adder's hard case
     r32b[near] = (r32a[near] ^ np.uint32(1 << 31)) + rng.integers(0, 3, int(near.sum())).astype(
         np.uint32)
-    return {"a16": np.concatenate([a16, _random16(rng, n)]),
-            "b16": np.concatenate([b16, _random16(rng, n)]),
+    return {"a16": np.concatenate([a16, interesting16(rng, n)]),
+            "b16": np.concatenate([b16, interesting16(rng, n)]),
             "a32": np.concatenate([a32, r32a]), "b32": np.concatenate([b32, r32b]),
             "specials": np.int64(k)}
 
