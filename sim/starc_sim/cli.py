@@ -31,8 +31,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from starc.planner.registry import POLICIES
     from starc_hw.sizes import SIZES
 
-    from starc_sim.runner import BUILD_CONFIGS
-
     grp = subcommand_group(subparsers, "rtl", "the Amaranth gateware: Verilog and co-simulation "
                                     "(docs/rtl.md)")
     p = grp.add_parser("verilog", help="write the Verilog of the attention channel",
@@ -107,10 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="tokens of the synthetic cache (default 500; 400 with --full)")
     p.add_argument("--cache-seed", type=int_range(0), default=3,
                    help="seed of the synthetic cache")
-    p.add_argument("--build", choices=list(BUILD_CONFIGS), default=None, metavar="CONFIG",
-                   help="Verilator build configuration (default: the model's own, fast on the "
-                        "16-bank model, quick on the full channel, or $STARC_COSIM_BUILD); flat "
-                        "simulates fastest and builds longest (docs/rtl.md)")
+    _add_build_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_cosim)
 
@@ -168,12 +163,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default 10000; 0 skips the FP units)")
     p.add_argument("-o", "--output", type=Path, default=None, help="write the JSON report here")
     add_force_arg(p)
+    _add_build_arg(p)
+    p.add_argument("--json", action="store_true", help="print the JSON report")
+    p.set_defaults(func=cmd_regress)
+
+
+def _add_build_arg(p: argparse.ArgumentParser) -> None:
+    """``--build``: the Verilator build configuration of the attention model (cosim, regress)."""
+    from starc_sim.runner import BUILD_CONFIGS
+
     p.add_argument("--build", choices=list(BUILD_CONFIGS), default=None, metavar="CONFIG",
                    help="Verilator build configuration (default: the model's own, fast on the "
                         "16-bank model, quick on the full channel, or $STARC_COSIM_BUILD); flat "
                         "simulates fastest and builds longest (docs/rtl.md)")
-    p.add_argument("--json", action="store_true", help="print the JSON report")
-    p.set_defaults(func=cmd_regress)
 
 
 def _err(msg: str) -> int:
