@@ -19,7 +19,6 @@ from typing import Any
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, FallingEdge, ReadOnly, with_timeout
 from starc.config import Config
 from starc.isa import Op, encode
@@ -33,11 +32,10 @@ from starc_sim.scoreboard import (
     decode_issue,
     expected_issues,
 )
-from starc_sim.streams import StreamSink, StreamSource
+from starc_sim.streams import CLOCK_NS, StreamSink, StreamSource, start_and_reset
 
 __all__ = ["ChannelTB", "TbConfig", "run_program", "tb_config", "tb_env"]
 
-CLOCK_NS = 10
 
 
 @dataclass(frozen=True)
@@ -182,14 +180,7 @@ class ChannelTB:
 
 
 async def reset(dut: Any) -> None:
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    dut.rst.value = 1
-    dut.cmd__valid.value = 0
-    dut.wdata__valid.value = 0
-    dut.issue__ready.value = 0
-    await with_timeout(ClockCycles(dut.clk, 3), 1, "us")
-    dut.rst.value = 0
-    await FallingEdge(dut.clk)
+    await start_and_reset(dut, cmd__valid=0, wdata__valid=0, issue__ready=0)
 
 
 async def run_program(dut: Any, prog: np.ndarray, *, idle: float = 0.0,

@@ -14,9 +14,27 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import cocotb
-from cocotb.triggers import Event, FallingEdge, ReadOnly, with_timeout
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, Event, FallingEdge, ReadOnly, with_timeout
 
-__all__ = ["StreamSink", "StreamSource"]
+__all__ = ["CLOCK_NS", "StreamSink", "StreamSource", "start_and_reset"]
+
+#: The period of the testbenches' clock, in simulated nanoseconds (one FPGA / RTL clock; its
+#: value is a label only: every testbench counts clocks, never nanoseconds).
+CLOCK_NS = 10
+
+
+async def start_and_reset(dut: Any, **quiet: int) -> None:
+    """Start ``dut.clk`` (cocotb's C++ clock, :data:`CLOCK_NS`), hold ``rst`` for three clocks
+    with each input named in ``quiet`` at its value (``cmd__valid=0``, ...), release it and
+    return at the next falling edge, where the testbenches drive."""
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    dut.rst.value = 1
+    for name, value in quiet.items():
+        getattr(dut, name).value = value
+    await with_timeout(ClockCycles(dut.clk, 3), 1, "us")
+    dut.rst.value = 0
+    await FallingEdge(dut.clk)
 
 
 def _check_probability(name: str, p: float) -> None:

@@ -44,7 +44,6 @@ from typing import Any
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import (
     ClockCycles,
@@ -60,9 +59,8 @@ from starc.isa import Op, encode
 
 from starc_sim.cosim import ModelSpec, _words, harness_constants
 from starc_sim.scoreboard import Issued, IssueScoreboard, decode_issue
-from starc_sim.streams import StreamSink, StreamSource
+from starc_sim.streams import CLOCK_NS, StreamSink, StreamSource, start_and_reset
 
-CLOCK_NS = 10
 #: Simulated clocks between two progress reports of ``scenario`` (one Python wake-up each).
 PROGRESS_CLOCKS = 20000
 
@@ -205,18 +203,8 @@ class Context:
 
 
 async def _reset(dut: Any, host: bool) -> None:
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    dut.host.value = int(host)
-    dut.rst.value = 1
-    dut.restart.value = 0
-    dut.start.value = 0
-    dut.ld_en.value = 0
-    dut.cmd__valid.value = 0
-    dut.wdata__valid.value = 0
-    dut.issue__ready.value = 0
-    await with_timeout(ClockCycles(dut.clk, 3), 1, "us")
-    dut.rst.value = 0
-    await FallingEdge(dut.clk)
+    await start_and_reset(dut, host=int(host), restart=0, start=0, ld_en=0, cmd__valid=0,
+                          wdata__valid=0, issue__ready=0)
 
 
 # ---- the fast path ---------------------------------------------------------------------------

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, with_timeout
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 
-CLOCK_NS = 10
+from starc_sim.streams import CLOCK_NS, start_and_reset
 
 
 @cocotb.test()
@@ -22,13 +21,7 @@ async def bench(dut: Any) -> None:
     words = [int(x, 16) for x in Path(os.environ["STARC_BENCH_PROGRAM"]).read_text().split()]
     repeat = int(os.environ.get("STARC_BENCH_REPEAT", "1"))
     expect_cycles = int(os.environ.get("STARC_BENCH_CYCLES", "1000000"))
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    dut.rst.value = 1
-    dut.load__valid.value = 0
-    dut.start.value = 0
-    await with_timeout(ClockCycles(dut.clk, 3), 1, "us")
-    dut.rst.value = 0
-    await FallingEdge(dut.clk)
+    await start_and_reset(dut, load__valid=0, start=0)
     t_load = time.perf_counter()
     dut.load__valid.value = 1
     for w in words:  # load.ready stays high until start

@@ -22,9 +22,8 @@ from starc_fpga.driver import HostDriver, LinkError, decode_step_selftest
 from starc_fpga.top import board_config, board_size
 from starc_hw.hostlink import Opcode, StatusFlag, frame
 
+from starc_sim.streams import CLOCK_NS
 from starc_sim.uart_model import BridgeTransport, UartModel, serve_socket
-
-CLOCK_NS = 10
 
 
 def _params() -> dict[str, Any]:

@@ -7,19 +7,11 @@ import random
 from typing import Any
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, with_timeout
 
-from starc_sim.streams import StreamSink, StreamSource
+from starc_sim.streams import StreamSink, StreamSource, start_and_reset
 
 WIDTH = int(os.environ.get("STARC_SMOKE_WIDTH", "16"))
-
-
-async def _reset(dut: Any) -> None:
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
 
 
 @cocotb.test()
@@ -29,7 +21,7 @@ async def sums(dut: Any, idle: float, backpressure: float) -> None:
     seed = cocotb.RANDOM_SEED
     rng = random.Random(seed)
     dut._log.info("seed %d", seed)
-    await _reset(dut)
+    await start_and_reset(dut)
     pairs = [(rng.getrandbits(WIDTH), rng.getrandbits(WIDTH)) for _ in range(200)]
     src = StreamSource(dut, "i", dut.clk, idle=idle, rng=rng)
     sink = StreamSink(dut, "o", dut.clk, backpressure=backpressure, rng=rng)
