@@ -18,7 +18,13 @@ Variants (compile options of the row-aligned mode, and cluster scores of the sel
 ``artifact`` (STARC's artifact, exact), ``unit+coselect`` (unit keys, centroid bundles: the
 previous default), ``unit+queries`` (unit keys, the placement learnt from prefill queries),
 ``query+coselect`` (keys in the prefill-query metric), ``query+queries`` (both: today's
-default), and on the default layout the
+default), ``flat`` (the default with flat balanced k-means, ``tree=False``), ``sinkhorn`` and
+``flat sinkhorn`` (the same two with the Sinkhorn balanced assignment, ``assign='sinkhorn'``:
+in the two-level algorithm only its flat iterations), ``exact`` (the two-level default with the
+exact assignment, SciPy's solver, wherever a problem has at most 1024 points: its second level),
+``refine`` (the default plus 3 steps of the selection-aware refinement learnt from the prefill
+queries, ``refine=3``; the decode queries the bench evaluates are never seen by the compile),
+and on the default layout the
 cluster scores ``q . c`` (the planner's rule; c is the mean raw key in the query metric),
 ``massvar`` (mean score + half the per-channel score variance: a log-sum-exp estimate),
 ``bound`` (q . c + |q| r), ``minmax`` (Quest's bound on per-cluster channel min / max),
@@ -362,6 +368,14 @@ def main() -> None:
         ("query+queries", {"metric": "query", "placement": "queries"},
          args.rules or ["centroid", "massvar", "bound", "minmax", "halves", "balanced",
                         "quarters", "pc1", "mixbound", "mixvar", "fullcov", "rowlse"]),
+        ("flat", {"metric": "query", "placement": "queries", "tree": False}, ["centroid"]),
+        ("sinkhorn", {"metric": "query", "placement": "queries", "assign": "sinkhorn"},
+         ["centroid"]),
+        ("flat sinkhorn", {"metric": "query", "placement": "queries", "tree": False,
+                           "assign": "sinkhorn"}, ["centroid"]),
+        ("exact", {"metric": "query", "placement": "queries", "assign": "exact"},
+         ["centroid"]),
+        ("refine", {"metric": "query", "placement": "queries", "refine": 3}, ["centroid"]),
     ]
     if args.variants is not None:
         variants = [v for v in variants if v[0] in args.variants]

@@ -20,10 +20,13 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "ASSIGNS",
     "artifact_lloyd",
+    "assign_rule",
     "balanced_assign",
     "balanced_kmeans",
     "kmeanspp_batched",
+    "refine_rows",
     "spherical_kmeans",
     "unit",
 ]
@@ -212,12 +215,13 @@ def _means_equal(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def balanced_kmeans(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, seed: int = 0,
-                    init: str = "positional", tol: float = 1e-4
+                    init: str = "positional", tol: float = 1e-4, assign: str = "greedy"
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Size-constrained k-means of ``xu [B, N, d]`` (unit keys) into clusters of sizes
     ``caps [B, k]``. ``init`` is ``kmeans++`` (seeded) or ``positional`` (centroid c = mean of the
-    c-th run of consecutive points, sized by ``caps``). Returns labels ``[B, N]``, centroids
-    (mean of unit members) ``[B, k, d]`` and the iterations run."""
+    c-th run of consecutive points, sized by ``caps``); ``assign`` the assignment rule of every
+    iteration (:func:`assign_rule`). Returns labels ``[B, N]``, centroids (mean of unit members)
+    ``[B, k, d]`` and the iterations run."""
     B, N, _ = xu.shape
     caps = np.asarray(caps, dtype=np.int64)
     k = caps.shape[1]
@@ -233,8 +237,9 @@ def balanced_kmeans(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, seed: 
     equal = bool((caps == N // k).all())
     xa = _augment(xu)
     n_it = 0
+    state: dict = {}
     for n_it in range(1, iters + 1):  # noqa: B007 - n_it reported
-        new_labels = balanced_assign(_sqdist(xa, c), caps)
+        new_labels = assign_rule(_sqdist(xa, c), caps, assign, state)
         new_c = _means_equal(xu, new_labels, k) if equal else _means(xu, new_labels, k)[0]
         shift = float(np.linalg.norm(new_c - c, axis=2).max()) if B else 0.0
         same = bool((new_labels == labels).all())
@@ -256,14 +261,16 @@ def _split_caps(caps_b: np.ndarray, k1: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def balanced_kmeans_tree(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, seed: int = 0,
-                         fanout: int | None = None, refine: int = 0
+                         fanout: int | None = None, refine: int = 0, assign: str = "greedy"
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two-level size-constrained k-means, the same contract as :func:`balanced_kmeans` with
     k-means++ seeding: first ``fanout`` (default ``round(sqrt(k))``) super-clusters, each sized to
     hold a run of ``k // fanout`` or one more of the final clusters, then every super-cluster is
     split into its run, batched over all super-clusters of equal shape. Each level costs
     ``N x fanout`` distances per iteration instead of ``N x k``. ``refine`` flat iterations over
-    all ``k`` centroids follow. Every batch must have the same capacities."""
+    all ``k`` centroids follow; ``assign`` is their assignment rule (:func:`assign_rule`; the
+    two levels assign greedily, or exactly where ``assign`` is ``exact`` and sizes allow).
+    Every batch must have the same capacities."""
     B, N, d = xu.shape
     caps = np.asarray(caps, dtype=np.int64)
     k = caps.shape[1]
@@ -271,11 +278,13 @@ def balanced_kmeans_tree(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, s
         raise ValueError("balanced_kmeans_tree needs the same capacities in every batch")
     k1 = fanout if fanout is not None else max(2, int(round(np.sqrt(k))))
     if k1 >= k or k < 4:
-        return balanced_kmeans(xu, caps, iters=iters, seed=seed, init="kmeans++")
+        return balanced_kmeans(xu, caps, iters=iters, seed=seed, init="kmeans++",
+                               assign=assign)
     runs, sums = _split_caps(caps[0], k1)
     rng = np.random.default_rng(seed)
+    lev = assign if assign == "exact" else "greedy"
     lab1, _, _ = balanced_kmeans(xu, np.broadcast_to(sums, (B, k1)), iters=iters,
-                                 seed=int(rng.integers(2**31)), init="kmeans++")
+                                 seed=int(rng.integers(2**31)), init="kmeans++", assign=lev)
     first = np.concatenate([[0], np.cumsum(runs)[:-1]])
     labels = np.empty((B, N), dtype=np.int64)
     cents = np.empty((B, k, d), np.float32)
@@ -292,7 +301,7 @@ def balanced_kmeans_tree(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, s
         sub = sub.reshape(B * js.size, n2, d)
         c2 = np.broadcast_to(caps[0][first[js[0]]:first[js[0]] + r], (B * js.size, r))
         l2, cc, _ = balanced_kmeans(sub, c2, iters=iters, seed=int(rng.integers(2**31)),
-                                    init="kmeans++")
+                                    init="kmeans++", assign=lev)
         gl = (l2.reshape(B, js.size, n2) + first[js][None, :, None]).reshape(B, -1)
         np.put_along_axis(labels, idx.reshape(B, -1), gl, axis=1)
         cents[:, (first[js][:, None] + np.arange(r)[None, :]).reshape(-1)] = cc.reshape(
@@ -301,8 +310,9 @@ def balanced_kmeans_tree(xu: np.ndarray, caps: np.ndarray, *, iters: int = 10, s
     if refine:
         equal = bool((caps == N // k).all())
         xa = _augment(xu)
+        state: dict = {}
         for _ in range(refine):
-            labels = balanced_assign(_sqdist(xa, cents), caps)
+            labels = assign_rule(_sqdist(xa, cents), caps, assign, state)
             cents = _means_equal(xu, labels, k) if equal else _means(xu, labels, k)[0]
         n_it += refine
     return labels, cents, np.full(B, n_it, dtype=np.int64)
@@ -334,3 +344,134 @@ def spherical_kmeans(xu: np.ndarray, k: int, *, iters: int = 15, seed: int = 0
         new_c, counts = _means(xu, labels, k)
         c = np.where(counts[..., None] > 0, new_c, c)
     return labels, c
+
+
+#: assignment rules of the balanced k-means iterations (``assign`` of :func:`balanced_kmeans`)
+ASSIGNS = ("greedy", "sinkhorn", "exact")
+#: ``exact`` solves problems of at most this many points (SciPy's assignment solver on the
+#: capacity-expanded columns, O(N^3)); larger ones take the greedy rounds
+EXACT_MAX_N = 1024
+
+
+def sinkhorn_potentials(cost: np.ndarray, caps: np.ndarray, *, eps: float = 0.05,
+                        iters: int = 30, g0: np.ndarray | None = None) -> np.ndarray:
+    """Column potentials ``g [B, k]`` (cost units) of the entropic optimal transport of the
+    ``N`` points of every batch (mass 1 each) to its clusters (mass ``caps``): Sinkhorn's
+    matrix scaling on the kernel ``exp(-c / t)``, ``c`` the costs less each point's minimum,
+    ``t`` = ``eps`` times the batch's mean ``c``; ``g0`` (potentials of a previous call) starts
+    the scaling warm. ``balanced_assign(cost - g)`` then rounds the transport plan greedily: a
+    cluster that too many points want gets dearer for all of them at once, instead of the
+    greedy rounds' first come, first served."""
+    B, N, k = cost.shape
+    c = cost.astype(np.float32)
+    c = c - c.min(axis=2, keepdims=True)
+    t = np.float32(eps) * np.maximum(c.mean(axis=(1, 2)), 1e-12).astype(np.float32)   # [B]
+    K = np.exp(-c / t[:, None, None])          # every point keeps its cheapest cluster at 1
+    b = np.asarray(caps, np.float32)
+    lv = np.zeros((B, k), np.float32) if g0 is None else (g0 / t[:, None]).astype(np.float32)
+    lv -= lv.max(1, keepdims=True)
+    v = np.exp(lv)
+    for _ in range(iters):
+        u = 1.0 / np.maximum(np.einsum("bnk,bk->bn", K, v), 1e-30)                 # [B, N]
+        v = b / np.maximum(np.einsum("bnk,bn->bk", K, u), 1e-30)                   # [B, k]
+        v /= v.max(1, keepdims=True)
+    g = np.log(np.maximum(v, 1e-30)) * t[:, None]
+    return g - g.mean(1, keepdims=True)
+
+
+#: Sinkhorn iterations of the first assignment of a k-means run, and of the later ones (warm)
+SINKHORN_ITERS = 30
+SINKHORN_WARM = 5
+
+
+def assign_rule(cost: np.ndarray, caps: np.ndarray, assign: str = "greedy",
+                state: dict | None = None) -> np.ndarray:
+    """Labels ``[B, N]`` with exactly ``caps`` points per cluster, by ``assign``: ``greedy``
+    (:func:`balanced_assign` on the costs), ``sinkhorn`` (the same on the costs less the
+    Sinkhorn column potentials, :func:`sinkhorn_potentials`; ``state`` carries them from one
+    k-means iteration to the next, a warm start) or ``exact`` (the optimum, SciPy's
+    ``linear_sum_assignment`` on capacity-expanded columns, for at most :data:`EXACT_MAX_N`
+    points; greedy above)."""
+    if assign == "greedy":
+        return balanced_assign(cost, caps)
+    if assign == "sinkhorn":
+        g0 = state.get("g") if state is not None else None
+        g = sinkhorn_potentials(cost, caps, g0=g0,
+                                iters=SINKHORN_ITERS if g0 is None else SINKHORN_WARM)
+        if state is not None:
+            state["g"] = g
+        return balanced_assign(cost - g[:, None, :], caps)
+    if assign == "exact":
+        B, N, k = cost.shape
+        if N > EXACT_MAX_N:
+            return balanced_assign(cost, caps)
+        from scipy.optimize import linear_sum_assignment
+        out = np.empty((B, N), np.int64)
+        for b in range(B):
+            cols = np.repeat(np.arange(k), caps[b])
+            r, c = linear_sum_assignment(cost[b][:, cols].astype(np.float64))
+            out[b, r] = cols[c]
+        return out
+    raise ValueError(f"assign must be one of {', '.join(ASSIGNS)}, not {assign!r}")
+
+
+def row_mass_objective(A: np.ndarray, labels: np.ndarray, x: np.ndarray, q: np.ndarray,
+                       k: int, rows: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """The mass the queries ``q [P, d]`` (pre-scaled) capture in their ``rows`` best clusters
+    by centroid score ``q . c`` (c = mean of ``x`` per cluster): ``A [P, N]`` is each query's
+    attention mass per point. Returns the mean captured mass per query, the selection
+    ``[P, k]`` (bool) and the centroids."""
+    c, _ = _means(x[None], labels[None], k)
+    c = c[0]
+    s = q @ c.T
+    r = min(rows, k)
+    top = np.argpartition(-s, r - 1, axis=1)[:, :r]
+    sel = np.zeros(s.shape, bool)
+    np.put_along_axis(sel, top, True, axis=1)
+    got = float(np.take_along_axis(sel, labels[None, :].repeat(q.shape[0], 0), 1)
+                .__mul__(A).sum() / max(q.shape[0], 1))
+    return got, sel, c
+
+
+def refine_rows(x: np.ndarray, xm: np.ndarray, labels: np.ndarray, k: int, q: np.ndarray,
+                A: np.ndarray, *, rows: int, iters: int = 3, lam: float = 1.0,
+                val: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, list[float]]:
+    """Selection-aware refinement of an equal-size clustering (every cluster ``N / k`` points).
+
+    Each calibration query (``q [P, d]``, pre-scaled by ``1 / sqrt(d)``; ``A [P, N]`` its
+    attention mass on every point) selects its ``rows`` best clusters by ``q . c`` (``c``: the
+    mean of the raw keys ``x [N, d]``). One step moves points between clusters, keeping the
+    sizes, to put more of that mass into selected clusters: the balanced assignment of the cost
+    ``D / mean D - lam * M / mean M``, with ``D`` the squared distance to the cluster's mean in
+    the clustering metric (``xm``: where points with no mass at stake stay) and ``M[t, c]`` the
+    mass of point t over the queries that select c. A step is kept only if the captured mass
+    (recomputed with the new centroids and selections) grows; the first that does not stops.
+    Returns the labels and the captured mass per query after every accepted step (the first
+    entry: before)."""
+    N = x.shape[0]
+    cs = N // k
+    caps = np.full((1, k), cs, np.int64)
+    J, sel, _ = row_mass_objective(A, labels, x, q, k, rows)
+    V = row_mass_objective(val[1], labels, x, val[0], k, rows)[0] if val is not None else 0.0
+    hist = [J]
+    xa = _augment(xm[None])
+    for _ in range(iters):
+        cm = _means_equal(xm[None], labels[None], k)
+        D = _sqdist(xa, cm)[0] + (xm * xm).sum(1)[:, None]                  # [N, k]
+        M = A.T @ sel.astype(np.float32)                                     # [N, k]
+        Dbar = float(np.take_along_axis(D, labels[:, None], 1).mean()) or 1.0
+        Mbar = float(np.take_along_axis(M, labels[:, None], 1).mean()) or 1.0
+        cost = D / Dbar - np.float32(lam) * M / Mbar
+        new = balanced_assign(cost[None].astype(np.float32), caps)[0]
+        J2, sel2, _ = row_mass_objective(A, new, x, q, k, rows)
+        if J2 <= J:
+            break
+        if val is not None:
+            V2 = row_mass_objective(val[1], new, x, val[0], k, rows)[0]
+            if V2 <= V:
+                break
+            V = V2
+        labels, J, sel = new, J2, sel2
+        hist.append(J)
+    return labels, hist

@@ -36,9 +36,12 @@ import numpy as np
 
 from starc.address import SLICE, Geometry, quest_meta_rows, round_robin
 from starc.compiler.cluster import (
+    ASSIGNS,
+    _means_equal,
     artifact_lloyd,
     balanced_kmeans,
     balanced_kmeans_tree,
+    refine_rows,
     spherical_kmeans,
     unit,
 )
@@ -67,6 +70,16 @@ TREE_MIN_K = 64
 #: level and no refinement -1.6 points at d 64; 10 + 1: -0.5 at d 128; 5 + 2: within 0.15 of
 #: flat k-means at both, docs/compiler.md "Speed")
 TREE_REFINE = 2
+#: selection-aware refinement (``CompileOptions.refine``, ``cluster.refine_rows``): default steps,
+#: the weight of the captured mass against the metric distance, the budget whose rows the
+#: calibration queries select, and at most this many calibration queries per KV head
+REFINE_STEPS = 0
+REFINE_LAM = 1.0
+REFINE_BUDGET = 1024
+REFINE_QUERIES = 512
+REFINE_CAUSAL = True
+REFINE_FROM = 0.0
+REFINE_VAL = False
 #: clustering runs in worker processes from this many clustered layers on (below: threads; a
 #: process pool costs ~0.5 s to start)
 PROCESS_MIN_LAYERS = 8
@@ -94,6 +107,10 @@ class CompileOptions:
     metric: str | None = None             # row-aligned: unit | query (default: query when the
                                           # cache has prefill queries, else unit)
     sinks: int | None = None              # first tokens kept unclustered, always attended
+    assign: str | None = None             # row-aligned: balanced assignment of every k-means
+                                          # iteration (cluster.ASSIGNS; default greedy)
+    refine: int | None = None             # row-aligned: steps of the selection-aware refinement
+                                          # learnt from prefill queries (0: none)
     row_scores: str | None = None         # row-aligned: how the host scores a cluster
                                           # (compiled.ROW_SCORES; default centroid)
     dense_layers: tuple[int, ...] = (0, 1)
@@ -154,6 +171,21 @@ class CompileOptions:
                                f"cluster one group row), not {m!r}")
         if d["row_scores"] == "halves" and geo.tpgr % 2:  # pragma: no cover - tpgr is 16 x sets
             raise CompileError("row_scores 'halves' needs an even number of tokens per row")
+        if d["assign"] is None:
+            d["assign"] = "greedy"
+        if d["assign"] not in ASSIGNS:
+            raise CompileError(f"assign must be one of {', '.join(ASSIGNS)}, not {d['assign']!r}")
+        if d["refine"] is None:
+            d["refine"] = REFINE_STEPS if m == "row-aligned" else 0
+        if not isinstance(d["refine"], int) or d["refine"] < 0:
+            raise CompileError(f"refine must be a non-negative integer, not {d['refine']!r}")
+        if m != "row-aligned" and (d["assign"] != "greedy" or d["refine"]):
+            raise CompileError(f"assign and refine apply to row-aligned mode, not {m!r}")
+        # the defaults leave the resolved options (manifest, JSON, hashes) as they were
+        if d["assign"] == "greedy":
+            del d["assign"]
+        if d["refine"] == 0:
+            del d["refine"]
         if d["row_scores"] == "centroid":
             # the default leaves the resolved options (manifest, JSON, hashes) as they were
             del d["row_scores"]
@@ -240,10 +272,12 @@ def _cluster_group(xu: np.ndarray, segs: list[Segment], opts: dict[str, Any], se
         caps = np.full((X.shape[0], k), cs, dtype=np.int64)
         if opts.get("tree") and opts["init"] == "kmeans++" and k >= TREE_MIN_K:
             labels, cents, iters = balanced_kmeans_tree(X, caps, iters=-(-opts["iters"] // 2),
-                                                        seed=seed, refine=TREE_REFINE)
+                                                        seed=seed, refine=TREE_REFINE,
+                                                        assign=opts.get("assign", "greedy"))
         else:
             labels, cents, iters = balanced_kmeans(X, caps, iters=opts["iters"], seed=seed,
-                                                   init=opts["init"])
+                                                   init=opts["init"],
+                                                   assign=opts.get("assign", "greedy"))
         per_row = opts["tpgr"] // cs
         if per_row > 1 and k % per_row == 0 and k > per_row:
             labels, cents = _pair_clusters(labels, cents, per_row, seed)
@@ -317,9 +351,57 @@ def _raw_means(x: np.ndarray, order: np.ndarray, sizes: np.ndarray) -> np.ndarra
     return out
 
 
+def _refine_segment(r: _SegResult, s: Segment, x32: np.ndarray, xu: np.ndarray,
+                    qp: np.ndarray, opts: dict[str, Any], P: int, unit_cents: bool) -> None:
+    """Selection-aware refinement (``cluster.refine_rows``) of one prefill segment of every head
+    in place: the calibration queries of each KV head's GQA group (``qp [P', Hq, d]``) select
+    their rows at ``REFINE_BUDGET``; their attention masses are normalised over the head's
+    whole prefill (``P`` keys)."""
+    H, _, d = x32.shape
+    g = qp.shape[1] // H
+    size, k = s.end - s.start, s.k
+    cs = size // k
+    rows = max(1, (REFINE_BUDGET - int(opts.get("sinks", 0) or 0) - opts["buffer"]) // cs)
+    sc = np.float32(1.0 / math.sqrt(d))
+    n_qp = qp.shape[0]
+    # the calibration queries come from evenly spaced prefill positions, in order: query i sees
+    # the keys up to its position p_i, and the last ``buffer`` of them it would attend anyway
+    pos = ((np.arange(n_qp) + 1) * P) // n_qp - 1
+    keep = np.arange(n_qp)[pos >= REFINE_FROM * P] if REFINE_CAUSAL else np.arange(n_qp)
+    kpos = np.arange(P)
+    for h in range(H):
+        q = qp[keep][:, h * g:(h + 1) * g].astype(np.float32)          # [n, g, d]
+        qpos = np.repeat(pos[keep], g)
+        q = q.reshape(-1, d)
+        sub = np.arange(0, len(q), max(1, -(-len(q) // REFINE_QUERIES)))
+        q, qpos = q[sub] * sc, qpos[sub]
+        lg = q @ x32[h, :P].T
+        if REFINE_CAUSAL:
+            lg = np.where(kpos[None, :] <= qpos[:, None], lg, -np.inf)
+        mx = lg.max(1, keepdims=True)
+        lse = mx + np.log(np.exp(lg - mx).sum(1, keepdims=True))
+        A = np.exp(lg[:, s.start:s.end] - lse).astype(np.float32)
+        if REFINE_CAUSAL:
+            A[kpos[None, s.start:s.end] > (qpos - opts["buffer"])[:, None]] = 0.0
+        order = np.asarray(r.order[h]) - s.start
+        lab = np.empty(size, np.int64)
+        lab[order] = np.repeat(np.arange(k), cs)
+        if REFINE_VAL:     # train on every other query, stop when the others gain nothing
+            tr = np.arange(len(q)) % 2 == 0
+            lab, _ = refine_rows(x32[h, s.start:s.end], xu[h, s.start:s.end], lab, k, q[tr],
+                                 A[tr], rows=rows, iters=int(opts["refine"]), lam=REFINE_LAM,
+                                 val=(q[~tr], A[~tr]))
+        else:
+            lab, _ = refine_rows(x32[h, s.start:s.end], xu[h, s.start:s.end], lab, k, q, A,
+                                 rows=rows, iters=int(opts["refine"]), lam=REFINE_LAM)
+        r.order[h] = np.argsort(lab, kind="stable") + s.start
+        if unit_cents:
+            r.cents[h] = _means_equal(xu[h, s.start:s.end][None], lab[None], k)[0]
+
+
 def _compile_layer(layer: int, keys16: np.ndarray, opts: dict[str, Any], segs: list[Segment],
-                   geo: Geometry, T: int, white: np.ndarray | None = None
-                   ) -> list[dict[str, Any]]:
+                   geo: Geometry, T: int, white: np.ndarray | None = None,
+                   qp: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Cluster one layer (all KV heads); returns per head the stream and cluster table. With
     ``white [H, d, d]`` (query metric) keys are clustered as ``k W`` over the mean norm and the
     centroids are the mean raw keys (so ``q . c`` is the cluster's mean score)."""
@@ -359,6 +441,11 @@ def _compile_layer(layer: int, keys16: np.ndarray, opts: dict[str, Any], segs: l
                              _seed_for(opts["seed"], layer, size, k))
         for i, r in zip(idx, res, strict=True):
             results[i] = r
+    if opts.get("refine") and qp is not None:
+        P = max((sg.end for sg in segs if sg.prefill), default=0)
+        for s, r in zip(segs, results, strict=True):
+            if s.prefill and s.k and (s.end - s.start) == s.k * geo.tpgr and r is not None:
+                _refine_segment(r, s, x32, xu, qp, opts, P, white is None)
     tp = geo.tpgr
     heads = []
     for h in range(H):
@@ -525,7 +612,7 @@ def _layer_job(args: tuple) -> tuple[int, list[HeadMap]]:
     l, keys16, qp, opts, segs, geo, T, channels = args
     n_kv = keys16.shape[1]
     white = query_metric(qp, n_kv) if opts.get("metric") == "query" and qp is not None else None
-    lay = _compile_layer(l, keys16, opts, segs, geo, T, white)
+    lay = _compile_layer(l, keys16, opts, segs, geo, T, white, qp)
     if opts["placement"] == "queries" and qp is not None:
         g = qp.shape[1] // n_kv
         for h, hd in enumerate(lay):
@@ -564,7 +651,10 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
             raise CompileError("placement 'queries' learns from prefill queries, and this cache "
                                "has none (tensors qp_0 ..); export them or use placement "
                                "'coselect'")
-        if "query" in (opts["metric"],) or opts["placement"] == "queries":
+        if opts.get("refine") and cache.qp is None:
+            raise CompileError("refine learns from prefill queries, and this cache has none "
+                               "(tensors qp_0 ..); export them or use refine 0")
+        if "query" in (opts["metric"],) or opts["placement"] == "queries" or opts.get("refine"):
             opts["calibration_hash"] = qp_hash(cache)
         if opts["metric"] == "query":
             opts["key_norm"] = "mean"
@@ -592,7 +682,8 @@ def compile_kv(cache: KVCache, cfg: Config, options: CompileOptions | None = Non
 
     def job(l: int) -> tuple:
         qp = c16.qp[l] if c16.qp is not None and (opts.get("metric") == "query" or
-                                                  opts["placement"] == "queries") else None
+                                                  opts["placement"] == "queries" or
+                                                  opts.get("refine")) else None
         return (l, c16.k[l], qp, opts, segs, geo, T, cfg.org.channels)
 
     if clustered_layers:
