@@ -4,9 +4,12 @@
 at the earliest cycle the scheduling rule of docs/commands.md allows, inserting refreshes, exactly
 as :func:`starc.golden.timing.schedule` does, and reports the same binding rule for each (the
 tests compare every issue cycle and rule). Its constraint logic is generated from the rules table
-(:data:`starc.rules.RULES`, :data:`starc.rules.PLAN`): one *term* per row, compared with the
-cycle counter in registers, so no combinational maximum over the constraints exists
-(docs/rtl.md, "The pipelined controller").
+(:data:`starc.rules.RULES`, :data:`starc.rules.PLAN`): one *term* per row, compared in registers
+with the cycles elapsed since the decision, so no combinational maximum over the constraints
+exists (docs/rtl.md, "The pipelined controller"). Its state is relative: per family instance
+the *age* of the latest event (cycles since it, saturating at the largest distance a row reads
+from the family), so every term is a few bits wide and the cycle counter feeds nothing but the
+issue stream and the refresh due date.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from starc.config import Config
 from starc.isa import MAX_HEADS, Op, Scope
@@ -41,11 +43,11 @@ __all__ = ["DECISION_CLOCKS", "Controller", "Fault"]
 #: (DECIDE: terms; COMPARE: distances to the counter). The cycle counter stands still meanwhile.
 DECISION_CLOCKS = 2
 
-#: Terms compared with one copy of the cycle counter (``now``, ``now + 1``). A single pair of
-#: counter registers fanned out to every term's comparator: on the ECP5 its 10.7 ns net from
-#: ``now_p1`` to the comparators was more than half of `small`'s critical path (20.15 ns,
-#: docs/fpga.md "Critical paths"), so each group of this many terms compares with a copy of its
-#: own (registers with the counter's updates: equal to it in every clock).
+#: Terms compared with one copy of the elapsed count (``el_c<k>``, ``el_p1_c<k>``): a single
+#: counter fanned out to every term's comparator was more than half of `small`'s critical path
+#: (docs/fpga.md "Critical paths"), so each group of this many terms compares with a copy of its
+#: own (registers with the count's updates: equal to it, saturated at the copy's width, in every
+#: clock).
 TERMS_PER_COUNTER = 8
 
 _DECIDE, _COMPARE, _WAIT = 0, 1, 2
@@ -79,46 +81,19 @@ class _Slot:
     for_act: bool
 
 
-@dataclass
-class _BankTimestamps:
-    """A family's latest event per bank, without a register per bank.
-
-    The flip-flop form (one ``cycle_width`` register per bank, written with the cycle counter by
-    every event that touches the bank and read through a bank select) made each such family a
-    crossbar between the counter and the DECIDE terms, the placed design's routing congestion on
-    the ECP5 (docs/fpga.md, "Critical paths"). Here the events written at the bank level go into
-    a memory of one entry per bank, written at and read from the head command's bank (an
-    asynchronous read port: ECP5 LUT RAM, ``TRELLIS_DPR16X4``); an event that writes many banks
-    at once (ACTAB, ACTBG, ...) goes into one register per instance of its level; and per bank a
-    small tag register names the source of the bank's latest event. The tag, not a comparison,
-    picks the value, so the read is the value the flip-flop form holds in every clock, whatever
-    the values. A memory is not cleared by a reset (the channel has its own reset, and the
-    flip-flop form went back to "never"): the tags are registers and reset to ``NEVER``, which
-    reads as the flip-flop form's reset value; an entry is read only after its bank's tag
-    names it, so whatever a memory held before the reset is never used."""
-
-    NEVER = 0  # no event since the reset: the registers' reset value ("never")
-    BANK = 1   # the memory entry; 2 + k: the register of ``wide_levels[k]``
-
-    mem: Memory
-    rd: object
-    wr: object
-    wide_levels: list[Scope]
-    wide: dict[Scope, list[Signal]]
-    tags: list[Signal]
-    value: Value | None = None
-
-
 class Controller(wiring.Component):
     """In-order PIM command issue at the earliest legal cycle (docs/commands.md, docs/rtl.md).
 
     The controller counts emulated DRAM cycles in :attr:`cycle`. For every family of the rules
-    plan it keeps the cycle of the latest event per instance (channel, pseudo-channel, rank,
-    group, bank, key); an issued command writes every instance it is related to. A command at the
-    head of :attr:`cmd` is decided in :data:`DECISION_CLOCKS` clocks (DECIDE: per row, the
-    family register of the head's instance plus the row's distance; COMPARE: the distance of each
-    term to the cycle counter) and then issues in the first emulated cycle in which every term
-    it is subject to has been reached; the golden model's formula, so the issue cycles are equal.
+    plan it keeps the age of the latest event per instance (channel, pseudo-channel, rank, group,
+    bank, key: cycles since the event, saturating at one more than the largest distance a row
+    reads from the family, which every row reads as "long ago"); an issued command resets every
+    instance it is related to, and every counter advance ages them all. A command at the head of
+    :attr:`cmd` is decided in :data:`DECISION_CLOCKS` clocks (DECIDE: per row, the row's
+    distance minus the family's age at the head's instance, the cycles until the row allows the
+    command; COMPARE: each of them to the cycles elapsed since DECIDE) and then issues in the
+    first emulated cycle in which every term it is subject to has been reached; the golden
+    model's formula, so the issue cycles and binding rules are equal.
 
     *Emulated time.* The cycle counter advances by one on a clock with :attr:`step` high, except
     while the controller waits: for its host (no command at the head, or an issued command not
@@ -133,7 +108,8 @@ class Controller(wiring.Component):
     refresh : bool
         Insert refreshes (``timing.schedule(..., refresh=True)``).
     cycle_width : int
-        Width of the cycle counter and of every timestamp register (24 .. 64).
+        Width of the cycle counter, of the issue stream's cycle and of the dynamic rows' state
+        (24 .. 64); the ages are as wide as their families' distances need.
     heads : int
         Heads the channel holds state for (docs/multihead.md; default 1). The rows keyed by
         head (``starc.rules.HEAD``, the value accumulators' register set ``2 + h``) keep one
@@ -205,7 +181,6 @@ class _Builder:
         self.cfg = cfg
         self.W = W = ctrl._w
         self.S = S = signed(W)
-        self.NEG = -(1 << (W - 2))  # "never": NEG + any distance is still before cycle 0
         self.dist = cfg.distances()
         G, BPG = org.groups_per_channel, org.banks_per_group
         self.count = {Scope.CHANNEL: 1, Scope.PSEUDO_CHANNEL: org.pseudo_channels,
@@ -217,7 +192,8 @@ class _Builder:
         self.head_valid = Signal()
         self.phase = Signal(2, init=_DECIDE)
         self.now = Signal(S, init=0)
-        self.t0 = Signal(S, init=0)          # previous issue + 1: the in-order bound
+        self.adv = Signal()                  # the counter advances in this clock
+        self.spent = Signal()      # a command issued at `now`; the counter has not moved since
         self.fault = Signal(Fault)
         self.is_open = Signal(self.NB)
         op, g = head.op, head.group
@@ -232,7 +208,6 @@ class _Builder:
         for o, s in self.is_op.items():
             m.d.comb += s.eq(op == o)
 
-        self.ram_writers: list[int] = []
         self.registers()
         self.slots = self.make_slots()
         self.decide()
@@ -286,10 +261,18 @@ class _Builder:
         self.m.d.comb += idx.eq(expr)
         return idx
 
-    def reg(self, name: str) -> Signal:
-        return Signal(self.S, init=self.NEG, name=name)
+    def age(self, f: Family, name: str) -> Signal:
+        """An age register of family ``f``: cycles since its latest event, saturating at
+        ``self.cap[f.index]`` (its reset value: no event since the reset)."""
+        cap = self.cap[f.index]
+        return Signal(range(cap + 1), init=cap, name=name)
 
-    # ---- family registers -------------------------------------------------------------------
+    def aged(self, f: Family, v: Value) -> Value:
+        """``v`` one counter advance older (when the counter advances in this clock)."""
+        cap = self.cap[f.index]
+        return Mux(self.adv & (v != cap), v + 1, v)
+
+    # ---- family registers: ages ---------------------------------------------------------
     def levels_of(self, f: Family) -> list[Scope]:
         """Read levels kept in registers: a level below every write level holds its ancestor's
         value, so it is read there."""
@@ -298,65 +281,34 @@ class _Builder:
 
     def registers(self) -> None:
         self.fam: dict[int, dict[Scope, list[list[Signal]]]] = {}
-        self.ram: dict[int, _BankTimestamps] = {}
         self.dyn: dict[int, list[Signal]] = {}   # one register per key value
         self.win: dict[int, list[list[Signal]]] = {}
+        # an age saturates one above the largest distance read from its family: a row whose
+        # distance has passed reads a term below 0, which no issue cycle reaches (the counter
+        # is at `t0 - 1` or `t0` when a head is decided), exactly as the event's own cycle
+        self.cap = {f.index: 1 + max(self.dist[RULES[r - 1].distance] for r in f.rules)
+                    for f in PLAN.families if f.value is None}
         for f in PLAN.families:
             name = f.name
             K = f.key_size_at(self.c._heads)
             if f.value is not None:
-                self.dyn[f.index] = [self.reg(f"f_{name}" + (f"_{k}" if K > 1 else ""))
-                                     for k in range(K)]
+                # the cycles until the latest ``t + d(event)``, relative like the ages; -1 for
+                # "reached" (a term of 0 could bind at the in-order bound)
+                self.dyn[f.index] = [Signal(self.S, init=-1, name=f"f_{name}" + (
+                    f"_{k}" if K > 1 else "")) for k in range(K)]
                 continue
             if f.nth > 1:
                 n = self.count[f.level]
-                self.win[f.index] = [[self.reg(f"f_{name}_{q}_{k}") for k in range(f.nth)]
+                self.win[f.index] = [[self.age(f, f"f_{name}_{q}_{k}") for k in range(f.nth)]
                                      for q in range(n)]  # newest first
                 continue
-            levels = self.levels_of(f)
-            if Scope.BANK in levels and K == 1 and self.NB > 1:
-                levels.remove(Scope.BANK)
-                self.ram[f.index] = self.bank_timestamps(f)
             self.fam[f.index] = {
-                lv: [[self.reg(f"f_{name}_{int(lv)}_{q}_{k}") for k in range(K)]
+                lv: [[self.age(f, f"f_{name}_{int(lv)}_{q}_{k}") for k in range(K)]
                      for q in range(self.count[lv])]
-                for lv in levels}
-
-    def bank_timestamps(self, f: Family) -> _BankTimestamps:
-        """The bank level of a family without keys (``_BankTimestamps``): a memory of one entry
-        per bank for the events written at the bank level, one register per instance of every
-        level above that writes many banks at once, and per bank a tag naming which of them
-        holds the bank's latest event (``NEVER`` after a reset)."""
-        name, NB = f.name, self.NB
-        wide = sorted({lv for o, lv in f.write_levels.items() if lv != Scope.BANK})
-        if Op.REF in f.earlier.ops and f.write_levels[Op.REF] == Scope.BANK:
-            raise ValueError(f"family {name}: a refresh written per bank")
-        sources = ["never", "bank", *(f"level{int(lv)}" for lv in wide)]
-        bits = len(self.index[Scope.BANK])
-        mem = Memory(shape=self.S, depth=1 << bits, init=[])
-        self.m.submodules[f"f_{name}_{int(Scope.BANK)}_ram"] = mem
-        rd = mem.read_port(domain="comb")
-        # the head's bank is the read address: the value is there one clock after its write,
-        # like a register's (DECIDE follows the issue that wrote it)
-        self.m.d.comb += rd.addr.eq(self.index[Scope.BANK])
-        t = _BankTimestamps(
-            mem=mem, rd=rd, wr=mem.write_port(), wide_levels=wide,
-            wide={lv: [self.reg(f"f_{name}_{int(lv)}_all_{q}") for q in range(self.count[lv])]
-                  for lv in wide},
-            tags=[Signal(range(len(sources)), init=_BankTimestamps.NEVER,
-                         name=f"f_{name}_{int(Scope.BANK)}_{q}_src") for q in range(NB)])
-        tag = Signal(range(len(sources)), name=f"f_{name}_{int(Scope.BANK)}_src")
-        self.m.d.comb += tag.eq(_pick(t.tags, self.index[Scope.BANK]))
-        choices: list[Value] = [Const(self.NEG, self.S), rd.data]
-        choices += [_pick(t.wide[lv], self.index[lv]) for lv in wide]
-        t.value = Signal(self.S, name=f"f_{name}_{int(Scope.BANK)}_rd")
-        self.m.d.comb += t.value.eq(_pick(choices, tag))
-        return t
+                for lv in self.levels_of(f)}
 
     def read(self, f: Family, level: Scope, key: Value) -> Value:
         lv = min(level, max(f.write_levels.values()))
-        if lv == Scope.BANK and f.index in self.ram:
-            return self.ram[f.index].value
         regs = self.fam[f.index][lv]
         return _pick([_pick(row, key) for row in regs], self.index[lv])
 
@@ -383,9 +335,9 @@ class _Builder:
                     raise ValueError(f"rule {rid}: a window read between two levels")
                 own = _pick(oldest, self.index[f.level])
                 first = Mux(self.any_op(above), oldest[0], own) if above else own
-                slots.append(_Slot(rid, first + d, app, Const(0), for_act))
+                slots.append(_Slot(rid, d - first, app, Const(0), for_act))
                 for q in range(1, len(oldest) if above else 1):
-                    slots.append(_Slot(rid, oldest[q] + d, self.any_op(above) & app, Const(0),
+                    slots.append(_Slot(rid, d - oldest[q], self.any_op(above) & app, Const(0),
                                        for_act))
                 continue
             by_level: dict[Scope, list[Op]] = {}
@@ -398,50 +350,60 @@ class _Builder:
                 value = v if value is None else Mux(self.any_op(ops), v, value)
             assert value is not None
             shared_ref = has_ref and set(by_level) == {Scope.CHANNEL}
-            slots.append(_Slot(rid, value + d, app, Const(int(shared_ref)), for_act))
+            slots.append(_Slot(rid, d - value, app, Const(int(shared_ref)), for_act))
             if has_ref and not shared_ref:
                 v = self.read(f, Scope.CHANNEL, Const(0, 0))
-                slots.append(_Slot(rid, v + d, Const(0), Const(1), False))
+                slots.append(_Slot(rid, d - v, Const(0), Const(1), False))
         return slots
 
     # ---- DECIDE: terms, legality, what the head writes ---------------------------------------
     def decide(self) -> None:
-        m = self.m
-        S, n = self.S, len(self.slots)
-        self.term = [Signal(S, name=f"term{k}_r{s.rule}") for k, s in enumerate(self.slots)]
+        m, n = self.m, len(self.slots)
+        # term k: the cycles from the decision's counter until row k allows the command
+        self.term = [Signal(s.value.shape(), name=f"term{k}_r{s.rule}")
+                     for k, s in enumerate(self.slots)]
+        self.t0 = Signal()     # the in-order bound, likewise: 1 until the counter leaves the
+        #                        previous issue's cycle, then 0
         self.app_h = Signal(n)
         self.app_r = Signal(n)
         self.bad = Signal(Fault)
-        # the head's dynamic distances (starc.rules.DYNAMIC_DISTANCES), registered in DECIDE
+        # the head's dynamic distances (starc.rules.DYNAMIC_DISTANCES), registered in COMPARE
         self.dyn_d = {name: Signal(self.W, name=f"dist_{name}") for name in DYNAMIC_DISTANCES}
         decide = (self.phase == _DECIDE) & self.head_valid & (self.fault == Fault.NONE)
         self.decide_en = decide
+        self.dynamic_operands()
+        with m.If(self.phase == _COMPARE):
+            m.d.sync += [reg.eq(self.dynamic(name)) for name, reg in self.dyn_d.items()]
         with m.If(decide):
             m.d.sync += [t.eq(s.value) for t, s in zip(self.term, self.slots, strict=True)]
+            m.d.sync += self.t0.eq(self.spent)
             m.d.sync += [self.app_h.eq(Cat(*(s.app_head for s in self.slots))),
                          self.app_r.eq(Cat(*(s.app_ref for s in self.slots)))]
             m.d.sync += self.bad.eq(self.legality())
-            m.d.sync += [reg.eq(self.dynamic(name)) for name, reg in self.dyn_d.items()]
             m.d.sync += self.phase.eq(_COMPARE)
 
-    def sfm_cycles(self) -> Value:
-        pu = self.cfg.pu
-        arg, lanes = self.head.arg, pu.sfm_lanes
-        if lanes & (lanes - 1):
-            chunks = (arg + (lanes - 1)) // lanes
-        else:
-            chunks = (arg + (lanes - 1)) >> _log2(lanes)
-        return pu.sfm_duration(chunks)
-
-    def rdsb_transfer(self) -> Value:
-        """``Config.rdsb_transfer(arg)``: tBL x ceil(ceil(4 n / column_bytes) / PCs)."""
-        org, n = self.cfg.org, self.head.arg
+    def dynamic_operands(self) -> None:
+        """The head's ``ceil(n / sfm_lanes)`` and ``ceil(ceil(4 n / column_bytes) / PCs)``,
+        registered in DECIDE, so the dynamic distances (registered in COMPARE: the first issue
+        that writes them is in WAIT) take two clocks, not one."""
+        pu, org, arg = self.cfg.pu, self.cfg.org, self.head.arg
 
         def ceil_div(x: Value, d: int) -> Value:
             return (x + (d - 1)) >> _log2(d) if d & (d - 1) == 0 else (x + (d - 1)) // d
 
-        bursts = ceil_div(n * 4, org.column_bytes)
-        return self.dist["tBL"] * ceil_div(bursts, org.pseudo_channels)
+        chunks = ceil_div(arg, pu.sfm_lanes)
+        bursts = ceil_div(ceil_div(arg * 4, org.column_bytes), org.pseudo_channels)
+        self.sfm_chunks = Signal(chunks.shape(), name="sfm_chunks")
+        self.rdsb_bursts = Signal(bursts.shape(), name="rdsb_bursts")
+        with self.m.If(self.decide_en):
+            self.m.d.sync += [self.sfm_chunks.eq(chunks), self.rdsb_bursts.eq(bursts)]
+
+    def sfm_cycles(self) -> Value:
+        return self.cfg.pu.sfm_duration(self.sfm_chunks)
+
+    def rdsb_transfer(self) -> Value:
+        """``Config.rdsb_transfer(arg)``: tBL x ceil(ceil(4 n / column_bytes) / PCs)."""
+        return self.dist["tBL"] * self.rdsb_bursts
 
     def dynamic(self, name: str, op: Op | None = None) -> Value:
         """The head command's value of a dynamic distance (``op``: as that opcode)."""
@@ -501,7 +463,6 @@ class _Builder:
         self.sat_h, self.sat_r = Signal(), Signal()
         hit_reg = Signal(n)        # the term equals the counter (registered)
         self.need_ref = Signal()
-        self.spent = Signal()      # a command issued at `now`; the counter has not moved since
         self.next_due = Signal(S, init=self.cfg.timing.tREFI if c._refresh
                                else (1 << (self.W - 2)) - 1)
         self.refb = Signal(S, init=self.cfg.timing.tREFI)  # next multiple of tREFI after now
@@ -515,7 +476,7 @@ class _Builder:
         # issue (`fire`, the late handshake) adds its own advance and reaches no comparison.
         self.fire = fire = Signal()
         stay_off = Signal()
-        adv = Signal()
+        adv = self.adv
         m.d.comb += [
             stay_off.eq(c.step & ok & (self.spent | (wait & self.head_valid & ~sel_sat))),
             adv.eq(stay_off | (c.step & ok & fire)),
@@ -524,8 +485,20 @@ class _Builder:
         with m.If(adv):
             m.d.sync += [self.now.eq(now_p1), now_p1.eq(now_p1 + 1)]
         terms = [*self.term, self.t0]
-        copies = self.counter_copies(adv, -(-len(terms) // TERMS_PER_COUNTER))
-        self.copies = copies
+        # the cycles elapsed since DECIDE (the counter of DECIDE is the terms' origin), in
+        # copies: a wide pair for the dynamic rows' terms, narrow saturating ones for the rest
+        wide = [k for k, s in enumerate(self.slots) if PLAN.family_of[s.rule].value is not None]
+        narrow = [k for k in range(len(terms)) if k not in wide]
+        nw = max(terms[k].shape().width for k in narrow)
+        copies = {}
+        groups = [narrow[i:i + TERMS_PER_COUNTER] for i in range(0, len(narrow),
+                                                                 TERMS_PER_COUNTER)]
+        for j, ks in enumerate(groups):
+            pair = self.elapsed_copy(adv, nw, f"c{j}")
+            copies.update(dict.fromkeys(ks, pair))
+        if wide:
+            pair = self.elapsed_copy(adv, self.W, "wide")
+            copies.update(dict.fromkeys(wide, pair))
         with m.If(adv & (now_p1 == self.refb)):
             m.d.sync += self.refb.eq(self.refb + self.cfg.timing.tREFI)
         with m.If(fire & ~adv):
@@ -534,12 +507,12 @@ class _Builder:
             m.d.sync += self.spent.eq(0)
 
         # sat and the hit bits, registered, for the counter of the next clock: every term is
-        # compared with both values the counter can take (`now`, `now + 1`), register to
+        # compared with both values the elapsed count can take (`e`, `e + 1`), register to
         # register, and `stay_off` only selects. In WAIT the terms stand still, so this tracks
         # the counter; in COMPARE it is the first comparison. After an issue the values are
         # not used (the next head is decided again).
         def copy(k: int) -> tuple[Signal, Signal]:
-            return copies[k // TERMS_PER_COUNTER]
+            return copies[k]
 
         le_now = Cat(*(t <= copy(k)[0] for k, t in enumerate(terms)))
         le_p1 = Cat(*(t <= copy(k)[1] for k, t in enumerate(terms)))
@@ -555,14 +528,22 @@ class _Builder:
             hit_reg.eq(Mux(stay_off, eq_p1, eq_now)),
         ]
         any_open = self.is_open.any()
-        ge_due = Cat(*(t >= self.next_due for t, s in zip(self.term, self.slots, strict=True)
-                       if s.for_act))
+        # the refresh due date relative to the decision's counter, clamped (in DECIDE) to one
+        # beyond the activations' terms on either side, which keeps every comparison exact
+        act_terms = [t for t, s in zip(self.term, self.slots, strict=True) if s.for_act]
+        aw = max(t.shape().width for t in act_terms)
+        lo, hi = -(1 << (aw - 1)) - 1, 1 << (aw - 1)
+        due = Signal(range(lo, hi + 1), name="due")
+        until_due = self.next_due - self.now
+        with m.If(self.decide_en):
+            m.d.sync += due.eq(Mux(until_due > hi, hi, Mux(until_due < lo, lo, until_due)))
+        ge_due = Cat(*(t >= due for t in act_terms))
         act_mask = Cat(*(self.app_h[k] for k, s in enumerate(self.slots) if s.for_act))
         is_act = Cat(self.is_op[Op.ACTAB], self.is_op[Op.ACTBG], self.is_op[Op.ACTPB]).any()
         with m.If(compare):
             if c._refresh:
                 m.d.sync += self.need_ref.eq(is_act & ~any_open & (
-                    (self.t0 >= self.next_due) | (ge_due & act_mask).any()))
+                    (self.t0 >= due) | (ge_due & act_mask).any()))
             else:
                 m.d.sync += self.need_ref.eq(0)
             with m.If(self.bad != Fault.NONE):
@@ -590,30 +571,22 @@ class _Builder:
         with m.Elif(fire & ~self.need_ref):
             m.d.sync += self.head_valid.eq(0)
         with m.If(fire):
-            m.d.sync += [self.phase.eq(_DECIDE), self.t0.eq(now_p1),
-                         c.issued.eq(c.issued + 1)]
+            m.d.sync += [self.phase.eq(_DECIDE), c.issued.eq(c.issued + 1)]
 
-    def counter_copies(self, adv: Value, n: int) -> list[tuple[Signal, Signal]]:
-        """``n`` copies of the counter pair (``now``, ``now + 1``) for the comparisons, each
-        advanced by ``adv`` exactly like the counter (so equal to it in every clock), each from
-        its own registers: a copy's next value is computed from the copy itself, so no
-        synthesis pass sees two copies with the same inputs, and ``keep`` keeps their names in
-        the netlist (``TERMS_PER_COUNTER``)."""
-        out = []
-        for k in range(n):
-            now = Signal(self.S, init=0, name=f"now_c{k}", attrs={"keep": 1})
-            p1 = Signal(self.S, init=1, name=f"now_p1_c{k}", attrs={"keep": 1})
-            with self.m.If(adv):
-                self.m.d.sync += [now.eq(p1), p1.eq(p1 + 1)]
-            out.append((now, p1))
-        return out
-
-    def now_for(self, q: int, n: int) -> Value:
-        """The counter as instance ``q`` of ``n`` writes it into its family register: one of
-        the counter copies (equal to ``now`` in every clock), the instances spread evenly over
-        them, so the counter's bits do not each fan out to every family register (about 190
-        data inputs per bit on medium's 16 banks, beside the bank array's checker)."""
-        return self.copies[q * len(self.copies) // n][0]
+    def elapsed_copy(self, adv: Value, width: int, name: str) -> tuple[Signal, Signal]:
+        """A copy of the elapsed-cycles pair (``e``, ``e + 1``: counter advances since DECIDE,
+        the DECIDE clock's own included), ``width`` bits, saturating at its largest value (above
+        every term compared with it, so the comparisons stay exact); each copy from its own
+        registers, so no synthesis pass merges two, and ``keep`` keeps their names in the
+        netlist (``TERMS_PER_COUNTER``)."""
+        top = (1 << width) - 1
+        e = Signal(width, name=f"el_{name}", attrs={"keep": 1})
+        p1 = Signal(width, init=1, name=f"el_p1_{name}", attrs={"keep": 1})
+        with self.m.If(self.decide_en):
+            self.m.d.sync += [e.eq(adv), p1.eq(adv + 1)]
+        with self.m.Elif(adv):
+            self.m.d.sync += [e.eq(p1), p1.eq(Mux(p1 == top, top, p1 + 1))]
+        return e, p1
 
     def priority(self, bits: Value) -> Value:
         """The rule of the first set bit (slots are in table order), else IN_ORDER: a balanced
@@ -649,44 +622,8 @@ class _Builder:
         ancestor = q // (self.count[lv] // self.count[lam])
         return self.index[lam] == ancestor
 
-    def write_bank_timestamps(self, f: Family, t: _BankTimestamps, head_in: object,
-                              on_ref: bool) -> None:
-        """The issued command's writes into a family's bank level held as ``_BankTimestamps``:
-        an event at the bank level writes the memory at the head's bank and tags that bank
-        ``BANK``; an event at a level above writes that level's register of the head's instance
-        and tags every bank below it with the level."""
-        m, lv_bank = self.m, Scope.BANK
-        at = {lv: (lambda o, lv=lv: Const(int(f.write_levels[o] == lv)))
-              for lv in (lv_bank, *t.wide_levels)}
-        en_mem = self.enable(head_in(f, at[lv_bank]), False,  # type: ignore[operator]
-                             f"{f.name}_{int(lv_bank)}_mem")
-        # the memory's write data: one of the counter copies, the families spread over them
-        k = len(self.ram_writers)
-        self.ram_writers.append(f.index)
-        m.d.comb += [t.wr.addr.eq(self.index[lv_bank]), t.wr.en.eq(en_mem),
-                     t.wr.data.eq(self.copies[k % len(self.copies)][0])]
-        wide_en: dict[Scope, list[Value]] = {}
-        for lv in t.wide_levels:
-            ref_here = on_ref and f.write_levels.get(Op.REF) == lv
-            wide_en[lv] = []
-            for q, reg in enumerate(t.wide[lv]):
-                en = self.enable(head_in(f, lambda o, lv=lv, q=q: at[lv](o) & (  # type: ignore
-                    self.index[lv] == q)), ref_here, f"{f.name}_{int(lv)}_all_{q}")
-                wide_en[lv].append(en)
-                with m.If(en):
-                    m.d.sync += reg.eq(self.now_for(q, len(t.wide[lv])))
-        ratio = {lv: self.NB // self.count[lv] for lv in t.wide_levels}
-        for q, tag in enumerate(t.tags):
-            hit = self.enable(head_in(f, lambda o, q=q: at[lv_bank](o) & (  # type: ignore
-                self.index[lv_bank] == q)), False, f"{f.name}_{int(lv_bank)}_{q}_src")
-            with m.If(hit):
-                m.d.sync += tag.eq(_BankTimestamps.BANK)
-            for src, lv in enumerate(t.wide_levels, start=_BankTimestamps.BANK + 1):
-                with m.If(wide_en[lv][q // ratio[lv]]):
-                    m.d.sync += tag.eq(src)
-
     def writes(self) -> None:
-        m, S = self.m, self.S
+        m, S, adv = self.m, self.S, self.adv
         now, ref = self.now, self.need_ref
 
         def head_in(f: Family, cond: object) -> Value:
@@ -696,10 +633,13 @@ class _Builder:
         for f in PLAN.families:
             on_ref = Op.REF in f.earlier.ops
             if f.value is not None:
+                # the latest `t + d(event)`, as cycles from `now`: the larger of the register
+                # and the issued command's distance, one less when the counter advances
+                # (never below -1, "reached")
                 dyn = self.dyn_d[f.value]
                 cand = Signal(S, name=f"cand_{f.name}")
-                m.d.comb += cand.eq(now + Mux(ref, self.dist["tRFC"], dyn)
-                                    if f.value == "completion" else now + dyn)
+                m.d.comb += cand.eq(Mux(ref, self.dist["tRFC"], dyn)
+                                    if f.value == "completion" else dyn)
                 regs = self.dyn[f.index]
                 key = self.keys_index(f.keys, f.earlier.ops) if len(regs) > 1 else Const(0, 0)
                 for kv, reg in enumerate(regs):
@@ -707,21 +647,28 @@ class _Builder:
                     if len(regs) > 1:
                         cond = cond & (key == kv)
                     en = self.enable(cond, on_ref, f.name + (f"_{kv}" if len(regs) > 1 else ""))
-                    with m.If(en & (cand > reg)):
-                        m.d.sync += reg.eq(cand)
+                    new = Mux(en & (cand > reg), cand, reg)
+                    m.d.sync += reg.eq(Mux(adv & (new >= 0), new - 1, new))
+                if f.value == "completion":
+                    # the program's cycle count, absolute: one register beside the relative one
+                    assert len(regs) == 1, "the completion family has no keys"
+                    comp = Signal(S, init=-1, name="complete")
+                    with m.If(en & (now + cand > comp)):
+                        m.d.sync += comp.eq(now + cand)
+                    self.comp_abs = comp
                 continue
             if f.nth > 1:
                 for q, ring in enumerate(self.win[f.index]):
                     en = self.enable(head_in(f, lambda o, q=q, f=f: self.node_hit(
                         o, f.write_levels[o], f.level, q)), on_ref, f"{f.name}_{q}")
                     with m.If(en):
-                        m.d.sync += [ring[0].eq(self.now_for(q, len(self.win[f.index])))] + [
-                            ring[k].eq(ring[k - 1]) for k in range(1, f.nth)]
+                        m.d.sync += [ring[0].eq(adv)] + [
+                            ring[k].eq(self.aged(f, ring[k - 1])) for k in range(1, f.nth)]
+                    with m.Else():
+                        m.d.sync += [r.eq(self.aged(f, r)) for r in ring]
                 continue
             ops = [o for o in sorted(f.earlier.ops) if o != Op.REF]
             key = self.keys_index(f.keys, ops) if ops else Const(0, 0)
-            if f.index in self.ram:
-                self.write_bank_timestamps(f, self.ram[f.index], head_in, on_ref)
             for lv, nodes in self.fam[f.index].items():
                 for q, regs in enumerate(nodes):
                     for kv, reg in enumerate(regs):
@@ -729,8 +676,11 @@ class _Builder:
                             o, f.write_levels[o], lv, q))
                         if f.keys:
                             cond = cond & (key == kv)
+                        # the event's cycle is `now`: its age in the next clock is the advance
                         with m.If(self.enable(cond, on_ref, f"{f.name}_{int(lv)}_{q}_{kv}")):
-                            m.d.sync += reg.eq(self.now_for(q, len(nodes)))
+                            m.d.sync += reg.eq(adv)
+                        with m.Else():
+                            m.d.sync += reg.eq(self.aged(f, reg))
 
         # open banks
         at_g, at_b = self.index[Scope.GROUP], self.index[Scope.BANK]
@@ -754,8 +704,7 @@ class _Builder:
             with m.If(explicit_ref & (self.refb > self.next_due)):
                 m.d.sync += self.next_due.eq(self.refb)
 
-        # the program's cycle count: the completion family (never before cycle 0)
-        comp = next((self.dyn[f.index][0] for f in PLAN.families if f.value == "completion"),
-                    None)
+        # the program's cycle count: the completion family's absolute twin (never before 0)
+        comp = getattr(self, "comp_abs", None)
         assert comp is not None, "the rules table has no completion row"
         m.d.comb += self.c.complete.eq(Mux(comp[-1], 0, comp))

@@ -285,11 +285,11 @@ def _run_with_resets(cfg, progs: list[np.ndarray]) -> list[list[Issued]]:
 
 
 def test_bank_timestamps_forget_the_program_before_a_reset() -> None:
-    """The per-bank timestamps live in memories that a reset does not clear (the controller's
-    ``_BankTimestamps``); their tags do. A program leaves every bank's ACT, PRE, RD and WR
-    entries at late cycles, the channel is reset, and a second program reads each of them
-    first (ACT after the stale PRE, PRE after the stale ACT, RD and WR): its issue cycles are
-    the golden model's from cycle 0, which stale entries would delay by hundreds of cycles."""
+    """A reset forgets every family's latest events (the ages go back to "long ago"). A
+    program leaves every bank's ACT, PRE, RD and WR entries at late cycles, the channel is
+    reset, and a second program reads each of them first (ACT after the stale PRE, PRE after
+    the stale ACT, RD and WR): its issue cycles are the golden model's from cycle 0, which
+    stale entries would delay."""
     cfg = load_config(None, SMALL)
     org = cfg.org
     banks = [(g, b) for g in range(org.groups_per_channel) for b in range(org.banks_per_group)]
