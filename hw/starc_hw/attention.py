@@ -60,7 +60,7 @@ from .pu import BankPU
 from .softmax import SoftmaxUnit
 
 __all__ = ["DP_ERRORS", "PU_MODULE", "UNIT_PREFIX", "AttentionChannel", "PUShell",
-           "check_attention_config", "falling_edge_domain", "gate_clock"]
+           "check_attention_config", "falling_edge_domain", "gate_clock", "gate_pu"]
 
 #: Verilog module name of the bank PU when the channel instantiates it (``pu_instances``).
 PU_MODULE = "starc_bank_pu"
@@ -136,6 +136,39 @@ def check_attention_config(cfg: Config, head_dim: int) -> tuple[int, int]:
     return bpt, sets
 
 
+def gate_pu(top: Module, m: Module, name: str, ports: dict[str, Value], reset: Value,
+            rst: Value, domain: str, mac_pipeline: int) -> Signal:
+    """The gated clock ``domain`` of a clock-gated PU (:class:`AttentionChannel`
+    ``clock_gating``; its signals named after ``name``). The PU's input registers
+    (:class:`PUShell` ``registered``) run on it too, so it is on in the cycle a beat or an
+    accumulator clear reaches the PU's ports (``ports``, captured at its end), the cycle after
+    (the PU acts on the registered beat), the ``mac_pipeline`` cycles after that (results still
+    in its pipeline), and with the channel's reset or restart ``reset`` and its registered copy
+    ``rst`` (the PU's reset); the enable goes through a falling-edge register (returned: high
+    while the clock runs).
+
+    Why no input is lost or taken twice: the gate is on in cycle t whenever the PU acts on its
+    registers in t (a registered beat, clear or reset, or a result in the pipeline), and each of
+    those implies that it was on in t - 1 too, so the registers hold exactly the ports of
+    t - 1, as an always-clocked register would. A cycle the gate is on only for a beat arriving
+    at the ports follows at least ``mac_pipeline`` idle cycles (or the start): the PU then takes
+    registers that were written at the last edge after a beat, which carry no beat and no
+    clear (a bubble through an empty pipeline)."""
+    P = mac_pipeline
+    beat = Signal(name=f"{name}_beat")          # at the ports, taken at the end of the cycle
+    clear = Signal(name=f"{name}_clear")
+    m.d.comb += [beat.eq(ports["mac_valid"] | ports["wrgb_valid"] | ports["prob_valid"]),
+                 clear.eq(ports["acc_clear"].any())]
+    held_beat = Signal(name=f"{name}_held_beat")    # the same, in the PU's input registers
+    held_clear = Signal(name=f"{name}_held_clear")
+    recent = Signal(P, name=f"{name}_recent")       # a registered beat 1 .. P cycles ago
+    m.d.sync += [held_beat.eq(beat), held_clear.eq(clear),
+                 recent.eq(Cat(held_beat, recent[:-1]))]
+    en = Signal(name=f"{name}_en")
+    m.d.comb += en.eq(beat | clear | held_beat | held_clear | recent.any() | reset | rst)
+    return gate_clock(top, domain, en, name=f"{name}_gate")
+
+
 class AttentionChannel(wiring.Component):
     """One PIM channel computing one decode step of attention for one query head.
 
@@ -174,13 +207,16 @@ class AttentionChannel(wiring.Component):
     clock_gating : bool
         Clock each bank PU only in the cycles it has work (ASIC-style clock gating). Every input
         of a PU (MAC column, query chunk, probabilities, accumulator clear, and its reset:
-        reset or ``restart``) goes through a register first, and the PU behind has one of its
-        ``mac_pipeline`` stages fewer, so every result lands in the same cycle with the same
-        bits as without gating (the co-simulation tests check both). The PU's clock runs in the
-        cycles its registered inputs carry something and the ``mac_pipeline`` cycles after; the
-        enable, computed from registers only, is latched on the falling edge (a glitch-free
-        gate, immune to a testbench that drives the ports at the falling edge). Idle PUs then
-        cost a simulator nothing; FPGA builds leave it off (gated clocks). The softmax unit
+        reset or ``restart``) goes through a register first (the data inputs inside the PU's
+        module, on its own clock: :class:`PUShell` ``registered``), and the PU behind has one
+        of its ``mac_pipeline`` stages fewer, so every result lands in the same cycle with the
+        same bits as without gating (the co-simulation tests check both). The PU's clock runs
+        in the cycle an input arrives, the cycle its registers carry it and the
+        ``mac_pipeline`` cycles after (:func:`gate_pu`); the enable is latched on the falling
+        edge (a glitch-free gate), so the channel's signals must change on the rising edge, as
+        the co-simulation harness (:class:`starc_hw.attention_sim.AttentionSim`) drives its
+        ports. Idle PUs then cost a simulator nothing; FPGA builds leave it off (gated clocks).
+        The softmax unit
         runs on a gated clock of its own too (``softmax_gating``, default: as
         ``clock_gating``), on while its ``active`` says it has work (a beat or an SFM offered,
         a softmax running or draining, a read-out that can move), in reset and on restart. Its
@@ -340,14 +376,13 @@ class AttentionChannel(wiring.Component):
                 {name: getattr(shell, name) for name in shell.signature.members}
             domain, rst = "sync", ResetSignal() | self.restart
             pu = dict(ports)
-            if gating:   # the glue drives registers in front of the PU (see clock_gating)
+            if gating:   # the PU registers its inputs on its own clock (see clock_gating)
                 domain = f"pu{i}"
                 top.domains += ClockDomain(domain, local=True)
-                pu.update(shell.ports(f"pu{i}_d_", PUShell.REGISTERED))
-                m.d.sync += [ports[n].eq(pu[n]) for n in PUShell.REGISTERED]
                 rst = Signal(name=f"pu{i}_rst", reset_less=True)
                 m.d.sync += rst.eq(ResetSignal() | self.restart)
-                self._gate(top, m, i, ports, rst, domain)
+                gate_pu(top, m, f"pu{i}", ports, ResetSignal() | self.restart, rst, domain,
+                        cfg.pu.mac_pipeline)
             if self._pu_instances:
                 top.submodules[f"pu{i}"] = Instance(
                     PU_MODULE, i_clk=ClockSignal(domain), i_rst=rst,
@@ -611,20 +646,6 @@ class AttentionChannel(wiring.Component):
         ]
         return (left != 0) | d1.valid | d2.valid
 
-    def _gate(self, top: Module, m: Module, i: int, ports: dict[str, Value], rst: Value,
-              domain: str) -> None:
-        """The gated clock of PU ``i``: on while its registered inputs (``ports``) carry a beat,
-        an accumulator clear or its reset ``rst``, and ``mac_pipeline`` cycles after a beat
-        (results still in its pipeline); the enable goes through a falling-edge register."""
-        P = self._cfg.pu.mac_pipeline
-        beat = Signal(name=f"pu{i}_beat")
-        m.d.comb += beat.eq(ports["mac_valid"] | ports["wrgb_valid"] | ports["prob_valid"])
-        recent = Signal(P, name=f"pu{i}_recent")
-        m.d.sync += recent.eq(Cat(beat, recent[:-1]))
-        en = Signal(name=f"pu{i}_en")
-        m.d.comb += en.eq(beat | recent.any() | ports["acc_clear"].any() | rst)
-        gate_clock(top, domain, en, name=f"pu{i}_gate")
-
     def _glue_units(self, *, declared: bool = False) -> fp.SharedUnits | None:
         """With ``pu_instances``, the glue's combinational FP units as instances
         (:class:`~starc_hw.fp.SharedUnits`, modules ``starc_fp_*``; None without). ``declared``:
@@ -655,14 +676,18 @@ class PUShell(wiring.Component):
     module :class:`AttentionChannel` instantiates once per bank with ``pu_instances``.
 
     ``registered``: the shell of a clock-gated PU (:class:`AttentionChannel` ``clock_gating``),
-    whose inputs (:data:`REGISTERED`) reach it through a register in the channel: its PU has one
-    pipeline stage fewer (``pu.mac_pipeline - 1``), so that results land in the same cycles."""
+    which registers its inputs (:data:`REGISTERED`) on its own clock before the PU: its PU has
+    one pipeline stage fewer (``pu.mac_pipeline - 1``), so that results land in the same cycles.
+    The registers are inside the shell, so that no logic of the PU depends combinationally on
+    its ports: a simulator that compiles the shell apart (a Verilator hierarchical block)
+    evaluates it only on its own clock edges, not on every change of the channel's signals."""
 
     OUTPUTS = ("scores", "acc")
     #: The inputs a clock-gated PU takes through a register.
     REGISTERED = ("mac_valid", "mac", "wrgb_valid", "wrgb", "prob_valid", "prob", "acc_clear")
 
     def __init__(self, *, cfg: Config, registered: bool = False, heads: int = 1) -> None:
+        self._registered = bool(registered)
         if registered:
             cfg = cfg.replace(pu=dataclasses.replace(cfg.pu,
                                                      mac_pipeline=cfg.pu.mac_pipeline - 1))
@@ -676,21 +701,26 @@ class PUShell(wiring.Component):
             "scores": Out(pu.scores.shape()), "acc": Out(pu.acc.shape()),
         })
 
-    def ports(self, prefix: str = "pu_", names: tuple[str, ...] | None = None
-              ) -> dict[str, object]:
+    def ports(self, prefix: str = "pu_", names: tuple[str, ...] | None = None, *,
+              reset_less: bool = False) -> dict[str, object]:
         """Fresh signals shaped like this shell's ports (all, or ``names``)."""
         members = self.signature.members
-        return {name: Signal(members[name].shape, name=f"{prefix}{name}")
+        return {name: Signal(members[name].shape, name=f"{prefix}{name}", reset_less=reset_less)
                 for name in (names or tuple(members))}
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
         m.submodules.pu = pu = self._pu
+        inp = {name: getattr(self, name) for name in self.REGISTERED}
+        if self._registered:   # reset-less: they hold the ports of the last clock, as before
+            regs = self.ports("in_", self.REGISTERED, reset_less=True)
+            m.d.sync += [regs[n].eq(inp[n]) for n in self.REGISTERED]
+            inp = regs
         m.d.comb += [
-            pu.mac.valid.eq(self.mac_valid), pu.mac.payload.eq(self.mac),
-            pu.wrgb.valid.eq(self.wrgb_valid), pu.wrgb.payload.eq(self.wrgb),
-            pu.prob.valid.eq(self.prob_valid), pu.prob.payload.eq(self.prob),
-            pu.bank_slice.eq(self.bank_slice), pu.acc_clear.eq(self.acc_clear),
+            pu.mac.valid.eq(inp["mac_valid"]), pu.mac.payload.eq(inp["mac"]),
+            pu.wrgb.valid.eq(inp["wrgb_valid"]), pu.wrgb.payload.eq(inp["wrgb"]),
+            pu.prob.valid.eq(inp["prob_valid"]), pu.prob.payload.eq(inp["prob"]),
+            pu.bank_slice.eq(self.bank_slice), pu.acc_clear.eq(inp["acc_clear"]),
             self.scores.eq(pu.scores), self.acc.eq(pu.acc),
         ]
         return m
