@@ -153,7 +153,7 @@ def test_default_clock_is_a_measured_one() -> None:
     )
     from starc_hw.uart import divisor_for
 
-    assert default_clock_hz("pim-tiny") == 50e6 and default_clock_hz("medium") == 50e6
+    assert default_clock_hz("pim-tiny") == 50e6 and default_clock_hz("large") == 50e6
     assert default_clock_hz("pim-smol") == 6.25e6
     assert DEFAULT_CLOCK_HZ == 6.25e6
     for name in BOARD_SIZES:
