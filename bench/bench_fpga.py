@@ -2,8 +2,8 @@
 
 Runs the full open flow (YoWASP Yosys synth_ecp5, nextpnr-ecp5 with --report, ecppack) for each
 board size (``starc_fpga.top.BOARD_SIZES``) into ``build/fpga/<size>/`` and prints a Markdown
-table (the one in docs/fpga.md); sizes that do not fit the LFE5U-85F (``Size.place``: the full
-64-bank channel) are synthesised only. nextpnr uses router2 for every size (the default router1
+table (the one in docs/fpga.md); sizes that do not fit the LFE5U-85F (``Size.place``:
+``pim-large``) are synthesised only. nextpnr uses router2 for every size (the default router1
 takes much longer on the large channel). Long: minutes per size; not part of the test suite.
 
     .venv/bin/python bench/bench_fpga.py                     # every size

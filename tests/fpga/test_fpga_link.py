@@ -385,13 +385,14 @@ def test_board_sizes() -> None:
     with pytest.raises(TypeError, match="Size must be a starc_hw.sizes.Size, not 'small'"):
         ULX3STop(size="small")  # type: ignore[arg-type]
     assert [k for k, v in BOARD_SIZES.items() if v.place] == [
-        "tiny", "small", "small-wide", "medium", "large", "pim-tiny", "pim-mid", "pim-smol"]
+        "tiny", "small", "small-wide", "medium", "large", "full", "pim-tiny", "pim-mid",
+        "pim-smol"]
     from starc_fpga.build import build
-    with pytest.raises(ValueError, match="Size 'full' does not fit the LFE5U-85F: synthesis only "
-                                         "\\(--no-pnr\\); the placed sizes are tiny, small, "
-                                         "small-wide, medium, large, pim-tiny, pim-mid, "
-                                         "pim-smol"):
-        build("full")
+    with pytest.raises(ValueError, match="Size 'pim-large' does not fit the LFE5U-85F: synthesis "
+                                         "only \\(--no-pnr\\); the placed sizes are tiny, "
+                                         "small, small-wide, medium, large, full, pim-tiny, "
+                                         "pim-mid, pim-smol"):
+        build("pim-large")
     assert isinstance(BOARD_SIZES["small"], Size)
 
 
