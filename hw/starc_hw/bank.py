@@ -10,7 +10,7 @@ controller (and the golden rule it implements) never violates DRAM timing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -63,10 +63,10 @@ class BankArray(wiring.Component):
     column_valid : Out(banks)
     column_cmd : Out(COMMAND)
     violations : Out(VIOLATIONS)
-        Sticky flags, one per rule (:data:`starc_hw.layouts.VIOLATIONS`); set two clocks after
-        the offending command issued.
+        Sticky flags, one per rule (:data:`starc_hw.layouts.VIOLATIONS`); set three clocks
+        after the offending command issued.
     violation_count : Out(32)
-        Number of issued commands that broke at least one rule (also two clocks late).
+        Number of issued commands that broke at least one rule (also three clocks late).
     """
 
     def __init__(self, *, cfg: Config, rows: int = 4, cycle_width: int = 48,
@@ -131,23 +131,53 @@ class BankArray(wiring.Component):
         # (at least one bit each: no zero-width vectors in Verilog)
         rd_bank = [Signal(range(max(BPG, 2)), name=f"rd_bank_{gi}") for gi in range(G)]
         rd_grp = Signal(range(max(G, 2)))
-        # Each rule's check is `t < deadline`, the deadline (the event's cycle + the rule's
-        # distance) kept in a register of its own, written when the event issues: one
-        # comparator per rule and bank, where `t < since + distance` was an adder and a
-        # comparator (medium: 4200 of its 6700 carry cells were the checker's). The cycle
-        # field is unsigned and a deadline is only looked at once its event happened since the
-        # reset, so the flags are those of the timestamps (initially NEG: NEG + distance was
-        # never later than the cycle) in every clock; the sums `t + distance` are computed once
-        # for all banks.
+        # The timing checker works one clock behind the command (its stage B): the command's
+        # scope per bank, its kind and the emulated cycles since the previous issued command
+        # (``delta``, saturated) are registered here, and the rules are checked and their state
+        # updated in the next clock, so neither the issue handshake nor the cycle field's carry
+        # chain reaches the 8 x banks comparators (the flags and the count lag one more clock).
+        # Each rule keeps, per bank, its remaining distance relative to the previous issued
+        # command: ``s = deadline - 1 - t_prev`` (the deadline: the event's cycle + the rule's
+        # distance), -1 once passed; a command at ``t = t_prev + delta`` breaks the rule iff
+        # ``s - delta >= 0`` (that is ``t < deadline``), and then ``s`` becomes ``max(s - delta,
+        # -1)``, or ``distance - 1`` when the command is the rule's event for the bank. Issued
+        # cycles never decrease, so this is `t < deadline` of the absolute deadlines exactly; the
+        # state is a few bits per rule (the distance's width + 1: 51 bits per bank for the
+        # preset's distances) where the absolute deadlines took the cycle field's width + 1 (33
+        # on the board) each: 64 x 8 comparators of 33 bits on the full channel were 8448 of its
+        # 10504 carry cells and 16896 of its 22927 flip-flops. ``delta`` is saturated at the
+        # largest distance's width, every rule's is saturated at its own.
         dist = {"tRC": ("act", tm.tRC), "tRAS": ("act", tm.tRAS), "tRCD": ("act", tm.tRCD),
                 "tRP": ("pre", tm.tRP), "tRFC": ("ref", tm.tRFC),
                 "tRTP": ("col", tm.tRTP_L), "tWR": ("wr", self._cfg.distances()["wr_to_pre"]),
                 "tCCD": ("col_any", tm.tCCD_L)}
-        plus = {}
-        for _, d in dist.values():
-            if d not in plus:
-                plus[d] = Signal(W + 1, name=f"t_plus_{d}")
-                m.d.comb += plus[d].eq(t + d)
+        width = {r: max(d, 1).bit_length() for r, (_, d) in dist.items()}
+        t_prev = Signal(W)
+        delta = Signal(W)
+        m.d.comb += delta.eq(t - t_prev)
+        with m.If(valid):
+            m.d.sync += t_prev.eq(t)
+        # stage B's registers: delta saturated at each rule width, validity, kind, scope
+        delta_b = {}
+        for D in sorted(set(width.values())):
+            delta_b[D] = Signal(D, name=f"delta_b_{D}")
+            over = delta[D:].any() if W > D else 0
+            m.d.sync += delta_b[D].eq(Mux(over, (1 << D) - 1, delta[:D]))
+        valid_b = Signal()
+        sel_b = Signal(NB)
+        kind_b = {k: Signal(name=f"is_{k}_b") for k in ("act", "pre", "col", "wr", "ref")}
+        check_b = {k: Signal(name=f"check_{k}_b") for k in ("actref", "pre", "column")}
+        m.d.sync += [valid_b.eq(valid),
+                     kind_b["act"].eq(is_act), kind_b["pre"].eq(is_pre),
+                     kind_b["col"].eq(is_mac | is_rd), kind_b["wr"].eq(is_wr),
+                     kind_b["ref"].eq(is_ref),
+                     check_b["actref"].eq(is_act | is_ref), check_b["pre"].eq(is_pre),
+                     check_b["column"].eq(is_mac | is_rd | is_wr)]
+        # which events each command kind is
+        kinds_of = {"act": ("act",), "pre": ("pre",), "col": ("col", "col_any"),
+                    "wr": ("wr", "col_any"), "ref": ("ref",)}
+        checked_by = {"tRC": "actref", "tRP": "actref", "tRFC": "actref", "tRAS": "pre",
+                      "tRTP": "pre", "tWR": "pre", "tRCD": "column", "tCCD": "column"}
         for i in range(NB):
             gi, bi = divmod(i, BPG)
             # sel: the command touches this bank; hit: and it is issued. The flags are computed
@@ -158,42 +188,32 @@ class BankArray(wiring.Component):
             m.d.comb += [sel.eq(scope_all | (scope_grp & (c.group == gi))
                                 | (scope_bank & (c.group == gi) & (c.bank == bi))),
                          hit.eq(valid & sel)]
-            # the deadlines need no reset (4224 LSR inputs on medium): a bit per event kind
-            # says whether the bank saw one since the reset, and a deadline counts only then
-            dl = {r: Signal(W + 1, name=f"{r}_{i}", reset_less=True) for r in dist}
+            m.d.sync += sel_b[i].eq(sel)
+            # the remaining distances need no reset: a bit per event kind says whether the bank
+            # saw one since the reset, and a rule's state counts only then
+            rem = {r: Signal(signed(width[r] + 1), name=f"{r}_{i}", reset_less=True)
+                   for r in dist}
             seen = {k: Signal(name=f"seen_{k}_{i}") for k, _ in dist.values()}
             row = Signal(max(lg_rows, 1), name=f"row_{i}")  # no zero-width vectors in Verilog
             opened = is_open[i]
-
-            def too_early(rule: str, sel: Signal = sel, dl: dict = dl,
-                          seen: dict = seen) -> Signal:
-                return sel & seen[dist[rule][0]] & (t < dl[rule])
-
-            flags["tRC"] += [too_early("tRC") & (is_act | is_ref)]
-            flags["tRP"] += [too_early("tRP") & (is_act | is_ref)]
-            flags["tRFC"] += [too_early("tRFC") & (is_act | is_ref)]
-            flags["tRAS"] += [too_early("tRAS") & is_pre]
-            flags["tRTP"] += [too_early("tRTP") & is_pre]
-            flags["tWR"] += [too_early("tWR") & is_pre]
-            flags["tRCD"] += [too_early("tRCD") & (is_mac | is_rd | is_wr)]
-            flags["tCCD"] += [too_early("tCCD") & (is_mac | is_rd | is_wr)]
+            hit_b = Signal(name=f"hit_b_{i}")
+            m.d.comb += hit_b.eq(valid_b & sel_b[i])
+            for r, (k, d) in dist.items():
+                left = Signal(signed(width[r] + 1), name=f"{r}_left_{i}")
+                m.d.comb += left.eq(rem[r] - delta_b[width[r]])
+                flags[r] += [sel_b[i] & seen[k] & ~left[-1] & check_b[checked_by[r]]]
+                event = Cat(*(kind_b[e] for e, ks in kinds_of.items() if k in ks)).any()
+                with m.If(hit_b & event):
+                    m.d.sync += [rem[r].eq(d - 1), seen[k].eq(1)]
+                with m.Elif(valid_b):
+                    m.d.sync += rem[r].eq(Mux(left[-1], -1, left))
             flags["state"] += [sel & ((is_act & opened) | ((is_mac | is_rd | is_wr) & ~opened))]
-
-            def events(*kinds: str, dl: dict = dl, seen: dict = seen) -> list:
-                return [*(dl[r].eq(plus[d]) for r, (k, d) in dist.items() if k in kinds),
-                        *(seen[k].eq(1) for k in kinds)]
 
             with m.If(hit):
                 with m.If(is_act):
-                    m.d.sync += [*events("act"), is_open[i].eq(1), row.eq(c.row[:lg_rows])]
+                    m.d.sync += [is_open[i].eq(1), row.eq(c.row[:lg_rows])]
                 with m.If(is_pre):
-                    m.d.sync += [*events("pre"), is_open[i].eq(0)]
-                with m.If(is_mac | is_rd):
-                    m.d.sync += events("col", "col_any")
-                with m.If(is_wr):
-                    m.d.sync += events("wr", "col_any")
-                with m.If(is_ref):
-                    m.d.sync += events("ref")
+                    m.d.sync += is_open[i].eq(0)
 
             mem = Memory(shape=org.column_bytes * 8, depth=self._rows * C, init=[])
             m.submodules[f"mem_{i}"] = mem
@@ -216,11 +236,16 @@ class BankArray(wiring.Component):
         # REF needs every bank closed; it touches all banks, so flag it once here.
         flags["state"] += [is_ref & any_open]
 
+        # the state rule is checked in the command's own clock (it needs the open rows as they
+        # are then) and registered to meet the timing rules of the same command in stage B
+        state_b = Signal()
+        m.d.sync += state_b.eq(valid & Cat(*flags["state"]).any())
         fired = Signal(VIOLATIONS)
         for name, _ in VIOLATIONS:
-            m.d.comb += getattr(fired, name).eq(valid & Cat(*flags[name]).any())
-        # registered before the sticky flags and the counter: the issue handshake reaches one
-        # flip-flop per rule, not the counter's carry chain (flags and count lag one clock)
+            if name == "state":
+                m.d.comb += fired.state.eq(state_b)
+            else:
+                m.d.comb += getattr(fired, name).eq(valid_b & Cat(*flags[name]).any())
         fired_q = Signal(VIOLATIONS)
         m.d.sync += fired_q.eq(fired)
         with m.If(fired_q.as_value().any()):

@@ -2,7 +2,7 @@
 """starc_hw.bank.BankArray's timing checker against the independent model of
 ``starc_sim.scoreboard.bank_violations``: seeded random streams of every bank command (all
 scopes, REF included) at cycle stamps close enough to break every rule now and then. After each
-command the sticky flags and the violation count (two clocks late) equal the model's for the
+command the sticky flags and the violation count (three clocks late) equal the model's for the
 commands so far, with and without the block RAM stage; after a reset halfway (the cycle stamps
 start again near 0) those of the commands since the reset."""
 
