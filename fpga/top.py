@@ -44,10 +44,11 @@ DEFAULT_CLOCK_HZ = 6_250_000
 #: 13:14, router1) and pim-mid 50.45 MHz (main at 4fdfadb, 2026-12-07 14:02, router2 seed 2;
 #: 48.38 MHz with seed 1 before the link's ISSUE register) and medium 53.35 MHz and large
 #: 54.74 MHz (main at 7fe57a5, the controller's relative state, 2026-12-08 00:24 and 00:42,
-#: router2 seed 1) met 50 MHz.
+#: router2 seed 1) met 50 MHz, and full 53.01 MHz (main at 0312452, the bank array's relative
+#: timing checker, 2026-12-08 03:24, router2 seed 2; seed 1 did not route).
 MEASURED_CLOCK_HZ = {"tiny": 50_000_000, "small": 50_000_000, "small-wide": 50_000_000,
-                     "medium": 50_000_000, "large": 50_000_000, "pim-tiny": 50_000_000,
-                     "pim-mid": 50_000_000}
+                     "medium": 50_000_000, "large": 50_000_000, "full": 50_000_000,
+                     "pim-tiny": 50_000_000, "pim-mid": 50_000_000}
 #: Default baud rate: 6.25 MHz / 25, exact, and exact for the FT231X on the ULX3S (3 MHz / 12).
 DEFAULT_BAUD = 250_000
 #: Cycle counter width on the FPGA: 2^30 emulated DRAM cycles before a RESET is needed.
