@@ -45,7 +45,8 @@ DEFAULT_CLOCK_HZ = 6_250_000
 #: 48.38 MHz with seed 1 before the link's ISSUE register) and medium 53.35 MHz and large
 #: 54.74 MHz (main at 7fe57a5, the controller's relative state, 2026-12-08 00:24 and 00:42,
 #: router2 seed 1) met 50 MHz, and full 53.01 MHz (main at 0312452, the bank array's relative
-#: timing checker, 2026-12-08 03:24, router2 seed 2; seed 1 did not route).
+#: timing checker, 2026-12-08 03:24, router2 seed 2; seed 1 did not route); pim-mid rebuilt at
+#: 54.95 MHz with the relative state and checker (main at 7bbcc98, 03:48, router2 seed 2).
 MEASURED_CLOCK_HZ = {"tiny": 50_000_000, "small": 50_000_000, "small-wide": 50_000_000,
                      "medium": 50_000_000, "large": 50_000_000, "full": 50_000_000,
                      "pim-tiny": 50_000_000, "pim-mid": 50_000_000}
