@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -104,21 +105,35 @@ def _summary(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 # ---- sandbox snapshots ------------------------------------------------------------------------
+#: SHA-1 of a small file by (path, size, mtime, inode, ctime): any write to a file changes its
+#: ctime (which no process can set back), so an unchanged key is unchanged content; a snapshot
+#: hashes only what changed since the last one.
+_DIGESTS: dict[tuple[Any, ...], str] = {}
+
+
 def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
     snap: dict[str, tuple[Any, ...]] = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
-            st_ = p.lstat()
-            if p.is_symlink():
-                snap[rel] = ("link", os.readlink(p))
-            elif p.is_dir():
-                snap[rel] = ("dir", st_.st_mode)
-            else:
-                digest = hashlib.sha1(p.read_bytes()).hexdigest() if st_.st_size <= 1 << 16 \
-                    else None
-                snap[rel] = ("file", st_.st_size, st_.st_mtime_ns, st_.st_ino, digest)
+    todo = [(str(root), "")]
+    while todo:
+        folder, prefix = todo.pop()
+        with os.scandir(folder) as it:
+            for e in it:
+                rel = prefix + e.name
+                st_ = e.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st_.st_mode):
+                    snap[rel] = ("link", os.readlink(e.path))
+                elif stat.S_ISDIR(st_.st_mode):
+                    snap[rel] = ("dir", st_.st_mode)
+                    todo.append((e.path, rel + "/"))
+                else:
+                    digest = None
+                    if st_.st_size <= 1 << 16:
+                        key = (e.path, st_.st_size, st_.st_mtime_ns, st_.st_ino, st_.st_ctime_ns)
+                        digest = _DIGESTS.get(key)
+                        if digest is None:
+                            with open(e.path, "rb") as f:
+                                digest = _DIGESTS[key] = hashlib.sha1(f.read()).hexdigest()
+                    snap[rel] = ("file", st_.st_size, st_.st_mtime_ns, st_.st_ino, digest)
     return snap
 
 
