@@ -247,21 +247,20 @@ CAPACITY = {"LUT": 83640, "FF": 83640, "DSP": 156, "BRAM": 208}
 #: DP16KD aspect ratios (width, depth) of the ECP5 block RAM (Lattice FPGA-TN-02204).
 _DP16KD = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
 #: LUT model of the channel-only sizes, fitted to the measured builds of docs/fpga.md with the
-#: controller's relative state (7fe57a5): medium 17114 and large 23436 LUTs after place and route
-#: at 16 and 32 banks, full 35947 after synthesis at 64 (the line through the first two gives
-#: 36074): the UART, link and controller core plus a per-bank share of the controller and bank
-#: checker. (The single-clock controller's builds, tiny 14852, small 17663 and medium 36327 at
-#: 2, 4 and 16 banks, fitted 12300 + 1500 per bank.) With the bank array's relative timing
-#: checker full synthesises to 27003 LUTs (the model says 36400): not refitted, as medium and
-#: large were not rebuilt with it; the model is an upper bound for it, which is what
-#: :func:`check_fits` needs.
-_LUT_BASE, _LUT_PER_BANK = 10800, 400
-#: LUTs of the FPGA-shaped datapath: per bank PU and lane per clock (the two-adder PU: pim-tiny's
-#: build, 24815 LUTs with two PUs, docs/fpga.md; 5000 with five adders), and the softmax, moves
-#: and output accumulator of a channel. Fitted beside the single-clock controller's channel model
-#: and not refitted since: the attention sizes' builds with the relative state are not measured
-#: yet, so their estimates are about 5000 LUTs lower than the same fit would give.
-_LUT_PER_PU_LANE, _LUT_DATAPATH = 2800, 4000
+#: controller's relative state and the bank array's relative timing checker (0312452 onwards):
+#: medium 14640 and large 18751 LUTs after place and route at 16 and 32 banks (the line through
+#: them), full 27003 after synthesis at 64 (the line gives 26976): the UART, link and
+#: controller core plus a per-bank share of the controller and bank checker; an upper bound for
+#: the small channels (tiny 6774 LUTs, 11020 by the model), which is what check_fits needs.
+#: (Earlier fits: 10800 + 400 per bank with the relative state before the checker's; 12300 +
+#: 1500 with the single-clock controller.)
+_LUT_BASE, _LUT_PER_BANK = 10500, 260
+#: LUTs of the FPGA-shaped datapath: per bank PU and lane per clock, and the softmax, moves and
+#: output accumulator of a channel: the least-squares line through pim-tiny 21299, pim-mid 31302
+#: (the same gateware as the channel model's builds) and pim-smol 48610 LUTs (the relative state
+#: before the checker's) at 2, 4 and 8 banks, less the channel model (estimates 21620, 30640,
+#: 48680).
+_LUT_PER_PU_LANE, _LUT_DATAPATH = 4250, 2100
 #: DSP blocks of the softmax unit (five products wider than 18 x 18, four blocks each) next to
 #: one per PU lane.
 _DSP_SOFTMAX = 20

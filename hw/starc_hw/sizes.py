@@ -157,7 +157,8 @@ SIZES: dict[str, Size] = {s.name: s for s in (
     Size("large", "32 banks: half the preset's channel, four banks per group", 2, 2, 2, 4,
          lanes=4, rows=16),
     # fits since the controller's relative state (7fe57a5): 35947 LUTs (43 %) and 129 of the 208
-    # block RAMs after synthesis (docs/fpga.md); 108300 LUTs by the estimate fitted before it
+    # block RAMs after synthesis (docs/fpga.md), 27003 LUTs with the bank array's relative timing
+    # checker (0312452); 108300 LUTs by the estimate fitted before them
     Size("full", "the preset's 64-bank channel at 64-bit columns", 2, 2, 4, 4, lanes=4,
          rows=16),
     # The attention datapath on the board: 2 banks of the preset's 16 lanes (256-bit columns),
@@ -173,9 +174,9 @@ SIZES: dict[str, Size] = {s.name: s for s in (
     Size("pim-smol", "8 banks x 16 lanes, d 64: a real SmolLM2 head step on the board",
          2, 1, 1, 4, lanes=16, rows=32, head_dim=64, max_entries=512, lanes_per_clock=1,
          fold=4),
-    # 16 banks, d 64: twice pim-smol, whose PUs took about 30k of its 54556 LUTs (docs/fpga.md):
-    # about 80k LUTs with the single-clock controller's channel, so synthesis only (its
-    # estimate is 85100 LUTs by the old channel model, 66000 by the relative state's).
+    # 16 banks, d 64: twice pim-smol (48610 LUTs with the relative state, docs/fpga.md), about
+    # 85000 LUTs by the model fitted to the builds (starc_fpga.build.estimate), beyond the
+    # LFE5U-85F's 83640: synthesis only.
     Size("pim-large", "16 banks x 16 lanes, d 64: beyond the LFE5U-85F (synthesis only)",
          2, 2, 1, 4, lanes=16, rows=16, head_dim=64, max_entries=512, lanes_per_clock=1,
          fold=4, board="synth"),

@@ -129,6 +129,13 @@ def test_estimate_before_synthesis() -> None:
     for name, bram in measured.items():
         assert estimate(size(name))["BRAM"] == bram, name
     assert estimate(size("pim-tiny"))["DSP"] >= 2          # one multiplier per PU at least
+    # LUTs within 5 % of the builds of docs/fpga.md the model was fitted to (after place and
+    # route; full after synthesis)
+    luts = {"medium": 14640, "large": 18751, "full": 27003, "pim-tiny": 21299,
+            "pim-mid": 31302, "pim-smol": 48610}
+    for name, lut in luts.items():
+        assert abs(estimate(size(name))["LUT"] - lut) <= 0.05 * lut, (name, estimate(size(name)))
+    assert estimate(size("pim-large"))["LUT"] > 83640      # why it is synthesis only
     huge = Size("huge", "", 2, 2, 4, 4, lanes=16, rows=64, head_dim=64, lanes_per_clock=1,
                 fold=4)
     with pytest.raises(ValueError, match="size 'huge' does not fit the LFE5U-85F: it needs "
